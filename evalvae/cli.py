@@ -1,0 +1,31 @@
+"""Hydra applications behind ``python -m evalvae <command>``; each calls a plain function."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from evalvae.errors import EvalvaeError
+
+log = logging.getLogger("evalvae")
+CONFIG_PATH = "pkg://evalvae.conf"
+
+
+def _fail(e: Exception) -> None:
+    log.error("evalvae: %s", e)
+    sys.exit(2)
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="run", version_base="1.3")
+def run_app(cfg: DictConfig) -> None:
+    from evalvae.run import run
+
+    try:
+        outcome = run(cfg)
+    except EvalvaeError as e:
+        _fail(e)
+    if outcome.failed:
+        sys.exit(2)

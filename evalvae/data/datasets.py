@@ -1,0 +1,159 @@
+"""Image datasets: ``builtin`` (scikit-image's photos), ``folder`` and ``coco``.
+
+Each builder returns an :class:`ImageDataset`: a sorted list of image records plus the protocol
+geometry. Unreadable files never stop a run; they come back as skipped samples with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from evalvae.data.images import UnreadableImage, load_rgb8
+from evalvae.data.transforms import Geometry, TooSmall
+from evalvae.errors import ConfigError, DatasetError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+# scikit-image's bundled RGB photographs (no download needed), by file in skimage.data.data_dir.
+BUILTIN_IMAGES = {
+    "astronaut": "astronaut.png",  # Eileen Collins, NASA, 512x512
+    "chelsea": "chelsea.png",  # a cat, 300x451
+    "coffee": "coffee.png",  # a cup of coffee, 400x600
+    "rocket": "rocket.jpg",  # SpaceX Falcon 9 launch, 427x640
+    "motorcycle_left": "motorcycle_left.png",  # Middlebury stereo pair, left view, 500x741
+    "motorcycle_right": "motorcycle_right.png",  # right view
+    "hubble_deep_field": "hubble_deep_field.jpg",  # NASA/ESA, 872x1000
+    "immunohistochemistry": "ihc.png",  # stained tissue micrograph, 512x512
+    "retina": "retina.jpg",  # fundus photograph, 1411x1411
+}
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: str
+    path: Path
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class Sample:
+    index: int
+    id: str
+    image: torch.Tensor | None = None  # (3, H, W) uint8
+    upscaled: bool = False
+    reason: str = ""  # why it was skipped, when image is None
+
+
+class ImageDataset(Dataset):
+    """Images decoded to 8-bit RGB and put through the protocol geometry, in a fixed order."""
+
+    def __init__(self, name: str, root: str, records: list[ImageRecord], geometry: Geometry, skipped: list[tuple[str, str]] | None = None):
+        self.name, self.root, self.records, self.geometry = name, root, records, geometry
+        self.listing_skipped = list(skipped or [])  # files rejected before decoding, (file, reason)
+        if not records:
+            raise DatasetError(f"dataset '{name}' at {root} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Sample:
+        rec = self.records[index]
+        try:
+            rgb, _ = load_rgb8(rec.path)
+            image, upscaled = self.geometry.apply(rgb)
+        except (UnreadableImage, TooSmall) as e:
+            return Sample(index, rec.id, reason=str(e))
+        return Sample(index, rec.id, image, upscaled)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "root": self.root, "n_files": len(self.records), **self.geometry.describe()}
+
+
+def _geometry(resolution, crop, small) -> Geometry:
+    return Geometry(resolution=resolution, crop=crop, small=small)
+
+
+def _limit(records: list[ImageRecord], limit: int | None) -> list[ImageRecord]:
+    if limit is None:
+        return records
+    if not isinstance(limit, int) or limit < 1:
+        raise ConfigError("dataset.limit", limit, hint="a positive integer, or null for all images")
+    return records[:limit]
+
+
+def folder(path: str, resolution: int = 256, crop: str = "center", small: str = "upscale", limit: int | None = None, name: str = "folder") -> ImageDataset:
+    """Every image file under ``path``, recursively, in sorted order of relative path.
+
+    Hidden files are ignored; other files are recorded as skipped with the reason.
+    """
+    if path is None:
+        raise ConfigError("dataset.path", path, hint="set dataset.path=/dir/with/images")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset.path={path!r} is not a directory")
+    records, skipped = [], []
+    for p in sorted(root.rglob("*"), key=lambda q: q.relative_to(root).as_posix()):
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or any(part.startswith(".") for part in p.relative_to(root).parts):
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            records.append(ImageRecord(rel, p))
+        else:
+            skipped.append((rel, f"not an image extension ({p.suffix or 'none'})"))
+    return ImageDataset(name, str(root.resolve()), _limit(records, limit), _geometry(resolution, crop, small), skipped)
+
+
+def builtin(resolution: int = 256, crop: str = "center", small: str = "upscale", limit: int | None = None, name: str = "builtin") -> ImageDataset:
+    """scikit-image's bundled RGB photographs (offline), in the order of :data:`BUILTIN_IMAGES`."""
+    import skimage.data
+
+    root = Path(skimage.data.data_dir)
+    records = [ImageRecord(key, root / fname) for key, fname in BUILTIN_IMAGES.items()]
+    return ImageDataset(name, f"skimage.data ({root})", _limit(records, limit), _geometry(resolution, crop, small))
+
+
+def coco(
+    path: str,
+    captions: str | None = None,
+    resolution: int = 256,
+    crop: str = "center",
+    small: str = "upscale",
+    limit: int | None = None,
+    name: str = "coco",
+) -> ImageDataset:
+    """Images listed in a COCO-format captions JSON (``images[].file_name``), with their captions.
+
+    ``captions`` defaults to ``<path>/captions.json``. Listed files missing from ``path`` are skipped.
+    """
+    if path is None:
+        raise ConfigError("dataset.path", path, hint="set dataset.path=/dir/with/coco/images")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset.path={path!r} is not a directory")
+    cap_path = Path(captions).expanduser() if captions else root / "captions.json"
+    if not cap_path.is_file():
+        raise DatasetError(f"COCO captions file {cap_path} not found; set dataset.captions=/path/to/captions_val2017.json")
+    try:
+        doc = json.loads(cap_path.read_text(encoding="utf-8"))
+        by_id: dict[int, list[str]] = {}
+        for ann in doc.get("annotations", []):
+            by_id.setdefault(ann["image_id"], []).append(ann["caption"].strip())
+        images = sorted(doc["images"], key=lambda im: im["file_name"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DatasetError(f"{cap_path} is not a COCO captions file ({type(e).__name__}: {e})") from None
+    records, skipped = [], []
+    for im in images:
+        p = root / im["file_name"]
+        if p.is_file():
+            records.append(ImageRecord(im["file_name"], p, {"coco_id": im["id"], "captions": by_id.get(im["id"], [])}))
+        else:
+            skipped.append((im["file_name"], f"listed in {cap_path.name} but missing from dataset.path"))
+    return ImageDataset(name, str(root.resolve()), _limit(records, limit), _geometry(resolution, crop, small), skipped)

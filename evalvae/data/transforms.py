@@ -1,0 +1,79 @@
+"""The evaluation protocol's geometry: resize and crop, as the community's scripts do it.
+
+``crop=center`` (the default) is torchvision's ``Resize(R, interpolation=BICUBIC)`` then
+``CenterCrop(R)`` on Pillow images, the sd-vae-ft-mse model card's 256x256 COCO protocol:
+
+* the shorter side becomes R and the longer ``int(R * long / short)`` (truncated), Pillow bicubic;
+* the crop starts at ``int(round((H - R) / 2))``, ``int(round((W - R) / 2))``.
+
+``crop=none`` keeps the native size; each VAE then centre-crops to a multiple of its
+downsampling factor (:func:`crop_to_multiple`), with the same rounding.
+
+Images whose shorter side is below R follow ``small``: ``upscale`` (default; what ``Resize``
+does, so results match the community's numbers) or ``skip`` (recorded in ``skipped.csv``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+from evalvae.errors import ConfigError, check_choice
+
+CROPS = ("center", "none")
+SMALL = ("upscale", "skip")
+
+
+class TooSmall(Exception):
+    """The image is below the protocol's resolution and ``small=skip``."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    resolution: int = 256
+    crop: str = "center"
+    small: str = "upscale"
+
+    def __post_init__(self):
+        check_choice("dataset.crop", self.crop, CROPS)
+        check_choice("dataset.small", self.small, SMALL)
+        if self.crop == "center" and (not isinstance(self.resolution, int) or self.resolution < 8):
+            raise ConfigError("dataset.resolution", self.resolution, hint="an integer of at least 8 pixels")
+
+    def apply(self, rgb: np.ndarray) -> tuple[torch.Tensor, bool]:
+        """``(H, W, 3)`` uint8 -> ``(3, R, R)`` uint8 tensor, and whether the image was upscaled."""
+        if self.crop == "none":
+            return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), False
+        short = min(rgb.shape[:2])
+        upscaled = short < self.resolution
+        if upscaled and self.small == "skip":
+            raise TooSmall(f"shorter side {short} px < dataset.resolution={self.resolution} (dataset.small=skip)")
+        im = Image.fromarray(rgb)
+        im = TF.resize(im, self.resolution, interpolation=InterpolationMode.BICUBIC)
+        im = TF.center_crop(im, self.resolution)
+        return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous(), upscaled
+
+    def describe(self) -> dict:
+        if self.crop == "none":
+            return {"crop": "none", "resize": "none", "note": "native size, centre-cropped to a multiple of each VAE's downsampling factor"}
+        return {
+            "resolution": self.resolution,
+            "resize": "torchvision Resize(shorter side = R, PIL bicubic, long side truncated)",
+            "crop": "torchvision CenterCrop(R), offsets int(round((size - R) / 2))",
+            "small": self.small,
+        }
+
+
+def crop_to_multiple(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Centre-crop ``(..., H, W)`` to the largest multiple of ``factor`` in each dimension."""
+    h, w = images.shape[-2:]
+    th, tw = h - h % factor, w - w % factor
+    if (th, tw) == (h, w):
+        return images
+    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    return images[..., top : top + th, left : left + tw]

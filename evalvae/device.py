@@ -1,0 +1,60 @@
+"""Device and precision helpers shared by the run and bench jobs."""
+
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+
+from evalvae.errors import ConfigError
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def parse_dtype(name: str, argument: str = "dtype") -> torch.dtype:
+    """Map ``fp32``/``fp16``/``bf16`` to a torch dtype."""
+    if name not in DTYPES:
+        raise ConfigError(argument, name, DTYPES)
+    return DTYPES[name]
+
+
+def resolve_device(name: str = "auto", argument: str = "device") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an explicit device must exist."""
+    kind = str(name).split(":")[0]
+    if kind not in DEVICES:
+        raise ConfigError(argument, name, DEVICES)
+    if kind == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(argument, name, ["cpu", "auto"], hint="no CUDA device is visible to torch")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(argument, name, ["cpu", "auto"], hint="MPS is not available")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` so wall-clock timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory in MiB: CUDA's max allocated since the last reset, else this process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is KiB on Linux and bytes on macOS.
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10

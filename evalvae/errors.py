@@ -1,0 +1,39 @@
+"""Errors that evalvae reports to the user as one actionable line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class EvalvaeError(Exception):
+    """An error whose message is meant for the user, printed without a traceback."""
+
+
+class ConfigError(EvalvaeError, ValueError):
+    """A configuration value is invalid."""
+
+    def __init__(self, argument: str, value: object, choices: Iterable[object] | None = None, hint: str = ""):
+        self.argument, self.value = argument, value
+        self.choices = list(choices) if choices is not None else None
+        msg = f"invalid {argument}={value!r}"
+        if self.choices is not None:
+            msg += f"; choose one of {', '.join(map(str, self.choices))}"
+        if hint:
+            msg += f"; {hint}"
+        super().__init__(msg)
+
+
+class WeightsUnavailable(EvalvaeError):
+    """Model weights could not be found locally or downloaded."""
+
+
+class DatasetError(EvalvaeError):
+    """A dataset is empty, missing or unreadable as a whole."""
+
+
+def check_choice(argument: str, value: object, choices: Iterable[object]) -> object:
+    """Return ``value`` if it is one of ``choices``, else raise a :class:`ConfigError` naming them."""
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(argument, value, choices)
+    return value

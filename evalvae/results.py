@@ -1,0 +1,115 @@
+"""Tidy result tables of a run, written atomically so a crash never leaves half a file.
+
+* ``per_image.parquet`` / ``per_image.csv``: one row per (vae, image).
+* ``summary.csv``: one row per (vae, metric) with mean, sample std (ddof=1) and n.
+* ``timings.csv``: one row per VAE, seconds per stage.
+* ``skipped.csv``: files left out, with the reason.
+* ``vaes.json``: what each VAE was (source, hashes, latent space) and whether it ran.
+
+Rows of the VAE in progress are appended to ``per_image.partial.csv`` batch by batch, so they
+survive a kill; the file is removed once the final tables hold them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from evalvae.io import atomic_path, atomic_write_text
+
+ID_COLUMNS = ["vae", "image"]
+SIZE_COLUMNS = ["height", "width", "upscaled"]
+SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n"]
+
+
+def summarize(per_image: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Mean, sample std and count of each metric per VAE, ignoring NaN (unavailable) values."""
+    rows = []
+    for vae, group in per_image.groupby("vae", sort=False):
+        for metric in metrics:
+            values = group[metric].astype(float).dropna()
+            n = int(values.size)
+            rows.append({
+                "vae": vae, "metric": metric,
+                "mean": float(values.mean()) if n else math.nan,
+                "std": float(values.std(ddof=1)) if n > 1 else math.nan,
+                "n": n,
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def console_table(summary: pd.DataFrame) -> str:
+    """VAE x metric table of ``mean ± std``, in the order VAEs were run."""
+    if summary.empty:
+        return "(no results)"
+    cell = summary.apply(lambda r: f"{r['mean']:.4f} ± {r['std']:.4f}" if r["n"] > 1 else f"{r['mean']:.4f}", axis=1)
+    table = summary.assign(cell=cell).pivot(index="vae", columns="metric", values="cell")
+    table = table.reindex(index=list(dict.fromkeys(summary["vae"])), columns=list(dict.fromkeys(summary["metric"])))
+    n = summary.groupby("vae", sort=False)["n"].max()
+    return table.assign(n=n).to_string()
+
+
+class RunWriter:
+    """Collects a run's rows and rewrites every result file after each VAE."""
+
+    def __init__(self, out_dir: str | Path, metrics: list[str]):
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.metrics = list(metrics)
+        self.columns = ID_COLUMNS + self.metrics + SIZE_COLUMNS
+        self.rows: list[dict] = []
+        self.timings: list[dict] = []
+        self.skipped: dict[str, str] = {}
+        self.vaes: list[dict] = []
+        self._partial = self.out / "per_image.partial.csv"
+
+    def add_rows(self, rows: list[dict]) -> None:
+        """Record rows and append them to the partial file at once."""
+        self.rows.extend(rows)
+        new = not self._partial.exists()
+        with open(self._partial, "a", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerows(rows)
+
+    def add_skipped(self, items: list[tuple[str, str]]) -> None:
+        for file, reason in items:
+            self.skipped.setdefault(file, reason)
+
+    def add_timing(self, timing: dict) -> None:
+        self.timings.append(timing)
+
+    def add_vae(self, info: dict) -> None:
+        self.vaes.append(info)
+
+    def per_image(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+    def summary(self) -> pd.DataFrame:
+        return summarize(self.per_image(), self.metrics)
+
+    def write_json(self, name: str, obj) -> None:
+        atomic_write_text(self.out / name, json.dumps(obj, indent=2, default=str) + "\n")
+
+    def flush(self) -> pd.DataFrame:
+        """Rewrite all tables from what has been collected; return the summary."""
+        per_image = self.per_image()
+        with atomic_path(self.out / "per_image.parquet") as tmp:
+            per_image.to_parquet(tmp, index=False)
+        with atomic_path(self.out / "per_image.csv") as tmp:
+            per_image.to_csv(tmp, index=False)
+        summary = summarize(per_image, self.metrics)
+        with atomic_path(self.out / "summary.csv") as tmp:
+            summary.to_csv(tmp, index=False)
+        with atomic_path(self.out / "timings.csv") as tmp:
+            pd.DataFrame(self.timings).to_csv(tmp, index=False)
+        with atomic_path(self.out / "skipped.csv") as tmp:
+            pd.DataFrame(sorted(self.skipped.items()), columns=["file", "reason"]).to_csv(tmp, index=False)
+        self.write_json("vaes.json", self.vaes)
+        self._partial.unlink(missing_ok=True)
+        return summary

@@ -1,0 +1,58 @@
+"""The AutoencoderKL family (SD 1.x/2.x, SDXL, SD3, FLUX VAEs) through diffusers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from evalvae.vae.base import LatentSpace, VAEAdapter
+from evalvae.vae.sources import diffusers_model
+
+
+class KLAdapter(VAEAdapter):
+    """A diffusers ``AutoencoderKL``; images in [-1, 1]; scaling and shift factors from its config.
+
+    ``scaling_factor``/``shift_factor`` given in the spec override the model config's values.
+    """
+
+    family = "autoencoder-kl"
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        latent_space: str,
+        subfolder: str | None = None,
+        revision: str | None = None,
+        config: str | None = None,
+        scaling_factor: float | None = None,
+        shift_factor: float | None = None,
+        cache_dir: str | None = None,
+        **kwargs,
+    ):
+        from diffusers import AutoencoderKL
+
+        model, weights = diffusers_model(
+            AutoencoderKL, name, source, subfolder=subfolder, revision=revision, config=config, cache=cache_dir
+        )
+        cfg = model.config
+        super().__init__(
+            name,
+            model,
+            latent_space=LatentSpace(latent_space, cfg.latent_channels, 2 ** (len(cfg.block_out_channels) - 1)),
+            scaling_factor=cfg.scaling_factor if scaling_factor is None else scaling_factor,
+            shift_factor=(getattr(cfg, "shift_factor", None) or 0.0) if shift_factor is None else shift_factor,
+            weights=weights,
+            **kwargs,
+        )
+
+    def _moments(self, images: torch.Tensor):
+        dist = self.module.encode(images).latent_dist
+        return dist.mean, dist.std
+
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        return self.module.decode(z).sample
+
+    def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
+        return {k: v for k, v in self.module.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}

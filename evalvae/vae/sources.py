@@ -1,0 +1,164 @@
+"""Resolving a VAE spec's ``source``: hub ids, local folders, single files, and URLs of weight files.
+
+Weights are only ever read through safetensors or ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import torch
+
+from evalvae.errors import ConfigError, WeightsUnavailable
+from evalvae.io import atomic_path, cache_dir, sha256_file
+from evalvae.vae.base import LoadedWeights
+
+log = logging.getLogger(__name__)
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
+
+
+def source_kind(source: str, argument: str) -> str:
+    """Classify a source as ``url``, ``file``, ``dir`` or ``hub``; a path that looks local must exist."""
+    if not isinstance(source, str) or not source:
+        raise ConfigError(argument, source, hint="give a hub id, a local folder or file, or a URL")
+    if re.match(r"^https?://", source):
+        return "url"
+    path = Path(source).expanduser()
+    if path.is_file():
+        return "file"
+    if path.is_dir():
+        return "dir"
+    if source.startswith(("/", "./", "../", "~")) or not _HUB_ID.match(source):
+        raise ConfigError(argument, source, hint="this path does not exist")
+    return "hub"
+
+
+def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` once (atomically), checking ``sha256`` when given."""
+    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
+        return dest
+    log.info("downloading %s -> %s", url, dest)
+    with atomic_path(dest) as tmp:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
+            shutil.copyfileobj(response, f)
+        if sha256 is not None and (got := sha256_file(tmp)) != sha256:
+            raise WeightsUnavailable(f"downloaded {url} has sha256 {got}, expected {sha256}; the file was discarded")
+    return dest
+
+
+def pth_pair(
+    name: str,
+    source: str,
+    *,
+    prefix: str,
+    sha256: dict | None,
+    cache: str | None,
+) -> tuple[dict[str, dict[str, torch.Tensor]], LoadedWeights]:
+    """Load ``{prefix}_encoder.pth`` and ``{prefix}_decoder.pth`` from a local folder or a base URL.
+
+    Files from a URL are downloaded once into ``<cache>/weights/<prefix>/``. When ``sha256`` maps
+    ``encoder``/``decoder`` to hashes, every file is checked, wherever it came from.
+    """
+    argument = f"vae.{name}.source"
+    kind = source_kind(source, argument)
+    if kind not in ("url", "dir"):
+        raise ConfigError(argument, source, hint=f"expected a folder or base URL holding {prefix}_encoder.pth and {prefix}_decoder.pth")
+    states, files = {}, {}
+    for part in ("encoder", "decoder"):
+        fname = f"{prefix}_{part}.pth"
+        expected = (sha256 or {}).get(part)
+        if kind == "url":
+            url = source.rstrip("/") + "/" + fname
+            dest = cache_dir(cache) / "weights" / prefix / fname
+            try:
+                path = download(url, dest, expected)
+            except (urllib.error.URLError, OSError, TimeoutError) as e:
+                raise WeightsUnavailable(
+                    f"VAE '{name}': could not download {url} ({_reason(e)}); fetch {prefix}_encoder.pth and "
+                    f"{prefix}_decoder.pth where the network allows and set {argument}=/dir/with/them"
+                ) from None
+        else:
+            path = Path(source).expanduser() / fname
+            if not path.is_file():
+                raise WeightsUnavailable(f"VAE '{name}': {path} not found; {argument} must be a folder holding {prefix}_encoder.pth and {prefix}_decoder.pth")
+        digest = sha256_file(path)
+        if expected is not None and digest != expected:
+            raise WeightsUnavailable(
+                f"VAE '{name}': {path} has sha256 {digest}, expected {expected}; "
+                f"to evaluate other weights (for example a fine-tune), set vae.{name}.sha256=null"
+            )
+        states[part] = torch.load(path, map_location="cpu", weights_only=True)
+        files[fname] = digest
+    location = str(Path(source).expanduser().resolve()) if kind == "dir" else source
+    return states, LoadedWeights(kind=f"pth-{kind}", location=location, files=files)
+
+
+def diffusers_model(
+    cls,
+    name: str,
+    source: str,
+    *,
+    subfolder: str | None = None,
+    revision: str | None = None,
+    config: str | None = None,
+    cache: str | None = None,
+):
+    """Load a diffusers model class from a hub id, a local diffusers folder, or a single checkpoint file."""
+    argument = f"vae.{name}.source"
+    kind = source_kind(source, argument)
+    try:
+        if kind in ("hub", "dir"):
+            if kind == "dir" and subfolder and not (Path(source).expanduser() / subfolder).is_dir():
+                subfolder = None  # the folder given is the model folder itself
+            model = cls.from_pretrained(source, subfolder=subfolder or None, revision=revision)
+            return model, LoadedWeights(kind=kind, location=_location(kind, source, subfolder, revision))
+        path = Path(source).expanduser()
+        if kind == "url":
+            fname = source.rstrip("/").rsplit("/", 1)[-1]
+            path = download(source, cache_dir(cache) / "weights" / name / fname)
+        if path.suffix not in SINGLE_FILE_SUFFIXES:
+            raise ConfigError(argument, source, SINGLE_FILE_SUFFIXES, hint="a single-file checkpoint needs one of these suffixes")
+        model = cls.from_single_file(str(path), config=config, subfolder=subfolder if config else None)
+        return model, LoadedWeights(kind="single-file", location=str(path.resolve()), files={path.name: sha256_file(path)})
+    except (ConfigError, WeightsUnavailable):
+        raise
+    except Exception as e:  # hub, network and format errors all end in the same actionable line
+        raise WeightsUnavailable(_unavailable_message(name, kind, source, subfolder, config, e)) from None
+
+
+def _location(kind: str, source: str, subfolder: str | None, revision: str | None) -> str:
+    where = str(Path(source).expanduser().resolve()) if kind == "dir" else source
+    if subfolder:
+        where += f"/{subfolder}"
+    if revision:
+        where += f"@{revision}"
+    return where
+
+
+def _reason(e: BaseException) -> str:
+    text = str(getattr(e, "reason", None) or e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
+
+
+def _unavailable_message(name, kind, source, subfolder, config, e) -> str:
+    if kind == "hub":
+        tried = f"hub id '{source}'" + (f" (subfolder '{subfolder}')" if subfolder else "")
+        return (
+            f"VAE '{name}': could not load {tried}: not in the local Hugging Face cache and the hub is unreachable "
+            f"or offline ({type(e).__name__}); download it where the hub is reachable "
+            f"(huggingface-cli download {source}) or point at local weights with "
+            f"vae.{name}.source=/path/to/diffusers-folder-or-file.safetensors"
+        )
+    if kind == "file" and config is None:
+        return (
+            f"VAE '{name}': could not load single file '{source}' ({type(e).__name__}: {_reason(e)}); "
+            f"if its config cannot be fetched offline, set vae.{name}.config=/path/to/diffusers/config-folder"
+        )
+    return f"VAE '{name}': could not load '{source}' ({type(e).__name__}: {_reason(e)})"

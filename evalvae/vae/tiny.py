@@ -1,0 +1,86 @@
+"""Tiny autoencoders (TAESD family): diffusers ``AutoencoderTiny`` or ``.pth`` pairs in the TAESD layout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from evalvae.vae.base import LatentSpace, VAEAdapter
+from evalvae.vae.sources import diffusers_model, pth_pair, source_kind
+from evalvae.vae.taesd import TinyAutoencoder
+
+
+class TinyAdapter(VAEAdapter):
+    """A tiny autoencoder; deterministic (no posterior), 8x downsampling.
+
+    ``source`` may be a hub id, a diffusers folder or a single file (loaded as diffusers'
+    ``AutoencoderTiny``, which takes [-1, 1]), or a folder or base URL holding
+    ``{weights_prefix}_encoder.pth`` and ``{weights_prefix}_decoder.pth`` (loaded into
+    :class:`~evalvae.vae.taesd.TinyAutoencoder`, which takes [0, 1]).
+    """
+
+    family = "tiny"
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        latent_space: str,
+        subfolder: str | None = None,
+        revision: str | None = None,
+        config: str | None = None,
+        weights_prefix: str | None = None,
+        sha256: Mapping[str, str] | None = None,
+        scaling_factor: float | None = None,
+        shift_factor: float | None = None,
+        cache_dir: str | None = None,
+        **kwargs,
+    ):
+        kind = source_kind(source, f"vae.{name}.source")
+        prefix = weights_prefix or name
+        is_pair = kind == "url" and not source.endswith((".safetensors", ".ckpt")) or (
+            kind == "dir" and (_path(source) / f"{prefix}_encoder.pth").is_file()
+        )
+        if is_pair:
+            states, weights = pth_pair(name, source, prefix=prefix, sha256=sha256, cache=cache_dir)
+            model = TinyAutoencoder.from_state_dicts(states["encoder"], states["decoder"])
+            self._unit_range = True
+            channels, scale, shift = model.encoder[-1].out_channels, 1.0, 0.0
+        else:
+            from diffusers import AutoencoderTiny
+
+            model, weights = diffusers_model(
+                AutoencoderTiny, name, source, subfolder=subfolder, revision=revision, config=config, cache=cache_dir
+            )
+            self._unit_range = False
+            cfg = model.config
+            channels, scale, shift = cfg.latent_channels, cfg.scaling_factor, getattr(cfg, "shift_factor", 0.0) or 0.0
+        super().__init__(
+            name,
+            model,
+            latent_space=LatentSpace(latent_space, channels, 8),
+            scaling_factor=scale if scaling_factor is None else scaling_factor,
+            shift_factor=shift if shift_factor is None else shift_factor,
+            weights=weights,
+            **kwargs,
+        )
+
+    def _moments(self, images: torch.Tensor):
+        if self._unit_range:
+            return self.module.encoder(images * 0.5 + 0.5), None
+        return self.module.encode(images).latents, None
+
+    def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        if self._unit_range:
+            return self.module.decoder(z) * 2 - 1
+        return self.module.decode(z).sample
+
+    def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
+        return {k: v for k, v in self.module.state_dict().items() if k.startswith("encoder.")}
+
+
+def _path(source: str):
+    from pathlib import Path
+
+    return Path(source).expanduser()
