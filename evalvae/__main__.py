@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-USAGE = """usage: evalvae <command> [hydra overrides]
+# command -> (module:function, one-line help). Hydra commands take overrides; others take flags.
+COMMANDS = {
+    "run": ("evalvae.cli:run_app", "evaluate VAEs on an image dataset: evalvae run +vae=ft-mse [dataset=folder dataset.path=DIR]"),
+}
 
-commands:
-  run      evaluate VAEs on an image dataset        evalvae run +vae=ft-mse dataset=folder dataset.path=DIR
 
-Hydra options (--help, --cfg job, -m for sweeps) follow the command."""
-
-COMMANDS = {"run": "run_app"}
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "usage: evalvae <command> [args]\n\ncommands:\n" + "\n".join(lines) + "\n\nHydra commands accept overrides, --help, --cfg job and -m (sweeps)."
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE)
+        print(usage(), file=sys.stdout if args else sys.stderr)
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
-        print(f"evalvae: unknown command {command!r}; choose one of {', '.join(COMMANDS)}\n\n{USAGE}", file=sys.stderr)
+        print(f"evalvae: unknown command {command!r}; choose one of {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
-    from evalvae import cli
-
+    module, func = COMMANDS[command][0].split(":")
     sys.argv = [f"evalvae {command}", *rest]
-    getattr(cli, COMMANDS[command])()
+    getattr(importlib.import_module(module), func)()
 
 
 if __name__ == "__main__":

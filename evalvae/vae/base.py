@@ -86,7 +86,9 @@ class VAEAdapter(ABC):
         self.dtype = parse_dtype(dtype, f"vae.{name}.dtype")
         self.device = torch.device(device)
         self.weights = weights or LoadedWeights("module", "in-memory")
-        self.module = module.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
+        if next(module.parameters()).dtype != self.dtype:
+            module = module.to(dtype=self.dtype)
+        self.module = module.to(device=self.device).eval().requires_grad_(False)
         self._encoder_hash: str | None = None
 
     # -- what subclasses provide -------------------------------------------------------------

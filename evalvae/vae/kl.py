@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
+from evalvae.device import parse_dtype
 from evalvae.vae.base import LatentSpace, VAEAdapter
 from evalvae.vae.sources import diffusers_model
 
@@ -34,7 +35,8 @@ class KLAdapter(VAEAdapter):
         from diffusers import AutoencoderKL
 
         model, weights = diffusers_model(
-            AutoencoderKL, name, source, subfolder=subfolder, revision=revision, config=config, cache=cache_dir
+            AutoencoderKL, name, source, subfolder=subfolder, revision=revision, config=config, cache=cache_dir,
+                torch_dtype=parse_dtype(kwargs.get("dtype", "fp32"), f"vae.{name}.dtype"),
         )
         cfg = model.config
         super().__init__(

@@ -109,6 +109,7 @@ def diffusers_model(
     revision: str | None = None,
     config: str | None = None,
     cache: str | None = None,
+    torch_dtype: torch.dtype | None = None,
 ):
     """Load a diffusers model class from a hub id, a local diffusers folder, or a single checkpoint file."""
     argument = f"vae.{name}.source"
@@ -117,7 +118,7 @@ def diffusers_model(
         if kind in ("hub", "dir"):
             if kind == "dir" and subfolder and not (Path(source).expanduser() / subfolder).is_dir():
                 subfolder = None  # the folder given is the model folder itself
-            model = cls.from_pretrained(source, subfolder=subfolder or None, revision=revision)
+            model = cls.from_pretrained(source, subfolder=subfolder or None, revision=revision, torch_dtype=torch_dtype)
             return model, LoadedWeights(kind=kind, location=_location(kind, source, subfolder, revision))
         path = Path(source).expanduser()
         if kind == "url":
@@ -125,7 +126,7 @@ def diffusers_model(
             path = download(source, cache_dir(cache) / "weights" / name / fname)
         if path.suffix not in SINGLE_FILE_SUFFIXES:
             raise ConfigError(argument, source, SINGLE_FILE_SUFFIXES, hint="a single-file checkpoint needs one of these suffixes")
-        model = cls.from_single_file(str(path), config=config, subfolder=subfolder if config else None)
+        model = cls.from_single_file(str(path), config=config, subfolder=subfolder if config else None, torch_dtype=torch_dtype)
         return model, LoadedWeights(kind="single-file", location=str(path.resolve()), files={path.name: sha256_file(path)})
     except (ConfigError, WeightsUnavailable):
         raise

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
+from evalvae.device import parse_dtype
 from evalvae.vae.base import LatentSpace, VAEAdapter
 from evalvae.vae.sources import diffusers_model, pth_pair, source_kind
 from evalvae.vae.taesd import TinyAutoencoder
@@ -51,7 +52,8 @@ class TinyAdapter(VAEAdapter):
             from diffusers import AutoencoderTiny
 
             model, weights = diffusers_model(
-                AutoencoderTiny, name, source, subfolder=subfolder, revision=revision, config=config, cache=cache_dir
+                AutoencoderTiny, name, source, subfolder=subfolder, revision=revision, config=config, cache=cache_dir,
+                torch_dtype=parse_dtype(kwargs.get("dtype", "fp32"), f"vae.{name}.dtype"),
             )
             self._unit_range = False
             cfg = model.config

@@ -1,0 +1,54 @@
+"""Shared fixtures: offline hub, real assets (when $EVALVAE_TEST_ASSETS is set), tiny stand-in models."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub miss must fail at once, not retry for 20 s
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests import helpers  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def assets() -> Path:
+    """The real test assets; tests that need them skip only when the variable is unset."""
+    root = os.environ.get("EVALVAE_TEST_ASSETS")
+    if not root:
+        pytest.skip("EVALVAE_TEST_ASSETS is not set")
+    path = Path(root)
+    assert path.is_dir(), f"EVALVAE_TEST_ASSETS={root} is not a directory"
+    return path
+
+
+@pytest.fixture(scope="session")
+def taef2_dir(assets) -> Path:
+    return assets / "weights" / "taef2"
+
+
+@pytest.fixture(scope="session")
+def tiny_kl_dir(tmp_path_factory) -> Path:
+    """A tiny diffusers AutoencoderKL folder (2x downsampling, scaling 0.5, shift 0.1)."""
+    return helpers.save_tiny_kl(tmp_path_factory.mktemp("tiny-kl"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ae_dir(tmp_path_factory) -> Path:
+    """A tiny diffusers AutoencoderTiny folder (8x downsampling)."""
+    return helpers.save_tiny_autoencoder_tiny(tmp_path_factory.mktemp("tiny-ae"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pth_dir(tmp_path_factory) -> Path:
+    """A random TAEF2-layout .pth pair (32 channels, pool branches) named tiny_encoder/decoder.pth."""
+    return helpers.save_pth_pair(tmp_path_factory.mktemp("tiny-pth"), prefix="tiny", latent_channels=32, pool=True)
+
+
+@pytest.fixture()
+def image_dir(tmp_path) -> Path:
+    """Six small RGB photos-like images (gradients plus noise) of mixed sizes."""
+    return helpers.write_images(tmp_path / "images")

@@ -1,0 +1,81 @@
+"""Builders for tiny models, images and composed configs used across the tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_module
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def compose_run(overrides: list[str], config_name: str = "run"):
+    """The real ``conf/`` composed with ``overrides``, as the CLI would see it."""
+    with initialize_config_module(config_module="evalvae.conf", version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def save_tiny_kl(path: Path, latent_channels: int = 4, blocks: int = 2, scaling: float = 0.5, shift: float = 0.1, seed: int = 0) -> Path:
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    model = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=(8,) * blocks, layers_per_block=1, norm_num_groups=4, sample_size=32,
+        scaling_factor=scaling, shift_factor=shift,
+    )  # fmt: skip
+    model.save_pretrained(path)
+    return path
+
+
+def save_tiny_autoencoder_tiny(path: Path, latent_channels: int = 4, seed: int = 0) -> Path:
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    model = AutoencoderTiny(
+        latent_channels=latent_channels, encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
+    )  # fmt: skip
+    model.save_pretrained(path)
+    return path
+
+
+def save_pth_pair(path: Path, prefix: str, latent_channels: int = 32, pool: bool = True, seed: int = 0) -> Path:
+    from evalvae.vae.taesd import TinyAutoencoder
+
+    torch.manual_seed(seed)
+    model = TinyAutoencoder(latent_channels, pool).half()
+    path.mkdir(parents=True, exist_ok=True)
+    torch.save(model.encoder.state_dict(), path / f"{prefix}_encoder.pth")
+    torch.save(model.decoder.state_dict(), path / f"{prefix}_decoder.pth")
+    return path
+
+
+def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random image with some texture: closer to a photo than white noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([np.sin(6 * xx + c) * np.cos(4 * yy - c) for c in rng.uniform(0, 3, 3)], -1)
+    img = 127.5 + 90 * base + rng.normal(0, 12, (h, w, 3))
+    return np.clip(img, 0, 255).round().astype(np.uint8)
+
+
+def write_images(root: Path, sizes=((40, 56), (48, 48), (64, 40), (36, 50), (50, 70), (44, 44))) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        ext = ".jpg" if i % 2 else ".png"
+        Image.fromarray(photo(h, w, seed=i)).save(root / f"img{i:02d}{ext}", quality=95)
+    return root
+
+
+def evalvae_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m evalvae`` from this checkout, as a user would."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    return subprocess.run([sys.executable, "-m", "evalvae", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
