@@ -8,6 +8,7 @@ import sys
 # command -> (module:function, one-line help). Hydra commands take overrides; others take flags.
 COMMANDS = {
     "run": ("evalvae.cli:run_app", "evaluate VAEs on an image dataset: evalvae run +vae=ft-mse [dataset=folder dataset.path=DIR]"),
+    "bench": ("evalvae.bench.cli:bench_app", "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]"),
 }
 
 

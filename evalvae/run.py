@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from evalvae.bench.nonfinite import upcast_if_nonfinite
 from evalvae.data import make_loader
 from evalvae.device import peak_memory_mb, reset_peak_memory, resolve_device
 from evalvae.errors import ConfigError, EvalvaeError
@@ -106,6 +107,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
         start = time.perf_counter()
         try:
             vae = load_vae(name, spec, device=device, cache_dir=cfg.cache_dir)
+            vae = upcast_if_nonfinite(vae, spec, device=device, cache_dir=cfg.cache_dir)
         except EvalvaeError as e:
             log.error("evalvae: %s", e)
             failed[name] = str(e)
