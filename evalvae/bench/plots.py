@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, NullLocator
 
 from evalvae.bench.grid import OPS
 from evalvae.bench.results import flagged
@@ -20,14 +20,15 @@ from evalvae.io import atomic_path
 from evalvae.vae.base import MEMORY_MODES
 
 STYLES = {"fp32": ("-", "o"), "fp16": ("--", "s"), "bf16": (":", "^")}
+# file stem -> (column, y label, title)
 METRICS = {
-    "time": ("ms_per_image_median", "ms per image (median)"),
-    "memory": ("peak_mem_mb", "peak memory (MiB)"),
+    "time": ("ms_per_image_median", "ms per image", "time per image (median)"),
+    "memory": ("peak_mem_mb", "peak MiB", "peak memory"),
 }
-MEMORY_LABELS = {
-    "cuda_max_allocated": "peak allocated memory (MiB)",
-    "rss_peak": "peak resident memory (MiB, whole process)",
-    "rss_peak_process": "peak resident memory (MiB, whole process)",
+MEMORY_TITLES = {
+    "cuda_max_allocated": "peak memory (torch.cuda.max_memory_allocated)",
+    "rss_peak": "peak memory (resident set of the whole process)",
+    "rss_peak_process": "peak memory (resident set of the whole process)",
 }
 
 
@@ -36,16 +37,30 @@ def write_plots(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     out, paths = Path(out_dir), []
     for batch in sorted(df["batch"].unique()):
         sub = df[df["batch"] == batch]
-        for name, (column, label) in METRICS.items():
+        for name, (column, label, title) in METRICS.items():
             if name == "memory":
                 metrics = sub["mem_metric"].dropna().unique()
-                label = MEMORY_LABELS.get(metrics[0], label) if len(metrics) == 1 else label
-            fig = figure(sub, column, label, f"{label.split(' (')[0]} vs resolution, batch {batch}, {_device(sub)}")
+                title = MEMORY_TITLES.get(metrics[0], title) if len(metrics) == 1 else title
+            fig = figure(sub, column, label, f"{title} vs resolution, batch {batch}, {_device(sub)}")
             path = out / f"bench_{name}_b{batch}.png"
             with atomic_path(path) as tmp:
                 fig.savefig(tmp, format="png", dpi=110)
             paths.append(path)
     return paths
+
+
+def _number(value: float, _pos=None) -> str:
+    return f"{value:g}"
+
+
+def _minor_number(ax):
+    """Label minor ticks only when the axis spans less than about one decade (else they crowd)."""
+
+    def fmt(value: float, _pos=None) -> str:
+        low, high = ax.get_ylim()
+        return f"{value:g}" if low > 0 and high / low < 12 else ""
+
+    return fmt
 
 
 def _device(df: pd.DataFrame) -> str:
@@ -83,6 +98,8 @@ def figure(df: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
                     marks.add("oom")
             if len(panel[(panel["status"] == "ok") & (panel[column] > 0)]):
                 ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(_number))
+                ax.yaxis.set_minor_formatter(FuncFormatter(_minor_number(ax)))
             ax.set_xscale("log", base=2)
             ax.set_xticks(resolutions, [str(r) for r in resolutions])
             ax.xaxis.set_minor_locator(NullLocator())
@@ -97,6 +114,6 @@ def figure(df: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
         extra.append(Line2D([], [], linestyle="none", marker="x", color="grey", label="out of memory"))
     if "nonfinite" in marks:
         extra.append(Line2D([], [], linestyle="none", marker="o", markerfacecolor="none", markeredgecolor="red", label="non-finite output"))
-    fig.legend(handles=[*handles.values(), *extra], loc="outside right upper", fontsize=9)
+    fig.legend(handles=[*handles.values(), *extra], loc="outside right center", fontsize=9)
     fig.suptitle(title, fontsize=11)
     return fig

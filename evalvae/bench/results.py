@@ -109,7 +109,8 @@ def console_table(df: pd.DataFrame) -> str:
     """One line per configuration; per op: ms per image (median), peak MiB and, for fp16/bf16, dB vs fp32."""
     if df.empty:
         return "(no results)"
-    keys = ["vae", "resolution", "batch", "dtype", "mode"]
-    table = df.assign(cell=df.apply(_cell, axis=1)).pivot_table(index=keys, columns="op", values="cell", aggfunc="first", sort=False)
+    keys = ["vae", "resolution", "batch", "mode", "dtype"]
+    table = df.assign(cell=df.apply(_cell, axis=1)).pivot(index=keys, columns="op", values="cell")
+    order = pd.MultiIndex.from_frame(df[keys].drop_duplicates())  # the order configurations ran in
     ops = [op for op in ("encode", "decode", "roundtrip") if op in table.columns]
-    return table[ops].reset_index().to_string(index=False)
+    return table.reindex(order)[ops].reset_index().to_string(index=False)
