@@ -14,8 +14,8 @@ The bench writes its CSV after every configuration; if it runs past ``--timeout`
 and the rows so far are kept, with plots drawn from them.
 
 ``--smoke`` checks this script on any machine in a minute: a tiny AutoencoderKL, 32 and 64 px,
-on CPU. It needs torch, diffusers, hydra-core, pandas, matplotlib, torchvision and scikit-image
-(the built-in photos; pass ``--images`` to use a folder instead), and evalvae importable.
+on CPU. It checks first that the packages evalvae needs here import (:data:`NEEDED`; scikit-image
+for the built-in photos, unless ``--images`` gives a folder).
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # evalvae and sd_vae_random from this checkout
-NEEDED = ["torch", "diffusers", "hydra", "omegaconf", "pandas", "matplotlib", "torchvision", "safetensors", "evalvae"]
+# what `python -m evalvae bench` imports on this path (scikit-image too, unless --images is given)
+NEEDED = ["torch", "torchvision", "numpy", "PIL", "diffusers", "huggingface_hub", "safetensors", "hydra", "omegaconf", "pandas", "matplotlib", "tqdm", "evalvae"]
 
 
 def grid(smoke: bool) -> list[str]:

@@ -96,6 +96,11 @@ def run_config(job: Job, images: torch.Tensor, latents: torch.Tensor | None, lat
             outputs[op] = out.float().cpu()
         del out, fn
     del vae, x, z, calls
+    if opt.compile:
+        # The compiled graphs hold this model; and the ops' code objects are shared by every
+        # configuration, so without a reset later ones would pile up recompilations until
+        # dynamo's cache limit silently falls back to eager.
+        torch._dynamo.reset()
     probe.reset()
     if outputs:
         add_fidelity(job, rows, outputs, images, latents)

@@ -119,6 +119,7 @@ class VAEAdapter(ABC):
     def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
         """The tensors that determine the encoder's output (encoder and any quant conv)."""
 
+    # -- what subclasses may override --------------------------------------------------------
     @property
     def default_tile_size(self) -> int:
         """Tile side in image pixels used by ``tiled`` mode when none is given."""
@@ -144,43 +145,6 @@ class VAEAdapter(ABC):
             raise ConfigError("tile_size", tile_size, hint=f"a multiple of {self.downsample} pixels, at least {2 * self.downsample}")
         self._set_memory_mode(mode, tile)
         self.memory_mode, self.tile_size = mode, tile
-
-    def _moments_in_mode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self._generic_mode == "sliced" and len(images) > 1:
-            parts = [self._moments(x) for x in images.split(1)]
-            std = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
-            return torch.cat([p[0] for p in parts]), std
-        if self._generic_mode == "tiled":
-            return self._moments_tiled(images)
-        return self._moments(images)
-
-    def _decode_in_mode(self, z: torch.Tensor) -> torch.Tensor:
-        if self._generic_mode == "sliced" and len(z) > 1:
-            return torch.cat([self._decode_raw(x) for x in z.split(1)])
-        if self._generic_mode == "tiled":
-            return self._decode_tiled(z)
-        return self._decode_raw(z)
-
-    def _moments_tiled(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The generic tiled encoder: :meth:`_moments` tile by tile, mean and std blended alike."""
-
-        def both(x: torch.Tensor) -> torch.Tensor:
-            mean, std = self._moments(x)
-            return mean if std is None else torch.cat([mean, std], 1)
-
-        f = self.downsample
-        out = tiled_apply(both, images, tile=self.tile_size, overlap=self._latent_overlap() * f, scale=Fraction(1, f))
-        c = self.latent_channels
-        return (out, None) if out.shape[1] == c else (out[:, :c], out[:, c:])
-
-    def _decode_tiled(self, z: torch.Tensor) -> torch.Tensor:
-        """The generic tiled decoder: :meth:`_decode_raw` tile by tile."""
-        tile = self.tile_size // self.downsample
-        return tiled_apply(self._decode_raw, z, tile=tile, overlap=self._latent_overlap(), scale=self.downsample)
-
-    def _latent_overlap(self) -> int:
-        """Tile overlap in latent pixels (image pixels / downsample), so both halves tile on one grid."""
-        return int(self.tile_size // self.downsample * self.tile_overlap)
 
     @property
     def latent_channels(self) -> int:
@@ -240,6 +204,44 @@ class VAEAdapter(ABC):
             "device": str(self.device),
             "parameters": sum(p.numel() for p in self.module.parameters()),
         }
+
+    # -- memory modes: the generic implementations ----------------------------------------------
+    def _moments_in_mode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._generic_mode == "sliced" and len(images) > 1:
+            parts = [self._moments(x) for x in images.split(1)]
+            std = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
+            return torch.cat([p[0] for p in parts]), std
+        if self._generic_mode == "tiled":
+            return self._moments_tiled(images)
+        return self._moments(images)
+
+    def _decode_in_mode(self, z: torch.Tensor) -> torch.Tensor:
+        if self._generic_mode == "sliced" and len(z) > 1:
+            return torch.cat([self._decode_raw(x) for x in z.split(1)])
+        if self._generic_mode == "tiled":
+            return self._decode_tiled(z)
+        return self._decode_raw(z)
+
+    def _moments_tiled(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The generic tiled encoder: :meth:`_moments` tile by tile, mean and std blended alike."""
+
+        def both(x: torch.Tensor) -> torch.Tensor:
+            mean, std = self._moments(x)
+            return mean if std is None else torch.cat([mean, std], 1)
+
+        f = self.downsample
+        out = tiled_apply(both, images, tile=self.tile_size, overlap=self._latent_overlap() * f, scale=Fraction(1, f))
+        c = self.latent_channels
+        return (out, None) if out.shape[1] == c else (out[:, :c], out[:, c:])
+
+    def _decode_tiled(self, z: torch.Tensor) -> torch.Tensor:
+        """The generic tiled decoder: :meth:`_decode_raw` tile by tile."""
+        tile = self.tile_size // self.downsample
+        return tiled_apply(self._decode_raw, z, tile=tile, overlap=self._latent_overlap(), scale=self.downsample)
+
+    def _latent_overlap(self) -> int:
+        """Tile overlap in latent pixels (image pixels / downsample), so both halves tile on one grid."""
+        return int(self.tile_size // self.downsample * self.tile_overlap)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.latent_space}, {self.dtype_name}, {self.device})"
