@@ -5,6 +5,8 @@
 * CPU on Linux: the process's peak resident set size (``VmHWM``), which writing ``5`` to
   ``/proc/self/clear_refs`` resets to the current RSS (Linux >= 4.0). It includes the
   interpreter and libraries, so ``mem_before_mb`` (RSS at the start) is reported beside it.
+  Before each reset, glibc's ``malloc_trim`` hands freed heap pages back to the kernel;
+  otherwise the previous op's freed tensors would still count in the next op's RSS.
 * CPU elsewhere: ``getrusage`` peak RSS, which cannot be reset: it covers the whole process,
   which is why the bench runs each configuration in its own process on CPU.
 * MPS: no peak counter exists; reported as NaN.
@@ -12,6 +14,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import math
 import resource
@@ -32,6 +35,13 @@ def _status_kib(field: str) -> float | None:
     except OSError:
         return None
     return None
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim this way
+        pass
 
 
 def _reset_hwm() -> bool:
@@ -63,6 +73,7 @@ class MemoryProbe:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
         elif self.metric == "rss_peak":
+            _malloc_trim()
             _reset_hwm()
 
     def current_mb(self) -> float:
