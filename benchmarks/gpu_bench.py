@@ -133,7 +133,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="evalvae-gpu-bench-") as tmp:
         work = Path(tmp)
         sd1 = write(work / "sd1-random", tiny=args.smoke)
-        cmd = bench_command(args.taef2.resolve(), sd1, args.images, work, args.smoke)
+        cmd = bench_command(args.taef2.resolve(), sd1, args.images.resolve() if args.images else None, work, args.smoke)
         print(" ".join(cmd), flush=True)
         log_text, code = run_streaming(cmd, env, work, args.timeout)
         files = collect(work / "run", args.out, log_text)
