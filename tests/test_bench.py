@@ -172,7 +172,9 @@ def test_a_real_fp16_overflow_is_flagged(tmp_path, images):
     with torch.no_grad():
         model.decoder.conv_in.weight.mul_(3e5)  # weights stay below 65504, their sums do not
     model.save_pretrained(path)
-    cfg = compose(images, tmp_path / "cache", "+vae=sdxl", f"vae.sdxl.source={path}", "bench.resolutions=[32]", "bench.dtypes=[fp32,fp16,bf16]", "bench.modes=[plain]")
+    cfg = compose(
+        images, tmp_path / "cache", "+vae=sdxl", f"vae.sdxl.source={path}", "bench.resolutions=[32]", "bench.dtypes=[fp32,fp16,bf16]", "bench.modes=[plain]"
+    )
     df = bench(cfg, out_dir=tmp_path / "out").results.set_index(["dtype", "op"])
     assert df.loc[("fp16", "decode"), "nonfinite"] and not df.loc[("fp32", "decode"), "nonfinite"] and not df.loc[("bf16", "decode"), "nonfinite"]
 

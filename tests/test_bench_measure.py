@@ -56,7 +56,10 @@ def test_image_psnr_matches_scikit_image_per_image_then_averaged():
     rng = np.random.default_rng(0)
     ref = torch.from_numpy(rng.uniform(-1, 1, (3, 3, 16, 20)))
     test = (ref + torch.from_numpy(rng.normal(0, 0.02, ref.shape))).clamp(-1, 1)
-    pix = lambda t: ((t.numpy() + 1) * 127.5).clip(0, 255)  # noqa: E731
+
+    def pix(t):
+        return ((t.numpy() + 1) * 127.5).clip(0, 255)
+
     expected = np.mean([peak_signal_noise_ratio(pix(ref)[i], pix(test)[i], data_range=255) for i in range(3)])
     assert image_psnr(ref.float(), test.float()) == pytest.approx(expected, abs=1e-3)  # inputs rounded to float32
     assert image_psnr(ref, ref) == float("inf")

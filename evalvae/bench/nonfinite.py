@@ -65,7 +65,9 @@ def update_findings(configured_cache: str | None, identities: Mapping[str, dict]
         if row["status"] != "ok" or row["dtype"] == "fp32" or row["vae"] not in identities:
             continue
         ident = identities[row["vae"]]
-        entry = seen.setdefault(f"{ident['identity']}:{row['dtype']}", {"vae": row["vae"], "source": ident["source"], "dtype": row["dtype"], "finite": set(), "nonfinite": []})
+        entry = seen.setdefault(
+            f"{ident['identity']}:{row['dtype']}", {"vae": row["vae"], "source": ident["source"], "dtype": row["dtype"], "finite": set(), "nonfinite": []}
+        )
         where = {"op": row["op"], "resolution": int(row["resolution"]), "mode": row["mode"]}
         if row["nonfinite"]:
             entry["nonfinite"].append(where)
@@ -74,7 +76,14 @@ def update_findings(configured_cache: str | None, identities: Mapping[str, dict]
     today = datetime.date.today().isoformat()
     for key, entry in seen.items():
         if entry["nonfinite"]:
-            findings[key] = {"vae": entry["vae"], "source": entry["source"], "dtype": entry["dtype"], "nonfinite": entry["nonfinite"], "date": today, "bench_dir": bench_dir}
+            findings[key] = {
+                "vae": entry["vae"],
+                "source": entry["source"],
+                "dtype": entry["dtype"],
+                "nonfinite": entry["nonfinite"],
+                "date": today,
+                "bench_dir": bench_dir,
+            }
         elif key in findings and all((w["op"], w["resolution"]) in entry["finite"] for w in findings[key]["nonfinite"]):
             log.info("VAE '%s' in %s ran finite where it did not before; cleared that finding", entry["vae"], entry["dtype"])
             del findings[key]

@@ -77,6 +77,22 @@ def run_config(job: Job, images: torch.Tensor, latents: torch.Tensor | None, lat
     except Exception as e:  # a VAE that cannot load in this dtype or mode is a result, not a crash
         return status_rows(cfg, opt.ops, job.device, "oom" if is_oom(e) else "failed", message(e))
 
+    rows, outputs = time_ops(job, vae, images, latents, latents_error)
+    del vae  # the last reference: the fp32 reference model below must not share memory with it
+    if opt.compile:
+        # The compiled graphs hold this model; and the ops' code objects are shared by every
+        # configuration, so without a reset later ones would pile up recompilations until
+        # dynamo's cache limit silently falls back to eager.
+        torch._dynamo.reset()
+    MemoryProbe(device).reset()
+    if outputs:
+        add_fidelity(job, rows, outputs, images, latents)
+    return list(rows.values())
+
+
+def time_ops(job: Job, vae: VAEAdapter, images: torch.Tensor, latents: torch.Tensor | None, latents_error: str) -> tuple[dict, dict]:
+    """One row per op; and, for fp16/bf16, each op's last output (on the CPU) for :func:`add_fidelity`."""
+    cfg, opt, device = job.config, job.options, torch.device(job.device)
     fmt = torch.channels_last if opt.channels_last else torch.contiguous_format
     x = from_uint8(images[: cfg.batch]).to(device=device, dtype=vae.dtype).contiguous(memory_format=fmt)
     z = None if latents is None else latents[: cfg.batch].to(device=device, dtype=vae.dtype).contiguous(memory_format=fmt)
@@ -95,16 +111,7 @@ def run_config(job: Job, images: torch.Tensor, latents: torch.Tensor | None, lat
         if keep and out is not None:
             outputs[op] = out.float().cpu()
         del out, fn
-    del vae, x, z, calls
-    if opt.compile:
-        # The compiled graphs hold this model; and the ops' code objects are shared by every
-        # configuration, so without a reset later ones would pile up recompilations until
-        # dynamo's cache limit silently falls back to eager.
-        torch._dynamo.reset()
-    probe.reset()
-    if outputs:
-        add_fidelity(job, rows, outputs, images, latents)
-    return list(rows.values())
+    return rows, outputs
 
 
 def measure(row: dict, fn, device: torch.device, probe: MemoryProbe, opt: Options, batch: int):
