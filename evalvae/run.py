@@ -141,5 +141,5 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
         log.warning("skipped %d file(s); reasons in %s", len(writer.skipped), out / "skipped.csv")
     if not summary.empty:
         log.info("\n%s", console_table(summary))
-    log.info("results in %s", out)
+        log.info("results in %s", out)
     return RunOutcome(out, summary, failed)
