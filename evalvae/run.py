@@ -45,12 +45,19 @@ def available_vaes() -> list[str]:
 
 
 def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
-    vaes = cfg.get("vae") or {}
+    """The VAEs of this job. Entries without ``_target_`` are field overrides (``++vae.X.f=v``) for
+    a VAE that another job of a sweep selects; they are ignored with a note."""
+    vaes = {}
+    for name, spec in (cfg.get("vae") or {}).items():
+        if isinstance(spec, DictConfig) and "_target_" in spec:
+            vaes[name] = spec
+        else:
+            log.info("vae.%s: not selected in this job (no +vae=%s); its overrides are ignored", name, name)
     if not vaes:
         raise NoVAESelected(
             "no VAE selected; pick one with +vae=NAME or several with +vae=[A,B]. Available: " + ", ".join(available_vaes())
         )
-    return dict(vaes.items())
+    return vaes
 
 
 def output_dir(out_dir: str | Path | None) -> Path:
