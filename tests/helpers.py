@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_module
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,8 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def compose_run(overrides: list[str], config_name: str = "run"):
     """The real ``conf/`` composed with ``overrides``, as the CLI would see it."""
-    with initialize_config_module(config_module="evalvae.conf", version_base="1.3"):
-        return compose(config_name, overrides=overrides)
+    from evalvae.config import compose
+
+    return compose(overrides, config_name)
 
 
 def save_tiny_kl(path: Path, latent_channels: int = 4, blocks: int = 2, scaling: float = 0.5, shift: float = 0.1, seed: int = 0) -> Path:
