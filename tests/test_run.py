@@ -32,7 +32,7 @@ def test_run_writes_every_result_file(tmp_path, tiny_pth_dir, image_dir):
     assert len(per_image) == 6 and (per_image.height == 32).all() and (per_image.width == 32).all()
     pd.testing.assert_frame_equal(per_image, pd.read_csv(out / "per_image.csv"), check_dtype=False)
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns) == ["vae", "metric", "mean", "std", "n"]
+    assert list(summary.columns) == ["vae", "metric", "mean", "std", "n", "note"]
     psnr = summary.set_index("metric").loc["psnr"]
     assert psnr["n"] == 6 and psnr["mean"] == pytest.approx(per_image.psnr.mean()) and psnr["std"] == pytest.approx(per_image.psnr.std(ddof=1))
     timings = pd.read_csv(out / "timings.csv")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from evalvae.errors import ConfigError, EvalvaeError
+from evalvae.config import instantiate
+from evalvae.errors import ConfigError
 from evalvae.vae.base import LatentSpace, VAEAdapter, state_dict_sha256
 
 __all__ = ["LatentSpace", "VAEAdapter", "load_vae", "state_dict_sha256"]
@@ -19,9 +18,4 @@ def load_vae(name: str, spec: Mapping | DictConfig, *, device, cache_dir: str | 
     spec = OmegaConf.create(dict(spec)) if not isinstance(spec, DictConfig) else spec
     if "_target_" not in spec:
         raise ConfigError(f"vae.{name}._target_", None, hint="each VAE spec names its adapter class, e.g. evalvae.vae.kl.KLAdapter")
-    try:
-        return instantiate(spec, name=name, device=str(device), cache_dir=cache_dir, _convert_="all")
-    except InstantiationException as e:
-        if isinstance(e.__cause__, EvalvaeError):  # report our one-line message, not Hydra's wrapper
-            raise e.__cause__ from None
-        raise
+    return instantiate(spec, name=name, device=str(device), cache_dir=cache_dir, _convert_="all")
