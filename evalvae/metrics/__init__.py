@@ -45,7 +45,7 @@ def _names(key: str, spec: DictConfig) -> tuple[list[str], bool]:
     return [key], False
 
 
-def build_metrics(cfg: DictConfig) -> list:
+def build_metrics(cfg: DictConfig, set_level_only: bool = False) -> list:
     """Instantiate every entry of ``cfg.metrics`` that has a ``_target_``, in config order.
 
     A metric whose weights cannot be found becomes :class:`Unavailable` and the run goes on.
@@ -53,6 +53,8 @@ def build_metrics(cfg: DictConfig) -> list:
     metrics = []
     for key, spec in cfg.items():
         if not (isinstance(spec, DictConfig) and "_target_" in spec):
+            continue
+        if set_level_only and not _names(key, spec)[1]:
             continue
         try:
             metrics.append(instantiate(spec))
