@@ -164,7 +164,7 @@ def test_missing_inception_weights_are_unavailable(tmp_path, monkeypatch):
     from evalvae.metrics.features import InceptionV3
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    with pytest.raises(MetricUnavailable, match=r"metrics\.fid\.extractor\.weights=PATH"):
+    with pytest.raises(MetricUnavailable, match=r"metrics\.fid\.weights=PATH"):
         InceptionV3()
 
 

@@ -25,8 +25,9 @@ class FIDKID:
     set_level = True
     higher_is_better = False
 
-    def __init__(self, extractor="inception", kid: bool = True, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):
-        self.extractor: FeatureExtractor = build_extractor(extractor)
+    def __init__(self, extractor="inception", weights: str | None = None, resize: str = "clean", kid: bool = True,
+                 kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):  # fmt: skip
+        self.extractor: FeatureExtractor = build_extractor(extractor, weights, resize)
         self.with_kid, self.kid_subsets, self.kid_subset_size, self.seed = bool(kid), kid_subsets, kid_subset_size, seed
 
     @property
@@ -41,13 +42,16 @@ class FIDKID:
 
     def compute(self, real: FeatureStats, fake: FeatureStats) -> list[dict]:
         """Rows ``{metric, mean, std, n, note}`` for rFID and KID."""
-        note = ""
+        note = f"extractor {self.extractor.name}"
         if fake.n < self.extractor.dim:
-            note = f"N={fake.n} < feature dim {self.extractor.dim}: rank-deficient covariance, rFID biased upward"
+            log.warning("rFID on N=%d images < feature dimension %d: the covariance is rank-deficient and rFID is biased upward; "
+                        "compare only at equal N", fake.n, self.extractor.dim)  # fmt: skip
+            note += f"; N={fake.n} < feature dim {self.extractor.dim}: rank-deficient covariance, rFID biased upward"
         rows = [{"metric": "rfid", "mean": frechet_distance(real.mean, real.cov, fake.mean, fake.cov), "std": math.nan, "n": fake.n, "note": note}]
         if self.with_kid:
             mean, std, m = kid(real.features, fake.features, self.kid_subsets, self.kid_subset_size, seed=self.seed)
-            rows.append({"metric": "kid", "mean": mean, "std": std, "n": fake.n, "note": f"{self.kid_subsets} subsets of {m}"})
+            rows.append({"metric": "kid", "mean": mean, "std": std, "n": fake.n,
+                         "note": f"extractor {self.extractor.name}; {self.kid_subsets} subsets of {m}"})  # fmt: skip
         return rows
 
     def protocol(self) -> dict:

@@ -81,14 +81,12 @@ class InceptionV3(FeatureExtractor):
               "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")  # fmt: skip
 
     def __init__(self, weights: str | None = None, resize: str = "clean", batch_size: int = 32):
-        self.resize = check_choice("metrics.fid.extractor.resize", resize, RESIZES)
+        self.resize = check_choice("metrics.fid.resize", resize, RESIZES)
         self.batch_size = batch_size
         path = Path(weights).expanduser() if weights else torch_hub_file(INCEPTION_FILES)
         if path is None or not path.is_file():
-            where = f"metrics.fid.extractor.weights={weights}" if weights else f"torch's hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})"
-            raise MetricUnavailable(
-                f"FID Inception weights not found in {where}; download {INCEPTION_URL} and set metrics.fid.extractor.weights=PATH"
-            )
+            where = f"metrics.fid.weights={weights}" if weights else f"torch's hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})"
+            raise MetricUnavailable(f"FID Inception weights not found in {where}; download {INCEPTION_URL} and set metrics.fid.weights=PATH")
         self.weights_sha256 = sha256_file(path)
         if not self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX):
             log.warning("%s is not the standard FID Inception file (sha256 %s...); rFID will not be comparable to published numbers",
@@ -175,8 +173,13 @@ class HFVision(FeatureExtractor):
                 "resize": "the model's own image processor", "implementation": f"transformers {type(self.model).__name__}"}  # fmt: skip
 
 
-def build_extractor(spec) -> FeatureExtractor:
-    """``inception`` | a hub id or folder of a transformers vision model | a mapping with ``_target_``."""
+def build_extractor(spec, weights: str | None = None, resize: str = "clean") -> FeatureExtractor:
+    """The feature extractor named by ``metrics.fid.extractor``.
+
+    ``inception`` (the standard FID network; ``weights``/``resize`` apply to it), a transformers
+    hub id or local folder of a vision model (DINOv2, CLIP), a dotted class path, or a mapping
+    with ``_target_``.
+    """
     from omegaconf import DictConfig
 
     from evalvae.config import instantiate
@@ -184,10 +187,10 @@ def build_extractor(spec) -> FeatureExtractor:
     if isinstance(spec, (dict, DictConfig)):
         return instantiate(spec)
     if spec == "inception":
-        return InceptionV3()
-    if isinstance(spec, str) and ("/" in spec):
-        return HFVision(spec)
+        return InceptionV3(weights=weights, resize=resize)
+    if isinstance(spec, str) and ("/" in spec or Path(spec).expanduser().is_dir()):
+        return HFVision(weights or spec)
     if isinstance(spec, str) and "." in spec:
         return instantiate({"_target_": spec})
-    raise EvalvaeError(f"invalid metrics.fid.extractor={spec!r}; choose inception, a hub id such as facebook/dinov2-base, "
-                       "a dotted class path, or a mapping with _target_")  # fmt: skip
+    raise EvalvaeError(f"invalid metrics.fid.extractor={spec!r}; choose inception, a hub id or folder such as "
+                       "facebook/dinov2-base, a dotted class path, or a mapping with _target_")  # fmt: skip
