@@ -152,11 +152,12 @@ class Job:
         for m in self.sets:
             if id(m) in pending:
                 self.refs.put(m, pending[id(m)])
-            writer.add_set_rows(name, m.compute(self.refs.get(m), fakes[id(m)]))
+            with times.stage("set_metrics"):
+                writer.add_set_rows(name, m.compute(self.refs.get(m), fakes[id(m)]))
         for m in self.unavailable_sets:
             writer.add_set_rows(name, [{"metric": k, "mean": float("nan"), "std": float("nan"), "n": 0, "note": m.reason} for k in m.names])
         total = time.perf_counter() - start
-        stages = {f"{k}_s": times.seconds.get(k, 0.0) for k in ("data", "encode", "decode", "metrics", "features")}
+        stages = {f"{k}_s": times.seconds.get(k, 0.0) for k in ("data", "encode", "decode", "metrics", "features", "set_metrics")}
         writer.add_timing({
             "vae": name, "device": str(self.device), "dtype": vae.dtype_name, "batch_size": cfg.batch_size, "n_images": n,
             "load_s": load_s, **stages, "total_s": total, "images_per_s": n / max(total - load_s, 1e-9),

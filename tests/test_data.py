@@ -21,12 +21,12 @@ from evalvae.errors import ConfigError, DatasetError
 from tests.helpers import photo
 
 
-@pytest.mark.parametrize("h,w,r", [(480, 640, 256), (427, 640, 256), (333, 501, 256), (768, 512, 128), (257, 1000, 256), (300, 300, 64)])
+@pytest.mark.parametrize("h,w,r", [(480, 640, 256), (256, 341, 256), (640, 256, 256), (255, 400, 256), (427, 640, 256), (333, 501, 256), (768, 512, 128), (257, 1000, 256), (300, 300, 64)])
 def test_geometry_equals_torchvision_resize_center_crop(h, w, r):
     rgb = photo(h, w, seed=h)
     ours, upscaled = Geometry(r).apply(rgb)
     ref = T.Compose([T.Resize(r, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(r), T.PILToTensor()])(Image.fromarray(rgb))
-    assert ours.dtype == torch.uint8 and ours.shape == (3, r, r) and not upscaled
+    assert ours.dtype == torch.uint8 and ours.shape == (3, r, r) and upscaled == (min(h, w) < r)
     assert torch.equal(ours, ref)
 
 
