@@ -8,6 +8,7 @@ import sys
 # command -> (module:function, one-line help). Hydra commands take overrides; others take flags.
 COMMANDS = {
     "run": ("evalvae.cli:run_app", "evaluate VAEs on an image dataset: evalvae run +vae=ft-mse [dataset=folder dataset.path=DIR]"),
+    "compare": ("evalvae.compare.cli:main", "check results against a baseline for CI: evalvae compare BASELINE.json RUN_DIR [--tolerances FILE]"),
 }
 
 
