@@ -156,17 +156,17 @@ def _speed_rows(vae: str, case: str, b: SpeedResult, c: SpeedResult, tol: Tolera
         verdict = {(True, False): Verdict.REGRESSED, (False, True): Verdict.IMPROVED}.get((b.status == "ok", c.status == "ok"), Verdict.UNMEASURED)
         return [Row("speed", vae, "status", verdict, case=case, detail=f"status {b.status!r} in the baseline, {c.status!r} now")]
     rows = []
-    for measure, spread in (("ms_per_image", True), ("peak_mem_mb", False)):
-        bv, cv = b.values.get(f"{measure}_median" if spread else measure, math.nan), c.values.get(f"{measure}_median" if spread else measure, math.nan)
+    for measure, column, spread_column in (("ms_per_image", "ms_per_image_median", "ms_per_image_iqr"), ("peak_mem_mb", "peak_mem_mb", None)):
+        bv, cv = b.values.get(column, math.nan), c.values.get(column, math.nan)
         if math.isnan(bv) or math.isnan(cv):
             continue
         t = tol.get(vae, measure)
         row = Row("speed", vae, measure, Verdict.PASS, bv, cv, False, case, t.allowed(bv), t.describe())
-        iqr = None
-        if spread:
-            iqr = max(0.0 if math.isnan(v) else v for v in (b.values.get("ms_per_image_iqr", math.nan), c.values.get("ms_per_image_iqr", math.nan)))
-            row.noise = f"IQR {iqr:.3g}"
-        row.verdict = judge(row.delta, row.allowed, False, spread=iqr)
+        spread = None
+        if spread_column:
+            spread = max(0.0 if math.isnan(v) else v for v in (b.values.get(spread_column, math.nan), c.values.get(spread_column, math.nan)))
+            row.noise = f"IQR {spread:.3g}"
+        row.verdict = judge(row.delta, row.allowed, False, spread=spread)
         rows.append(row)
     bn, cn = b.values.get("nonfinite", math.nan), c.values.get("nonfinite", math.nan)
     if not (math.isnan(bn) or math.isnan(cn)) and (bn or cn):
