@@ -35,15 +35,16 @@ class NothingToReport(EvalvaeError):
 def _plots(section: Section, summary, paired, bench, plot_dir: Path) -> list[dict]:
     out = []
     s = section.slug
+    many = len(section.metrics) + len(section.set_metrics) > 2  # panels side by side need the full width
 
-    def add(path, title, caption):
+    def add(path, title, caption, wide=False):
         if path is not None:
-            out.append({"title": title, "path": path, "caption": caption})
+            out.append({"title": title, "path": path, "caption": caption, "wide": wide})
 
     add(plots.bars(section, summary, plot_dir / f"{s}-means.png"), "Means with 95% CIs",
-        "Bars are means over images; whiskers are 95% bootstrap CIs; the outlined bar is the best by the metric's direction.")  # fmt: skip
+        "Bars are means over images; whiskers are 95% bootstrap CIs; the outlined bar is the best by the metric's direction.", wide=many)  # fmt: skip
     add(plots.distributions(section, plot_dir / f"{s}-per-image.png"), "Per-image distributions",
-        "Each dot is one image; boxes show the median and quartiles; violins the density.")  # fmt: skip
+        "Each dot is one image; boxes show the median and quartiles; violins the density.", wide=many)  # fmt: skip
     add(plots.paired_forest(section, paired, plot_dir / f"{s}-paired.png"), "Paired differences",
         "Mean per-image difference A − B with its 95% bootstrap CI; filled red markers are significant after Holm correction.")  # fmt: skip
     points, note = tables.speed_points(section, summary, bench)

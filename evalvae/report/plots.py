@@ -40,8 +40,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _panels(n: int, rows_per_panel: int, width: float = 3.6, max_cols: int = 2):
+def _panels(n: int, rows_per_panel: int, width: float | None = None, max_cols: int = 4):
+    """Axes for ``n`` panels; without ``width``, one or two panels take 3.4 in each, more share 13.2 in."""
     cols = min(n, max_cols)
+    width = width or (3.4 if cols <= 2 else 13.2 / cols)
     nrows = math.ceil(n / cols)
     height = 1.1 + 0.42 * max(rows_per_panel, 2)
     fig, axes = plt.subplots(nrows, cols, figsize=(width * cols, height * nrows), squeeze=False)
@@ -116,7 +118,7 @@ def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | 
     metrics = list(dict.fromkeys(paired["metric"]))
     n_pairs = paired.groupby("metric").size().max()
     with plt.rc_context(STYLE):
-        fig, axes = _panels(len(metrics), max(n_pairs, 2), width=5.2, max_cols=1)
+        fig, axes = _panels(len(metrics), max(n_pairs, 2), width=6.0, max_cols=1)
         for ax, metric in zip(axes, metrics):
             rows = paired[paired["metric"] == metric].iloc[::-1]
             y = np.arange(len(rows))

@@ -137,7 +137,8 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
         pair = {best["entry"], second["entry"]}
         rows = paired[(paired["metric"] == metric) & paired["a"].isin(pair) & paired["b"].isin(pair)]
         if rows.empty:
-            text += f", then {second['entry']} ({num(metric, second['mean'])}); no shared images to pair them."
+            why = "one value per VAE, so no per-image test" if best["level"] == "set" else "no shared images to pair them"
+            text += f", then {second['entry']} ({num(metric, second['mean'])}); {why}."
             out.append(text)
             continue
         r = rows.iloc[0]
