@@ -86,7 +86,7 @@ def test_report_files_and_tables_match_the_runs(runs, report):
         assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
         assert row["wins"] + row["ties"] + row["losses"] == 6
     assert "images · 32×32" in html and "images · 48×48" in html
-    assert "not the scored one" not in html  # every re-created picture matched its recorded PSNR
+    assert "differs from the one scored" not in html  # every re-created picture matched its recorded PSNR
     assert html.count('class="full grid-tile') >= 2 * 3  # original + two VAEs, in at least two grids
     assert "## images · 32×32" in md and "**Paired statistics**" in md
     assert md.count("| taef2 |") >= 2
@@ -109,6 +109,18 @@ def test_recreated_reconstructions_equal_the_scored_ones(runs):
             recorded = r.per_image[(r.per_image["vae"] == vae) & (r.per_image["image"] == image)]["psnr"].item()
             assert rec.psnr == pytest.approx(recorded, abs=1e-6)
             assert rec.original.shape == rec.recon.shape == (32, 32, 3)
+            assert rec.matches
+
+
+def test_a_reconstruction_that_differs_from_the_scored_one_is_flagged(runs, tmp_path):
+    d = copy_run(runs["r32"], tmp_path / "r")
+    per_image = pd.read_parquet(d / "per_image.parquet")
+    per_image.loc[per_image["vae"] == "taesd", "psnr"] += 0.5  # as if other weights had been scored
+    per_image.to_parquet(d / "per_image.parquet")
+    got, _ = reconstruct_images(load_inputs([d]).runs[0], "taesd", ["img00.png"], device="cpu")
+    assert not got["img00.png"].matches
+    html = write_report([d], tmp_path / "rep", images=["img00.png"], worst=0).read_text(encoding="utf-8")
+    assert html.count("differs from the one scored") == 1  # taesd flagged, taef2 not
 
 
 def test_worst_images_are_the_lowest_scores(runs):
@@ -299,3 +311,17 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert pixels.shape[:2] == (2600, 1400)
     assert pixels.std() > 20  # not a blank page
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 2000  # photos and plots, not just text on white
+
+
+@pytest.mark.assets
+def test_report_on_real_taef2_reconstructions(assets, taef2_dir, tmp_path):
+    cfg = helpers.compose_run([
+        "+vae=taef2", f"vae.taef2.source={taef2_dir}", "dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}",
+        "dataset.resolution=128", "dataset.limit=3", "workers=0", "progress=false",
+    ])  # fmt: skip
+    run(cfg, out_dir=tmp_path / "run")
+    out = write_report([tmp_path / "run"], tmp_path / "rep", worst=1, device="cpu")
+    summary = pd.read_csv(tmp_path / "rep" / "tables" / "kodak-128x128-summary.csv").set_index("metric")
+    assert 20 < summary.loc["psnr", "mean"] < 40  # a real decoder, not noise
+    html = out.read_text(encoding="utf-8")
+    assert "differs from the one scored" not in html and html.count('class="full grid-tile') == 2 * 2

@@ -91,7 +91,7 @@ def build_grid(section: Section, spec: grids.GridSpec, recons: dict[str, Reconst
         out8, heat = grids.to_uint8(out), grids.heatmap(err, vmax)
         detail = f"PSNR {rec.psnr:.2f} dB"
         if not rec.matches:
-            detail += f" (run recorded {rec.recorded_psnr:.2f} dB: this picture is not the scored one)"
+            detail += f" (the run recorded {rec.recorded_psnr:.2f} dB: this picture differs from the one scored)"
         boxed = whole(heat, True)
         rows.append(Row(lab, detail, png(whole(out8)), png(boxed), png(zoom(out8)), png(zoom(heat)), mismatch=not rec.matches))
         figure_rows.append((f"{lab}\n{detail}", [whole(out8), boxed, zoom(out8), zoom(heat)]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -36,7 +36,6 @@ class Run:
     timings: pd.DataFrame
     skipped: pd.DataFrame
     vaes: list[dict]
-    problems: list[str] = field(default_factory=list)
 
     @property
     def vae_names(self) -> list[str]:

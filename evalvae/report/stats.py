@@ -25,9 +25,6 @@ class Interval:
     low: float
     high: float
 
-    def excludes(self, value: float) -> bool:
-        return not (self.low <= value <= self.high)
-
 
 NAN_INTERVAL = Interval(math.nan, math.nan)
 
