@@ -141,7 +141,7 @@ def test_set_level_metrics_and_unavailable_values(runs, tmp_path):
         {"vae": "taef2", "metric": "rfid", "mean": 41.5, "std": np.nan, "n": 6},
         {"vae": "taesd", "metric": "rfid", "mean": 12.25, "std": np.nan, "n": 6},
         {"vae": "taef2", "metric": "kid", "mean": 0.031, "std": 0.004, "n": 6},
-        {"vae": "taesd", "metric": "kid", "mean": np.nan, "std": np.nan, "n": 0},
+        {"vae": "taesd", "metric": "kid", "mean": np.nan, "std": np.nan, "n": 0, "note": "Inception weights not found"},
     ])  # fmt: skip
     pd.concat([summary, extra]).to_csv(d / "summary.csv", index=False)
     per_image = pd.read_parquet(d / "per_image.parquet")
@@ -158,6 +158,7 @@ def test_set_level_metrics_and_unavailable_values(runs, tmp_path):
     assert paired["metric"].tolist() == ["psnr"]
     html = out.read_text(encoding="utf-8")
     assert "N = 6" in html and "rFID ↓" in html and "unavailable" in html
+    assert "KID unavailable for taesd: Inception weights not found" in html
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     assert "**12.25" in md  # best rFID in bold
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from evalvae.report.format import metric_name
 from evalvae.report.load import CATEGORY, Run
 
 # Direction of metrics whose run did not record ``higher_is_better`` in metrics.json.
@@ -22,7 +23,7 @@ KNOWN_DIRECTIONS = {
     "lpips": False, "dists": False, "rfid": False, "fid": False, "kid": False, "mse": False, "mae": False,
 }  # fmt: skip
 # Dataset fields that describe the set of images rather than how they are scored.
-NOT_PROTOCOL = {"n_files"}
+NOT_PROTOCOL = {"n_files", "n_evaluated"}
 
 
 @dataclass
@@ -118,6 +119,23 @@ def _entry_labels(pairs: list[tuple[Run, str]], dtypes: list[str]) -> list[str]:
     return labels
 
 
+def _unavailable_notes(entries: list[Entry]) -> list[str]:
+    """Why metrics are unavailable, from summary.csv's ``note`` column (one line per metric and reason)."""
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for e in entries:
+        s = e.run.summary
+        if "note" not in s:
+            continue
+        rows = s[(s["vae"] == e.vae) & s["mean"].isna() & s["note"].notna() & (s["note"].astype(str) != "")]
+        for metric, note in zip(rows["metric"], rows["note"].astype(str)):
+            reasons.setdefault((metric, note), []).append(e.label)
+    every = len(entries)
+    return [
+        f"{metric_name(metric)} unavailable for {'every VAE' if len(labels) == every else ', '.join(labels)}: {note}"
+        for (metric, note), labels in reasons.items()
+    ]
+
+
 def build_section(runs: list[Run], title: str, slug: str) -> Section:
     """Entries, tidy frames and protocol notes of runs that share one protocol."""
     pairs = [(run, vae) for run in runs for vae in run.vae_names]
@@ -148,6 +166,7 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
     set_level = pd.DataFrame(set_rows, columns=["entry", "metric", "mean", "std", "n"])
     set_metrics = list(dict.fromkeys(set_level["metric"]))
 
+    notes += _unavailable_notes(entries)
     counts = per_image.groupby("entry", sort=False)["image"].nunique() if not per_image.empty else pd.Series(dtype=int)
     if counts.nunique() > 1:
         notes.append(

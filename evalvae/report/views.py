@@ -62,6 +62,8 @@ def paired_view(paired: pd.DataFrame) -> list[dict]:
 
 
 def _describe_metric(spec: dict) -> str:
+    if spec.get("available") is False:
+        return "unavailable (reason in the notes above)"
     items = [f"{k}={v}" for k, v in spec.items() if k not in ("higher_is_better", "implementation")]
     impl = spec.get("implementation", "")
     return impl + (f" ({', '.join(items)})" if items else "")
