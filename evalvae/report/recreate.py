@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from evalvae.config import instantiate
 from evalvae.data.transforms import crop_to_multiple
 from evalvae.device import resolve_device
 from evalvae.errors import EvalvaeError
