@@ -203,4 +203,16 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
     if not summary.empty:
         log.info("\n%s", console_table(summary))
         log.info("results in %s", out)
+        if cfg.report:
+            write_run_report(out, job.device)
     return RunOutcome(out, summary, failed)
+
+
+def write_run_report(out: Path, device: torch.device) -> None:
+    """The HTML/markdown report of this run, in ``<run dir>/report``; results stay valid if it fails."""
+    from evalvae.report import write_report
+
+    try:
+        log.info("report: %s", write_report([out], out / "report", device=str(device)))
+    except Exception as e:  # the result tables are already written; say why there is no report
+        log.warning("no report for %s: %s: %s", out, type(e).__name__, e)

@@ -14,10 +14,15 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 
 
-def compose_run(overrides: list[str], config_name: str = "run"):
-    """The real ``conf/`` composed with ``overrides``, as the CLI would see it."""
+def compose_run(overrides: list[str], config_name: str = "run", report: bool = False):
+    """The real ``conf/`` composed with ``overrides``, as the CLI would see it.
+
+    The end-of-run report is off unless asked for: it has its own tests, and costs seconds per run.
+    """
     from evalvae.config import compose
 
+    if config_name == "run" and not report:
+        overrides = [*overrides, "report=false"]
     return compose(overrides, config_name)
 
 

@@ -248,7 +248,7 @@ def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
     r = evalvae_cli(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "computed from 6 images" in r.stderr and len(list((cache / "refstats").glob("*.npz"))) == 1
-    r = evalvae_cli(["run", *set_overrides(tiny_pth_dir, image_dir, cache), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    r = evalvae_cli(["run", *set_overrides(tiny_pth_dir, image_dir, cache), "report=false", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "cache hit (6 images)" in r.stderr and "rfid" in r.stderr and "unavailable" in r.stderr
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")

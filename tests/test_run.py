@@ -162,3 +162,5 @@ def test_cli_multirun_sweeps_vaes(tmp_path, tiny_pth_dir, tiny_ae_dir, image_dir
     assert r.returncode == 0, r.stderr[-2000:]
     summaries = sorted((tmp_path / "sweep").glob("*/summary.csv"))
     assert [set(pd.read_csv(p).vae) for p in summaries] == [{"taef2"}, {"taesd"}]
+    for job in ("0", "1"):  # each job ends with its own report
+        assert (tmp_path / "sweep" / job / "report" / "report.html").is_file(), r.stderr[-2000:]
