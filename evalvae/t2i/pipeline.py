@@ -102,6 +102,7 @@ class DiffusersPipeline:
                 raise ConfigError("pipeline.scheduler", scheduler, hint="a diffusers scheduler class name, e.g. EulerDiscreteScheduler, or null for the pipeline's own")
         self.extra = dict(extra or {})
         self.pipe, self._identity = None, None
+        self.loaded: dict = {}  # facts known once the pipeline is loaded
         self.device = torch.device("cpu")
         self.text_encode_s, self.denoiser_calls = 0.0, 0
 
@@ -148,7 +149,10 @@ class DiffusersPipeline:
             pipe.scheduler = getattr(diffusers, self.scheduler).from_config(pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
-        self.torch_dtype = dtype
+        space = self.latent_space()
+        self.loaded = {"pipeline_class": type(pipe).__name__, "scheduler_class": type(pipe.scheduler).__name__,
+                       "torch_dtype": str(dtype).replace("torch.", ""), "latent_channels": space.channels,
+                       "latent_downsample": space.downsample}  # fmt: skip
         self._instrument()
 
     def _from_pretrained(self, diffusers, dtype, local_files_only: bool):
@@ -228,7 +232,4 @@ class DiffusersPipeline:
         info = {"name": self.name, "source": self.source, "revision": self.revision, "identity": self.source_identity(),
                 "latent_space": self.family, **self.settings(), "seeds": self.seeds, "batch_size": self.batch_size,
                 "noise": "per image, torch.Generator('cpu').manual_seed(seed)", "output_type": "latent"}  # fmt: skip
-        if self.pipe is not None:
-            info.update(pipeline_class=type(self.pipe).__name__, scheduler_class=type(self.pipe.scheduler).__name__,
-                        torch_dtype=str(self.torch_dtype).replace("torch.", ""), latent_channels=self.latent_space().channels)  # fmt: skip
-        return info
+        return {**info, **self.loaded}

@@ -187,7 +187,7 @@ class T2IJob:
         n = len(todo)
         self.generation = {"generated": n, "from_cache": n_cached}
         self.writer.write_json("metrics.json", self.protocol())
-        row = {"pipeline": p.name, "device": str(self.device), "dtype": p.describe().get("torch_dtype", p.dtype_name),
+        row = {"pipeline": p.name, "device": str(self.device), "dtype": p.loaded.get("torch_dtype", p.dtype_name),
                "batch_size": p.batch_size, "n_images": len(self.items), "n_generated": n, "n_cached": n_cached,
                "load_s": getattr(self, "load_s", 0.0), "text_encode_s": p.text_encode_s, "denoise_s": gen_s - p.text_encode_s,
                "denoiser_calls": p.denoiser_calls, "generate_s": gen_s, "ms_per_image": 1000 * gen_s / n if n else float("nan"),
