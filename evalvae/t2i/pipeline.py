@@ -8,6 +8,7 @@ class's own ``_unpack_latents`` (still scaled and shifted).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import logging
@@ -60,6 +61,23 @@ def folder_fingerprint(root: Path) -> str:
             st = p.stat()
             h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No per-component loading bars from diffusers and transformers (evalvae logs what it loads)."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    enabled = [(lib, lib.is_progress_bar_enabled()) for lib in (dlog, tlog)]
+    for lib, _ in enabled:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, was in enabled:
+            if was:
+                lib.enable_progress_bar()
 
 
 class DiffusersPipeline:
@@ -162,8 +180,9 @@ class DiffusersPipeline:
         off = {k: None for k in SKIP_COMPONENTS if k in params}
         if "requires_safety_checker" in params:
             off["requires_safety_checker"] = False
-        return cls.from_pretrained(self.source, revision=self.revision, torch_dtype=dtype, use_safetensors=True,
-                                   local_files_only=local_files_only, **off)  # fmt: skip
+        with _quiet_loading():
+            return cls.from_pretrained(self.source, revision=self.revision, torch_dtype=dtype, use_safetensors=True,
+                                       local_files_only=local_files_only, **off)  # fmt: skip
 
     def _unavailable(self, e: Exception) -> str:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
