@@ -58,10 +58,11 @@ def test_clip_score_invariances(tiny_clip_dir):  # noqa: F811
     x = images(len(PROMPTS), seed=1)
     whole = CLIPScore(str(tiny_clip_dir), batch_size=32)(x, PROMPTS)
     ones = CLIPScore(str(tiny_clip_dir), batch_size=1)(x, PROMPTS)
-    np.testing.assert_allclose(whole.numpy(), ones.numpy(), atol=1e-5)
+    # Scores are on a 0..100 scale; float32 kernels of other batch sizes differ at ~1e-7 relative.
+    np.testing.assert_allclose(whole.numpy(), ones.numpy(), atol=1e-4)
     order = [3, 0, 4, 1, 2]
     shuffled = CLIPScore(str(tiny_clip_dir))(x[order], [PROMPTS[i] for i in order])
-    np.testing.assert_allclose(shuffled.numpy(), whole[order].numpy(), atol=1e-5)
+    np.testing.assert_allclose(shuffled.numpy(), whole[order].numpy(), atol=1e-4)
     long = CLIPScore(str(tiny_clip_dir))(x[:1], ["word " * 200])  # longer than 77 tokens: truncated, not an error
     assert long.shape == (1,) and torch.isfinite(long).all()
 
