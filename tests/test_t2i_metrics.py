@@ -125,10 +125,8 @@ def test_packed_latents_are_unpacked_with_the_pipeline_class(tiny_pipeline_dir):
         _unpack_latents = staticmethod(FluxPipeline._unpack_latents)
         vae_scale_factor = 8
         transformer = types.SimpleNamespace(config=types.SimpleNamespace(in_channels=64))
-        seen = {}
-
         def __call__(self, **kwargs):
-            FakeFlux.seen = kwargs
+            self.seen = kwargs
             return types.SimpleNamespace(images=packed)
 
     p = DiffusersPipeline("fake", str(tiny_pipeline_dir), "flux", steps=4, guidance=0.0, height=64, width=96, packed=True,
@@ -136,6 +134,6 @@ def test_packed_latents_are_unpacked_with_the_pipeline_class(tiny_pipeline_dir):
     p.pipe = FakeFlux()
     out = p.generate(["a", "b"], [0, 1])
     torch.testing.assert_close(out, z)
-    assert p.latent_space().channels == 16 and FakeFlux.seen["output_type"] == "latent" and FakeFlux.seen["max_sequence_length"] == 256
+    assert p.latent_space().channels == 16 and p.pipe.seen["output_type"] == "latent" and p.pipe.seen["max_sequence_length"] == 256
     with pytest.raises(ConfigError, match=r"pipeline.height=72.*multiple of 16"):
         DiffusersPipeline("fake", str(tiny_pipeline_dir), "flux", height=72, width=96, packed=True)

@@ -77,8 +77,8 @@ def decode_and_score(
                 y = state.vae.decode(latents)
             state.peak_mb = max(state.peak_mb, peak_memory_mb(device))
             with state.times.stage("metrics"):
-                u8 = to_pixels(y, quantize=True).to(torch.uint8)
                 pixels = to_pixels(y, metrics.quantize)
+                u8 = (pixels if metrics.quantize else to_pixels(y, quantize=True)).to(torch.uint8)
                 values: dict[str, list[float]] = {}
                 for m in metrics.pair:
                     values[m.name] = [math.nan] * len(items) if name == reference else m(ref_pixels, pixels).cpu().tolist()

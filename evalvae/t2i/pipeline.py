@@ -188,7 +188,7 @@ class DiffusersPipeline:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         if self.kind == "hub":
             return (f"pipeline '{self.name}': weights for hub id '{self.source}' are unavailable: not in the local Hugging Face "
-                    f"cache and the hub is unreachable or offline ({type(e).__name__}); download them where the hub is reachable "
+                    f"cache and the hub is unreachable, offline or gated ({type(e).__name__}: {reason}); download them where the hub is reachable "
                     f"(huggingface-cli download {self.source}) or set pipeline.source=/path/to/pipeline-folder")  # fmt: skip
         return f"pipeline '{self.name}': could not load '{self.source}' ({type(e).__name__}: {reason}); only safetensors weights are loaded"
 

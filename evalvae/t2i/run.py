@@ -86,8 +86,8 @@ class T2IJob:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError("t2i.batch_size", self.batch_size, hint="a positive integer (latents per VAE decode call)")
         self.specs = selected_vaes(cfg)
-        self.suite = instantiate(cfg.suite)
-        self.pipeline: DiffusersPipeline = instantiate(cfg.pipeline)
+        self.suite = instantiate(cfg.suite, _convert_="all")
+        self.pipeline: DiffusersPipeline = instantiate(cfg.pipeline, _convert_="all")
         for name, spec in self.specs.items():
             if spec.get("latent_space") not in (None, self.pipeline.family):
                 raise mismatch(name, spec.latent_space, self.pipeline.name, self.pipeline.family)
@@ -100,6 +100,8 @@ class T2IJob:
         self.writer = T2IWriter(out, self.metrics.per_image_names, self.reference, [m.name for m in self.metrics.pair])
         self.writer.notes = self.metrics.notes()
         self.store: LatentStore | None = None
+        self.todo: list[Item] | None = None  # latents to generate, once known
+        self.load_s = 0.0  # pipeline load seconds (0 when every latent came from the cache)
         self.generation: dict = {}
         self.vaes: dict[str, VAEState] = {}
         self.failed: dict[str, str] = {}
@@ -128,12 +130,10 @@ class T2IJob:
 
     def prepare(self) -> LatentSpace:
         """Load the pipeline if some latent must be generated; return the latents' space."""
-        todo = None
         if self.cfg.t2i.latents == "cache" and self.pipeline.source_identity() is not None:
             self.store = self._store()
-            todo = self.missing()
-        self.todo = todo
-        if todo is None or todo:
+            self.todo = self.missing()
+        if self.todo is None or self.todo:
             reset_peak_memory(self.device)
             start = time.perf_counter()
             self.pipeline.load(self.device)
@@ -189,7 +189,7 @@ class T2IJob:
         self.writer.write_json("metrics.json", self.protocol())
         row = {"pipeline": p.name, "device": str(self.device), "dtype": p.loaded.get("torch_dtype", p.dtype_name),
                "batch_size": p.batch_size, "n_images": len(self.items), "n_generated": n, "n_cached": n_cached,
-               "load_s": getattr(self, "load_s", 0.0), "text_encode_s": p.text_encode_s, "denoise_s": gen_s - p.text_encode_s,
+               "load_s": self.load_s, "text_encode_s": p.text_encode_s, "denoise_s": gen_s - p.text_encode_s,
                "denoiser_calls": p.denoiser_calls, "generate_s": gen_s, "ms_per_image": 1000 * gen_s / n if n else float("nan"),
                "peak_mem_mb": peak_memory_mb(self.device) if n else float("nan")}  # fmt: skip
         with atomic_path(self.out / "generation.csv") as tmp:
