@@ -36,7 +36,7 @@ def overrides(args, sources: dict[str, str], out_vaes: list[str]) -> list[str]:
     return ["task=t2i", "pipeline=local", f"pipeline.source={args.pipeline}", f"pipeline.steps={args.steps}",
             f"pipeline.height={args.size}", f"pipeline.width={args.size}", f"pipeline.batch_size={args.batch_size}",
             f"suite.limit={args.prompts}", "metrics=default", "t2i.clip_score=null", f"t2i.batch_size={args.batch_size}",
-            "progress=false", f"device={args.device}", f"+vae=[{','.join(out_vaes)}]",
+            "progress=false", "report=false", f"device={args.device}", f"+vae=[{','.join(out_vaes)}]",
             *(f"vae.{v}.source={sources[v]}" for v in out_vaes)]  # fmt: skip
 
 

@@ -74,7 +74,7 @@ def test_missing_clip_weights_make_it_unavailable():
 
 def t2i(pipe_dir, *extra) -> list[str]:
     return ["task=t2i", "pipeline=local", f"pipeline.source={pipe_dir}", "pipeline.steps=1", "pipeline.height=64", "pipeline.width=64",
-            "suite.limit=3", "workers=0", "+vae=kl-f8", f"vae.kl-f8.source={pipe_dir}", "metrics=default", *extra]  # fmt: skip
+            "suite.limit=3", "workers=0", "report=false", "+vae=kl-f8", f"vae.kl-f8.source={pipe_dir}", "metrics=default", *extra]  # fmt: skip
 
 
 def test_clip_score_in_a_run(tmp_path, tiny_pipeline_dir, tiny_clip_dir):  # noqa: F811

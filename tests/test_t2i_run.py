@@ -62,7 +62,7 @@ def overrides(pipe_dir, vaes: dict, *extra) -> list[str]:
     """The tiny pipeline (2 steps, 64 px), 3 builtin prompts x 2 seeds, and the given VAE sources."""
     out = ["task=t2i", "pipeline=local", f"pipeline.source={pipe_dir}", f"pipeline.steps={STEPS}", "pipeline.height=64",
            "pipeline.width=64", "pipeline.dtype=fp32", f"pipeline.seeds={SEEDS}", f"pipeline.batch_size={GEN_BATCH}", f"suite.limit={PROMPTS}",
-           "suite.categories=[text,hands]", "t2i.clip_score=null", "workers=0", f"+vae=[{','.join(vaes)}]"]  # fmt: skip
+           "suite.categories=[text,hands]", "t2i.clip_score=null", "workers=0", "report=false", f"+vae=[{','.join(vaes)}]"]  # fmt: skip
     for name, source in vaes.items():
         out.append(f"vae.{name}.source={source}")
     return out + list(extra)
@@ -78,7 +78,7 @@ def three_vaes(tiny_pipeline_dir, tiny_vae_dirs, tiny_ae_dir):  # noqa: F811
 def t2i_run(tmp_path_factory, tiny_pipeline_dir, three_vaes):  # noqa: F811
     out = tmp_path_factory.mktemp("t2i-run")
     with counting_unet_calls() as calls:
-        outcome = run(compose(overrides(tiny_pipeline_dir, three_vaes)), out_dir=out)
+        outcome = run(compose(overrides(tiny_pipeline_dir, three_vaes, "report=true")), out_dir=out)
     return outcome, calls
 
 
@@ -286,3 +286,16 @@ def test_cli_offline_sd15_fails_in_one_line(tmp_path):
     errors = [line for line in r.stderr.splitlines() if line.startswith("evalvae:")]
     assert len(errors) == 1 and "pipeline 'sd15'" in errors[0] and "stable-diffusion-v1-5/stable-diffusion-v1-5" in errors[0]
     assert "unavailable" in errors[0] and "pipeline.source=" in errors[0]
+
+
+def test_the_report_shows_the_decoders_side_by_side(t2i_run):
+    """The run's report (report=true) groups the VAEs in one section and builds its grids from the saved PNGs."""
+    outcome, _ = t2i_run
+    md = (outcome.out_dir / "report" / "report.md").read_text()
+    assert "## builtin prompts · local · 64×64" in md
+    header = next(line for line in md.splitlines() if line.startswith("| VAE |"))
+    assert "seed" not in header and "PSNR" in header  # prompt columns are not metrics
+    assert all(f"| {v} |" in md for v in ("kl-f8", "ft-mse", "taesd"))
+    grids = sorted((outcome.out_dir / "report" / "grids").glob("*.png"))
+    assert grids and "could not be shown" not in md
+    assert "reference decoder kl-f8" in (outcome.out_dir / "report" / "report.html").read_text()

@@ -24,7 +24,7 @@ from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_path, cache_dir
 from evalvae.recon import StageTimes
 from evalvae.results import RunWriter
-from evalvae.run import RunOutcome, loader_workers, progress_bar, selected_vaes
+from evalvae.run import RunOutcome, loader_workers, progress_bar, selected_vaes, write_run_report
 from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
 from evalvae.t2i.latents import LatentStore
 from evalvae.t2i.metrics import REFERENCE_NOTE, T2IMetrics, by_category, console_table
@@ -108,12 +108,21 @@ class T2IJob:
 
     def protocol(self) -> dict:
         quant = "rounded to 8 bits" if self.metrics.quantize else "clamped to [0, 255], not rounded"
-        return {"task": "t2i", "pipeline": self.pipeline.describe(), "suite": self.suite.describe(), "n_images": len(self.items),
+        return {"task": "t2i", "dataset": self.image_set(), "pipeline": self.pipeline.describe(), "suite": self.suite.describe(), "n_images": len(self.items),
                 "reference_vae": self.reference, "latents": {**self.generation, "store": self.cfg.t2i.latents,
                 "root": str(self.store.root) if self.store else None,
                 "format": "safetensors, tensor 'latent' (C, h, w) float32 in diffusion space, as output_type='latent' returns it (FLUX unpacked)"},
                 "images": "images/<vae>/<image>.png: the decode clamped to [-1, 1] and rounded to 8-bit RGB" if self.cfg.t2i.save_images else None,
                 "pixels": f"decodes clamped to [0, 255] and {quant}", "quantize": self.metrics.quantize, "metrics": self.metrics.protocol()}  # fmt: skip
+
+    def image_set(self) -> dict:
+        """The generated images described as a dataset (for reports): runs with equal fields decoded equal latents."""
+        p = self.pipeline
+        size = {"resolution": p.height} if p.height == p.width else {"height": p.height, "width": p.width}
+        return {"name": f"{self.suite.name} prompts · {p.name}", "root": self.suite.source, "n_files": len(self.items), **size,
+                "latents": {"pipeline": p.source_identity(), **p.settings(), "seeds": p.seeds, "device": self.device.type},
+                "suite_sha256": self.suite.sha256, **self.suite.filters, "reference_vae": self.reference,
+                "original_label": f"reference decoder {self.reference}"}  # fmt: skip
 
     def write_prompts(self) -> None:
         rows = [{"image": it.image, "prompt_id": it.prompt.id, "prompt": it.prompt.text, "category": it.prompt.category, "seed": it.seed}
@@ -231,6 +240,8 @@ class T2IJob:
         if not summary.empty:
             log.info("\n%s", console_table(summary))
             log.info("results in %s", self.out)
+            if self.cfg.get("report"):
+                write_run_report(self.out, self.device)
         return RunOutcome(self.out, summary, self.failed)
 
 
