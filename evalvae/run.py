@@ -118,7 +118,7 @@ class Job:
         for m in self.unavailable_sets:
             metrics.update({name: {"higher_is_better": False, **m.protocol()} for name in m.names})
         pixels = "clamped and rounded to 8 bits" if self.quantize else "clamped to [0, 255], not rounded"
-        return {"dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
+        return {"task": "recon", "dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
                 "pixels": f"8-bit originals vs reconstructions {pixels}", "quantize": self.quantize, "metrics": metrics}  # fmt: skip
 
     def n_evaluated(self) -> int | None:
@@ -168,6 +168,10 @@ class Job:
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
     """Evaluate each VAE in ``cfg.vae`` on ``cfg.dataset``; write the result tables into the run directory."""
+    if cfg.get("task") == "t2i":
+        from evalvae.t2i.run import run_t2i
+
+        return run_t2i(cfg, output_dir(out_dir))
     specs = selected_vaes(cfg)
     out = output_dir(out_dir)
     job = Job(cfg, out)

@@ -21,6 +21,7 @@ def test_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path):
     assert "evalvae/conf/run.yaml" in names and "evalvae/conf/vae/taef2.yaml" in names
     assert "evalvae/conf/dataset/folder.yaml" in names and "evalvae/conf/hydra/job_logging/evalvae.yaml" in names
     assert "evalvae/report/templates/report.html.j2" in names
+    assert "evalvae/t2i/builtin_prompts.csv" in names and "evalvae/conf/task/t2i.yaml" in names
 
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)

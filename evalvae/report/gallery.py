@@ -84,8 +84,9 @@ def build_grid(section: Section, spec: grids.GridSpec, recons: dict[str, Reconst
         return grids.enlarge(grids.with_box(a, top, left, size) if box else a, full)
 
     h, w = original.shape[:2]
-    rows = [Row("original", f"{w}×{h} px" + (f", shown ×{full}" if full > 1 else ""), png(whole(original, True)), None, png(zoom(original)), None)]
-    figure_rows = [("original", [whole(original, True), None, zoom(original), None])]
+    first = str(section.dataset.get("original_label") or "original")  # t2i: the reference decoder's image
+    rows = [Row(first, f"{w}×{h} px" + (f", shown ×{full}" if full > 1 else ""), png(whole(original, True)), None, png(zoom(original)), None)]
+    figure_rows = [(first, [whole(original, True), None, zoom(original), None])]
     for lab, out, err in zip(labels, outputs, errors):
         rec = recons[lab]
         out8, heat = grids.to_uint8(out), grids.heatmap(err, vmax)

@@ -21,7 +21,7 @@ from evalvae.results import ID_COLUMNS, SIZE_COLUMNS
 log = logging.getLogger(__name__)
 
 CATEGORY = "category"
-NON_METRIC = set(ID_COLUMNS) | set(SIZE_COLUMNS) | {CATEGORY}
+NON_METRIC = set(ID_COLUMNS) | set(SIZE_COLUMNS) | {CATEGORY, "prompt_id", "prompt", "seed"}  # with task=t2i's prompt columns
 
 
 @dataclass

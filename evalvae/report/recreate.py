@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -77,6 +78,8 @@ def reconstruct_images(run: Run, vae_name: str, image_ids: list[str], device: st
     Returns the reconstructions and, for images that could not be shown, the reason. Raises
     :class:`Unavailable` when nothing can be re-created (no config, dataset gone, weights missing).
     """
+    if run.protocol.get("task") == "t2i":
+        return stored_decodes(run, vae_name, image_ids)
     config = run.path / "config.yaml"
     if not config.is_file():
         raise Unavailable(f"run {run.label} has no config.yaml to re-create reconstructions from")
@@ -132,4 +135,25 @@ def reconstruct_images(run: Run, vae_name: str, image_ids: list[str], device: st
     finally:
         del vae
         gc.collect()
+    return out, reasons
+
+
+def stored_decodes(run: Run, vae_name: str, image_ids: list[str]) -> tuple[dict[str, Reconstruction], dict[str, str]]:
+    """A text-to-image run's saved PNGs: each VAE's decode, with the reference decoder's decode as the original."""
+    reference = run.protocol.get("reference_vae")
+    folder = run.path / "images"
+    if not reference or not (folder / vae_name).is_dir():
+        raise Unavailable(f"run {run.label} has no decoded images of {vae_name} (t2i.save_images=false?)")
+    mine = run.per_image[run.per_image["vae"] == vae_name]
+    recorded = dict(zip(mine["image"], mine["psnr"].astype(float))) if "psnr" in mine else {}
+    out, reasons = {}, {}
+    for image_id in image_ids:
+        files = folder / reference / f"{image_id}.png", folder / vae_name / f"{image_id}.png"
+        if not all(f.is_file() for f in files):
+            reasons[image_id] = f"{' or '.join(str(f) for f in files if not f.is_file())} is missing"
+            continue
+        original, recon = (np.asarray(Image.open(f).convert("RGB")) for f in files)
+        rec = recorded.get(image_id)
+        value = psnr(original.astype(np.float64), recon.astype(np.float64))
+        out[image_id] = Reconstruction(original, recon.astype(np.float32), value, None if rec is None or math.isnan(rec) else rec)
     return out, reasons
