@@ -8,6 +8,9 @@ import sys
 # command -> (module:function, one-line help). Hydra commands take overrides; others take flags.
 COMMANDS = {
     "run": ("evalvae.cli:run_app", "evaluate VAEs on an image dataset: evalvae run +vae=ft-mse [dataset=folder dataset.path=DIR]"),
+    "ref": ("evalvae.cli:ref_app", "cache the originals' rFID/KID statistics: evalvae ref dataset=folder dataset.path=DIR"),
+    "compare": ("evalvae.compare.cli:main", "check results against a baseline for CI: evalvae compare BASELINE.json RUN_DIR [--tolerances FILE]"),
+    "report": ("evalvae.report.cli:main", "HTML and markdown report of runs, side by side: evalvae report RUN_DIR [RUN_DIR ...] [--out DIR]"),
     "bench": ("evalvae.bench.cli:bench_app", "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]"),
 }
 

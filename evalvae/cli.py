@@ -29,3 +29,13 @@ def run_app(cfg: DictConfig) -> None:
         _fail(e)
     if outcome.failed:
         sys.exit(2)
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="ref", version_base="1.3")
+def ref_app(cfg: DictConfig) -> None:
+    from evalvae.reference import ref
+
+    try:
+        ref(cfg)
+    except EvalvaeError as e:
+        _fail(e)

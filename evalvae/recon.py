@@ -39,8 +39,8 @@ class StageTimes:
 class BatchResult:
     rows: list[dict]
     skipped: list[tuple[str, str]]
-    originals: torch.Tensor | None = None  # (N, 3, H, W) float64 pixels, for set-level metrics
-    reconstructions: torch.Tensor | None = None
+    originals: list[torch.Tensor] = field(default_factory=list)  # per group, (N, 3, H, W) uint8 on the device
+    reconstructions: list[torch.Tensor] = field(default_factory=list)  # the same, rounded to 8 bits
 
 
 def reconstruct(
@@ -52,11 +52,13 @@ def reconstruct(
     channels_last: bool = False,
     seed: int = 0,
     times: StageTimes | None = None,
+    keep_pixels: bool = False,
 ) -> Iterator[BatchResult]:
-    """Yield per-image metric rows for each batch.
+    """Yield per-image metric rows for each batch (and, with ``keep_pixels``, the 8-bit images).
 
     Images are cropped to a multiple of the VAE's downsampling factor (a no-op under the default
     square protocol). With ``posterior=sample`` image ``i`` of the dataset uses seed ``seed + i``.
+    Set-level metrics always see reconstructions rounded to 8 bits, whatever ``quantize`` says.
     """
     times = times or StageTimes(vae.device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -66,7 +68,7 @@ def reconstruct(
             batch = next(batches, None)
         if batch is None:
             return
-        rows = []
+        result = BatchResult([], batch.skipped)
         for group in batch.groups:
             images = crop_to_multiple(group.images, vae.downsample)
             with times.stage("encode"):
@@ -78,10 +80,13 @@ def reconstruct(
                 original = images.to(vae.device).double()
                 recon = to_pixels(y, quantize)
                 values = {m.name: m(original, recon).cpu().tolist() for m in metrics}
+                if keep_pixels:
+                    result.originals.append(images.to(vae.device))
+                    result.reconstructions.append((recon if quantize else recon.round()).to(torch.uint8))
             h, w = images.shape[-2:]
             for j, image_id in enumerate(group.ids):
                 row = {"vae": vae.name, "image": image_id}
                 row.update({name: v[j] for name, v in values.items()})
                 row.update(height=h, width=w, upscaled=group.upscaled[j])
-                rows.append(row)
-        yield BatchResult(rows, batch.skipped)
+                result.rows.append(row)
+        yield result

@@ -1,7 +1,9 @@
 """Tidy result tables of a run, written atomically so a crash never leaves half a file.
 
 * ``per_image.parquet`` / ``per_image.csv``: one row per (vae, image).
-* ``summary.csv``: one row per (vae, metric) with mean, sample std (ddof=1) and n.
+* ``summary.csv``: one row per (vae, metric) with mean, sample std (ddof=1), n and a note (why a
+  metric is unavailable, or a caveat such as a rank-deficient rFID). Set-level metrics (rFID,
+  KID) are rows too: rFID has no std; KID's std is over its subsets.
 * ``timings.csv``: one row per VAE, seconds per stage.
 * ``skipped.csv``: files left out, with the reason.
 * ``vaes.json``: what each VAE was (source, hashes, latent space) and whether it ran.
@@ -23,11 +25,12 @@ from evalvae.io import atomic_path, atomic_write_text
 
 ID_COLUMNS = ["vae", "image"]
 SIZE_COLUMNS = ["height", "width", "upscaled"]
-SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n"]
+SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n", "note"]
 
 
-def summarize(per_image: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str] | None = None) -> pd.DataFrame:
     """Mean, sample std and count of each metric per VAE, ignoring NaN (unavailable) values."""
+    notes = notes or {}
     rows = []
     for vae, group in per_image.groupby("vae", sort=False):
         for metric in metrics:
@@ -38,6 +41,7 @@ def summarize(per_image: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                 "mean": float(values.mean()) if n else math.nan,
                 "std": float(values.std(ddof=1)) if n > 1 else math.nan,
                 "n": n,
+                "note": notes.get(metric, ""),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -46,7 +50,13 @@ def console_table(summary: pd.DataFrame) -> str:
     """VAE x metric table of ``mean ± std``, in the order VAEs were run."""
     if summary.empty:
         return "(no results)"
-    cell = summary.apply(lambda r: f"{r['mean']:.4f} ± {r['std']:.4f}" if r["n"] > 1 else f"{r['mean']:.4f}", axis=1)
+
+    def fmt(r) -> str:
+        if r["n"] == 0 or pd.isna(r["mean"]):
+            return "unavailable"
+        return f"{r['mean']:.4f} ± {r['std']:.4f}" if pd.notna(r["std"]) else f"{r['mean']:.4f}"
+
+    cell = summary.apply(fmt, axis=1)
     table = summary.assign(cell=cell).pivot(index="vae", columns="metric", values="cell")
     table = table.reindex(index=list(dict.fromkeys(summary["vae"])), columns=list(dict.fromkeys(summary["metric"])))
     n = summary.groupby("vae", sort=False)["n"].max()
@@ -62,6 +72,8 @@ class RunWriter:
         self.metrics = list(metrics)
         self.columns = ID_COLUMNS + self.metrics + SIZE_COLUMNS
         self.rows: list[dict] = []
+        self.set_rows: list[dict] = []
+        self.notes: dict[str, str] = {}  # metric -> why it is unavailable
         self.timings: list[dict] = []
         self.skipped: dict[str, str] = {}
         self.vaes: list[dict] = []
@@ -77,6 +89,10 @@ class RunWriter:
                 w.writeheader()
             w.writerows(rows)
 
+    def add_set_rows(self, vae: str, rows: list[dict]) -> None:
+        """Set-level results: dicts with metric, mean, std, n and note."""
+        self.set_rows.extend({"vae": vae, **row} for row in rows)
+
     def add_skipped(self, items: list[tuple[str, str]]) -> None:
         for file, reason in items:
             self.skipped.setdefault(file, reason)
@@ -91,7 +107,13 @@ class RunWriter:
         return pd.DataFrame(self.rows, columns=self.columns)
 
     def summary(self) -> pd.DataFrame:
-        return summarize(self.per_image(), self.metrics)
+        """Per-image summaries then set-level rows, grouped by VAE in run order."""
+        per = summarize(self.per_image(), self.metrics, self.notes)
+        if not self.set_rows:
+            return per
+        both = pd.concat([per, pd.DataFrame(self.set_rows, columns=SUMMARY_COLUMNS)], ignore_index=True)
+        order = {v: i for i, v in enumerate(dict.fromkeys(both["vae"]))}
+        return both.sort_values("vae", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
     def write_json(self, name: str, obj) -> None:
         atomic_write_text(self.out / name, json.dumps(obj, indent=2, default=str) + "\n")
@@ -103,7 +125,7 @@ class RunWriter:
             per_image.to_parquet(tmp, index=False)
         with atomic_path(self.out / "per_image.csv") as tmp:
             per_image.to_csv(tmp, index=False)
-        summary = summarize(per_image, self.metrics)
+        summary = self.summary()
         with atomic_path(self.out / "summary.csv") as tmp:
             summary.to_csv(tmp, index=False)
         with atomic_path(self.out / "timings.csv") as tmp:

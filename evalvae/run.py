@@ -11,18 +11,20 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from evalvae.bench.nonfinite import upcast_if_nonfinite
-from evalvae.data import make_loader
+from evalvae.config import instantiate
+from evalvae.data import ImageDataset, make_loader
 from evalvae.device import peak_memory_mb, reset_peak_memory, resolve_device
 from evalvae.errors import ConfigError, EvalvaeError
-from evalvae.metrics import build_metrics
+from evalvae.io import cache_dir
+from evalvae.metrics import Unavailable, build_metrics
+from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon import StageTimes, reconstruct
 from evalvae.results import RunWriter, console_table
-from evalvae.vae import load_vae
+from evalvae.vae import VAEAdapter, load_vae
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,19 @@ def available_vaes() -> list[str]:
 
 
 def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
-    vaes = cfg.get("vae") or {}
+    """The VAEs of this job. Entries without ``_target_`` are field overrides (``++vae.X.f=v``) for
+    a VAE that another job of a sweep selects; they are ignored with a note."""
+    vaes = {}
+    for name, spec in (cfg.get("vae") or {}).items():
+        if isinstance(spec, DictConfig) and "_target_" in spec:
+            vaes[name] = spec
+        else:
+            log.info("vae.%s: not selected in this job (no +vae=%s); its overrides are ignored", name, name)
     if not vaes:
         raise NoVAESelected(
             "no VAE selected; pick one with +vae=NAME or several with +vae=[A,B]. Available: " + ", ".join(available_vaes())
         )
-    return dict(vaes.items())
+    return vaes
 
 
 def output_dir(out_dir: str | Path | None) -> Path:
@@ -65,7 +74,7 @@ def output_dir(out_dir: str | Path | None) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _workers(value) -> int:
+def loader_workers(value) -> int:
     if value == "auto":
         return max(1, min(4, (os.cpu_count() or 2) - 1))
     if not isinstance(value, int) or value < 0:
@@ -73,75 +82,143 @@ def _workers(value) -> int:
     return value
 
 
-def _progress(setting, total: int, desc: str):
+def progress_bar(setting, total: int, desc: str):
     disable = None if setting == "auto" else not setting
     return tqdm(total=total, desc=desc, unit="img", disable=disable, dynamic_ncols=True, leave=False)
 
 
+class Job:
+    """The state one run shares across its VAEs: data, metrics, reference statistics, results."""
+
+    def __init__(self, cfg: DictConfig, out: Path):
+        self.cfg, self.out = cfg, out
+        self.device = resolve_device(cfg.device)
+        if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
+            raise ConfigError("batch_size", cfg.batch_size, hint="a positive integer")
+        self.workers = loader_workers(cfg.workers)
+        self.dataset: ImageDataset = instantiate(cfg.dataset)
+        self.quantize = bool(cfg.metrics.quantize)
+        metrics = build_metrics(cfg.metrics)
+        self.pair = [m for m in metrics if not getattr(m, "set_level", False)]
+        self.sets = [m for m in metrics if getattr(m, "set_level", False) and not isinstance(m, Unavailable)]
+        self.unavailable_sets = [m for m in metrics if isinstance(m, Unavailable) and m.set_level]
+        for m in self.sets:
+            m.extractor.to(self.device)
+        self.refs = References(ReferenceStore(cache_dir(cfg.cache_dir)), self.dataset)
+        self.writer = RunWriter(out, [m.name for m in self.pair])
+        self.writer.notes = {m.name: m.reason for m in self.pair if isinstance(m, Unavailable)}
+        self.writer.add_skipped(self.dataset.listing_skipped)
+
+    def protocol(self) -> dict:
+        metrics = {}
+        for m in self.pair:
+            metrics[m.name] = {"higher_is_better": m.higher_is_better, **m.protocol()}
+        for m in self.sets:
+            for name, proto in m.protocol().items():
+                metrics[name] = {**proto, "reference": self.refs.info.get(m.extractor.name)}
+        for m in self.unavailable_sets:
+            metrics.update({name: {"higher_is_better": False, **m.protocol()} for name in m.names})
+        pixels = "clamped and rounded to 8 bits" if self.quantize else "clamped to [0, 255], not rounded"
+        return {"task": "recon", "dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
+                "pixels": f"8-bit originals vs reconstructions {pixels}", "quantize": self.quantize, "metrics": metrics}  # fmt: skip
+
+    def n_evaluated(self) -> int | None:
+        counts = pd.Series([r["vae"] for r in self.writer.rows]).value_counts()
+        return int(counts.max()) if len(counts) else None
+
+    def evaluate(self, name: str, vae: VAEAdapter, load_s: float, start: float) -> None:
+        cfg, writer = self.cfg, self.writer
+        if cfg.channels_last:
+            vae.module.to(memory_format=torch.channels_last)
+        times = StageTimes(self.device)
+        fakes = {id(m): m.new_stats() for m in self.sets}
+        pending = {id(m): m.new_stats() for m in self.sets if self.refs.get(m) is None}
+        n = 0
+        loader = make_loader(self.dataset, cfg.batch_size, self.workers, self.device)
+        batches = reconstruct(vae, loader, self.pair, quantize=self.quantize, channels_last=cfg.channels_last,
+                              seed=cfg.seed, times=times, keep_pixels=bool(self.sets))  # fmt: skip
+        with progress_bar(cfg.progress, len(self.dataset), name) as bar:
+            for result in batches:
+                if self.sets:
+                    with times.stage("features"):
+                        for m in self.sets:
+                            for orig, rec in zip(result.originals, result.reconstructions):
+                                fakes[id(m)].update(m.features(rec))
+                                if id(m) in pending:
+                                    pending[id(m)].update(m.features(orig))
+                writer.add_rows(result.rows)
+                writer.add_skipped(result.skipped)
+                n += len(result.rows)
+                bar.update(len(result.rows) + len(result.skipped))
+        for m in self.sets:
+            if id(m) in pending:
+                self.refs.put(m, pending[id(m)])
+            with times.stage("set_metrics"):
+                writer.add_set_rows(name, m.compute(self.refs.get(m), fakes[id(m)]))
+        for m in self.unavailable_sets:
+            writer.add_set_rows(name, [{"metric": k, "mean": float("nan"), "std": float("nan"), "n": 0, "note": m.reason} for k in m.names])
+        total = time.perf_counter() - start
+        stages = {f"{k}_s": times.seconds.get(k, 0.0) for k in ("data", "encode", "decode", "metrics", "features", "set_metrics")}
+        writer.add_timing({
+            "vae": name, "device": str(self.device), "dtype": vae.dtype_name, "batch_size": cfg.batch_size, "n_images": n,
+            "load_s": load_s, **stages, "total_s": total, "images_per_s": n / max(total - load_s, 1e-9),
+            "peak_mem_mb": peak_memory_mb(self.device),
+        })  # fmt: skip
+        writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
+
+
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
     """Evaluate each VAE in ``cfg.vae`` on ``cfg.dataset``; write the result tables into the run directory."""
+    if cfg.get("task") == "t2i":
+        from evalvae.t2i.run import run_t2i
+
+        return run_t2i(cfg, output_dir(out_dir))
     specs = selected_vaes(cfg)
     out = output_dir(out_dir)
-    device = resolve_device(cfg.device)
-    dataset = instantiate(cfg.dataset)
-    metrics = build_metrics(cfg.metrics)
-    quantize = bool(cfg.metrics.quantize)
-    if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-        raise ConfigError("batch_size", cfg.batch_size, hint="a positive integer")
-    workers = _workers(cfg.workers)
-
-    writer = RunWriter(out, [m.name for m in metrics])
+    job = Job(cfg, out)
+    writer = job.writer
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    writer.write_json("metrics.json", {
-        "dataset": dataset.describe(),
-        "pixels": "8-bit originals vs reconstructions " + ("clamped and rounded to 8 bits" if quantize else "clamped to [0, 255], not rounded"),
-        "quantize": quantize,
-        "metrics": {m.name: {"higher_is_better": m.higher_is_better, **m.protocol()} for m in metrics},
-    })  # fmt: skip
-    writer.add_skipped(dataset.listing_skipped)
-    log.info("dataset %s: %d images from %s, %s", dataset.name, len(dataset), dataset.root, dataset.geometry.describe().get("resolution", "native size"))
+    writer.write_json("metrics.json", job.protocol())
+    ds = job.dataset
+    log.info("dataset %s: %d images from %s, %s", ds.name, len(ds), ds.root, ds.geometry.describe().get("resolution", "native size"))
 
     failed: dict[str, str] = {}
     for name, spec in specs.items():
-        reset_peak_memory(device)
+        reset_peak_memory(job.device)
         start = time.perf_counter()
         try:
-            vae = load_vae(name, spec, device=device, cache_dir=cfg.cache_dir)
-            vae = upcast_if_nonfinite(vae, spec, device=device, cache_dir=cfg.cache_dir)
+            vae = load_vae(name, spec, device=job.device, cache_dir=cfg.cache_dir)
+            vae = upcast_if_nonfinite(vae, spec, device=job.device, cache_dir=cfg.cache_dir)
         except EvalvaeError as e:
             log.error("evalvae: %s", e)
             failed[name] = str(e)
             writer.add_vae({"vae": name, "status": "failed", "error": str(e)})
             continue
-        load_s = time.perf_counter() - start
-        if cfg.channels_last:
-            vae.module.to(memory_format=torch.channels_last)
-        times = StageTimes(device)
-        n = 0
-        loader = make_loader(dataset, cfg.batch_size, workers, device)
-        with _progress(cfg.progress, len(dataset), name) as bar:
-            for result in reconstruct(vae, loader, metrics, quantize=quantize, channels_last=cfg.channels_last, seed=cfg.seed, times=times):
-                writer.add_rows(result.rows)
-                writer.add_skipped(result.skipped)
-                n += len(result.rows)
-                bar.update(len(result.rows) + len(result.skipped))
-        total = time.perf_counter() - start
-        writer.add_timing({
-            "vae": name, "device": str(device), "dtype": vae.dtype_name, "batch_size": cfg.batch_size, "n_images": n,
-            "load_s": load_s, **{f"{k}_s": times.seconds.get(k, 0.0) for k in ("data", "encode", "decode", "metrics")},
-            "total_s": total, "images_per_s": n / max(total - load_s, 1e-9), "peak_mem_mb": peak_memory_mb(device),
-        })  # fmt: skip
-        writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
+        job.evaluate(name, vae, time.perf_counter() - start, start)
         writer.flush()
+        writer.write_json("metrics.json", job.protocol())
         del vae
         gc.collect()
-        if device.type == "cuda":
+        if job.device.type == "cuda":
             torch.cuda.empty_cache()
 
     summary = writer.flush()
+    writer.write_json("metrics.json", job.protocol())
     if writer.skipped:
         log.warning("skipped %d file(s); reasons in %s", len(writer.skipped), out / "skipped.csv")
     if not summary.empty:
         log.info("\n%s", console_table(summary))
-    log.info("results in %s", out)
+        log.info("results in %s", out)
+        if cfg.report:
+            write_run_report(out, job.device)
     return RunOutcome(out, summary, failed)
+
+
+def write_run_report(out: Path, device: torch.device) -> None:
+    """The HTML/markdown report of this run, in ``<run dir>/report``; results stay valid if it fails."""
+    from evalvae.report import write_report
+
+    try:
+        log.info("report: %s", write_report([out], out / "report", device=str(device)))
+    except Exception as e:  # the result tables are already written; say why there is no report
+        log.warning("no report for %s: %s: %s", out, type(e).__name__, e)

@@ -9,16 +9,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_module
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def compose_run(overrides: list[str], config_name: str = "run"):
-    """The real ``conf/`` composed with ``overrides``, as the CLI would see it."""
-    with initialize_config_module(config_module="evalvae.conf", version_base="1.3"):
-        return compose(config_name, overrides=overrides)
+def compose_run(overrides: list[str], config_name: str = "run", report: bool = False):
+    """The real ``conf/`` composed with ``overrides``, as the CLI would see it.
+
+    The end-of-run report is off unless asked for: it has its own tests, and costs seconds per run.
+    """
+    from evalvae.config import compose
+
+    if config_name == "run" and not report:
+        overrides = [*overrides, "report=false"]
+    return compose(overrides, config_name)
 
 
 def save_tiny_kl(path: Path, latent_channels: int = 4, blocks: int = 2, scaling: float = 0.5, shift: float = 0.1, seed: int = 0) -> Path:
@@ -79,3 +84,29 @@ def evalvae_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.
     """Run ``python -m evalvae`` from this checkout, as a user would."""
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     return subprocess.run([sys.executable, "-m", "evalvae", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class TinyExtractor:
+    """A cheap, deterministic stand-in feature extractor (8x8 pooled pixels through a fixed projection).
+
+    ``calls`` counts images seen, per process, so tests can tell a cache hit from a recomputation.
+    """
+
+    calls = 0
+    dim = 24
+    name = "tiny-test-extractor"
+
+    def __init__(self, **_):
+        g = torch.Generator().manual_seed(1234)
+        self.w = torch.randn(3 * 8 * 8, self.dim, generator=g, dtype=torch.float64) / 8
+
+    def to(self, device):
+        return self
+
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        TinyExtractor.calls += len(images)
+        x = torch.nn.functional.adaptive_avg_pool2d(images.double().cpu() / 255, 8).flatten(1)
+        return torch.tanh(x @ self.w * 4).numpy()
+
+    def identity(self) -> dict:
+        return {"name": self.name, "weights_sha256": "fixed-seed-1234", "resize": "adaptive average pool to 8x8"}

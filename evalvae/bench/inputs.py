@@ -8,7 +8,7 @@ always encodes real photographs and decodes the latents of those photographs.
 from __future__ import annotations
 
 import torch
-from hydra.utils import instantiate
+from evalvae.config import instantiate
 from omegaconf import DictConfig
 
 from evalvae.errors import DatasetError

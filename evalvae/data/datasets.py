@@ -6,6 +6,7 @@ geometry. Unreadable files never stop a run; they come back as skipped samples w
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from torch.utils.data import Dataset
 from evalvae.data.images import UnreadableImage, load_rgb8
 from evalvae.data.transforms import Geometry, TooSmall
 from evalvae.errors import ConfigError, DatasetError
+from evalvae.io import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,7 @@ class ImageDataset(Dataset):
     def __init__(self, name: str, root: str, records: list[ImageRecord], geometry: Geometry, skipped: list[tuple[str, str]] | None = None):
         self.name, self.root, self.records, self.geometry = name, root, records, geometry
         self.listing_skipped = list(skipped or [])  # files rejected before decoding, (file, reason)
+        self._fingerprint: str | None = None
         if not records:
             raise DatasetError(f"dataset '{name}' at {root} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
 
@@ -75,6 +78,15 @@ class ImageDataset(Dataset):
 
     def describe(self) -> dict:
         return {"name": self.name, "root": self.root, "n_files": len(self.records), **self.geometry.describe()}
+
+    def fingerprint(self) -> str:
+        """sha256 over every record's id and file content: equal datasets hash equally wherever they live."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            for rec in self.records:
+                h.update(rec.id.encode() + b"\0" + sha256_file(rec.path).encode() + b"\n")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
 
 def _geometry(resolution, crop, small) -> Geometry:

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
 from evalvae.errors import ConfigError, check_choice
 
@@ -53,9 +51,7 @@ class Geometry:
         upscaled = short < self.resolution
         if upscaled and self.small == "skip":
             raise TooSmall(f"shorter side {short} px < dataset.resolution={self.resolution} (dataset.small=skip)")
-        im = Image.fromarray(rgb)
-        im = TF.resize(im, self.resolution, interpolation=InterpolationMode.BICUBIC)
-        im = TF.center_crop(im, self.resolution)
+        im = center_crop(resize_shorter(Image.fromarray(rgb), self.resolution), self.resolution)
         return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous(), upscaled
 
     def describe(self) -> dict:
@@ -67,6 +63,26 @@ class Geometry:
             "crop": "torchvision CenterCrop(R), offsets int(round((size - R) / 2))",
             "small": self.small,
         }
+
+
+# The two functions below do torchvision's arithmetic with Pillow directly (importing torchvision
+# costs seconds at start-up); tests check them against torchvision's transforms pixel for pixel.
+def resize_shorter(im: Image.Image, size: int) -> Image.Image:
+    """``Resize(size, BICUBIC)``: the shorter side becomes ``size``, the longer ``int(size * long / short)``."""
+    w, h = im.size
+    short, long = (w, h) if w <= h else (h, w)
+    if short == size:
+        return im
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    return im.resize((new_w, new_h), Image.Resampling.BICUBIC)
+
+
+def center_crop(im: Image.Image, size: int) -> Image.Image:
+    """``CenterCrop(size)`` of an image at least ``size`` on each side."""
+    w, h = im.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return im.crop((left, top, left + size, top + size))
 
 
 def crop_to_multiple(images: torch.Tensor, factor: int) -> torch.Tensor:

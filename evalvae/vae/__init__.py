@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from evalvae.config import instantiate
 from evalvae.errors import ConfigError
 from evalvae.vae.base import LatentSpace, VAEAdapter, state_dict_sha256
 

@@ -6,8 +6,11 @@ Weights are only ever read through safetensors or ``torch.load(weights_only=True
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
+import socket
+import warnings
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -118,7 +121,15 @@ def diffusers_model(
         if kind in ("hub", "dir"):
             if kind == "dir" and subfolder and not (Path(source).expanduser() / subfolder).is_dir():
                 subfolder = None  # the folder given is the model folder itself
-            model = cls.from_pretrained(source, subfolder=subfolder or None, revision=revision, torch_dtype=torch_dtype)
+            kwargs = dict(subfolder=subfolder or None, revision=revision, torch_dtype=torch_dtype)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+                try:
+                    model = cls.from_pretrained(source, local_files_only=True, **kwargs)
+                except Exception:
+                    if kind == "dir" or not hub_reachable():
+                        raise
+                    model = cls.from_pretrained(source, **kwargs)
             return model, LoadedWeights(kind=kind, location=_location(kind, source, subfolder, revision))
         path = Path(source).expanduser()
         if kind == "url":
@@ -132,6 +143,24 @@ def diffusers_model(
         raise
     except Exception as e:  # hub, network and format errors all end in the same actionable line
         raise WeightsUnavailable(_unavailable_message(name, kind, source, subfolder, config, e)) from None
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """False when the hub is switched off (HF_HUB_OFFLINE) or its host cannot be reached quickly.
+
+    Checked before a download so that an offline machine fails at once, instead of after the
+    hub client's retries (about 20 s per file).
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
+        return False
+    host = re.sub(r"^https?://", "", constants.ENDPOINT).split("/")[0]
+    try:
+        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def _location(kind: str, source: str, subfolder: str | None, revision: str | None) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from fractions import Fraction
+from pathlib import Path
 
 import torch
 
 from evalvae.device import parse_dtype
 from evalvae.vae.base import LatentSpace, VAEAdapter
-from evalvae.vae.sources import diffusers_model, pth_pair, source_kind
+from evalvae.vae.sources import SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
 from evalvae.vae.taesd import TinyAutoencoder, decoder_stages, encoder_stages
 from evalvae.vae.tiling import tiled_apply
 
@@ -50,9 +51,10 @@ class TinyAdapter(VAEAdapter):
     ):
         kind = source_kind(source, f"vae.{name}.source")
         prefix = weights_prefix or name
-        is_pair = kind == "url" and not source.endswith((".safetensors", ".ckpt")) or (
-            kind == "dir" and (_path(source) / f"{prefix}_encoder.pth").is_file()
-        )
+        if kind == "url":
+            is_pair = not source.endswith(SINGLE_FILE_SUFFIXES)  # a base URL of the .pth pair
+        else:
+            is_pair = kind == "dir" and (Path(source).expanduser() / f"{prefix}_encoder.pth").is_file()
         if is_pair:
             states, weights = pth_pair(name, source, prefix=prefix, sha256=sha256, cache=cache_dir)
             model = TinyAutoencoder.from_state_dicts(states["encoder"], states["decoder"])
@@ -105,9 +107,3 @@ class TinyAdapter(VAEAdapter):
 
     def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
         return {k: v for k, v in self.module.state_dict().items() if k.startswith("encoder.")}
-
-
-def _path(source: str):
-    from pathlib import Path
-
-    return Path(source).expanduser()

@@ -1,0 +1,229 @@
+"""``compare(baseline, current, tolerances)``: one verdict per (vae, metric) and per bench case."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evalvae.compare.baseline import SPEED_KEY, MetricResult, Snapshot, SpeedResult, round_value, value_resolution
+from evalvae.compare.tolerances import Tolerances, default_tolerances
+from evalvae.compare.verdict import KNOWN_DIRECTIONS, Verdict, judge, paired_test
+
+# Protocol fields that do not change what a number means: where the images sat on disk, and the
+# prose restatement of `quantize`. A metric's implementation is noted, not refused: the same
+# definition computed by another library (say on a GPU) is exactly what a regression gate checks.
+IGNORED = ("dataset.root", "pixels")
+NOTED_SUFFIX = ".implementation"
+
+
+@dataclass
+class Row:
+    """One compared (vae, metric), or one (vae, bench case, measure)."""
+
+    kind: str  # quality | speed
+    vae: str
+    metric: str
+    verdict: Verdict
+    baseline: float | None = None
+    current: float | None = None
+    higher_is_better: bool | None = None
+    case: str = ""  # the bench case, for speed rows
+    allowed: float | None = None
+    tolerance: str = ""
+    p_value: float | None = None
+    noise: str = ""  # what the move was weighed against: "p=0.003, n=24" or "IQR 0.8"
+    detail: str = ""
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+    @property
+    def name(self) -> str:
+        return f"{self.metric}[{self.case}]" if self.case else self.metric
+
+
+@dataclass
+class Comparison:
+    baseline: str
+    current: str
+    rows: list[Row] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)  # protocol differences
+    notes: list[str] = field(default_factory=list)
+    protocol: dict = field(default_factory=dict)  # the baseline's
+    reason: str | None = None  # why the baseline was last written
+    improvements: str = "pass"
+
+    def failed(self, row: Row) -> bool:
+        return row.verdict is Verdict.REGRESSED or (row.verdict is Verdict.IMPROVED and self.improvements == "fail")
+
+    @property
+    def exit_code(self) -> int:
+        """2: unusable input (missing results, protocol mismatch); 1: a regression; 0: none."""
+        if self.mismatches or any(r.verdict.is_error for r in self.rows):
+            return 2
+        return 1 if any(self.failed(r) for r in self.rows) else 0
+
+    @property
+    def status(self) -> str:
+        return {0: "passed", 1: "failed", 2: "unusable"}[self.exit_code]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def protocol_differences(baseline: dict, current: dict) -> tuple[list[str], list[str]]:
+    """(mismatches, notes) between two protocols; metrics present on one side only are left out."""
+    common = set(baseline.get("metrics", {})) & set(current.get("metrics", {}))
+
+    def flat(p: dict) -> dict:
+        p = {**p, "metrics": {m: s for m, s in p.get("metrics", {}).items() if m in common}}
+        return {k: v for k, v in _flatten(p).items() if k not in IGNORED}
+
+    b, c = flat(baseline), flat(current)
+    mismatches, notes = [], []
+    for key in sorted(set(b) | set(c)):
+        if b.get(key, "(absent)") == c.get(key, "(absent)"):
+            continue
+        line = f"{key}: {b.get(key, '(absent)')!r} in the baseline, {c.get(key, '(absent)')!r} now"
+        (notes if key.endswith(NOTED_SUFFIX) else mismatches).append(line)
+    return mismatches, notes
+
+
+def _direction(metric: str, *results: MetricResult) -> bool | None:
+    for r in results:
+        if r.higher_is_better is not None:
+            return bool(r.higher_is_better)
+    return KNOWN_DIRECTIONS.get(metric)
+
+
+def _image_sets(b: dict, c: dict) -> str:
+    only_b, only_c = sorted(set(b) - set(c)), sorted(set(c) - set(b))
+    if not only_b and not only_c:
+        return ""
+    return f"image sets differ: {len(only_b)} only in the baseline {only_b[:3]}, {len(only_c)} only now {only_c[:3]}"
+
+
+def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: Tolerances, protocol_ok: bool) -> Row:
+    hib = _direction(metric, b, c)
+    row = Row("quality", vae, metric, Verdict.PASS, b.mean, c.mean, hib)
+    if math.isnan(b.mean) and math.isnan(c.mean):
+        row.verdict, row.detail = Verdict.UNMEASURED, "no value on either side"
+        return row
+    if math.isnan(b.mean) or math.isnan(c.mean):
+        row.verdict, row.detail = (Verdict.NEW, "no value in the baseline") if math.isnan(b.mean) else (Verdict.MISSING, "no value now")
+        return row
+    mismatch = "" if protocol_ok else "protocol differs"
+    if not mismatch and b.n != c.n:
+        mismatch = f"N differs: {b.n} in the baseline, {c.n} now"
+    if not mismatch and b.values is not None and c.values is not None:
+        mismatch = _image_sets(b.values, c.values)
+    if not mismatch and hib is None:
+        mismatch = "direction unknown: the results do not say whether higher is better"
+    if mismatch:
+        row.verdict, row.detail = Verdict.MISMATCH, mismatch
+        return row
+    t = tol.get(vae, metric)
+    row.allowed, row.tolerance = t.allowed(b.mean), t.describe()
+    test = None
+    if b.values is not None and c.values is not None:
+        ids = [i for i in sorted(b.values) if not (math.isnan(b.values[i]) or math.isnan(c.values[i]))]
+        # Both sides at the precision a baseline file keeps, so that rounding is not a difference.
+        bv, cv = (np.array([round_value(x.values[i]) for i in ids]) for x in (b, c))
+        test = paired_test(bv, cv, resolution=2 * value_resolution(np.concatenate([bv, cv])))
+    if test is not None:
+        row.p_value, row.noise = test.p_value, f"p={test.p_value:.2g}, n={test.n}"
+    else:
+        row.noise = "no per-image values" if b.values is None or c.values is None else "too few images"
+    row.verdict = judge(row.delta, row.allowed, hib, p_value=row.p_value, alpha=tol.alpha)
+    return row
+
+
+def _speed_rows(vae: str, case: str, b: SpeedResult, c: SpeedResult, tol: Tolerances) -> list[Row]:
+    if b.status != "ok" or c.status != "ok":
+        verdict = {(True, False): Verdict.REGRESSED, (False, True): Verdict.IMPROVED}.get((b.status == "ok", c.status == "ok"), Verdict.UNMEASURED)
+        return [Row("speed", vae, "status", verdict, case=case, detail=f"status {b.status!r} in the baseline, {c.status!r} now")]
+    rows = []
+    for measure, column, spread_column in (("ms_per_image", "ms_per_image_median", "ms_per_image_iqr"), ("peak_mem_mb", "peak_mem_mb", None)):
+        bv, cv = b.values.get(column, math.nan), c.values.get(column, math.nan)
+        if math.isnan(bv) or math.isnan(cv):
+            continue
+        t = tol.get(vae, measure)
+        row = Row("speed", vae, measure, Verdict.PASS, bv, cv, False, case, t.allowed(bv), t.describe())
+        spread = None
+        if spread_column:
+            spread = max(0.0 if math.isnan(v) else v for v in (b.values.get(spread_column, math.nan), c.values.get(spread_column, math.nan)))
+            row.noise = f"IQR {spread:.3g}"
+        row.verdict = judge(row.delta, row.allowed, False, spread=spread)
+        rows.append(row)
+    bn, cn = b.values.get("nonfinite", math.nan), c.values.get("nonfinite", math.nan)
+    if not (math.isnan(bn) or math.isnan(cn)) and (bn or cn):
+        rows.append(Row("speed", vae, "nonfinite", judge(cn - bn, 0.0, False), bn, cn, False, case, 0.0, "exact"))
+    return rows
+
+
+def _speed_case(key: tuple[str, ...]) -> str:
+    k = dict(zip(SPEED_KEY, key))
+    return f"{k['op']} {k['resolution']}px batch {k['batch']} {k['dtype']} {k['mode']}"
+
+
+def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None = None) -> Comparison:
+    """Judge every (vae, metric) and bench case of ``baseline`` against ``current``."""
+    tol = default_tolerances() if tolerances is None else tolerances
+    out = Comparison(baseline.source, current.source, protocol=baseline.protocol, reason=baseline.reason, improvements=tol.improvements)
+    if baseline.empty:
+        out.mismatches.append(f"the baseline {baseline.source} holds no results")
+
+    protocol_ok = True
+    if baseline.results and current.results:
+        mismatches, notes = protocol_differences(baseline.protocol, current.protocol)
+        out.mismatches += mismatches
+        out.notes += [f"metric implementation changed: {n}" for n in notes]
+        protocol_ok = not mismatches
+    for vae, metrics in baseline.results.items():
+        for metric, b in metrics.items():
+            c = current.results.get(vae, {}).get(metric)
+            if c is None:
+                why = f"{vae} failed now: {current.failed[vae]}" if vae in current.failed else f"not in {current.source}"
+                out.rows.append(Row("quality", vae, metric, Verdict.MISSING, b.mean, higher_is_better=_direction(metric, b), detail=why))
+            else:
+                out.rows.append(_quality_row(vae, metric, b, c, tol, protocol_ok))
+    for vae, metrics in current.results.items():
+        for metric, c in metrics.items():
+            if metric not in baseline.results.get(vae, {}):
+                out.rows.append(Row("quality", vae, metric, Verdict.NEW, current=c.mean, higher_is_better=_direction(metric, c), detail="not in the baseline"))
+
+    for key, b in baseline.speed.items():
+        vae, case = key[0], _speed_case(key)
+        c = current.speed.get(key)
+        if c is None:
+            out.rows.append(Row("speed", vae, "ms_per_image", Verdict.MISSING, case=case, detail=f"not in {current.source}"))
+        elif b.device != c.device:
+            out.rows.append(Row("speed", vae, "ms_per_image", Verdict.MISMATCH, case=case, detail=f"device {b.device!r} in the baseline, {c.device!r} now"))
+        else:
+            out.rows += _speed_rows(vae, case, b, c, tol)
+    for key in sorted(current.speed.keys() - baseline.speed.keys()):
+        out.rows.append(Row("speed", key[0], "ms_per_image", Verdict.NEW, case=_speed_case(key), detail="not in the baseline"))
+
+    for vae in baseline.vaes.keys() & current.vaes.keys():
+        b, c = baseline.vaes[vae], current.vaes[vae]
+        changed = sorted(k for k in b.keys() | c.keys() if b.get(k) != c.get(k))
+        if changed:
+            out.notes.append(f"{vae} differs from the baseline's in: {', '.join(changed)}")
+    compared = {(r.vae, r.metric) for r in out.rows}
+    out.notes += [f"tolerance entry {name} matches nothing compared" for name in tol.unmatched(compared)]
+    if out.improvements == "fail" and any(r.verdict is Verdict.IMPROVED for r in out.rows):
+        out.notes.append("improvements fail this gate: if the change is meant, update the baseline in the same change")
+    return out

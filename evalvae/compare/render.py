@@ -1,0 +1,159 @@
+"""A :class:`Comparison` as a markdown table, JSON, or JUnit XML (one testcase per compared row)."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+from evalvae.compare.comparison import Comparison, Row
+from evalvae.compare.verdict import Verdict
+
+ICONS = {
+    Verdict.PASS: "✅", Verdict.NOISE: "✅", Verdict.IMPROVED: "🟢", Verdict.REGRESSED: "❌", Verdict.NEW: "🆕",
+    Verdict.UNMEASURED: "➖", Verdict.MISSING: "⚠️", Verdict.MISMATCH: "⚠️",
+}  # fmt: skip
+HEADLINES = {0: "✅ passed", 1: "❌ failed", 2: "⚠️ unusable input"}
+FORMATS = ("md", "json", "junit")
+
+
+def _num(x: float | None, fmt: str = ".6g") -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _delta(row: Row) -> tuple[str, str]:
+    d = row.delta
+    if d is None or row.verdict is Verdict.MISMATCH or math.isnan(d):
+        return "", ""
+    pct = f"{100 * d / abs(row.baseline):+.2f}%" if row.baseline else ""
+    return _num(d, "+.3g"), pct
+
+
+def _verdict(c: Comparison, row: Row) -> str:
+    icon = "❌" if c.failed(row) else ICONS[row.verdict]
+    return f"{icon} {row.verdict.value}"
+
+
+def describe(row: Row) -> str:
+    """One line on a row: what moved, by how much, against what."""
+    head = f"{row.vae} {row.name} {row.verdict.value}"
+    if row.delta is None or row.verdict is Verdict.MISMATCH:
+        return f"{head}: {row.detail}" if row.detail else head
+    parts = [f"{_num(row.baseline)} -> {_num(row.current)} ({_num(row.delta, '+.3g')})"]
+    if row.tolerance:
+        parts.append(f"allowed {row.tolerance}")
+    if row.noise:
+        parts.append(row.noise)
+    if row.detail:
+        parts.append(row.detail)
+    return f"{head}: " + "; ".join(parts)
+
+
+def _protocol_line(protocol: dict) -> str:
+    ds = protocol.get("dataset", {})
+    if not ds:
+        return ""
+    size = f"{ds['resolution']} px" if "resolution" in ds else "native size"
+    return f"Protocol: dataset `{ds.get('name')}` ({ds.get('n_files')} files) at {size}, quantize={protocol.get('quantize')}."
+
+
+def _table(c: Comparison, rows: list[Row], speed: bool) -> list[str]:
+    head = ["VAE", "case", "measure"] if speed else ["VAE", "metric"]
+    lines = ["| " + " | ".join([*head, "baseline", "current", "Δ", "Δ %", "allowed", "noise", "verdict"]) + " |",
+             "|" + "---|" * len(head) + "--:|--:|--:|--:|--:|---|---|"]  # fmt: skip
+    for r in rows:
+        arrow = "" if r.higher_is_better is None else (" ↑" if r.higher_is_better else " ↓")
+        name = [r.vae, r.case, r.metric + arrow] if speed else [r.vae, r.metric + arrow]
+        delta, pct = _delta(r)
+        allowed = f"±{_num(r.allowed, '.3g')}" if r.allowed is not None else ""
+        verdict = _verdict(c, r) + (f" ({r.detail})" if r.detail else "")
+        lines.append("| " + " | ".join([*name, _num(r.baseline), _num(r.current), delta, pct, allowed, r.noise, verdict]) + " |")
+    return lines
+
+
+def to_markdown(c: Comparison) -> str:
+    """The comparison as GitHub-flavoured markdown: headline, protocol, tables, notes."""
+    failures = sum(c.failed(r) for r in c.rows)
+    headline = HEADLINES[c.exit_code] + (f" ({failures} regression{'s' * (failures != 1)})" if c.exit_code == 1 else "")
+    reason = f" ({c.reason})" if c.reason else ""
+    out = [f"### evalvae compare: {headline}", "", f"Baseline `{c.baseline}`{reason}, current `{c.current}`."]
+    if line := _protocol_line(c.protocol):
+        out.append(line)
+    if c.mismatches:
+        out += ["", "**Protocol mismatch: the results were not compared.** Re-run under the baseline's protocol, or update the baseline on purpose:"]
+        out += [f"- `{m}`" for m in c.mismatches]
+    quality = [r for r in c.rows if r.kind == "quality"]
+    speed = [r for r in c.rows if r.kind == "speed"]
+    if quality:
+        out += ["", *_table(c, quality, speed=False)]
+    if speed:
+        out += ["", "Speed and memory (bench.csv: median ms per image, peak MB):", "", *_table(c, speed, speed=True)]
+    if c.notes:
+        out += ["", "Notes:", *[f"- {n}" for n in c.notes]]
+    return "\n".join(out) + "\n"
+
+
+def _clean(x):
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
+def to_dict(c: Comparison) -> dict:
+    """JSON-ready form of the comparison (NaN as null)."""
+    rows = [{
+        "kind": r.kind, "vae": r.vae, "metric": r.metric, "case": r.case, "verdict": r.verdict.value, "failed": c.failed(r),
+        "baseline": _clean(r.baseline), "current": _clean(r.current), "delta": _clean(r.delta),
+        "higher_is_better": r.higher_is_better, "allowed": _clean(r.allowed), "tolerance": r.tolerance,
+        "p_value": _clean(r.p_value), "noise": r.noise, "detail": r.detail,
+    } for r in c.rows]  # fmt: skip
+    return {"status": c.status, "exit_code": c.exit_code, "baseline": c.baseline, "baseline_reason": c.reason, "current": c.current, "protocol": c.protocol,
+            "mismatches": c.mismatches, "notes": c.notes, "rows": rows}  # fmt: skip
+
+
+def to_json(c: Comparison) -> str:
+    return json.dumps(to_dict(c), indent=2, default=str) + "\n"
+
+
+def _testcase(suite: ET.Element, classname: str, name: str, outcome: str | None = None, message: str = "", text: str = "") -> None:
+    case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
+    if outcome:
+        ET.SubElement(case, outcome, message=message, type=outcome if outcome != "skipped" else "new").text = text or message
+    elif text:
+        ET.SubElement(case, "system-out").text = text
+
+
+def to_junit(c: Comparison) -> str:
+    """JUnit XML: a suite per kind (protocol, quality, speed), a testcase per compared row.
+
+    Regressions are ``<failure>``; missing results and protocol mismatches ``<error>``; results
+    that are only on one side, or on neither, ``<skipped>``.
+    """
+    root = ET.Element("testsuites", name="evalvae compare")
+    suites = {}
+    if c.mismatches or any(r.kind == "quality" for r in c.rows):
+        suites["protocol"] = ET.SubElement(root, "testsuite", name="evalvae.compare.protocol")
+        outcome, message = ("error", "protocol mismatch") if c.mismatches else (None, "")
+        _testcase(suites["protocol"], "evalvae.compare.protocol", "protocol", outcome, message, "\n".join(c.mismatches))
+    for r in c.rows:
+        suite = suites.get(r.kind)
+        if suite is None:
+            suite = suites[r.kind] = ET.SubElement(root, "testsuite", name=f"evalvae.compare.{r.kind}")
+        outcome = "error" if r.verdict.is_error else "failure" if c.failed(r) else "skipped" if r.verdict in (Verdict.NEW, Verdict.UNMEASURED) else None
+        _testcase(suite, f"evalvae.compare.{r.kind}.{r.vae}", r.name, outcome, describe(r) if outcome else "", describe(r))
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for suite in suites.values():
+        counts = {
+            "tests": len(suite.findall("testcase")), "failures": len(suite.findall("testcase/failure")),
+            "errors": len(suite.findall("testcase/error")), "skipped": len(suite.findall("testcase/skipped")),
+        }  # fmt: skip
+        suite.attrib.update({k: str(v) for k, v in counts.items()}, time="0")
+        totals = {k: totals[k] + counts[k] for k in totals}
+    root.attrib.update({k: str(v) for k, v in totals.items()})
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def render(c: Comparison, fmt: str) -> str:
+    """``md`` | ``json`` | ``junit``."""
+    return {"md": to_markdown, "json": to_json, "junit": to_junit}[fmt](c)

@@ -1,0 +1,196 @@
+"""Feature extractors for the distribution metrics (rFID, KID), all taking 8-bit RGB images.
+
+An extractor maps ``(N, 3, H, W)`` uint8 images to ``(N, D)`` features and describes itself
+(:meth:`FeatureExtractor.identity`) so reference statistics are cached per extractor and weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from evalvae.errors import EvalvaeError, check_choice
+from evalvae.io import sha256_file
+from evalvae.vae.base import state_dict_sha256
+
+log = logging.getLogger(__name__)
+
+# The FID Inception weights (TF "2015-12-05" graph ported to PyTorch), as torch-fidelity and
+# pytorch-fid download them; the file name carries the first 8 hex digits of its sha256.
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
+INCEPTION_SHA256_PREFIX = "6726825d"
+RESIZES = ("clean", "legacy")
+
+
+class MetricUnavailable(EvalvaeError):
+    """A metric's weights cannot be had; the metric is reported as unavailable, never faked."""
+
+
+class FeatureExtractor(ABC):
+    name: str
+    dim: int
+
+    @abstractmethod
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        """``(N, 3, H, W)`` uint8 -> ``(N, dim)`` float64 features."""
+
+    @abstractmethod
+    def identity(self) -> dict:
+        """Everything that changes the features: name, weights hash, preprocessing."""
+
+    def to(self, device: torch.device) -> FeatureExtractor:
+        return self
+
+
+def torch_hub_file(names: tuple[str, ...]) -> Path | None:
+    """The first of ``names`` present in torch's hub checkpoint cache, if any."""
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def pil_bicubic_299(images: torch.Tensor) -> torch.Tensor:
+    """clean-fid's resize: each channel as a float32 PIL image, bicubic to 299x299, clipped to [0, 255]."""
+    out = np.empty((len(images), 3, 299, 299), np.float32)
+    for i, img in enumerate(images.cpu().numpy()):
+        for c in range(3):
+            ch = Image.fromarray(img[c].astype(np.float32), mode="F").resize((299, 299), Image.Resampling.BICUBIC)
+            out[i, c] = np.clip(np.asarray(ch), 0, 255)
+    return torch.from_numpy(out)
+
+
+class InceptionV3(FeatureExtractor):
+    """Inception-V3 pool3 (2048-d) features with the standard FID weights (torch-fidelity's network).
+
+    ``resize=clean`` (default) follows clean-fid: the 8-bit image is resized to 299x299 with PIL
+    bicubic in float and fed without re-quantization. ``resize=legacy`` is torch-fidelity's
+    TF1-compatible bilinear resize of the uint8 image (what torch-fidelity and older torchmetrics
+    report). Weights come from ``weights`` or torch's hub cache; missing weights make the metric
+    unavailable.
+    """
+
+    dim = 2048
+    # torch-fidelity's block order up to pool3.
+    BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
+              "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
+              "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")  # fmt: skip
+
+    def __init__(self, weights: str | None = None, resize: str = "clean", batch_size: int = 32):
+        self.resize = check_choice("metrics.fid.resize", resize, RESIZES)
+        self.batch_size = batch_size
+        path = Path(weights).expanduser() if weights else torch_hub_file(INCEPTION_FILES)
+        if path is None or not path.is_file():
+            where = f"metrics.fid.weights={weights}" if weights else f"torch's hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})"
+            raise MetricUnavailable(f"FID Inception weights not found in {where}; download {INCEPTION_URL} and set metrics.fid.weights=PATH")
+        self.weights_sha256 = sha256_file(path)
+        if not self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX):
+            log.warning("%s is not the standard FID Inception file (sha256 %s...); rFID will not be comparable to published numbers",
+                        path, self.weights_sha256[:12])  # fmt: skip
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)).eval()
+        self.name = f"inception-v3-fid-{self.resize}"
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> InceptionV3:
+        self.net.to(device)
+        self.device = torch.device(device)
+        return self
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        out = []
+        for chunk in images.split(self.batch_size):
+            if self.resize == "legacy":
+                (f,) = self.net(chunk.to(self.device))
+            else:
+                x = (pil_bicubic_299(chunk).to(self.device) - 128) / 128
+                for block in self.BLOCKS:
+                    x = getattr(self.net, block)(x)
+                f = torch.flatten(x, 1)
+            out.append(f.double().cpu().numpy())
+        return np.concatenate(out)
+
+    def identity(self) -> dict:
+        resize = ("PIL bicubic to 299x299 in float, no re-quantization (clean-fid)" if self.resize == "clean"
+                  else "TF1-compatible bilinear of uint8 to 299x299 (torch-fidelity legacy)")  # fmt: skip
+        return {"name": self.name, "weights_sha256": self.weights_sha256, "resize": resize, "input": "8-bit RGB, (x - 128) / 128",
+                "implementation": "torch-fidelity FeatureExtractorInceptionV3, pool3 2048-d"}  # fmt: skip
+
+
+class HFVision(FeatureExtractor):
+    """Pooled image embeddings of a transformers vision model (DINOv2, CLIP), from the hub or a folder.
+
+    Uses the model's own image processor (resize, crop, normalisation). Features: DINOv2's
+    ``pooler_output`` (CLS token after layer norm); CLIP's projected image embedding.
+    """
+
+    def __init__(self, model: str, batch_size: int = 32):
+        try:
+            from transformers import AutoImageProcessor, AutoModel, CLIPModel
+        except ImportError as e:
+            raise MetricUnavailable(f"transformers is needed for extractor {model!r} ({e})") from None
+        try:
+            self.processor = AutoImageProcessor.from_pretrained(model)
+            if "clip" in model.lower():
+                self.model, self.kind = CLIPModel.from_pretrained(model).eval(), "clip"
+            else:
+                self.model, self.kind = AutoModel.from_pretrained(model).eval(), "pooler"
+        except Exception as e:  # offline, missing or gated: unavailable, with the reason
+            raise MetricUnavailable(f"feature extractor {model!r} could not be loaded ({type(e).__name__}); "
+                                    "download it where the hub is reachable or give a local folder") from None  # fmt: skip
+        self.model_id, self.batch_size, self.device = model, batch_size, torch.device("cpu")
+        self.name = model.rstrip("/").split("/")[-1]
+        with torch.inference_mode():
+            self.dim = self(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape[1]
+        self.weights_sha256 = state_dict_sha256(self.model.state_dict())
+
+    def to(self, device: torch.device) -> HFVision:
+        self.model.to(device)
+        self.device = torch.device(device)
+        return self
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        out = []
+        for chunk in images.split(self.batch_size):
+            inputs = self.processor(images=list(chunk.cpu().permute(0, 2, 3, 1).numpy()), return_tensors="pt").to(self.device)
+            if self.kind == "clip":
+                f = self.model.get_image_features(**inputs)
+                f = getattr(f, "pooler_output", f)  # transformers 5 returns an output object
+            else:
+                f = self.model(**inputs).pooler_output
+            out.append(f.double().cpu().numpy())
+        return np.concatenate(out)
+
+    def identity(self) -> dict:
+        return {"name": self.name, "model": self.model_id, "weights_sha256": self.weights_sha256,
+                "resize": "the model's own image processor", "implementation": f"transformers {type(self.model).__name__}"}  # fmt: skip
+
+
+def build_extractor(spec, weights: str | None = None, resize: str = "clean") -> FeatureExtractor:
+    """The feature extractor named by ``metrics.fid.extractor``.
+
+    ``inception`` (the standard FID network; ``weights``/``resize`` apply to it), a transformers
+    hub id or local folder of a vision model (DINOv2, CLIP), a dotted class path, or a mapping
+    with ``_target_``.
+    """
+    from omegaconf import DictConfig
+
+    from evalvae.config import instantiate
+
+    if isinstance(spec, (dict, DictConfig)):
+        return instantiate(spec)
+    if spec == "inception":
+        return InceptionV3(weights=weights, resize=resize)
+    if isinstance(spec, str) and ("/" in spec or Path(spec).expanduser().is_dir()):
+        return HFVision(weights or spec)
+    if isinstance(spec, str) and "." in spec:
+        return instantiate({"_target_": spec})
+    raise EvalvaeError(f"invalid metrics.fid.extractor={spec!r}; choose inception, a hub id or folder such as "
+                       "facebook/dinov2-base, a dotted class path, or a mapping with _target_")  # fmt: skip

@@ -1,0 +1,135 @@
+"""``write_report(run_dirs, out_dir)``: tables, statistics, plots and image grids of one or more runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from evalvae.errors import ConfigError, EvalvaeError
+from evalvae.io import atomic_path, atomic_write_text
+from evalvae.report import plots, stats, tables, views
+from evalvae.report.gallery import build_gallery
+from evalvae.report.grids import select_images
+from evalvae.report.load import load_inputs
+from evalvae.report.sections import Section, group_sections
+
+log = logging.getLogger(__name__)
+
+METHODS = (
+    f"Means are over images with the sample standard deviation (ddof = 1). Intervals are {stats.CONFIDENCE:.0%} BCa "
+    f"bootstrap confidence intervals of the mean ({stats.N_RESAMPLES:,} resamples, seed {stats.SEED}, scipy.stats.bootstrap). "
+    "Paired statistics use the images both VAEs scored: Δ is the mean of per-image differences A − B with its bootstrap "
+    "interval; 'A wins' is the share of images on which A is better by the metric's direction (ties count half); "
+    "p is the two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped); p (Holm) adjusts "
+    f"p over all pairs of one metric in a section, and a difference is marked significant when p (Holm) < {stats.ALPHA}. "
+    "Set-level metrics (rFID, KID) are one number per VAE over N images and have no per-image interval."
+)
+
+
+class NothingToReport(EvalvaeError):
+    """No input directory holds usable results."""
+
+
+def _plots(section: Section, summary, paired, bench, plot_dir: Path) -> list[dict]:
+    out = []
+    s = section.slug
+    many = len(section.metrics) + len(section.set_metrics) > 2  # panels side by side need the full width
+
+    def add(path, title, caption, wide=False):
+        if path is not None:
+            out.append({"title": title, "path": path, "caption": caption, "wide": wide})
+
+    add(plots.bars(section, summary, plot_dir / f"{s}-means.png"), "Means with 95% CIs",
+        "Bars are means over images; whiskers are 95% bootstrap CIs; the outlined bar is the best by the metric's direction.", wide=many)  # fmt: skip
+    add(plots.distributions(section, plot_dir / f"{s}-per-image.png"), "Per-image distributions",
+        "Each dot is one image; boxes show the median and quartiles; violins the density.", wide=many)  # fmt: skip
+    add(plots.paired_forest(section, paired, plot_dir / f"{s}-paired.png"), "Paired differences",
+        "Mean per-image difference A − B with its 95% bootstrap CI; filled red markers are significant after Holm correction.")  # fmt: skip
+    points, note = tables.speed_points(section, summary, bench)
+    add(plots.pareto(section, points, note, plot_dir / f"{s}-pareto.png"), "Quality vs speed", f"Speed from {note}." if note else "")
+    if "category" in section.per_image:
+        for m in section.metrics:
+            add(plots.categories(section, m, plot_dir / f"{s}-categories-{m}.png"), f"{m.upper()} by category",
+                "Mean per category with 95% bootstrap CIs.")  # fmt: skip
+    return out
+
+
+def write_report(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    images: Sequence[str] = (),
+    worst: int = 3,
+    grids: bool = True,
+    device: str = "auto",
+) -> Path:
+    """Write ``report.html``, ``report.md``, ``plots/``, ``grids/`` and ``tables/`` into ``out_dir``.
+
+    Args:
+        run_dirs: run directories, multirun sweep folders (their jobs) or folders with ``bench.csv``.
+        out_dir: where the report goes (created).
+        images: image ids to show in grids (default: the image of median score in each section).
+        worst: how many worst images per VAE get a grid (by the first metric with a known direction).
+        grids: re-create reconstructions for the image grids (loads each VAE again on ``device``).
+        device: device for re-creating reconstructions (``auto``, ``cpu``, ``cuda``...).
+
+    Returns the path of ``report.html``. Raises :class:`NothingToReport` when no input has results;
+    inputs that fail are listed in the report's problems instead.
+    """
+    if not isinstance(worst, int) or worst < 0:
+        raise ConfigError("worst", worst, hint="a count of images per VAE (0 for none)")
+    inputs = load_inputs(list(run_dirs))
+    if not inputs.runs:
+        raise NothingToReport("nothing to report: " + "; ".join(inputs.problems or ["no run directories given"]))
+    out = Path(out_dir)
+    plot_dir, grid_dir, table_dir = out / "plots", out / "grids", out / "tables"
+    for d in (plot_dir, grid_dir, table_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    problems = list(inputs.problems)
+    section_views = []
+    for section in group_sections(inputs.runs):
+        log.info("section %s: %d VAE(s)", section.title, len(section.entries))
+        summary = tables.summary_table(section)
+        paired = tables.paired_table(section)
+        for name, frame in (("summary", summary), ("paired", paired)):
+            with atomic_path(table_dir / f"{section.slug}-{name}.csv") as tmp:
+                frame.to_csv(tmp, index=False)
+        figures = _plots(section, summary, paired, inputs.bench, plot_dir)
+        gallery, grid_notes = [], []
+        if grids:
+            specs, grid_notes = select_images(section, list(images), worst)
+            gallery, more = build_gallery(section, specs, grid_dir, device)
+            grid_notes += more
+        skipped = [(str(f), str(r), run.label) for run in section.runs if not run.skipped.empty for f, r in zip(run.skipped["file"], run.skipped["reason"])]
+        section_views.append({
+            "title": section.title, "slug": section.slug, "notes": section.notes, "grid_notes": grid_notes,
+            "summary": views.summary_view(section, summary), "paired": views.paired_view(paired),
+            "findings": views.findings(section, summary, paired),
+            "protocol": views.protocol_view(section), "plots": figures, "grids": gallery, "skipped": skipped,
+            "n_entries": len(section.entries),
+        })  # fmt: skip
+    header, overview = views.overview_rows(section_views)
+    context = {
+        "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        "inputs": [str(r.path) for r in inputs.runs], "sections": section_views, "problems": problems,
+        "overview_header": header, "overview": overview, "methods": METHODS, "version": _version(),
+    }  # fmt: skip
+    from evalvae.report.html import render_html
+    from evalvae.report.markdown import render_markdown
+
+    atomic_write_text(out / "report.md", render_markdown(context))
+    html = out / "report.html"
+    atomic_write_text(html, render_html(context))
+    log.info("report in %s (%d section(s), %.1f MB)", html, len(section_views), html.stat().st_size / 1e6)
+    return html
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("evalvae")
+    except PackageNotFoundError:
+        return "dev"

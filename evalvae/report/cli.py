@@ -1,0 +1,51 @@
+"""``python -m evalvae report RUN_DIR [RUN_DIR ...] [--out DIR]``.
+
+Not a Hydra application: its inputs are finished run directories, whose own ``config.yaml``
+holds every parameter of the runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from pathlib import Path
+
+from evalvae.errors import EvalvaeError
+
+log = logging.getLogger("evalvae")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evalvae report",
+        description="Compare the VAEs of one or more runs: report.html, report.md, plots/, grids/ and tables/.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, multirun folders, or folders with bench.csv")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report for one run, else outputs/report/<date_time>)")
+    p.add_argument("--images", nargs="*", default=[], metavar="ID", help="image ids to show in grids (default: the image of median score)")
+    p.add_argument("--worst", type=int, default=3, metavar="K", help="grids for the K worst images of each VAE (default 3; 0 for none)")
+    p.add_argument("--no-grids", action="store_true", help="skip the image grids (they re-run each VAE on a few images)")
+    p.add_argument("--device", default="auto", help="device for re-creating reconstructions: auto | cpu | cuda | cuda:N | mps")
+    return p
+
+
+def default_out(run_dirs: list[str]) -> Path:
+    if len(run_dirs) == 1:
+        return Path(run_dirs[0]) / "report"
+    return Path("outputs") / "report" / dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    from evalvae.report import write_report
+
+    out = args.out or default_out(args.run_dirs)
+    try:
+        html = write_report(args.run_dirs, out, images=args.images, worst=args.worst, grids=not args.no_grids, device=args.device)
+    except EvalvaeError as e:
+        log.error("evalvae: %s", e)
+        sys.exit(2)
+    print(html)

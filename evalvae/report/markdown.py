@@ -1,0 +1,50 @@
+"""The markdown report: the tables, sized for a pull-request comment."""
+
+from __future__ import annotations
+
+
+def _table(header: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
+    def esc(cell: str) -> str:
+        return str(cell).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
+    return lines
+
+
+def render_markdown(context: dict) -> str:
+    """The overview, then per section: protocol, summary with CIs, paired statistics and problems."""
+    out = ["# VAE reconstruction report", "", f"Generated {context['generated']} by evalvae {context['version']} from {len(context['inputs'])} run(s).", ""]
+    for p in context["problems"]:
+        out.append(f"> ⚠️ {p}")
+    if context["problems"]:
+        out.append("")
+    for s in context["sections"]:
+        out += [f"## {s['title']}", ""]
+        facts = "; ".join(f"{k}: {v}" for k, v in s["protocol"]["facts"])
+        metrics = "; ".join(f"{k}: {v}" for k, v in s["protocol"]["metrics"])
+        out += [f"**Protocol.** {facts}.", "", f"**Metrics.** {metrics}.", ""]
+        out += [f"- {f}" for f in s["findings"]] + ([""] if s["findings"] else [])
+        summary = s["summary"]
+        header = ["VAE", "images"] + [h["title"] for h in summary["header"]]
+        rows = []
+        for r in summary["rows"]:
+            cells = []
+            for c in r["cells"]:
+                text = c["main"] + (f" {c['sub']}" if c["sub"] else "")
+                cells.append(f"**{text}**" if c["best"] else text)
+            rows.append([r["label"], str(r["n"])] + cells)
+        out += _table(header, rows, ["l", "r"] + ["r"] * len(summary["header"]))
+        out += ["", "Mean ± std over images, [95% bootstrap CI]; set-level metrics give their N; **bold** is best.", ""]
+        if s["paired"]:
+            header = ["metric", "A", "B", "n", "Δ (A − B)", "95% CI", "A wins", "W/T/L", "p", "p (Holm)", ""]
+            rows = [[p["metric"], p["a"], p["b"], str(p["n"]), p["diff"], p["ci"], p["win_rate"], p["wtl"], p["p"], p["p_holm"],
+                     "✔ significant" if p["significant"] else ""] for p in s["paired"]]  # fmt: skip
+            out += ["**Paired statistics** (same images; Wilcoxon signed-rank, Holm-adjusted per metric):", ""]
+            out += _table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "l"]) + [""]
+        for note in s["notes"] + s["grid_notes"]:
+            out.append(f"> {note}")
+        if s["notes"] or s["grid_notes"]:
+            out.append("")
+    out += ["---", "", context["methods"], ""]
+    return "\n".join(out)

@@ -1,0 +1,151 @@
+"""The report's tables as tidy frames: per-VAE summaries with CIs, paired comparisons, speed."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from evalvae.report import stats
+from evalvae.report.sections import Section
+
+SUMMARY_COLUMNS = ["entry", "metric", "level", "mean", "std", "n", "ci_low", "ci_high", "status", "best"]
+PAIRED_COLUMNS = ["metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses", "win_rate", "p", "p_holm", "significant", "favours"]
+# Bench operations in order of preference for the speed axis: decoding is what generation pays per image.
+SPEED_OPS = ("decode", "roundtrip", "encode_decode", "encode+decode", "reconstruct", "encode")
+
+
+def _mark_best(rows: list[dict], higher: bool | None) -> None:
+    ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["mean"])]
+    if higher is None or len(ok) < 2:
+        return
+    target = (max if higher else min)(r["mean"] for r in ok)
+    for r in ok:
+        r["best"] = bool(np.isclose(r["mean"], target, rtol=1e-12, atol=0))
+
+
+def summary_table(section: Section) -> pd.DataFrame:
+    """One row per (entry, metric): mean, sample std, N, 95% bootstrap CI (per-image metrics), best flag."""
+    rows = []
+    for metric in section.metrics:
+        block = []
+        for e in section.entries:
+            row = dict(entry=e.label, metric=metric, level="image", mean=math.nan, std=math.nan, n=0, ci_low=math.nan, ci_high=math.nan, best=False)
+            if metric not in e.run.metric_columns:
+                block.append({**row, "status": "not measured"})
+                continue
+            values = section.per_image.loc[section.per_image["entry"] == e.label, metric].to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            if values.size == 0:
+                block.append({**row, "status": "unavailable"})
+                continue
+            ci = stats.bootstrap_ci(values)
+            block.append({
+                **row, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
+                "n": int(values.size), "ci_low": ci.low, "ci_high": ci.high, "status": "ok",
+            })  # fmt: skip
+        _mark_best(block, section.direction(metric))
+        rows += block
+    for metric in section.set_metrics:
+        block = []
+        for e in section.entries:
+            found = section.set_level[(section.set_level["entry"] == e.label) & (section.set_level["metric"] == metric)]
+            row = dict(entry=e.label, metric=metric, level="set", mean=math.nan, std=math.nan, n=0, ci_low=math.nan, ci_high=math.nan, best=False)
+            if found.empty:
+                block.append({**row, "status": "not measured"})
+                continue
+            r = found.iloc[-1]
+            mean = float(r["mean"]) if pd.notna(r["mean"]) else math.nan
+            n = int(r["n"]) if pd.notna(r["n"]) else 0
+            std = float(r["std"]) if pd.notna(r["std"]) else math.nan
+            block.append({**row, "mean": mean, "std": std, "n": n, "status": "ok" if math.isfinite(mean) else "unavailable"})
+        _mark_best(block, section.direction(metric))
+        rows += block
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def paired_table(section: Section, alpha: float = stats.ALPHA) -> pd.DataFrame:
+    """Every pair of entries for every per-image metric, on the images both scored.
+
+    ``mean_diff`` is ``a - b``; ``win_rate`` is the share of images where ``a`` is better (ties
+    half); ``p_holm`` adjusts the Wilcoxon p-values over the pairs of one metric (Holm), and
+    ``significant`` is ``p_holm < alpha``.
+    """
+    rows = []
+    for metric in section.metrics:
+        higher = section.direction(metric)
+        wide = section.per_image.pivot_table(index="image", columns="entry", values=metric, aggfunc="first", dropna=False)
+        labels = [lab for lab in section.labels if lab in wide.columns and wide[lab].notna().any()]
+        block = []
+        for i, a in enumerate(labels):
+            for b in labels[i + 1 :]:
+                p = stats.paired(wide[a].to_numpy(float), wide[b].to_numpy(float), higher)
+                if p.n == 0:
+                    continue
+                favours = ""
+                if higher is not None and p.mean_diff != 0 and math.isfinite(p.mean_diff):
+                    favours = a if (p.mean_diff > 0) == higher else b
+                block.append(dict(
+                    metric=metric, a=a, b=b, n=p.n, mean_diff=p.mean_diff, ci_low=p.ci.low, ci_high=p.ci.high,
+                    wins=p.wins, ties=p.ties, losses=p.losses, win_rate=p.win_rate, p=p.p_value, favours=favours,
+                ))  # fmt: skip
+        adjusted = stats.holm([r["p"] for r in block])
+        for r, ph in zip(block, adjusted):
+            r["p_holm"] = float(ph)
+            r["significant"] = bool(np.isfinite(ph) and ph < alpha)
+        rows += block
+    return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
+
+
+def _bench_rows(bench: pd.DataFrame, section: Section) -> pd.DataFrame:
+    if bench.empty:
+        return bench
+    rows = bench
+    if "status" in rows:
+        rows = rows[rows["status"].astype(str).str.lower() == "ok"]
+    res = section.dataset.get("resolution")
+    if res is not None and "resolution" in rows and (rows["resolution"] == res).any():
+        rows = rows[rows["resolution"] == res]
+    return rows[rows["vae"].isin({e.vae for e in section.entries}) & rows["images_per_s"].notna()]
+
+
+def speed_points(section: Section, summary: pd.DataFrame, bench: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Quality (first per-image metric with a known direction) against throughput, one point per entry.
+
+    Throughput comes from ``bench.csv`` (one operation for all VAEs, the fastest passing
+    configuration in the entry's dtype where measured) when it covers at least as many entries as
+    the runs' own ``timings.csv`` (end to end: load, encode, decode, metrics), else from the
+    timings. Returns the points and a sentence saying what the speed axis is.
+    """
+    metric = next((m for m in section.metrics if section.direction(m) is not None), None)
+    empty = pd.DataFrame(columns=["entry", "metric", "quality", "images_per_s", "detail"])
+    if metric is None:
+        return empty, ""
+    quality = summary[(summary["metric"] == metric) & (summary["status"] == "ok")].set_index("entry")["mean"]
+
+    rows = _bench_rows(bench, section)
+    bench_points, op = [], None
+    if not rows.empty and "op" in rows:
+        ops = [o for o in SPEED_OPS if o in set(rows["op"])] + sorted(set(rows["op"]) - set(SPEED_OPS))
+        op = ops[0] if ops else None
+        for e in section.entries:
+            mine = rows[(rows["vae"] == e.vae) & (rows["op"] == op)]
+            if "dtype" in mine and (mine["dtype"] == e.dtype).any():
+                mine = mine[mine["dtype"] == e.dtype]
+            if mine.empty or e.label not in quality:
+                continue
+            best = mine.loc[mine["images_per_s"].idxmax()]
+            detail = ", ".join(f"{k} {best[k]}" for k in ("dtype", "batch", "mode", "device") if k in best and pd.notna(best[k]))
+            bench_points.append(dict(entry=e.label, metric=metric, quality=quality[e.label], images_per_s=float(best["images_per_s"]), detail=detail))
+    run_points = []
+    for e in section.entries:
+        t = e.timing
+        if t.get("images_per_s") is not None and pd.notna(t.get("images_per_s")) and e.label in quality:
+            detail = f"{t.get('dtype', '')}, batch {t.get('batch_size', '?')}, {t.get('device', '')}"
+            run_points.append(dict(entry=e.label, metric=metric, quality=quality[e.label], images_per_s=float(t["images_per_s"]), detail=detail))
+    if bench_points and len(bench_points) >= len(run_points):
+        return pd.DataFrame(bench_points, columns=empty.columns), f"bench.csv, {op} throughput (fastest passing configuration per VAE)"
+    if run_points:
+        return pd.DataFrame(run_points, columns=empty.columns), "run timings: end-to-end images/s of the evaluation (data, encode, decode, metrics)"
+    return empty, ""

@@ -1,0 +1,161 @@
+"""Formatted views of the tables: the strings both the HTML and the markdown report print."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from evalvae.report.format import metric_name, metric_title, num, num_diff, p_value, percent
+from evalvae.report.sections import Section
+
+STATUS_TEXT = {"unavailable": "unavailable", "not measured": "not measured"}
+
+
+def _cell(r: dict) -> dict:
+    m = r["metric"]
+    if r["status"] != "ok":
+        return {"main": STATUS_TEXT.get(r["status"], r["status"]), "sub": "", "best": False, "ok": False}
+    main = num(m, r["mean"])
+    if math.isfinite(r["std"]):
+        main += f" ± {num(m, r['std'])}"
+    if r["level"] == "image":
+        sub = f"[{num(m, r['ci_low'])}, {num(m, r['ci_high'])}]" if math.isfinite(r["ci_low"]) else ""
+    else:
+        sub = f"N = {r['n']:,}"
+    return {"main": main, "sub": sub, "best": bool(r["best"]), "ok": True}
+
+
+def summary_view(section: Section, summary: pd.DataFrame) -> dict:
+    """Header and rows of the VAE x metric table (per-image metrics first, then set-level ones)."""
+    metrics = list(dict.fromkeys(summary["metric"]))
+    levels = dict(zip(summary["metric"], summary["level"]))
+    header = []
+    for m in metrics:
+        higher = section.direction(m)
+        direction = "higher is better" if higher else ("lower is better" if higher is False else "direction unknown")
+        header.append({"metric": m, "title": metric_title(m, higher), "level": levels[m], "direction": direction})
+    by_key = {(r["entry"], r["metric"]): r for r in summary.to_dict("records")}
+    counts = section.per_image.groupby("entry")["image"].nunique().to_dict() if not section.per_image.empty else {}
+    rows = []
+    for e in section.entries:
+        cells = [_cell(by_key[(e.label, m)]) for m in metrics]
+        rows.append({"label": e.label, "n": counts.get(e.label, 0), "dtype": e.dtype, "cells": cells})
+    return {"header": header, "rows": rows}
+
+
+def paired_view(paired: pd.DataFrame) -> list[dict]:
+    """One formatted row per (metric, pair)."""
+    out = []
+    for r in paired.to_dict("records"):
+        m = r["metric"]
+        spread = r["ci_high"] - r["ci_low"]
+        out.append({
+            "metric": metric_name(m), "a": r["a"], "b": r["b"], "n": r["n"],
+            "diff": num_diff(m, r["mean_diff"], spread),
+            "ci": f"[{num_diff(m, r['ci_low'], spread)}, {num_diff(m, r['ci_high'], spread)}]" if math.isfinite(r["ci_low"]) else "–",
+            "win_rate": percent(r["win_rate"]), "wtl": f"{r['wins']}/{r['ties']}/{r['losses']}",
+            "p": p_value(r["p"]), "p_holm": p_value(r["p_holm"]), "significant": bool(r["significant"]),
+            "favours": r["favours"],
+        })  # fmt: skip
+    return out
+
+
+def _describe_metric(spec: dict) -> str:
+    if spec.get("available") is False:
+        return "unavailable (reason in the notes above)"
+    items = [f"{k}={v}" for k, v in spec.items() if k not in ("higher_is_better", "implementation")]
+    impl = spec.get("implementation", "")
+    return impl + (f" ({', '.join(items)})" if items else "")
+
+
+def _count(n) -> str:
+    if not n:
+        return "?"
+    return f"{n / 1e6:.1f} M params" if n >= 1e5 else f"{n / 1e3:.1f} k params"
+
+
+def protocol_view(section: Section) -> dict:
+    """Protocol facts (dataset, geometry, pixels, metrics) and what each VAE was."""
+    d = section.dataset
+    facts = [("dataset", f"{d.get('name', '?')}: {d.get('root', '?')}")]
+    files = sorted({int(r.protocol.get("dataset", {}).get("n_files", 0)) for r in section.runs})
+    facts.append(("images listed", ", ".join(map(str, files))))
+    if d.get("resolution"):
+        facts.append(("resolution", f"{d['resolution']}×{d['resolution']}"))
+    for key in ("resize", "crop", "small", "note"):
+        if d.get(key):
+            facts.append((key, str(d[key])))
+    facts.append(("pixels", section.pixels or ("8-bit quantized" if section.quantize else "not quantized")))
+    metrics = [(metric_name(m), _describe_metric(spec)) for m, spec in section.metric_protocols.items()]
+    vaes = []
+    for e in section.entries:
+        info, t = e.info, e.timing
+        vaes.append({
+            "label": e.label, "run": e.run.label, "path": str(e.run.path),
+            "source": str(info.get("source", "?")),
+            "latent": f"{info.get('latent_space', '?')} {info.get('latent_channels', '?')}ch f{info.get('downsample', '?')}",
+            "dtype": e.dtype, "device": str(t.get("device") or info.get("device") or "?"),
+            "posterior": str(info.get("posterior", "")), "params": _count(info.get("parameters")),
+            "speed": f"{t['images_per_s']:.2f} img/s" if t.get("images_per_s") is not None and pd.notna(t.get("images_per_s")) else "–",
+        })  # fmt: skip
+    return {"facts": facts, "metrics": metrics, "vaes": vaes}
+
+
+def overview_rows(views: list[dict]) -> tuple[list[str], list[dict]]:
+    """Every (section, VAE) on one table: the first two columns of each section's summary, without CIs."""
+    metrics: list[str] = []
+    titles: dict[str, str] = {}
+    for v in views:
+        for h in v["summary"]["header"]:
+            if h["metric"] not in metrics:
+                metrics.append(h["metric"])
+                titles[h["metric"]] = h["title"]
+    rows = []
+    for v in views:
+        index = {h["metric"]: i for i, h in enumerate(v["summary"]["header"])}
+        for r in v["summary"]["rows"]:
+            cells = []
+            for m in metrics:
+                c = r["cells"][index[m]] if m in index else {"main": "–", "best": False, "ok": False}
+                cells.append({"main": c["main"].split(" ± ")[0], "best": c["best"], "ok": c["ok"]})
+            rows.append({"section": v["title"], "slug": v["slug"], "label": r["label"], "n": r["n"], "cells": cells})
+    return [titles[m] for m in metrics], rows
+
+
+
+def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
+    """One sentence per metric: the best VAE, its margin over the runner-up with uncertainty, and how many it beats."""
+    out = []
+    for metric in list(dict.fromkeys(summary["metric"])):
+        higher = section.direction(metric)
+        ok = summary[(summary["metric"] == metric) & (summary["status"] == "ok")]
+        if higher is None or len(ok) < 2:
+            continue
+        ranked = ok.sort_values("mean", ascending=not higher, kind="stable")
+        best, second = ranked.iloc[0], ranked.iloc[1]
+        name = metric_name(metric)
+        text = f"{name}: best {best['entry']} ({num(metric, best['mean'])})"
+        pair = {best["entry"], second["entry"]}
+        rows = paired[(paired["metric"] == metric) & paired["a"].isin(pair) & paired["b"].isin(pair)]
+        if rows.empty:
+            why = "one value per VAE, so no per-image test" if best["level"] == "set" else "no shared images to pair them"
+            text += f", then {second['entry']} ({num(metric, second['mean'])}); {why}."
+            out.append(text)
+            continue
+        r = rows.iloc[0]
+        flip = r["a"] != best["entry"]  # express the margin as best − runner-up
+        diff, lo, hi = (-r["mean_diff"], -r["ci_high"], -r["ci_low"]) if flip else (r["mean_diff"], r["ci_low"], r["ci_high"])
+        wins = 1 - r["win_rate"] if flip else r["win_rate"]
+        spread = hi - lo
+        verdict = "significant" if r["significant"] else "not significant"
+        text += (
+            f"; vs runner-up {second['entry']}: Δ {num_diff(metric, diff, spread)} [{num_diff(metric, lo, spread)}, {num_diff(metric, hi, spread)}], "
+            f"better on {percent(wins)} of {r['n']} images, Holm p = {p_value(r['p_holm'])} ({verdict})"
+        )
+        mine = paired[(paired["metric"] == metric) & ((paired["a"] == best["entry"]) | (paired["b"] == best["entry"]))]
+        beaten = int((mine["significant"] & (mine["favours"] == best["entry"])).sum())
+        if len(ok) > 2:
+            text += f"; significantly better than {beaten} of {len(ok) - 1} others"
+        out.append(text + ".")
+    return out

@@ -1,0 +1,104 @@
+"""Decoding stored latents with every VAE, saving the PNGs and scoring each decode.
+
+Batch by batch, the reference decoder decodes first and every other VAE is compared with it on
+the same latents; nothing but the batch in flight is kept in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from evalvae.device import peak_memory_mb, reset_peak_memory
+from evalvae.io import atomic_path
+from evalvae.metrics import Unavailable, to_pixels
+from evalvae.recon import StageTimes
+from evalvae.t2i.metrics import T2IMetrics
+from evalvae.t2i.suites import Prompt
+from evalvae.vae import VAEAdapter
+
+
+@dataclass(frozen=True)
+class Item:
+    """One generated image: a prompt and a seed; ``image`` (``<prompt id>_s<seed>``) names its files."""
+
+    image: str
+    prompt: Prompt
+    seed: int
+
+
+def items_of(prompts: Sequence[Prompt], seeds: Sequence[int]) -> list[Item]:
+    return [Item(f"{p.id}_s{s}", p, s) for p in prompts for s in seeds]
+
+
+def save_png(pixels_u8: torch.Tensor, path: Path) -> None:
+    """Write a ``(3, H, W)`` uint8 image as an RGB PNG, atomically."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(pixels_u8.permute(1, 2, 0).cpu().numpy())).save(tmp, format="PNG")
+
+
+@dataclass
+class VAEState:
+    """Per-VAE accumulators of one run."""
+
+    vae: VAEAdapter
+    times: StageTimes
+    fakes: dict
+    load_s: float = 0.0
+    peak_mb: float = 0.0
+    n: int = 0
+
+
+def decode_and_score(
+    vaes: dict[str, VAEState],
+    reference: str,
+    batches: Iterator[tuple[list[Item], torch.Tensor]],
+    metrics: T2IMetrics,
+    image_dir: Path | None,
+    on_rows: Callable[[list[dict]], None],
+) -> None:
+    """Decode each batch of latents with every VAE (``reference`` first) and hand the rows to ``on_rows``."""
+    order = [reference, *(n for n in vaes if n != reference)]
+    for items, latents in batches:
+        texts = [it.prompt.text for it in items]
+        text_features = metrics.clip.text_features(texts) if metrics.clip is not None and not isinstance(metrics.clip, Unavailable) else None
+        ref_pixels, rows = None, []
+        for name in order:
+            state = vaes[name]
+            device = state.vae.device
+            reset_peak_memory(device)
+            with state.times.stage("decode"):
+                y = state.vae.decode(latents)
+            state.peak_mb = max(state.peak_mb, peak_memory_mb(device))
+            with state.times.stage("metrics"):
+                pixels = to_pixels(y, metrics.quantize)
+                u8 = (pixels if metrics.quantize else to_pixels(y, quantize=True)).to(torch.uint8)
+                values: dict[str, list[float]] = {}
+                for m in metrics.pair:
+                    values[m.name] = [math.nan] * len(items) if name == reference else m(ref_pixels, pixels).cpu().tolist()
+                if metrics.clip is not None:
+                    clip = [math.nan] * len(items) if text_features is None else metrics.clip.score(metrics.clip.image_features(u8), text_features)
+                    values["clip_score"] = list(map(float, clip))
+                for m in metrics.sets:
+                    state.fakes[id(m)].update(m.features(u8))
+            if name == reference:
+                ref_pixels = pixels
+            if image_dir is not None:
+                with state.times.stage("save"):
+                    for it, img in zip(items, u8):
+                        save_png(img, image_dir / name / f"{it.image}.png")
+            h, w = u8.shape[-2:]
+            for j, it in enumerate(items):
+                row = {"vae": name, "image": it.image, "prompt_id": it.prompt.id, "prompt": it.prompt.text,
+                       "category": it.prompt.category, "seed": it.seed}  # fmt: skip
+                row.update({k: v[j] for k, v in values.items()})
+                row.update(height=int(h), width=int(w))
+                rows.append(row)
+            state.n += len(items)
+        on_rows(rows)

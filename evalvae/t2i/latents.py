@@ -1,0 +1,63 @@
+"""Storing generated latents as safetensors files, in the run directory or a content-keyed cache.
+
+``latents=run`` writes ``<run>/latents/<image>.safetensors`` and always generates. ``latents=cache``
+keys each latent by everything that determines it (:func:`latent_key`) and reuses it across runs,
+so adding a VAE later does not run the denoiser again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from evalvae.errors import check_choice
+from evalvae.io import atomic_path
+
+MODES = ("run", "cache")
+FORMAT = 1
+
+
+def latent_key(generation: dict, prompt: str, seed: int) -> str:
+    """sha256 of the pipeline identity and settings, the device type, the prompt and the seed."""
+    payload = json.dumps({"format": FORMAT, "generation": generation, "prompt": prompt, "seed": int(seed)}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class LatentStore:
+    """Where each (prompt, seed)'s latent lives, and reading and writing it atomically."""
+
+    def __init__(self, mode: str, run_dir: Path, cache_root: Path, generation: dict):
+        self.mode = check_choice("t2i.latents", mode, MODES)
+        self.root = Path(run_dir) / "latents" if self.mode == "run" else Path(cache_root) / "latents"
+        self.generation = generation
+
+    def path(self, image_id: str, prompt: str, seed: int) -> Path:
+        if self.mode == "run":
+            return self.root / f"{image_id}.safetensors"
+        return self.root / f"{latent_key(self.generation, prompt, seed)}.safetensors"
+
+    def load(self, image_id: str, prompt: str, seed: int) -> torch.Tensor | None:
+        """The stored latent ``(C, h, w)`` float32, or None if it must be generated (always, for ``run``)."""
+        path = self.path(image_id, prompt, seed)
+        if self.mode == "run" or not path.is_file():
+            return None
+        try:
+            return load_file(path)["latent"]
+        except (SafetensorError, OSError, KeyError):
+            return None
+
+    def read(self, image_id: str, prompt: str, seed: int) -> torch.Tensor:
+        """A latent this run has stored (or found in the cache)."""
+        return load_file(self.path(image_id, prompt, seed))["latent"]
+
+    def save(self, image_id: str, prompt: str, seed: int, latent: torch.Tensor) -> Path:
+        path = self.path(image_id, prompt, seed)
+        meta = {"prompt": prompt, "seed": str(seed), "image": image_id, "generation": json.dumps(self.generation, default=str)}
+        with atomic_path(path) as tmp:
+            save_file({"latent": latent.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
+        return path

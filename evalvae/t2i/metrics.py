@@ -1,0 +1,127 @@
+"""What a text-to-image run measures per VAE: agreement with the reference decoder, CLIP score, FID/KID.
+
+* Agreement: the run's per-image metrics (PSNR, SSIM, LPIPS from ``cfg.metrics``) of each VAE's
+  decode against the reference decoder's decode of the same latent.
+* ``clip_score`` of each decode against its prompt.
+* ``fid``/``kid`` of each VAE's decodes against a reference image set (``t2i.reference``), with the
+  reference statistics from the content-keyed cache shared with ``run`` and ``ref``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from evalvae.config import instantiate
+from evalvae.data import make_loader
+from evalvae.metrics import Unavailable, build_metrics
+from evalvae.metrics.features import MetricUnavailable
+from evalvae.metrics.refstats import References, ReferenceStore
+from evalvae.results import summarize
+
+log = logging.getLogger(__name__)
+
+REFERENCE_NOTE = "reference decoder (the others are compared with it)"
+SET_NAMES = {"rfid": "fid", "kid": "kid"}
+
+
+class T2IMetrics:
+    """The metrics of one run, built from ``cfg.metrics`` and ``cfg.t2i``."""
+
+    def __init__(self, cfg: DictConfig, cache_root, device: torch.device):
+        self.quantize = bool(cfg.metrics.quantize)
+        metrics = build_metrics(cfg.metrics)
+        self.pair = [m for m in metrics if not getattr(m, "set_level", False)]
+        self.sets = [m for m in metrics if getattr(m, "set_level", False) and not isinstance(m, Unavailable)]
+        self.unavailable_sets = [m for m in metrics if isinstance(m, Unavailable) and m.set_level]
+        self.reference_set, self.refs = None, None
+        spec = cfg.t2i.get("reference")
+        if self.sets and spec is None:
+            reason = "no reference image set; add dataset@t2i.reference=coco t2i.reference.path=DIR (or folder)"
+            log.warning("fid/kid unavailable: %s", reason)
+            self.unavailable_sets += [Unavailable("fid", m.names, reason, set_level=True) for m in self.sets]
+            self.sets = []
+        if self.sets:
+            self.reference_set = instantiate(spec)
+            self.refs = References(ReferenceStore(cache_root), self.reference_set)
+            for m in self.sets:
+                m.extractor.to(device)
+        self.clip = None
+        if cfg.t2i.get("clip_score") is not None:
+            try:
+                self.clip = instantiate(cfg.t2i.clip_score).to(device)
+            except MetricUnavailable as e:
+                log.warning("clip_score unavailable: %s", e)
+                self.clip = Unavailable("clip_score", ["clip_score"], str(e), higher_is_better=True)
+
+    @property
+    def per_image_names(self) -> list[str]:
+        return [m.name for m in self.pair] + (["clip_score"] if self.clip is not None else [])
+
+    def notes(self) -> dict[str, str]:
+        return {m.name: m.reason for m in [*self.pair, self.clip] if isinstance(m, Unavailable)}
+
+    def reference_statistics(self, batch_size: int, workers: int, device: torch.device) -> None:
+        """Reference features for every set-level metric: from the cache, else computed once and cached."""
+        todo = [m for m in self.sets if self.refs.get(m) is None]
+        if not todo:
+            return
+        stats = {id(m): m.new_stats() for m in todo}
+        for batch in make_loader(self.reference_set, batch_size, workers, device):
+            for group in batch.groups:
+                for m in todo:
+                    stats[id(m)].update(m.features(group.images.to(device)))
+        for m in todo:
+            self.refs.put(m, stats[id(m)])
+
+    def set_rows(self, fakes: dict) -> list[dict]:
+        """FID/KID rows of one VAE from its accumulated features (``fakes[id(metric)]``)."""
+        rows = []
+        for m in self.sets:
+            rows += [{**r, "metric": SET_NAMES[r["metric"]]} for r in m.compute(self.refs.get(m), fakes[id(m)])]
+        for m in self.unavailable_sets:
+            rows += [{"metric": SET_NAMES.get(k, k), "mean": math.nan, "std": math.nan, "n": 0, "note": m.reason} for k in m.names]
+        return rows
+
+    def protocol(self) -> dict:
+        compared = "each VAE's decode vs the reference decoder's decode of the same latent"
+        out = {m.name: {"higher_is_better": m.higher_is_better, **m.protocol(), "compared_with": compared} for m in self.pair}
+        if self.clip is not None:
+            out["clip_score"] = {"higher_is_better": True, **self.clip.protocol()}
+        for m in self.sets:
+            for name, proto in m.protocol().items():
+                proto = {**proto, "quantization": "8-bit reference images vs 8-bit decodes"} if name == "rfid" else proto
+                out[SET_NAMES[name]] = {**proto, "reference": {"dataset": self.reference_set.describe(),
+                                                               "statistics": self.refs.info.get(m.extractor.name)}}  # fmt: skip
+        for m in self.unavailable_sets:
+            out.update({SET_NAMES.get(k, k): {"higher_is_better": False, **m.protocol()} for k in m.names})
+        return out
+
+
+def by_category(per_image: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """``summarize`` within each prompt category: columns vae, category, metric, mean, std, n."""
+    parts = []
+    for category, group in per_image.groupby("category", sort=True):
+        parts.append(summarize(group, metrics).drop(columns="note").assign(category=category))
+    columns = ["vae", "category", "metric", "mean", "std", "n"]
+    return pd.concat(parts, ignore_index=True)[columns] if parts else pd.DataFrame(columns=columns)
+
+
+def console_table(summary: pd.DataFrame) -> str:
+    """VAE x metric table of ``mean ± std``; the reference decoder's own agreement cells read ``(reference)``."""
+    if summary.empty:
+        return "(no results)"
+
+    def fmt(r) -> str:
+        if r["note"] == REFERENCE_NOTE:
+            return "(reference)"
+        if r["n"] == 0 or pd.isna(r["mean"]):
+            return "unavailable"
+        return f"{r['mean']:.4f} ± {r['std']:.4f}" if pd.notna(r["std"]) else f"{r['mean']:.4f}"
+
+    table = summary.assign(cell=summary.apply(fmt, axis=1)).pivot(index="vae", columns="metric", values="cell")
+    return table.reindex(index=list(dict.fromkeys(summary["vae"])), columns=list(dict.fromkeys(summary["metric"]))).to_string()

@@ -1,0 +1,261 @@
+"""``run_t2i(cfg, out)``: generate latents once per (prompt, seed), decode them with every VAE, score the decodes.
+
+Order of work: configuration and latent-space families are checked first; then the pipeline is
+loaded (only if some latent is not stored yet), then the VAEs, whose channels and spatial factor
+must match the pipeline's; then latents are generated and stored; then every VAE decodes the
+same stored latents.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from importlib.resources import files
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from evalvae.config import instantiate
+from evalvae.device import peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from evalvae.errors import ConfigError, EvalvaeError
+from evalvae.io import atomic_path, cache_dir
+from evalvae.recon import StageTimes
+from evalvae.results import RunWriter
+from evalvae.run import RunOutcome, loader_workers, progress_bar, selected_vaes, write_run_report
+from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
+from evalvae.t2i.latents import LatentStore
+from evalvae.t2i.metrics import REFERENCE_NOTE, T2IMetrics, by_category, console_table
+from evalvae.t2i.pipeline import DiffusersPipeline
+from evalvae.vae import LatentSpace, load_vae
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ["vae", "image", "prompt_id", "prompt", "category", "seed"]
+
+
+class LatentSpaceMismatch(EvalvaeError):
+    """A VAE cannot decode the pipeline's latents."""
+
+
+def vaes_of_family(family: str) -> list[str]:
+    """Names of the shipped VAE configs whose latent space is ``family``."""
+    names = []
+    for p in sorted(files("evalvae.conf").joinpath("vae").iterdir(), key=lambda p: p.name):
+        if p.name.endswith(".yaml"):
+            (name, spec), = OmegaConf.create(p.read_text()).items()
+            if spec.get("latent_space") == family:
+                names.append(name)
+    return names
+
+
+def mismatch(vae: str, vae_space, pipeline: str, space) -> LatentSpaceMismatch:
+    hint = ", ".join(vaes_of_family(space.family if isinstance(space, LatentSpace) else space)) or "none shipped"
+    return LatentSpaceMismatch(f"VAE '{vae}' (latent space {vae_space}) cannot decode the latents of pipeline '{pipeline}' "
+                               f"(latent space {space}); choose VAEs of that space: {hint}")  # fmt: skip
+
+
+class T2IWriter(RunWriter):
+    """The run's tables with prompt columns, the reference decoder noted, and a per-category summary."""
+
+    def __init__(self, out: Path, metrics: list[str], reference: str, agreement: list[str]):
+        super().__init__(out, metrics)
+        self.columns = ID_COLUMNS + self.metrics + ["height", "width"]
+        self.reference, self.agreement = reference, agreement
+
+    def summary(self) -> pd.DataFrame:
+        summary = super().summary()
+        ref = (summary["vae"] == self.reference) & summary["metric"].isin(self.agreement)
+        summary.loc[ref, "note"] = REFERENCE_NOTE
+        return summary
+
+    def flush(self) -> pd.DataFrame:
+        summary = super().flush()
+        with atomic_path(self.out / "summary_by_category.csv") as tmp:
+            by_category(self.per_image(), self.metrics).to_csv(tmp, index=False)
+        return summary
+
+
+class T2IJob:
+    def __init__(self, cfg: DictConfig, out: Path):
+        self.cfg, self.out = cfg, out
+        self.device = resolve_device(cfg.device)
+        self.batch_size = cfg.t2i.batch_size
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ConfigError("t2i.batch_size", self.batch_size, hint="a positive integer (latents per VAE decode call)")
+        self.specs = selected_vaes(cfg)
+        self.suite = instantiate(cfg.suite, _convert_="all")
+        self.pipeline: DiffusersPipeline = instantiate(cfg.pipeline, _convert_="all")
+        for name, spec in self.specs.items():
+            if spec.get("latent_space") not in (None, self.pipeline.family):
+                raise mismatch(name, spec.latent_space, self.pipeline.name, self.pipeline.family)
+        self.reference = cfg.t2i.reference_vae or next(iter(self.specs))
+        if self.reference not in self.specs:
+            raise ConfigError("t2i.reference_vae", self.reference, list(self.specs), hint="the reference decoder must be one of the selected VAEs")
+        self.items: list[Item] = items_of(self.suite.prompts, self.pipeline.seeds)
+        self.cache = cache_dir(cfg.cache_dir)
+        self.metrics = T2IMetrics(cfg, self.cache, self.device)
+        self.writer = T2IWriter(out, self.metrics.per_image_names, self.reference, [m.name for m in self.metrics.pair])
+        self.writer.notes = self.metrics.notes()
+        self.store: LatentStore | None = None
+        self.todo: list[Item] | None = None  # latents to generate, once known
+        self.load_s = 0.0  # pipeline load seconds (0 when every latent came from the cache)
+        self.generation: dict = {}
+        self.vaes: dict[str, VAEState] = {}
+        self.failed: dict[str, str] = {}
+
+    def protocol(self) -> dict:
+        quant = "rounded to 8 bits" if self.metrics.quantize else "clamped to [0, 255], not rounded"
+        return {"task": "t2i", "dataset": self.image_set(), "pipeline": self.pipeline.describe(), "suite": self.suite.describe(), "n_images": len(self.items),
+                "reference_vae": self.reference, "latents": {**self.generation, "store": self.cfg.t2i.latents,
+                "root": str(self.store.root) if self.store else None,
+                "format": "safetensors, tensor 'latent' (C, h, w) float32 in diffusion space, as output_type='latent' returns it (FLUX unpacked)"},
+                "images": "images/<vae>/<image>.png: the decode clamped to [-1, 1] and rounded to 8-bit RGB" if self.cfg.t2i.save_images else None,
+                "pixels": f"decodes clamped to [0, 255] and {quant}", "quantize": self.metrics.quantize, "metrics": self.metrics.protocol()}  # fmt: skip
+
+    def image_set(self) -> dict:
+        """The generated images described as a dataset (for reports): runs with equal fields decoded equal latents."""
+        p = self.pipeline
+        size = {"resolution": p.height} if p.height == p.width else {"height": p.height, "width": p.width}
+        return {"name": f"{self.suite.name} prompts · {p.name}", "root": self.suite.source, "n_files": len(self.items), **size,
+                "latents": {"pipeline": p.source_identity(), **p.settings(), "seeds": p.seeds, "device": self.device.type},
+                "suite_sha256": self.suite.sha256, **self.suite.filters, "reference_vae": self.reference,
+                "original_label": f"reference decoder {self.reference}"}  # fmt: skip
+
+    def write_prompts(self) -> None:
+        rows = [{"image": it.image, "prompt_id": it.prompt.id, "prompt": it.prompt.text, "category": it.prompt.category, "seed": it.seed}
+                for it in self.items]  # fmt: skip
+        with atomic_path(self.out / "prompts.csv") as tmp:
+            pd.DataFrame(rows, columns=["image", "prompt_id", "prompt", "category", "seed"]).to_csv(tmp, index=False)
+
+    def _store(self) -> LatentStore:
+        generation = {"pipeline": self.pipeline.source_identity(), **self.pipeline.settings(), "device": self.device.type}
+        return LatentStore(self.cfg.t2i.latents, self.out, self.cache, generation)
+
+    def missing(self) -> list[Item]:
+        return [it for it in self.items if self.store.load(it.image, it.prompt.text, it.seed) is None]
+
+    def prepare(self) -> LatentSpace:
+        """Load the pipeline if some latent must be generated; return the latents' space."""
+        if self.cfg.t2i.latents == "cache" and self.pipeline.source_identity() is not None:
+            self.store = self._store()
+            self.todo = self.missing()
+        if self.todo is None or self.todo:
+            reset_peak_memory(self.device)
+            start = time.perf_counter()
+            self.pipeline.load(self.device)
+            self.load_s = time.perf_counter() - start
+            if self.store is None:
+                self.store = self._store()
+                self.todo = self.missing()
+            return self.pipeline.latent_space()
+        c, h, _ = self.store.load(self.items[0].image, self.items[0].prompt.text, self.items[0].seed).shape
+        return LatentSpace(self.pipeline.family, int(c), self.pipeline.height // int(h))
+
+    def load_vaes(self, space: LatentSpace) -> None:
+        """Load every VAE (the reference first); refuse any whose latent space differs from ``space``."""
+        for name in [self.reference, *(n for n in self.specs if n != self.reference)]:
+            start = time.perf_counter()
+            try:
+                vae = load_vae(name, self.specs[name], device=self.device, cache_dir=self.cfg.cache_dir)
+            except EvalvaeError as e:
+                if name == self.reference:
+                    raise
+                log.error("evalvae: %s", e)
+                self.failed[name] = str(e)
+                self.writer.add_vae({"vae": name, "status": "failed", "error": str(e)})
+                continue
+            vs = vae.latent_space
+            if (vs.family, vs.channels, vs.downsample) != (space.family, space.channels, space.downsample):
+                raise mismatch(name, vs, self.pipeline.name, space)
+            fakes = {id(m): m.new_stats() for m in self.metrics.sets}
+            self.vaes[name] = VAEState(vae, StageTimes(self.device), fakes, load_s=time.perf_counter() - start)
+
+    def generate(self) -> None:
+        """Run the pipeline on every (prompt, seed) whose latent is not stored yet; store the latents."""
+        todo, n_cached = self.todo or [], len(self.items) - len(self.todo or [])
+        gen_s = 0.0
+        if todo:
+            log.info("generating %d latent(s) with %s (%d step(s)); %d found in the cache", len(todo), self.pipeline.name,
+                     self.pipeline.steps, n_cached)  # fmt: skip
+            with progress_bar(self.cfg.progress, len(todo), "generate") as bar:
+                for i in range(0, len(todo), self.pipeline.batch_size):
+                    chunk = todo[i : i + self.pipeline.batch_size]
+                    synchronize(self.device)
+                    start = time.perf_counter()
+                    latents = self.pipeline.generate([it.prompt.text for it in chunk], [it.seed for it in chunk])
+                    gen_s += time.perf_counter() - start
+                    for it, z in zip(chunk, latents):
+                        self.store.save(it.image, it.prompt.text, it.seed, z)
+                    bar.update(len(chunk))
+        elif self.items:
+            log.info("all %d latent(s) found in the cache; the pipeline is not run", len(self.items))
+        p = self.pipeline
+        n = len(todo)
+        self.generation = {"generated": n, "from_cache": n_cached}
+        self.writer.write_json("metrics.json", self.protocol())
+        row = {"pipeline": p.name, "device": str(self.device), "dtype": p.loaded.get("torch_dtype", p.dtype_name),
+               "batch_size": p.batch_size, "n_images": len(self.items), "n_generated": n, "n_cached": n_cached,
+               "load_s": self.load_s, "text_encode_s": p.text_encode_s, "denoise_s": gen_s - p.text_encode_s,
+               "denoiser_calls": p.denoiser_calls, "generate_s": gen_s, "ms_per_image": 1000 * gen_s / n if n else float("nan"),
+               "peak_mem_mb": peak_memory_mb(self.device) if n else float("nan")}  # fmt: skip
+        with atomic_path(self.out / "generation.csv") as tmp:
+            pd.DataFrame([row]).to_csv(tmp, index=False)
+        p.unload()
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def batches(self):
+        for i in range(0, len(self.items), self.batch_size):
+            chunk = self.items[i : i + self.batch_size]
+            yield chunk, torch.stack([self.store.read(it.image, it.prompt.text, it.seed) for it in chunk])
+
+    def decode(self) -> None:
+        if self.metrics.sets:
+            self.metrics.reference_statistics(self.cfg.batch_size, loader_workers(self.cfg.workers), self.device)
+        image_dir = self.out / "images" if self.cfg.t2i.save_images else None
+        with progress_bar(self.cfg.progress, len(self.items), "decode") as bar:
+
+            def on_rows(rows):
+                self.writer.add_rows(rows)
+                bar.update(len(rows) // max(len(self.vaes), 1))
+
+            decode_and_score(self.vaes, self.reference, self.batches(), self.metrics, image_dir, on_rows)
+
+    def finish(self) -> RunOutcome:
+        w = self.writer
+        for name, st in self.vaes.items():
+            w.add_set_rows(name, self.metrics.set_rows(st.fakes))
+            sec = {f"{k}_s": st.times.seconds.get(k, 0.0) for k in ("decode", "metrics", "save")}
+            work = sum(sec.values())
+            w.add_timing({"vae": name, "device": str(self.device), "dtype": st.vae.dtype_name, "batch_size": self.batch_size,
+                          "n_images": st.n, "load_s": st.load_s, **sec, "decode_ms_per_image": 1000 * sec["decode_s"] / max(st.n, 1),
+                          "total_s": st.load_s + work, "images_per_s": st.n / max(work, 1e-9), "peak_mem_mb": st.peak_mb})  # fmt: skip
+            w.add_vae({"status": "ok", "reference": name == self.reference, **st.vae.describe()})
+        summary = w.flush()
+        w.write_json("metrics.json", self.protocol())
+        if not summary.empty:
+            log.info("\n%s", console_table(summary))
+            log.info("results in %s", self.out)
+            if self.cfg.get("report"):
+                write_run_report(self.out, self.device)
+        return RunOutcome(self.out, summary, self.failed)
+
+
+def run_t2i(cfg: DictConfig, out: Path) -> RunOutcome:
+    """Evaluate each VAE in ``cfg.vae`` as the decoder of ``cfg.pipeline`` on the prompts of ``cfg.suite``."""
+    job = T2IJob(cfg, Path(out))
+    OmegaConf.save(cfg, job.out / "config.yaml", resolve=True)
+    job.write_prompts()
+    job.writer.write_json("metrics.json", job.protocol())
+    log.info("suite %s: %d prompt(s) x %d seed(s) = %d image(s); pipeline %s (%s); VAEs %s (reference %s)", job.suite.name,
+             len(job.suite), len(job.pipeline.seeds), len(job.items), job.pipeline.name, job.pipeline.source,
+             ", ".join(job.specs), job.reference)  # fmt: skip
+    space = job.prepare()
+    job.load_vaes(space)
+    job.generate()
+    job.decode()
+    return job.finish()

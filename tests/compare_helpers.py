@@ -1,0 +1,89 @@
+"""Synthetic run and bench directories for the compare tests, written as evalvae run/bench write them."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evalvae.results import summarize
+
+DIRECTIONS = {"psnr": True, "ssim": True, "lpips": False}
+PROTOCOL = {
+    "dataset": {
+        "name": "kodak", "root": "/data/kodak", "n_files": 12, "resolution": 256,
+        "resize": "torchvision Resize(shorter side = R, PIL bicubic, long side truncated)",
+        "crop": "torchvision CenterCrop(R), offsets int(round((size - R) / 2))", "small": "upscale",
+    },
+    "pixels": "8-bit originals vs reconstructions clamped and rounded to 8 bits",
+    "quantize": True,
+    "metrics": {
+        "psnr": {"higher_is_better": True, "implementation": "torchmetrics (float64)", "data_range": 255.0},
+        "ssim": {"higher_is_better": True, "implementation": "skimage", "window": "gaussian, sigma=1.5, 11x11"},
+        "lpips": {"higher_is_better": False, "implementation": "lpips 0.1.4", "net": "alex"},
+    },
+}  # fmt: skip
+BENCH_COLUMNS = [
+    "vae", "op", "resolution", "batch", "dtype", "mode", "device", "ms_per_image_median", "ms_per_image_iqr",
+    "images_per_s", "peak_mem_mb", "nonfinite", "lowp_psnr_vs_fp32", "status",
+]  # fmt: skip
+
+
+def base_values(n: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
+    """Plausible per-image values of a decent VAE."""
+    rng = np.random.default_rng(seed)
+    return {"psnr": rng.normal(29.0, 2.0, n), "ssim": rng.uniform(0.80, 0.95, n), "lpips": rng.uniform(0.05, 0.2, n)}
+
+
+def write_run(
+    path: Path,
+    values: dict[str, dict[str, np.ndarray]],
+    protocol: dict | None = None,
+    images: list[str] | None = None,
+    extra_summary: list[dict] | None = None,
+    vaes: list[dict] | None = None,
+) -> Path:
+    """A run directory with metrics.json, per_image.csv, summary.csv and vaes.json.
+
+    ``values``: vae -> metric -> per-image values. ``extra_summary``: summary-only rows (set-level metrics).
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    protocol = copy.deepcopy(PROTOCOL if protocol is None else protocol)
+    metrics = sorted({m for per_vae in values.values() for m in per_vae})
+    protocol["metrics"] = {m: s for m, s in protocol["metrics"].items() if m in metrics}
+    rows = []
+    for vae, per_metric in values.items():
+        n = len(next(iter(per_metric.values())))
+        ids = images or [f"img{i:02d}.png" for i in range(n)]
+        for i, image in enumerate(ids):
+            rows.append({"vae": vae, "image": image, **{m: float(v[i]) for m, v in per_metric.items()}, "height": 256, "width": 256, "upscaled": False})
+    per_image = pd.DataFrame(rows)
+    per_image.to_csv(path / "per_image.csv", index=False)
+    summary = summarize(per_image, metrics)
+    summary = summary.dropna(subset=["mean"])
+    if extra_summary:
+        summary = pd.concat([summary, pd.DataFrame(extra_summary)], ignore_index=True)
+    summary.to_csv(path / "summary.csv", index=False)
+    (path / "metrics.json").write_text(json.dumps(protocol))
+    info = vaes if vaes is not None else [{"vae": v, "status": "ok", "dtype": "fp32", "device": "cpu", "source": f"/models/{v}"} for v in values]
+    (path / "vaes.json").write_text(json.dumps(info))
+    return path
+
+
+def bench_row(vae: str = "tiny", op: str = "decode", median: float = 10.0, iqr: float = 0.5, **overrides) -> dict:
+    row = {
+        "vae": vae, "op": op, "resolution": 512, "batch": 1, "dtype": "fp16", "mode": "eager", "device": "NVIDIA H100",
+        "ms_per_image_median": median, "ms_per_image_iqr": iqr, "images_per_s": 1000.0 / median, "peak_mem_mb": 900.0,
+        "nonfinite": 0, "lowp_psnr_vs_fp32": 45.0, "status": "ok",
+    }  # fmt: skip
+    row.update(overrides)
+    return row
+
+
+def write_bench(path: Path, rows: list[dict]) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=BENCH_COLUMNS).to_csv(path / "bench.csv", index=False)
+    return path

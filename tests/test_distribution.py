@@ -1,0 +1,255 @@
+"""rFID and KID: the numeric core against independent float64 formulas, invariances, the Inception
+extractor's two resize protocols, the reference cache, and the CLI with a stand-in extractor."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.linalg
+import torch
+
+from evalvae.metrics.features import MetricUnavailable, pil_bicubic_299
+from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
+from evalvae.metrics.refstats import ReferenceStore, reference_key
+from evalvae.run import run
+from tests.helpers import TinyExtractor, compose_run, evalvae_cli
+
+FID_RTOL = 1e-6
+
+
+def scipy_fid(mu1, s1, mu2, s2):
+    """The textbook formula with scipy's general matrix square root (TTUR / pytorch-fid style)."""
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def gaussian_stats(rng, d, n, shift=0.0, scale=1.0):
+    a = rng.normal(size=(d, d)) / np.sqrt(d)
+    x = rng.normal(size=(n, d)) @ a * scale + shift
+    return x
+
+
+@pytest.mark.parametrize("d,shift,scale", [(16, 0.0, 1.0), (64, 0.3, 1.5), (128, 2.0, 0.5)])
+def test_frechet_equals_scipy_sqrtm_formula(d, shift, scale):
+    rng = np.random.default_rng(d)
+    x, y = gaussian_stats(rng, d, 4 * d), gaussian_stats(rng, d, 4 * d, shift, scale)
+    mu1, s1, mu2, s2 = x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False)
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(scipy_fid(mu1, s1, mu2, s2), rel=FID_RTOL)
+
+
+def test_frechet_of_identical_sets_is_zero_and_symmetric():
+    rng = np.random.default_rng(0)
+    x, y = gaussian_stats(rng, 32, 200), gaussian_stats(rng, 32, 200, 0.5)
+    mu, s = x.mean(0), np.cov(x, rowvar=False)
+    assert abs(frechet_distance(mu, s, mu, s)) < 1e-9 * np.trace(s)
+    m2, s2 = y.mean(0), np.cov(y, rowvar=False)
+    assert frechet_distance(mu, s, m2, s2) == pytest.approx(frechet_distance(m2, s2, mu, s), rel=1e-9)
+
+
+def test_frechet_with_rank_deficient_covariance_is_finite():
+    rng = np.random.default_rng(1)
+    x, y = gaussian_stats(rng, 64, 20), gaussian_stats(rng, 64, 20, 0.2)  # N < d
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    value = frechet_distance(x.mean(0), s1, y.mean(0), s2)
+    assert np.isfinite(value) and value > 0
+    assert value == pytest.approx(scipy_fid(x.mean(0), s1, y.mean(0), s2), rel=1e-4)  # sqrtm is less exact here
+
+
+def test_streamed_stats_equal_numpy_and_ignore_batching_and_order():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(101, 12)) * 3 + 1
+    whole = FeatureStats(12)
+    whole.update(x)
+    np.testing.assert_allclose(whole.mean, x.mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(whole.cov, np.cov(x, rowvar=False), rtol=0, atol=1e-12)
+    split = FeatureStats(12)
+    for chunk in np.array_split(x[rng.permutation(101)], 7):
+        split.update(chunk)
+    np.testing.assert_allclose(split.mean, whole.mean, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(split.cov, whole.cov, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"features must be \(N, 12\)"):
+        whole.update(np.zeros((3, 5)))
+
+
+def kid_reference(real, fake, subsets, subset_size, seed):
+    """Unbiased MMD^2 with explicit double sums (float64), drawing subsets exactly as kid() does."""
+    rng = np.random.default_rng(seed)
+    d = real.shape[1]
+    m = min(subset_size, len(real), len(fake))
+
+    def k(a, b):
+        return (float(a @ b) / d + 1) ** 3
+
+    vals = []
+    for _ in range(subsets):
+        x = real[rng.choice(len(real), m, replace=False)]
+        y = fake[rng.choice(len(fake), m, replace=False)]
+        xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+        yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
+        xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
+        vals.append(xx + yy - 2 * xy)
+    return np.mean(vals), np.std(vals, ddof=1)
+
+
+def test_kid_equals_explicit_double_sum():
+    rng = np.random.default_rng(3)
+    real, fake = rng.normal(size=(30, 8)), rng.normal(size=(25, 8)) * 1.3 + 0.2
+    mean, std, m = kid(real, fake, subsets=5, subset_size=12, seed=7)
+    ref_mean, ref_std = kid_reference(real, fake, 5, 12, 7)
+    assert m == 12
+    assert mean == pytest.approx(ref_mean, rel=1e-10) and std == pytest.approx(ref_std, rel=1e-10)
+
+
+def test_kid_invariances():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 6))
+    same_dist, _, _ = kid(x, rng.normal(size=(40, 6)), subsets=20, subset_size=40)
+    y = rng.normal(size=(40, 6)) + 1
+    shifted, _, _ = kid(x, y, subsets=20, subset_size=40)
+    assert abs(same_dist) < 0.05 * shifted  # unbiased: about 0 for two samples of one distribution
+    a, _, _ = kid(x, y, subsets=3, subset_size=40)
+    b, _, _ = kid(x[::-1], y[rng.permutation(40)], subsets=3, subset_size=40)
+    assert a == pytest.approx(b, rel=1e-12) and a > 0.1  # with whole sets, order does not matter
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """A randomly initialised torch-fidelity Inception saved as a weights file (its layout, not its values)."""
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    cls = tfi.FeatureExtractorInceptionV3
+    original = cls.load_state_dict
+    cls.load_state_dict = lambda self, state, *a, **k: None
+    try:
+        tfi_load = tfi.load_state_dict_from_url
+        tfi.load_state_dict_from_url = lambda *a, **k: {}
+        torch.manual_seed(0)
+        net = cls("random-inception", ["2048"])
+    finally:
+        cls.load_state_dict, tfi.load_state_dict_from_url = original, tfi_load
+    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_inception_clean_path_equals_torch_fidelity_at_299(random_inception_weights):
+    from evalvae.metrics.features import InceptionV3
+
+    clean = InceptionV3(weights=str(random_inception_weights), resize="clean")
+    legacy = InceptionV3(weights=str(random_inception_weights), resize="legacy")
+    images = torch.randint(0, 256, (2, 3, 299, 299), dtype=torch.uint8)
+    # At 299x299 neither resize changes the pixels, so our float forward must equal torch-fidelity's own.
+    # (Random weights give tiny activations, so compare relative to their scale.)
+    a, b = clean(images), legacy(images)
+    assert a.shape == (2, 2048) and np.abs(b).max() > 0
+    assert np.abs(a - b).max() <= 1e-5 * np.abs(b).max()
+    small = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    c, d = clean(small), legacy(small)
+    assert np.abs(c - d).max() > 1e-3 * np.abs(d).max()  # the two protocols differ off-size
+    assert clean.identity()["resize"] != legacy.identity()["resize"] and clean.identity()["weights_sha256"] == legacy.identity()["weights_sha256"]
+
+
+def test_pil_bicubic_resize_is_float_and_identity_at_299():
+    img = torch.randint(0, 256, (1, 3, 299, 299), dtype=torch.uint8)
+    assert torch.equal(pil_bicubic_299(img), img.float())
+    up = pil_bicubic_299(torch.randint(0, 256, (1, 3, 64, 80), dtype=torch.uint8))
+    assert up.shape == (1, 3, 299, 299) and up.dtype == torch.float32 and up.min() >= 0 and up.max() <= 255
+    assert (up != up.round()).any(), "clean-fid keeps the resized image in float"
+
+
+def test_missing_inception_weights_are_unavailable(tmp_path, monkeypatch):
+    from evalvae.metrics.features import InceptionV3
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(MetricUnavailable, match=r"metrics\.fid\.weights=PATH"):
+        InceptionV3()
+
+
+def test_reference_key_changes_with_each_ingredient():
+    base = reference_key("abc", {"resolution": 256}, {"name": "x", "weights_sha256": "w"})
+    assert base == reference_key("abc", {"resolution": 256}, {"weights_sha256": "w", "name": "x"})
+    assert base != reference_key("abd", {"resolution": 256}, {"name": "x", "weights_sha256": "w"})
+    assert base != reference_key("abc", {"resolution": 512}, {"name": "x", "weights_sha256": "w"})
+    assert base != reference_key("abc", {"resolution": 256}, {"name": "x", "weights_sha256": "v"})
+
+
+def test_reference_store_round_trip(tmp_path):
+    rng = np.random.default_rng(5)
+    stats = FeatureStats(4, keep_features=True)
+    stats.update(rng.normal(size=(9, 4)))
+    store = ReferenceStore(tmp_path)
+    store.save("k", stats, {"what": "test"})
+    back = store.load("k")
+    assert back.n == 9 and np.array_equal(back.total, stats.total) and np.array_equal(back.outer, stats.outer)
+    assert np.array_equal(back.features, stats.features) and store.load("missing") is None
+    store.path("bad").write_bytes(b"not an npz")
+    assert store.load("bad") is None
+
+
+def set_overrides(tiny_pth_dir, image_dir, cache, *extra, vaes="taef2"):
+    return [
+        f"+vae={vaes}", f"++vae.taef2.source={tiny_pth_dir}", "++vae.taef2.sha256=null", "++vae.taef2.weights_prefix=tiny",
+        "dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "workers=0", "metrics=all",
+        "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=10", f"cache_dir={cache}", *extra,
+    ]  # fmt: skip
+
+
+def test_set_metrics_in_a_run_and_the_cache_across_runs(tmp_path, tiny_pth_dir, tiny_ae_dir, image_dir):
+    cache = tmp_path / "cache"
+    TinyExtractor.calls = 0
+    first = run(compose_run(set_overrides(tiny_pth_dir, image_dir, cache)), out_dir=tmp_path / "a")
+    assert TinyExtractor.calls == 12, "first run: 6 reconstructions and 6 originals"
+    s = first.summary.set_index("metric")
+    assert s.loc["rfid", "n"] == 6 and s.loc["rfid", "mean"] > 0 and pd.isna(s.loc["rfid", "std"])
+    assert "N=6 < feature dim 24" in s.loc["rfid", "note"]
+    assert s.loc["kid", "n"] == 6 and pd.notna(s.loc["kid", "std"]) and "10 subsets of 6" in s.loc["kid", "note"]
+    assert s.loc["lpips", "n"] == 0 and "backbone weights not found" in s.loc["lpips", "note"]
+    per = pd.read_parquet(tmp_path / "a" / "per_image.parquet")
+    assert "lpips" in per.columns and per.lpips.isna().all()
+    proto = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert proto["metrics"]["rfid"]["reference"]["source"] == "computed" and proto["metrics"]["rfid"]["reference"]["n"] == 6
+    assert proto["metrics"]["lpips"]["available"] is False
+    (cached,) = (cache / "refstats").glob("*.npz")
+    mtime = cached.stat().st_mtime_ns
+
+    TinyExtractor.calls = 0
+    second = run(compose_run(set_overrides(tiny_pth_dir, image_dir, cache, f"++vae.taesd.source={tiny_ae_dir}", vaes="taesd")), out_dir=tmp_path / "b")
+    assert TinyExtractor.calls == 6, "second run with another VAE: reconstructions only, references from the cache"
+    assert cached.stat().st_mtime_ns == mtime
+    proto = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert proto["metrics"]["rfid"]["reference"]["source"] == "cache"
+    assert second.summary.set_index("metric").loc["rfid", "mean"] != s.loc["rfid", "mean"]
+
+
+def test_rfid_is_batch_size_independent(tmp_path, tiny_pth_dir, image_dir):
+    a = run(compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c1", "batch_size=1")), out_dir=tmp_path / "a")
+    b = run(compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c2", "batch_size=5")), out_dir=tmp_path / "b")
+    fa, fb = (o.summary.set_index("metric").loc["rfid", "mean"] for o in (a, b))
+    assert fa == pytest.approx(fb, rel=1e-6)
+
+
+def test_missing_fid_weights_give_unavailable_rows_and_the_run_goes_on(tmp_path, tiny_pth_dir, image_dir, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    overrides = [o for o in set_overrides(tiny_pth_dir, image_dir, tmp_path / "cache") if "extractor" not in o]
+    outcome = run(compose_run(overrides), out_dir=tmp_path / "run")
+    s = outcome.summary.set_index("metric")
+    assert s.loc["psnr", "n"] == 6
+    for name in ("rfid", "kid"):
+        assert s.loc[name, "n"] == 0 and pd.isna(s.loc[name, "mean"]) and "Inception weights not found" in s.loc[name, "note"]
+
+
+def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
+    cache = tmp_path / "cache"
+    common = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", f"cache_dir={cache}",
+              "metrics.fid.extractor=tests.helpers.TinyExtractor"]  # fmt: skip
+    r = evalvae_cli(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "computed from 6 images" in r.stderr and len(list((cache / "refstats").glob("*.npz"))) == 1
+    r = evalvae_cli(["run", *set_overrides(tiny_pth_dir, image_dir, cache), "report=false", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "cache hit (6 images)" in r.stderr and "rfid" in r.stderr and "unavailable" in r.stderr
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert set(summary.metric) == {"psnr", "ssim", "lpips", "rfid", "kid"}

@@ -1,0 +1,87 @@
+"""PSNR and SSIM against scikit-image, plus invariances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from evalvae.metrics import from_uint8, to_pixels
+from evalvae.metrics.pixel import PSNR, SSIM
+from tests.helpers import photo
+
+PSNR_TOL_DB = 1e-5  # required agreement with skimage (torchmetrics' log10 constant is float32: ~1e-6 dB)
+SSIM_TOL = 1e-5  # required; observed ~1e-15
+
+
+def pair(n=4, h=48, w=64, noise=12.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    orig = torch.stack([torch.from_numpy(photo(h, w, seed + i)).permute(2, 0, 1) for i in range(n)]).double()
+    rec = (orig + torch.randn(orig.shape, generator=g, dtype=torch.float64) * noise).clamp(0, 255).round()
+    return orig, rec
+
+
+def sk_psnr(o, r):
+    return [peak_signal_noise_ratio(a.numpy(), b.numpy(), data_range=255) for a, b in zip(o, r)]
+
+
+def sk_ssim(o, r):
+    return [
+        structural_similarity(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), gaussian_weights=True,
+                              sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255)
+        for a, b in zip(o, r)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("noise", [0.7, 5.0, 40.0])
+def test_psnr_equals_skimage(noise):
+    o, r = pair(noise=noise)
+    np.testing.assert_allclose(PSNR()(o, r).numpy(), sk_psnr(o, r), rtol=0, atol=PSNR_TOL_DB)
+
+
+@pytest.mark.parametrize("backend", ["torchmetrics", "skimage", "auto"])
+@pytest.mark.parametrize("shape", [(48, 64), (256, 256), (37, 91)])
+def test_ssim_equals_skimage(backend, shape):
+    o, r = pair(n=2, h=shape[0], w=shape[1], noise=15.0)
+    np.testing.assert_allclose(SSIM(backend=backend)(o, r).numpy(), sk_ssim(o, r), rtol=0, atol=SSIM_TOL)
+
+
+def test_ssim_backends_agree_to_1e9():
+    o, r = pair(n=3, noise=25.0)
+    a, b = SSIM(backend="torchmetrics")(o, r), SSIM(backend="skimage")(o, r)
+    assert torch.allclose(a, b, rtol=0, atol=1e-9)
+
+
+def test_identical_inputs():
+    o, _ = pair(n=2)
+    assert torch.isinf(PSNR()(o, o.clone())).all()
+    for backend in ("torchmetrics", "skimage"):
+        assert torch.allclose(SSIM(backend=backend)(o, o.clone()), torch.ones(2, dtype=torch.float64), atol=1e-12)
+
+
+@pytest.mark.parametrize("metric", [PSNR(), SSIM(backend="torchmetrics"), SSIM(backend="skimage")], ids=["psnr", "ssim-tm", "ssim-sk"])
+def test_batch_size_and_order_invariance(metric):
+    o, r = pair(n=6, noise=9.0)
+    whole = metric(o, r)
+    one_by_one = torch.cat([metric(o[i : i + 1], r[i : i + 1]) for i in range(6)])
+    assert torch.equal(whole, one_by_one) or torch.allclose(whole, one_by_one, rtol=0, atol=1e-12)
+    perm = torch.tensor([3, 0, 5, 1, 4, 2])
+    assert torch.allclose(metric(o[perm], r[perm]), whole[perm], rtol=0, atol=1e-12)
+
+
+def test_lower_quality_scores_lower():
+    o, r_small = pair(noise=3.0, seed=1)
+    _, r_big = pair(noise=30.0, seed=1)
+    assert (PSNR()(o, r_small) > PSNR()(o, r_big)).all()
+    assert (SSIM()(o, r_small) > SSIM()(o, r_big)).all()
+
+
+def test_pixel_conversions():
+    u8 = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(1, 3, 16, 16)
+    x = from_uint8(u8)
+    assert x.min() == -1 and x.max() == 1
+    assert torch.equal(to_pixels(x), u8.double()), "uint8 -> [-1, 1] -> pixels must round-trip exactly"
+    y = torch.tensor([-1.7, -1.0, 0.0, 0.999, 1.4]).reshape(1, 1, 1, 5)
+    assert to_pixels(y).flatten().tolist() == [0.0, 0.0, 128.0, 255.0, 255.0]  # 127.5 rounds half to even
+    assert to_pixels(y, quantize=False).flatten().tolist() == pytest.approx([0, 0, 127.5, 254.8725, 255])

@@ -1,0 +1,328 @@
+"""``evalvae report``: reports from runs made here with tiny models, and their robustness."""
+
+from __future__ import annotations
+
+import html as html_lib
+import json
+import math
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from evalvae.errors import ConfigError
+from evalvae.report import NothingToReport, write_report
+from evalvae.report.grids import select_images
+from evalvae.report.load import load_inputs
+from evalvae.report.recreate import reconstruct_images
+from evalvae.report.sections import group_sections
+from evalvae.run import run
+from tests import helpers
+
+
+def make_run(out: Path, images: Path, pth: Path, ae: Path, resolution: int = 32, vaes=("taef2", "taesd"), extra=()) -> Path:
+    overrides = [
+        f"+vae=[{','.join(vaes)}]", f"vae.taef2.source={pth}", "vae.taef2.sha256=null", "vae.taef2.weights_prefix=tiny",
+        f"vae.taesd.source={ae}", "dataset=folder", f"dataset.path={images}", f"dataset.resolution={resolution}",
+        "workers=0", "progress=false", *extra,
+    ]  # fmt: skip
+    overrides = [o for o in overrides if not o.startswith("vae.") or o.split(".")[1] in vaes]
+    run(helpers.compose_run(overrides), out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, tiny_pth_dir, tiny_ae_dir):
+    root = tmp_path_factory.mktemp("runs")
+    images = helpers.write_images(root / "images")
+    return {
+        "r32": make_run(root / "r32", images, tiny_pth_dir, tiny_ae_dir, 32),
+        "r48": make_run(root / "r48", images, tiny_pth_dir, tiny_ae_dir, 48),
+        "images": images,
+        "pth": tiny_pth_dir,
+    }
+
+
+@pytest.fixture(scope="module")
+def report(runs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    write_report([runs["r32"], runs["r48"]], out, worst=1)
+    return out
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_report_files_and_tables_match_the_runs(runs, report):
+    html = (report / "report.html").read_text(encoding="utf-8")
+    md = (report / "report.md").read_text(encoding="utf-8")
+    for slug in ("images-32x32", "images-48x48"):
+        for plot in ("means", "per-image", "paired", "pareto"):
+            assert (report / "plots" / f"{slug}-{plot}.png").stat().st_size > 5000
+        assert list((report / "grids").glob(f"{slug}-*.png"))
+        summary = pd.read_csv(report / "tables" / f"{slug}-summary.csv")
+        per_image = pd.read_parquet(runs["r32" if "32" in slug else "r48"] / "per_image.parquet")
+        for r in summary.itertuples():
+            values = per_image.loc[per_image["vae"] == r.entry, r.metric]
+            assert r.mean == pytest.approx(values.mean(), rel=1e-12)
+            assert r.std == pytest.approx(values.std(ddof=1), rel=1e-12)
+            assert r.n == len(values) == 6
+            assert r.ci_low <= r.mean <= r.ci_high
+        for _, block in summary.groupby("metric"):
+            assert block.loc[block["best"], "entry"].tolist() == [block.loc[block["mean"].idxmax(), "entry"]]
+        paired = pd.read_csv(report / "tables" / f"{slug}-paired.csv")
+        assert set(paired["metric"]) == {"psnr", "ssim"} and len(paired) == 2
+        wide = per_image.pivot(index="image", columns="vae", values="psnr")
+        row = paired[paired["metric"] == "psnr"].iloc[0]
+        assert (row["a"], row["b"]) == ("taef2", "taesd")
+        assert row["mean_diff"] == pytest.approx((wide["taef2"] - wide["taesd"]).mean(), rel=1e-12)
+        assert row["ci_low"] <= row["mean_diff"] <= row["ci_high"]
+        assert row["wins"] + row["ties"] + row["losses"] == 6
+    assert "images · 32×32" in html and "images · 48×48" in html
+    assert "differs from the one scored" not in html  # every re-created picture matched its recorded PSNR
+    assert html.count('class="full grid-tile') >= 2 * 3  # original + two VAEs, in at least two grids
+    assert "## images · 32×32" in md and "**Paired statistics**" in md
+    assert md.count("| taef2 |") >= 2
+
+
+def test_sections_never_mix_protocols(runs, report):
+    paired = pd.concat([pd.read_csv(p) for p in (report / "tables").glob("*-paired.csv")])
+    assert (paired["n"] == 6).all()  # each pair is within one resolution: 6 images, never 12
+    sections = group_sections(load_inputs([runs["r32"], runs["r48"]]).runs)
+    assert [s.dataset["resolution"] for s in sections] == [32, 48]
+
+
+def test_recreated_reconstructions_equal_the_scored_ones(runs):
+    r = load_inputs([runs["r32"]]).runs[0]
+    ids = sorted(r.per_image["image"].unique())[:3]
+    for vae in ("taef2", "taesd"):
+        got, missing = reconstruct_images(r, vae, ids + ["no-such.png"], device="cpu")
+        assert set(got) == set(ids) and "no-such.png" in missing
+        for image, rec in got.items():
+            recorded = r.per_image[(r.per_image["vae"] == vae) & (r.per_image["image"] == image)]["psnr"].item()
+            assert rec.psnr == pytest.approx(recorded, abs=1e-6)
+            assert rec.original.shape == rec.recon.shape == (32, 32, 3)
+            assert rec.matches
+
+
+def test_a_reconstruction_that_differs_from_the_scored_one_is_flagged(runs, tmp_path):
+    d = copy_run(runs["r32"], tmp_path / "r")
+    per_image = pd.read_parquet(d / "per_image.parquet")
+    per_image.loc[per_image["vae"] == "taesd", "psnr"] += 0.5  # as if other weights had been scored
+    per_image.to_parquet(d / "per_image.parquet")
+    got, _ = reconstruct_images(load_inputs([d]).runs[0], "taesd", ["img00.png"], device="cpu")
+    assert not got["img00.png"].matches
+    html = write_report([d], tmp_path / "rep", images=["img00.png"], worst=0).read_text(encoding="utf-8")
+    assert html.count("differs from the one scored") == 1  # taesd flagged, taef2 not
+
+
+def test_worst_images_are_the_lowest_scores(runs):
+    section = group_sections(load_inputs([runs["r32"]]).runs)[0]
+    specs, notes = select_images(section, ["img00.png", "missing.png"], worst=2)
+    assert specs[0].image == "img00.png" and specs[0].reasons == ["chosen"]
+    assert notes and "missing.png" in notes[0]
+    for vae in ("taef2", "taesd"):
+        scores = section.per_image[section.per_image["entry"] == vae].set_index("image")["psnr"].sort_values()
+        picked = [s.image for s in specs if any(r.startswith("worst PSNR") and r.endswith(f"for {vae}") for r in s.reasons)]
+        assert set(picked) == set(scores.index[:2])
+
+
+def test_set_level_metrics_and_unavailable_values(runs, tmp_path):
+    d = copy_run(runs["r32"], tmp_path / "setlevel")
+    summary = pd.read_csv(d / "summary.csv")
+    extra = pd.DataFrame([
+        {"vae": "taef2", "metric": "rfid", "mean": 41.5, "std": np.nan, "n": 6},
+        {"vae": "taesd", "metric": "rfid", "mean": 12.25, "std": np.nan, "n": 6},
+        {"vae": "taef2", "metric": "kid", "mean": 0.031, "std": 0.004, "n": 6},
+        {"vae": "taesd", "metric": "kid", "mean": np.nan, "std": np.nan, "n": 0, "note": "Inception weights not found"},
+    ])  # fmt: skip
+    pd.concat([summary, extra]).to_csv(d / "summary.csv", index=False)
+    per_image = pd.read_parquet(d / "per_image.parquet")
+    per_image.loc[per_image["vae"] == "taesd", "ssim"] = np.nan  # e.g. a metric whose weights were unavailable
+    per_image.to_parquet(d / "per_image.parquet")
+    out = write_report([d], tmp_path / "rep", grids=False)
+    table = pd.read_csv(tmp_path / "rep" / "tables" / "images-32x32-summary.csv").set_index(["entry", "metric"])
+    assert table.loc[("taesd", "rfid"), "best"] and not table.loc[("taef2", "rfid"), "best"]  # lower is better
+    assert table.loc[("taef2", "rfid"), "level"] == "set" and table.loc[("taef2", "rfid"), "n"] == 6
+    assert table.loc[("taesd", "kid"), "status"] == "unavailable"
+    assert table.loc[("taesd", "ssim"), "status"] == "unavailable"
+    assert not table.loc[("taef2", "ssim"), "best"]  # nothing to beat
+    paired = pd.read_csv(tmp_path / "rep" / "tables" / "images-32x32-paired.csv")
+    assert paired["metric"].tolist() == ["psnr"]
+    html = out.read_text(encoding="utf-8")
+    assert "N = 6" in html and "rFID ↓" in html and "unavailable" in html
+    assert "KID unavailable for taesd: Inception weights not found" in html
+    md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    assert "**12.25" in md  # best rFID in bold
+
+
+def test_metric_missing_from_one_of_two_runs_with_the_same_protocol(runs, tmp_path):
+    a = copy_run(runs["r32"], tmp_path / "a")
+    b = copy_run(runs["r32"], tmp_path / "b")
+    pd.read_parquet(b / "per_image.parquet").drop(columns=["ssim"]).to_parquet(b / "per_image.parquet")
+    write_report([a, b], tmp_path / "rep", grids=False)
+    table = pd.read_csv(tmp_path / "rep" / "tables" / "images-32x32-summary.csv")
+    assert set(table["entry"]) == {"taef2 · a", "taesd · a", "taef2 · b", "taesd · b"}
+    ssim = table[table["metric"] == "ssim"].set_index("entry")["status"]
+    assert ssim["taef2 · b"] == "not measured" and ssim["taef2 · a"] == "ok"
+    paired = pd.read_csv(tmp_path / "rep" / "tables" / "images-32x32-paired.csv")
+    assert len(paired[paired["metric"] == "psnr"]) == 6 and len(paired[paired["metric"] == "ssim"]) == 1
+
+
+def only_vae(src: Path, dst: Path, vae: str) -> Path:
+    """A copy of a run as if only ``vae`` had been selected."""
+    d = copy_run(src, dst)
+    for name in ("summary.csv", "timings.csv"):
+        t = pd.read_csv(d / name)
+        t[t["vae"] == vae].to_csv(d / name, index=False)
+    p = pd.read_parquet(d / "per_image.parquet")
+    p[p["vae"] == vae].to_parquet(d / "per_image.parquet")
+    (d / "vaes.json").write_text(json.dumps([v for v in json.loads((d / "vaes.json").read_text()) if v["vae"] == vae]))
+    return d
+
+
+def test_single_vae_and_bench_and_categories(runs, tmp_path):
+    single = only_vae(runs["r32"], tmp_path / "single", "taef2")
+    per_image = pd.read_parquet(single / "per_image.parquet")
+    per_image["category"] = ["faces", "text", "faces", "texture", "text", "texture"]
+    per_image.to_parquet(single / "per_image.parquet")
+    out = write_report([single], tmp_path / "rep", worst=1)
+    assert (tmp_path / "rep" / "plots" / "images-32x32-categories-psnr.png").is_file()
+    assert not (tmp_path / "rep" / "tables" / "images-32x32-paired.csv").read_text().strip().count("\n")
+    html = out.read_text(encoding="utf-8")
+    assert "Paired comparisons" not in html and html.count('class="full grid-tile') == 2 * 2  # original + taef2, two grids
+
+    bench_dir = tmp_path / "bench"
+    bench_dir.mkdir()
+    pd.DataFrame([
+        {"vae": v, "op": op, "resolution": 32, "batch": 4, "dtype": "fp32", "mode": "eager", "device": "cpu", "ms_per_image_median": ms,
+         "ms_per_image_iqr": 0.1, "images_per_s": 1000 / ms, "peak_mem_mb": 10.0, "nonfinite": 0, "lowp_psnr_vs_fp32": np.nan, "status": "ok"}
+        for v, op, ms in [("taef2", "decode", 2.0), ("taesd", "decode", 0.5), ("taef2", "encode", 1.0), ("taesd", "encode", 0.25)]
+    ]).to_csv(bench_dir / "bench.csv", index=False)  # fmt: skip
+    write_report([runs["r32"], bench_dir], tmp_path / "rep2", grids=False)
+    assert (tmp_path / "rep2" / "plots" / "images-32x32-pareto.png").is_file()
+    from evalvae.report import tables
+
+    section = group_sections(load_inputs([runs["r32"]]).runs)[0]
+    points, note = tables.speed_points(section, tables.summary_table(section), load_inputs([bench_dir]).bench)
+    assert "decode" in note and dict(zip(points["entry"], points["images_per_s"])) == {"taef2": 500.0, "taesd": 2000.0}
+
+
+def test_failed_and_missing_inputs(runs, tmp_path):
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    shutil.copy(runs["r32"] / "metrics.json", failed / "metrics.json")
+    pd.DataFrame(columns=["vae", "image", "psnr", "ssim", "height", "width", "upscaled"]).to_parquet(failed / "per_image.parquet")
+    (failed / "vaes.json").write_text(json.dumps([{"vae": "flux", "status": "failed", "error": "weights for vae.flux unavailable offline"}]))
+    with pytest.raises(NothingToReport, match="weights for vae.flux unavailable offline"):
+        write_report([failed], tmp_path / "rep")
+    with pytest.raises(NothingToReport, match="no such directory"):
+        write_report([tmp_path / "nowhere"], tmp_path / "rep")
+    out = write_report([failed, runs["r32"]], tmp_path / "rep", grids=False)
+    assert "VAE flux failed" in out.read_text(encoding="utf-8")
+    res = helpers.evalvae_cli(["report", str(failed), "--out", str(tmp_path / "cli")], cwd=tmp_path)
+    assert res.returncode == 2 and "nothing to report" in res.stderr and "flux" in res.stderr
+
+
+def test_grids_degrade_when_weights_or_images_are_gone(runs, tmp_path):
+    r = copy_run(runs["r32"], tmp_path / "r")
+    config = (r / "config.yaml").read_text()
+    (r / "config.yaml").write_text(config.replace(f"source: {runs['pth']}", f"source: {tmp_path / 'deleted'}"))
+    out = write_report([r], tmp_path / "rep", worst=1)
+    html = out.read_text(encoding="utf-8")
+    assert "no reconstructions of taef2" in html and 'alt="taesd: ' in html  # the other VAE's grids still show
+    (r / "metrics.json").write_text((r / "metrics.json").read_text().replace(str(runs["images"]), str(tmp_path / "gone")))
+    (r / "config.yaml").write_text(config.replace(f"path: {runs['images']}", f"path: {tmp_path / 'gone'}"))
+    out = write_report([r], tmp_path / "rep2", worst=1)
+    html = out.read_text(encoding="utf-8")
+    assert "could not be shown" in html and "is not a directory" in html and "Results · mean" in html
+
+
+def test_multirun_folder_and_cli(runs, tmp_path):
+    sweep = tmp_path / "sweep"
+    copy_run(runs["r32"], sweep / "0")
+    copy_run(runs["r48"], sweep / "1")
+    inputs = load_inputs([sweep])
+    assert [r.label for r in inputs.runs] == ["0", "1"] and not inputs.problems
+    res = helpers.evalvae_cli(["report", str(sweep), "--out", str(tmp_path / "out"), "--no-grids"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert Path(res.stdout.strip()) == tmp_path / "out" / "report.html"
+    assert "VAE reconstruction report" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    with pytest.raises(ConfigError, match="invalid worst=-1"):
+        write_report([runs["r32"]], tmp_path / "x", worst=-1)
+
+
+def test_win_rate_and_significance_are_consistent(report):
+    paired = pd.concat([pd.read_csv(p) for p in (report / "tables").glob("*-paired.csv")])
+    for r in paired.itertuples():
+        assert r.win_rate == pytest.approx((r.wins + 0.5 * r.ties) / r.n)
+        assert r.significant == (r.p_holm < 0.05)
+        assert math.isfinite(r.p) and 0 < r.p <= 1
+
+
+CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+# Appended to a copy of the report: records, after load, whether tables and grid tiles are rendered and visible.
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const shown = (el) => { const r = el.getBoundingClientRect(), s = getComputedStyle(el);
+    return r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && s.display !== 'none' && parseFloat(s.opacity) > 0; };
+  const tables = [...document.querySelectorAll('table.summary')];
+  const tiles = [...document.querySelectorAll('img.grid-tile')];
+  const plots = [...document.querySelectorAll('img.plot')];
+  const out = document.createElement('pre'); out.id = 'probe';
+  out.textContent = JSON.stringify({
+    tables: tables.length, tables_shown: tables.filter(shown).length, rows: tables.map(t => t.tBodies[0].rows.length),
+    tiles: tiles.length, tiles_shown: tiles.filter(t => shown(t) && t.complete && t.naturalWidth > 0).length,
+    plots_shown: plots.filter(p => shown(p) && p.complete && p.naturalWidth > 0).length,
+  });
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]  # fmt: skip
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on this machine")
+def test_html_renders_in_headless_chromium(report, tmp_path):
+    probe = tmp_path / "probe.html"
+    probe.write_text((report / "report.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    res = chromium(["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path / "profile-dom")
+    match = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout, re.S)
+    assert match, f"no probe output; stderr: {res.stderr[-2000:]}"
+    seen = json.loads(html_lib.unescape(match.group(1)))
+    assert seen["tables"] == seen["tables_shown"] == 2 and seen["rows"] == [2, 2]
+    assert seen["tiles"] >= 6 and seen["tiles_shown"] == seen["tiles"]
+    assert seen["plots_shown"] >= 8
+
+    shot = tmp_path / "shot.png"
+    res = chromium(["--hide-scrollbars", "--window-size=1400,2600", f"--screenshot={shot}", (report / "report.html").as_uri()], tmp_path / "profile-shot")
+    assert shot.is_file(), res.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    assert pixels.shape[:2] == (2600, 1400)
+    assert pixels.std() > 20  # not a blank page
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 2000  # photos and plots, not just text on white
+
+
+@pytest.mark.assets
+def test_report_on_real_taef2_reconstructions(assets, taef2_dir, tmp_path):
+    cfg = helpers.compose_run([
+        "+vae=taef2", f"vae.taef2.source={taef2_dir}", "dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}",
+        "dataset.resolution=128", "dataset.limit=3", "workers=0", "progress=false",
+    ])  # fmt: skip
+    run(cfg, out_dir=tmp_path / "run")
+    out = write_report([tmp_path / "run"], tmp_path / "rep", worst=1, device="cpu")
+    summary = pd.read_csv(tmp_path / "rep" / "tables" / "kodak-128x128-summary.csv").set_index("metric")
+    assert 20 < summary.loc["psnr", "mean"] < 40  # a real decoder, not noise
+    html = out.read_text(encoding="utf-8")
+    assert "differs from the one scored" not in html and html.count('class="full grid-tile') == 2 * 2

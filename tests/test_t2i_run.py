@@ -1,0 +1,301 @@
+"""``task=t2i`` end to end on a tiny offline StableDiffusionPipeline: shared latents, refusals, results."""
+
+from __future__ import annotations
+
+import json
+import math
+from contextlib import contextmanager
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from evalvae.config import compose
+from evalvae.device import resolve_device
+from evalvae.errors import ConfigError
+from evalvae.run import run
+from evalvae.t2i.run import LatentSpaceMismatch
+from evalvae.vae import load_vae
+from tests.helpers import evalvae_cli
+from tests.t2i_helpers import tiny_pipeline_dir, tiny_vae_dirs  # noqa: F401 (fixtures)
+
+STEPS, SEEDS, PROMPTS, GEN_BATCH = 2, 2, 3, 4
+N_IMAGES = PROMPTS * SEEDS
+DEVICE = resolve_device("auto")
+# Batched and single decodes may differ in the last float bits, which can flip a rounding; on CUDA,
+# cuDNN's TF32 convolutions (PyTorch's default) differ by about 1e-3 relative.
+PIXEL_TOL = 1 if DEVICE.type == "cpu" else 4
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models: thread start-up costs more than the work, and two threads fight on a loaded machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@contextmanager
+def counting_unet_calls():
+    """Count every UNet forward, whoever calls it."""
+    from diffusers import UNet2DConditionModel
+
+    calls = []
+    original = UNet2DConditionModel.forward
+
+    def forward(self, *args, **kwargs):
+        calls.append(args[0].shape[0] if args else kwargs["sample"].shape[0])
+        return original(self, *args, **kwargs)
+
+    UNet2DConditionModel.forward = forward
+    try:
+        yield calls
+    finally:
+        UNet2DConditionModel.forward = original
+
+
+def overrides(pipe_dir, vaes: dict, *extra) -> list[str]:
+    """The tiny pipeline (2 steps, 64 px), 3 builtin prompts x 2 seeds, and the given VAE sources."""
+    out = ["task=t2i", "pipeline=local", f"pipeline.source={pipe_dir}", f"pipeline.steps={STEPS}", "pipeline.height=64",
+           "pipeline.width=64", "pipeline.dtype=fp32", f"pipeline.seeds={SEEDS}", f"pipeline.batch_size={GEN_BATCH}", f"suite.limit={PROMPTS}",
+           "suite.categories=[text,hands]", "t2i.clip_score=null", "workers=0", "report=false", f"+vae=[{','.join(vaes)}]"]  # fmt: skip
+    for name, source in vaes.items():
+        out.append(f"vae.{name}.source={source}")
+    return out + list(extra)
+
+
+@pytest.fixture(scope="module")
+def three_vaes(tiny_pipeline_dir, tiny_vae_dirs, tiny_ae_dir):  # noqa: F811
+    # kl-f8 is the pipeline's own VAE (its vae/ subfolder); ft-mse another KL; taesd a tiny autoencoder.
+    return {"kl-f8": tiny_pipeline_dir, "ft-mse": tiny_vae_dirs["a"], "taesd": tiny_ae_dir}
+
+
+@pytest.fixture(scope="module")
+def t2i_run(tmp_path_factory, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    out = tmp_path_factory.mktemp("t2i-run")
+    with counting_unet_calls() as calls:
+        outcome = run(compose(overrides(tiny_pipeline_dir, three_vaes, "report=true")), out_dir=out)
+    return outcome, calls
+
+
+def test_latents_are_generated_once_not_once_per_vae(t2i_run):
+    outcome, calls = t2i_run
+    batches = math.ceil(N_IMAGES / GEN_BATCH)
+    assert len(calls) == STEPS * batches, "one UNet call per step per pipeline batch, for all three VAEs together"
+    assert sum(calls) == 2 * STEPS * N_IMAGES  # classifier-free guidance: conditional and unconditional halves
+    assert len(list((outcome.out_dir / "latents").glob("*.safetensors"))) == N_IMAGES
+    gen = pd.read_csv(outcome.out_dir / "generation.csv").iloc[0]
+    assert gen.n_generated == N_IMAGES and gen.n_cached == 0 and gen.denoiser_calls == len(calls)
+    assert gen.text_encode_s > 0 and gen.denoise_s > 0 and gen.generate_s >= gen.text_encode_s + gen.denoise_s - 1e-9
+
+
+def test_results_schema(t2i_run):
+    outcome, _ = t2i_run
+    out = outcome.out_dir
+    for name in ["config.yaml", "per_image.parquet", "per_image.csv", "summary.csv", "summary_by_category.csv", "timings.csv",
+                 "generation.csv", "prompts.csv", "vaes.json", "metrics.json"]:  # fmt: skip
+        assert (out / name).is_file(), name
+    per = pd.read_parquet(out / "per_image.parquet")
+    assert list(per.columns) == ["vae", "image", "prompt_id", "prompt", "category", "seed", "psnr", "ssim", "lpips", "height", "width"]
+    assert len(per) == 3 * N_IMAGES and list(dict.fromkeys(per.vae)) == ["kl-f8", "ft-mse", "taesd"]
+    assert (per.height == 64).all() and (per.width == 64).all() and set(per.category) <= {"text", "hands"}
+    assert (per.image == per.prompt_id + "_s" + per.seed.astype(str)).all()
+    prompts = pd.read_csv(out / "prompts.csv")
+    assert list(prompts.columns) == ["image", "prompt_id", "prompt", "category", "seed"] and len(prompts) == N_IMAGES
+    assert set(per.image) == set(prompts.image) and sorted(prompts.seed.unique()) == [0, 1]
+    for vae in ["kl-f8", "ft-mse", "taesd"]:
+        pngs = sorted(p.stem for p in (out / "images" / vae).glob("*.png"))
+        assert pngs == sorted(prompts.image), vae
+
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False, na_values=[""])
+    assert list(summary.columns) == ["vae", "metric", "mean", "std", "n", "note"]
+    ref = summary[summary.vae == "kl-f8"].set_index("metric")
+    assert ref.loc["psnr", "n"] == 0 and ref.loc["psnr", "note"].startswith("reference decoder")
+    other = summary[summary.vae == "ft-mse"].set_index("metric")
+    assert other.loc["psnr", "n"] == N_IMAGES and np.isfinite(other.loc["psnr", "mean"])
+    assert other.loc["lpips", "n"] == 0 and "LPIPS" in other.loc["lpips", "note"]  # no backbone weights offline: unavailable
+    cats = pd.read_csv(out / "summary_by_category.csv")
+    assert list(cats.columns) == ["vae", "category", "metric", "mean", "std", "n"]
+    psnr = per[per.vae == "ft-mse"].groupby("category").psnr.mean()
+    got = cats[(cats.vae == "ft-mse") & (cats.metric == "psnr")].set_index("category")["mean"]
+    pd.testing.assert_series_equal(got.sort_index(), psnr.sort_index(), check_names=False)
+
+    timings = pd.read_csv(out / "timings.csv")
+    assert list(timings.vae) == ["kl-f8", "ft-mse", "taesd"] and (timings.n_images == N_IMAGES).all()
+    assert (timings[["decode_s", "decode_ms_per_image", "load_s"]] > 0).all().all()
+    protocol = json.loads((out / "metrics.json").read_text())
+    assert protocol["task"] == "t2i" and protocol["reference_vae"] == "kl-f8" and protocol["n_images"] == N_IMAGES
+    assert protocol["pipeline"]["steps"] == STEPS and protocol["pipeline"]["seeds"] == [0, 1]
+    assert protocol["pipeline"]["identity"].startswith("dir:") and protocol["pipeline"]["latent_channels"] == 4
+    assert protocol["suite"]["n_prompts"] == PROMPTS and protocol["latents"]["generated"] == N_IMAGES
+    assert protocol["metrics"]["psnr"]["compared_with"].startswith("each VAE's decode")
+    vaes = json.loads((out / "vaes.json").read_text())
+    assert [(v["vae"], v["status"], v["reference"]) for v in vaes] == [("kl-f8", "ok", True), ("ft-mse", "ok", False), ("taesd", "ok", False)]
+
+
+def test_every_vae_decoded_the_same_stored_latents(t2i_run, three_vaes):
+    outcome, _ = t2i_run
+    out = outcome.out_dir
+    cfg = compose(overrides("unused", three_vaes))
+    for name in three_vaes:
+        vae = load_vae(name, cfg.vae[name], device=DEVICE)
+        for image in pd.read_csv(out / "prompts.csv").image:
+            z = load_file(out / "latents" / f"{image}.safetensors")["latent"]
+            mine = ((vae.decode(z[None]).clamp(-1, 1) + 1) * 127.5).round()[0].permute(1, 2, 0).cpu().numpy()
+            saved = np.asarray(Image.open(out / "images" / name / f"{image}.png"), dtype=np.float64)
+            assert np.abs(mine - saved).max() <= PIXEL_TOL, (name, image)
+
+
+def test_decode_follows_the_pipelines_own_latent_convention(t2i_run, tiny_pipeline_dir):  # noqa: F811
+    """The pipeline's own VAE through evalvae equals diffusers decoding the pipeline's output itself."""
+    from diffusers import StableDiffusionPipeline
+
+    outcome, _ = t2i_run
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=None, feature_extractor=None).to(DEVICE)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = pd.read_csv(outcome.out_dir / "prompts.csv").head(2)
+    images = pipe(list(prompts.prompt), num_inference_steps=STEPS, guidance_scale=7.5, height=64, width=64, output_type="pil",
+                  generator=[torch.Generator().manual_seed(int(s)) for s in prompts.seed]).images  # fmt: skip
+    for image, reference in zip(prompts.image, images):
+        saved = np.asarray(Image.open(outcome.out_dir / "images" / "kl-f8" / f"{image}.png"), dtype=np.int16)
+        assert np.abs(saved - np.asarray(reference, dtype=np.int16)).max() <= PIXEL_TOL
+
+
+def test_agreement_equals_an_independent_computation(t2i_run):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    outcome, _ = t2i_run
+    out = outcome.out_dir
+    per = pd.read_csv(out / "per_image.csv").set_index(["vae", "image"])
+    for image in per.loc["ft-mse"].index:
+        ref = np.asarray(Image.open(out / "images" / "kl-f8" / f"{image}.png"))
+        other = np.asarray(Image.open(out / "images" / "ft-mse" / f"{image}.png"))
+        assert per.loc[("ft-mse", image), "psnr"] == pytest.approx(peak_signal_noise_ratio(ref, other, data_range=255), abs=1e-6)
+        ssim = structural_similarity(ref, other, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255)
+        assert per.loc[("ft-mse", image), "ssim"] == pytest.approx(ssim, abs=1e-6)
+    assert per.loc["kl-f8", "psnr"].isna().all()
+
+
+def test_latents_do_not_depend_on_the_generation_batch(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    # On the CPU, where float32 is exact enough to see the seeding rather than TF32's rounding.
+    one = {"kl-f8": three_vaes["kl-f8"]}
+    a = run(compose(overrides(tiny_pipeline_dir, one, "pipeline.batch_size=1", "device=cpu")), out_dir=tmp_path / "a").out_dir
+    b = run(compose(overrides(tiny_pipeline_dir, one, "pipeline.batch_size=5", "device=cpu")), out_dir=tmp_path / "b").out_dir
+    for f in sorted((a / "latents").glob("*.safetensors")):
+        torch.testing.assert_close(load_file(f)["latent"], load_file(b / "latents" / f.name)["latent"], atol=1e-4, rtol=1e-4)
+
+
+def test_a_vae_of_another_family_is_refused_before_any_work(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    cfg = compose(overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "taesdxl": three_vaes["taesd"]}))
+    with counting_unet_calls() as calls, pytest.raises(LatentSpaceMismatch) as e:
+        run(cfg, out_dir=tmp_path)
+    assert "VAE 'taesdxl' (latent space sdxl)" in str(e.value) and "pipeline 'local' (latent space sd)" in str(e.value)
+    assert "kl-f8" in str(e.value) and "\n" not in str(e.value)  # one line, with the VAEs that would fit
+    assert calls == [] and not (tmp_path / "latents").exists()
+
+
+def test_a_vae_with_other_channels_is_refused_before_generating(tmp_path, tiny_pipeline_dir, three_vaes, tiny_vae_dirs):  # noqa: F811
+    cfg = compose(overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "ft-mse": tiny_vae_dirs["c16"]}))
+    with counting_unet_calls() as calls, pytest.raises(LatentSpaceMismatch, match=r"'ft-mse' \(latent space sd \(16ch, f8\)\).*sd \(4ch, f8\)"):
+        run(cfg, out_dir=tmp_path)
+    assert calls == []
+
+
+def test_flux_pipeline_with_sd_vaes_is_refused_without_weights(tmp_path):
+    cfg = compose(["task=t2i", "pipeline=flux-schnell", "+vae=[flux,ft-mse]"])
+    with pytest.raises(LatentSpaceMismatch, match=r"VAE 'ft-mse' \(latent space sd\).*pipeline 'flux-schnell' \(latent space flux\).*flux, taef1"):
+        run(cfg, out_dir=tmp_path)
+
+
+def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    cache = f"cache_dir={tmp_path / 'cache'}"
+    first_vaes = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
+    with counting_unet_calls() as calls:
+        a = run(compose(overrides(tiny_pipeline_dir, first_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "a").out_dir
+    assert len(calls) == STEPS * math.ceil(N_IMAGES / GEN_BATCH)
+    assert len(list((tmp_path / "cache" / "latents").glob("*.safetensors"))) == N_IMAGES
+    # A later run adds a VAE: the denoiser does not run, and the shared VAE's images are identical.
+    second_vaes = {k: three_vaes[k] for k in ("kl-f8", "taesd")}
+    with counting_unet_calls() as calls:
+        b = run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "b").out_dir
+    assert calls == []
+    gen = pd.read_csv(b / "generation.csv").iloc[0]
+    assert gen.n_generated == 0 and gen.n_cached == N_IMAGES
+    for png in (a / "images" / "kl-f8").glob("*.png"):
+        assert png.read_bytes() == (b / "images" / "kl-f8" / png.name).read_bytes()
+    # Other settings are other latents.
+    with counting_unet_calls() as calls:
+        run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache, "pipeline.guidance=3.0")), out_dir=tmp_path / "c")
+    assert len(calls) == STEPS * math.ceil(N_IMAGES / GEN_BATCH)
+
+
+def test_scheduler_choice(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    one = {"kl-f8": three_vaes["kl-f8"]}
+    out = run(compose(overrides(tiny_pipeline_dir, one, "pipeline.scheduler=EulerDiscreteScheduler")), out_dir=tmp_path / "e").out_dir
+    assert json.loads((out / "metrics.json").read_text())["pipeline"]["scheduler_class"] == "EulerDiscreteScheduler"
+    with pytest.raises(ConfigError, match="pipeline.scheduler='NotAScheduler'"):
+        run(compose(overrides(tiny_pipeline_dir, one, "pipeline.scheduler=NotAScheduler")), out_dir=tmp_path / "x")
+
+
+def test_bad_options_name_the_argument(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    one = {"kl-f8": three_vaes["kl-f8"]}
+    for extra, pattern in [("t2i.reference_vae=ft-ema", r"t2i.reference_vae='ft-ema'; choose one of kl-f8"),
+                           ("pipeline.height=60", r"pipeline.height=60.*multiple of 8"),
+                           ("pipeline.seeds=[1,1]", r"pipeline.seeds"), ("pipeline.steps=0", r"pipeline.steps=0")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=pattern):
+            run(compose(overrides(tiny_pipeline_dir, one, extra)), out_dir=tmp_path)
+
+
+def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_vaes, image_dir):  # noqa: F811
+    from tests.helpers import TinyExtractor
+
+    two = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
+    extra = ["metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=5", f"cache_dir={tmp_path / 'c'}",
+             "dataset@t2i.reference=folder", f"t2i.reference.path={image_dir}", "t2i.reference.resolution=32"]  # fmt: skip
+    TinyExtractor.calls = 0
+    out = run(compose(overrides(tiny_pipeline_dir, two, *extra)), out_dir=tmp_path / "a").out_dir
+    assert TinyExtractor.calls == 6 + 2 * N_IMAGES  # 6 reference images once, then each VAE's decodes
+    summary = pd.read_csv(out / "summary.csv").set_index(["vae", "metric"])
+    for vae in two:
+        assert summary.loc[(vae, "fid"), "n"] == N_IMAGES and np.isfinite(summary.loc[(vae, "fid"), "mean"])
+        assert np.isfinite(summary.loc[(vae, "kid"), "mean"])
+    protocol = json.loads((out / "metrics.json").read_text())["metrics"]["fid"]
+    assert protocol["reference"]["dataset"]["n_files"] == 6 and protocol["reference"]["statistics"]["source"] == "computed"
+    assert len(list((tmp_path / "c" / "refstats").glob("*.npz"))) == 1
+    # Without a reference set FID/KID are unavailable, with the way to add one.
+    out = run(compose(overrides(tiny_pipeline_dir, two, "metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor")), out_dir=tmp_path / "b").out_dir
+    summary = pd.read_csv(out / "summary.csv").set_index(["vae", "metric"])
+    assert summary.loc[("ft-mse", "fid"), "n"] == 0 and "dataset@t2i.reference" in summary.loc[("ft-mse", "fid"), "note"]
+
+
+def test_cli_runs_the_tiny_pipeline(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    r = evalvae_cli(["run", *overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "ft-mse": three_vaes["ft-mse"]}),
+                     f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(pd.read_csv(tmp_path / "out" / "per_image.csv")) == 2 * N_IMAGES
+    assert "(reference)" in r.stderr  # the console table marks the reference decoder
+
+
+def test_cli_offline_sd15_fails_in_one_line(tmp_path):
+    r = evalvae_cli(["run", "task=t2i", "pipeline=sd15", "suite=builtin", "+vae=[kl-f8,ft-ema,ft-mse]", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
+    errors = [line for line in r.stderr.splitlines() if line.startswith("evalvae:")]
+    assert len(errors) == 1 and "pipeline 'sd15'" in errors[0] and "stable-diffusion-v1-5/stable-diffusion-v1-5" in errors[0]
+    assert "unavailable" in errors[0] and "pipeline.source=" in errors[0]
+
+
+def test_the_report_shows_the_decoders_side_by_side(t2i_run):
+    """The run's report (report=true) groups the VAEs in one section and builds its grids from the saved PNGs."""
+    outcome, _ = t2i_run
+    md = (outcome.out_dir / "report" / "report.md").read_text()
+    assert "## builtin prompts · local · 64×64" in md
+    header = next(line for line in md.splitlines() if line.startswith("| VAE |"))
+    assert "seed" not in header and "PSNR" in header  # prompt columns are not metrics
+    assert all(f"| {v} |" in md for v in ("kl-f8", "ft-mse", "taesd"))
+    grids = sorted((outcome.out_dir / "report" / "grids").glob("*.png"))
+    assert grids and "could not be shown" not in md
+    assert "reference decoder kl-f8" in (outcome.out_dir / "report" / "report.html").read_text()
