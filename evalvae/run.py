@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from evalvae.bench.nonfinite import upcast_if_nonfinite
 from evalvae.config import instantiate
 from evalvae.data import ImageDataset, make_loader
 from evalvae.device import peak_memory_mb, reset_peak_memory, resolve_device
@@ -187,6 +188,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
         start = time.perf_counter()
         try:
             vae = load_vae(name, spec, device=job.device, cache_dir=cfg.cache_dir)
+            vae = upcast_if_nonfinite(vae, spec, device=job.device, cache_dir=cfg.cache_dir)
         except EvalvaeError as e:
             log.error("evalvae: %s", e)
             failed[name] = str(e)

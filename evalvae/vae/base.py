@@ -6,14 +6,22 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import torch
 from torch import nn
 
 from evalvae.device import parse_dtype
-from evalvae.errors import check_choice
+from evalvae.errors import ConfigError, EvalvaeError, check_choice
+from evalvae.vae.tiling import tiled_apply
 
 POSTERIORS = ("mode", "sample")
+# plain: the whole batch at once; sliced: one image at a time; tiled: overlapping spatial tiles
+MEMORY_MODES = ("plain", "tiled", "sliced")
+
+
+class UnsupportedMemoryMode(EvalvaeError):
+    """The VAE family has no implementation of the requested memory mode."""
 
 
 @dataclass
@@ -61,6 +69,10 @@ class VAEAdapter(ABC):
     """
 
     family: str = "abstract"
+    # Memory modes this family can run. Slicing works for any adapter; generic tiling (see
+    # _set_memory_mode) only for fully convolutional networks, so families opt in to it.
+    memory_modes: tuple[str, ...] = ("plain", "sliced")
+    tile_overlap: Fraction = Fraction(1, 4)  # of the tile side, for the generic tiling
 
     def __init__(
         self,
@@ -83,6 +95,7 @@ class VAEAdapter(ABC):
         self.posterior = check_choice(f"vae.{name}.posterior", posterior, POSTERIORS)
         self.seed = int(seed)
         self.dtype_name = dtype
+        self.dtype_requested = dtype  # differs from dtype_name when a run upcast a VAE
         self.dtype = parse_dtype(dtype, f"vae.{name}.dtype")
         self.device = torch.device(device)
         self.weights = weights or LoadedWeights("module", "in-memory")
@@ -90,6 +103,8 @@ class VAEAdapter(ABC):
             module = module.to(dtype=self.dtype)
         self.module = module.to(device=self.device).eval().requires_grad_(False)
         self._encoder_hash: str | None = None
+        self.memory_mode, self.tile_size = "plain", None
+        self._generic_mode = "plain"  # what encode/decode do themselves; native modes leave it plain
 
     # -- what subclasses provide -------------------------------------------------------------
     @abstractmethod
@@ -104,7 +119,33 @@ class VAEAdapter(ABC):
     def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
         """The tensors that determine the encoder's output (encoder and any quant conv)."""
 
+    # -- what subclasses may override --------------------------------------------------------
+    @property
+    def default_tile_size(self) -> int:
+        """Tile side in image pixels used by ``tiled`` mode when none is given."""
+        return 512
+
+    def _set_memory_mode(self, mode: str, tile_size: int) -> None:
+        """Switch the model's own implementation of ``mode``; the default is the generic one."""
+        self._generic_mode = mode
+
     # -- the interface -----------------------------------------------------------------------
+    def set_memory_mode(self, mode: str, tile_size: int | None = None) -> None:
+        """Run encode/decode ``plain``, ``sliced`` (one image at a time) or ``tiled``.
+
+        ``tile_size`` is the tile side in image pixels (a multiple of the downsampling factor);
+        inputs no larger than one tile run untiled. Raises :class:`UnsupportedMemoryMode` for a
+        mode this family cannot run, never falling back to another mode.
+        """
+        check_choice("memory mode", mode, MEMORY_MODES)
+        if mode not in self.memory_modes:
+            raise UnsupportedMemoryMode(f"VAE '{self.name}' ({self.family}) has no {mode} mode; it runs {', '.join(self.memory_modes)}")
+        tile = self.default_tile_size if tile_size is None else tile_size
+        if not isinstance(tile, int) or tile < 2 * self.downsample or tile % self.downsample:
+            raise ConfigError("tile_size", tile_size, hint=f"a multiple of {self.downsample} pixels, at least {2 * self.downsample}")
+        self._set_memory_mode(mode, tile)
+        self.memory_mode, self.tile_size = mode, tile
+
     @property
     def latent_channels(self) -> int:
         return self.latent_space.channels
@@ -127,7 +168,7 @@ class VAEAdapter(ABC):
         With ``posterior=sample`` the noise for image ``i`` comes from a generator seeded with
         ``seeds[i]`` (default: ``seed + i``), so a sample never depends on batch composition.
         """
-        mean, std = self._moments(images.to(device=self.device, dtype=self.dtype))
+        mean, std = self._moments_in_mode(images.to(device=self.device, dtype=self.dtype))
         z = mean
         if self.posterior == "sample" and std is not None:
             if seeds is None:
@@ -142,7 +183,7 @@ class VAEAdapter(ABC):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode diffusion-space latents to float32 images, nominally in [-1, 1] (not clamped)."""
         z = latents.to(device=self.device, dtype=self.dtype) / self.scaling_factor + self.shift_factor
-        return self._decode_raw(z).float()
+        return self._decode_in_mode(z).float()
 
     def describe(self) -> dict:
         """Facts about this VAE for the results and the report."""
@@ -159,9 +200,48 @@ class VAEAdapter(ABC):
             "shift_factor": self.shift_factor,
             "posterior": self.posterior,
             "dtype": self.dtype_name,
+            "dtype_requested": self.dtype_requested,
             "device": str(self.device),
             "parameters": sum(p.numel() for p in self.module.parameters()),
         }
+
+    # -- memory modes: the generic implementations ----------------------------------------------
+    def _moments_in_mode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self._generic_mode == "sliced" and len(images) > 1:
+            parts = [self._moments(x) for x in images.split(1)]
+            std = None if parts[0][1] is None else torch.cat([p[1] for p in parts])
+            return torch.cat([p[0] for p in parts]), std
+        if self._generic_mode == "tiled":
+            return self._moments_tiled(images)
+        return self._moments(images)
+
+    def _decode_in_mode(self, z: torch.Tensor) -> torch.Tensor:
+        if self._generic_mode == "sliced" and len(z) > 1:
+            return torch.cat([self._decode_raw(x) for x in z.split(1)])
+        if self._generic_mode == "tiled":
+            return self._decode_tiled(z)
+        return self._decode_raw(z)
+
+    def _moments_tiled(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The generic tiled encoder: :meth:`_moments` tile by tile, mean and std blended alike."""
+
+        def both(x: torch.Tensor) -> torch.Tensor:
+            mean, std = self._moments(x)
+            return mean if std is None else torch.cat([mean, std], 1)
+
+        f = self.downsample
+        out = tiled_apply(both, images, tile=self.tile_size, overlap=self._latent_overlap() * f, scale=Fraction(1, f))
+        c = self.latent_channels
+        return (out, None) if out.shape[1] == c else (out[:, :c], out[:, c:])
+
+    def _decode_tiled(self, z: torch.Tensor) -> torch.Tensor:
+        """The generic tiled decoder: :meth:`_decode_raw` tile by tile."""
+        tile = self.tile_size // self.downsample
+        return tiled_apply(self._decode_raw, z, tile=tile, overlap=self._latent_overlap(), scale=self.downsample)
+
+    def _latent_overlap(self) -> int:
+        """Tile overlap in latent pixels (image pixels / downsample), so both halves tile on one grid."""
+        return int(self.tile_size // self.downsample * self.tile_overlap)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.latent_space}, {self.dtype_name}, {self.device})"

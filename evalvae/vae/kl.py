@@ -15,9 +15,12 @@ class KLAdapter(VAEAdapter):
     """A diffusers ``AutoencoderKL``; images in [-1, 1]; scaling and shift factors from its config.
 
     ``scaling_factor``/``shift_factor`` given in the spec override the model config's values.
+    Memory modes are diffusers' own ``enable_tiling``/``enable_slicing`` (what pipelines use),
+    with tiles of ``config.sample_size`` pixels by default.
     """
 
     family = "autoencoder-kl"
+    memory_modes = ("plain", "tiled", "sliced")
 
     def __init__(
         self,
@@ -48,6 +51,21 @@ class KLAdapter(VAEAdapter):
             weights=weights,
             **kwargs,
         )
+
+    @property
+    def default_tile_size(self) -> int:
+        size = self.module.config.sample_size
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+    def _set_memory_mode(self, mode: str, tile_size: int) -> None:
+        m = self.module
+        m.disable_tiling()
+        m.disable_slicing()
+        if mode == "tiled":
+            m.tile_sample_min_size, m.tile_latent_min_size = tile_size, tile_size // self.downsample
+            m.enable_tiling()
+        elif mode == "sliced":
+            m.enable_slicing()
 
     def _moments(self, images: torch.Tensor):
         dist = self.module.encode(images).latent_dist

@@ -81,6 +81,18 @@ def decoder(latent_channels: int, pool: bool = False) -> nn.Sequential:
     )  # fmt: skip
 
 
+def encoder_stages(enc: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
+    """Split an encoder after its last stride-2 convolution: (image-resolution stages, latent-resolution stages)."""
+    last = max(i for i, m in enumerate(enc) if isinstance(m, nn.Conv2d) and m.stride != (1, 1))
+    return enc[: last + 1], enc[last + 1 :]
+
+
+def decoder_stages(dec: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:
+    """Split a decoder before its first upsampling: (latent-resolution stages, image-resolution stages)."""
+    first = next(i for i, m in enumerate(dec) if isinstance(m, nn.Upsample))
+    return dec[:first], dec[first:]
+
+
 class TinyAutoencoder(nn.Module):
     """Encoder and decoder of the TAESD layout; images in [0, 1], raw latents."""
 

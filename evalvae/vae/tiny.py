@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -10,7 +11,8 @@ import torch
 from evalvae.device import parse_dtype
 from evalvae.vae.base import LatentSpace, VAEAdapter
 from evalvae.vae.sources import SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
-from evalvae.vae.taesd import TinyAutoencoder
+from evalvae.vae.taesd import TinyAutoencoder, decoder_stages, encoder_stages
+from evalvae.vae.tiling import tiled_apply
 
 
 class TinyAdapter(VAEAdapter):
@@ -20,9 +22,17 @@ class TinyAdapter(VAEAdapter):
     ``AutoencoderTiny``, which takes [-1, 1]), or a folder or base URL holding
     ``{weights_prefix}_encoder.pth`` and ``{weights_prefix}_decoder.pth`` (loaded into
     :class:`~evalvae.vae.taesd.TinyAutoencoder`, which takes [0, 1]).
+
+    Both formats slice and tile through :class:`~evalvae.vae.base.VAEAdapter`'s generic
+    implementations (any latent channel count), except that the ``.pth`` layout tiles only its
+    stages above the latent resolution and runs the latent-resolution stages whole: those hold
+    TAEF2's pool branches, whose GroupNorm would otherwise see per-tile statistics. On the
+    astronaut photo at 512 px with 256 px tiles, a tiled TAEF2 decode is 63 dB PSNR from the
+    untiled one this way, and 27 dB when every stage is tiled.
     """
 
     family = "tiny"
+    memory_modes = ("plain", "tiled", "sliced")
 
     def __init__(
         self,
@@ -79,6 +89,21 @@ class TinyAdapter(VAEAdapter):
         if self._unit_range:
             return self.module.decoder(z) * 2 - 1
         return self.module.decode(z).sample
+
+    def _moments_tiled(self, images: torch.Tensor):
+        if not self._unit_range:
+            return super()._moments_tiled(images)
+        high, low = encoder_stages(self.module.encoder)
+        f = self.downsample
+        h = tiled_apply(high, images * 0.5 + 0.5, tile=self.tile_size, overlap=self._latent_overlap() * f, scale=Fraction(1, f))
+        return low(h), None
+
+    def _decode_tiled(self, z: torch.Tensor) -> torch.Tensor:
+        if not self._unit_range:
+            return super()._decode_tiled(z)
+        low, high = decoder_stages(self.module.decoder)
+        tile = self.tile_size // self.downsample
+        return tiled_apply(high, low(z), tile=tile, overlap=self._latent_overlap(), scale=self.downsample) * 2 - 1
 
     def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
         return {k: v for k, v in self.module.state_dict().items() if k.startswith("encoder.")}

@@ -1,0 +1,44 @@
+"""The columns of ``bench.csv``: one row per (vae, op, resolution, batch, dtype, mode)."""
+
+from __future__ import annotations
+
+import math
+
+from evalvae.bench.grid import Config
+
+COLUMNS = [
+    "vae", "op", "resolution", "batch", "dtype", "mode", "device",
+    "ms_per_image_median", "ms_per_image_iqr", "images_per_s", "peak_mem_mb",
+    "nonfinite", "lowp_psnr_vs_fp32", "status",
+]  # fmt: skip
+
+# After the fixed columns: how each number was obtained, and the environment that produced it.
+EXTRA_COLUMNS = [
+    "peak_reserved_mb",  # CUDA: torch.cuda.max_memory_reserved; NaN elsewhere
+    "mem_before_mb",  # allocated (CUDA) or resident (CPU) memory when the op started: weights and inputs
+    "mem_metric",  # cuda_max_allocated | rss_peak | rss_peak_process | unavailable (see evalvae.bench.memory)
+    "repeats",  # timed calls after the warm-up
+    "first_call_ms",  # the very first call: lazy initialisation, autotuning, compilation
+    "compile_s",  # with bench.compile: first call minus the median call; else NaN
+    "tile_size", "channels_last", "compile",
+    "error",  # why the status is not ok
+    "note",  # anything else worth knowing about the row
+    "device_name", "torch_version", "diffusers_version", "cuda_version",
+]  # fmt: skip
+
+# ok: measured; oom: ran out of memory (the grid goes on); unsupported: the VAE has no such
+# mode; failed: any other error, with the message in ``error``.
+STATUSES = ("ok", "oom", "unsupported", "failed")
+
+
+def empty_row(config: Config, op: str, device: str) -> dict:
+    """A row with its key columns set and every measurement still missing."""
+    row = {c: math.nan for c in COLUMNS + EXTRA_COLUMNS}
+    row.update(vae=config.vae, op=op, resolution=config.resolution, batch=config.batch, dtype=config.dtype, mode=config.mode, device=device)
+    row.update(nonfinite=None, status="failed", mem_metric="", error="", note="")
+    return row
+
+
+def status_rows(config: Config, ops, device: str, status: str, error: str, **fields) -> list[dict]:
+    """One row per op of ``config`` with the same ``status`` and ``error`` (nothing was measured)."""
+    return [{**empty_row(config, op, device), "status": status, "error": error, **fields} for op in ops]
