@@ -48,7 +48,7 @@ def main() -> None:
         tmp = Path(tmp)
         inception = args.inception or str(random_inception(tmp / "random-inception.pth"))
         common = ["+vae=taef2", f"vae.taef2.source={args.weights}", "dataset=folder", f"dataset.path={args.images}",
-                  "metrics=all", f"metrics.fid.weights={inception}", f"cache_dir={tmp / 'cache'}", "progress=false"]  # fmt: skip
+                  "metrics=all", f"metrics.fid.weights={inception}", f"cache_dir={tmp / 'cache'}", "progress=false", "report=false"]  # fmt: skip
         if args.limit:
             common.append(f"dataset.limit={args.limit}")
         rows = []

@@ -4,7 +4,8 @@
         --weights $EVALVAE_TEST_ASSETS/weights/taef2 [--resolution 256] [--batch-size 8] [--repeats 2]
 
 The bare loop gets every advantage: images already decoded, resized and stacked in memory, no
-metrics, no result files. `run` reads and decodes the JPEGs in a worker, scores PSNR and SSIM,
+metrics, no result files. (`run`'s end-of-run report is switched off here: it is measured on its
+own, see README.) `run` reads and decodes the JPEGs in a worker, scores PSNR and SSIM,
 and writes every result table. Both use the same batch size and memory format. Repeats alternate
 the two so that drift in machine load affects both alike. Prints the ratio run / bare.
 """
@@ -44,7 +45,7 @@ def main() -> None:
     args = p.parse_args()
 
     overrides = ["+vae=taef2", f"vae.taef2.source={args.weights}", "dataset=folder", f"dataset.path={args.images}",
-                 f"dataset.resolution={args.resolution}", f"batch_size={args.batch_size}", "progress=false"]  # fmt: skip
+                 f"dataset.resolution={args.resolution}", f"batch_size={args.batch_size}", "progress=false", "report=false"]  # fmt: skip
     if args.limit:
         overrides.append(f"dataset.limit={args.limit}")
     cfg = compose(overrides)
