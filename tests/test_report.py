@@ -254,7 +254,7 @@ def test_multirun_folder_and_cli(runs, tmp_path):
     res = helpers.evalvae_cli(["report", str(sweep), "--out", str(tmp_path / "out"), "--no-grids"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert Path(res.stdout.strip()) == tmp_path / "out" / "report.html"
-    assert "VAE reconstruction report" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "VAE comparison report" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match="invalid worst=-1"):
         write_report([runs["r32"]], tmp_path / "x", worst=-1)
 

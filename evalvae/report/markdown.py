@@ -14,7 +14,7 @@ def _table(header: list[str], rows: list[list[str]], align: list[str]) -> list[s
 
 def render_markdown(context: dict) -> str:
     """The overview, then per section: protocol, summary with CIs, paired statistics and problems."""
-    out = ["# VAE reconstruction report", "", f"Generated {context['generated']} by evalvae {context['version']} from {len(context['inputs'])} run(s).", ""]
+    out = ["# VAE comparison report", "", f"Generated {context['generated']} by evalvae {context['version']} from {len(context['inputs'])} run(s).", ""]
     for p in context["problems"]:
         out.append(f"> ⚠️ {p}")
     if context["problems"]:
