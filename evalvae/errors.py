@@ -31,6 +31,12 @@ class DatasetError(EvalvaeError):
     """A dataset is empty, missing or unreadable as a whole."""
 
 
+def error_reason(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (or of a URLError's ``reason``), else its type name."""
+    lines = str(getattr(e, "reason", None) or e).strip().splitlines()
+    return (lines[0] if lines else type(e).__name__)[:limit]
+
+
 def check_choice(argument: str, value: object, choices: Iterable[object]) -> object:
     """Return ``value`` if it is one of ``choices``, else raise a :class:`ConfigError` naming them."""
     choices = list(choices)

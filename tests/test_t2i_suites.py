@@ -7,6 +7,7 @@ import functools
 import http.server
 import json
 import threading
+import urllib.error
 
 import pandas as pd
 import pytest
@@ -157,3 +158,12 @@ def test_a_url_is_downloaded_once_into_the_cache(tmp_path, http_folder):
 def test_make_suite_numbers_before_filtering():
     s = suites.make_suite("x", "mem", "0", [("a", "c1"), ("b", "c2"), ("c", "c1")], categories="c1")
     assert [(p.id, p.text) for p in s.prompts] == [("x-0000", "a"), ("x-0002", "c")]
+
+
+def test_a_download_error_without_a_message_still_reads_as_one_line(tmp_path, monkeypatch):
+    def reset(*_, **__):
+        raise urllib.error.URLError(ConnectionResetError())
+
+    monkeypatch.setattr(suites, "download", reset)
+    with pytest.raises(SuiteUnavailable, match=r"could not download http://example\.invalid/p\.tsv \(URLError\); fetch it"):
+        suite_of(["suite=parti", "suite.path=http://example.invalid/p.tsv", f"cache_dir={tmp_path / 'cache'}"])

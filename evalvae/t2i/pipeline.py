@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from evalvae.device import parse_dtype, synchronize
-from evalvae.errors import ConfigError, WeightsUnavailable
+from evalvae.errors import ConfigError, WeightsUnavailable, error_reason
 from evalvae.vae.base import LatentSpace
 from evalvae.vae.sources import hub_reachable, source_kind
 
@@ -185,7 +185,7 @@ class DiffusersPipeline:
                                        local_files_only=local_files_only, **off)  # fmt: skip
 
     def _unavailable(self, e: Exception) -> str:
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        reason = error_reason(e)
         if self.kind == "hub":
             return (f"pipeline '{self.name}': weights for hub id '{self.source}' are unavailable: not in the local Hugging Face "
                     f"cache and the hub is unreachable, offline or gated ({type(e).__name__}: {reason}); download them where the hub is reachable "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evalvae.errors import ConfigError, DatasetError, EvalvaeError
+from evalvae.errors import ConfigError, DatasetError, EvalvaeError, error_reason
 from evalvae.io import cache_dir as cache_root
 from evalvae.io import sha256_file
 from evalvae.vae.sources import download
@@ -95,8 +95,7 @@ def suite_file(path: str | None, argument: str, cache: str | None, suite: str) -
         try:
             return download(path, dest)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
-            reason = str(getattr(e, "reason", None) or e).splitlines()[0][:200]
-            raise SuiteUnavailable(f"suite {suite}: could not download {path} ({reason}); fetch it where the network "
+            raise SuiteUnavailable(f"suite {suite}: could not download {path} ({error_reason(e)}); fetch it where the network "
                                    f"allows and set {argument}=/path/to/file") from None  # fmt: skip
     local = Path(path).expanduser()
     if not local.is_file():

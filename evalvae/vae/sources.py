@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from evalvae.errors import ConfigError, WeightsUnavailable
+from evalvae.errors import ConfigError, WeightsUnavailable, error_reason
 from evalvae.io import atomic_path, cache_dir, sha256_file
 from evalvae.vae.base import LoadedWeights
 
@@ -84,7 +84,7 @@ def pth_pair(
                 path = download(url, dest, expected)
             except (urllib.error.URLError, OSError, TimeoutError) as e:
                 raise WeightsUnavailable(
-                    f"VAE '{name}': could not download {url} ({_reason(e)}); fetch {prefix}_encoder.pth and "
+                    f"VAE '{name}': could not download {url} ({error_reason(e)}); fetch {prefix}_encoder.pth and "
                     f"{prefix}_decoder.pth where the network allows and set {argument}=/dir/with/them"
                 ) from None
         else:
@@ -172,11 +172,6 @@ def _location(kind: str, source: str, subfolder: str | None, revision: str | Non
     return where
 
 
-def _reason(e: BaseException) -> str:
-    text = str(getattr(e, "reason", None) or e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
-
-
 def _unavailable_message(name, kind, source, subfolder, config, e) -> str:
     if kind == "hub":
         tried = f"hub id '{source}'" + (f" (subfolder '{subfolder}')" if subfolder else "")
@@ -188,7 +183,7 @@ def _unavailable_message(name, kind, source, subfolder, config, e) -> str:
         )
     if kind == "file" and config is None:
         return (
-            f"VAE '{name}': could not load single file '{source}' ({type(e).__name__}: {_reason(e)}); "
+            f"VAE '{name}': could not load single file '{source}' ({type(e).__name__}: {error_reason(e)}); "
             f"if its config cannot be fetched offline, set vae.{name}.config=/path/to/diffusers/config-folder"
         )
-    return f"VAE '{name}': could not load '{source}' ({type(e).__name__}: {_reason(e)})"
+    return f"VAE '{name}': could not load '{source}' ({type(e).__name__}: {error_reason(e)})"
