@@ -39,8 +39,11 @@ class StageTimes:
 class BatchResult:
     rows: list[dict]
     skipped: list[tuple[str, str]]
-    originals: list[torch.Tensor] = field(default_factory=list)  # per group, (N, 3, H, W) uint8 on the device
-    reconstructions: list[torch.Tensor] = field(default_factory=list)  # the same, rounded to 8 bits
+    # Per group, on the VAE's device: the originals as the dataset yields them, uint8 (N, 3, H, W), the
+    # input of the reference statistics; the reconstructions of their crop to the downsampling factor,
+    # rounded to 8 bits.
+    originals: list[torch.Tensor] = field(default_factory=list)
+    reconstructions: list[torch.Tensor] = field(default_factory=list)
 
 
 def reconstruct(
@@ -70,18 +73,19 @@ def reconstruct(
             return
         result = BatchResult([], batch.skipped)
         for group in batch.groups:
-            images = crop_to_multiple(group.images, vae.downsample)
             with times.stage("encode"):
-                x = from_uint8(images.to(vae.device, non_blocking=True)).contiguous(memory_format=memory_format)
+                uncropped = group.images.to(vae.device, non_blocking=True)
+                images = crop_to_multiple(uncropped, vae.downsample)
+                x = from_uint8(images).contiguous(memory_format=memory_format)
                 z = vae.encode(x, seeds=[seed + i for i in group.indices])
             with times.stage("decode"):
                 y = vae.decode(z.contiguous(memory_format=memory_format))
             with times.stage("metrics"):
-                original = images.to(vae.device).double()
+                original = images.double()
                 recon = to_pixels(y, quantize)
                 values = {m.name: m(original, recon).cpu().tolist() for m in metrics}
                 if keep_pixels:
-                    result.originals.append(images.to(vae.device))
+                    result.originals.append(uncropped)
                     result.reconstructions.append((recon if quantize else recon.round()).to(torch.uint8))
             h, w = images.shape[-2:]
             for j, image_id in enumerate(group.ids):

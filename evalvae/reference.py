@@ -29,22 +29,13 @@ def ref(cfg: DictConfig) -> dict[str, dict]:
         reasons = "; ".join(m.reason for m in metrics) or "metrics has no set-level metric (use metrics=all)"
         raise EvalvaeError(f"no reference statistics to compute: {reasons}")
     refs = References(ReferenceStore(cache_dir(cfg.cache_dir)), dataset)
-    todo = [m for m in usable if refs.get(m) is None]
-    if todo:
-        for m in todo:
-            m.extractor.to(device)
-        stats = {id(m): m.new_stats() for m in todo}
-        start = time.perf_counter()
-        loader = make_loader(dataset, cfg.batch_size, loader_workers(cfg.workers), device)
-        with progress_bar(cfg.progress, len(dataset), "reference") as bar:
-            for batch in loader:
-                for group in batch.groups:
-                    for m in todo:
-                        stats[id(m)].update(m.features(group.images.to(device)))
-                bar.update(batch.n_images + len(batch.skipped))
-        for m in todo:
-            refs.put(m, stats[id(m)])
+    for m in usable:
+        m.extractor.to(device)
+    start = time.perf_counter()
+    loader = make_loader(dataset, cfg.batch_size, loader_workers(cfg.workers), device)
+    with progress_bar(cfg.progress, len(dataset), "reference") as bar:
+        n = refs.compute(usable, loader, on_batch=lambda batch: bar.update(batch.n_images + len(batch.skipped)))
+    if n:
         elapsed = time.perf_counter() - start
-        n = stats[id(todo[0])].n
-        log.info("features of %d images in %.1f s (%.1f ms/image for %d extractor(s))", n, elapsed, 1000 * elapsed / max(n, 1), len(todo))
+        log.info("features of %d images in %.1f s (%.1f ms/image)", n, elapsed, 1000 * elapsed / n)
     return refs.info

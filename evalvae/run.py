@@ -20,7 +20,7 @@ from evalvae.data import ImageDataset, make_loader
 from evalvae.device import peak_memory_mb, reset_peak_memory, resolve_device
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import cache_dir
-from evalvae.metrics import Unavailable, build_metrics
+from evalvae.metrics import Unavailable, build_metrics, split_metrics
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon import StageTimes, reconstruct
 from evalvae.results import RunWriter, console_table
@@ -98,10 +98,8 @@ class Job:
         self.workers = loader_workers(cfg.workers)
         self.dataset: ImageDataset = instantiate(cfg.dataset)
         self.quantize = bool(cfg.metrics.quantize)
-        metrics = build_metrics(cfg.metrics)
-        self.pair = [m for m in metrics if not getattr(m, "set_level", False)]
-        self.sets = [m for m in metrics if getattr(m, "set_level", False) and not isinstance(m, Unavailable)]
-        self.unavailable_sets = [m for m in metrics if isinstance(m, Unavailable) and m.set_level]
+        built = split_metrics(build_metrics(cfg.metrics))
+        self.pair, self.sets, self.unavailable_sets = built.pair, built.sets, built.unavailable_sets
         for m in self.sets:
             m.extractor.to(self.device)
         self.refs = References(ReferenceStore(cache_dir(cfg.cache_dir)), self.dataset)
@@ -126,13 +124,15 @@ class Job:
         counts = pd.Series([r["vae"] for r in self.writer.rows]).value_counts()
         return int(counts.max()) if len(counts) else None
 
-    def evaluate(self, name: str, vae: VAEAdapter, load_s: float, start: float) -> None:
+    def evaluate(self, name: str, vae: VAEAdapter, start: float) -> None:
+        """Score ``vae`` (loaded since ``start``, a ``perf_counter`` time) and add its rows to the writer."""
+        load_s = time.perf_counter() - start
         cfg, writer = self.cfg, self.writer
         if cfg.channels_last:
             vae.module.to(memory_format=torch.channels_last)
         times = StageTimes(self.device)
         fakes = {id(m): m.new_stats() for m in self.sets}
-        pending = {id(m): m.new_stats() for m in self.sets if self.refs.get(m) is None}
+        pending = self.refs.missing(self.sets)
         n = 0
         loader = make_loader(self.dataset, cfg.batch_size, self.workers, self.device)
         batches = reconstruct(vae, loader, self.pair, quantize=self.quantize, channels_last=cfg.channels_last,
@@ -156,7 +156,7 @@ class Job:
             with times.stage("set_metrics"):
                 writer.add_set_rows(name, m.compute(self.refs.get(m), fakes[id(m)]))
         for m in self.unavailable_sets:
-            writer.add_set_rows(name, [{"metric": k, "mean": float("nan"), "std": float("nan"), "n": 0, "note": m.reason} for k in m.names])
+            writer.add_set_rows(name, m.nan_rows())
         total = time.perf_counter() - start
         stages = {f"{k}_s": times.seconds.get(k, 0.0) for k in ("data", "encode", "decode", "metrics", "features", "set_metrics")}
         writer.add_timing({
@@ -194,7 +194,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
             failed[name] = str(e)
             writer.add_vae({"vae": name, "status": "failed", "error": str(e)})
             continue
-        job.evaluate(name, vae, time.perf_counter() - start, start)
+        job.evaluate(name, vae, start)
         writer.flush()
         writer.write_json("metrics.json", job.protocol())
         del vae
@@ -203,7 +203,6 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
             torch.cuda.empty_cache()
 
     summary = writer.flush()
-    writer.write_json("metrics.json", job.protocol())
     if writer.skipped:
         log.warning("skipped %d file(s); reasons in %s", len(writer.skipped), out / "skipped.csv")
     if not summary.empty:

@@ -14,6 +14,7 @@ import torch
 from evalvae.metrics.features import MetricUnavailable, pil_bicubic_299
 from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
 from evalvae.metrics.refstats import ReferenceStore, reference_key
+from evalvae.reference import ref
 from evalvae.run import run
 from tests.helpers import TinyExtractor, compose_run, evalvae_cli
 
@@ -222,6 +223,21 @@ def test_set_metrics_in_a_run_and_the_cache_across_runs(tmp_path, tiny_pth_dir, 
     proto = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert proto["metrics"]["rfid"]["reference"]["source"] == "cache"
     assert second.summary.set_index("metric").loc["rfid", "mean"] != s.loc["rfid", "mean"]
+
+
+def test_reference_statistics_are_of_the_uncropped_originals(tmp_path, tiny_pth_dir, image_dir):
+    """At 36 px a VAE with factor 8 scores a 32 px crop; the cached originals' statistics stay those `ref` computes."""
+    outcome = run(compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c1", "dataset.resolution=36")), out_dir=tmp_path / "a")
+    per = pd.read_parquet(tmp_path / "a" / "per_image.parquet")
+    assert set(per.height) == {32} and outcome.summary.set_index("metric").loc["rfid", "n"] == 6
+    ref(compose_run(["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=36", "workers=0", "metrics=all",
+                     "metrics.fid.extractor=tests.helpers.TinyExtractor", f"cache_dir={tmp_path / 'c2'}"], "ref"))  # fmt: skip
+    (from_run,), (from_ref,) = (sorted((tmp_path / c / "refstats").glob("*.npz")) for c in ("c1", "c2"))
+    assert from_run.name == from_ref.name, "same key"
+    with np.load(from_run) as a, np.load(from_ref) as b:
+        assert int(a["n"]) == int(b["n"]) == 6
+        for field in ("total", "outer", "features"):
+            np.testing.assert_allclose(a[field], b[field], rtol=1e-12, atol=1e-12, err_msg=field)
 
 
 def test_rfid_is_batch_size_independent(tmp_path, tiny_pth_dir, image_dir):

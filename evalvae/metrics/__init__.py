@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.metrics.base import PairMetric, from_uint8, to_pixels
 from evalvae.metrics.features import MetricUnavailable
 
-__all__ = ["PairMetric", "Unavailable", "build_metrics", "from_uint8", "to_pixels"]
+__all__ = ["MetricSet", "PairMetric", "Unavailable", "build_metrics", "from_uint8", "split_metrics", "to_pixels"]
 log = logging.getLogger(__name__)
 
 
@@ -37,11 +39,36 @@ class Unavailable:
     def protocol(self) -> dict:
         return {"available": False, "reason": self.reason}
 
+    def nan_rows(self, rename: Callable[[str], str] = str) -> list[dict]:
+        """Set-level summary rows: NaN values, n=0 and the reason, one per result name."""
+        return [{"metric": rename(k), "mean": math.nan, "std": math.nan, "n": 0, "note": self.reason} for k in self.names]
+
+
+@dataclass
+class MetricSet:
+    """Built metrics by role: per-image, set-level, and set-level ones reported as unavailable."""
+
+    pair: list = field(default_factory=list)
+    sets: list = field(default_factory=list)
+    unavailable_sets: list = field(default_factory=list)
+
+
+def split_metrics(metrics: list) -> MetricSet:
+    out = MetricSet()
+    for m in metrics:
+        if not m.set_level:
+            out.pair.append(m)
+        else:
+            (out.unavailable_sets if isinstance(m, Unavailable) else out.sets).append(m)
+    return out
+
 
 def _names(key: str, spec: DictConfig) -> tuple[list[str], bool]:
-    """Result names of a metric spec without building it (for the unavailable case)."""
-    if spec._target_.endswith("FIDKID"):
-        return (["rfid", "kid"] if spec.get("kid", True) else ["rfid"]), True
+    """Result names of a metric spec without building it (for the unavailable case), and whether it is set-level."""
+    cls = get_class(spec._target_)
+    if getattr(cls, "set_level", False):
+        kwargs = {k: v for k, v in OmegaConf.to_container(spec, resolve=True).items() if k != "_target_"}
+        return cls.result_names(**kwargs), True
     return [key], False
 
 

@@ -30,6 +30,7 @@ class PairMetric(ABC):
 
     name: str
     higher_is_better: bool
+    set_level = False
 
     @abstractmethod
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor: ...

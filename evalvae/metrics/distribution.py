@@ -30,9 +30,14 @@ class FIDKID:
         self.extractor: FeatureExtractor = build_extractor(extractor, weights, resize)
         self.with_kid, self.kid_subsets, self.kid_subset_size, self.seed = bool(kid), kid_subsets, kid_subset_size, seed
 
+    @staticmethod
+    def result_names(kid: bool = True, **_) -> list[str]:
+        """The rows a spec with these arguments produces (known before the extractor loads)."""
+        return ["rfid", "kid"] if kid else ["rfid"]
+
     @property
     def names(self) -> list[str]:
-        return ["rfid", "kid"] if self.with_kid else ["rfid"]
+        return self.result_names(self.with_kid)
 
     def new_stats(self) -> FeatureStats:
         return FeatureStats(self.extractor.dim, keep_features=self.with_kid)

@@ -33,18 +33,25 @@ class MetricUnavailable(EvalvaeError):
 
 
 class FeatureExtractor(ABC):
+    """Images to features. ``module`` (the network, if any) follows :meth:`to`; inputs may be on any device."""
+
     name: str
     dim: int
+    module: torch.nn.Module | None = None
+    device = torch.device("cpu")
 
     @abstractmethod
     def __call__(self, images: torch.Tensor) -> np.ndarray:
-        """``(N, 3, H, W)`` uint8 -> ``(N, dim)`` float64 features."""
+        """``(N, 3, H, W)`` uint8 on any device -> ``(N, dim)`` float64 features."""
 
     @abstractmethod
     def identity(self) -> dict:
         """Everything that changes the features: name, weights hash, preprocessing."""
 
     def to(self, device: torch.device) -> FeatureExtractor:
+        self.device = torch.device(device)
+        if self.module is not None:
+            self.module.to(self.device)
         return self
 
 
@@ -93,14 +100,8 @@ class InceptionV3(FeatureExtractor):
                         path, self.weights_sha256[:12])  # fmt: skip
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)).eval()
+        self.net = self.module = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)).eval()
         self.name = f"inception-v3-fid-{self.resize}"
-        self.device = torch.device("cpu")
-
-    def to(self, device: torch.device) -> InceptionV3:
-        self.net.to(device)
-        self.device = torch.device(device)
-        return self
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
@@ -144,16 +145,11 @@ class HFVision(FeatureExtractor):
         except Exception as e:  # offline, missing or gated: unavailable, with the reason
             raise MetricUnavailable(f"feature extractor {model!r} could not be loaded ({type(e).__name__}); "
                                     "download it where the hub is reachable or give a local folder") from None  # fmt: skip
-        self.model_id, self.batch_size, self.device = model, batch_size, torch.device("cpu")
+        self.model_id, self.batch_size, self.module = model, batch_size, self.model
         self.name = model.rstrip("/").split("/")[-1]
         with torch.inference_mode():
             self.dim = self(torch.zeros(1, 3, 64, 64, dtype=torch.uint8)).shape[1]
         self.weights_sha256 = state_dict_sha256(self.model.state_dict())
-
-    def to(self, device: torch.device) -> HFVision:
-        self.model.to(device)
-        self.device = torch.device(device)
-        return self
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 Statistics of the originals depend only on the dataset's content, the protocol geometry and the
 feature extractor (with its weights), so they are computed once and reused by every VAE and run.
+They are of the images as the dataset yields them, before any crop a VAE's downsampling factor
+needs (a no-op under the default square protocol), so every VAE is compared with the same set.
 :func:`reference_key` is the one place the key is built; files are written atomically.
 """
 
@@ -82,6 +84,26 @@ class References:
             self.info[metric.extractor.name] = {"key": key, "source": "cache", "n": stats.n, "path": str(self.store.path(key))}
             log.info("reference statistics for %s: cache hit (%d images)", metric.extractor.name, stats.n)
         return self.stats[id(metric)]
+
+    def missing(self, metrics: list) -> dict[int, FeatureStats]:
+        """Empty statistics, by ``id(metric)``, for each metric whose reference is not cached."""
+        return {id(m): m.new_stats() for m in metrics if self.get(m) is None}
+
+    def compute(self, metrics: list, loader, on_batch=None) -> int:
+        """Fill the cache for every metric it lacks from one pass over ``loader``; the images seen (0 if all were cached)."""
+        todo = [m for m in metrics if self.get(m) is None]
+        if not todo:
+            return 0
+        stats = self.missing(todo)
+        for batch in loader:
+            for group in batch.groups:
+                for m in todo:
+                    stats[id(m)].update(m.features(group.images))
+            if on_batch is not None:
+                on_batch(batch)
+        for m in todo:
+            self.put(m, stats[id(m)])
+        return stats[id(todo[0])].n
 
     def put(self, metric, stats: FeatureStats) -> None:
         key = self.key(metric)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import math
 
 import pandas as pd
 import torch
@@ -18,7 +17,7 @@ from omegaconf import DictConfig
 
 from evalvae.config import instantiate
 from evalvae.data import make_loader
-from evalvae.metrics import Unavailable, build_metrics
+from evalvae.metrics import Unavailable, build_metrics, split_metrics
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.results import summarize
@@ -34,10 +33,8 @@ class T2IMetrics:
 
     def __init__(self, cfg: DictConfig, cache_root, device: torch.device):
         self.quantize = bool(cfg.metrics.quantize)
-        metrics = build_metrics(cfg.metrics)
-        self.pair = [m for m in metrics if not getattr(m, "set_level", False)]
-        self.sets = [m for m in metrics if getattr(m, "set_level", False) and not isinstance(m, Unavailable)]
-        self.unavailable_sets = [m for m in metrics if isinstance(m, Unavailable) and m.set_level]
+        built = split_metrics(build_metrics(cfg.metrics))
+        self.pair, self.sets, self.unavailable_sets = built.pair, built.sets, built.unavailable_sets
         self.reference_set, self.refs = None, None
         spec = cfg.t2i.get("reference")
         if self.sets and spec is None:
@@ -67,16 +64,7 @@ class T2IMetrics:
 
     def reference_statistics(self, batch_size: int, workers: int, device: torch.device) -> None:
         """Reference features for every set-level metric: from the cache, else computed once and cached."""
-        todo = [m for m in self.sets if self.refs.get(m) is None]
-        if not todo:
-            return
-        stats = {id(m): m.new_stats() for m in todo}
-        for batch in make_loader(self.reference_set, batch_size, workers, device):
-            for group in batch.groups:
-                for m in todo:
-                    stats[id(m)].update(m.features(group.images.to(device)))
-        for m in todo:
-            self.refs.put(m, stats[id(m)])
+        self.refs.compute(self.sets, make_loader(self.reference_set, batch_size, workers, device))
 
     def set_rows(self, fakes: dict) -> list[dict]:
         """FID/KID rows of one VAE from its accumulated features (``fakes[id(metric)]``)."""
@@ -84,7 +72,7 @@ class T2IMetrics:
         for m in self.sets:
             rows += [{**r, "metric": SET_NAMES[r["metric"]]} for r in m.compute(self.refs.get(m), fakes[id(m)])]
         for m in self.unavailable_sets:
-            rows += [{"metric": SET_NAMES.get(k, k), "mean": math.nan, "std": math.nan, "n": 0, "note": m.reason} for k in m.names]
+            rows += m.nan_rows(lambda k: SET_NAMES.get(k, k))
         return rows
 
     def protocol(self) -> dict:
