@@ -14,7 +14,7 @@ import yaml
 
 from evalvae.errors import ConfigError, WeightsUnavailable
 from evalvae.run import available_vaes
-from evalvae.vae import load_vae, state_dict_sha256
+from evalvae.vae import load_vae, sources, state_dict_sha256
 from evalvae.vae.kl import KLAdapter
 from evalvae.vae.taesd import TinyAutoencoder
 from evalvae.vae.tiny import TinyAdapter
@@ -204,3 +204,23 @@ def test_taesd_module_rejects_mismatched_state_dict(tmp_path):
     with pytest.raises(RuntimeError, match="Missing key"):
         TinyAutoencoder.from_state_dicts(enc, dec)
     assert Path(tmp_path).is_dir()
+
+
+def test_local_then_hub_downloads_only_where_allowed_and_reachable(monkeypatch):
+    calls = []
+
+    def load(local: bool):
+        calls.append(local)
+        if local:
+            raise OSError("not in the local cache")
+        return "downloaded"
+
+    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
+    with pytest.raises(OSError, match="not in the local cache"):
+        sources.local_then_hub(load)
+    monkeypatch.setattr(sources, "hub_reachable", lambda: True)
+    with pytest.raises(OSError, match="not in the local cache"):
+        sources.local_then_hub(load, may_download=False)
+    assert sources.local_then_hub(load) == "downloaded"
+    assert calls == [True, True, True, False]
+    assert sources.local_then_hub(lambda local: ("cached", local)) == ("cached", True)

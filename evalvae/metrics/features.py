@@ -17,6 +17,7 @@ from PIL import Image
 from evalvae.errors import EvalvaeError, check_choice
 from evalvae.io import sha256_file
 from evalvae.vae.base import state_dict_sha256
+from evalvae.vae.sources import local_then_hub
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,15 @@ class HFVision(FeatureExtractor):
             from transformers import AutoImageProcessor, AutoModel, CLIPModel
         except ImportError as e:
             raise MetricUnavailable(f"transformers is needed for extractor {model!r} ({e})") from None
+        self.kind = "clip" if "clip" in model.lower() else "pooler"
+
+        def load(local_files_only: bool):
+            net = CLIPModel if self.kind == "clip" else AutoModel
+            return (AutoImageProcessor.from_pretrained(model, local_files_only=local_files_only),
+                    net.from_pretrained(model, local_files_only=local_files_only).eval())  # fmt: skip
+
         try:
-            self.processor = AutoImageProcessor.from_pretrained(model)
-            if "clip" in model.lower():
-                self.model, self.kind = CLIPModel.from_pretrained(model).eval(), "clip"
-            else:
-                self.model, self.kind = AutoModel.from_pretrained(model).eval(), "pooler"
+            self.processor, self.model = local_then_hub(load, may_download=not Path(model).expanduser().is_dir())
         except Exception as e:  # offline, missing or gated: unavailable, with the reason
             raise MetricUnavailable(f"feature extractor {model!r} could not be loaded ({type(e).__name__}); "
                                     "download it where the hub is reachable or give a local folder") from None  # fmt: skip

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 
 import torch
 
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.vae.base import state_dict_sha256
-from evalvae.vae.sources import hub_reachable
+from evalvae.vae.sources import local_then_hub
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,7 @@ class CLIPScore:
                         CLIPModel.from_pretrained(model, local_files_only=local_files_only))  # fmt: skip
 
         try:
-            try:
-                self.processor, net = load(True)
-            except Exception:
-                if not hub_reachable():
-                    raise
-                self.processor, net = load(False)
+            self.processor, net = local_then_hub(load, may_download=not Path(model).expanduser().is_dir())
         except Exception as e:  # offline, missing or gated: unavailable, with the reason
             raise MetricUnavailable(f"CLIP model {model!r} could not be loaded ({type(e).__name__}); download it where the hub "
                                     "is reachable or set t2i.clip_score.model=/path/to/clip-folder") from None  # fmt: skip

@@ -21,7 +21,7 @@ import torch
 from evalvae.device import parse_dtype, synchronize
 from evalvae.errors import ConfigError, WeightsUnavailable, error_reason
 from evalvae.vae.base import LatentSpace
-from evalvae.vae.sources import hub_reachable, source_kind
+from evalvae.vae.sources import local_then_hub, source_kind
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,7 @@ class DiffusersPipeline:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
                 warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated.*")  # works in every supported diffusers; newer ones warn
-                try:
-                    pipe = self._from_pretrained(diffusers, dtype, local_files_only=True)
-                except Exception:
-                    if self.kind == "dir" or not hub_reachable():
-                        raise
-                    pipe = self._from_pretrained(diffusers, dtype, local_files_only=False)
+                pipe = local_then_hub(lambda local: self._from_pretrained(diffusers, dtype, local_files_only=local), may_download=self.kind == "hub")
         except Exception as e:  # hub, network and format errors all end in the same actionable line
             raise WeightsUnavailable(self._unavailable(e)) from None
         if self.scheduler is not None:

@@ -13,7 +13,9 @@ import socket
 import warnings
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -22,6 +24,7 @@ from evalvae.io import atomic_path, cache_dir, sha256_file
 from evalvae.vae.base import LoadedWeights
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -124,12 +127,7 @@ def diffusers_model(
             kwargs = dict(subfolder=subfolder or None, revision=revision, torch_dtype=torch_dtype)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-                try:
-                    model = cls.from_pretrained(source, local_files_only=True, **kwargs)
-                except Exception:
-                    if kind == "dir" or not hub_reachable():
-                        raise
-                    model = cls.from_pretrained(source, **kwargs)
+                model = local_then_hub(lambda local: cls.from_pretrained(source, local_files_only=local, **kwargs), may_download=kind == "hub")
             return model, LoadedWeights(kind=kind, location=_location(kind, source, subfolder, revision))
         path = Path(source).expanduser()
         if kind == "url":
@@ -161,6 +159,19 @@ def hub_reachable(timeout: float = 5.0) -> bool:
     except OSError:
         return False
     return True
+
+
+def local_then_hub(load: Callable[[bool], T], *, may_download: bool = True) -> T:
+    """``load(local_files_only=True)``; if that fails, ``load(False)`` where downloading is allowed and the hub reachable.
+
+    A local folder (``may_download=False``) or an offline machine re-raises the local failure at once.
+    """
+    try:
+        return load(True)
+    except Exception:
+        if not may_download or not hub_reachable():
+            raise
+        return load(False)
 
 
 def _location(kind: str, source: str, subfolder: str | None, revision: str | None) -> str:
