@@ -112,6 +112,17 @@ def test_recreated_reconstructions_equal_the_scored_ones(runs):
             assert rec.matches
 
 
+def test_a_vae_the_run_upcast_is_recreated_in_the_dtype_it_was_scored_in(runs, tmp_path):
+    d = copy_run(runs["r32"], tmp_path / "r")
+    cfg = (d / "config.yaml").read_text(encoding="utf-8")
+    (d / "config.yaml").write_text(cfg.replace("dtype: fp32", "dtype: bf16"), encoding="utf-8")  # asked for bf16, ran fp32
+    assert "bf16" in (d / "config.yaml").read_text(encoding="utf-8")
+    r = load_inputs([d]).runs[0]
+    got, _ = reconstruct_images(r, "taef2", ["img00.png"], device="cpu")
+    recorded = r.per_image[(r.per_image["vae"] == "taef2") & (r.per_image["image"] == "img00.png")]["psnr"].item()
+    assert got["img00.png"].psnr == pytest.approx(recorded, abs=1e-6)
+
+
 def test_a_reconstruction_that_differs_from_the_scored_one_is_flagged(runs, tmp_path):
     d = copy_run(runs["r32"], tmp_path / "r")
     per_image = pd.read_parquet(d / "per_image.parquet")

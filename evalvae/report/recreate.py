@@ -2,8 +2,8 @@
 
 Run directories store numbers, not images. For the few images a report shows, the report reloads
 each image through the run's ``config.yaml`` (same dataset, geometry and index, hence the same
-posterior seed) and passes it through the same VAE spec with the same pre- and post-processing as
-:func:`evalvae.recon.reconstruct`. The recomputed PSNR is compared with the recorded one, so a
+posterior seed) and passes it through the same VAE spec, in the dtype the run used, with
+:func:`evalvae.recon.reconstruct` itself. The recomputed PSNR is compared with the recorded one, so a
 picture that does not match the run's numbers (other weights, another device's rounding) is
 flagged rather than shown silently.
 """
@@ -18,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from PIL import Image
 
 from evalvae.config import instantiate
+from evalvae.data.loader import collate
 from evalvae.data.transforms import crop_to_multiple
 from evalvae.device import resolve_device
 from evalvae.errors import EvalvaeError
-from evalvae.metrics import from_uint8, to_pixels
+from evalvae.metrics.pixel import PSNR
+from evalvae.recon import reconstruct
 from evalvae.report.load import Run
 from evalvae.vae import load_vae
 
@@ -43,8 +45,8 @@ class Unavailable(EvalvaeError):
 @dataclass
 class Reconstruction:
     original: np.ndarray  # (H, W, 3) uint8, as scored
-    recon: np.ndarray  # (H, W, 3) float32 pixels in [0, 255], as scored (rounded when quantized)
-    psnr: float  # recomputed here
+    recon: np.ndarray  # (H, W, 3) uint8, rounded to 8 bits (as set-level metrics and image files see it)
+    psnr: float  # recomputed here, as the run scored it
     recorded_psnr: float | None  # from per_image, when the run scored PSNR
 
     @property
@@ -59,11 +61,6 @@ def _cause(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def psnr(original: np.ndarray, recon: np.ndarray) -> float:
-    mse = float(np.mean((original - recon) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 def _dataset(run: Run, cfg):
     spec = cfg.dataset
     root = (run.protocol.get("dataset") or {}).get("root")
@@ -73,22 +70,26 @@ def _dataset(run: Run, cfg):
 
 
 def reconstruct_images(run: Run, vae_name: str, image_ids: list[str], device: str = "auto") -> tuple[dict[str, Reconstruction], dict[str, str]]:
-    """Re-create ``vae_name``'s reconstructions of ``image_ids`` from ``run``.
+    """Re-create ``vae_name``'s reconstructions of ``image_ids`` from ``run``, through :func:`evalvae.recon.reconstruct`.
 
-    Returns the reconstructions and, for images that could not be shown, the reason. Raises
-    :class:`Unavailable` when nothing can be re-created (no config, dataset gone, weights missing).
+    The VAE runs in the dtype the run scored it in (``vaes.json``), so one the run upcast is
+    upcast here too. Returns the reconstructions and, for images that could not be shown, the
+    reason. Raises :class:`Unavailable` when nothing can be re-created (no config, dataset gone,
+    weights missing).
     """
     if run.protocol.get("task") == "t2i":
         return stored_decodes(run, vae_name, image_ids)
     config = run.path / "config.yaml"
     if not config.is_file():
         raise Unavailable(f"run {run.label} has no config.yaml to re-create reconstructions from")
+    scored = next((v for v in run.vaes if v.get("vae") == vae_name and v.get("status") == "ok"), {})
     try:
         cfg = OmegaConf.load(config)
         dataset = _dataset(run, cfg)
         spec = cfg.vae[vae_name]
-        dev = resolve_device(device)
-        vae = load_vae(vae_name, spec, device=dev, cache_dir=cfg.get("cache_dir"))
+        if scored.get("dtype"):
+            spec = OmegaConf.merge(spec, {"dtype": scored["dtype"]})
+        vae = load_vae(vae_name, spec, device=resolve_device(device), cache_dir=cfg.get("cache_dir"))
     except (EvalvaeError, InstantiationException, OmegaConfBaseException, OSError, KeyError) as e:
         raise Unavailable(f"cannot re-create {vae_name} of run {run.label}: {_cause(e)}") from None
 
@@ -96,46 +97,39 @@ def reconstruct_images(run: Run, vae_name: str, image_ids: list[str], device: st
     recorded = {}
     if "psnr" in run.per_image:
         mine = run.per_image[run.per_image["vae"] == vae_name]
-        recorded = dict(zip(mine["image"], mine["psnr"].astype(float)))
-    quantize = bool(run.protocol.get("quantize", cfg.metrics.get("quantize", True)))
-    memory_format = torch.channels_last if cfg.get("channels_last") else torch.contiguous_format
-    seed = int(cfg.get("seed") or 0)
+        recorded = {k: None if math.isnan(v) else v for k, v in zip(mine["image"], mine["psnr"].astype(float))}
     if cfg.get("channels_last"):
         vae.module.to(memory_format=torch.channels_last)
+    out, reasons, samples = {}, {}, []
+    for image_id in image_ids:
+        if image_id not in index:
+            reasons[image_id] = f"not in the dataset at {dataset.root} any more"
+            continue
+        sample = dataset[index[image_id]]
+        if sample.image is None:
+            reasons[image_id] = sample.reason
+        else:
+            samples.append(sample)
     batch_size = max(1, int(cfg.get("batch_size") or 1))
-    out, reasons = {}, {}
+    batches = [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
+    quantize = bool(run.protocol.get("quantize", cfg.metrics.get("quantize", True)))
     try:
-        samples = []
-        for image_id in image_ids:
-            if image_id not in index:
-                reasons[image_id] = f"not in the dataset at {dataset.root} any more"
-                continue
-            sample = dataset[index[image_id]]
-            if sample.image is None:
-                reasons[image_id] = sample.reason
-            else:
-                samples.append(sample)
-        by_shape: dict[tuple, list] = {}
-        for sample in samples:
-            by_shape.setdefault(tuple(sample.image.shape), []).append(sample)
-        for group in by_shape.values():
-            for start in range(0, len(group), batch_size):
-                chunk = group[start : start + batch_size]
-                images = crop_to_multiple(torch.stack([s.image for s in chunk]), vae.downsample)
-                x = from_uint8(images.to(vae.device)).contiguous(memory_format=memory_format)
-                z = vae.encode(x, seeds=[seed + s.index for s in chunk])
-                y = to_pixels(vae.decode(z.contiguous(memory_format=memory_format)), quantize).cpu()
-                for s, original, recon in zip(chunk, images, y):
-                    original = original.double().permute(1, 2, 0).numpy()
-                    recon = recon.permute(1, 2, 0).numpy()
-                    rec = recorded.get(s.id)
-                    out[s.id] = Reconstruction(
-                        original.astype(np.uint8), recon.astype(np.float32), psnr(original, recon), None if rec is None or math.isnan(rec) else rec
-                    )
+        results = reconstruct(vae, batches, [PSNR()], quantize=quantize, channels_last=bool(cfg.get("channels_last")),
+                              seed=int(cfg.get("seed") or 0), keep_pixels=True)  # fmt: skip
+        for result in results:
+            rows = iter(result.rows)
+            for originals, recons in zip(result.originals, result.reconstructions):
+                for original, recon in zip(crop_to_multiple(originals, vae.downsample), recons):
+                    row = next(rows)
+                    out[row["image"]] = Reconstruction(_hwc(original), _hwc(recon), row["psnr"], recorded.get(row["image"]))
     finally:
         del vae
         gc.collect()
     return out, reasons
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).cpu().numpy()
 
 
 def stored_decodes(run: Run, vae_name: str, image_ids: list[str]) -> tuple[dict[str, Reconstruction], dict[str, str]]:
@@ -154,6 +148,6 @@ def stored_decodes(run: Run, vae_name: str, image_ids: list[str]) -> tuple[dict[
             continue
         original, recon = (np.asarray(Image.open(f).convert("RGB")) for f in files)
         rec = recorded.get(image_id)
-        value = psnr(original.astype(np.float64), recon.astype(np.float64))
-        out[image_id] = Reconstruction(original, recon.astype(np.float32), value, None if rec is None or math.isnan(rec) else rec)
+        value = PSNR()(*(torch.from_numpy(a).permute(2, 0, 1)[None] for a in (original, recon))).item()
+        out[image_id] = Reconstruction(original, recon, value, None if rec is None or math.isnan(rec) else rec)
     return out, reasons
