@@ -24,8 +24,28 @@ import pandas as pd
 from evalvae.io import atomic_path, atomic_write_text
 
 ID_COLUMNS = ["vae", "image"]
+# Directions of metrics, for results that do not state ``higher_is_better`` themselves.
+KNOWN_DIRECTIONS = {
+    "psnr": True, "ssim": True, "ms_ssim": True, "clip_score": True,
+    "lpips": False, "dists": False, "rfid": False, "fid": False, "kid": False, "mse": False, "mae": False,
+}  # fmt: skip
 SIZE_COLUMNS = ["height", "width", "upscaled"]
 SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n", "note"]
+
+
+def known_direction(metric: str) -> bool | None:
+    """True if higher is better, False if lower is, None if ``metric`` is not a known one."""
+    return KNOWN_DIRECTIONS.get(metric.lower())
+
+
+def read_per_image(run_dir: str | Path) -> pd.DataFrame | None:
+    """A run's per-image table (parquet, else CSV; image ids kept as text), or None if it has none."""
+    run_dir = Path(run_dir)
+    if (run_dir / "per_image.parquet").is_file():
+        return pd.read_parquet(run_dir / "per_image.parquet")
+    if (run_dir / "per_image.csv").is_file():
+        return pd.read_csv(run_dir / "per_image.csv", dtype={"image": str})
+    return None
 
 
 def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str] | None = None) -> pd.DataFrame:

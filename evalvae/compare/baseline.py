@@ -26,6 +26,7 @@ import pandas as pd
 
 from evalvae.errors import EvalvaeError
 from evalvae.io import atomic_write_text
+from evalvae.results import read_per_image
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,6 @@ def _read_json(path: Path):
         raise UnusableInput(f"cannot read {path}: {e}") from e
 
 
-def _per_image(run: Path) -> pd.DataFrame | None:
-    if (run / "per_image.parquet").is_file():
-        return pd.read_parquet(run / "per_image.parquet")
-    if (run / "per_image.csv").is_file():
-        return pd.read_csv(run / "per_image.csv", dtype={"image": str})
-    return None
-
-
 def _quality_from_run(run: Path, snap: Snapshot) -> None:
     if not (run / "metrics.json").is_file():
         raise UnusableInput(f"{run} has summary.csv but no metrics.json, so its protocol is unknown; pass a directory written by evalvae run")
@@ -115,7 +108,7 @@ def _quality_from_run(run: Path, snap: Snapshot) -> None:
     snap.protocol = {**meta, "dataset": dataset}
     directions = {m: spec.get("higher_is_better") for m, spec in meta.get("metrics", {}).items()}
     summary = pd.read_csv(run / "summary.csv", dtype={"vae": str, "metric": str})
-    per_image = _per_image(run)
+    per_image = read_per_image(run)
     for row in summary.itertuples(index=False):
         values = None
         if per_image is not None and row.metric in per_image.columns:

@@ -9,7 +9,8 @@ import numpy as np
 
 from evalvae.compare.baseline import SPEED_KEY, MetricResult, Snapshot, SpeedResult, round_value, value_resolution
 from evalvae.compare.tolerances import Tolerances, default_tolerances
-from evalvae.compare.verdict import KNOWN_DIRECTIONS, Verdict, judge, paired_test
+from evalvae.compare.verdict import Verdict, judge, paired_test
+from evalvae.results import known_direction
 
 # Protocol fields that do not change what a number means: where the images sat on disk, and the
 # prose restatement of `quantize`. A metric's implementation is noted, not refused: the same
@@ -106,7 +107,7 @@ def _direction(metric: str, *results: MetricResult) -> bool | None:
     for r in results:
         if r.higher_is_better is not None:
             return bool(r.higher_is_better)
-    return KNOWN_DIRECTIONS.get(metric)
+    return known_direction(metric)
 
 
 def _image_sets(b: dict, c: dict) -> str:

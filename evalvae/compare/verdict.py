@@ -25,10 +25,6 @@ class Verdict(str, Enum):
         return self in (Verdict.MISSING, Verdict.MISMATCH)
 
 
-# Directions of metrics whose results do not state higher_is_better themselves.
-KNOWN_DIRECTIONS = {"psnr": True, "ssim": True, "lpips": False, "rfid": False, "kid": False, "ms_per_image": False, "peak_mem_mb": False}
-
-
 @dataclass(frozen=True)
 class PairedTest:
     """Paired t-test of per-image differences ``current - baseline`` on the same images."""

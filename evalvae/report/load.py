@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evalvae.results import ID_COLUMNS, SIZE_COLUMNS
+from evalvae.results import ID_COLUMNS, SIZE_COLUMNS, read_per_image
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,6 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def _read_per_image(path: Path) -> pd.DataFrame:
-    if (path / "per_image.parquet").is_file():
-        return pd.read_parquet(path / "per_image.parquet")
-    return _read_csv(path / "per_image.csv")
-
-
 def read_run(path: Path, label: str) -> Run:
     """Load one run directory; raises ``ValueError`` naming the file that cannot be read."""
     try:
@@ -85,7 +79,8 @@ def read_run(path: Path, label: str) -> Run:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path / 'metrics.json'} is unreadable ({e})") from None
     try:
-        per_image = _read_per_image(path)
+        per_image = read_per_image(path)
+        per_image = pd.DataFrame() if per_image is None else per_image
         summary = _read_csv(path / "summary.csv")
         vaes = json.loads((path / "vaes.json").read_text(encoding="utf-8")) if (path / "vaes.json").is_file() else []
     except (OSError, ValueError) as e:

@@ -16,12 +16,8 @@ import pandas as pd
 
 from evalvae.report.format import metric_name
 from evalvae.report.load import CATEGORY, Run
+from evalvae.results import known_direction
 
-# Direction of metrics whose run did not record ``higher_is_better`` in metrics.json.
-KNOWN_DIRECTIONS = {
-    "psnr": True, "ssim": True, "ms_ssim": True,
-    "lpips": False, "dists": False, "rfid": False, "fid": False, "kid": False, "mse": False, "mae": False,
-}  # fmt: skip
 # Dataset fields that describe the set of images rather than how they are scored.
 NOT_PROTOCOL = {"n_files", "n_evaluated"}
 
@@ -76,7 +72,7 @@ class Section:
     def direction(self, metric: str) -> bool | None:
         """True if higher is better, False if lower is, None if unknown."""
         value = self.metric_protocols.get(metric, {}).get("higher_is_better")
-        return bool(value) if value is not None else KNOWN_DIRECTIONS.get(metric.lower())
+        return bool(value) if value is not None else known_direction(metric)
 
     def entry(self, label: str) -> Entry:
         return next(e for e in self.entries if e.label == label)
