@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import time
@@ -14,17 +13,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from evalvae.bench.nonfinite import upcast_if_nonfinite
+from evalvae.bench.nonfinite import load_for_run
 from evalvae.config import instantiate
 from evalvae.data import ImageDataset, make_loader
-from evalvae.device import peak_memory_mb, reset_peak_memory, resolve_device
+from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import cache_dir
 from evalvae.metrics import Unavailable, build_metrics, split_metrics
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon import StageTimes, reconstruct
 from evalvae.results import RunWriter, console_table
-from evalvae.vae import VAEAdapter, load_vae
+from evalvae.vae import VAEAdapter
 
 log = logging.getLogger(__name__)
 
@@ -187,8 +186,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
         reset_peak_memory(job.device)
         start = time.perf_counter()
         try:
-            vae = load_vae(name, spec, device=job.device, cache_dir=cfg.cache_dir)
-            vae = upcast_if_nonfinite(vae, spec, device=job.device, cache_dir=cfg.cache_dir)
+            vae = load_for_run(name, spec, device=job.device, cache_dir=cfg.cache_dir)
         except EvalvaeError as e:
             log.error("evalvae: %s", e)
             failed[name] = str(e)
@@ -198,9 +196,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
         writer.flush()
         writer.write_json("metrics.json", job.protocol())
         del vae
-        gc.collect()
-        if job.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(job.device)
 
     summary = writer.flush()
     if writer.skipped:

@@ -15,13 +15,12 @@
 from __future__ import annotations
 
 import ctypes
-import gc
 import math
-import resource
-import sys
 from pathlib import Path
 
 import torch
+
+from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -68,10 +67,9 @@ class MemoryProbe:
 
     def reset(self) -> None:
         """Free what can be freed and start a new peak."""
-        gc.collect()
+        release_memory(self.device)
         if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(self.device)
+            reset_peak_memory(self.device)
         elif self.metric == "rss_peak":
             _malloc_trim()
             _reset_hwm()
@@ -85,14 +83,11 @@ class MemoryProbe:
         return math.nan
 
     def peak_mb(self) -> float:
-        if self.metric == "cuda_max_allocated":
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
         if self.metric == "rss_peak":
             return _status_kib("VmHWM") / 1024
-        if self.metric == "rss_peak_process":
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
-        return math.nan
+        if self.metric == "unavailable":
+            return math.nan
+        return peak_memory_mb(self.device)  # CUDA's max allocated, or this process's peak RSS
 
     def peak_reserved_mb(self) -> float:
         if self.device.type == "cuda":

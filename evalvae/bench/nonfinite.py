@@ -22,6 +22,9 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import torch
+
+from evalvae.device import release_memory
 from evalvae.io import atomic_write_text, cache_dir
 from evalvae.vae import VAEAdapter, load_vae
 
@@ -99,8 +102,13 @@ def finding_for(vae: VAEAdapter, configured_cache: str | None) -> dict | None:
     return load_findings(configured_cache).get(f"{weights_identity(vae)}:{vae.dtype_name}")
 
 
-def upcast_if_nonfinite(vae: VAEAdapter, spec: Mapping, *, device, cache_dir: str | None) -> VAEAdapter:
-    """``vae`` itself, or the same VAE reloaded in fp32 when the bench found its dtype non-finite."""
+def load_for_run(name: str, spec: Mapping, *, device, cache_dir: str | None) -> VAEAdapter:
+    """``load_vae``, except that a VAE the bench found non-finite in its dtype is reloaded in fp32.
+
+    The reduced-precision copy is released before the fp32 one loads, so the two are never held
+    together (nor counted together in the run's peak memory).
+    """
+    vae = load_vae(name, spec, device=device, cache_dir=cache_dir)
     finding = finding_for(vae, cache_dir)
     if finding is None:
         return vae
@@ -108,10 +116,11 @@ def upcast_if_nonfinite(vae: VAEAdapter, spec: Mapping, *, device, cache_dir: st
     log.warning(
         "VAE '%s': evalvae bench found non-finite %s outputs for these weights (%s; %s); evaluating it in fp32 instead. "
         "The finding is in %s; a bench that runs finite in %s clears it.",
-        vae.name, vae.dtype_name, where, finding.get("date", "?"), registry_path(cache_dir), vae.dtype_name,
+        name, vae.dtype_name, where, finding.get("date", "?"), registry_path(cache_dir), vae.dtype_name,
     )  # fmt: skip
-    requested, name = vae.dtype_name, vae.name
+    requested = vae.dtype_name
     del vae
+    release_memory(torch.device(device))
     upcast = load_vae(name, {**spec, "dtype": "fp32"}, device=device, cache_dir=cache_dir)
     upcast.dtype_requested = requested
     return upcast

@@ -20,7 +20,7 @@ from evalvae.bench.nonfinite import update_findings, weights_identity
 from evalvae.bench.results import BenchWriter, console_table, environment
 from evalvae.bench.schema import status_rows
 from evalvae.bench.worker import Job, is_oom, message, run_config
-from evalvae.device import resolve_device
+from evalvae.device import release_memory, resolve_device
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_write_text
 from evalvae.run import output_dir, selected_vaes
@@ -120,7 +120,7 @@ def _run_grid(specs, grid: Grid, images: dict, device: torch.device, isolate: bo
                 rows = run_isolated(job, inputs, work, n)
             else:
                 rows = run_config(job, images[c.resolution], latents, error)
-                _release(device)
+                release_memory(device)
             n += 1
             _log_config(c, rows)
             writer.add(rows)
@@ -142,17 +142,11 @@ def prepare(name: str, spec: dict, grid: Grid, images: dict, device: torch.devic
             latents[r] = reference_latents(vae, images[r])
         except Exception as e:  # without latents only the decode rows of this resolution fail
             errors[r] = "no latents to decode: the fp32 encode " + ("ran out of memory" if is_oom(e) else f"failed ({message(e)})")
-            _release(device)
+            release_memory(device)
     identity = {"identity": weights_identity(vae), "source": vae.weights.location}
     del vae
-    _release(device)
+    release_memory(device)
     return Prepared(identity, latents, errors)
-
-
-def _release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def _log_config(c: Config, rows: list[dict]) -> None:

@@ -8,7 +8,6 @@ same stored latents.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from importlib.resources import files
@@ -19,7 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
-from evalvae.device import peak_memory_mb, reset_peak_memory, resolve_device, synchronize
+from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_path, cache_dir
 from evalvae.recon import StageTimes
@@ -204,9 +203,7 @@ class T2IJob:
         with atomic_path(self.out / "generation.csv") as tmp:
             pd.DataFrame([row]).to_csv(tmp, index=False)
         p.unload()
-        gc.collect()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        release_memory(self.device)
 
     def batches(self):
         for i in range(0, len(self.items), self.batch_size):
