@@ -11,7 +11,7 @@ COMMANDS = {
     "ref": ("evalvae.cli:ref_app", "cache the originals' rFID/KID statistics: evalvae ref dataset=folder dataset.path=DIR"),
     "compare": ("evalvae.compare.cli:main", "check results against a baseline for CI: evalvae compare BASELINE.json RUN_DIR [--tolerances FILE]"),
     "report": ("evalvae.report.cli:main", "HTML and markdown report of runs, side by side: evalvae report RUN_DIR [RUN_DIR ...] [--out DIR]"),
-    "bench": ("evalvae.bench.cli:bench_app", "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]"),
+    "bench": ("evalvae.cli:bench_app", "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]"),
 }
 
 

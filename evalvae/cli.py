@@ -39,3 +39,15 @@ def ref_app(cfg: DictConfig) -> None:
         ref(cfg)
     except EvalvaeError as e:
         _fail(e)
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name="bench", version_base="1.3")
+def bench_app(cfg: DictConfig) -> None:
+    from evalvae.bench.runner import bench
+
+    try:
+        outcome = bench(cfg)
+    except EvalvaeError as e:
+        _fail(e)
+    if outcome.failed:
+        sys.exit(2)

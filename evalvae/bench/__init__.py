@@ -1,6 +1,6 @@
 """Throughput and memory of VAEs over a grid of resolutions, batch sizes, dtypes and memory modes.
 
-``python -m evalvae bench`` (:mod:`evalvae.bench.cli`) calls :func:`evalvae.bench.runner.bench`.
+``python -m evalvae bench`` (:func:`evalvae.cli.bench_app`) calls :func:`evalvae.bench.runner.bench`.
 The modules, in the order a configuration meets them: :mod:`~evalvae.bench.grid` (options),
 :mod:`~evalvae.bench.inputs` (photos and their latents), :mod:`~evalvae.bench.isolate` (one
 process per configuration on CPU), :mod:`~evalvae.bench.worker` (one configuration, measured with

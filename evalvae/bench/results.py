@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from evalvae.bench.grid import OPS
 from evalvae.bench.schema import COLUMNS, EXTRA_COLUMNS
 from evalvae.io import atomic_path
 
@@ -112,5 +113,5 @@ def console_table(df: pd.DataFrame) -> str:
     keys = ["vae", "resolution", "batch", "mode", "dtype"]
     table = df.assign(cell=df.apply(_cell, axis=1)).pivot(index=keys, columns="op", values="cell")
     order = pd.MultiIndex.from_frame(df[keys].drop_duplicates())  # the order configurations ran in
-    ops = [op for op in ("encode", "decode", "roundtrip") if op in table.columns]
+    ops = [op for op in OPS if op in table.columns]
     return table.reindex(order)[ops].reset_index().to_string(index=False)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from evalvae.bench.schema import KEY_COLUMNS, MEASURE_COLUMNS
 from evalvae.errors import EvalvaeError
 from evalvae.io import atomic_write_text
 from evalvae.results import read_per_image
@@ -32,8 +33,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "evalvae-baseline/1"
 VALUE_DIGITS = 6  # per-image values: 6 significant digits (PSNR to 1e-4 dB, SSIM to 1e-6)
-SPEED_KEY = ("vae", "op", "resolution", "batch", "dtype", "mode")
-SPEED_VALUES = ("ms_per_image_median", "ms_per_image_iqr", "images_per_s", "peak_mem_mb", "nonfinite", "lowp_psnr_vs_fp32")
+SPEED_KEY = tuple(KEY_COLUMNS)  # bench.csv's key and measurements
+SPEED_VALUES = tuple(MEASURE_COLUMNS)
 VAE_FIELDS_DROPPED = ("vae", "status", "source")  # where weights sat on one machine says nothing about them
 
 
@@ -203,14 +204,14 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
     return out
 
 
-def _clean(x):
+def json_ready(x):
     """JSON-ready: NaN -> null, recursively."""
     if isinstance(x, float):
         return None if math.isnan(x) else x
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_ready(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
+        return [json_ready(v) for v in x]
     return x
 
 
@@ -225,7 +226,7 @@ def baseline_dict(snap: Snapshot, reason: str | None = None) -> dict:
     """The baseline-file form of ``snap``."""
     results = {vae: {metric: _result_dict(r) for metric, r in metrics.items()} for vae, metrics in snap.results.items()}
     speed = [{**dict(zip(SPEED_KEY, key)), "device": s.device, "status": s.status, **s.values} for key, s in sorted(snap.speed.items())]
-    return _clean({
+    return json_ready({
         "format": FORMAT,
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "reason": reason,

@@ -6,6 +6,7 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
+from evalvae.compare.baseline import json_ready
 from evalvae.compare.comparison import Comparison, Row
 from evalvae.compare.verdict import Verdict
 
@@ -93,19 +94,13 @@ def to_markdown(c: Comparison) -> str:
     return "\n".join(out) + "\n"
 
 
-def _clean(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    return x
-
-
 def to_dict(c: Comparison) -> dict:
     """JSON-ready form of the comparison (NaN as null)."""
     rows = [{
         "kind": r.kind, "vae": r.vae, "metric": r.metric, "case": r.case, "verdict": r.verdict.value, "failed": c.failed(r),
-        "baseline": _clean(r.baseline), "current": _clean(r.current), "delta": _clean(r.delta),
-        "higher_is_better": r.higher_is_better, "allowed": _clean(r.allowed), "tolerance": r.tolerance,
-        "p_value": _clean(r.p_value), "noise": r.noise, "detail": r.detail,
+        "baseline": json_ready(r.baseline), "current": json_ready(r.current), "delta": json_ready(r.delta),
+        "higher_is_better": r.higher_is_better, "allowed": json_ready(r.allowed), "tolerance": r.tolerance,
+        "p_value": json_ready(r.p_value), "noise": r.noise, "detail": r.detail,
     } for r in c.rows]  # fmt: skip
     return {"status": c.status, "exit_code": c.exit_code, "baseline": c.baseline, "baseline_reason": c.reason, "current": c.current, "protocol": c.protocol,
             "mismatches": c.mismatches, "notes": c.notes, "rows": rows}  # fmt: skip
