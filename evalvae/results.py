@@ -66,12 +66,18 @@ def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
-def console_table(summary: pd.DataFrame) -> str:
-    """VAE x metric table of ``mean ± std``, in the order VAEs were run."""
+def console_table(summary: pd.DataFrame, labels: dict[str, str] | None = None, show_n: bool = True) -> str:
+    """VAE x metric table of ``mean ± std``, in the order VAEs were run.
+
+    ``labels`` maps a row's note to the text shown instead of its value (e.g. ``(reference)``).
+    """
     if summary.empty:
         return "(no results)"
+    labels = labels or {}
 
     def fmt(r) -> str:
+        if r["note"] in labels:
+            return labels[r["note"]]
         if r["n"] == 0 or pd.isna(r["mean"]):
             return "unavailable"
         return f"{r['mean']:.4f} ± {r['std']:.4f}" if pd.notna(r["std"]) else f"{r['mean']:.4f}"
@@ -79,8 +85,9 @@ def console_table(summary: pd.DataFrame) -> str:
     cell = summary.apply(fmt, axis=1)
     table = summary.assign(cell=cell).pivot(index="vae", columns="metric", values="cell")
     table = table.reindex(index=list(dict.fromkeys(summary["vae"])), columns=list(dict.fromkeys(summary["metric"])))
-    n = summary.groupby("vae", sort=False)["n"].max()
-    return table.assign(n=n).to_string()
+    if show_n:
+        table = table.assign(n=summary.groupby("vae", sort=False)["n"].max())
+    return table.to_string()
 
 
 class RunWriter:

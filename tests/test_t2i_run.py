@@ -227,6 +227,15 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
     assert gen.n_generated == 0 and gen.n_cached == N_IMAGES
     for png in (a / "images" / "kl-f8").glob("*.png"):
         assert png.read_bytes() == (b / "images" / "kl-f8" / png.name).read_bytes()
+    # A truncated cached latent counts as missing and is generated again.
+    victim = sorted((tmp_path / "cache" / "latents").glob("*.safetensors"))[0]
+    victim.write_bytes(victim.read_bytes()[:-16])
+    with counting_unet_calls() as calls:
+        d = run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "d").out_dir
+    gen = pd.read_csv(d / "generation.csv").iloc[0]
+    assert len(calls) > 0 and gen.n_generated == 1 and gen.n_cached == N_IMAGES - 1
+    for png in (b / "images" / "kl-f8").glob("*.png"):
+        assert png.read_bytes() == (d / "images" / "kl-f8" / png.name).read_bytes()
     # Other settings are other latents.
     with counting_unet_calls() as calls:
         run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache, "pipeline.guidance=3.0")), out_dir=tmp_path / "c")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from evalvae.errors import check_choice
@@ -41,13 +41,18 @@ class LatentStore:
             return self.root / f"{image_id}.safetensors"
         return self.root / f"{latent_key(self.generation, prompt, seed)}.safetensors"
 
-    def load(self, image_id: str, prompt: str, seed: int) -> torch.Tensor | None:
-        """The stored latent ``(C, h, w)`` float32, or None if it must be generated (always, for ``run``)."""
+    def stored_shape(self, image_id: str, prompt: str, seed: int) -> tuple[int, ...] | None:
+        """The shape ``(C, h, w)`` of a stored, readable latent, or None if it must be generated (always, for ``run``).
+
+        Only the file's header is read; safetensors checks it against the file's size, so a
+        truncated or foreign file counts as missing.
+        """
         path = self.path(image_id, prompt, seed)
         if self.mode == "run" or not path.is_file():
             return None
         try:
-            return load_file(path)["latent"]
+            with safe_open(str(path), "pt") as f:
+                return tuple(f.get_slice("latent").get_shape())
         except (SafetensorError, OSError, KeyError):
             return None
 

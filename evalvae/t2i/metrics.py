@@ -20,6 +20,7 @@ from evalvae.data import make_loader
 from evalvae.metrics import Unavailable, build_metrics, split_metrics
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.metrics.refstats import References, ReferenceStore
+from evalvae import results
 from evalvae.results import summarize
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,4 @@ def by_category(per_image: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 def console_table(summary: pd.DataFrame) -> str:
     """VAE x metric table of ``mean ± std``; the reference decoder's own agreement cells read ``(reference)``."""
-    if summary.empty:
-        return "(no results)"
-
-    def fmt(r) -> str:
-        if r["note"] == REFERENCE_NOTE:
-            return "(reference)"
-        if r["n"] == 0 or pd.isna(r["mean"]):
-            return "unavailable"
-        return f"{r['mean']:.4f} ± {r['std']:.4f}" if pd.notna(r["std"]) else f"{r['mean']:.4f}"
-
-    table = summary.assign(cell=summary.apply(fmt, axis=1)).pivot(index="vae", columns="metric", values="cell")
-    return table.reindex(index=list(dict.fromkeys(summary["vae"])), columns=list(dict.fromkeys(summary["metric"]))).to_string()
+    return results.console_table(summary, {REFERENCE_NOTE: "(reference)"}, show_n=False)

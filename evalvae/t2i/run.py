@@ -134,7 +134,7 @@ class T2IJob:
         return LatentStore(self.cfg.t2i.latents, self.out, self.cache, generation)
 
     def missing(self) -> list[Item]:
-        return [it for it in self.items if self.store.load(it.image, it.prompt.text, it.seed) is None]
+        return [it for it in self.items if self.store.stored_shape(it.image, it.prompt.text, it.seed) is None]
 
     def prepare(self) -> LatentSpace:
         """Load the pipeline if some latent must be generated; return the latents' space."""
@@ -150,7 +150,7 @@ class T2IJob:
                 self.store = self._store()
                 self.todo = self.missing()
             return self.pipeline.latent_space()
-        c, h, _ = self.store.load(self.items[0].image, self.items[0].prompt.text, self.items[0].seed).shape
+        c, h, _ = self.store.stored_shape(self.items[0].image, self.items[0].prompt.text, self.items[0].seed)
         return LatentSpace(self.pipeline.family, int(c), self.pipeline.height // int(h))
 
     def load_vaes(self, space: LatentSpace) -> None:
