@@ -43,3 +43,10 @@ def check_choice(argument: str, value: object, choices: Iterable[object]) -> obj
     if value not in choices:
         raise ConfigError(argument, value, choices)
     return value
+
+
+def check_positive_int(argument: str, value: object, hint: str = "a positive integer") -> int:
+    """Return ``value`` if it is an integer >= 1 (not a bool), else raise a :class:`ConfigError` with ``hint``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(argument, value, hint=hint)
+    return value

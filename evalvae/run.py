@@ -17,7 +17,7 @@ from evalvae.bench.nonfinite import load_for_run
 from evalvae.config import instantiate
 from evalvae.data import ImageDataset, make_loader
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device
-from evalvae.errors import ConfigError, EvalvaeError
+from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
 from evalvae.io import cache_dir
 from evalvae.metrics import Unavailable, build_metrics, split_metrics
 from evalvae.metrics.refstats import References, ReferenceStore
@@ -92,8 +92,7 @@ class Job:
     def __init__(self, cfg: DictConfig, out: Path):
         self.cfg, self.out = cfg, out
         self.device = resolve_device(cfg.device)
-        if not isinstance(cfg.batch_size, int) or cfg.batch_size < 1:
-            raise ConfigError("batch_size", cfg.batch_size, hint="a positive integer")
+        check_positive_int("batch_size", cfg.batch_size)
         self.workers = loader_workers(cfg.workers)
         self.dataset: ImageDataset = instantiate(cfg.dataset)
         self.quantize = bool(cfg.metrics.quantize)

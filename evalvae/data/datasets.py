@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from evalvae.data.images import UnreadableImage, load_rgb8
 from evalvae.data.transforms import Geometry, TooSmall
-from evalvae.errors import ConfigError, DatasetError
+from evalvae.errors import ConfigError, DatasetError, check_positive_int
 from evalvae.io import sha256_file
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,7 @@ def _geometry(resolution, crop, small) -> Geometry:
 def _limit(records: list[ImageRecord], limit: int | None) -> list[ImageRecord]:
     if limit is None:
         return records
-    if not isinstance(limit, int) or limit < 1:
-        raise ConfigError("dataset.limit", limit, hint="a positive integer, or null for all images")
+    check_positive_int("dataset.limit", limit, "a positive integer, or null for all images")
     return records[:limit]
 
 

@@ -62,6 +62,18 @@ def torch_hub_file(names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
+def find_weights(given: str | None, names: tuple[str, ...], argument: str, what: str, url: str) -> tuple[Path, str]:
+    """The weights file ``given`` (the value of ``argument``), else the first of ``names`` in torch's hub cache; and its sha256.
+
+    Raises :class:`MetricUnavailable` saying where it looked, where to download and what to set.
+    """
+    path = Path(given).expanduser() if given else torch_hub_file(names)
+    if path is None or not path.is_file():
+        where = f"{argument}={given}" if given else f"torch's hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})"
+        raise MetricUnavailable(f"{what} not found in {where}; download {url} and set {argument}=PATH")
+    return path, sha256_file(path)
+
+
 def pil_bicubic_299(images: torch.Tensor) -> torch.Tensor:
     """clean-fid's resize: each channel as a float32 PIL image, bicubic to 299x299, clipped to [0, 255]."""
     out = np.empty((len(images), 3, 299, 299), np.float32)
@@ -91,11 +103,7 @@ class InceptionV3(FeatureExtractor):
     def __init__(self, weights: str | None = None, resize: str = "clean", batch_size: int = 32):
         self.resize = check_choice("metrics.fid.resize", resize, RESIZES)
         self.batch_size = batch_size
-        path = Path(weights).expanduser() if weights else torch_hub_file(INCEPTION_FILES)
-        if path is None or not path.is_file():
-            where = f"metrics.fid.weights={weights}" if weights else f"torch's hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})"
-            raise MetricUnavailable(f"FID Inception weights not found in {where}; download {INCEPTION_URL} and set metrics.fid.weights=PATH")
-        self.weights_sha256 = sha256_file(path)
+        path, self.weights_sha256 = find_weights(weights, INCEPTION_FILES, "metrics.fid.weights", "FID Inception weights", INCEPTION_URL)
         if not self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX):
             log.warning("%s is not the standard FID Inception file (sha256 %s...); rFID will not be comparable to published numbers",
                         path, self.weights_sha256[:12])  # fmt: skip

@@ -55,7 +55,9 @@ class FeatureStats:
     def features(self) -> np.ndarray:
         if not self.keep_features:
             raise ValueError("features were not kept (keep_features=False)")
-        return np.concatenate(self.chunks) if self.chunks else np.zeros((0, self.dim), np.float32)
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]  # joined once, not on every read
+        return self.chunks[0] if self.chunks else np.zeros((0, self.dim), np.float32)
 
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:

@@ -10,9 +10,8 @@ from pathlib import Path
 import torch
 
 from evalvae.errors import check_choice
-from evalvae.io import sha256_file
 from evalvae.metrics.base import PairMetric
-from evalvae.metrics.features import MetricUnavailable, torch_hub_file
+from evalvae.metrics.features import find_weights
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,7 @@ class LPIPS(PairMetric):
 
         self.net = check_choice("metrics.lpips.net", net, self.NETS)
         fname, url = BACKBONES[net]
-        path = Path(backbone_weights).expanduser() if backbone_weights else torch_hub_file((fname,))
-        if path is None or not path.is_file():
-            where = f"metrics.lpips.backbone_weights={backbone_weights}" if backbone_weights else f"torch's hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})"
-            raise MetricUnavailable(f"LPIPS-{net} backbone weights not found in {where}; download {url} and set metrics.lpips.backbone_weights=PATH")
-        self.backbone_sha256 = sha256_file(path)
+        path, self.backbone_sha256 = find_weights(backbone_weights, (fname,), "metrics.lpips.backbone_weights", f"LPIPS-{net} backbone weights", url)
         expected = fname.rsplit("-", 1)[1].split(".")[0]
         if not self.backbone_sha256.startswith(expected):
             log.warning("%s is not torchvision's %s weights (sha256 %s...); LPIPS will not be comparable", path, net, self.backbone_sha256[:12])

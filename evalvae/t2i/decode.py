@@ -78,7 +78,7 @@ def decode_and_score(
             state.peak_mb = max(state.peak_mb, peak_memory_mb(device))
             with state.times.stage("metrics"):
                 pixels = to_pixels(y, metrics.quantize)
-                u8 = (pixels if metrics.quantize else to_pixels(y, quantize=True)).to(torch.uint8)
+                u8 = (pixels if metrics.quantize else pixels.round()).to(torch.uint8)
                 values: dict[str, list[float]] = {}
                 for m in metrics.pair:
                     values[m.name] = [math.nan] * len(items) if name == reference else m(ref_pixels, pixels).cpu().tolist()

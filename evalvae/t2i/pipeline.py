@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from evalvae.device import parse_dtype, synchronize
-from evalvae.errors import ConfigError, WeightsUnavailable, error_reason
+from evalvae.errors import ConfigError, WeightsUnavailable, check_positive_int, error_reason
 from evalvae.vae.base import LatentSpace
 from evalvae.vae.sources import local_then_hub, source_kind
 
@@ -38,12 +38,6 @@ def parse_seeds(seeds) -> list[int]:
         if values and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values) and len(set(values)) == len(values):
             return values
     raise ConfigError("pipeline.seeds", seeds, hint="a count N (seeds 0..N-1) or a list of distinct non-negative integers")
-
-
-def _positive_int(argument: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(argument, value, hint="a positive integer")
-    return value
 
 
 def folder_fingerprint(root: Path) -> str:
@@ -97,17 +91,17 @@ class DiffusersPipeline:
             raise ConfigError("pipeline.source", source, hint="a hub id or a local diffusers pipeline folder (with model_index.json)")
         if self.kind == "dir" and not (Path(self.source).expanduser() / "model_index.json").is_file():
             raise ConfigError("pipeline.source", source, hint="this folder has no model_index.json; save the pipeline with save_pretrained")
-        self.steps = _positive_int("pipeline.steps", steps)
+        self.steps = check_positive_int("pipeline.steps", steps)
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
             raise ConfigError("pipeline.guidance", guidance, hint="a number (classifier-free guidance scale)")
         self.guidance, self.packed = float(guidance), bool(packed)
         multiple = 16 if self.packed else 8
         for arg, v in (("pipeline.height", height), ("pipeline.width", width)):
-            if _positive_int(arg, v) % multiple:
+            if check_positive_int(arg, v) % multiple:
                 raise ConfigError(arg, v, hint=f"a multiple of {multiple} (the latent grid{' of 2x2 patches' if self.packed else ''})")
         self.height, self.width = height, width
         self.seeds = parse_seeds(seeds)
-        self.batch_size = _positive_int("pipeline.batch_size", batch_size)
+        self.batch_size = check_positive_int("pipeline.batch_size", batch_size)
         self.dtype_name = dtype
         if dtype != "auto":
             parse_dtype(dtype, "pipeline.dtype")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
-from evalvae.errors import ConfigError, EvalvaeError
+from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
 from evalvae.io import atomic_path, cache_dir
 from evalvae.recon import StageTimes
 from evalvae.results import RunWriter
@@ -82,8 +82,7 @@ class T2IJob:
         self.cfg, self.out = cfg, out
         self.device = resolve_device(cfg.device)
         self.batch_size = cfg.t2i.batch_size
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ConfigError("t2i.batch_size", self.batch_size, hint="a positive integer (latents per VAE decode call)")
+        check_positive_int("t2i.batch_size", self.batch_size, "a positive integer (latents per VAE decode call)")
         self.specs = selected_vaes(cfg)
         self.suite = instantiate(cfg.suite, _convert_="all")
         self.pipeline: DiffusersPipeline = instantiate(cfg.pipeline, _convert_="all")

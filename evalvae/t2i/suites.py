@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evalvae.errors import ConfigError, DatasetError, EvalvaeError, error_reason
+from evalvae.errors import ConfigError, DatasetError, EvalvaeError, check_positive_int, error_reason
 from evalvae.io import cache_dir as cache_root
 from evalvae.io import sha256_file
 from evalvae.vae.sources import download
@@ -76,8 +76,7 @@ def make_suite(name: str, source: str, sha256: str, rows: list[tuple[str, str]],
             raise ConfigError("suite.categories", unknown if len(unknown) > 1 else unknown[0], present)
         prompts = [p for p in prompts if p.category in wanted]
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ConfigError("suite.limit", limit, hint="a positive integer, or null for every prompt")
+        check_positive_int("suite.limit", limit, "a positive integer, or null for every prompt")
         prompts = prompts[:limit]
     if not prompts:
         raise DatasetError(f"suite {name} ({source}) has no prompts")
