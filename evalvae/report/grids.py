@@ -32,18 +32,13 @@ class GridSpec:
     focus: str | None = None
 
 
-def primary_metric(section: Section) -> str | None:
-    """The first per-image metric with a known direction (PSNR under the default metrics)."""
-    return next((m for m in section.metrics if section.direction(m) is not None), None)
-
-
 def select_images(section: Section, chosen: list[str], worst: int) -> tuple[list[GridSpec], list[str]]:
     """The ``chosen`` images (default: the one of median score), then each entry's ``worst`` images.
 
     Returns the grid specs (an image picked for several reasons appears once) and notes about
     chosen images this section does not have.
     """
-    metric = primary_metric(section)
+    metric = section.primary_metric
     if metric is None or section.per_image.empty:
         return [], []
     higher = section.direction(metric)

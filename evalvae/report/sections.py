@@ -74,8 +74,10 @@ class Section:
         value = self.metric_protocols.get(metric, {}).get("higher_is_better")
         return bool(value) if value is not None else known_direction(metric)
 
-    def entry(self, label: str) -> Entry:
-        return next(e for e in self.entries if e.label == label)
+    @property
+    def primary_metric(self) -> str | None:
+        """The first per-image metric with a known direction (PSNR under the default metrics)."""
+        return next((m for m in self.metrics if self.direction(m) is not None), None)
 
 
 def protocol_key(run: Run) -> str:

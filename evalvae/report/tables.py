@@ -118,7 +118,7 @@ def speed_points(section: Section, summary: pd.DataFrame, bench: pd.DataFrame) -
     the runs' own ``timings.csv`` (end to end: load, encode, decode, metrics), else from the
     timings. Returns the points and a sentence saying what the speed axis is.
     """
-    metric = next((m for m in section.metrics if section.direction(m) is not None), None)
+    metric = section.primary_metric
     empty = pd.DataFrame(columns=["entry", "metric", "quality", "images_per_s", "detail"])
     if metric is None:
         return empty, ""

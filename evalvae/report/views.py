@@ -9,21 +9,18 @@ import pandas as pd
 from evalvae.report.format import metric_name, metric_title, num, num_diff, p_value, percent
 from evalvae.report.sections import Section
 
-STATUS_TEXT = {"unavailable": "unavailable", "not measured": "not measured"}
-
-
 def _cell(r: dict) -> dict:
     m = r["metric"]
     if r["status"] != "ok":
-        return {"main": STATUS_TEXT.get(r["status"], r["status"]), "sub": "", "best": False, "ok": False}
-    main = num(m, r["mean"])
+        return {"main": r["status"], "mean": r["status"], "sub": "", "best": False, "ok": False}
+    main = mean = num(m, r["mean"])
     if math.isfinite(r["std"]):
         main += f" ± {num(m, r['std'])}"
     if r["level"] == "image":
         sub = f"[{num(m, r['ci_low'])}, {num(m, r['ci_high'])}]" if math.isfinite(r["ci_low"]) else ""
     else:
         sub = f"N = {r['n']:,}"
-    return {"main": main, "sub": sub, "best": bool(r["best"]), "ok": True}
+    return {"main": main, "mean": mean, "sub": sub, "best": bool(r["best"]), "ok": True}
 
 
 def summary_view(section: Section, summary: pd.DataFrame) -> dict:
@@ -117,8 +114,8 @@ def overview_rows(views: list[dict]) -> tuple[list[str], list[dict]]:
         for r in v["summary"]["rows"]:
             cells = []
             for m in metrics:
-                c = r["cells"][index[m]] if m in index else {"main": "–", "best": False, "ok": False}
-                cells.append({"main": c["main"].split(" ± ")[0], "best": c["best"], "ok": c["ok"]})
+                c = r["cells"][index[m]] if m in index else {"mean": "–", "best": False, "ok": False}
+                cells.append({"main": c["mean"], "best": c["best"], "ok": c["ok"]})
             rows.append({"section": v["title"], "slug": v["slug"], "label": r["label"], "n": r["n"], "cells": cells})
     return [titles[m] for m in metrics], rows
 
