@@ -33,10 +33,6 @@ class Options:
     def to_dict(self) -> dict:
         return {**asdict(self), "ops": list(self.ops)}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> Options:
-        return cls(**{**d, "ops": tuple(d["ops"])})
-
 
 @dataclass(frozen=True)
 class Config:

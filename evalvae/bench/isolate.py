@@ -48,11 +48,14 @@ def save_inputs(path: Path, images: torch.Tensor, latents: torch.Tensor | None, 
 
 
 def run_isolated(job: Job, inputs: Path, work_dir: Path, index: int) -> list[dict]:
-    """Run :func:`~evalvae.bench.worker.run_config` for ``job`` in a new process; return its rows."""
-    job_path, result_path = work_dir / f"job-{index:04d}.json", work_dir / f"rows-{index:04d}.json"
-    atomic_write_text(job_path, json.dumps({"job": job.to_dict(), "inputs": str(inputs)}))
+    """Run :func:`~evalvae.bench.worker.run_config` for ``job`` in a new process; return its rows.
+
+    The job (plain data) travels as the process's argument; the rows come back in a file, which
+    outlives a worker the kernel kills.
+    """
+    result_path = work_dir / f"rows-{index:04d}.json"
     result_path.unlink(missing_ok=True)
-    process = _context().Process(target=_child, args=(str(job_path), str(result_path)), name=f"evalvae-bench-{index}")
+    process = _context().Process(target=_child, args=(job, str(inputs), str(result_path)), name=f"evalvae-bench-{index}")
     process.start()
     process.join()
     if result_path.is_file():
@@ -64,11 +67,9 @@ def run_isolated(job: Job, inputs: Path, work_dir: Path, index: int) -> list[dic
     return status_rows(c, ops, job.device, "failed", f"the worker process exited with code {process.exitcode}; its log is above")
 
 
-def _child(job_path: str, result_path: str) -> None:
+def _child(job: Job, inputs_path: str, result_path: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    spec = json.loads(Path(job_path).read_text(encoding="utf-8"))
-    job = Job.from_dict(spec["job"])
-    inputs = torch.load(spec["inputs"], map_location="cpu", weights_only=True)
+    inputs = torch.load(inputs_path, map_location="cpu", weights_only=True)
     gc.freeze()  # as in the parent: keeps each gc.collect() before a measurement cheap
     rows = run_config(job, inputs["images"], inputs.get("latents"), inputs.get("latents_error", ""))
     atomic_write_text(result_path, json.dumps(rows))

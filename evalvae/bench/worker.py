@@ -34,15 +34,6 @@ class Job:
     cache_dir: str | None
     options: Options
 
-    def to_dict(self) -> dict:
-        c = self.config
-        config = {"vae": c.vae, "resolution": c.resolution, "batch": c.batch, "dtype": c.dtype, "mode": c.mode}
-        return {"config": config, "spec": self.spec, "device": self.device, "cache_dir": self.cache_dir, "options": self.options.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Job:
-        return cls(Config(**d["config"]), d["spec"], d["device"], d["cache_dir"], Options.from_dict(d["options"]))
-
 
 def is_oom(exc: BaseException) -> bool:
     """Whether ``exc`` means the device (or the host) ran out of memory."""
