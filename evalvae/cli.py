@@ -14,40 +14,33 @@ log = logging.getLogger("evalvae")
 CONFIG_PATH = "pkg://evalvae.conf"
 
 
-def _fail(e: Exception) -> None:
-    log.error("evalvae: %s", e)
-    sys.exit(2)
+def _call(func, cfg: DictConfig) -> None:
+    """``func(cfg)``; an evalvae error, or an outcome with failed VAEs, exits with status 2."""
+    try:
+        outcome = func(cfg)
+    except EvalvaeError as e:
+        log.error("evalvae: %s", e)
+        sys.exit(2)
+    if getattr(outcome, "failed", None):
+        sys.exit(2)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="run", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
     from evalvae.run import run
 
-    try:
-        outcome = run(cfg)
-    except EvalvaeError as e:
-        _fail(e)
-    if outcome.failed:
-        sys.exit(2)
+    _call(run, cfg)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="ref", version_base="1.3")
 def ref_app(cfg: DictConfig) -> None:
     from evalvae.reference import ref
 
-    try:
-        ref(cfg)
-    except EvalvaeError as e:
-        _fail(e)
+    _call(ref, cfg)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="bench", version_base="1.3")
 def bench_app(cfg: DictConfig) -> None:
     from evalvae.bench.runner import bench
 
-    try:
-        outcome = bench(cfg)
-    except EvalvaeError as e:
-        _fail(e)
-    if outcome.failed:
-        sys.exit(2)
+    _call(bench, cfg)
