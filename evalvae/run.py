@@ -102,7 +102,7 @@ class Job:
             m.extractor.to(self.device)
         self.refs = References(ReferenceStore(cache_dir(cfg.cache_dir)), self.dataset)
         self.writer = RunWriter(out, [m.name for m in self.pair])
-        self.writer.notes = {m.name: m.reason for m in self.pair if isinstance(m, Unavailable)}
+        self.writer.notes = {m.name: m.note for m in self.pair if m.note}  # unavailable, or non-standard weights
         self.writer.add_skipped(self.dataset.listing_skipped)
 
     def protocol(self) -> dict:

@@ -26,6 +26,23 @@ def assets() -> Path:
 
 
 @pytest.fixture(scope="session")
+def real_weights() -> Path:
+    """The real LPIPS backbones and FID Inception built by the assets' make-weights; skipped only when unset."""
+    root = os.environ.get("EVALVAE_TEST_WEIGHTS")
+    if not root:
+        pytest.skip("EVALVAE_TEST_WEIGHTS is not set (python $EVALVAE_TEST_ASSETS/make-weights DIR builds them)")
+    path = Path(root)
+    for f in ("lpips/alexnet_features.pth", "lpips/vgg16_features.pth", "fid/pt_inception-2015-12-05_torch-fidelity.pth"):
+        assert (path / f).is_file(), f"EVALVAE_TEST_WEIGHTS={root} lacks {f}; run make-weights into it"
+    return path
+
+
+@pytest.fixture(scope="session")
+def taesd_family_dir(assets) -> Path:
+    return assets / "weights" / "taesd-family"
+
+
+@pytest.fixture(scope="session")
 def taef2_dir(assets) -> Path:
     return assets / "weights" / "taef2"
 

@@ -58,10 +58,13 @@ def test_backbone_weights_from_a_file_are_the_ones_used(tmp_path):
     backbone = torchvision.models.alexnet()
     path = tmp_path / "my-alexnet.pth"
     torch.save(backbone.state_dict(), path)
+    hub_before = torch.hub.get_dir()
     metric = LPIPS(net="alex", backbone_weights=str(path))
+    torch.testing.assert_close(metric.model.net.slice5[0].weight, backbone.features[10].weight)
     torch.testing.assert_close(metric.model.net.slice1[0].weight, backbone.features[0].weight)
-    assert metric.protocol()["backbone_sha256"] and "[-1, 1]" in metric.protocol()["input_range"]
-    assert torch.hub.get_dir() != str(tmp_path), "the temporary hub directory must be restored"
+    assert "[-1, 1]" in metric.protocol()["input_range"]
+    assert metric.protocol()["weights"]["standard"] is False and "non-standard weights" in metric.note
+    assert torch.hub.get_dir() == hub_before
 
 
 def test_missing_backbone_is_unavailable_with_an_actionable_message(tmp_path, monkeypatch):

@@ -33,6 +33,10 @@ class Unavailable:
     def name(self) -> str:
         return self.names[0]
 
+    @property
+    def note(self) -> str:
+        return self.reason
+
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         return torch.full((len(original),), math.nan, dtype=torch.float64)
 

@@ -31,6 +31,7 @@ class PairMetric(ABC):
     name: str
     higher_is_better: bool
     set_level = False
+    note = ""  # a caveat for summary.csv's note, such as non-standard weights
 
     @abstractmethod
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor: ...

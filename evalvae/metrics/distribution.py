@@ -47,7 +47,7 @@ class FIDKID:
 
     def compute(self, real: FeatureStats, fake: FeatureStats) -> list[dict]:
         """Rows ``{metric, mean, std, n, note}`` for rFID and KID."""
-        note = f"extractor {self.extractor.name}"
+        note = "; ".join(filter(None, [f"extractor {self.extractor.name}", getattr(self.extractor, "note", "")]))
         if fake.n < self.extractor.dim:
             log.warning("rFID on N=%d images < feature dimension %d: the covariance is rank-deficient and rFID is biased upward; "
                         "compare only at equal N", fake.n, self.extractor.dim)  # fmt: skip
@@ -56,15 +56,17 @@ class FIDKID:
         if self.with_kid:
             mean, std, m = kid(real.features, fake.features, self.kid_subsets, self.kid_subset_size, seed=self.seed)
             rows.append({"metric": "kid", "mean": mean, "std": std, "n": fake.n,
-                         "note": f"extractor {self.extractor.name}; {self.kid_subsets} subsets of {m}"})  # fmt: skip
+                         "note": "; ".join(filter(None, [f"extractor {self.extractor.name}", getattr(self.extractor, "note", ""), f"{self.kid_subsets} subsets of {m}"]))})  # fmt: skip
         return rows
 
     def protocol(self) -> dict:
+        weights = getattr(self.extractor, "weights", None)
+        weights = {"weights": weights.describe(), "provenance": {"weights": weights.provenance()}} if weights is not None else {}
         return {
             "rfid": {"higher_is_better": False, "implementation": "evalvae float64 Fréchet distance (eigen-decomposition)",
-                     "statistics": "float64 running sums; unbiased covariance (N - 1)", "extractor": self.extractor.identity(),
+                     "statistics": "float64 running sums; unbiased covariance (N - 1)", "extractor": self.extractor.identity(), **weights,
                      "quantization": "8-bit originals vs reconstructions rounded to 8 bits"},
             **({"kid": {"higher_is_better": False, "implementation": "unbiased MMD^2, kernel (x.y/d + 1)^3",
                         "subsets": self.kid_subsets, "subset_size": self.kid_subset_size, "seed": self.seed,
-                        "extractor": self.extractor.identity()}} if self.with_kid else {}),
+                        "extractor": self.extractor.identity(), **weights}} if self.with_kid else {}),
         }  # fmt: skip

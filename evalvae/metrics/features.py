@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 
 from evalvae.errors import EvalvaeError, check_choice
-from evalvae.io import sha256_file
+from evalvae.metrics.weights import MetricUnavailable, find_weights, load_network
 from evalvae.vae.base import state_dict_sha256
 from evalvae.vae.sources import local_then_hub
+
+__all__ = ["FeatureExtractor", "HFVision", "InceptionV3", "MetricUnavailable", "build_extractor", "find_weights", "pil_bicubic_299"]
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +27,10 @@ log = logging.getLogger(__name__)
 # pytorch-fid download them; the file name carries the first 8 hex digits of its sha256.
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
-INCEPTION_SHA256_PREFIX = "6726825d"
+# state_dict_sha256 of the tensors pool3 features use (all but the classifier ``fc.*`` and BatchNorm's
+# ``num_batches_tracked``), computed on a copy of the same network in torch-fidelity's layout.
+STANDARD_INCEPTION = "2880397385c127930be1f918f46a156bdc0843c2c6d32bf5f131cc254f21ff9a"
 RESIZES = ("clean", "legacy")
-
-
-class MetricUnavailable(EvalvaeError):
-    """A metric's weights cannot be had; the metric is reported as unavailable, never faked."""
 
 
 class FeatureExtractor(ABC):
@@ -40,6 +40,7 @@ class FeatureExtractor(ABC):
     dim: int
     module: torch.nn.Module | None = None
     device = torch.device("cpu")
+    note = ""  # a caveat that goes next to the metric's value, such as non-standard weights
 
     @abstractmethod
     def __call__(self, images: torch.Tensor) -> np.ndarray:
@@ -56,24 +57,6 @@ class FeatureExtractor(ABC):
         return self
 
 
-def torch_hub_file(names: tuple[str, ...]) -> Path | None:
-    """The first of ``names`` present in torch's hub checkpoint cache, if any."""
-    folder = Path(torch.hub.get_dir()) / "checkpoints"
-    return next((folder / n for n in names if (folder / n).is_file()), None)
-
-
-def find_weights(given: str | None, names: tuple[str, ...], argument: str, what: str, url: str) -> tuple[Path, str]:
-    """The weights file ``given`` (the value of ``argument``), else the first of ``names`` in torch's hub cache; and its sha256.
-
-    Raises :class:`MetricUnavailable` saying where it looked, where to download and what to set.
-    """
-    path = Path(given).expanduser() if given else torch_hub_file(names)
-    if path is None or not path.is_file():
-        where = f"{argument}={given}" if given else f"torch's hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})"
-        raise MetricUnavailable(f"{what} not found in {where}; download {url} and set {argument}=PATH")
-    return path, sha256_file(path)
-
-
 def pil_bicubic_299(images: torch.Tensor) -> torch.Tensor:
     """clean-fid's resize: each channel as a float32 PIL image, bicubic to 299x299, clipped to [0, 255]."""
     out = np.empty((len(images), 3, 299, 299), np.float32)
@@ -82,6 +65,32 @@ def pil_bicubic_299(images: torch.Tensor) -> torch.Tensor:
             ch = Image.fromarray(img[c].astype(np.float32), mode="F").resize((299, 299), Image.Resampling.BICUBIC)
             out[i, c] = np.clip(np.asarray(ch), 0, 255)
     return torch.from_numpy(out)
+
+
+def _pool3_tensor(key: str) -> bool:
+    return not key.startswith("fc.") and not key.endswith("num_batches_tracked")
+
+
+def torch_fidelity_inception(state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """torch-fidelity's ``FeatureExtractorInceptionV3`` holding ``state`` (pool3 tensors; the classifier may be absent).
+
+    torch-fidelity only builds this network by loading a state dict itself, from a URL or by
+    unpickling a path with ``weights_only=False``; evalvae hands it the tensors it has already read
+    safely instead, through the one function torch-fidelity fetches them with.
+    """
+    from unittest import mock
+
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    full = dict(state)
+    full.setdefault("fc.weight", torch.zeros(1008, 2048))  # logits are never used: pool3 precedes fc
+    full.setdefault("fc.bias", torch.zeros(1008))
+    for key in list(state):
+        if key.endswith(".running_var"):
+            full.setdefault(key[: -len("running_var")] + "num_batches_tracked", torch.tensor(0))
+    with mock.patch.object(tfi, "load_state_dict_from_url", lambda *_, **__: full):
+        net = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    return net.eval()
 
 
 class InceptionV3(FeatureExtractor):
@@ -103,13 +112,11 @@ class InceptionV3(FeatureExtractor):
     def __init__(self, weights: str | None = None, resize: str = "clean", batch_size: int = 32):
         self.resize = check_choice("metrics.fid.resize", resize, RESIZES)
         self.batch_size = batch_size
-        path, self.weights_sha256 = find_weights(weights, INCEPTION_FILES, "metrics.fid.weights", "FID Inception weights", INCEPTION_URL)
-        if not self.weights_sha256.startswith(INCEPTION_SHA256_PREFIX):
-            log.warning("%s is not the standard FID Inception file (sha256 %s...); rFID will not be comparable to published numbers",
-                        path, self.weights_sha256[:12])  # fmt: skip
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        self.net = self.module = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)).eval()
+        argument = "metrics.fid.weights"
+        path = find_weights(weights, INCEPTION_FILES, argument, "FID Inception weights", INCEPTION_URL)
+        state, self.weights = load_network(path, argument, "FID Inception", _pool3_tensor, STANDARD_INCEPTION)
+        self.weights_sha256 = self.weights.tensors_sha256
+        self.net = self.module = torch_fidelity_inception(state)
         self.name = f"inception-v3-fid-{self.resize}"
 
     @torch.inference_mode()
@@ -126,10 +133,15 @@ class InceptionV3(FeatureExtractor):
             out.append(f.double().cpu().numpy())
         return np.concatenate(out)
 
+    @property
+    def note(self) -> str:
+        return self.weights.note
+
     def identity(self) -> dict:
         resize = ("PIL bicubic to 299x299 in float, no re-quantization (clean-fid)" if self.resize == "clean"
                   else "TF1-compatible bilinear of uint8 to 299x299 (torch-fidelity legacy)")  # fmt: skip
-        return {"name": self.name, "weights_sha256": self.weights_sha256, "resize": resize, "input": "8-bit RGB, (x - 128) / 128",
+        return {"name": self.name, "weights_sha256": self.weights_sha256, "weights_standard": self.weights.standard,
+                "resize": resize, "input": "8-bit RGB, (x - 128) / 128",
                 "implementation": "torch-fidelity FeatureExtractorInceptionV3, pool3 2048-d"}  # fmt: skip
 
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import tempfile
+import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from evalvae.errors import check_choice
+from evalvae.io import sha256_file
 from evalvae.metrics.base import PairMetric
-from evalvae.metrics.features import find_weights
+from evalvae.metrics.weights import MetricUnavailable, NetworkWeights, find_weights, load_network, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -20,20 +21,51 @@ BACKBONES = {
     "alex": ("alexnet-owt-7be5be79.pth", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
     "vgg": ("vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth"),
 }
+# state_dict_sha256 of the ``features.*`` tensors of those files, the ones LPIPS uses (computed on
+# feature-only copies of the same tensors; the classifier is not part of the hash).
+STANDARD_BACKBONES = {
+    "alex": "b46189e918b5839984e730473cc7329f473de17968d8502d355c0f0fd30797e7",
+    "vgg": "441a19f14162bd7500dada8abf5ea122eae6bfb8beb0157b85974ee9aae8a060",
+}
+_FEATURE = re.compile(r"^features\.(\d+)\.(weight|bias)$")
 
 
-@contextlib.contextmanager
-def _hub_dir_holding(path: Path, name: str):
-    """A temporary torch hub directory where ``checkpoints/<name>`` is ``path``, so torchvision loads it."""
-    previous = torch.hub.get_dir()
-    with tempfile.TemporaryDirectory(prefix="evalvae-hub-") as tmp:
-        (Path(tmp) / "checkpoints").mkdir()
-        (Path(tmp) / "checkpoints" / name).symlink_to(path.resolve())
-        torch.hub.set_dir(tmp)
-        try:
-            yield
-        finally:
-            torch.hub.set_dir(previous)
+def heads_path(net: str) -> Path:
+    """The lpips package's v0.1 linear heads for ``net``."""
+    import lpips
+
+    return Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
+
+
+def build_lpips(net: str, backbone: dict[str, torch.Tensor], heads: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """``lpips.LPIPS`` for ``net`` holding exactly the given tensors (torchvision ``features.*`` names, package head names).
+
+    The package is built with nothing loaded (random trunk, no heads read), then filled strictly,
+    so the network never depends on a download or on a file the package would unpickle itself.
+    """
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*")
+        model = lpips.LPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
+    state = model.state_dict()
+    trunk = {}
+    for key in state:
+        parts = key.split(".")
+        if parts[0] == "net" and parts[1].startswith("slice"):
+            trunk[key] = f"features.{'.'.join(parts[2:])}"  # net.slice2.3.weight <- features.3.weight
+    missing = [src for src in trunk.values() if src not in backbone]
+    if missing:
+        raise ValueError(f"the {net} backbone lacks {', '.join(missing[:4])}")
+    # the heads are registered twice, as lin0..linN and as the ModuleList lins.0..N; the file names the former
+    head = {k: re.sub(r"^lins\.(\d+)\.", r"lin\1.", k) for k in state if k.startswith("lin")}
+    heads_missing = sorted({src for src in head.values() if src not in heads})
+    if heads_missing:
+        raise ValueError(f"the LPIPS heads lack {', '.join(heads_missing[:4])}")
+    state.update({dst: backbone[src] for dst, src in trunk.items()})
+    state.update({dst: heads[src] for dst, src in head.items()})
+    model.load_state_dict(state, strict=True)
+    return model.eval().requires_grad_(False)
 
 
 class LPIPS(PairMetric):
@@ -42,31 +74,39 @@ class LPIPS(PairMetric):
     The ``lpips`` package's v0.1 linear heads on torchvision's ImageNet backbone (``alex`` by
     default, or ``vgg``). Images are mapped from [0, 255] to [-1, 1], the range the package
     expects (feeding [0, 1] is a common source of wrong numbers). The backbone comes from
-    ``backbone_weights`` or torch's hub cache; without it the metric is unavailable.
+    ``backbone_weights`` (torchvision's full file or a ``features.*``-only state dict, ``.pth`` or
+    ``.safetensors``) or torch's hub cache; without it the metric is unavailable. Backbones other
+    than torchvision's ImageNet ones are reported as non-standard weights.
     """
 
     name, higher_is_better = "lpips", False
     NETS = tuple(BACKBONES)
 
     def __init__(self, net: str = "alex", backbone_weights: str | None = None, batch_size: int = 16):
-        import lpips
-
         self.net = check_choice("metrics.lpips.net", net, self.NETS)
         fname, url = BACKBONES[net]
-        path, self.backbone_sha256 = find_weights(backbone_weights, (fname,), "metrics.lpips.backbone_weights", f"LPIPS-{net} backbone weights", url)
-        expected = fname.rsplit("-", 1)[1].split(".")[0]
-        if not self.backbone_sha256.startswith(expected):
-            log.warning("%s is not torchvision's %s weights (sha256 %s...); LPIPS will not be comparable", path, net, self.backbone_sha256[:12])
-        with _hub_dir_holding(path, fname):
-            self.model = lpips.LPIPS(net=net, verbose=False).eval().requires_grad_(False)
+        argument = "metrics.lpips.backbone_weights"
+        path = find_weights(backbone_weights, (fname,), argument, f"LPIPS-{net} backbone weights", url)
+        backbone, self.weights = load_network(path, argument, f"LPIPS-{net} backbone", lambda k: bool(_FEATURE.match(k)), STANDARD_BACKBONES[net])
+        heads = heads_path(net)
+        self.heads_sha256 = sha256_file(heads)
+        try:
+            self.model = build_lpips(net, backbone, read_state_dict(heads, "lpips package heads"))
+        except ValueError as e:
+            raise MetricUnavailable(f"{argument}={path}: {e}") from None
         self.batch_size = batch_size
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, net: str = "alex", batch_size: int = 16) -> LPIPS:
         """Wrap an already built ``lpips.LPIPS`` (for tests that build both sides the same way)."""
         self = cls.__new__(cls)
-        self.net, self.model, self.batch_size, self.backbone_sha256 = net, model.eval(), batch_size, "given"
+        self.net, self.model, self.batch_size, self.heads_sha256 = net, model.eval(), batch_size, "given"
+        self.weights = NetworkWeights(f"LPIPS-{net} backbone", "(in memory)", "", "given", standard=False)
         return self
+
+    @property
+    def note(self) -> str:
+        return self.weights.note
 
     @torch.inference_mode()
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -80,5 +120,6 @@ class LPIPS(PairMetric):
 
     def protocol(self) -> dict:
         return {"implementation": f"lpips package v0.1 linear heads, torchvision {self.net} backbone",
-                "backbone_sha256": self.backbone_sha256, "input_range": "[-1, 1] (pixels / 127.5 - 1)",
-                "reduction": "spatial mean per image"}  # fmt: skip
+                "net": self.net, "weights": self.weights.describe(), "heads_sha256": self.heads_sha256,
+                "provenance": {"weights": self.weights.provenance()},
+                "input_range": "[-1, 1] (pixels / 127.5 - 1)", "reduction": "spatial mean per image"}  # fmt: skip

@@ -61,7 +61,7 @@ class T2IMetrics:
         return [m.name for m in self.pair] + (["clip_score"] if self.clip is not None else [])
 
     def notes(self) -> dict[str, str]:
-        return {m.name: m.reason for m in [*self.pair, self.clip] if isinstance(m, Unavailable)}
+        return {m.name: m.note for m in [*self.pair, self.clip] if getattr(m, "note", "")}  # unavailable, or non-standard weights
 
     def reference_statistics(self, batch_size: int, workers: int, device: torch.device) -> None:
         """Reference features for every set-level metric: from the cache, else computed once and cached."""

@@ -1,0 +1,120 @@
+"""The real LPIPS and FID networks, wired in: stated values, identification by tensors, safe loading.
+
+Needs the networks built by the assets' make-weights ($EVALVAE_TEST_WEIGHTS); skipped only when unset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from evalvae.metrics.features import InceptionV3, MetricUnavailable
+from evalvae.metrics.lpips import LPIPS
+
+# The LPIPS reference pairs with the values stated in the assets' README (lpips package, real backbones, v0.1 heads).
+STATED = {"alex": (0.721881, 0.137566), "vgg": (0.568613, 0.421664)}
+BACKBONE_FILE = {"alex": "lpips/alexnet_features.pth", "vgg": "lpips/vgg16_features.pth"}
+INCEPTION = "fid/pt_inception-2015-12-05_torch-fidelity.pth"
+
+
+def example(assets, name: str) -> torch.Tensor:
+    a = np.array(Image.open(assets / "images" / "lpips-examples" / f"ex_{name}.png").convert("RGB"))
+    return torch.from_numpy(a).permute(2, 0, 1)[None].double()
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_lpips_reproduces_the_stated_values(assets, real_weights, net):
+    metric = LPIPS(net=net, backbone_weights=str(real_weights / BACKBONE_FILE[net]))
+    ref, p0, p1 = (example(assets, n) for n in ("ref", "p0", "p1"))
+    got = torch.cat([metric(ref, p0), metric(ref, p1)])
+    torch.testing.assert_close(got, torch.tensor(STATED[net], dtype=torch.float64), rtol=0, atol=1e-5)
+    # through a batch of both pairs, in either order
+    both = metric(torch.cat([ref, ref]), torch.cat([p1, p0]))
+    torch.testing.assert_close(both, got.flip(0), rtol=0, atol=1e-6)
+    assert metric.weights.standard and metric.note == ""
+    assert metric.protocol()["weights"] == {"standard": True, "tensors_sha256": metric.weights.tensors_sha256}
+
+
+def test_lpips_knows_the_network_whatever_file_holds_it(assets, real_weights, tmp_path):
+    features = torch.load(real_weights / BACKBONE_FILE["alex"], weights_only=True)
+    # torchvision's full file layout: the same features plus a classifier LPIPS never uses
+    full = {**features, "classifier.1.weight": torch.randn(4096, 9216), "classifier.1.bias": torch.randn(4096)}
+    torch.save(full, tmp_path / "alexnet-full.pth")
+    save_file(features, tmp_path / "alexnet.safetensors")
+    ref, p0 = example(assets, "ref"), example(assets, "p0")
+    for f in ("alexnet-full.pth", "alexnet.safetensors"):
+        metric = LPIPS(net="alex", backbone_weights=str(tmp_path / f))
+        assert metric.weights.standard, f
+        assert abs(metric(ref, p0).item() - STATED["alex"][0]) < 1e-5
+
+    changed = dict(features)
+    changed["features.0.bias"] = changed["features.0.bias"] + 1e-3
+    torch.save(changed, tmp_path / "alexnet-tuned.pth")
+    metric = LPIPS(net="alex", backbone_weights=str(tmp_path / "alexnet-tuned.pth"))
+    assert not metric.weights.standard
+    assert "non-standard weights" in metric.note and metric.protocol()["weights"]["standard"] is False
+
+
+def test_lpips_refuses_files_that_are_not_the_backbone(real_weights, tmp_path):
+    torch.save({"layer.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(MetricUnavailable, match=r"metrics\.lpips\.backbone_weights=.*none of the LPIPS-alex backbone tensors"):
+        LPIPS(net="alex", backbone_weights=str(tmp_path / "other.pth"))
+    vgg_for_alex = real_weights / BACKBONE_FILE["vgg"]
+    with pytest.raises(MetricUnavailable, match=r"metrics\.lpips\.backbone_weights"):
+        LPIPS(net="alex", backbone_weights=str(vgg_for_alex))
+    (tmp_path / "pickle.pth").write_bytes(b"not a torch file")
+    with pytest.raises(MetricUnavailable, match=r"weights_only=True"):
+        LPIPS(net="alex", backbone_weights=str(tmp_path / "pickle.pth"))
+
+
+def test_inception_is_read_by_evalvae_and_never_unpickled_by_torch_fidelity(real_weights, monkeypatch):
+    calls = []
+    real_load = torch.load
+
+    def watched_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", watched_load)
+    net = InceptionV3(weights=str(real_weights / INCEPTION), resize="legacy")
+    assert calls == [True], f"torch.load calls (weights_only): {calls}"
+    assert net.weights.standard and net.note == "" and net.identity()["weights_standard"] is True
+
+
+def test_inception_features_equal_torch_fidelity_loading_the_same_file(real_weights):
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    path = real_weights / INCEPTION
+    ours = InceptionV3(weights=str(path), resize="legacy")
+    # torch-fidelity's own loading, handed the tensors (its path argument would unpickle with weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tfi, "load_state_dict_from_url", lambda *_, **__: state)
+        theirs = tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).eval()
+    x = torch.randint(0, 256, (3, 3, 120, 90), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        (expected,) = theirs(x)
+    np.testing.assert_allclose(ours(x), expected.double().numpy(), rtol=0, atol=1e-6)
+
+
+def test_inception_identified_by_the_tensors_pool3_uses(real_weights, tmp_path):
+    state = torch.load(real_weights / INCEPTION, map_location="cpu", weights_only=True)
+    # the official file holds the real classifier and other BatchNorm counters; pool3 never reads them
+    official_like = {**state, "fc.weight": torch.randn(1008, 2048), "fc.bias": torch.randn(1008)}
+    official_like = {k: (torch.tensor(7) if k.endswith("num_batches_tracked") else v) for k, v in official_like.items()}
+    torch.save(official_like, tmp_path / "official-like.pth")
+    no_fc = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    save_file(no_fc, tmp_path / "inception.safetensors")
+    for f in ("official-like.pth", "inception.safetensors"):
+        net = InceptionV3(weights=str(tmp_path / f))
+        assert net.weights.standard, f
+        assert net.weights_sha256 == InceptionV3(weights=str(real_weights / INCEPTION)).weights_sha256
+
+    key = "Mixed_7c.branch_pool.conv.weight"
+    tuned = {**state, key: state[key] * 1.01}
+    torch.save(tuned, tmp_path / "tuned.pth")
+    net = InceptionV3(weights=str(tmp_path / "tuned.pth"))
+    assert not net.weights.standard and "non-standard weights" in net.note
