@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from contextlib import contextmanager
 
@@ -11,13 +12,18 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
+from evalvae.bench.nonfinite import update_findings, weights_identity
 from evalvae.config import compose
 from evalvae.device import resolve_device
 from evalvae.errors import ConfigError
 from evalvae.run import run
-from evalvae.t2i.run import LatentSpaceMismatch
+from evalvae.t2i.decode import items_of
+from evalvae.t2i.pipeline import DiffusersPipeline
+from evalvae.t2i.run import LatentSpaceMismatch, generation_chunks
+from evalvae.t2i.suites import Prompt
 from evalvae.vae import load_vae
 from tests.helpers import evalvae_cli
 from tests.t2i_helpers import tiny_pipeline_dir, tiny_vae_dirs  # noqa: F401 (fixtures)
@@ -56,6 +62,38 @@ def counting_unet_calls():
         yield calls
     finally:
         UNet2DConditionModel.forward = original
+
+
+@contextmanager
+def recording_generate_calls():
+    """Record the (prompt, seed) pairs of every pipeline batch, in order."""
+    batches = []
+    original = DiffusersPipeline.generate
+
+    def generate(self, prompts, seeds):
+        batches.append(list(zip(prompts, seeds)))
+        return original(self, prompts, seeds)
+
+    DiffusersPipeline.generate = generate
+    try:
+        yield batches
+    finally:
+        DiffusersPipeline.generate = original
+
+
+def cached_latents(cache) -> dict[str, object]:
+    """Each cached latent file by the image id in its metadata."""
+    found = {}
+    for path in (cache / "latents").glob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            found[f.metadata()["image"]] = path
+    return found
+
+
+def stored_latent(path) -> tuple[bytes, dict]:
+    """A latent file's tensor bytes and metadata (safetensors writes its metadata keys in no fixed order)."""
+    with safe_open(str(path), "pt") as f:
+        return f.get_tensor("latent").numpy().tobytes(), f.metadata()
 
 
 def overrides(pipe_dir, vaes: dict, *extra) -> list[str]:
@@ -227,19 +265,89 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
     assert gen.n_generated == 0 and gen.n_cached == N_IMAGES
     for png in (a / "images" / "kl-f8").glob("*.png"):
         assert png.read_bytes() == (b / "images" / "kl-f8" / png.name).read_bytes()
-    # A truncated cached latent counts as missing and is generated again.
+    # A truncated cached latent counts as missing and is generated again, with its chunk-mates: the same bytes.
     victim = sorted((tmp_path / "cache" / "latents").glob("*.safetensors"))[0]
+    original = stored_latent(victim)
     victim.write_bytes(victim.read_bytes()[:-16])
     with counting_unet_calls() as calls:
         d = run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "d").out_dir
     gen = pd.read_csv(d / "generation.csv").iloc[0]
-    assert len(calls) > 0 and gen.n_generated == 1 and gen.n_cached == N_IMAGES - 1
+    assert len(calls) == STEPS and gen.n_generated == 1 and gen.n_cached == N_IMAGES - 1
+    assert stored_latent(victim) == original
     for png in (b / "images" / "kl-f8").glob("*.png"):
         assert png.read_bytes() == (d / "images" / "kl-f8" / png.name).read_bytes()
     # Other settings are other latents.
     with counting_unet_calls() as calls:
         run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache, "pipeline.guidance=3.0")), out_dir=tmp_path / "c")
     assert len(calls) == STEPS * math.ceil(N_IMAGES / GEN_BATCH)
+
+
+def test_generation_chunks_are_fixed_by_position():
+    items = items_of([Prompt(f"p{i}", f"prompt {i}", "all") for i in range(4)], [0, 1])  # 8 items
+    chunk = lambda *idx: [items[i] for i in idx]  # noqa: E731
+    assert generation_chunks(items, items, 3) == [chunk(0, 1, 2), chunk(3, 4, 5), chunk(6, 7)]
+    assert generation_chunks(items, chunk(4), 3) == [chunk(3, 4, 5)]  # not [4] alone
+    assert generation_chunks(items, chunk(7, 0), 3) == [chunk(0, 1, 2), chunk(6, 7)]
+    assert generation_chunks(items, chunk(2, 3), 3) == [chunk(0, 1, 2), chunk(3, 4, 5)]
+    assert generation_chunks(items, [], 3) == []
+    assert generation_chunks(items, chunk(5), 1) == [chunk(5)]
+
+
+def test_a_missing_latent_is_regenerated_in_its_own_chunk_with_identical_bytes(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    """Chunks of pipeline.batch_size follow the suite's order, so a cache miss in the middle of a chunk
+    regenerates that chunk with the same batch composition, and the latent comes back bit for bit."""
+    cache = tmp_path / "cache"
+    cfg = compose(overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"]}, "t2i.latents=cache", f"cache_dir={cache}", "device=cpu",
+                            "t2i.save_images=false"))  # fmt: skip
+    with recording_generate_calls() as first:
+        a = run(cfg, out_dir=tmp_path / "a").out_dir
+    prompts = pd.read_csv(a / "prompts.csv")
+    images, pairs = list(prompts.image), [(p, int(s)) for p, s in zip(prompts.prompt, prompts.seed)]
+    assert first == [pairs[:GEN_BATCH], pairs[GEN_BATCH:]]  # 6 images in batches of 4: [0..3], [4, 5]
+    stored = cached_latents(cache)
+    before = {image: stored_latent(stored[image]) for image in images}
+    mtimes = {image: stored[image].stat().st_mtime_ns for image in images}
+
+    victim = images[1]  # inside the first chunk, neither end
+    stored[victim].unlink()
+    with recording_generate_calls() as second:
+        b = run(cfg, out_dir=tmp_path / "b").out_dir
+    assert second == [first[0]], "the whole first chunk, in the same order, and nothing else"
+    gen = pd.read_csv(b / "generation.csv").iloc[0]
+    assert (gen.n_generated, gen.n_cached, gen.n_pipeline_images) == (1, N_IMAGES - 1, GEN_BATCH)
+    stored = cached_latents(cache)
+    assert stored_latent(stored[victim]) == before[victim]
+    assert {image: stored[image].stat().st_mtime_ns for image in images if image != victim} == {k: v for k, v in mtimes.items() if k != victim}
+
+    # A missing latent of the short last chunk regenerates that chunk only.
+    stored[images[-1]].unlink()
+    with recording_generate_calls() as third:
+        run(cfg, out_dir=tmp_path / "c")
+    assert third == [first[1]] and stored_latent(cached_latents(cache)[images[-1]]) == before[images[-1]]
+
+
+def test_a_vae_found_nonfinite_is_decoded_in_fp32(tmp_path, tiny_pipeline_dir, three_vaes, caplog):  # noqa: F811
+    """task=t2i loads VAEs with recon's policy: a bench finding for the weights in bf16 makes the run decode in fp32."""
+    cache = tmp_path / "cache"
+    two = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
+    cfg = compose(overrides(tiny_pipeline_dir, two, "device=cpu", "vae.ft-mse.dtype=bf16", f"cache_dir={cache}", "t2i.save_images=false"))
+
+    plain = run(cfg, out_dir=tmp_path / "plain").out_dir  # no finding yet: bf16 as asked
+    assert pd.read_csv(plain / "timings.csv")["dtype"].tolist() == ["fp32", "bf16"]
+
+    vae = load_vae("ft-mse", cfg.vae["ft-mse"], device="cpu", cache_dir=str(cache))
+    assert vae.dtype_name == "bf16"
+    row = {"vae": "ft-mse", "status": "ok", "dtype": "bf16", "op": "decode", "resolution": 64, "mode": "plain", "nonfinite": True}
+    update_findings(str(cache), {"ft-mse": {"identity": weights_identity(vae), "source": vae.weights.location}}, [row], str(tmp_path / "bench"))
+    with caplog.at_level(logging.WARNING):
+        out = run(cfg, out_dir=tmp_path / "upcast").out_dir
+    assert "VAE 'ft-mse'" in caplog.text and "found non-finite bf16 outputs" in caplog.text and "evaluating it in fp32 instead" in caplog.text
+    assert pd.read_csv(out / "timings.csv")["dtype"].tolist() == ["fp32", "fp32"]
+    vaes = {v["vae"]: v for v in json.loads((out / "vaes.json").read_text())}
+    assert (vaes["ft-mse"]["dtype"], vaes["ft-mse"]["dtype_requested"]) == ("fp32", "bf16")
+    assert (vaes["kl-f8"]["dtype"], vaes["kl-f8"]["dtype_requested"]) == ("fp32", "fp32")
+    per = pd.read_csv(out / "per_image.csv")
+    assert per.loc[per.vae == "ft-mse", "psnr"].notna().all()
 
 
 def test_scheduler_choice(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811

@@ -4,6 +4,12 @@ Order of work: configuration and latent-space families are checked first; then t
 loaded (only if some latent is not stored yet), then the VAEs, whose channels and spatial factor
 must match the pipeline's; then latents are generated and stored; then every VAE decodes the
 same stored latents.
+
+Generation batches are fixed by position, not by what is missing: the run's (prompt, seed) items,
+in suite order with the seeds of each prompt together, are cut into chunks of
+``pipeline.batch_size``, and a chunk with any latent missing is generated whole. Float kernels
+depend on the batch they run in, so this is what makes a latent regenerated after a cache miss
+byte-identical to the one generated with its chunk-mates; only the missing latents are written.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from evalvae.bench.nonfinite import load_for_run
 from evalvae.config import instantiate
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
 from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
@@ -28,7 +35,7 @@ from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
 from evalvae.t2i.latents import LatentStore
 from evalvae.t2i.metrics import REFERENCE_NOTE, T2IMetrics, by_category, console_table
 from evalvae.t2i.pipeline import DiffusersPipeline
-from evalvae.vae import LatentSpace, load_vae
+from evalvae.vae import LatentSpace
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,14 @@ def mismatch(vae: str, vae_space, pipeline: str, space) -> LatentSpaceMismatch:
     hint = ", ".join(vaes_of_family(space.family if isinstance(space, LatentSpace) else space)) or "none shipped"
     return LatentSpaceMismatch(f"VAE '{vae}' (latent space {vae_space}) cannot decode the latents of pipeline '{pipeline}' "
                                f"(latent space {space}); choose VAEs of that space: {hint}")  # fmt: skip
+
+
+def generation_chunks(items: list[Item], missing: list[Item], batch_size: int) -> list[list[Item]]:
+    """The pipeline batches that produce ``missing``: every chunk of ``batch_size`` consecutive
+    ``items`` holding a missing one, whole, so its batch composition never depends on the cache."""
+    wanted = {it.image for it in missing}
+    chunks = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    return [chunk for chunk in chunks if any(it.image in wanted for it in chunk)]
 
 
 class T2IWriter(RunWriter):
@@ -157,7 +172,8 @@ class T2IJob:
         for name in [self.reference, *(n for n in self.specs if n != self.reference)]:
             start = time.perf_counter()
             try:
-                vae = load_vae(name, self.specs[name], device=self.device, cache_dir=self.cfg.cache_dir)
+                # task=recon's loading policy: fp32 where the asked fp16/bf16 is known to fail, with a warning
+                vae = load_for_run(name, self.specs[name], device=self.device, cache_dir=self.cfg.cache_dir)
             except EvalvaeError as e:
                 if name == self.reference:
                     raise
@@ -172,32 +188,35 @@ class T2IJob:
             self.vaes[name] = VAEState(vae, StageTimes(self.device), fakes, load_s=time.perf_counter() - start)
 
     def generate(self) -> None:
-        """Run the pipeline on every (prompt, seed) whose latent is not stored yet; store the latents."""
+        """Run the pipeline on every chunk (:func:`generation_chunks`) with a latent not stored yet; store those latents."""
         todo, n_cached = self.todo or [], len(self.items) - len(self.todo or [])
+        chunks = generation_chunks(self.items, todo, self.pipeline.batch_size)
+        wanted = {it.image for it in todo}
+        n_run = sum(map(len, chunks))
         gen_s = 0.0
         if todo:
-            log.info("generating %d latent(s) with %s (%d step(s)); %d found in the cache", len(todo), self.pipeline.name,
-                     self.pipeline.steps, n_cached)  # fmt: skip
-            with progress_bar(self.cfg.progress, len(todo), "generate") as bar:
-                for i in range(0, len(todo), self.pipeline.batch_size):
-                    chunk = todo[i : i + self.pipeline.batch_size]
+            log.info("generating %d latent(s) with %s (%d step(s)) in %d batch(es) of %d image(s); %d found in the cache", len(todo),
+                     self.pipeline.name, self.pipeline.steps, len(chunks), n_run, n_cached)  # fmt: skip
+            with progress_bar(self.cfg.progress, n_run, "generate") as bar:
+                for chunk in chunks:
                     synchronize(self.device)
                     start = time.perf_counter()
                     latents = self.pipeline.generate([it.prompt.text for it in chunk], [it.seed for it in chunk])
                     gen_s += time.perf_counter() - start
                     for it, z in zip(chunk, latents):
-                        self.store.save(it.image, it.prompt.text, it.seed, z)
+                        if it.image in wanted:  # a stored chunk-mate is left as it is (a reader may hold it)
+                            self.store.save(it.image, it.prompt.text, it.seed, z)
                     bar.update(len(chunk))
         elif self.items:
             log.info("all %d latent(s) found in the cache; the pipeline is not run", len(self.items))
         p = self.pipeline
         n = len(todo)
-        self.generation = {"generated": n, "from_cache": n_cached}
+        self.generation = {"generated": n, "from_cache": n_cached, "pipeline_images": n_run}
         self.writer.write_json("metrics.json", self.protocol())
         row = {"pipeline": p.name, "device": str(self.device), "dtype": p.loaded.get("torch_dtype", p.dtype_name),
-               "batch_size": p.batch_size, "n_images": len(self.items), "n_generated": n, "n_cached": n_cached,
+               "batch_size": p.batch_size, "n_images": len(self.items), "n_generated": n, "n_cached": n_cached, "n_pipeline_images": n_run,
                "load_s": self.load_s, "text_encode_s": p.text_encode_s, "denoise_s": gen_s - p.text_encode_s,
-               "denoiser_calls": p.denoiser_calls, "generate_s": gen_s, "ms_per_image": 1000 * gen_s / n if n else float("nan"),
+               "denoiser_calls": p.denoiser_calls, "generate_s": gen_s, "ms_per_image": 1000 * gen_s / n_run if n_run else float("nan"),
                "peak_mem_mb": peak_memory_mb(self.device) if n else float("nan")}  # fmt: skip
         with atomic_path(self.out / "generation.csv") as tmp:
             pd.DataFrame([row]).to_csv(tmp, index=False)
