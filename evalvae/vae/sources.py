@@ -59,6 +59,23 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
     return dest
 
 
+PAIR_SUFFIXES = (".safetensors", ".pth")
+
+
+def pair_suffix(folder: Path, prefix: str) -> str | None:
+    """The suffix of the ``{prefix}_encoder``/``{prefix}_decoder`` pair in ``folder`` (safetensors first), if both are there."""
+    return next((sfx for sfx in PAIR_SUFFIXES if all((folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder"))), None)
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` file, or from a torch file read with ``weights_only=True``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def pth_pair(
     name: str,
     source: str,
@@ -67,7 +84,7 @@ def pth_pair(
     sha256: dict | None,
     cache: str | None,
 ) -> tuple[dict[str, dict[str, torch.Tensor]], LoadedWeights]:
-    """Load ``{prefix}_encoder.pth`` and ``{prefix}_decoder.pth`` from a local folder or a base URL.
+    """Load ``{prefix}_encoder`` and ``{prefix}_decoder`` (``.safetensors`` or ``.pth``) from a local folder, or the ``.pth`` pair from a base URL.
 
     Files from a URL are downloaded once into ``<cache>/weights/<prefix>/``. When ``sha256`` maps
     ``encoder``/``decoder`` to hashes, every file is checked, wherever it came from.
@@ -76,9 +93,14 @@ def pth_pair(
     kind = source_kind(source, argument)
     if kind not in ("url", "dir"):
         raise ConfigError(argument, source, hint=f"expected a folder or base URL holding {prefix}_encoder.pth and {prefix}_decoder.pth")
+    if kind == "url":
+        suffix = ".pth"
+    else:  # a complete pair, safetensors first; else the suffix of the half that is there, so the error names the other
+        folder = Path(source).expanduser()
+        suffix = pair_suffix(folder, prefix) or next((sfx for sfx in PAIR_SUFFIXES if any(folder.glob(f"{prefix}_*{sfx}"))), ".pth")
     states, files = {}, {}
     for part in ("encoder", "decoder"):
-        fname = f"{prefix}_{part}.pth"
+        fname = f"{prefix}_{part}{suffix}"
         expected = (sha256 or {}).get(part)
         if kind == "url":
             url = source.rstrip("/") + "/" + fname
@@ -93,17 +115,18 @@ def pth_pair(
         else:
             path = Path(source).expanduser() / fname
             if not path.is_file():
-                raise WeightsUnavailable(f"VAE '{name}': {path} not found; {argument} must be a folder holding {prefix}_encoder.pth and {prefix}_decoder.pth")
+                raise WeightsUnavailable(f"VAE '{name}': {path} not found; {argument} must be a folder holding {prefix}_encoder and "
+                                         f"{prefix}_decoder as .safetensors or .pth")  # fmt: skip
         digest = sha256_file(path)
         if expected is not None and digest != expected:
             raise WeightsUnavailable(
                 f"VAE '{name}': {path} has sha256 {digest}, expected {expected}; "
                 f"to evaluate other weights (for example a fine-tune), set vae.{name}.sha256=null"
             )
-        states[part] = torch.load(path, map_location="cpu", weights_only=True)
+        states[part] = read_tensors(path)
         files[fname] = digest
     location = str(Path(source).expanduser().resolve()) if kind == "dir" else source
-    return states, LoadedWeights(kind=f"pth-{kind}", location=location, files=files)
+    return states, LoadedWeights(kind=f"{suffix[1:]}-{kind}", location=location, files=files)
 
 
 def diffusers_model(

@@ -10,7 +10,7 @@ import torch
 
 from evalvae.device import parse_dtype
 from evalvae.vae.base import LatentSpace, VAEAdapter
-from evalvae.vae.sources import SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
+from evalvae.vae.sources import PAIR_SUFFIXES, SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
 from evalvae.vae.taesd import TinyAutoencoder, decoder_stages, encoder_stages
 from evalvae.vae.tiling import tiled_apply
 
@@ -19,9 +19,9 @@ class TinyAdapter(VAEAdapter):
     """A tiny autoencoder; deterministic (no posterior), 8x downsampling.
 
     ``source`` may be a hub id, a diffusers folder or a single file (loaded as diffusers'
-    ``AutoencoderTiny``, which takes [-1, 1]), or a folder or base URL holding
-    ``{weights_prefix}_encoder.pth`` and ``{weights_prefix}_decoder.pth`` (loaded into
-    :class:`~evalvae.vae.taesd.TinyAutoencoder`, which takes [0, 1]).
+    ``AutoencoderTiny``, which takes [-1, 1]), or a folder holding ``{weights_prefix}_encoder`` and
+    ``{weights_prefix}_decoder`` as ``.safetensors`` or ``.pth`` (a base URL: the ``.pth`` pair),
+    in the TAESD layout (loaded into :class:`~evalvae.vae.taesd.TinyAutoencoder`, which takes [0, 1]).
 
     Both formats slice and tile through :class:`~evalvae.vae.base.VAEAdapter`'s generic
     implementations (any latent channel count), except that the ``.pth`` layout tiles only its
@@ -54,7 +54,9 @@ class TinyAdapter(VAEAdapter):
         if kind == "url":
             is_pair = not source.endswith(SINGLE_FILE_SUFFIXES)  # a base URL of the .pth pair
         else:
-            is_pair = kind == "dir" and (Path(source).expanduser() / f"{prefix}_encoder.pth").is_file()
+            folder = Path(source).expanduser()
+            # one half of a pair is enough to mean a pair: the missing half is then named in the error
+            is_pair = kind == "dir" and any((folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder") for sfx in PAIR_SUFFIXES)
         if is_pair:
             states, weights = pth_pair(name, source, prefix=prefix, sha256=sha256, cache=cache_dir)
             model = TinyAutoencoder.from_state_dicts(states["encoder"], states["decoder"])
