@@ -1,11 +1,11 @@
-"""Non-finite findings of the bench, and what ``run`` does about them: upcast to fp32, with a warning.
+"""Non-finite findings of the bench, which make ``run`` evaluate a VAE in fp32, with a warning.
 
 The bench records, for each VAE's weights and each reduced precision, the ops and resolutions
-where an output held NaN or inf (the SDXL VAE in fp16 is the known case). Before ``run``
-evaluates a VAE in fp16 or bf16 it looks the weights up; a finding makes it evaluate the VAE in
-fp32 instead, log a warning, and record both dtypes in ``vaes.json`` (``dtype`` is what ran,
-``dtype_requested`` what was asked) and the fp32 in ``timings.csv``. Upcasting rather than
-refusing keeps a multi-VAE run going and its quality numbers meaningful.
+where an output held NaN or inf (the SDXL VAE in fp16 is the known case). Before a job
+evaluates a VAE in fp16 or bf16 its loading policy (:func:`evalvae.vae.policy.load_for_run`)
+looks the weights up; a finding makes it evaluate the VAE in fp32 instead, log a warning, and
+record both dtypes in ``vaes.json`` (``dtype`` is what ran, ``dtype_requested`` what was asked)
+and the fp32 in ``timings.csv``.
 
 Findings live in ``<cache_dir>/bench/nonfinite.json``, keyed by a hash of where the weights came
 from (source, revision, file hashes) and the dtype, so the same weights under another name match.
@@ -22,11 +22,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-import torch
-
-from evalvae.device import release_memory
 from evalvae.io import atomic_write_text, cache_dir
-from evalvae.vae import VAEAdapter, load_vae
+from evalvae.vae import VAEAdapter
 
 log = logging.getLogger(__name__)
 
@@ -102,25 +99,10 @@ def finding_for(vae: VAEAdapter, configured_cache: str | None) -> dict | None:
     return load_findings(configured_cache).get(f"{weights_identity(vae)}:{vae.dtype_name}")
 
 
-def load_for_run(name: str, spec: Mapping, *, device, cache_dir: str | None) -> VAEAdapter:
-    """``load_vae``, except that a VAE the bench found non-finite in its dtype is reloaded in fp32.
+def __getattr__(name: str):
+    # run's loading policy lives in evalvae.vae.policy (it also honours force_upcast); kept importable here
+    if name == "load_for_run":
+        from evalvae.vae.policy import load_for_run
 
-    The reduced-precision copy is released before the fp32 one loads, so the two are never held
-    together (nor counted together in the run's peak memory).
-    """
-    vae = load_vae(name, spec, device=device, cache_dir=cache_dir)
-    finding = finding_for(vae, cache_dir)
-    if finding is None:
-        return vae
-    where = ", ".join(f"{w['op']} at {w['resolution']} px" for w in finding["nonfinite"][:3])
-    log.warning(
-        "VAE '%s': evalvae bench found non-finite %s outputs for these weights (%s; %s); evaluating it in fp32 instead. "
-        "The finding is in %s; a bench that runs finite in %s clears it.",
-        name, vae.dtype_name, where, finding.get("date", "?"), registry_path(cache_dir), vae.dtype_name,
-    )  # fmt: skip
-    requested = vae.dtype_name
-    del vae
-    release_memory(torch.device(device))
-    upcast = load_vae(name, {**spec, "dtype": "fp32"}, device=device, cache_dir=cache_dir)
-    upcast.dtype_requested = requested
-    return upcast
+        return load_for_run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -73,6 +73,9 @@ class VAEAdapter(ABC):
     # _set_memory_mode) only for fully convolutional networks, so families opt in to it.
     memory_modes: tuple[str, ...] = ("plain", "sliced")
     tile_overlap: Fraction = Fraction(1, 4)  # of the tile side, for the generic tiling
+    # The model asks to run in fp32 when loaded in fp16 (diffusers' ``config.force_upcast``); the
+    # run's loading policy (evalvae.vae.policy) honours it. Families whose config says so set it.
+    force_upcast: bool = False
 
     def __init__(
         self,
@@ -96,6 +99,7 @@ class VAEAdapter(ABC):
         self.seed = int(seed)
         self.dtype_name = dtype
         self.dtype_requested = dtype  # differs from dtype_name when a run upcast a VAE
+        self.upcast_reason: str | None = None  # why it did, for the results
         self.dtype = parse_dtype(dtype, f"vae.{name}.dtype")
         self.device = torch.device(device)
         self.weights = weights or LoadedWeights("module", "in-memory")
@@ -201,6 +205,7 @@ class VAEAdapter(ABC):
             "posterior": self.posterior,
             "dtype": self.dtype_name,
             "dtype_requested": self.dtype_requested,
+            **({"upcast_reason": self.upcast_reason} if self.upcast_reason else {}),
             "device": str(self.device),
             "parameters": sum(p.numel() for p in self.module.parameters()),
         }

@@ -17,6 +17,10 @@ class KLAdapter(VAEAdapter):
     ``scaling_factor``/``shift_factor`` given in the spec override the model config's values.
     Memory modes are diffusers' own ``enable_tiling``/``enable_slicing`` (what pipelines use),
     with tiles of ``config.sample_size`` pixels by default.
+
+    ``force_upcast`` is the model config's ``force_upcast`` where the config file sets it (the
+    SDXL VAE: true; sdxl-vae-fp16-fix: false); a config that predates the key (SD 1.x/2.x VAEs)
+    counts as false, as the SD 1.x pipelines never upcast. A spec's ``force_upcast`` overrides it.
     """
 
     family = "autoencoder-kl"
@@ -33,6 +37,7 @@ class KLAdapter(VAEAdapter):
         scaling_factor: float | None = None,
         shift_factor: float | None = None,
         cache_dir: str | None = None,
+        force_upcast: bool | None = None,
         **kwargs,
     ):
         from diffusers import AutoencoderKL
@@ -51,6 +56,8 @@ class KLAdapter(VAEAdapter):
             weights=weights,
             **kwargs,
         )
+        stated = "force_upcast" in cfg and "force_upcast" not in (cfg.get("_use_default_values") or [])
+        self.force_upcast = bool(cfg.force_upcast if stated else False) if force_upcast is None else bool(force_upcast)
 
     @property
     def default_tile_size(self) -> int:
