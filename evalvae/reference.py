@@ -1,4 +1,10 @@
-"""``ref(cfg)``: compute and cache the originals' feature statistics before any VAE runs."""
+"""``ref(cfg)``: compute and cache the originals' feature statistics before any VAE runs.
+
+The statistics are of the originals as a VAE with downsampling factor ``crop_multiple`` (default
+8, every shipped VAE's) sees them: centre-cropped to a multiple of it. Under the default square
+protocol at a resolution divisible by it the crop changes nothing and one entry serves every
+factor; with ``dataset.crop=none`` a VAE of another factor needs ``crop_multiple`` set to it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from omegaconf import DictConfig
 from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.device import resolve_device
-from evalvae.errors import EvalvaeError
+from evalvae.errors import EvalvaeError, check_positive_int
 from evalvae.io import cache_dir
 from evalvae.metrics import Unavailable, build_metrics
 from evalvae.metrics.refstats import References, ReferenceStore
@@ -29,12 +35,13 @@ def ref(cfg: DictConfig) -> dict[str, dict]:
         reasons = "; ".join(m.reason for m in metrics) or "metrics has no set-level metric (use metrics=all)"
         raise EvalvaeError(f"no reference statistics to compute: {reasons}")
     refs = References(ReferenceStore(cache_dir(cfg.cache_dir)), dataset)
+    multiple = check_positive_int("crop_multiple", cfg.get("crop_multiple", 8), "the downsampling factor of the VAEs to compare (8 for every shipped VAE)")
     for m in usable:
         m.extractor.to(device)
     start = time.perf_counter()
     loader = make_loader(dataset, cfg.batch_size, loader_workers(cfg.workers), device)
     with progress_bar(cfg.progress, len(dataset), "reference") as bar:
-        n = refs.compute(usable, loader, on_batch=lambda batch: bar.update(batch.n_images + len(batch.skipped)))
+        n = refs.compute(usable, loader, on_batch=lambda batch: bar.update(batch.n_images + len(batch.skipped)), multiple=multiple)
     if n:
         elapsed = time.perf_counter() - start
         log.info("features of %d images in %.1f s (%.1f ms/image)", n, elapsed, 1000 * elapsed / n)

@@ -1,6 +1,8 @@
 """Tidy result tables of a run, written atomically so a crash never leaves half a file.
 
-* ``per_image.parquet`` / ``per_image.csv``: one row per (vae, image).
+* ``per_image.parquet`` / ``per_image.csv``: one row per (vae, image). ``nonfinite`` marks an
+  image whose reconstruction held NaN or inf: its metric cells are NaN and it is left out of
+  every mean and set-level metric, with the count in the summary's note for that VAE.
 * ``summary.csv``: one row per (vae, metric) with mean, sample std (ddof=1), n and a note (why a
   metric is unavailable, or a caveat such as a rank-deficient rFID). Set-level metrics (rFID,
   KID) are rows too: rFID has no std; KID's std is over its subsets.
@@ -29,7 +31,7 @@ KNOWN_DIRECTIONS = {
     "psnr": True, "ssim": True, "ms_ssim": True, "clip_score": True,
     "lpips": False, "dists": False, "rfid": False, "fid": False, "kid": False, "mse": False, "mae": False,
 }  # fmt: skip
-SIZE_COLUMNS = ["height", "width", "upscaled"]
+SIZE_COLUMNS = ["height", "width", "upscaled", "nonfinite"]  # per-image facts that are not metrics
 SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n", "note"]
 
 
@@ -48,11 +50,32 @@ def read_per_image(run_dir: str | Path) -> pd.DataFrame | None:
     return None
 
 
+def nonfinite_note(count: int) -> str:
+    """The note a VAE's summary rows carry when ``count`` of its reconstructions were not finite."""
+    return f"{count} non-finite reconstruction(s) excluded" if count else ""
+
+
+def join_notes(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def nonfinite_counts(per_image: pd.DataFrame) -> dict[str, int]:
+    """Per VAE, how many images had a non-finite reconstruction (empty without a ``nonfinite`` column)."""
+    if "nonfinite" not in per_image.columns or per_image.empty:
+        return {}
+    flagged = per_image["nonfinite"].eq(True)
+    return {str(v): int(c) for v, c in flagged.groupby(per_image["vae"], sort=False).sum().items() if c}
+
+
 def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str] | None = None) -> pd.DataFrame:
-    """Mean, sample std and count of each metric per VAE, ignoring NaN (unavailable) values."""
+    """Mean, sample std and count of each metric per VAE, ignoring NaN (unavailable) values and
+    images flagged ``nonfinite`` (their count goes into the note)."""
     notes = notes or {}
+    bad = nonfinite_counts(per_image)
     rows = []
     for vae, group in per_image.groupby("vae", sort=False):
+        if bad.get(str(vae)):
+            group = group[~group["nonfinite"].eq(True)]
         for metric in metrics:
             values = group[metric].astype(float).dropna()
             n = int(values.size)
@@ -61,7 +84,7 @@ def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str]
                 "mean": float(values.mean()) if n else math.nan,
                 "std": float(values.std(ddof=1)) if n > 1 else math.nan,
                 "n": n,
-                "note": notes.get(metric, ""),
+                "note": join_notes(notes.get(metric, ""), nonfinite_note(bad.get(str(vae), 0))),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -130,15 +153,28 @@ class RunWriter:
     def add_vae(self, info: dict) -> None:
         self.vaes.append(info)
 
+    def discard(self, vae: str) -> int:
+        """Drop every row of ``vae`` (a VAE that failed part-way), so it contributes to no table; the rows dropped."""
+        before = len(self.rows)
+        self.rows = [r for r in self.rows if r["vae"] != vae]
+        self.set_rows = [r for r in self.set_rows if r["vae"] != vae]
+        self.timings = [t for t in self.timings if t.get("vae") != vae]
+        return before - len(self.rows)
+
     def per_image(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=self.columns)
 
     def summary(self) -> pd.DataFrame:
         """Per-image summaries then set-level rows, grouped by VAE in run order."""
-        per = summarize(self.per_image(), self.metrics, self.notes)
+        per_image = self.per_image()
+        per = summarize(per_image, self.metrics, self.notes)
         if not self.set_rows:
             return per
-        both = pd.concat([per, pd.DataFrame(self.set_rows, columns=SUMMARY_COLUMNS)], ignore_index=True)
+        sets = pd.DataFrame(self.set_rows, columns=SUMMARY_COLUMNS)
+        bad = nonfinite_counts(per_image)
+        if bad:
+            sets["note"] = [join_notes(str(note) if pd.notna(note) else "", nonfinite_note(bad.get(str(v), 0))) for v, note in zip(sets["vae"], sets["note"])]
+        both = pd.concat([per, sets], ignore_index=True)
         order = {v: i for i, v in enumerate(dict.fromkeys(both["vae"]))}
         return both.sort_values("vae", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -13,17 +14,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from evalvae.bench.nonfinite import load_for_run
 from evalvae.config import instantiate
 from evalvae.data import ImageDataset, make_loader
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device
-from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
+from evalvae.errors import ConfigError, EvalvaeError, check_positive_int, error_reason
 from evalvae.io import cache_dir
 from evalvae.metrics import Unavailable, build_metrics, split_metrics
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon import StageTimes, reconstruct
 from evalvae.results import RunWriter, console_table
 from evalvae.vae import VAEAdapter
+from evalvae.vae.policy import load_for_run
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ class Job:
             vae.module.to(memory_format=torch.channels_last)
         times = StageTimes(self.device)
         fakes = {id(m): m.new_stats() for m in self.sets}
-        pending = self.refs.missing(self.sets)
-        n = 0
+        multiple = vae.downsample  # the references are the originals as this VAE sees them, cropped to its factor
+        pending = self.refs.missing(self.sets, multiple)
+        n = n_nonfinite = 0
         loader = make_loader(self.dataset, cfg.batch_size, self.workers, self.device)
         batches = reconstruct(vae, loader, self.pair, quantize=self.quantize, channels_last=cfg.channels_last,
                               seed=cfg.seed, times=times, keep_pixels=bool(self.sets))  # fmt: skip
@@ -140,19 +142,29 @@ class Job:
                 if self.sets:
                     with times.stage("features"):
                         for m in self.sets:
-                            for orig, rec in zip(result.originals, result.reconstructions):
-                                fakes[id(m)].update(m.features(rec))
-                                if id(m) in pending:
+                            for rec in result.finite_reconstructions():
+                                if len(rec):
+                                    fakes[id(m)].update(m.features(rec))
+                            if id(m) in pending:
+                                for orig in result.originals:
                                     pending[id(m)].update(m.features(orig))
                 writer.add_rows(result.rows)
                 writer.add_skipped(result.skipped)
                 n += len(result.rows)
+                n_nonfinite += result.n_nonfinite
                 bar.update(len(result.rows) + len(result.skipped))
+        if n_nonfinite:
+            log.warning("VAE '%s' (%s): %d of %d reconstruction(s) held NaN or inf; they are excluded from every metric "
+                        "(per_image.nonfinite, summary.csv's note)", name, vae.dtype_name, n_nonfinite, n)  # fmt: skip
         for m in self.sets:
             if id(m) in pending:
-                self.refs.put(m, pending[id(m)])
+                self.refs.put(m, pending[id(m)], multiple)
             with times.stage("set_metrics"):
-                writer.add_set_rows(name, m.compute(self.refs.get(m), fakes[id(m)]))
+                if fakes[id(m)].n < 2:
+                    reason = f"{fakes[id(m)].n} finite reconstruction(s); a set-level metric needs at least 2"
+                    writer.add_set_rows(name, [{"metric": k, "mean": math.nan, "std": math.nan, "n": fakes[id(m)].n, "note": reason} for k in m.names])
+                else:
+                    writer.add_set_rows(name, m.compute(self.refs.get(m, multiple), fakes[id(m)]))
         for m in self.unavailable_sets:
             writer.add_set_rows(name, m.nan_rows())
         total = time.perf_counter() - start
@@ -163,6 +175,24 @@ class Job:
             "peak_mem_mb": peak_memory_mb(self.device),
         })  # fmt: skip
         writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or any allocator's "out of memory" RuntimeError (MPS, CPU)."""
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def record_failure(writer: RunWriter, name: str, e: BaseException, vae: VAEAdapter | None = None) -> str:
+    """Record a VAE that failed while loading (``vae`` None) or part-way through its evaluation: its rows
+    are dropped, so it contributes to no table or mean, and ``vaes.json`` says why (``failure``: ``oom``
+    or ``error``); return the reason for :attr:`RunOutcome.failed`."""
+    failure = "oom" if is_out_of_memory(e) else "error"
+    error = f"{type(e).__name__}: {error_reason(e, limit=500)}"
+    dropped = writer.discard(name)
+    during = "loading" if vae is None else f"evaluation ({dropped} partial row(s) dropped)"
+    log.error("evalvae: VAE '%s' %s during %s: %s; the run goes on", name, "ran out of memory" if failure == "oom" else "failed", during, error)
+    writer.add_vae({**(vae.describe() if vae is not None else {"vae": name}), "status": "failed", "failure": failure, "error": error})
+    return f"{'out of memory' if failure == 'oom' else 'failed'}: {error}"
 
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
@@ -189,15 +219,24 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
         except EvalvaeError as e:
             log.error("evalvae: %s", e)
             failed[name] = str(e)
-            writer.add_vae({"vae": name, "status": "failed", "error": str(e)})
+            writer.add_vae({"vae": name, "status": "failed", "failure": "load", "error": str(e)})
             continue
-        job.evaluate(name, vae, start)
+        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+            failed[name] = record_failure(writer, name, e)
+            release_memory(job.device)
+            continue
+        try:
+            job.evaluate(name, vae, start)
+        except (RuntimeError, EvalvaeError) as e:
+            failed[name] = record_failure(writer, name, e, vae)
         writer.flush()
         writer.write_json("metrics.json", job.protocol())
         del vae
         release_memory(job.device)
 
     summary = writer.flush()
+    if failed:
+        log.error("%d of %d VAE(s) failed (%s); the others' results are complete", len(failed), len(specs), "; ".join(f"{k}: {v}" for k, v in failed.items()))
     if writer.skipped:
         log.warning("skipped %d file(s); reasons in %s", len(writer.skipped), out / "skipped.csv")
     if not summary.empty:

@@ -2,9 +2,12 @@
 
 Statistics of the originals depend only on the dataset's content, the protocol geometry and the
 feature extractor (with its weights), so they are computed once and reused by every VAE and run.
-They are of the images as the dataset yields them, before any crop a VAE's downsampling factor
-needs (a no-op under the default square protocol), so every VAE is compared with the same set.
-:func:`reference_key` is the one place the key is built; files are written atomically.
+They are of the originals exactly as the VAEs and the per-image metrics see them: the dataset's
+images centre-cropped to a multiple of the VAE's downsampling factor (``crop_multiple``). That
+crop is a no-op under the default square protocol when the resolution is a multiple of the
+factor, and the key is then the same for every factor; otherwise (``dataset.crop=none``, or an
+odd resolution) the multiple is part of the key, so VAEs with different factors never share an
+entry. :func:`reference_key` is the one place the key is built; files are written atomically.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evalvae.data.transforms import crop_to_multiple
 from evalvae.io import atomic_path
 from evalvae.metrics.frechet import FeatureStats
 
@@ -67,48 +71,68 @@ class References:
 
     def __init__(self, store: ReferenceStore, dataset):
         self.store, self.dataset = store, dataset
-        self.stats: dict[int, FeatureStats] = {}
+        self.stats: dict[tuple[int, int | None], FeatureStats] = {}
         self.info: dict[str, dict] = {}
 
-    def key(self, metric) -> str:
-        return reference_key(self.dataset.fingerprint(), self.dataset.geometry.describe(), metric.extractor.identity())
+    def crop_multiple(self, multiple: int | None) -> int | None:
+        """The crop to ``multiple`` that changes the dataset's images, or None where it is a no-op (or not asked for)."""
+        geometry = self.dataset.geometry
+        if multiple is None or multiple <= 1 or (geometry.crop == "center" and geometry.resolution % multiple == 0):
+            return None
+        return int(multiple)
 
-    def get(self, metric) -> FeatureStats | None:
-        """Cached statistics for ``metric``'s extractor, or None if they must be computed."""
-        if id(metric) not in self.stats:
-            key = self.key(metric)
+    def geometry(self, multiple: int | None = None) -> dict:
+        """The reference images' geometry: the dataset's, plus ``crop_multiple`` where that crop changes them."""
+        m = self.crop_multiple(multiple)
+        return {**self.dataset.geometry.describe(), **({"crop_multiple": m} if m else {})}
+
+    def key(self, metric, multiple: int | None = None) -> str:
+        return reference_key(self.dataset.fingerprint(), self.geometry(multiple), metric.extractor.identity())
+
+    def _info(self, key: str, source: str, n: int, path: Path, multiple: int | None) -> dict:
+        m = self.crop_multiple(multiple)
+        return {"key": key, "source": source, "n": n, "path": str(path), **({"crop_multiple": m} if m else {})}
+
+    def get(self, metric, multiple: int | None = None) -> FeatureStats | None:
+        """Cached statistics for ``metric``'s extractor on the originals cropped to ``multiple``, or None if they must be computed."""
+        slot = (id(metric), self.crop_multiple(multiple))
+        if slot not in self.stats:
+            key = self.key(metric, multiple)
             stats = self.store.load(key)
             if stats is None:
                 return None
-            self.stats[id(metric)] = stats
-            self.info[metric.extractor.name] = {"key": key, "source": "cache", "n": stats.n, "path": str(self.store.path(key))}
+            self.stats[slot] = stats
+            self.info[metric.extractor.name] = self._info(key, "cache", stats.n, self.store.path(key), multiple)
             log.info("reference statistics for %s: cache hit (%d images)", metric.extractor.name, stats.n)
-        return self.stats[id(metric)]
+        return self.stats[slot]
 
-    def missing(self, metrics: list) -> dict[int, FeatureStats]:
-        """Empty statistics, by ``id(metric)``, for each metric whose reference is not cached."""
-        return {id(m): m.new_stats() for m in metrics if self.get(m) is None}
+    def missing(self, metrics: list, multiple: int | None = None) -> dict[int, FeatureStats]:
+        """Empty statistics, by ``id(metric)``, for each metric whose reference (cropped to ``multiple``) is not cached."""
+        return {id(m): m.new_stats() for m in metrics if self.get(m, multiple) is None}
 
-    def compute(self, metrics: list, loader, on_batch=None) -> int:
-        """Fill the cache for every metric it lacks from one pass over ``loader``; the images seen (0 if all were cached)."""
-        todo = [m for m in metrics if self.get(m) is None]
+    def compute(self, metrics: list, loader, on_batch=None, multiple: int | None = None) -> int:
+        """Fill the cache for every metric it lacks from one pass over ``loader``, each image centre-cropped to
+        ``multiple`` as a VAE of that downsampling factor crops it; the images seen (0 if all were cached)."""
+        todo = [m for m in metrics if self.get(m, multiple) is None]
         if not todo:
             return 0
-        stats = self.missing(todo)
+        stats = self.missing(todo, multiple)
         for batch in loader:
             for group in batch.groups:
+                images = crop_to_multiple(group.images, multiple) if multiple else group.images
                 for m in todo:
-                    stats[id(m)].update(m.features(group.images))
+                    stats[id(m)].update(m.features(images))
             if on_batch is not None:
                 on_batch(batch)
         for m in todo:
-            self.put(m, stats[id(m)])
+            self.put(m, stats[id(m)], multiple)
         return stats[id(todo[0])].n
 
-    def put(self, metric, stats: FeatureStats) -> None:
-        key = self.key(metric)
-        description = {"dataset": self.dataset.describe(), "fingerprint": self.dataset.fingerprint(), "extractor": metric.extractor.identity(), "n": stats.n}
+    def put(self, metric, stats: FeatureStats, multiple: int | None = None) -> None:
+        key = self.key(metric, multiple)
+        description = {"dataset": self.dataset.describe(), "geometry": self.geometry(multiple), "fingerprint": self.dataset.fingerprint(),
+                       "extractor": metric.extractor.identity(), "n": stats.n}  # fmt: skip
         path = self.store.save(key, stats, description)
-        self.stats[id(metric)] = stats
-        self.info[metric.extractor.name] = {"key": key, "source": "computed", "n": stats.n, "path": str(path)}
+        self.stats[(id(metric), self.crop_multiple(multiple))] = stats
+        self.info[metric.extractor.name] = self._info(key, "computed", stats.n, path, multiple)
         log.info("reference statistics for %s: computed from %d images, cached at %s", metric.extractor.name, stats.n, path)
