@@ -11,6 +11,9 @@ A baseline file is a small JSON meant to be committed next to the code it guards
 
 Means and stds are stored at full precision (they are what tolerances apply to); per-image
 values, kept for the paired test, are rounded to :data:`VALUE_DIGITS` significant digits.
+A missing value (NaN) is written as ``null``; an infinite one (the PSNR of an exact
+reconstruction, and the mean of a set holding one) as the string ``"inf"`` or ``"-inf"``, so the
+file stays strict JSON.
 """
 
 from __future__ import annotations
@@ -80,6 +83,7 @@ class Snapshot:
 
 
 def _float(x) -> float:
+    """A stored number: None/NaN -> NaN; ``"inf"``/``"-inf"`` (as :func:`json_ready` writes them) -> ±inf."""
     return math.nan if x is None or pd.isna(x) else float(x)
 
 
@@ -90,7 +94,7 @@ def round_value(x: float) -> float:
 
 def value_resolution(values) -> float:
     """The spacing of rounded values as large as the largest of ``values`` (their last kept digit)."""
-    top = max((abs(v) for v in values), default=0.0)
+    top = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
     return 10.0 ** (math.floor(math.log10(top)) - VALUE_DIGITS + 1) if top > 0 else 0.0
 
 
@@ -205,9 +209,11 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
 
 
 def json_ready(x):
-    """JSON-ready: NaN -> null, recursively."""
+    """Strict-JSON-ready, recursively: NaN -> null, +inf -> ``"inf"``, -inf -> ``"-inf"``."""
     if isinstance(x, float):
-        return None if math.isnan(x) else x
+        if math.isnan(x):
+            return None
+        return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
     if isinstance(x, dict):
         return {k: json_ready(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
@@ -242,5 +248,5 @@ def write_baseline(snap: Snapshot, path: str | Path, reason: str | None = None) 
     path = Path(path)
     if path.suffix != ".json":
         raise UnusableInput(f"baseline path {path} must end in .json")
-    atomic_write_text(path, json.dumps(baseline_dict(snap, reason), indent=1) + "\n")
+    atomic_write_text(path, json.dumps(baseline_dict(snap, reason), indent=1, allow_nan=False) + "\n")
     return path

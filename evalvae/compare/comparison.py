@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evalvae.compare.baseline import SPEED_KEY, MetricResult, Snapshot, SpeedResult, round_value, value_resolution
-from evalvae.compare.tolerances import Tolerances, default_tolerances
+from evalvae.compare.tolerances import Tolerance, Tolerances, default_tolerances
 from evalvae.compare.verdict import Verdict, judge, paired_test
 from evalvae.results import known_direction
 
@@ -17,6 +17,32 @@ from evalvae.results import known_direction
 # definition computed by another library (say on a GPU) is exactly what a regression gate checks.
 IGNORED = ("dataset.root", "pixels")
 NOTED_SUFFIX = ".implementation"
+# Provenance inside a metric's entry: where something was found, not what it is. The weights file a
+# network was read from (`provenance`), whether the reference statistics came from the cache or were
+# computed and where they are stored, and why a metric was unavailable (a message naming local
+# paths). The reference statistics' `key` and `n` stay protocol: the key is a sha256 of the image
+# files' contents, the geometry and the extractor, equal wherever the same images are scored alike.
+PROVENANCE = ("provenance", "reference.source", "reference.path", "reason")
+
+
+def is_provenance_field(field: str) -> bool:
+    """Whether a flattened field of one metric's entry (``reference.path``) records provenance, not protocol."""
+    return any(field == p or field.startswith(p + ".") for p in PROVENANCE)
+
+
+def is_provenance(key: str) -> bool:
+    """Whether a flattened protocol key (``metrics.<name>.<field...>``) records provenance, not protocol."""
+    parts = key.split(".")
+    return parts[0] == "metrics" and len(parts) > 2 and is_provenance_field(".".join(parts[2:]))
+
+
+def number(x: float | None, fmt: str = ".6g") -> str:
+    """A value as compare prints it: empty for a missing one, ∞ and -∞ for infinities."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    if isinstance(x, float) and math.isinf(x):
+        return ("+∞" if "+" in fmt else "∞") if x > 0 else "-∞"
+    return format(x, fmt)
 
 
 @dataclass
@@ -39,9 +65,10 @@ class Row:
 
     @property
     def delta(self) -> float | None:
+        """``current - baseline``; 0 for equal values, infinities included (+inf vs +inf is unchanged)."""
         if self.baseline is None or self.current is None:
             return None
-        return self.current - self.baseline
+        return 0.0 if self.current == self.baseline else self.current - self.baseline
 
     @property
     def name(self) -> str:
@@ -74,12 +101,13 @@ class Comparison:
         return {0: "passed", 1: "failed", 2: "unusable"}[self.exit_code]
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dicts as one level of dotted keys (an empty dict stays a value)."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = v
     return out
@@ -91,7 +119,7 @@ def protocol_differences(baseline: dict, current: dict) -> tuple[list[str], list
 
     def flat(p: dict) -> dict:
         p = {**p, "metrics": {m: s for m, s in p.get("metrics", {}).items() if m in common}}
-        return {k: v for k, v in _flatten(p).items() if k not in IGNORED}
+        return {k: v for k, v in flatten(p).items() if k not in IGNORED and not is_provenance(k)}
 
     b, c = flat(baseline), flat(current)
     mismatches, notes = [], []
@@ -137,18 +165,82 @@ def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: T
         row.verdict, row.detail = Verdict.MISMATCH, mismatch
         return row
     t = tol.get(vae, metric)
-    row.allowed, row.tolerance = t.allowed(b.mean), t.describe()
-    test = None
+    row.tolerance = t.describe()
+    ids = None
     if b.values is not None and c.values is not None:
         ids = [i for i in sorted(b.values) if not (math.isnan(b.values[i]) or math.isnan(c.values[i]))]
-        # Both sides at the precision a baseline file keeps, so that rounding is not a difference.
-        bv, cv = (np.array([round_value(x.values[i]) for i in ids]) for x in (b, c))
-        test = paired_test(bv, cv, resolution=2 * value_resolution(np.concatenate([bv, cv])))
-    if test is not None:
-        row.p_value, row.noise = test.p_value, f"p={test.p_value:.2g}, n={test.n}"
-    else:
-        row.noise = "no per-image values" if b.values is None or c.values is None else "too few images"
+    if not (math.isfinite(b.mean) and math.isfinite(c.mean)):
+        return _infinite_row(row, b, c, ids, t, tol.alpha)
+    row.allowed = t.allowed(b.mean)
+    _paired(row, b, c, ids)
     row.verdict = judge(row.delta, row.allowed, hib, p_value=row.p_value, alpha=tol.alpha)
+    return row
+
+
+def _paired(row: Row, b: MetricResult, c: MetricResult, ids: list[str] | None) -> None:
+    """The paired test of the images ``ids`` (finite on both sides; None: no per-image values), into the row."""
+    if ids is None:
+        row.noise = "no per-image values"
+        return
+    ids = [i for i in ids if math.isfinite(b.values[i]) and math.isfinite(c.values[i])]
+    # Both sides at the precision a baseline file keeps, so that rounding is not a difference.
+    bv, cv = (np.array([round_value(x.values[i]) for i in ids], dtype=np.float64) for x in (b, c))
+    test = paired_test(bv, cv, resolution=2 * value_resolution(np.concatenate([bv, cv])))
+    if test is None:
+        row.noise = "too few images"
+    else:
+        row.p_value, row.noise = test.p_value, f"p={test.p_value:.2g}, n={test.n}"
+
+
+def _listed(ids: list[str], b: dict, c: dict) -> str:
+    shown = ", ".join(f"{i} {number(b[i])} -> {number(c[i])}" for i in ids[:3])
+    return shown + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
+def _infinite_row(row: Row, b: MetricResult, c: MetricResult, ids: list[str] | None, t: Tolerance, alpha: float | None) -> Row:
+    """A mean of ±inf on either side: the PSNR of an exact reconstruction is +inf, and so is the mean of a set holding one.
+
+    Equal infinities are unchanged; a move to or from an infinity is a move of infinite size, in the
+    direction of the metric. With per-image values, the images finite on both sides are judged as
+    any mean is (tolerance and paired test), so a mean of +inf never hides a regression of the other
+    images, and an image that loses its +inf is a regression.
+    """
+    hib = row.higher_is_better
+
+    def better(x: float, y: float) -> bool:  # is y better than x
+        return y > x if hib else y < x
+
+    if ids is None:
+        row.noise = "no per-image values"
+        row.verdict = Verdict.PASS if b.mean == c.mean else Verdict.IMPROVED if better(b.mean, c.mean) else Verdict.REGRESSED
+        return row
+    bv, cv = b.values, c.values
+    finite = [i for i in ids if math.isfinite(bv[i]) and math.isfinite(cv[i])]
+    rest = [i for i in ids if i not in set(finite)]
+    same = [i for i in rest if bv[i] == cv[i]]
+    gained = [i for i in rest if better(bv[i], cv[i])]
+    lost = [i for i in rest if better(cv[i], bv[i])]
+    parts = [f"{len(same)} image(s) {number(bv[same[0]])} on both sides"] if same else []
+    verdict = Verdict.PASS
+    if finite:
+        bm, cm = (float(np.mean([round_value(x[i]) for i in finite])) for x in (bv, cv))  # as the paired test sees them
+        row.allowed = t.allowed(bm)
+        _paired(row, b, c, finite)
+        verdict = judge(cm - bm, row.allowed, hib, p_value=row.p_value, alpha=alpha)
+        parts.append(f"the {len(finite)} finite on both: {number(bm)} -> {number(cm)} ({number(cm - bm, '+.3g')}, {verdict.value})")
+    else:
+        row.noise = "no image finite on both sides"
+    if lost:
+        parts.append(f"worse: {_listed(lost, bv, cv)}")
+    if gained:
+        parts.append(f"better: {_listed(gained, bv, cv)}")
+    if lost or verdict is Verdict.REGRESSED:
+        row.verdict = Verdict.REGRESSED
+    elif gained:
+        row.verdict = Verdict.IMPROVED
+    else:
+        row.verdict = verdict
+    row.detail = "; ".join(parts)
     return row
 
 

@@ -7,7 +7,7 @@ import math
 import xml.etree.ElementTree as ET
 
 from evalvae.compare.baseline import json_ready
-from evalvae.compare.comparison import Comparison, Row
+from evalvae.compare.comparison import Comparison, Row, number
 from evalvae.compare.verdict import Verdict
 
 ICONS = {
@@ -18,16 +18,12 @@ HEADLINES = {0: "✅ passed", 1: "❌ failed", 2: "⚠️ unusable input"}
 FORMATS = ("md", "json", "junit")
 
 
-def _num(x: float | None, fmt: str = ".6g") -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
-
-
 def _delta(row: Row) -> tuple[str, str]:
     d = row.delta
     if d is None or row.verdict is Verdict.MISMATCH or math.isnan(d):
         return "", ""
-    pct = f"{100 * d / abs(row.baseline):+.2f}%" if row.baseline else ""
-    return _num(d, "+.3g"), pct
+    pct = f"{100 * d / abs(row.baseline):+.2f}%" if row.baseline and math.isfinite(row.baseline) and math.isfinite(d) else ""
+    return number(d, "+.3g"), pct
 
 
 def _verdict(c: Comparison, row: Row) -> str:
@@ -40,7 +36,7 @@ def describe(row: Row) -> str:
     head = f"{row.vae} {row.name} {row.verdict.value}"
     if row.delta is None or row.verdict is Verdict.MISMATCH:
         return f"{head}: {row.detail}" if row.detail else head
-    parts = [f"{_num(row.baseline)} -> {_num(row.current)} ({_num(row.delta, '+.3g')})"]
+    parts = [f"{number(row.baseline)} -> {number(row.current)} ({number(row.delta, '+.3g')})"]
     if row.tolerance:
         parts.append(f"allowed {row.tolerance}")
     if row.noise:
@@ -66,9 +62,9 @@ def _table(c: Comparison, rows: list[Row], speed: bool) -> list[str]:
         arrow = "" if r.higher_is_better is None else (" ↑" if r.higher_is_better else " ↓")
         name = [r.vae, r.case, r.metric + arrow] if speed else [r.vae, r.metric + arrow]
         delta, pct = _delta(r)
-        allowed = f"±{_num(r.allowed, '.3g')}" if r.allowed is not None else ""
+        allowed = f"±{number(r.allowed, '.3g')}" if r.allowed is not None else ""
         verdict = _verdict(c, r) + (f" ({r.detail})" if r.detail else "")
-        lines.append("| " + " | ".join([*name, _num(r.baseline), _num(r.current), delta, pct, allowed, r.noise, verdict]) + " |")
+        lines.append("| " + " | ".join([*name, number(r.baseline), number(r.current), delta, pct, allowed, r.noise, verdict]) + " |")
     return lines
 
 
@@ -95,7 +91,7 @@ def to_markdown(c: Comparison) -> str:
 
 
 def to_dict(c: Comparison) -> dict:
-    """JSON-ready form of the comparison (NaN as null)."""
+    """JSON-ready form of the comparison (NaN as null, infinities as "inf" / "-inf")."""
     rows = [{
         "kind": r.kind, "vae": r.vae, "metric": r.metric, "case": r.case, "verdict": r.verdict.value, "failed": c.failed(r),
         "baseline": json_ready(r.baseline), "current": json_ready(r.current), "delta": json_ready(r.delta),
@@ -107,7 +103,8 @@ def to_dict(c: Comparison) -> dict:
 
 
 def to_json(c: Comparison) -> str:
-    return json.dumps(to_dict(c), indent=2, default=str) + "\n"
+    """Strict JSON: NaN as null, infinities as the strings "inf" and "-inf"."""
+    return json.dumps(json_ready(to_dict(c)), indent=2, default=str, allow_nan=False) + "\n"
 
 
 def _testcase(suite: ET.Element, classname: str, name: str, outcome: str | None = None, message: str = "", text: str = "") -> None:
