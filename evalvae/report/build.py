@@ -24,7 +24,10 @@ METHODS = (
     "interval; 'A wins' is the share of images on which A is better by the metric's direction (ties count half); "
     "p is the two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped); p (Holm) adjusts "
     f"p over all pairs of one metric in a section, and a difference is marked significant when p (Holm) < {stats.ALPHA}. "
-    "Set-level metrics (rFID, KID) are one number per VAE over N images and have no per-image interval."
+    "Set-level metrics (rFID, KID) are one number per VAE over N images and have no per-image interval. "
+    "An infinite per-image value (the PSNR of an exact reconstruction is +∞) is kept: the mean of a set holding one is ∞, "
+    "with no std or CI; in paired statistics equal infinities tie, and an infinite difference is a win or a loss that ranks "
+    "above every finite one in the Wilcoxon test and makes Δ infinite; plots leave infinite values out."
 )
 
 
@@ -37,9 +40,11 @@ def _plots(section: Section, summary, paired, bench, plot_dir: Path) -> list[dic
     s = section.slug
     many = len(section.metrics) + len(section.set_metrics) > 2  # panels side by side need the full width
 
+    left_out = " Infinite values (∞, see the notes under the results) are left out." if plots.has_infinite(section) else ""
+
     def add(path, title, caption, wide=False):
         if path is not None:
-            out.append({"title": title, "path": path, "caption": caption, "wide": wide})
+            out.append({"title": title, "path": path, "caption": caption + left_out, "wide": wide})
 
     add(plots.bars(section, summary, plot_dir / f"{s}-means.png"), "Means with 95% CIs",
         "Bars are means over images; whiskers are 95% bootstrap CIs; the outlined bar is the best by the metric's direction.", wide=many)  # fmt: skip

@@ -38,6 +38,8 @@ def num_diff(metric: str, value: float, spread: float) -> str:
         d = min(8, max(d, 1 - math.floor(math.log10(spread))))
     if value is None or math.isnan(value):
         return "–"
+    if math.isinf(value):
+        return "+∞" if value > 0 else "−∞"
     return f"{value:+.{d}f}".replace("-", "−")
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 from evalvae.data.datasets import IMAGE_EXTENSIONS
 from evalvae.io import atomic_path
 from evalvae.report import grids
+from evalvae.report.format import num
 from evalvae.report.recreate import Reconstruction, Unavailable, reconstruct_images
 from evalvae.report.sections import Section
 
@@ -90,9 +91,9 @@ def build_grid(section: Section, spec: grids.GridSpec, recons: dict[str, Reconst
     for lab, out, err in zip(labels, outputs, errors):
         rec = recons[lab]
         out8, heat = grids.to_uint8(out), grids.heatmap(err, vmax)
-        detail = f"PSNR {rec.psnr:.2f} dB"
+        detail = f"PSNR {num('psnr', rec.psnr)} dB"
         if not rec.matches:
-            detail += f" (the run recorded {rec.recorded_psnr:.2f} dB: this picture differs from the one scored)"
+            detail += f" (the run recorded {num('psnr', rec.recorded_psnr)} dB: this picture differs from the one scored)"
         boxed = whole(heat, True)
         rows.append(Row(lab, detail, png(whole(out8)), png(boxed), png(zoom(out8)), png(zoom(heat)), mismatch=not rec.matches))
         figure_rows.append((f"{lab}\n{detail}", [whole(out8), boxed, zoom(out8), zoom(heat)]))

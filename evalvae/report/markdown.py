@@ -32,10 +32,13 @@ def render_markdown(context: dict) -> str:
             cells = []
             for c in r["cells"]:
                 text = c["main"] + (f" {c['sub']}" if c["sub"] else "")
-                cells.append(f"**{text}**" if c["best"] else text)
+                text = f"**{text}**" if c["best"] else text
+                cells.append(("⚠ " if c["warn"] else "") + text + c["marks"])
             rows.append([r["label"], str(r["n"])] + cells)
         out += _table(header, rows, ["l", "r"] + ["r"] * len(summary["header"]))
-        out += ["", "Mean ± std over images, [95% bootstrap CI]; set-level metrics give their N; **bold** is best.", ""]
+        out += [""] + [f"{n['mark']} {'⚠ ' if n['warn'] else ''}{n['text']} ({n['where']})" + "  " * (i + 1 < len(summary["footnotes"]))
+                       for i, n in enumerate(summary["footnotes"])] + ([""] if summary["footnotes"] else [])  # fmt: skip
+        out += ["Mean ± std over images, [95% bootstrap CI]; set-level metrics give their N; **bold** is best; marks refer to the notes above.", ""]
         if s["paired"]:
             header = ["metric", "A", "B", "n", "Δ (A − B)", "95% CI", "A wins", "W/T/L", "p", "p (Holm)", ""]
             rows = [[p["metric"], p["a"], p["b"], str(p["n"]), p["diff"], p["ci"], p["win_rate"], p["wtl"], p["p"], p["p_holm"],

@@ -29,6 +29,17 @@ GREY = {"color": "#444444"}
 HORIZONTAL = {"orientation": "horizontal"} if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10) else {"vert": False}
 
 
+def finite(values: pd.Series) -> np.ndarray:
+    """The finite values: plots leave out missing ones and infinities (the PSNR of an exact reconstruction)."""
+    v = values.to_numpy(dtype=float)
+    return v[np.isfinite(v)]
+
+
+def has_infinite(section: Section) -> bool:
+    """Whether a plot of this section leaves out infinite values (its caption says so)."""
+    return any(np.isinf(section.per_image[m].to_numpy(dtype=float)).any() for m in section.metrics if m in section.per_image)
+
+
 def colours(section: Section) -> dict[str, tuple]:
     return {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(section.labels)}
 
@@ -65,13 +76,14 @@ def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
             rows = summary[summary["metric"] == metric].set_index("entry").reindex(labels)
             y = np.arange(len(labels))
             ok = rows["status"] == "ok"
-            means = rows["mean"].where(ok)
+            shown = rows["mean"].where(ok)
+            means = shown.where(np.isfinite(shown.astype(float)))  # an infinite mean (an exact PSNR) gets no bar, only its label
             xerr = np.vstack([means - rows["ci_low"], rows["ci_high"] - means]).clip(min=0)
             ax.barh(y, means.fillna(0), color=[colour[lab] for lab in labels], alpha=0.85, height=0.62,
                     edgecolor=["black" if b else "none" for b in rows["best"].fillna(False)], linewidth=1.6)  # fmt: skip
             ax.errorbar(means, y, xerr=np.nan_to_num(xerr), fmt="none", ecolor="#222222", elinewidth=1.2, capsize=3)
-            for yi, (m, status, hi) in enumerate(zip(means, rows["status"], rows["ci_high"])):
-                text = f"{m:.4g}" if status == "ok" else ("n/a" if status == "unavailable" else "not run")
+            for yi, (m, status, hi) in enumerate(zip(shown, rows["status"], rows["ci_high"])):
+                text = (f"{m:.4g}" if np.isfinite(m) else ("∞" if m > 0 else "−∞")) if status == "ok" else ("n/a" if status == "unavailable" else "not run")
                 ax.text((hi if np.isfinite(hi) else (m if np.isfinite(m) else 0)), yi, "  " + text, va="center", fontsize=9.5, color="#333333")
             ax.set_yticks(y, labels)
             ax.set_title(metric_title(metric, section.direction(metric)))
@@ -84,7 +96,7 @@ def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
 
 def distributions(section: Section, path: Path) -> Path | None:
     """Per-image scores per VAE: violin, box (median, quartiles) and every image as a dot."""
-    metrics = [m for m in section.metrics if section.per_image[m].notna().any()]
+    metrics = [m for m in section.metrics if np.isfinite(section.per_image[m].astype(float)).any()]
     if not metrics:
         return None
     colour = colours(section)
@@ -93,7 +105,7 @@ def distributions(section: Section, path: Path) -> Path | None:
     with plt.rc_context(STYLE):
         fig, axes = _panels(len(metrics), len(labels))
         for ax, metric in zip(axes, metrics):
-            data = [section.per_image.loc[section.per_image["entry"] == lab, metric].dropna().to_numpy(float) for lab in labels]
+            data = [finite(section.per_image.loc[section.per_image["entry"] == lab, metric]) for lab in labels]
             pos = [i for i, d in enumerate(data) if d.size]
             if any(data[i].size > 2 and np.ptp(data[i]) > 0 for i in pos):
                 parts = ax.violinplot([data[i] for i in pos], positions=pos, **HORIZONTAL, showextrema=False, widths=0.8)
@@ -113,6 +125,7 @@ def distributions(section: Section, path: Path) -> Path | None:
 
 def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | None:
     """Mean paired difference (A − B) with its 95% CI per pair; filled markers are significant."""
+    paired = paired[np.isfinite(paired["mean_diff"].astype(float))]  # an infinite Δ (exact reconstructions on one side) has no place on an axis
     if paired.empty:
         return None
     metrics = list(dict.fromkeys(paired["metric"]))
@@ -145,6 +158,7 @@ def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | 
 
 def pareto(section: Section, points: pd.DataFrame, speed_note: str, path: Path) -> Path | None:
     """Quality against throughput; the line joins the VAEs no other VAE beats on both axes."""
+    points = points[np.isfinite(points["quality"].astype(float))]
     if len(points) < 2:
         return None
     metric = points["metric"].iloc[0]
@@ -179,7 +193,7 @@ def pareto(section: Section, points: pd.DataFrame, speed_note: str, path: Path) 
 def categories(section: Section, metric: str, path: Path) -> Path | None:
     """Mean per category for each VAE, with 95% bootstrap CI whiskers."""
     df = section.per_image
-    if "category" not in df or not df[metric].notna().any():
+    if "category" not in df or not np.isfinite(df[metric].astype(float)).any():
         return None
     cats = sorted(df["category"].dropna().astype(str).unique())
     labels = [lab for lab in section.labels if lab in set(df["entry"])]
@@ -192,7 +206,7 @@ def categories(section: Section, metric: str, path: Path) -> Path | None:
         for j, lab in enumerate(labels):
             means, lo, hi = [], [], []
             for c in cats:
-                v = df.loc[(df["entry"] == lab) & (df["category"].astype(str) == c), metric].dropna().to_numpy(float)
+                v = finite(df.loc[(df["entry"] == lab) & (df["category"].astype(str) == c), metric])
                 ci = stats.bootstrap_ci(v, n_resamples=1999)
                 m = float(v.mean()) if v.size else np.nan
                 means.append(m)

@@ -1,25 +1,35 @@
-"""Grouping runs into comparable sections: same dataset, same geometry, same pixel convention.
+"""Grouping runs into comparable sections, and what a reader must know next to each number.
 
-Runs whose protocols differ (another dataset, resolution, crop or quantization) land in separate
-sections and are never averaged or paired together. Within a section each (run, VAE) pair is an
+Runs land in one section only when their numbers mean the same thing: the same dataset (its
+description, the set of image ids scored and the number of images evaluated), geometry and
+quantization, and, for every metric both measured, the same settings in ``metrics.json`` (LPIPS
+backbone and weights, rFID resize and extractor, KID subsets, the reference statistics' content
+key...). Provenance (which file the weights were read from, whether reference statistics came
+from the cache) and a metric's implementation (the same definition computed by another library)
+do not separate runs; a metric only one run measured does not either. Sections that share a
+dataset and size get titles naming what differs. Within a section each (run, VAE) pair is an
 :class:`Entry` with a label unique in that section.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from evalvae.report.format import metric_name
+from evalvae.compare.comparison import flatten, is_provenance_field
+from evalvae.report.format import metric_name, num
 from evalvae.report.load import CATEGORY, Run
 from evalvae.results import known_direction
 
-# Dataset fields that describe the set of images rather than how they are scored.
-NOT_PROTOCOL = {"n_files", "n_evaluated"}
+# summary.csv note parts that restate the protocol shown beside the table, not caveats on a number.
+RESTATED = re.compile(r"^(extractor \S+|\d+ subsets of \d+)$")
+NOTED_FIELD = "implementation"  # differs between libraries computing one definition: noted, not separated
 
 
 @dataclass
@@ -60,6 +70,7 @@ class Section:
     set_metrics: list[str]
     metric_protocols: dict[str, dict]
     notes: list[str] = field(default_factory=list)
+    cell_notes: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (entry, metric) -> caveats on that value
 
     @property
     def runs(self) -> list[Run]:
@@ -80,9 +91,46 @@ class Section:
         return next((m for m in self.metrics if self.direction(m) is not None), None)
 
 
+def image_set(run: Run) -> str | None:
+    """A fingerprint of the image ids the run scored (None for a run without per-image rows)."""
+    if run.per_image.empty:
+        return None
+    ids = sorted(set(run.per_image["image"].astype(str)))
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def identity(run: Run) -> dict:
+    """What must be equal for two runs to share a section, metrics aside: dataset, N, image set, quantization.
+
+    The number of files listed is left out (files skipped as unreadable do not change what was
+    scored), and so is the dataset's folder when ``metrics.json`` holds a content fingerprint.
+    """
+    dataset = {k: v for k, v in (run.protocol.get("dataset") or {}).items() if k != "n_files"}
+    if dataset.get("fingerprint"):
+        dataset.pop("root", None)
+    return {"dataset": dataset, "quantize": run.protocol.get("quantize"), "images": image_set(run)}
+
+
+def metric_settings(spec: dict, noted: bool = False) -> dict | None:
+    """A metric's settings as flat dotted keys, without provenance (and without its implementation
+    unless ``noted``); None for a metric the run could not compute."""
+    if not isinstance(spec, dict) or spec.get("available") is False:
+        return None
+    return {k: v for k, v in flatten(spec).items() if not is_provenance_field(k) and (noted or k.split(".")[-1] != NOTED_FIELD)}
+
+
 def protocol_key(run: Run) -> str:
-    dataset = {k: v for k, v in (run.protocol.get("dataset") or {}).items() if k not in NOT_PROTOCOL}
-    return json.dumps({"dataset": dataset, "quantize": run.protocol.get("quantize")}, sort_keys=True, default=str)
+    """The run's identity as a string (runs in one section share it; their metrics must agree too)."""
+    return json.dumps(identity(run), sort_keys=True, default=str)
+
+
+def run_settings(run: Run) -> dict[str, dict]:
+    out = {}
+    for m, spec in (run.protocol.get("metrics") or {}).items():
+        settings = metric_settings(spec)
+        if settings is not None:
+            out[m] = settings
+    return out
 
 
 def section_title(dataset: dict) -> str:
@@ -134,6 +182,41 @@ def _unavailable_notes(entries: list[Entry]) -> list[str]:
     ]
 
 
+def _summary_notes(entries: list[Entry]) -> dict[tuple[str, str], list[str]]:
+    """Caveats summary.csv notes on values that exist (non-standard weights, images excluded, a biased rFID)."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for e in entries:
+        s = e.run.summary
+        if "note" not in s:
+            continue
+        rows = s[(s["vae"] == e.vae) & s["mean"].notna() & s["note"].notna()]
+        for metric, note in zip(rows["metric"], rows["note"].astype(str)):
+            parts = [p.strip() for p in note.split(";")]
+            out.setdefault((e.label, metric), []).extend(p for p in parts if p and not RESTATED.match(p))
+    return {k: v for k, v in out.items() if v}
+
+
+def _nonfinite_notes(per_image: pd.DataFrame, metrics: list[str]) -> dict[tuple[str, str], list[str]]:
+    """For each (entry, metric) with infinite per-image values: how many, and what that does to the mean."""
+    out: dict[tuple[str, str], list[str]] = {}
+    if per_image.empty:
+        return out
+    for label, frame in per_image.groupby("entry", sort=False):
+        for m in metrics:
+            if m not in frame:
+                continue
+            values = frame[m].to_numpy(dtype=float)
+            values = values[~np.isnan(values)]
+            k = int(np.isinf(values).sum())
+            if not k:
+                continue
+            what = " (exact reconstructions)" if m == "psnr" and np.all(values[np.isinf(values)] > 0) else ""
+            inf = "±∞" if np.any(values == np.inf) and np.any(values == -np.inf) else num(m, float(values[np.isinf(values)][0]))
+            out[(label, m)] = [f"{metric_name(m)} is {inf} on {k} of {values.size} images{what}: the mean is {num(m, float(values.mean()))}, "
+                               "with no std or CI; plots leave those images out"]  # fmt: skip
+    return out
+
+
 def build_section(runs: list[Run], title: str, slug: str) -> Section:
     """Entries, tidy frames and protocol notes of runs that share one protocol."""
     pairs = [(run, vae) for run in runs for vae in run.vae_names]
@@ -147,8 +230,10 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
     for e in entries:
         run = e.run
         for m, spec in (run.protocol.get("metrics") or {}).items():
-            if m in protocols and protocols[m] != spec:
-                notes.append(f"{m} was computed with different settings in run {run.label}: {spec} (first seen: {protocols[m]})")
+            if m in protocols and metric_settings(protocols[m], noted=True) != metric_settings(spec, noted=True):
+                first, now = (metric_settings(x, noted=True) or {} for x in (protocols[m], spec))
+                changed = {k: now.get(k) for k in sorted(first.keys() | now.keys()) if first.get(k) != now.get(k)}
+                notes.append(f"{metric_name(m)} in run {run.label} differs in {changed} (first seen: {({k: first.get(k) for k in changed})})")
             protocols.setdefault(m, spec)
         cols = run.metric_columns
         metrics += [c for c in cols if c not in metrics]
@@ -165,6 +250,9 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
     set_metrics = list(dict.fromkeys(set_level["metric"]))
 
     notes += _unavailable_notes(entries)
+    cell_notes = _summary_notes(entries)
+    for key, more in _nonfinite_notes(per_image, metrics).items():
+        cell_notes.setdefault(key, []).extend(more)
     counts = per_image.groupby("entry", sort=False)["image"].nunique() if not per_image.empty else pd.Series(dtype=int)
     if counts.nunique() > 1:
         notes.append(
@@ -175,20 +263,122 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
     return Section(
         title=title, slug=slug, dataset=dict(first.get("dataset") or {}), quantize=first.get("quantize"),
         pixels=str(first.get("pixels") or ""), entries=entries, per_image=per_image, set_level=set_level,
-        metrics=metrics, set_metrics=set_metrics, metric_protocols=protocols, notes=notes,
+        metrics=metrics, set_metrics=set_metrics, metric_protocols=protocols, notes=notes, cell_notes=cell_notes,
     )  # fmt: skip
 
 
+@dataclass
+class _Group:
+    identity: str
+    settings: dict[str, dict]
+    runs: list[Run]
+
+    def admits(self, identity: str, settings: dict[str, dict]) -> bool:
+        return identity == self.identity and all(self.settings[m] == s for m, s in settings.items() if m in self.settings)
+
+    def describe(self) -> dict[str, object]:
+        """Flat facts that can tell this group from another with the same title."""
+        ident = json.loads(self.identity)
+        out: dict[str, object] = {"N": ident["dataset"].get("n_evaluated"), "images": ident["images"], "quantize": ident["quantize"]}
+        out.update({f"dataset.{k}": v for k, v in ident["dataset"].items() if k != "n_evaluated"})
+        out.update({f"{m}:{k}": v for m, s in self.settings.items() for k, v in s.items()})
+        return out
+
+
+def _short(value) -> str:
+    text = str(value)
+    if re.fullmatch(r"[0-9a-f]{32,}", text):
+        return text[:8]
+    if len(text) > 32:
+        return "…" + text[-30:] if "/" in text else text[:30] + "…"
+    return text
+
+
+def _rank(key: str) -> int:
+    if key in ("N", "images", "quantize"):
+        return ("N", "images", "quantize").index(key)
+    if key.startswith("dataset."):
+        return 3
+    field = key.split(":", 1)[1]
+    if field in ("net", "extractor.name", "weights.standard", "resize"):
+        return 4
+    return 6 if field.endswith("sha256") or field.startswith("reference.") else 5
+
+
+def _label(key: str, metrics: list[str], value) -> str:
+    if key == "N":
+        return f"N = {value}"
+    if key == "images":
+        return f"image set {str(value)[:8]}"
+    if key == "quantize":
+        return "quantized" if value else "not quantized"
+    if key.startswith("dataset."):
+        return f"{key.split('.', 1)[1]} {_short(value)}"
+    field = key.split(":", 1)[1]
+    names = "/".join(metric_name(m) for m in metrics)
+    if field == "weights.standard":
+        return f"{names} {'standard' if value else 'non-standard'} weights"
+    return f"{names} {field.replace('.', ' ')} {_short(value)}"
+
+
+def _families(keys: list[str], facts: list[dict], ref: dict, other: dict) -> list[list[str]]:
+    """Keys where ``other`` differs from ``ref``, by rank, the same field of several metrics as one family."""
+    families: dict[tuple, list[str]] = {}
+    for k in sorted(keys, key=_rank):
+        if k in ref and k in other and json.dumps(ref[k], sort_keys=True, default=str) != json.dumps(other[k], sort_keys=True, default=str):
+            field = k.split(":", 1)[1] if ":" in k else k
+            families.setdefault((field, json.dumps(ref[k], default=str), json.dumps(other[k], default=str)), []).append(k)
+    out = list(families.values())
+    if any(ks[0] == "N" for ks in out):  # another N is another image set: saying so twice adds nothing
+        out = [ks for ks in out if ks[0] != "images"]
+    return out
+
+
+def _differences(groups: list[_Group], most: int = 2) -> list[str]:
+    """For groups that share a title: a few words per group naming what sets it apart.
+
+    Every group after the first names how it differs from the first (at most ``most`` facts); the
+    first names its own values of the facts the others cite most.
+    """
+    facts = [g.describe() for g in groups]
+    keys = list(dict.fromkeys(k for f in facts for k in f))
+
+    def words(f: dict, families: list[list[str]]) -> str:
+        return " · ".join(_label(ks[0], [k.split(":", 1)[0] for k in ks if ":" in k], f[ks[0]]) for ks in families[:most])
+
+    cited: dict[tuple[str, ...], int] = {}
+    labels = [""]
+    for f in facts[1:]:
+        families = _families(keys, facts, facts[0], f)[:most]
+        for ks in families:
+            cited[tuple(ks)] = cited.get(tuple(ks), 0) + 1
+        labels.append(words(f, families))
+    first = sorted(cited, key=lambda ks: (-cited[ks], _rank(ks[0])))
+    labels[0] = words(facts[0], [list(ks) for ks in first])
+    return labels
+
+
 def group_sections(runs: list[Run]) -> list[Section]:
-    """One section per distinct protocol, in the order runs were given."""
-    groups: dict[str, list[Run]] = {}
+    """One section per set of mutually comparable runs (see the module docstring), in the order runs were given."""
+    groups: list[_Group] = []
     for run in runs:
-        groups.setdefault(protocol_key(run), []).append(run)
-    titles = [section_title(g[0].protocol.get("dataset") or {}) for g in groups.values()]
+        ident, settings = protocol_key(run), run_settings(run)
+        group = next((g for g in groups if g.admits(ident, settings)), None)
+        if group is None:
+            groups.append(_Group(ident, dict(settings), [run]))
+        else:
+            group.runs.append(run)
+            group.settings.update({m: s for m, s in settings.items() if m not in group.settings})
+    titles = [section_title(g.runs[0].protocol.get("dataset") or {}) for g in groups]
+    for title in list(dict.fromkeys(titles)):
+        same = [i for i, t in enumerate(titles) if t == title]
+        if len(same) > 1:
+            for i, words in zip(same, _differences([groups[i] for i in same])):
+                titles[i] = f"{title} · {words}" if words else title
     taken: set[str] = set()
     sections = []
-    for title, group in zip(titles, groups.values()):
-        if titles.count(title) > 1:  # same dataset and size, other crop or quantization
-            title = f"{title} · runs {', '.join(r.label for r in group)}"
-        sections.append(build_section(group, title, _slug(title, taken)))
+    for i, (title, group) in enumerate(zip(titles, groups)):
+        if titles.count(title) > 1:  # nothing recorded tells them apart in a few words
+            title = f"{title} · runs {', '.join(r.label for r in group.runs)}"
+        sections.append(build_section(group.runs, title, _slug(title, taken)))
     return sections

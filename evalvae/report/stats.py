@@ -89,19 +89,24 @@ def wilcoxon_p(diff) -> float:
 def paired(a, b, higher_is_better: bool | None, **bootstrap_kw) -> Paired:
     """Paired comparison of two aligned score arrays; pairs with a NaN on either side are dropped.
 
+    Infinite scores (the PSNR of an exact reconstruction is +inf) are kept: equal infinities tie,
+    an infinite difference is a win or a loss and ranks above every finite one in the Wilcoxon
+    test, and it makes the mean difference infinite, which then has no CI.
     ``higher_is_better=None`` (unknown direction) counts a positive difference as a win.
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired scores must align; got shapes {a.shape} and {b.shape}")
-    keep = np.isfinite(a) & np.isfinite(b)
-    d = a[keep] - b[keep]
+    keep = ~np.isnan(a) & ~np.isnan(b)
+    a, b = a[keep], b[keep]
+    with np.errstate(invalid="ignore"):
+        d = np.where(a == b, 0.0, a - b)  # inf - inf is a tie, not NaN
     sign = -1.0 if higher_is_better is False else 1.0
     better = sign * d
     return Paired(
         n=int(d.size),
         mean_diff=float(d.mean()) if d.size else math.nan,
-        ci=bootstrap_ci(d, **bootstrap_kw),
+        ci=bootstrap_ci(d, **bootstrap_kw) if np.isfinite(d).all() else NAN_INTERVAL,
         wins=int(np.sum(better > 0)),
         ties=int(np.sum(better == 0)),
         losses=int(np.sum(better < 0)),

@@ -10,14 +10,14 @@ import pandas as pd
 from evalvae.report import stats
 from evalvae.report.sections import Section
 
-SUMMARY_COLUMNS = ["entry", "metric", "level", "mean", "std", "n", "ci_low", "ci_high", "status", "best"]
+SUMMARY_COLUMNS = ["entry", "metric", "level", "mean", "std", "n", "ci_low", "ci_high", "status", "best", "infinite"]
 PAIRED_COLUMNS = ["metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses", "win_rate", "p", "p_holm", "significant", "favours"]
 # Bench operations in order of preference for the speed axis: decoding is what generation pays per image.
 SPEED_OPS = ("decode", "roundtrip", "encode_decode", "encode+decode", "reconstruct", "encode")
 
 
 def _mark_best(rows: list[dict], higher: bool | None) -> None:
-    ok = [r for r in rows if r["status"] == "ok" and math.isfinite(r["mean"])]
+    ok = [r for r in rows if r["status"] == "ok" and not math.isnan(r["mean"])]  # +inf (an exact PSNR) can be best
     if higher is None or len(ok) < 2:
         return
     target = (max if higher else min)(r["mean"] for r in ok)
@@ -26,24 +26,30 @@ def _mark_best(rows: list[dict], higher: bool | None) -> None:
 
 
 def summary_table(section: Section) -> pd.DataFrame:
-    """One row per (entry, metric): mean, sample std, N, 95% bootstrap CI (per-image metrics), best flag."""
+    """One row per (entry, metric): mean, sample std, N, 95% bootstrap CI (per-image metrics), best flag.
+
+    Missing values (NaN) are left out. Infinite ones are not (the PSNR of an exact reconstruction is
+    +inf): the mean of a set holding one is +inf, as in summary.csv, and then has no std or CI;
+    ``infinite`` counts them.
+    """
     rows = []
     for metric in section.metrics:
         block = []
         for e in section.entries:
-            row = dict(entry=e.label, metric=metric, level="image", mean=math.nan, std=math.nan, n=0, ci_low=math.nan, ci_high=math.nan, best=False)
+            row = dict(entry=e.label, metric=metric, level="image", mean=math.nan, std=math.nan, n=0, ci_low=math.nan, ci_high=math.nan, best=False, infinite=0)
             if metric not in e.run.metric_columns:
                 block.append({**row, "status": "not measured"})
                 continue
             values = section.per_image.loc[section.per_image["entry"] == e.label, metric].to_numpy(dtype=float)
-            values = values[np.isfinite(values)]
+            values = values[~np.isnan(values)]
             if values.size == 0:
                 block.append({**row, "status": "unavailable"})
                 continue
-            ci = stats.bootstrap_ci(values)
+            finite = bool(np.isfinite(values).all())
+            ci = stats.bootstrap_ci(values) if finite else stats.NAN_INTERVAL
             block.append({
-                **row, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else math.nan,
-                "n": int(values.size), "ci_low": ci.low, "ci_high": ci.high, "status": "ok",
+                **row, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 and finite else math.nan,
+                "n": int(values.size), "ci_low": ci.low, "ci_high": ci.high, "status": "ok", "infinite": int(np.isinf(values).sum()),
             })  # fmt: skip
         _mark_best(block, section.direction(metric))
         rows += block
@@ -51,7 +57,7 @@ def summary_table(section: Section) -> pd.DataFrame:
         block = []
         for e in section.entries:
             found = section.set_level[(section.set_level["entry"] == e.label) & (section.set_level["metric"] == metric)]
-            row = dict(entry=e.label, metric=metric, level="set", mean=math.nan, std=math.nan, n=0, ci_low=math.nan, ci_high=math.nan, best=False)
+            row = dict(entry=e.label, metric=metric, level="set", mean=math.nan, std=math.nan, n=0, ci_low=math.nan, ci_high=math.nan, best=False, infinite=0)
             if found.empty:
                 block.append({**row, "status": "not measured"})
                 continue
@@ -59,7 +65,7 @@ def summary_table(section: Section) -> pd.DataFrame:
             mean = float(r["mean"]) if pd.notna(r["mean"]) else math.nan
             n = int(r["n"]) if pd.notna(r["n"]) else 0
             std = float(r["std"]) if pd.notna(r["std"]) else math.nan
-            block.append({**row, "mean": mean, "std": std, "n": n, "status": "ok" if math.isfinite(mean) else "unavailable"})
+            block.append({**row, "mean": mean, "std": std, "n": n, "status": "unavailable" if math.isnan(mean) else "ok", "infinite": int(math.isinf(mean))})
         _mark_best(block, section.direction(metric))
         rows += block
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -84,7 +90,7 @@ def paired_table(section: Section, alpha: float = stats.ALPHA) -> pd.DataFrame:
                 if p.n == 0:
                     continue
                 favours = ""
-                if higher is not None and p.mean_diff != 0 and math.isfinite(p.mean_diff):
+                if higher is not None and p.mean_diff != 0 and not math.isnan(p.mean_diff):  # an infinite Δ favours a side too
                     favours = a if (p.mean_diff > 0) == higher else b
                 block.append(dict(
                     metric=metric, a=a, b=b, n=p.n, mean_diff=p.mean_diff, ci_low=p.ci.low, ci_high=p.ci.high,
@@ -122,7 +128,8 @@ def speed_points(section: Section, summary: pd.DataFrame, bench: pd.DataFrame) -
     empty = pd.DataFrame(columns=["entry", "metric", "quality", "images_per_s", "detail"])
     if metric is None:
         return empty, ""
-    quality = summary[(summary["metric"] == metric) & (summary["status"] == "ok")].set_index("entry")["mean"]
+    ok = summary[(summary["metric"] == metric) & (summary["status"] == "ok")]
+    quality = ok[np.isfinite(ok["mean"].astype(float))].set_index("entry")["mean"]  # an infinite mean has no place on an axis
 
     rows = _bench_rows(bench, section)
     bench_points, op = [], None

@@ -9,10 +9,19 @@ import pandas as pd
 from evalvae.report.format import metric_name, metric_title, num, num_diff, p_value, percent
 from evalvae.report.sections import Section
 
+SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+NONSTANDARD = "non-standard weights"
+
+
+def mark(number: int) -> str:
+    """A footnote mark: ``¹``, ``²``, ... ``¹²``."""
+    return str(number).translate(SUPERSCRIPT)
+
+
 def _cell(r: dict) -> dict:
     m = r["metric"]
     if r["status"] != "ok":
-        return {"main": r["status"], "mean": r["status"], "sub": "", "best": False, "ok": False}
+        return {"main": r["status"], "mean": r["status"], "sub": "", "best": False, "ok": False, "marks": "", "warn": False}
     main = mean = num(m, r["mean"])
     if math.isfinite(r["std"]):
         main += f" ± {num(m, r['std'])}"
@@ -20,11 +29,37 @@ def _cell(r: dict) -> dict:
         sub = f"[{num(m, r['ci_low'])}, {num(m, r['ci_high'])}]" if math.isfinite(r["ci_low"]) else ""
     else:
         sub = f"N = {r['n']:,}"
-    return {"main": main, "mean": mean, "sub": sub, "best": bool(r["best"]), "ok": True}
+    return {"main": main, "mean": mean, "sub": sub, "best": bool(r["best"]), "ok": True, "marks": "", "warn": False}
+
+
+def _footnotes(section: Section, metrics: list[str]) -> tuple[dict[tuple[str, str], list[int]], list[dict]]:
+    """Numbered notes on values: each distinct text once, with the (VAE, metric) cells it applies to."""
+    index: dict[str, int] = {}
+    where: dict[int, list[tuple[str, str]]] = {}
+    marks: dict[tuple[str, str], list[int]] = {}
+    for m in metrics:
+        for e in section.entries:
+            for text in section.cell_notes.get((e.label, m), []):
+                k = index.setdefault(text, len(index) + 1)
+                where.setdefault(k, []).append((e.label, m))
+                marks.setdefault((e.label, m), []).append(k)
+    notes = []
+    for text, k in index.items():
+        cells = where[k]
+        names = list(dict.fromkeys(metric_name(m) for _, m in cells))
+        labels = list(dict.fromkeys(lab for lab, _ in cells))
+        every = len(labels) == len(section.entries) and len(section.entries) > 1
+        scope = f"{', '.join(names)}, {'every VAE' if every else ', '.join(labels)}"
+        notes.append({"number": k, "mark": mark(k), "text": text, "where": scope, "warn": NONSTANDARD in text})
+    return marks, notes
 
 
 def summary_view(section: Section, summary: pd.DataFrame) -> dict:
-    """Header and rows of the VAE x metric table (per-image metrics first, then set-level ones)."""
+    """Header, rows and footnotes of the VAE x metric table (per-image metrics first, then set-level ones).
+
+    A value with a caveat (non-standard weights, images excluded, infinite values, a biased rFID)
+    carries a footnote mark; the notes follow the table.
+    """
     metrics = list(dict.fromkeys(summary["metric"]))
     levels = dict(zip(summary["metric"], summary["level"]))
     header = []
@@ -34,11 +69,19 @@ def summary_view(section: Section, summary: pd.DataFrame) -> dict:
         header.append({"metric": m, "title": metric_title(m, higher), "level": levels[m], "direction": direction})
     by_key = {(r["entry"], r["metric"]): r for r in summary.to_dict("records")}
     counts = section.per_image.groupby("entry")["image"].nunique().to_dict() if not section.per_image.empty else {}
+    marks, footnotes = _footnotes(section, metrics)
+    warn = {n["number"] for n in footnotes if n["warn"]}
     rows = []
     for e in section.entries:
-        cells = [_cell(by_key[(e.label, m)]) for m in metrics]
+        cells = []
+        for m in metrics:
+            c = _cell(by_key[(e.label, m)])
+            ks = marks.get((e.label, m), [])
+            c["marks"] = ",".join(mark(k) for k in ks)
+            c["warn"] = any(k in warn for k in ks)
+            cells.append(c)
         rows.append({"label": e.label, "n": counts.get(e.label, 0), "dtype": e.dtype, "cells": cells})
-    return {"header": header, "rows": rows}
+    return {"header": header, "rows": rows, "footnotes": footnotes}
 
 
 def paired_view(paired: pd.DataFrame) -> list[dict]:
@@ -114,8 +157,8 @@ def overview_rows(views: list[dict]) -> tuple[list[str], list[dict]]:
         for r in v["summary"]["rows"]:
             cells = []
             for m in metrics:
-                c = r["cells"][index[m]] if m in index else {"mean": "–", "best": False, "ok": False}
-                cells.append({"main": c["mean"], "best": c["best"], "ok": c["ok"]})
+                c = r["cells"][index[m]] if m in index else {"mean": "–", "best": False, "ok": False, "marks": "", "warn": False}
+                cells.append({"main": c["mean"], "best": c["best"], "ok": c["ok"], "noted": bool(c["marks"]), "warn": c["warn"]})
             rows.append({"section": v["title"], "slug": v["slug"], "label": r["label"], "n": r["n"], "cells": cells})
     return [titles[m] for m in metrics], rows
 
@@ -146,8 +189,9 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
         wins = 1 - r["win_rate"] if flip else r["win_rate"]
         spread = hi - lo
         verdict = "significant" if r["significant"] else "not significant"
+        interval = f" [{num_diff(metric, lo, spread)}, {num_diff(metric, hi, spread)}]" if math.isfinite(lo) else ""
         text += (
-            f"; vs runner-up {second['entry']}: Δ {num_diff(metric, diff, spread)} [{num_diff(metric, lo, spread)}, {num_diff(metric, hi, spread)}], "
+            f"; vs runner-up {second['entry']}: Δ {num_diff(metric, diff, spread)}{interval}, "
             f"better on {percent(wins)} of {r['n']} images, Holm p = {p_value(r['p_holm'])} ({verdict})"
         )
         mine = paired[(paired["metric"] == metric) & ((paired["a"] == best["entry"]) | (paired["b"] == best["entry"]))]
