@@ -163,3 +163,24 @@ def test_a_mean_of_inf_does_not_hide_the_other_images(tmp_path):
     finite = write_run(tmp_path / "finite", {"v": values})
     result = compare(load_snapshot(baseline), load_snapshot(finite))
     assert next(r for r in result.rows if r.metric == "psnr").verdict is Verdict.REGRESSED
+
+
+def test_images_that_turn_non_finite_are_a_regression_not_a_protocol_change(tmp_path, image_dir):
+    def standin_run(out, *params):
+        cfg = compose_run(["+vae.v._target_=tests.run_standins.Identity", "+vae.v.gain=0.98", *params, "dataset=folder",
+                           f"dataset.path={image_dir}", "dataset.resolution=32", "workers=0"])  # fmt: skip
+        return run(cfg, out_dir=out).out_dir
+
+    good = standin_run(tmp_path / "good")
+    broken = standin_run(tmp_path / "broken", "+vae.v.nan_images=[1,4]")
+    result = compare(load_snapshot(good), load_snapshot(broken))
+    psnr = next(r for r in result.rows if r.metric == "psnr")
+    assert psnr.verdict is Verdict.REGRESSED and result.exit_code == 1
+    assert psnr.detail.startswith("2 image(s) now reconstructed non-finite") and "img01.jpg" in psnr.detail
+    # and a baseline file written from the broken run keeps those images as non-finite, not as absent
+    baseline = tmp_path / "baseline.json"
+    assert run_compare(baseline, [broken], update=True) == 0
+    assert run_compare(baseline, [broken]) == 0
+    fixed = compare(load_snapshot(baseline), load_snapshot(good))
+    psnr = next(r for r in fixed.rows if r.metric == "psnr")
+    assert fixed.exit_code == 0 and psnr.verdict is Verdict.IMPROVED and "finite now (img01.jpg, img04.png)" in psnr.detail

@@ -117,7 +117,10 @@ def _quality_from_run(run: Path, snap: Snapshot) -> None:
     for row in summary.itertuples(index=False):
         values = None
         if per_image is not None and row.metric in per_image.columns:
-            rows = per_image[per_image["vae"] == row.vae].dropna(subset=[row.metric])
+            rows = per_image[per_image["vae"] == row.vae]
+            # images whose reconstruction was non-finite stay, as NaN, so compare can tell them from absent ones
+            flagged = rows["nonfinite"].fillna(False).astype(bool) if "nonfinite" in rows.columns else False
+            rows = rows[rows[row.metric].notna() | flagged]
             values = {str(i): float(v) for i, v in zip(rows["image"], rows[row.metric])}
         snap.results.setdefault(row.vae, {})[row.metric] = MetricResult(_float(row.mean), _float(row.std), int(row.n), directions.get(row.metric), values)
     if (run / "vaes.json").is_file():

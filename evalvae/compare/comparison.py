@@ -138,6 +138,29 @@ def _direction(metric: str, *results: MetricResult) -> bool | None:
     return known_direction(metric)
 
 
+def _no_longer_finite(b: MetricResult, c: MetricResult) -> list[str]:
+    """Images with a value in the baseline whose reconstruction is now non-finite (NaN here, present in both)."""
+    if b.values is None or c.values is None or set(b.values) != set(c.values):
+        return []
+    return sorted(i for i in b.values if not math.isnan(b.values[i]) and math.isnan(c.values[i]))
+
+
+def _regained_row(row: Row, b: MetricResult, c: MetricResult, regained: list[str], t: Tolerance, alpha: float | None) -> Row:
+    """Images non-finite in the baseline are finite now: an improvement, unless the images finite on both sides regressed."""
+    ids = [i for i in sorted(b.values) if math.isfinite(b.values[i]) and math.isfinite(c.values[i])]
+    note = f"{len(regained)} image(s) non-finite in the baseline are finite now ({', '.join(regained[:3])})"
+    if not ids:
+        row.verdict, row.detail = Verdict.IMPROVED, note
+        return row
+    row.baseline, row.current = (float(np.mean([x.values[i] for i in ids])) for x in (b, c))
+    row.tolerance, row.allowed = t.describe(), t.allowed(row.baseline)
+    _paired(row, b, c, ids)
+    verdict = judge(row.delta, row.allowed, row.higher_is_better, p_value=row.p_value, alpha=alpha)
+    row.verdict = Verdict.REGRESSED if verdict is Verdict.REGRESSED else Verdict.IMPROVED
+    row.detail = f"{note}; means over the {len(ids)} image(s) finite on both sides"
+    return row
+
+
 def _image_sets(b: dict, c: dict) -> str:
     only_b, only_c = sorted(set(b) - set(c)), sorted(set(c) - set(b))
     if not only_b and not only_c:
@@ -155,6 +178,14 @@ def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: T
         row.verdict, row.detail = (Verdict.NEW, "no value in the baseline") if math.isnan(b.mean) else (Verdict.MISSING, "no value now")
         return row
     mismatch = "" if protocol_ok else "protocol differs"
+    lost = _no_longer_finite(b, c)
+    if not mismatch and lost:
+        row.verdict = Verdict.REGRESSED
+        row.detail = f"{len(lost)} image(s) now reconstructed non-finite (NaN/inf), excluded from the mean: {', '.join(lost[:3])}"
+        return row
+    regained = _no_longer_finite(c, b)
+    if not mismatch and regained and hib is not None:
+        return _regained_row(row, b, c, regained, tol.get(vae, metric), tol.alpha)
     if not mismatch and b.n != c.n:
         mismatch = f"N differs: {b.n} in the baseline, {c.n} now"
     if not mismatch and b.values is not None and c.values is not None:
