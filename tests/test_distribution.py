@@ -59,6 +59,61 @@ def test_frechet_with_rank_deficient_covariance_is_finite():
     assert value == pytest.approx(scipy_fid(x.mean(0), s1, y.mean(0), s2), rel=1e-4)  # sqrtm is less exact here
 
 
+def exact_fid(x, y):
+    """FID of two feature sets from the features themselves, in float64 without a covariance's eigenvalues.
+
+    With centred features A, B: ``tr((S1 S2)^(1/2))`` is the nuclear norm of ``A B^T / sqrt((n1-1)(n2-1))``
+    (the sum of its singular values); a set larger than the dimension is first reduced to its QR factor R,
+    which leaves those singular values unchanged.
+    """
+    a, b = x - x.mean(0), y - y.mean(0)
+    (n1, d), n2 = x.shape, len(y)
+    ra = np.linalg.qr(a, mode="r") if n1 > d else a
+    rb = np.linalg.qr(b, mode="r") if n2 > d else b
+    tr_covmean = np.linalg.svd(ra @ rb.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
+    diff = x.mean(0) - y.mean(0)
+    return float(diff @ diff + (a * a).sum() / (n1 - 1) + (b * b).sum() / (n2 - 1) - 2 * tr_covmean)
+
+
+def reconstruction_like(rng, d, n, offset):
+    """Low-rank features with a common offset (as Inception's pool3 features have) and a close copy of them."""
+    x = offset + rng.normal(size=(n, 8)) @ rng.normal(size=(8, d)) + 0.1 * rng.normal(size=(n, d))
+    return x, x + 0.01 * rng.normal(size=x.shape)
+
+
+@pytest.mark.parametrize("d,n,offset", [(256, 30, 1.0), (128, 90, 30.0), (64, 300, 1.0), (32, 500, 30.0)])
+def test_frechet_of_streamed_stats_equals_the_exact_value_below_and_above_the_feature_dim(d, n, offset):
+    """N < d: rank-deficient covariances, whose round-off eigenvalues must not count (they made FID ~2% low here)."""
+    rng = np.random.default_rng(d + n)
+    x, y = reconstruction_like(rng, d, n, offset)
+    real, fake = FeatureStats(d), FeatureStats(d)
+    real.update(x)
+    for chunk in np.array_split(y, 3):
+        fake.update(chunk)
+    exact = exact_fid(x, y)
+    assert frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n) == pytest.approx(exact, rel=FID_RTOL)
+    assert frechet_distance(fake.mean, fake.cov, real.mean, real.cov, fake.n, real.n) == pytest.approx(exact, rel=FID_RTOL)
+
+
+@pytest.mark.parametrize("d,n", [(256, 30), (64, 300)])
+def test_frechet_of_covariances_alone_equals_the_exact_value(d, n):
+    """Without the sample counts, the relative eigenvalue threshold alone drops the round-off."""
+    x, y = reconstruction_like(np.random.default_rng(d), d, n, 1.0)
+    value = frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    assert value == pytest.approx(exact_fid(x, y), rel=FID_RTOL)
+
+
+def test_frechet_of_sets_of_unequal_size_and_rank():
+    """40 originals against 25 of their reconstructions: covariances of ranks 39 and 24 in 128 dimensions."""
+    x, y = reconstruction_like(np.random.default_rng(6), 128, 40, 1.0)
+    y = y[:25]
+    real, fake = FeatureStats(128), FeatureStats(128)
+    real.update(x)
+    fake.update(y)
+    value = frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n)
+    assert value == pytest.approx(exact_fid(x, y), rel=FID_RTOL)
+
+
 def test_streamed_stats_equal_numpy_and_ignore_batching_and_order():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(101, 12)) * 3 + 1

@@ -52,7 +52,7 @@ class FIDKID:
             log.warning("rFID on N=%d images < feature dimension %d: the covariance is rank-deficient and rFID is biased upward; "
                         "compare only at equal N", fake.n, self.extractor.dim)  # fmt: skip
             note += f"; N={fake.n} < feature dim {self.extractor.dim}: rank-deficient covariance, rFID biased upward"
-        rows = [{"metric": "rfid", "mean": frechet_distance(real.mean, real.cov, fake.mean, fake.cov), "std": math.nan, "n": fake.n, "note": note}]
+        rows = [{"metric": "rfid", "mean": frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n), "std": math.nan, "n": fake.n, "note": note}]
         if self.with_kid:
             mean, std, m = kid(real.features, fake.features, self.kid_subsets, self.kid_subset_size, seed=self.seed)
             rows.append({"metric": "kid", "mean": mean, "std": std, "n": fake.n,
@@ -63,7 +63,7 @@ class FIDKID:
         weights = getattr(self.extractor, "weights", None)
         weights = {"weights": weights.describe(), "provenance": {"weights": weights.provenance()}} if weights is not None else {}
         return {
-            "rfid": {"higher_is_better": False, "implementation": "evalvae float64 Fréchet distance (eigen-decomposition)",
+            "rfid": {"higher_is_better": False, "implementation": "evalvae float64 Fréchet distance (nuclear norm of S1^1/2 S2^1/2, round-off eigenvalues dropped)",
                      "statistics": "float64 running sums; unbiased covariance (N - 1)", "extractor": self.extractor.identity(), **weights,
                      "quantization": "8-bit originals vs reconstructions rounded to 8 bits"},
             **({"kid": {"higher_is_better": False, "implementation": "unbiased MMD^2, kernel (x.y/d + 1)^3",

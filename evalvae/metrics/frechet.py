@@ -60,22 +60,42 @@ class FeatureStats:
         return self.chunks[0] if self.chunks else np.zeros((0, self.dim), np.float32)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+def psd_factor(sigma: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The eigenvalues and eigenvectors of a covariance that are not round-off: ``sigma ~ V diag(w) V^T``.
+
+    Eigenvalues at most ``max(w) * dim * eps`` (float64) count as zero, and so does all but the
+    ``n - 1`` largest when ``n``, the number of samples behind ``sigma``, is given: a sample
+    covariance of ``n`` points has rank at most ``n - 1``, and what ``eigh`` returns beyond that is
+    round-off of the sums, however large the features' mean makes it.
+    """
+    s = np.asarray(sigma, np.float64)
+    w, v = np.linalg.eigh((s + s.T) / 2)
+    keep = w > max(w[-1], 0.0) * len(w) * np.finfo(np.float64).eps
+    if n is not None:
+        keep[: max(len(w) - (n - 1), 0)] = False
+    return w[keep], v[:, keep]
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     n1: int | None = None, n2: int | None = None) -> float:  # fmt: skip
     """``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))`` in float64.
 
-    ``tr((S1 S2)^(1/2))`` is computed as the sum of square roots of the eigenvalues of the
-    symmetric PSD matrix ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as ``S1 S2``), which avoids the
-    complex round-off of a general matrix square root.
+    ``tr((S1 S2)^(1/2))`` is the nuclear norm (sum of singular values) of ``S1^(1/2) S2^(1/2)``,
+    which has the singular values ``sqrt(eig(S1 S2))``. With each ``Si ~ Vi diag(wi) Vi^T`` from
+    :func:`psd_factor`, that is the ``k1 x k2`` matrix ``diag(sqrt w1) V1^T V2 diag(sqrt w2)``.
+    Dropping the round-off eigenvalues matters when N is below the feature dimension: the
+    covariances then have rank N - 1 at most, and the square roots of the thousands of round-off
+    eigenvalues that a plain eigen-decomposition keeps add spurious trace (rFID ~1e-4 relative
+    too low on 39 images with 2048-d Inception features). ``n1``/``n2``, the sample counts behind
+    the covariances, bound their ranks; without them a relative threshold alone decides.
     """
-    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
-    s1, s2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    w, v = np.linalg.eigh((s1 + s1.T) / 2)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = root1 @ s2 @ root1
-    eig = np.linalg.eigvalsh((m + m.T) / 2)
-    tr_covmean = np.sqrt(np.clip(eig, 0, None)).sum()
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+    w1, v1 = psd_factor(sigma1, n1)
+    w2, v2 = psd_factor(sigma2, n2)
+    root_product = np.sqrt(w1)[:, None] * (v1.T @ v2) * np.sqrt(w2)[None, :]
+    tr_covmean = np.linalg.svd(root_product, compute_uv=False).sum() if root_product.size else 0.0
+    diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+    traces = np.trace(np.asarray(sigma1, np.float64)) + np.trace(np.asarray(sigma2, np.float64))
+    return float(diff @ diff + traces - 2 * tr_covmean)
 
 
 def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, degree: int = 3,
