@@ -21,6 +21,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from evalvae.io import atomic_path, atomic_write_text
@@ -82,7 +83,7 @@ def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str]
             rows.append({
                 "vae": vae, "metric": metric,
                 "mean": float(values.mean()) if n else math.nan,
-                "std": float(values.std(ddof=1)) if n > 1 else math.nan,
+                "std": float(values.std(ddof=1)) if n > 1 and np.isfinite(values).all() else math.nan,  # none for a mean of +inf
                 "n": n,
                 "note": join_notes(notes.get(metric, ""), nonfinite_note(bad.get(str(vae), 0))),
             })  # fmt: skip
