@@ -242,6 +242,7 @@ def test_taesd_family_from_safetensors_pairs(taesd_family_dir, name):
     vae = load_vae(name, cfg.vae[name], device="cpu")
     assert (vae.latent_space.family, vae.latent_channels, vae.downsample) == (family, channels, 8)
     assert vae.weights.kind == "safetensors-dir" and set(vae.weights.files) == {f"{name}_encoder.safetensors", f"{name}_decoder.safetensors"}
+    assert vae.describe()["weights_dtype"] == "bf16" and vae.dtype_name == "fp32"  # bf16 copies, evaluated in fp32
     img = np.array(Image.fromarray(data.astronaut()).resize((256, 256), Image.Resampling.BICUBIC))
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1
     with torch.no_grad():

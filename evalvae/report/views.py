@@ -135,7 +135,8 @@ def protocol_view(section: Section) -> dict:
             "label": e.label, "run": e.run.label, "path": str(e.run.path),
             "source": str(info.get("source", "?")),
             "latent": f"{info.get('latent_space', '?')} {info.get('latent_channels', '?')}ch f{info.get('downsample', '?')}",
-            "dtype": e.dtype, "device": str(t.get("device") or info.get("device") or "?"),
+            "dtype": e.dtype + (f" (weights stored {info['weights_dtype']})" if info.get("weights_dtype") not in (None, e.dtype) else ""),
+            "device": str(t.get("device") or info.get("device") or "?"),
             "posterior": str(info.get("posterior", "")), "params": _count(info.get("parameters")),
             "speed": f"{t['images_per_s']:.2f} img/s" if t.get("images_per_s") is not None and pd.notna(t.get("images_per_s")) else "–",
         })  # fmt: skip

@@ -43,6 +43,7 @@ class LoadedWeights:
     kind: str
     location: str
     files: dict[str, str] = field(default_factory=dict)
+    stored_dtype: str | None = None  # the floating dtype(s) the files hold, e.g. "bf16" (None: not known)
 
 
 def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
@@ -197,6 +198,7 @@ class VAEAdapter(ABC):
             "source_kind": self.weights.kind,
             "source": self.weights.location,
             "weight_files": dict(self.weights.files),
+            **({"weights_dtype": self.weights.stored_dtype} if self.weights.stored_dtype else {}),
             "latent_space": self.latent_space.family,
             "latent_channels": self.latent_channels,
             "downsample": self.downsample,

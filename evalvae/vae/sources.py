@@ -126,7 +126,14 @@ def pth_pair(
         states[part] = read_tensors(path)
         files[fname] = digest
     location = str(Path(source).expanduser().resolve()) if kind == "dir" else source
-    return states, LoadedWeights(kind=f"{suffix[1:]}-{kind}", location=location, files=files)
+    return states, LoadedWeights(kind=f"{suffix[1:]}-{kind}", location=location, files=files, stored_dtype=stored_dtype(states))
+
+
+def stored_dtype(states: dict[str, dict[str, torch.Tensor]]) -> str | None:
+    """The floating dtypes the tensors were stored in (``bf16``, ``fp16``, ``fp32``; several joined by ``+``)."""
+    names = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64"}
+    found = sorted({names[t.dtype] for part in states.values() for t in part.values() if t.dtype in names})
+    return "+".join(found) or None
 
 
 def diffusers_model(
