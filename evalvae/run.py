@@ -177,6 +177,10 @@ class Job:
         writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
 
 
+# What a VAE may raise while it loads or is evaluated without stopping the run: it is marked failed.
+VAE_FAILURES = (RuntimeError, EvalvaeError)  # torch.cuda.OutOfMemoryError is a RuntimeError
+
+
 def is_out_of_memory(e: BaseException) -> bool:
     """CUDA's OutOfMemoryError, or any allocator's "out of memory" RuntimeError (MPS, CPU)."""
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
@@ -193,6 +197,21 @@ def record_failure(writer: RunWriter, name: str, e: BaseException, vae: VAEAdapt
     log.error("evalvae: VAE '%s' %s during %s: %s; the run goes on", name, "ran out of memory" if failure == "oom" else "failed", during, error)
     writer.add_vae({**(vae.describe() if vae is not None else {"vae": name}), "status": "failed", "failure": failure, "error": error})
     return f"{'out of memory' if failure == 'oom' else 'failed'}: {error}"
+
+
+def record_load_failure(writer: RunWriter, name: str, e: BaseException) -> str:
+    """Record a VAE that could not be loaded: an evalvae error (a missing file, a bad option) as ``failure``
+    ``load`` with its message, anything else as :func:`record_failure` does; return the reason."""
+    if not isinstance(e, EvalvaeError):
+        return record_failure(writer, name, e)
+    log.error("evalvae: %s", e)
+    writer.add_vae({"vae": name, "status": "failed", "failure": "load", "error": str(e)})
+    return str(e)
+
+
+def log_failures(failed: dict[str, str], n_vaes: int) -> None:
+    if failed:
+        log.error("%d of %d VAE(s) failed (%s); the others' results are complete", len(failed), n_vaes, "; ".join(f"{k}: {v}" for k, v in failed.items()))
 
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
@@ -216,18 +235,13 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
         start = time.perf_counter()
         try:
             vae = load_for_run(name, spec, device=job.device, cache_dir=cfg.cache_dir)
-        except EvalvaeError as e:
-            log.error("evalvae: %s", e)
-            failed[name] = str(e)
-            writer.add_vae({"vae": name, "status": "failed", "failure": "load", "error": str(e)})
-            continue
-        except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
-            failed[name] = record_failure(writer, name, e)
+        except VAE_FAILURES as e:
+            failed[name] = record_load_failure(writer, name, e)
             release_memory(job.device)
             continue
         try:
             job.evaluate(name, vae, start)
-        except (RuntimeError, EvalvaeError) as e:
+        except VAE_FAILURES as e:
             failed[name] = record_failure(writer, name, e, vae)
         writer.flush()
         writer.write_json("metrics.json", job.protocol())
@@ -235,8 +249,7 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
         release_memory(job.device)
 
     summary = writer.flush()
-    if failed:
-        log.error("%d of %d VAE(s) failed (%s); the others' results are complete", len(failed), len(specs), "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    log_failures(failed, len(specs))
     if writer.skipped:
         log.warning("skipped %d file(s); reasons in %s", len(writer.skipped), out / "skipped.csv")
     if not summary.empty:
