@@ -1,5 +1,6 @@
 """Tiny, fully offline text-to-image parts: a CLIP tokenizer from a written vocabulary, a CLIP text
-model, a UNet, 8x VAEs and a StableDiffusionPipeline folder; plus a tiny CLIP model for CLIP score."""
+model, a UNet, 8x VAEs and a StableDiffusionPipeline folder; plus a tiny CLIP model for CLIP score,
+and a KL adapter that fails on a chosen decode call."""
 
 from __future__ import annotations
 
@@ -9,8 +10,26 @@ from pathlib import Path
 import pytest
 import torch
 
+from evalvae.vae.kl import KLAdapter
+from tests.run_standins import FAILURES
+
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789,.-'\"!?&:;()"
 HIDDEN = 32
+
+
+class FailingKL(KLAdapter):
+    """A diffusers AutoencoderKL whose decode calls from the ``fail_at``-th on (0-based) raise ``failure``
+    (``oom``: CUDA's OutOfMemoryError, ``error``: a RuntimeError)."""
+
+    def __init__(self, *args, fail_at: int = 0, failure: str = "error", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fail_at, self.failure, self.decode_calls = fail_at, failure, 0
+
+    def _decode_raw(self, z):
+        self.decode_calls += 1
+        if self.decode_calls > self.fail_at:
+            raise FAILURES[self.failure]()
+        return super()._decode_raw(z)
 
 
 def tiny_tokenizer(folder: Path):

@@ -26,7 +26,7 @@ from evalvae.t2i.run import LatentSpaceMismatch, generation_chunks
 from evalvae.t2i.suites import Prompt
 from evalvae.vae import load_vae
 from tests.helpers import evalvae_cli
-from tests.t2i_helpers import tiny_pipeline_dir, tiny_vae_dirs  # noqa: F401 (fixtures)
+from tests.t2i_helpers import tiny_clip_dir, tiny_pipeline_dir, tiny_vae_dirs  # noqa: F401 (fixtures)
 
 STEPS, SEEDS, PROMPTS, GEN_BATCH = 2, 2, 3, 4
 N_IMAGES = PROMPTS * SEEDS
@@ -416,3 +416,105 @@ def test_the_report_shows_the_decoders_side_by_side(t2i_run):
     grids = sorted((outcome.out_dir / "report" / "grids").glob("*.png"))
     assert grids and "could not be shown" not in md
     assert "reference decoder kl-f8" in (outcome.out_dir / "report" / "report.html").read_text()
+
+
+# -- a VAE failing ---------------------------------------------------------------------------------
+def failing(name: str, fail_at: int, failure: str = "error") -> list[str]:
+    """``vae.<name>`` through :class:`tests.t2i_helpers.FailingKL`: its decode calls from ``fail_at`` on raise ``failure``."""
+    return [f"vae.{name}._target_=tests.t2i_helpers.FailingKL", f"+vae.{name}.fail_at={fail_at}", f"+vae.{name}.failure={failure}"]
+
+
+def shared_latents(tmp_path) -> list[str]:
+    """Latents from one cache (so runs decode the same bytes), three decode batches of 2, on the CPU."""
+    return ["t2i.latents=cache", f"cache_dir={tmp_path / 'cache'}", "t2i.batch_size=2", "device=cpu"]
+
+
+def vae_records(out) -> list[dict]:
+    return json.loads((out / "vaes.json").read_text())
+
+
+@pytest.mark.parametrize("failure", ["oom", "error"])
+def test_a_vae_failing_mid_decode_is_recorded_and_the_others_run(tmp_path, tiny_pipeline_dir, three_vaes, caplog, failure):  # noqa: F811
+    """ft-mse decodes its first batch of latents, then fails; kl-f8 (the reference) and taesd are complete."""
+    common = shared_latents(tmp_path)
+    with caplog.at_level(logging.ERROR):
+        outcome = run(compose(overrides(tiny_pipeline_dir, three_vaes, *common, *failing("ft-mse", 1, failure))), out_dir=tmp_path / "run")
+    out = outcome.out_dir
+    assert set(outcome.failed) == {"ft-mse"}
+    records = vae_records(out)
+    assert [(v["vae"], v["status"], v["reference"]) for v in records] == [("kl-f8", "ok", True), ("ft-mse", "failed", False), ("taesd", "ok", False)]
+    assert records[1]["failure"] == failure
+    if failure == "oom":
+        assert "out of memory" in outcome.failed["ft-mse"] and records[1]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    else:
+        assert records[1]["error"] == "RuntimeError: stand-in decoder failure"
+    assert "VAE 'ft-mse'" in caplog.text and "2 partial row(s) dropped" in caplog.text
+
+    per = pd.read_csv(out / "per_image.csv")
+    assert per.groupby("vae").size().to_dict() == {"kl-f8": N_IMAGES, "taesd": N_IMAGES}
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(dict.fromkeys(summary.vae)) == ["kl-f8", "taesd"]
+    assert set(pd.read_csv(out / "summary_by_category.csv").vae) == {"kl-f8", "taesd"}
+    assert pd.read_csv(out / "timings.csv")["vae"].tolist() == ["kl-f8", "taesd"]
+    assert not (out / "per_image.partial.csv").exists() and not (out / "images" / "ft-mse").exists()
+    assert len(list((out / "images" / "taesd").glob("*.png"))) == N_IMAGES
+
+    two = {k: three_vaes[k] for k in ("kl-f8", "taesd")}
+    solo = run(compose(overrides(tiny_pipeline_dir, two, *common)), out_dir=tmp_path / "solo").out_dir
+    pd.testing.assert_frame_equal(summary, pd.read_csv(solo / "summary.csv"), check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(per, pd.read_csv(solo / "per_image.csv"), check_exact=False, rtol=1e-9)
+
+
+def test_a_reference_decoder_failing_leaves_agreement_empty_and_scores_the_rest(tmp_path, tiny_pipeline_dir, three_vaes, tiny_clip_dir, image_dir):  # noqa: F811
+    """kl-f8, the reference, fails on its second batch: the others have no agreement numbers at all (a
+    prefix of the images would not be comparable), and their CLIP score and FID/KID are complete."""
+    common = [*shared_latents(tmp_path), f"t2i.clip_score={{_target_:evalvae.t2i.clipscore.CLIPScore,model:'{tiny_clip_dir}'}}",
+              "metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=5",
+              "dataset@t2i.reference=folder", f"t2i.reference.path={image_dir}", "t2i.reference.resolution=32"]  # fmt: skip
+    outcome = run(compose(overrides(tiny_pipeline_dir, three_vaes, *common, *failing("kl-f8", 1))), out_dir=tmp_path / "run")
+    out = outcome.out_dir
+    assert set(outcome.failed) == {"kl-f8"}
+    records = vae_records(out)
+    assert [(v["vae"], v["status"], v["reference"]) for v in records] == [("kl-f8", "failed", True), ("ft-mse", "ok", False), ("taesd", "ok", False)]
+
+    per = pd.read_csv(out / "per_image.csv")
+    assert per.groupby("vae").size().to_dict() == {"ft-mse": N_IMAGES, "taesd": N_IMAGES}
+    assert per[["psnr", "ssim", "lpips"]].isna().all().all(), "no agreement for any image, not only those after the failure"
+    assert per["clip_score"].notna().all()
+    summary = pd.read_csv(out / "summary.csv").fillna({"note": ""}).set_index(["vae", "metric"])
+    for vae in ("ft-mse", "taesd"):
+        for metric in ("psnr", "ssim", "lpips"):
+            assert summary.loc[(vae, metric), "n"] == 0 and "reference decoder 'kl-f8' failed" in summary.loc[(vae, metric), "note"]
+        for metric in ("clip_score", "fid", "kid"):
+            assert summary.loc[(vae, metric), "n"] == N_IMAGES and np.isfinite(summary.loc[(vae, metric), "mean"])
+            assert "failed" not in summary.loc[(vae, metric), "note"]
+
+    # The same two decoders with ft-mse as the reference: the same CLIP scores and FID/KID.
+    two = {k: three_vaes[k] for k in ("ft-mse", "taesd")}
+    other = run(compose(overrides(tiny_pipeline_dir, two, *common)), out_dir=tmp_path / "other").out_dir
+    theirs = pd.read_csv(other / "per_image.csv").set_index(["vae", "image"])
+    np.testing.assert_allclose(per.set_index(["vae", "image"]).loc[theirs.index, "clip_score"], theirs["clip_score"], rtol=1e-6)
+    theirs_summary = pd.read_csv(other / "summary.csv").set_index(["vae", "metric"])
+    for key in [(v, m) for v in two for m in ("clip_score", "fid", "kid")]:
+        assert summary.loc[key, "mean"] == pytest.approx(theirs_summary.loc[key, "mean"], rel=1e-6, abs=1e-12), key
+    assert theirs_summary.loc[("taesd", "psnr"), "n"] == N_IMAGES
+
+
+def test_a_reference_decoder_failing_to_load_exits_with_the_failure(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+    two = {"kl-f8": tmp_path / "no-such-vae", "ft-mse": three_vaes["ft-mse"]}
+    r = evalvae_cli(["run", *overrides(tiny_pipeline_dir, two), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert "1 of 2 VAE(s) failed" in r.stderr
+    records = {v["vae"]: v for v in vae_records(tmp_path / "run")}
+    assert (records["kl-f8"]["status"], records["kl-f8"]["failure"], records["kl-f8"]["reference"]) == ("failed", "load", True)
+    assert "no-such-vae" in records["kl-f8"]["error"] and records["ft-mse"]["status"] == "ok"
+    summary = pd.read_csv(tmp_path / "run" / "summary.csv").set_index("metric")
+    assert set(summary.vae) == {"ft-mse"} and "reference decoder 'kl-f8' failed" in summary.loc["psnr", "note"]
+    assert len(pd.read_csv(tmp_path / "run" / "per_image.csv")) == N_IMAGES
+
+
+def test_no_vae_loaded_generates_nothing(tmp_path, tiny_pipeline_dir):  # noqa: F811
+    with counting_unet_calls() as calls:
+        outcome = run(compose(overrides(tiny_pipeline_dir, {"kl-f8": tmp_path / "no-such-vae"})), out_dir=tmp_path / "run")
+    assert set(outcome.failed) == {"kl-f8"} and outcome.summary.empty
+    assert calls == [] and not (tmp_path / "run" / "latents").exists()

@@ -1,7 +1,8 @@
 """Decoding stored latents with every VAE, saving the PNGs and scoring each decode.
 
 Batch by batch, the reference decoder decodes first and every other VAE is compared with it on
-the same latents; nothing but the batch in flight is kept in memory.
+the same latents; nothing but the batch in flight is kept in memory. A VAE that fails on a batch
+is handed back to the run (which drops it) and the others go on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from evalvae.device import peak_memory_mb, reset_peak_memory
 from evalvae.io import atomic_path
 from evalvae.metrics import Unavailable, to_pixels
 from evalvae.recon import StageTimes
+from evalvae.run import VAE_FAILURES
 from evalvae.t2i.metrics import T2IMetrics
 from evalvae.t2i.suites import Prompt
 from evalvae.vae import VAEAdapter
@@ -62,43 +64,62 @@ def decode_and_score(
     metrics: T2IMetrics,
     image_dir: Path | None,
     on_rows: Callable[[list[dict]], None],
+    on_failure: Callable[[str, BaseException], None],
 ) -> None:
-    """Decode each batch of latents with every VAE (``reference`` first) and hand the rows to ``on_rows``."""
-    order = [reference, *(n for n in vaes if n != reference)]
+    """Decode each batch of latents with every VAE (``reference`` first) and hand the rows to ``on_rows``.
+
+    A VAE that raises (:data:`evalvae.run.VAE_FAILURES`) goes to ``on_failure`` without its rows of
+    the batch; ``on_failure`` removes it from ``vaes``, and the other VAEs go on. Without the
+    reference decoder's decode of a batch the agreement cells are NaN.
+    """
     for items, latents in batches:
         texts = [it.prompt.text for it in items]
         text_features = metrics.clip.text_features(texts) if metrics.clip is not None and not isinstance(metrics.clip, Unavailable) else None
         ref_pixels, rows = None, []
-        for name in order:
-            state = vaes[name]
-            device = state.vae.device
-            reset_peak_memory(device)
-            with state.times.stage("decode"):
-                y = state.vae.decode(latents)
-            state.peak_mb = max(state.peak_mb, peak_memory_mb(device))
-            with state.times.stage("metrics"):
-                pixels = to_pixels(y, metrics.quantize)
-                u8 = (pixels if metrics.quantize else pixels.round()).to(torch.uint8)
-                values: dict[str, list[float]] = {}
-                for m in metrics.pair:
-                    values[m.name] = [math.nan] * len(items) if name == reference else m(ref_pixels, pixels).cpu().tolist()
-                if metrics.clip is not None:
-                    clip = [math.nan] * len(items) if text_features is None else metrics.clip.score(metrics.clip.image_features(u8), text_features)
-                    values["clip_score"] = list(map(float, clip))
-                for m in metrics.sets:
-                    state.fakes[id(m)].update(m.features(u8))
+        for name in [reference, *(n for n in vaes if n != reference)]:
+            if name not in vaes:
+                continue
+            try:
+                pixels, mine = decode_one(name, vaes[name], items, latents, ref_pixels, text_features, metrics, image_dir)
+            except VAE_FAILURES as e:
+                on_failure(name, e)
+                continue
             if name == reference:
                 ref_pixels = pixels
-            if image_dir is not None:
-                with state.times.stage("save"):
-                    for it, img in zip(items, u8):
-                        save_png(img, image_dir / name / f"{it.image}.png")
-            h, w = u8.shape[-2:]
-            for j, it in enumerate(items):
-                row = {"vae": name, "image": it.image, "prompt_id": it.prompt.id, "prompt": it.prompt.text,
-                       "category": it.prompt.category, "seed": it.seed}  # fmt: skip
-                row.update({k: v[j] for k, v in values.items()})
-                row.update(height=int(h), width=int(w))
-                rows.append(row)
-            state.n += len(items)
+            rows += mine
         on_rows(rows)
+
+
+def decode_one(name: str, state: VAEState, items: list[Item], latents: torch.Tensor, ref_pixels: torch.Tensor | None,
+               text_features, metrics: T2IMetrics, image_dir: Path | None) -> tuple[torch.Tensor, list[dict]]:  # fmt: skip
+    """One VAE's decode of one batch: its pixels and its rows (agreement NaN when ``ref_pixels`` is None)."""
+    device = state.vae.device
+    reset_peak_memory(device)
+    with state.times.stage("decode"):
+        y = state.vae.decode(latents)
+    state.peak_mb = max(state.peak_mb, peak_memory_mb(device))
+    with state.times.stage("metrics"):
+        pixels = to_pixels(y, metrics.quantize)
+        u8 = (pixels if metrics.quantize else pixels.round()).to(torch.uint8)
+        values: dict[str, list[float]] = {}
+        for m in metrics.pair:
+            values[m.name] = [math.nan] * len(items) if ref_pixels is None else m(ref_pixels, pixels).cpu().tolist()
+        if metrics.clip is not None:
+            clip = [math.nan] * len(items) if text_features is None else metrics.clip.score(metrics.clip.image_features(u8), text_features)
+            values["clip_score"] = list(map(float, clip))
+        for m in metrics.sets:
+            state.fakes[id(m)].update(m.features(u8))
+    if image_dir is not None:
+        with state.times.stage("save"):
+            for it, img in zip(items, u8):
+                save_png(img, image_dir / name / f"{it.image}.png")
+    h, w = u8.shape[-2:]
+    rows = []
+    for j, it in enumerate(items):
+        row = {"vae": name, "image": it.image, "prompt_id": it.prompt.id, "prompt": it.prompt.text,
+               "category": it.prompt.category, "seed": it.seed}  # fmt: skip
+        row.update({k: v[j] for k, v in values.items()})
+        row.update(height=int(h), width=int(w))
+        rows.append(row)
+    state.n += len(items)
+    return pixels, rows

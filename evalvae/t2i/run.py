@@ -3,7 +3,9 @@
 Order of work: configuration and latent-space families are checked first; then the pipeline is
 loaded (only if some latent is not stored yet), then the VAEs, whose channels and spatial factor
 must match the pipeline's; then latents are generated and stored; then every VAE decodes the
-same stored latents.
+same stored latents. A VAE that fails to load or part-way through its decodes is recorded failed
+(``evalvae.run.record_failure``) and the others go on; without the reference decoder no VAE has
+agreement numbers (:meth:`T2IWriter.reference_failed`).
 
 Generation batches are fixed by position, not by what is missing: the run's (prompt, seed) items,
 in suite order with the seeds of each prompt together, are cut into chunks of
@@ -15,6 +17,8 @@ byte-identical to the one generated with its chunk-mates; only the missing laten
 from __future__ import annotations
 
 import logging
+import math
+import shutil
 import time
 from importlib.resources import files
 from pathlib import Path
@@ -23,19 +27,20 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from evalvae.bench.nonfinite import load_for_run
 from evalvae.config import instantiate
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
 from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
 from evalvae.io import atomic_path, cache_dir
 from evalvae.recon import StageTimes
-from evalvae.results import RunWriter
-from evalvae.run import RunOutcome, loader_workers, progress_bar, selected_vaes, write_run_report
+from evalvae.results import RunWriter, join_notes
+from evalvae.run import (VAE_FAILURES, RunOutcome, loader_workers, log_failures, progress_bar, record_failure, record_load_failure,
+                         selected_vaes, write_run_report)  # fmt: skip
 from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
 from evalvae.t2i.latents import LatentStore
 from evalvae.t2i.metrics import REFERENCE_NOTE, T2IMetrics, by_category, console_table
 from evalvae.t2i.pipeline import DiffusersPipeline
 from evalvae.vae import LatentSpace
+from evalvae.vae.policy import load_for_run
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,17 @@ class T2IWriter(RunWriter):
         super().__init__(out, metrics)
         self.columns = ID_COLUMNS + self.metrics + ["height", "width"]
         self.reference, self.agreement = reference, agreement
+
+    def add_vae(self, info: dict) -> None:
+        super().add_vae({**info, "reference": info.get("vae") == self.reference})
+
+    def reference_failed(self) -> None:
+        """Without the reference decoder no VAE has agreement numbers: not even for the batches decoded
+        before it failed, since a mean over those would not be comparable with a complete run's."""
+        note = f"reference decoder '{self.reference}' failed, so no VAE is compared with it"
+        self.notes.update({m: join_notes(self.notes.get(m, ""), note) for m in self.agreement})
+        for row in self.rows:
+            row.update({m: math.nan for m in self.agreement})
 
     def summary(self) -> pd.DataFrame:
         summary = super().summary()
@@ -174,18 +190,31 @@ class T2IJob:
             try:
                 # task=recon's loading policy: fp32 where the asked fp16/bf16 is known to fail, with a warning
                 vae = load_for_run(name, self.specs[name], device=self.device, cache_dir=self.cfg.cache_dir)
-            except EvalvaeError as e:
-                if name == self.reference:
-                    raise
-                log.error("evalvae: %s", e)
-                self.failed[name] = str(e)
-                self.writer.add_vae({"vae": name, "status": "failed", "error": str(e)})
+            except VAE_FAILURES as e:
+                self.fail(name, record_load_failure(self.writer, name, e))
                 continue
             vs = vae.latent_space
             if (vs.family, vs.channels, vs.downsample) != (space.family, space.channels, space.downsample):
                 raise mismatch(name, vs, self.pipeline.name, space)
             fakes = {id(m): m.new_stats() for m in self.metrics.sets}
             self.vaes[name] = VAEState(vae, StageTimes(self.device), fakes, load_s=time.perf_counter() - start)
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failed[name] = reason
+        if name == self.reference:
+            log.error("evalvae: the reference decoder '%s' failed, so no VAE gets %s; CLIP score and FID/KID are still computed",
+                      name, ", ".join(self.writer.agreement) or "agreement numbers")  # fmt: skip
+            self.writer.reference_failed()
+        release_memory(self.device)
+
+    def decode_failed(self, name: str, e: BaseException) -> None:
+        """A VAE raised while decoding or scoring: drop it, its rows and its PNGs; the others go on."""
+        state = self.vaes.pop(name)
+        reason = record_failure(self.writer, name, e, state.vae)
+        del state
+        if self.cfg.t2i.save_images:
+            shutil.rmtree(self.out / "images" / name, ignore_errors=True)
+        self.fail(name, reason)
 
     def generate(self) -> None:
         """Run the pipeline on every chunk (:func:`generation_chunks`) with a latent not stored yet; store those latents."""
@@ -238,7 +267,7 @@ class T2IJob:
                 self.writer.add_rows(rows)
                 bar.update(len(rows) // max(len(self.vaes), 1))
 
-            decode_and_score(self.vaes, self.reference, self.batches(), self.metrics, image_dir, on_rows)
+            decode_and_score(self.vaes, self.reference, self.batches(), self.metrics, image_dir, on_rows, self.decode_failed)
 
     def finish(self) -> RunOutcome:
         w = self.writer
@@ -249,8 +278,11 @@ class T2IJob:
             w.add_timing({"vae": name, "device": str(self.device), "dtype": st.vae.dtype_name, "batch_size": self.batch_size,
                           "n_images": st.n, "load_s": st.load_s, **sec, "decode_ms_per_image": 1000 * sec["decode_s"] / max(st.n, 1),
                           "total_s": st.load_s + work, "images_per_s": st.n / max(work, 1e-9), "peak_mem_mb": st.peak_mb})  # fmt: skip
-            w.add_vae({"status": "ok", "reference": name == self.reference, **st.vae.describe()})
+            w.add_vae({"status": "ok", **st.vae.describe()})
+        order = list(self.specs)
+        w.vaes.sort(key=lambda v: order.index(v["vae"]))  # failures were recorded as they happened
         summary = w.flush()
+        log_failures(self.failed, len(self.specs))
         w.write_json("metrics.json", self.protocol())
         if not summary.empty:
             log.info("\n%s", console_table(summary))
@@ -271,6 +303,10 @@ def run_t2i(cfg: DictConfig, out: Path) -> RunOutcome:
              ", ".join(job.specs), job.reference)  # fmt: skip
     space = job.prepare()
     job.load_vaes(space)
-    job.generate()
-    job.decode()
+    if job.vaes:
+        job.generate()
+        job.decode()
+    else:
+        log.error("evalvae: no VAE could be loaded; no latent is generated")
+        job.pipeline.unload()
     return job.finish()
