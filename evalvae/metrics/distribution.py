@@ -39,8 +39,13 @@ class FIDKID:
     def names(self) -> list[str]:
         return self.result_names(self.with_kid)
 
+    @property
+    def keeps_features(self) -> bool:
+        """Whether the statistics keep the features themselves (KID's subsets need them; rFID does not)."""
+        return self.with_kid
+
     def new_stats(self) -> FeatureStats:
-        return FeatureStats(self.extractor.dim, keep_features=self.with_kid)
+        return FeatureStats(self.extractor.dim, keep_features=self.keeps_features)
 
     def features(self, images_u8: torch.Tensor) -> np.ndarray:
         return self.extractor(images_u8)

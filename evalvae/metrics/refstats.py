@@ -8,6 +8,10 @@ crop is a no-op under the default square protocol when the resolution is a multi
 factor, and the key is then the same for every factor; otherwise (``dataset.crop=none``, or an
 odd resolution) the multiple is part of the key, so VAEs with different factors never share an
 entry. :func:`reference_key` is the one place the key is built; files are written atomically.
+
+The features themselves are stored only when the metric keeps them (KID does; rFID needs only the
+sums), so ``metrics.fid.kid`` is not part of the key: an entry written without features serves
+rFID, and a run that needs them (KID) recomputes it and overwrites it with them.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def reference_key(dataset_fingerprint: str, geometry: dict, extractor: dict) -> 
 
 
 class ReferenceStore:
-    """``<cache>/refstats/<key>.npz`` holding n, float64 sums, float32 features and a JSON description."""
+    """``<cache>/refstats/<key>.npz`` holding n, float64 sums, float32 features (if kept) and a JSON description."""
 
     def __init__(self, root: Path):
         self.root = Path(root) / "refstats"
@@ -49,9 +53,9 @@ class ReferenceStore:
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                stats = FeatureStats(int(z["total"].shape[0]), keep_features=True)
+                stats = FeatureStats(int(z["total"].shape[0]), keep_features="features" in z.files)
                 stats.n, stats.total, stats.outer = int(z["n"]), z["total"], z["outer"]
-                stats.chunks = [z["features"]]
+                stats.chunks = [z["features"]] if stats.keep_features else []
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable reference statistics %s (%s); they will be recomputed", path, e)
             return None
@@ -61,7 +65,8 @@ class ReferenceStore:
         path = self.path(key)
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, n=np.int64(stats.n), total=stats.total, outer=stats.outer, features=stats.features,
+                features = {"features": stats.features} if stats.keep_features else {}
+                np.savez(f, n=np.int64(stats.n), total=stats.total, outer=stats.outer, **features,
                          description=np.array(json.dumps(description, default=str)))  # fmt: skip
         return path
 
@@ -100,6 +105,10 @@ class References:
             key = self.key(metric, multiple)
             stats = self.store.load(key)
             if stats is None:
+                return None
+            if getattr(metric, "keeps_features", False) and not stats.keep_features:
+                log.info("reference statistics for %s: the cached entry has no features (written with kid=false); "
+                         "recomputing it with them", metric.extractor.name)  # fmt: skip
                 return None
             self.stats[slot] = stats
             self.info[metric.extractor.name] = self._info(key, "cache", stats.n, self.store.path(key), multiple)
