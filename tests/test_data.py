@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from unittest import mock
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 from torchvision import transforms as T
 
 from evalvae.data import builtin, coco, folder
 from evalvae.data.datasets import BUILTIN_IMAGES
-from evalvae.data.images import UnreadableImage, load_rgb8
+from evalvae.data.images import UnreadableImage, declared_bits, load_rgb8, to_rgb8
 from evalvae.data.loader import collate
 from evalvae.data.transforms import Geometry, crop_to_multiple
 from evalvae.errors import ConfigError, DatasetError
@@ -114,6 +115,56 @@ def test_conversions(tmp_path):
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     f, _ = load_rgb8(tmp_path / "anim.gif")
     assert f.shape == (20, 30, 3)
+
+
+def _pgm16(path, values: np.ndarray) -> None:
+    """A binary 16-bit PGM (maxval 65535), which Pillow opens as mode I with raw mode I;16B."""
+    h, w = values.shape
+    path.write_bytes(f"P5\n{w} {h}\n65535\n".encode() + values.astype(">u2").tobytes())
+
+
+def test_32_bit_integer_images_go_by_value_range(tmp_path):
+    """Genuine 32-bit samples (TIFF, raw mode I;32S): 0..255 is 8-bit data, 0..65535 16-bit data."""
+    eight = (np.arange(20 * 30).reshape(20, 30) % 256).astype(np.int32)
+    Image.fromarray(eight).save(tmp_path / "i32-8bit.tif")
+    x, mode = load_rgb8(tmp_path / "i32-8bit.tif")
+    assert mode == "I" and (x == eight[:, :, None]).all(), "values within 0..255 are kept as they are, not shifted to black"
+
+    sixteen = (np.arange(20 * 30).reshape(20, 30) * 100).astype(np.int32)
+    Image.fromarray(sixteen).save(tmp_path / "i32-16bit.tif")
+    y, _ = load_rgb8(tmp_path / "i32-16bit.tif")
+    assert (y == (sixteen >> 8)[:, :, None]).all()
+
+    for name, values, reason in [("neg.tif", [[-5, 3]], "values -5..3"), ("big.tif", [[0, 70000]], "values 0..70000")]:
+        Image.fromarray(np.array(values, np.int32)).save(tmp_path / name)
+        with pytest.raises(UnreadableImage, match=reason):
+            load_rgb8(tmp_path / name)
+
+    in_memory = Image.fromarray(eight)  # mode I of unknown depth: by value range; a declared depth of 16 wins
+    assert (to_rgb8(in_memory) == eight[:, :, None]).all() and (to_rgb8(in_memory, bits=16) == 0).all()
+    assert declared_bits(in_memory) is None
+
+
+def test_16_bit_files_with_small_values_stay_16_bit(tmp_path):
+    """A 16-bit file whose values are all <= 255 is dark 16-bit data, not 8-bit data: its declared depth decides."""
+    dark = (np.arange(20 * 30).reshape(20, 30) % 256).astype(np.uint16)
+    dark[0, 0] = 300
+    Image.fromarray(dark).save(tmp_path / "dark16.png")
+    _pgm16(tmp_path / "dark16.pgm", dark)
+    for name in ("dark16.png", "dark16.pgm"):
+        with Image.open(tmp_path / name) as im:
+            assert declared_bits(im) == 16, name
+        x, mode = load_rgb8(tmp_path / name)
+        assert mode in ("I", "I;16") and (x == (dark >> 8)[:, :, None]).all(), name
+
+    # Older Pillow releases open 16-bit grayscale PNGs as mode I (decoded from raw mode I;16B): still 16-bit
+    with mock.patch.dict(PngImagePlugin._MODES, {(16, 0): ("I", "I;16B")}):
+        with Image.open(tmp_path / "dark16.png") as im:
+            assert im.mode == "I" and declared_bits(im) == 16
+        x, mode = load_rgb8(tmp_path / "dark16.png")
+    assert mode == "I" and (x == (dark >> 8)[:, :, None]).all()
+    with Image.open(tmp_path / "dark16.png") as im:
+        assert im.mode.startswith("I;16"), "the patch is undone"
 
 
 def test_unreadable_files(tmp_path):
