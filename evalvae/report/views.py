@@ -104,9 +104,21 @@ def paired_view(paired: pd.DataFrame) -> list[dict]:
 def _describe_metric(spec: dict) -> str:
     if spec.get("available") is False:
         return "unavailable (reason in the notes above)"
-    items = [f"{k}={v}" for k, v in spec.items() if k not in ("higher_is_better", "implementation")]
+    items = []
+    for k, v in spec.items():
+        if k in ("higher_is_better", "implementation", "provenance", "reference"):  # provenance is in metrics.json
+            continue
+        if k == "weights" and isinstance(v, dict):
+            sha = str(v.get("tensors_sha256", ""))[:12]
+            items.append(("standard weights" if v.get("standard") else "NON-STANDARD weights") + (f" (tensors sha256 {sha}…)" if sha else ""))
+        elif k == "extractor" and isinstance(v, dict):
+            items.append(f"extractor={v.get('name', '?')}" + (f", resize: {v['resize']}" if v.get("resize") else ""))
+        elif isinstance(v, dict):
+            items.append(f"{k}=" + ", ".join(f"{a}: {b}" for a, b in v.items() if not isinstance(b, dict)))
+        else:
+            items.append(f"{k}={v}")
     impl = spec.get("implementation", "")
-    return impl + (f" ({', '.join(items)})" if items else "")
+    return impl + (f" ({'; '.join(items)})" if items else "")
 
 
 def _count(n) -> str:
