@@ -1,0 +1,113 @@
+"""rFID and KID through the CLI against the reference implementations, with the real FID Inception.
+
+Real TAEF2 reconstructs the first 12 Kodak photos at 256 px. The originals (as the protocol yields them) and the
+reconstructions (8-bit, made with the same adapter in the same batch of one) are written as PNG
+folders, and
+* ``resize=legacy`` is compared with torch-fidelity's ``calculate_metrics`` on the two folders,
+* ``resize=clean`` with clean-fid's own resize code (``make_resizer("PIL", False, "bicubic")``)
+  feeding the same network, then clean-fid's ``frechet_distance`` and ``kernel_distance``.
+
+KID uses subsets of all 12 images, so every subset is the whole set and the three
+implementations' different random subset draws cannot matter. Tolerance: 1e-4 relative.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from evalvae.config import compose, instantiate
+from evalvae.metrics import from_uint8, to_pixels
+from evalvae.vae import load_vae
+from tests.helpers import evalvae_cli
+
+INCEPTION = "fid/pt_inception-2015-12-05_torch-fidelity.pth"
+REL = 1e-4
+N = 12
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, assets, taef2_dir, real_weights):
+    """(originals, reconstructions) PNG folders of 12 Kodak photos at 256 px and TAEF2."""
+    root = tmp_path_factory.mktemp("fid-agreement")
+    kodak = assets / "images" / "kodak"
+    dataset = instantiate(compose(["dataset=folder", f"dataset.path={kodak}", f"dataset.limit={N}"]).dataset)
+    cfg = compose(["+vae=taef2", f"vae.taef2.source={taef2_dir}"])
+    vae = load_vae("taef2", cfg.vae.taef2, device="cpu")
+    (root / "orig").mkdir()
+    (root / "recon").mkdir()
+    with torch.inference_mode():
+        for i in range(len(dataset)):
+            s = dataset[i]
+            rec = to_pixels(vae.decode(vae.encode(from_uint8(s.image[None]))), True)[0].to(torch.uint8)
+            Image.fromarray(s.image.permute(1, 2, 0).numpy()).save(root / "orig" / f"{Path(s.id).stem}.png")
+            Image.fromarray(rec.permute(1, 2, 0).numpy()).save(root / "recon" / f"{Path(s.id).stem}.png")
+    return root / "orig", root / "recon"
+
+
+def cli_set_metrics(tmp_path, folders, taef2_dir, real_weights, resize: str) -> dict[str, float]:
+    orig, _ = folders
+    out = tmp_path / f"run-{resize}"
+    args = ["run", "+vae=taef2", f"vae.taef2.source={taef2_dir}", "dataset=folder", f"dataset.path={orig}", "metrics=all",
+            f"metrics.fid.weights={real_weights / INCEPTION}", f"metrics.fid.resize={resize}",
+            "~metrics.lpips", "batch_size=1", "workers=0",
+            "channels_last=false", "report=false", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"]  # fmt: skip
+    proc = evalvae_cli(args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = pd.read_csv(out / "summary.csv")
+    assert not summary["note"].fillna("").str.contains("non-standard").any()
+    return {m: float(summary.loc[summary["metric"] == m, "mean"].iloc[0]) for m in ("rfid", "kid")}
+
+
+def inception_tensors(real_weights) -> dict[str, torch.Tensor]:
+    return torch.load(real_weights / INCEPTION, map_location="cpu", weights_only=True)
+
+
+def test_legacy_equals_torch_fidelity(tmp_path, folders, taef2_dir, real_weights, monkeypatch):
+    import torch_fidelity
+    import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+    ours = cli_set_metrics(tmp_path, folders, taef2_dir, real_weights, "legacy")
+    # torch-fidelity's network built from the same tensors (its path argument would unpickle with weights_only=False)
+    state = inception_tensors(real_weights)
+    monkeypatch.setattr(tfi, "load_state_dict_from_url", lambda *_, **__: state)
+    ref = torch_fidelity.calculate_metrics(input1=str(folders[0]), input2=str(folders[1]), fid=True, kid=True, kid_subset_size=N,
+                                           cuda=False, cache=False, verbose=False, feature_extractor="inception-v3-compat")  # fmt: skip
+    print(f"legacy: rfid {ours['rfid']!r} vs torch-fidelity {ref['frechet_inception_distance']!r}; "
+          f"kid {ours['kid']!r} vs {ref['kernel_inception_distance_mean']!r}")
+    assert ours["rfid"] == pytest.approx(ref["frechet_inception_distance"], rel=REL)
+    assert ours["kid"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=REL)
+
+
+def test_clean_equals_clean_fid_resize_feeding_the_same_network(tmp_path, folders, taef2_dir, real_weights):
+    from cleanfid.fid import frechet_distance, kernel_distance
+    from cleanfid.resize import make_resizer
+
+    from evalvae.metrics.features import InceptionV3
+
+    ours = cli_set_metrics(tmp_path, folders, taef2_dir, real_weights, "clean")
+    net = InceptionV3(weights=str(real_weights / INCEPTION)).net
+    resize = make_resizer("PIL", False, "bicubic", (299, 299))
+
+    def features(folder) -> np.ndarray:
+        out = []
+        for f in sorted(folder.glob("*.png")):
+            x = torch.from_numpy(resize(np.array(Image.open(f).convert("RGB")))).permute(2, 0, 1)[None]
+            x = (x - 128) / 128  # torch-fidelity's normalisation, applied after its own resize in forward()
+            with torch.inference_mode():
+                for block in InceptionV3.BLOCKS:
+                    x = getattr(net, block)(x)
+            out.append(torch.flatten(x, 1).double().numpy())
+        return np.concatenate(out)
+
+    a, b = features(folders[0]), features(folders[1])
+    fid = frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    kid = kernel_distance(a, b, num_subsets=100, max_subset_size=1000)
+    print(f"clean: rfid {ours['rfid']!r} vs clean-fid {fid!r}; kid {ours['kid']!r} vs {kid!r}")
+    assert ours["rfid"] == pytest.approx(fid, rel=REL)
+    assert ours["kid"] == pytest.approx(kid, rel=REL)
