@@ -24,6 +24,7 @@ import torch
 from evalvae.errors import EvalvaeError
 from evalvae.io import sha256_file
 from evalvae.vae.base import state_dict_sha256
+from evalvae.vae.sources import read_tensors
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,7 @@ def read_state_dict(path: Path, argument: str) -> dict[str, torch.Tensor]:
     A file that is neither (or that holds anything but tensors) makes the metric unavailable.
     """
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_tensors(path)
     except Exception as e:  # unreadable, truncated, or holding more than tensors
         raise MetricUnavailable(f"{argument}={path} cannot be read as safetensors or torch.load(weights_only=True) "
                                 f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None  # fmt: skip
