@@ -26,7 +26,11 @@ def random_inception(path: Path) -> Path:
     """torch-fidelity's Inception with random weights, saved as a weights file (timing only)."""
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
-    cls, load, fetch = tfi.FeatureExtractorInceptionV3, tfi.FeatureExtractorInceptionV3.load_state_dict, tfi.load_state_dict_from_url
+    cls, load, fetch = (
+        tfi.FeatureExtractorInceptionV3,
+        tfi.FeatureExtractorInceptionV3.load_state_dict,
+        tfi.load_state_dict_from_url,
+    )
     cls.load_state_dict, tfi.load_state_dict_from_url = (lambda self, *a, **k: None), (lambda *a, **k: {})
     try:
         net = cls("random", ["2048"])
@@ -47,25 +51,52 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         inception = args.inception or str(random_inception(tmp / "random-inception.pth"))
-        common = ["+vae=taef2", f"vae.taef2.source={args.weights}", "dataset=folder", f"dataset.path={args.images}",
-                  "metrics=all", f"metrics.fid.weights={inception}", f"cache_dir={tmp / 'cache'}", "progress=false", "report=false"]  # fmt: skip
+        common = [
+            "+vae=taef2",
+            f"vae.taef2.source={args.weights}",
+            "dataset=folder",
+            f"dataset.path={args.images}",
+            "metrics=all",
+            f"metrics.fid.weights={inception}",
+            f"cache_dir={tmp / 'cache'}",
+            "progress=false",
+            "report=false",
+        ]
         if args.limit:
             common.append(f"dataset.limit={args.limit}")
         rows = []
-        for label, extra in [("first run (cache empty)", []), ("second run, bf16 VAE (cache warm)", ["vae.taef2.dtype=bf16"])]:
+        for label, extra in [
+            ("first run (cache empty)", []),
+            ("second run, bf16 VAE (cache warm)", ["vae.taef2.dtype=bf16"]),
+        ]:
             run(compose(common + extra), out_dir=tmp / label.split()[0])
             t = pd.read_csv(tmp / label.split()[0] / "timings.csv").iloc[0]
-            rows.append({"run": label, "images": int(t.n_images), "total_s": t.total_s, "encode_s": t.encode_s, "decode_s": t.decode_s,
-                         "metrics_s": t.metrics_s, "features_s": t.features_s})  # fmt: skip
+            rows.append(
+                {
+                    "run": label,
+                    "images": int(t.n_images),
+                    "total_s": t.total_s,
+                    "encode_s": t.encode_s,
+                    "decode_s": t.decode_s,
+                    "metrics_s": t.metrics_s,
+                    "features_s": t.features_s,
+                }
+            )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     first, second = table.iloc[0], table.iloc[1]
     n = first.images
-    print(f"\nfeature extraction, first run: {first.features_s:.1f} s for {2 * n} images (originals + reconstructions)"
-          f" = {1000 * first.features_s / (2 * n):.1f} ms/image")
-    print(f"feature extraction, second run: {second.features_s:.1f} s for {n} reconstructions = {1000 * second.features_s / n:.1f} ms/image")
-    print(f"saved by the reference cache: {first.features_s - second.features_s:.1f} s "
-          f"({100 * (first.features_s - second.features_s) / first.total_s:.0f}% of the first run's wall time)")  # fmt: skip
+    print(
+        f"\nfeature extraction, first run: {first.features_s:.1f} s for {2 * n} images (originals + reconstructions)"
+        f" = {1000 * first.features_s / (2 * n):.1f} ms/image"
+    )
+    print(
+        f"feature extraction, second run: {second.features_s:.1f} s for {n} reconstructions = {1000 * second.features_s / n:.1f} ms/image"
+    )
+    print(
+        f"saved by the reference cache: {first.features_s - second.features_s:.1f} s "
+        f"({100 * (first.features_s - second.features_s) / first.total_s:.0f}% of the first run's wall time)"
+    )
 
 
 if __name__ == "__main__":

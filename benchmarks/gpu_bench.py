@@ -35,15 +35,44 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]  # evalvae and sd_vae_random from this checkout
 # what `python -m evalvae bench` imports on this path (scikit-image too, unless --images is given)
-NEEDED = ["torch", "torchvision", "numpy", "PIL", "diffusers", "huggingface_hub", "safetensors", "hydra", "omegaconf", "pandas", "matplotlib", "tqdm", "evalvae"]
+NEEDED = [
+    "torch",
+    "torchvision",
+    "numpy",
+    "PIL",
+    "diffusers",
+    "huggingface_hub",
+    "safetensors",
+    "hydra",
+    "omegaconf",
+    "pandas",
+    "matplotlib",
+    "tqdm",
+    "evalvae",
+]
 
 
 def grid(smoke: bool) -> list[str]:
     if smoke:
-        return ["device=cpu", "bench.isolate=none", "bench.resolutions=[32,64]", "bench.tile_size=32", "bench.warmup=1", "bench.repeats=2", "bench.min_repeats=1"]
+        return [
+            "device=cpu",
+            "bench.isolate=none",
+            "bench.resolutions=[32,64]",
+            "bench.tile_size=32",
+            "bench.warmup=1",
+            "bench.repeats=2",
+            "bench.min_repeats=1",
+        ]
     # 2 warm-up calls (CUDA lazy initialisation, cuDNN heuristics), then timed calls until 1.5 s
     # or 10 calls, at least 3: bounds the slowest configurations (2048 px fp32) to a few seconds.
-    return ["device=cuda", "bench.resolutions=[256,512,1024,2048]", "bench.warmup=2", "bench.repeats=10", "bench.min_repeats=3", "bench.max_seconds=1.5"]
+    return [
+        "device=cuda",
+        "bench.resolutions=[256,512,1024,2048]",
+        "bench.warmup=2",
+        "bench.repeats=10",
+        "bench.min_repeats=3",
+        "bench.max_seconds=1.5",
+    ]
 
 
 def slug(name: str) -> str:
@@ -53,12 +82,23 @@ def slug(name: str) -> str:
 def bench_command(taef2: Path, sd1: Path, images: Path | None, work: Path, smoke: bool) -> list[str]:
     dataset = ["dataset=folder", f"dataset.path={images}"] if images else []
     return [
-        sys.executable, "-m", "evalvae", "bench",
-        "+vae=taef2", f"vae.taef2.source={taef2}",
-        "+vae.sd1-random._target_=evalvae.vae.kl.KLAdapter", f"+vae.sd1-random.source={sd1}", "+vae.sd1-random.latent_space=sd",
-        "bench.batch_sizes=[1]", "bench.dtypes=[fp32,fp16,bf16]", "bench.modes=[plain,tiled]", *grid(smoke), *dataset,
-        f"cache_dir={work / 'cache'}", f"hydra.run.dir={work / 'run'}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "evalvae",
+        "bench",
+        "+vae=taef2",
+        f"vae.taef2.source={taef2}",
+        "+vae.sd1-random._target_=evalvae.vae.kl.KLAdapter",
+        f"+vae.sd1-random.source={sd1}",
+        "+vae.sd1-random.latent_space=sd",
+        "bench.batch_sizes=[1]",
+        "bench.dtypes=[fp32,fp16,bf16]",
+        "bench.modes=[plain,tiled]",
+        *grid(smoke),
+        *dataset,
+        f"cache_dir={work / 'cache'}",
+        f"hydra.run.dir={work / 'run'}",
+    ]
 
 
 def collect(run_dir: Path, out: Path, log_text: str) -> list[Path]:
@@ -78,7 +118,12 @@ def collect(run_dir: Path, out: Path, log_text: str) -> list[Path]:
     plots = {p.name: p for p in run_dir.glob("bench_*_b1.png")}
     if len(plots) < 2:  # stopped by the timeout before plotting
         plots = {p.name: p for p in write_plots(df, run_dir)}
-    files = [out / f"bench-{name}.csv", out / f"bench-{name}.json", out / f"bench-{name}-time.png", out / f"bench-{name}-memory.png"]
+    files = [
+        out / f"bench-{name}.csv",
+        out / f"bench-{name}.json",
+        out / f"bench-{name}-time.png",
+        out / f"bench-{name}-memory.png",
+    ]
     for src, dst in zip([csv, run_dir / "bench.json", plots["bench_time_b1.png"], plots["bench_memory_b1.png"]], files):
         shutil.copyfile(src, dst)
     log = out / f"bench-{name}.log"
@@ -88,7 +133,9 @@ def collect(run_dir: Path, out: Path, log_text: str) -> list[Path]:
 
 def run_streaming(cmd: list[str], env: dict, cwd: Path, timeout: float) -> tuple[str, int]:
     """Run ``cmd``, echoing its output as it comes; kill it after ``timeout`` s (exit code 124)."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
     lines = []
@@ -107,10 +154,17 @@ def run_streaming(cmd: list[str], env: dict, cwd: Path, timeout: float) -> tuple
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--taef2", type=Path, default=os.environ.get("TAEF2_DIR"), help="folder with taef2_encoder.pth and taef2_decoder.pth")
+    parser.add_argument(
+        "--taef2",
+        type=Path,
+        default=os.environ.get("TAEF2_DIR"),
+        help="folder with taef2_encoder.pth and taef2_decoder.pth",
+    )
     parser.add_argument("--out", type=Path, default=os.environ.get("OUT"), help="where the results go")
     parser.add_argument("--images", type=Path, default=None, help="a folder of photos (default: the built-in photos)")
-    parser.add_argument("--timeout", type=float, default=420.0, help="seconds before the bench is stopped and its rows so far kept")
+    parser.add_argument(
+        "--timeout", type=float, default=420.0, help="seconds before the bench is stopped and its rows so far kept"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny model, 32/64 px, CPU: checks this script")
     args = parser.parse_args()
     if args.taef2 is None or args.out is None:
@@ -124,12 +178,19 @@ def main() -> int:
     if not args.smoke and not torch.cuda.is_available():
         print("gpu_bench: no CUDA device visible to torch; use --smoke to check the script on CPU", file=sys.stderr)
         return 2
-    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, device {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}", flush=True)
+    print(
+        f"torch {torch.__version__}, CUDA {torch.version.cuda}, device {torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}",
+        flush=True,
+    )
 
     from sd_vae_random import write
 
     start = time.perf_counter()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
     with tempfile.TemporaryDirectory(prefix="evalvae-gpu-bench-") as tmp:
         work = Path(tmp)
         sd1 = write(work / "sd1-random", tiny=args.smoke)
@@ -137,7 +198,9 @@ def main() -> int:
         print(" ".join(cmd), flush=True)
         log_text, code = run_streaming(cmd, env, work, args.timeout)
         files = collect(work / "run", args.out, log_text)
-    print(f"gpu_bench: exit {code} after {time.perf_counter() - start:.0f} s; wrote " + ", ".join(str(f) for f in files))
+    print(
+        f"gpu_bench: exit {code} after {time.perf_counter() - start:.0f} s; wrote " + ", ".join(str(f) for f in files)
+    )
     return 0 if code in (0, 124) else code
 
 

@@ -31,7 +31,11 @@ BACKBONES = {"alex": "lpips/alexnet_features.pth", "vgg": "lpips/vgg16_features.
 
 
 def kodak_batch(assets: Path, resolution: int, n: int = 8) -> torch.Tensor:
-    ds = instantiate(compose(["dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}", f"dataset.resolution={resolution}"]).dataset)
+    ds = instantiate(
+        compose(
+            ["dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}", f"dataset.resolution={resolution}"]
+        ).dataset
+    )
     return torch.stack([ds[i].image for i in range(n)])
 
 
@@ -50,13 +54,29 @@ def micro(assets: Path, weights: Path) -> pd.DataFrame:
     for res in (256, 512):
         u8 = kodak_batch(assets, res)
         orig = u8.double()
-        rec = (orig + torch.randn(orig.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 8).clamp(0, 255).round()
+        rec = (
+            (orig + torch.randn(orig.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 8)
+            .clamp(0, 255)
+            .round()
+        )
         for net, f in BACKBONES.items():
             m = LPIPS(net=net, backbone_weights=str(weights / f))
-            rows.append({"metric": f"lpips-{net}", "resolution": res, "ms_per_image": ms_per_image(lambda: m(orig, rec), len(u8))})
+            rows.append(
+                {
+                    "metric": f"lpips-{net}",
+                    "resolution": res,
+                    "ms_per_image": ms_per_image(lambda m=m, orig=orig, rec=rec: m(orig, rec), len(u8)),
+                }
+            )
         for resize in ("clean", "legacy"):
             ext = InceptionV3(weights=str(weights / INCEPTION), resize=resize)
-            rows.append({"metric": f"inception-{resize}", "resolution": res, "ms_per_image": ms_per_image(lambda: ext(u8), len(u8))})
+            rows.append(
+                {
+                    "metric": f"inception-{resize}",
+                    "resolution": res,
+                    "ms_per_image": ms_per_image(lambda ext=ext, u8=u8: ext(u8), len(u8)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -72,10 +92,21 @@ def end_to_end(assets: Path, weights: Path, limit: int, vaes: list[str], tmp: Pa
     for v in vaes:
         folder = assets / "weights" / ("taef2" if v == "taef2" else "taesd-family")
         sources.append(f"vae.{v}.source={folder}")
-    cfg = compose([f"+vae=[{','.join(vaes)}]", *sources, "dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}",
-                   f"dataset.limit={limit}", "metrics=all", f"metrics.fid.weights={weights / INCEPTION}",
-                   f"metrics.lpips.backbone_weights={weights / BACKBONES['alex']}", f"cache_dir={tmp / 'cache'}",
-                   "progress=false", "report=false"])  # fmt: skip
+    cfg = compose(
+        [
+            f"+vae=[{','.join(vaes)}]",
+            *sources,
+            "dataset=folder",
+            f"dataset.path={assets / 'images' / 'kodak'}",
+            f"dataset.limit={limit}",
+            "metrics=all",
+            f"metrics.fid.weights={weights / INCEPTION}",
+            f"metrics.lpips.backbone_weights={weights / BACKBONES['alex']}",
+            f"cache_dir={tmp / 'cache'}",
+            "progress=false",
+            "report=false",
+        ]
+    )
     InceptionV3.__call__ = counting
     try:
         run(cfg, out_dir=tmp / "run")
@@ -95,7 +126,11 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}\n")
     table = micro(args.assets, args.weights)
     print("1. per image, batch 8 (CPU):")
-    print(table.pivot(index="metric", columns="resolution", values="ms_per_image").to_string(float_format=lambda v: f"{v:.1f} ms"))
+    print(
+        table.pivot(index="metric", columns="resolution", values="ms_per_image").to_string(
+            float_format=lambda v: f"{v:.1f} ms"
+        )
+    )
 
     stages = ["load_s", "data_s", "encode_s", "decode_s", "metrics_s", "features_s", "set_metrics_s"]
     for vaes in (["taef2"], ["taef2", "taesd", "taesd3"]):
@@ -104,12 +139,18 @@ def main() -> None:
         n = int(timings["n_images"].iloc[0])
         total = timings["total_s"].sum()
         share = {s: 100 * timings[s].sum() / total for s in stages}
-        print(f"\n2. {len(vaes)} VAE(s) ({', '.join(vaes)}), {n} Kodak images at 256, metrics=all, cold cache: {total:.1f} s")
+        print(
+            f"\n2. {len(vaes)} VAE(s) ({', '.join(vaes)}), {n} Kodak images at 256, metrics=all, cold cache: {total:.1f} s"
+        )
         print("   share of wall time: " + ", ".join(f"{s[:-2]} {v:.0f}%" for s, v in share.items()))
-        print(f"   PSNR+SSIM+LPIPS {1000 * timings['metrics_s'].sum() / (n * len(vaes)):.1f} ms/image, "
-              f"Inception (originals once + reconstructions) {1000 * timings['features_s'].sum() / seen:.1f} ms/image featurised")
-        print(f"3. images the Inception saw: {seen} = {n} originals + {len(vaes)} x {n} reconstructions: "
-              f"{'yes' if seen == n * (len(vaes) + 1) else 'NO'}, originals featurised once")
+        print(
+            f"   PSNR+SSIM+LPIPS {1000 * timings['metrics_s'].sum() / (n * len(vaes)):.1f} ms/image, "
+            f"Inception (originals once + reconstructions) {1000 * timings['features_s'].sum() / seen:.1f} ms/image featurised"
+        )
+        print(
+            f"3. images the Inception saw: {seen} = {n} originals + {len(vaes)} x {n} reconstructions: "
+            f"{'yes' if seen == n * (len(vaes) + 1) else 'NO'}, originals featurised once"
+        )
 
 
 if __name__ == "__main__":

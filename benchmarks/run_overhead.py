@@ -44,8 +44,16 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None)
     args = p.parse_args()
 
-    overrides = ["+vae=taef2", f"vae.taef2.source={args.weights}", "dataset=folder", f"dataset.path={args.images}",
-                 f"dataset.resolution={args.resolution}", f"batch_size={args.batch_size}", "progress=false", "report=false"]  # fmt: skip
+    overrides = [
+        "+vae=taef2",
+        f"vae.taef2.source={args.weights}",
+        "dataset=folder",
+        f"dataset.path={args.images}",
+        f"dataset.resolution={args.resolution}",
+        f"batch_size={args.batch_size}",
+        "progress=false",
+        "report=false",
+    ]
     if args.limit:
         overrides.append(f"dataset.limit={args.limit}")
     cfg = compose(overrides)
@@ -68,8 +76,12 @@ def main() -> None:
     b, f = statistics.median(bare), statistics.median(full)
     n = len(images)
     print(f"images: {n} at {args.resolution}px, batch {args.batch_size}, torch threads {torch.get_num_threads()}")
-    print(f"bare encode+decode loop: {b:.2f} s ({1000 * b / n:.1f} ms/image)   runs: {', '.join(f'{t:.2f}' for t in bare)}")
-    print(f"run() end to end:        {f:.2f} s ({1000 * f / n:.1f} ms/image)   runs: {', '.join(f'{t:.2f}' for t in full)}")
+    print(
+        f"bare encode+decode loop: {b:.2f} s ({1000 * b / n:.1f} ms/image)   runs: {', '.join(f'{t:.2f}' for t in bare)}"
+    )
+    print(
+        f"run() end to end:        {f:.2f} s ({1000 * f / n:.1f} ms/image)   runs: {', '.join(f'{t:.2f}' for t in full)}"
+    )
     print(f"ratio run / bare: {f / b:.3f}")
     print(stages.to_string(index=False))
 

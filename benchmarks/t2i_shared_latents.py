@@ -33,11 +33,24 @@ VAES = ("kl-f8", "ft-ema", "ft-mse")
 
 
 def overrides(args, sources: dict[str, str], out_vaes: list[str]) -> list[str]:
-    return ["task=t2i", "pipeline=local", f"pipeline.source={args.pipeline}", f"pipeline.steps={args.steps}",
-            f"pipeline.height={args.size}", f"pipeline.width={args.size}", f"pipeline.batch_size={args.batch_size}",
-            f"suite.limit={args.prompts}", "metrics=default", "t2i.clip_score=null", f"t2i.batch_size={args.batch_size}",
-            "progress=false", "report=false", f"device={args.device}", f"+vae=[{','.join(out_vaes)}]",
-            *(f"vae.{v}.source={sources[v]}" for v in out_vaes)]  # fmt: skip
+    return [
+        "task=t2i",
+        "pipeline=local",
+        f"pipeline.source={args.pipeline}",
+        f"pipeline.steps={args.steps}",
+        f"pipeline.height={args.size}",
+        f"pipeline.width={args.size}",
+        f"pipeline.batch_size={args.batch_size}",
+        f"suite.limit={args.prompts}",
+        "metrics=default",
+        "t2i.clip_score=null",
+        f"t2i.batch_size={args.batch_size}",
+        "progress=false",
+        "report=false",
+        f"device={args.device}",
+        f"+vae=[{','.join(out_vaes)}]",
+        *(f"vae.{v}.source={sources[v]}" for v in out_vaes),
+    ]
 
 
 def timed_run(args, sources, vaes) -> tuple[float, dict]:
@@ -47,8 +60,12 @@ def timed_run(args, sources, vaes) -> tuple[float, dict]:
         wall = time.perf_counter() - start
         gen = pd.read_csv(Path(out) / "generation.csv").iloc[0]
         dec = pd.read_csv(Path(out) / "timings.csv")
-        return wall, {"generate_s": float(gen.generate_s), "load_s": float(gen.load_s), "decode_s": float(dec.decode_s.sum()),
-                      "denoiser_calls": int(gen.denoiser_calls)}  # fmt: skip
+        return wall, {
+            "generate_s": float(gen.generate_s),
+            "load_s": float(gen.load_s),
+            "decode_s": float(dec.decode_s.sum()),
+            "denoiser_calls": int(gen.denoiser_calls),
+        }
 
 
 def main() -> None:
@@ -84,14 +101,18 @@ def main() -> None:
 
     s, t = statistics.median(shared), statistics.median(separate)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device in ("auto", "cuda") else "cpu"
-    print(f"{args.prompts} prompts x 1 seed, {args.steps} steps, {args.size}px, batch {args.batch_size}, device {device}, "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{args.prompts} prompts x 1 seed, {args.steps} steps, {args.size}px, batch {args.batch_size}, device {device}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"one run, three VAEs (shared latents): {s:.2f} s   runs: {', '.join(f'{x:.2f}' for x in shared)}")
     print(f"three runs, one VAE each:             {t:.2f} s   runs: {', '.join(f'{x:.2f}' for x in separate)}")
     print(f"time saved: {t - s:.2f} s ({100 * (1 - s / t):.1f}%); ratio separate / shared: {t / s:.2f}")
     for name, d in parts.items():
-        print(f"  {name:8s} (last repeat): pipeline load {d['load_s']:.2f} s, generate {d['generate_s']:.2f} s "
-              f"({d['denoiser_calls']} denoiser calls), decode {d['decode_s']:.2f} s")  # fmt: skip
+        print(
+            f"  {name:8s} (last repeat): pipeline load {d['load_s']:.2f} s, generate {d['generate_s']:.2f} s "
+            f"({d['denoiser_calls']} denoiser calls), decode {d['decode_s']:.2f} s"
+        )
 
 
 if __name__ == "__main__":

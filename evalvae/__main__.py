@@ -7,18 +7,37 @@ import sys
 
 # command -> (module:function, one-line help). Hydra commands take overrides; others take flags.
 COMMANDS = {
-    "run": ("evalvae.cli:run_app", "evaluate VAEs on an image dataset: evalvae run +vae=ft-mse [dataset=folder dataset.path=DIR]"),
-    "ref": ("evalvae.cli:ref_app", "cache the originals' rFID/KID statistics: evalvae ref dataset=folder dataset.path=DIR"),
-    "compare": ("evalvae.compare.cli:main", "check results against a baseline for CI: evalvae compare BASELINE.json RUN_DIR [--tolerances FILE]"),
-    "report": ("evalvae.report.cli:main", "HTML and markdown report of runs, side by side: evalvae report RUN_DIR [RUN_DIR ...] [--out DIR]"),
-    "bench": ("evalvae.cli:bench_app", "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]"),
+    "run": (
+        "evalvae.cli:run_app",
+        "evaluate VAEs on an image dataset: evalvae run +vae=ft-mse [dataset=folder dataset.path=DIR]",
+    ),
+    "ref": (
+        "evalvae.cli:ref_app",
+        "cache the originals' rFID/KID statistics: evalvae ref dataset=folder dataset.path=DIR",
+    ),
+    "compare": (
+        "evalvae.compare.cli:main",
+        "check results against a baseline for CI: evalvae compare BASELINE.json RUN_DIR [--tolerances FILE]",
+    ),
+    "report": (
+        "evalvae.report.cli:main",
+        "HTML and markdown report of runs, side by side: evalvae report RUN_DIR [RUN_DIR ...] [--out DIR]",
+    ),
+    "bench": (
+        "evalvae.cli:bench_app",
+        "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]",
+    ),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    return "usage: evalvae <command> [args]\n\ncommands:\n" + "\n".join(lines) + "\n\nHydra commands accept overrides, --help, --cfg job and -m (sweeps)."
+    return (
+        "usage: evalvae <command> [args]\n\ncommands:\n"
+        + "\n".join(lines)
+        + "\n\nHydra commands accept overrides, --help, --cfg job and -m (sweeps)."
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,7 +47,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
-        print(f"evalvae: unknown command {command!r}; choose one of {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)
+        print(
+            f"evalvae: unknown command {command!r}; choose one of {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr
+        )
         sys.exit(2)
     module, func = COMMANDS[command][0].split(":")
     sys.argv = [f"evalvae {command}", *rest]

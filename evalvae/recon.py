@@ -62,7 +62,9 @@ def finite_images(y: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(y).flatten(1).all(1)
 
 
-def score(metrics: list[PairMetric], original: torch.Tensor, recon: torch.Tensor, finite: torch.Tensor) -> dict[str, list[float]]:
+def score(
+    metrics: list[PairMetric], original: torch.Tensor, recon: torch.Tensor, finite: torch.Tensor
+) -> dict[str, list[float]]:
     """Per-image values of each metric; NaN for images whose output was not finite (never scored)."""
     n = len(original)
     if bool(finite.all()):

@@ -35,13 +35,19 @@ def ref(cfg: DictConfig) -> dict[str, dict]:
         reasons = "; ".join(m.reason for m in metrics) or "metrics has no set-level metric (use metrics=all)"
         raise EvalvaeError(f"no reference statistics to compute: {reasons}")
     refs = References(ReferenceStore(cache_dir(cfg.cache_dir)), dataset)
-    multiple = check_positive_int("crop_multiple", cfg.get("crop_multiple", 8), "the downsampling factor of the VAEs to compare (8 for every shipped VAE)")
+    multiple = check_positive_int(
+        "crop_multiple",
+        cfg.get("crop_multiple", 8),
+        "the downsampling factor of the VAEs to compare (8 for every shipped VAE)",
+    )
     for m in usable:
         m.extractor.to(device)
     start = time.perf_counter()
     loader = make_loader(dataset, cfg.batch_size, loader_workers(cfg.workers), device)
     with progress_bar(cfg.progress, len(dataset), "reference") as bar:
-        n = refs.compute(usable, loader, on_batch=lambda batch: bar.update(batch.n_images + len(batch.skipped)), multiple=multiple)
+        n = refs.compute(
+            usable, loader, on_batch=lambda batch: bar.update(batch.n_images + len(batch.skipped)), multiple=multiple
+        )
     if n:
         elapsed = time.perf_counter() - start
         log.info("features of %d images in %.1f s (%.1f ms/image)", n, elapsed, 1000 * elapsed / n)

@@ -29,9 +29,18 @@ from evalvae.io import atomic_path, atomic_write_text
 ID_COLUMNS = ["vae", "image"]
 # Directions of metrics, for results that do not state ``higher_is_better`` themselves.
 KNOWN_DIRECTIONS = {
-    "psnr": True, "ssim": True, "ms_ssim": True, "clip_score": True,
-    "lpips": False, "dists": False, "rfid": False, "fid": False, "kid": False, "mse": False, "mae": False,
-}  # fmt: skip
+    "psnr": True,
+    "ssim": True,
+    "ms_ssim": True,
+    "clip_score": True,
+    "lpips": False,
+    "dists": False,
+    "rfid": False,
+    "fid": False,
+    "kid": False,
+    "mse": False,
+    "mae": False,
+}
 SIZE_COLUMNS = ["height", "width", "upscaled", "nonfinite"]  # per-image facts that are not metrics
 SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n", "note"]
 
@@ -80,13 +89,18 @@ def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str]
         for metric in metrics:
             values = group[metric].astype(float).dropna()
             n = int(values.size)
-            rows.append({
-                "vae": vae, "metric": metric,
-                "mean": float(values.mean()) if n else math.nan,
-                "std": float(values.std(ddof=1)) if n > 1 and np.isfinite(values).all() else math.nan,  # none for a mean of +inf
-                "n": n,
-                "note": join_notes(notes.get(metric, ""), nonfinite_note(bad.get(str(vae), 0))),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "vae": vae,
+                    "metric": metric,
+                    "mean": float(values.mean()) if n else math.nan,
+                    "std": float(values.std(ddof=1))
+                    if n > 1 and np.isfinite(values).all()
+                    else math.nan,  # none for a mean of +inf
+                    "n": n,
+                    "note": join_notes(notes.get(metric, ""), nonfinite_note(bad.get(str(vae), 0))),
+                }
+            )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
@@ -174,7 +188,10 @@ class RunWriter:
         sets = pd.DataFrame(self.set_rows, columns=SUMMARY_COLUMNS)
         bad = nonfinite_counts(per_image)
         if bad:
-            sets["note"] = [join_notes(str(note) if pd.notna(note) else "", nonfinite_note(bad.get(str(v), 0))) for v, note in zip(sets["vae"], sets["note"])]
+            sets["note"] = [
+                join_notes(str(note) if pd.notna(note) else "", nonfinite_note(bad.get(str(v), 0)))
+                for v, note in zip(sets["vae"], sets["note"])
+            ]
         both = pd.concat([per, sets], ignore_index=True)
         order = {v: i for i, v in enumerate(dict.fromkeys(both["vae"]))}
         return both.sort_values("vae", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)

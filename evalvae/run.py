@@ -19,7 +19,7 @@ from evalvae.data import ImageDataset, make_loader
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device
 from evalvae.errors import ConfigError, EvalvaeError, check_positive_int, error_reason
 from evalvae.io import cache_dir
-from evalvae.metrics import Unavailable, build_metrics, split_metrics
+from evalvae.metrics import build_metrics, split_metrics
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon import StageTimes, reconstruct
 from evalvae.results import RunWriter, console_table
@@ -44,7 +44,9 @@ def available_vaes() -> list[str]:
     """Names of the VAE configs shipped in ``conf/vae``."""
     from importlib.resources import files
 
-    return sorted(p.name[: -len(".yaml")] for p in files("evalvae.conf").joinpath("vae").iterdir() if p.name.endswith(".yaml"))
+    return sorted(
+        p.name[: -len(".yaml")] for p in files("evalvae.conf").joinpath("vae").iterdir() if p.name.endswith(".yaml")
+    )
 
 
 def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
@@ -58,7 +60,8 @@ def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
             log.info("vae.%s: not selected in this job (no +vae=%s); its overrides are ignored", name, name)
     if not vaes:
         raise NoVAESelected(
-            "no VAE selected; pick one with +vae=NAME or several with +vae=[A,B]. Available: " + ", ".join(available_vaes())
+            "no VAE selected; pick one with +vae=NAME or several with +vae=[A,B]. Available: "
+            + ", ".join(available_vaes())
         )
     return vaes
 
@@ -116,8 +119,13 @@ class Job:
         for m in self.unavailable_sets:
             metrics.update({name: {"higher_is_better": False, **m.protocol()} for name in m.names})
         pixels = "clamped and rounded to 8 bits" if self.quantize else "clamped to [0, 255], not rounded"
-        return {"task": "recon", "dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
-                "pixels": f"8-bit originals vs reconstructions {pixels}", "quantize": self.quantize, "metrics": metrics}  # fmt: skip
+        return {
+            "task": "recon",
+            "dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
+            "pixels": f"8-bit originals vs reconstructions {pixels}",
+            "quantize": self.quantize,
+            "metrics": metrics,
+        }
 
     def n_evaluated(self) -> int | None:
         counts = pd.Series([r["vae"] for r in self.writer.rows]).value_counts()
@@ -135,8 +143,16 @@ class Job:
         pending = self.refs.missing(self.sets, multiple)
         n = n_nonfinite = 0
         loader = make_loader(self.dataset, cfg.batch_size, self.workers, self.device)
-        batches = reconstruct(vae, loader, self.pair, quantize=self.quantize, channels_last=cfg.channels_last,
-                              seed=cfg.seed, times=times, keep_pixels=bool(self.sets))  # fmt: skip
+        batches = reconstruct(
+            vae,
+            loader,
+            self.pair,
+            quantize=self.quantize,
+            channels_last=cfg.channels_last,
+            seed=cfg.seed,
+            times=times,
+            keep_pixels=bool(self.sets),
+        )
         with progress_bar(cfg.progress, len(self.dataset), name) as bar:
             for result in batches:
                 if self.sets:
@@ -154,26 +170,50 @@ class Job:
                 n_nonfinite += result.n_nonfinite
                 bar.update(len(result.rows) + len(result.skipped))
         if n_nonfinite:
-            log.warning("VAE '%s' (%s): %d of %d reconstruction(s) held NaN or inf; they are excluded from every metric "
-                        "(per_image.nonfinite, summary.csv's note)", name, vae.dtype_name, n_nonfinite, n)  # fmt: skip
+            log.warning(
+                "VAE '%s' (%s): %d of %d reconstruction(s) held NaN or inf; they are excluded from every metric "
+                "(per_image.nonfinite, summary.csv's note)",
+                name,
+                vae.dtype_name,
+                n_nonfinite,
+                n,
+            )
         for m in self.sets:
             if id(m) in pending:
                 self.refs.put(m, pending[id(m)], multiple)
             with times.stage("set_metrics"):
                 if fakes[id(m)].n < 2:
                     reason = f"{fakes[id(m)].n} finite reconstruction(s); a set-level metric needs at least 2"
-                    writer.add_set_rows(name, [{"metric": k, "mean": math.nan, "std": math.nan, "n": fakes[id(m)].n, "note": reason} for k in m.names])
+                    writer.add_set_rows(
+                        name,
+                        [
+                            {"metric": k, "mean": math.nan, "std": math.nan, "n": fakes[id(m)].n, "note": reason}
+                            for k in m.names
+                        ],
+                    )
                 else:
                     writer.add_set_rows(name, m.compute(self.refs.get(m, multiple), fakes[id(m)]))
         for m in self.unavailable_sets:
             writer.add_set_rows(name, m.nan_rows())
         total = time.perf_counter() - start
-        stages = {f"{k}_s": times.seconds.get(k, 0.0) for k in ("data", "encode", "decode", "metrics", "features", "set_metrics")}
-        writer.add_timing({
-            "vae": name, "device": str(self.device), "dtype": vae.dtype_name, "batch_size": cfg.batch_size, "n_images": n,
-            "load_s": load_s, **stages, "total_s": total, "images_per_s": n / max(total - load_s, 1e-9),
-            "peak_mem_mb": peak_memory_mb(self.device),
-        })  # fmt: skip
+        stages = {
+            f"{k}_s": times.seconds.get(k, 0.0)
+            for k in ("data", "encode", "decode", "metrics", "features", "set_metrics")
+        }
+        writer.add_timing(
+            {
+                "vae": name,
+                "device": str(self.device),
+                "dtype": vae.dtype_name,
+                "batch_size": cfg.batch_size,
+                "n_images": n,
+                "load_s": load_s,
+                **stages,
+                "total_s": total,
+                "images_per_s": n / max(total - load_s, 1e-9),
+                "peak_mem_mb": peak_memory_mb(self.device),
+            }
+        )
         writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
 
 
@@ -194,8 +234,21 @@ def record_failure(writer: RunWriter, name: str, e: BaseException, vae: VAEAdapt
     error = f"{type(e).__name__}: {error_reason(e, limit=500)}"
     dropped = writer.discard(name)
     during = "loading" if vae is None else f"evaluation ({dropped} partial row(s) dropped)"
-    log.error("evalvae: VAE '%s' %s during %s: %s; the run goes on", name, "ran out of memory" if failure == "oom" else "failed", during, error)
-    writer.add_vae({**(vae.describe() if vae is not None else {"vae": name}), "status": "failed", "failure": failure, "error": error})
+    log.error(
+        "evalvae: VAE '%s' %s during %s: %s; the run goes on",
+        name,
+        "ran out of memory" if failure == "oom" else "failed",
+        during,
+        error,
+    )
+    writer.add_vae(
+        {
+            **(vae.describe() if vae is not None else {"vae": name}),
+            "status": "failed",
+            "failure": failure,
+            "error": error,
+        }
+    )
     return f"{'out of memory' if failure == 'oom' else 'failed'}: {error}"
 
 
@@ -211,7 +264,12 @@ def record_load_failure(writer: RunWriter, name: str, e: BaseException) -> str:
 
 def log_failures(failed: dict[str, str], n_vaes: int) -> None:
     if failed:
-        log.error("%d of %d VAE(s) failed (%s); the others' results are complete", len(failed), n_vaes, "; ".join(f"{k}: {v}" for k, v in failed.items()))
+        log.error(
+            "%d of %d VAE(s) failed (%s); the others' results are complete",
+            len(failed),
+            n_vaes,
+            "; ".join(f"{k}: {v}" for k, v in failed.items()),
+        )
 
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
@@ -227,7 +285,13 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None) -> RunOutcome:
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
     writer.write_json("metrics.json", job.protocol())
     ds = job.dataset
-    log.info("dataset %s: %d images from %s, %s", ds.name, len(ds), ds.root, ds.geometry.describe().get("resolution", "native size"))
+    log.info(
+        "dataset %s: %d images from %s, %s",
+        ds.name,
+        len(ds),
+        ds.root,
+        ds.geometry.describe().get("resolution", "native size"),
+    )
 
     failed: dict[str, str] = {}
     for name, spec in specs.items():

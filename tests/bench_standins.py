@@ -45,7 +45,14 @@ class StandIn(VAEAdapter):
         self.fail_op, self.fail_from, self.failure, self.nan = fail_op, fail_from, failure, nan_dtype == dtype
         if tiled:
             self.memory_modes = ("plain", "tiled", "sliced")
-        super().__init__(name, module, latent_space=LatentSpace("stand-in", 4, 8), dtype=dtype, device=device, weights=LoadedWeights("module", "in-memory"))
+        super().__init__(
+            name,
+            module,
+            latent_space=LatentSpace("stand-in", 4, 8),
+            dtype=dtype,
+            device=device,
+            weights=LoadedWeights("module", "in-memory"),
+        )
 
     def _maybe_fail(self, op: str, size: int) -> None:
         if op == self.fail_op and size >= self.fail_from:

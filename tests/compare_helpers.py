@@ -18,9 +18,13 @@ from evalvae.vae.base import LatentSpace, LoadedWeights, VAEAdapter
 DIRECTIONS = {"psnr": True, "ssim": True, "lpips": False}
 PROTOCOL = {
     "dataset": {
-        "name": "kodak", "root": "/data/kodak", "n_files": 12, "resolution": 256,
+        "name": "kodak",
+        "root": "/data/kodak",
+        "n_files": 12,
+        "resolution": 256,
         "resize": "torchvision Resize(shorter side = R, PIL bicubic, long side truncated)",
-        "crop": "torchvision CenterCrop(R), offsets int(round((size - R) / 2))", "small": "upscale",
+        "crop": "torchvision CenterCrop(R), offsets int(round((size - R) / 2))",
+        "small": "upscale",
     },
     "pixels": "8-bit originals vs reconstructions clamped and rounded to 8 bits",
     "quantize": True,
@@ -29,11 +33,23 @@ PROTOCOL = {
         "ssim": {"higher_is_better": True, "implementation": "skimage", "window": "gaussian, sigma=1.5, 11x11"},
         "lpips": {"higher_is_better": False, "implementation": "lpips 0.1.4", "net": "alex"},
     },
-}  # fmt: skip
+}
 BENCH_COLUMNS = [
-    "vae", "op", "resolution", "batch", "dtype", "mode", "device", "ms_per_image_median", "ms_per_image_iqr",
-    "images_per_s", "peak_mem_mb", "nonfinite", "lowp_psnr_vs_fp32", "status",
-]  # fmt: skip
+    "vae",
+    "op",
+    "resolution",
+    "batch",
+    "dtype",
+    "mode",
+    "device",
+    "ms_per_image_median",
+    "ms_per_image_iqr",
+    "images_per_s",
+    "peak_mem_mb",
+    "nonfinite",
+    "lowp_psnr_vs_fp32",
+    "status",
+]
 
 
 def base_values(n: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
@@ -64,7 +80,16 @@ def write_run(
         n = len(next(iter(per_metric.values())))
         ids = images or [f"img{i:02d}.png" for i in range(n)]
         for i, image in enumerate(ids):
-            rows.append({"vae": vae, "image": image, **{m: float(v[i]) for m, v in per_metric.items()}, "height": 256, "width": 256, "upscaled": False})
+            rows.append(
+                {
+                    "vae": vae,
+                    "image": image,
+                    **{m: float(v[i]) for m, v in per_metric.items()},
+                    "height": 256,
+                    "width": 256,
+                    "upscaled": False,
+                }
+            )
     per_image = pd.DataFrame(rows)
     per_image.to_csv(path / "per_image.csv", index=False)
     with np.errstate(invalid="ignore"):  # the std of values holding +inf is NaN
@@ -74,17 +99,32 @@ def write_run(
         summary = pd.concat([summary, pd.DataFrame(extra_summary)], ignore_index=True)
     summary.to_csv(path / "summary.csv", index=False)
     (path / "metrics.json").write_text(json.dumps(protocol))
-    info = vaes if vaes is not None else [{"vae": v, "status": "ok", "dtype": "fp32", "device": "cpu", "source": f"/models/{v}"} for v in values]
+    info = (
+        vaes
+        if vaes is not None
+        else [{"vae": v, "status": "ok", "dtype": "fp32", "device": "cpu", "source": f"/models/{v}"} for v in values]
+    )
     (path / "vaes.json").write_text(json.dumps(info))
     return path
 
 
 def bench_row(vae: str = "tiny", op: str = "decode", median: float = 10.0, iqr: float = 0.5, **overrides) -> dict:
     row = {
-        "vae": vae, "op": op, "resolution": 512, "batch": 1, "dtype": "fp16", "mode": "eager", "device": "NVIDIA H100",
-        "ms_per_image_median": median, "ms_per_image_iqr": iqr, "images_per_s": 1000.0 / median, "peak_mem_mb": 900.0,
-        "nonfinite": 0, "lowp_psnr_vs_fp32": 45.0, "status": "ok",
-    }  # fmt: skip
+        "vae": vae,
+        "op": op,
+        "resolution": 512,
+        "batch": 1,
+        "dtype": "fp16",
+        "mode": "eager",
+        "device": "NVIDIA H100",
+        "ms_per_image_median": median,
+        "ms_per_image_iqr": iqr,
+        "images_per_s": 1000.0 / median,
+        "peak_mem_mb": 900.0,
+        "nonfinite": 0,
+        "lowp_psnr_vs_fp32": 45.0,
+        "status": "ok",
+    }
     row.update(overrides)
     return row
 
@@ -108,7 +148,14 @@ class IdentityVAE(VAEAdapter):
         module = nn.Module()
         module.gain = nn.Parameter(torch.ones(()))
         self.noise = float(noise)
-        super().__init__(name, module, latent_space=LatentSpace("identity", 3, 1), dtype=dtype, device=device, weights=LoadedWeights("module", "in-memory"))
+        super().__init__(
+            name,
+            module,
+            latent_space=LatentSpace("identity", 3, 1),
+            dtype=dtype,
+            device=device,
+            weights=LoadedWeights("module", "in-memory"),
+        )
 
     def _moments(self, images):
         return images * self.module.gain, None

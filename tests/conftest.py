@@ -32,7 +32,11 @@ def real_weights() -> Path:
     if not root:
         pytest.skip("EVALVAE_TEST_WEIGHTS is not set (python $EVALVAE_TEST_ASSETS/make-weights DIR builds them)")
     path = Path(root)
-    for f in ("lpips/alexnet_features.pth", "lpips/vgg16_features.pth", "fid/pt_inception-2015-12-05_torch-fidelity.pth"):
+    for f in (
+        "lpips/alexnet_features.pth",
+        "lpips/vgg16_features.pth",
+        "fid/pt_inception-2015-12-05_torch-fidelity.pth",
+    ):
         assert (path / f).is_file(), f"EVALVAE_TEST_WEIGHTS={root} lacks {f}; run make-weights into it"
     return path
 

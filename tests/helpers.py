@@ -26,16 +26,25 @@ def compose_run(overrides: list[str], config_name: str = "run", report: bool = F
     return compose(overrides, config_name)
 
 
-def save_tiny_kl(path: Path, latent_channels: int = 4, blocks: int = 2, scaling: float = 0.5, shift: float = 0.1, seed: int = 0) -> Path:
+def save_tiny_kl(
+    path: Path, latent_channels: int = 4, blocks: int = 2, scaling: float = 0.5, shift: float = 0.1, seed: int = 0
+) -> Path:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
     model = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=latent_channels,
-        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
-        block_out_channels=(8,) * blocks, layers_per_block=1, norm_num_groups=4, sample_size=32,
-        scaling_factor=scaling, shift_factor=shift,
-    )  # fmt: skip
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=(8,) * blocks,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=32,
+        scaling_factor=scaling,
+        shift_factor=shift,
+    )
     model.save_pretrained(path)
     return path
 
@@ -45,9 +54,12 @@ def save_tiny_autoencoder_tiny(path: Path, latent_channels: int = 4, seed: int =
 
     torch.manual_seed(seed)
     model = AutoencoderTiny(
-        latent_channels=latent_channels, encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
-        num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1),
-    )  # fmt: skip
+        latent_channels=latent_channels,
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    )
     model.save_pretrained(path)
     return path
 
@@ -83,7 +95,9 @@ def write_images(root: Path, sizes=((40, 56), (48, 48), (64, 40), (36, 50), (50,
 def evalvae_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``python -m evalvae`` from this checkout, as a user would."""
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
-    return subprocess.run([sys.executable, "-m", "evalvae", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "evalvae", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 class TinyExtractor:

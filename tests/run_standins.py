@@ -27,15 +27,31 @@ class Identity(VAEAdapter):
 
     family = "stand-in"
 
-    def __init__(self, name: str, device="cpu", dtype: str = "fp32", cache_dir=None, gain: float = 1.0,
-                 nan_images=(), inf_images=(), fail_at: int | None = None, failure: str = "error"):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        device="cpu",
+        dtype: str = "fp32",
+        cache_dir=None,
+        gain: float = 1.0,
+        nan_images=(),
+        inf_images=(),
+        fail_at: int | None = None,
+        failure: str = "error",
+    ):
         module = nn.Module()
         module.gain = nn.Parameter(torch.tensor(float(gain)))
         self.nan_images, self.inf_images = set(nan_images), set(inf_images)
         self.fail_at, self.failure = fail_at, failure
         self._indices: list[int] = []
-        super().__init__(name, module, latent_space=LatentSpace("stand-in", 3 * 64, 8), dtype=dtype, device=device,
-                         weights=LoadedWeights("module", "in-memory"))  # fmt: skip
+        super().__init__(
+            name,
+            module,
+            latent_space=LatentSpace("stand-in", 3 * 64, 8),
+            dtype=dtype,
+            device=device,
+            weights=LoadedWeights("module", "in-memory"),
+        )
 
     def encode(self, images, seeds=None):
         self._indices = list(seeds) if seeds is not None else list(range(len(images)))

@@ -49,8 +49,18 @@ def tiny_tokenizer(folder: Path):
 def tiny_text_config(vocab_size: int):
     from transformers import CLIPTextConfig
 
-    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                          max_position_embeddings=77, projection_dim=HIDDEN, bos_token_id=0, eos_token_id=1, pad_token_id=1)  # fmt: skip
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=HIDDEN,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=HIDDEN,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
 
 
 def tiny_vae(latent_channels: int = 4, scaling: float = 0.5, shift: float | None = None, seed: int = 0):
@@ -58,9 +68,19 @@ def tiny_vae(latent_channels: int = 4, scaling: float = 0.5, shift: float | None
     from diffusers import AutoencoderKL
 
     torch.manual_seed(seed)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=latent_channels, down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(8,) * 4, layers_per_block=1,
-                         norm_num_groups=4, sample_size=64, scaling_factor=scaling, shift_factor=shift)  # fmt: skip
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8,) * 4,
+        layers_per_block=1,
+        norm_num_groups=4,
+        sample_size=64,
+        scaling_factor=scaling,
+        shift_factor=shift,
+    )
 
 
 def save_tiny_vae(path: Path, **kwargs) -> Path:
@@ -76,14 +96,37 @@ def save_tiny_sd_pipeline(path: Path, seed: int = 0) -> Path:
     tokenizer = tiny_tokenizer(path.parent / f"{path.name}-vocab")
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(tiny_text_config(len(tokenizer)))
-    unet = UNet2DConditionModel(block_out_channels=(16, 32), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
-                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-                                cross_attention_dim=HIDDEN, norm_num_groups=8, attention_head_dim=4)  # fmt: skip
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=HIDDEN,
+        norm_num_groups=8,
+        attention_head_dim=4,
+    )
     # DDIM calls the UNet exactly once per step (PNDM adds a warm-up step), which the tests count.
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1)  # fmt: skip
-    pipe = StableDiffusionPipeline(vae=tiny_vae(seed=seed), text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)  # fmt: skip
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=tiny_vae(seed=seed),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(path)
     return path
 
@@ -93,9 +136,18 @@ def save_tiny_clip(path: Path, seed: int = 0) -> Path:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionConfig
 
     tokenizer = tiny_tokenizer(path.parent / f"{path.name}-vocab")
-    vision = CLIPVisionConfig(hidden_size=HIDDEN, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-                              patch_size=8, projection_dim=HIDDEN)  # fmt: skip
-    config = CLIPConfig(text_config=tiny_text_config(len(tokenizer)).to_dict(), vision_config=vision.to_dict(), projection_dim=HIDDEN)
+    vision = CLIPVisionConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=8,
+        projection_dim=HIDDEN,
+    )
+    config = CLIPConfig(
+        text_config=tiny_text_config(len(tokenizer)).to_dict(), vision_config=vision.to_dict(), projection_dim=HIDDEN
+    )
     torch.manual_seed(seed)
     CLIPModel(config).save_pretrained(path)
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})

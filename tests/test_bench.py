@@ -35,7 +35,9 @@ def images(tmp_path_factory):
 
 
 def compose(images, cache, *overrides):
-    return helpers.compose_run([*FAST, "dataset=folder", f"dataset.path={images}", f"cache_dir={cache}", *overrides], "bench")
+    return helpers.compose_run(
+        [*FAST, "dataset=folder", f"dataset.path={images}", f"cache_dir={cache}", *overrides], "bench"
+    )
 
 
 def standin(name: str, **params) -> list[str]:
@@ -47,12 +49,19 @@ def grid_run(tmp_path_factory, images, tiny_kl_dir, tiny_pth_dir):
     """Both real families over 2 resolutions x 2 dtypes x 3 modes, at batch size 2 (so sliced differs from plain)."""
     tmp = tmp_path_factory.mktemp("grid")
     cfg = compose(
-        images, tmp / "cache",
-        "+vae=[ft-mse,taef2]", f"vae.ft-mse.source={tiny_kl_dir}",
-        f"vae.taef2.source={tiny_pth_dir}", "vae.taef2.sha256=null", "vae.taef2.weights_prefix=tiny",
-        "bench.resolutions=[32,64]", "bench.batch_sizes=[2]", "bench.dtypes=[fp32,bf16]",
-        "bench.modes=[plain,tiled,sliced]", "bench.tile_size=32",
-    )  # fmt: skip
+        images,
+        tmp / "cache",
+        "+vae=[ft-mse,taef2]",
+        f"vae.ft-mse.source={tiny_kl_dir}",
+        f"vae.taef2.source={tiny_pth_dir}",
+        "vae.taef2.sha256=null",
+        "vae.taef2.weights_prefix=tiny",
+        "bench.resolutions=[32,64]",
+        "bench.batch_sizes=[2]",
+        "bench.dtypes=[fp32,bf16]",
+        "bench.modes=[plain,tiled,sliced]",
+        "bench.tile_size=32",
+    )
     return bench(cfg, out_dir=tmp / "out")
 
 
@@ -106,10 +115,17 @@ def test_outputs_plots_and_environment(grid_run):
 
 def test_an_injected_oom_is_a_row_and_the_grid_goes_on(tmp_path, images):
     cfg = compose(
-        images, tmp_path / "cache", *standin("cuda-oom", fail_op="decode", fail_from=64), *standin("cpu-oom", fail_op="encode", failure="runtime_oom"),
-        *standin("broken", fail_op="decode", failure="error"), "bench.resolutions=[32,64]", "bench.batch_sizes=[1,2]",
-        "bench.dtypes=[fp32]", "bench.modes=[plain,tiled]", "bench.plots=false",
-    )  # fmt: skip
+        images,
+        tmp_path / "cache",
+        *standin("cuda-oom", fail_op="decode", fail_from=64),
+        *standin("cpu-oom", fail_op="encode", failure="runtime_oom"),
+        *standin("broken", fail_op="decode", failure="error"),
+        "bench.resolutions=[32,64]",
+        "bench.batch_sizes=[1,2]",
+        "bench.dtypes=[fp32]",
+        "bench.modes=[plain,tiled]",
+        "bench.plots=false",
+    )
     df = bench(cfg, out_dir=tmp_path / "out").results
     assert len(df) == 3 * 2 * 2 * 2 * 3
     status = df[df["batch"] == 1].set_index(["vae", "op", "resolution", "mode"])["status"]
@@ -119,8 +135,14 @@ def test_an_injected_oom_is_a_row_and_the_grid_goes_on(tmp_path, images):
     assert (status["cpu-oom", "encode", :, "plain"] == "oom").all()
     # the encoder never ran, so neither did the decoder: nothing to decode is a failure with its reason
     assert (status["cpu-oom", "decode", :, "plain"] == "failed").all()
-    assert df.loc[(df["vae"] == "cpu-oom") & (df["op"] == "decode") & (df["mode"] == "plain"), "error"].str.contains("the fp32 encode ran out of memory").all()
-    assert (status["broken", "decode", :, "plain"] == "failed").all() and (status["broken", "encode", :, "plain"] == "ok").all()
+    assert (
+        df.loc[(df["vae"] == "cpu-oom") & (df["op"] == "decode") & (df["mode"] == "plain"), "error"]
+        .str.contains("the fp32 encode ran out of memory")
+        .all()
+    )
+    assert (status["broken", "decode", :, "plain"] == "failed").all() and (
+        status["broken", "encode", :, "plain"] == "ok"
+    ).all()
     assert (df.loc[df["mode"] == "tiled", "status"] == "unsupported").all()  # the stand-in has no tiled mode
     oom = df[df["status"] == "oom"]
     assert oom["ms_per_image_median"].isna().all() and oom["error"].str.contains("out of memory").all()
@@ -132,19 +154,35 @@ def test_an_injected_oom_is_a_row_and_the_grid_goes_on(tmp_path, images):
 def test_an_injected_nan_is_flagged_and_run_upcasts_that_vae(tmp_path, images, caplog):
     cache = tmp_path / "cache"
     params = standin("xl", nan_dtype="fp16")
-    cfg = compose(images, cache, *params, "bench.resolutions=[32]", "bench.dtypes=[fp32,fp16,bf16]", "bench.modes=[plain]")
+    cfg = compose(
+        images, cache, *params, "bench.resolutions=[32]", "bench.dtypes=[fp32,fp16,bf16]", "bench.modes=[plain]"
+    )
     df = bench(cfg, out_dir=tmp_path / "bench").results.set_index(["dtype", "op"])
     assert df.loc[("fp16", "decode"), "nonfinite"] and df.loc[("fp16", "roundtrip"), "nonfinite"]
     assert not df.loc[("fp16", "encode"), "nonfinite"] and not df.loc[("bf16", "decode"), "nonfinite"]
     assert (df["status"] == "ok").all()
-    assert math.isnan(df.loc[("fp16", "decode"), "lowp_psnr_vs_fp32"]) and df.loc[("fp16", "encode"), "lowp_psnr_vs_fp32"] > 20
+    assert (
+        math.isnan(df.loc[("fp16", "decode"), "lowp_psnr_vs_fp32"])
+        and df.loc[("fp16", "encode"), "lowp_psnr_vs_fp32"] > 20
+    )
     findings = json.loads((cache / "bench" / "nonfinite.json").read_text())
     (entry,) = findings.values()
     assert entry["vae"] == "xl" and entry["dtype"] == "fp16"
     assert {(w["op"], w["resolution"]) for w in entry["nonfinite"]} == {("decode", 32), ("roundtrip", 32)}
 
-    run_cfg = helpers.compose_run([*params, "+vae.xl.dtype=${dtype}", "dtype=fp16", "dataset=folder", f"dataset.path={images}", "dataset.resolution=32",
-                                   "device=cpu", "workers=0", f"cache_dir={cache}"])  # fmt: skip
+    run_cfg = helpers.compose_run(
+        [
+            *params,
+            "+vae.xl.dtype=${dtype}",
+            "dtype=fp16",
+            "dataset=folder",
+            f"dataset.path={images}",
+            "dataset.resolution=32",
+            "device=cpu",
+            "workers=0",
+            f"cache_dir={cache}",
+        ]
+    )
     with caplog.at_level(logging.WARNING):
         outcome = run(run_cfg, out_dir=tmp_path / "run")
     assert "found non-finite fp16 outputs" in caplog.text and "evaluating it in fp32 instead" in caplog.text
@@ -159,7 +197,10 @@ def test_an_injected_nan_is_flagged_and_run_upcasts_that_vae(tmp_path, images, c
     assert pd.read_csv(outcome.out_dir / "timings.csv")["dtype"].tolist() == ["bf16"]
 
     # the same weights benched finite in fp16 at that resolution clear the finding
-    bench(compose(images, cache, *standin("xl"), "bench.resolutions=[32]", "bench.dtypes=[fp16]", "bench.modes=[plain]"), out_dir=tmp_path / "again")
+    bench(
+        compose(images, cache, *standin("xl"), "bench.resolutions=[32]", "bench.dtypes=[fp16]", "bench.modes=[plain]"),
+        out_dir=tmp_path / "again",
+    )
     assert json.loads((cache / "bench" / "nonfinite.json").read_text()) == {}
 
 
@@ -173,45 +214,95 @@ def test_a_real_fp16_overflow_is_flagged(tmp_path, images):
         model.decoder.conv_in.weight.mul_(3e5)  # weights stay below 65504, their sums do not
     model.save_pretrained(path)
     cfg = compose(
-        images, tmp_path / "cache", "+vae=sdxl", f"vae.sdxl.source={path}", "bench.resolutions=[32]", "bench.dtypes=[fp32,fp16,bf16]", "bench.modes=[plain]"
+        images,
+        tmp_path / "cache",
+        "+vae=sdxl",
+        f"vae.sdxl.source={path}",
+        "bench.resolutions=[32]",
+        "bench.dtypes=[fp32,fp16,bf16]",
+        "bench.modes=[plain]",
     )
     df = bench(cfg, out_dir=tmp_path / "out").results.set_index(["dtype", "op"])
-    assert df.loc[("fp16", "decode"), "nonfinite"] and not df.loc[("fp32", "decode"), "nonfinite"] and not df.loc[("bf16", "decode"), "nonfinite"]
+    assert (
+        df.loc[("fp16", "decode"), "nonfinite"]
+        and not df.loc[("fp32", "decode"), "nonfinite"]
+        and not df.loc[("bf16", "decode"), "nonfinite"]
+    )
 
 
 def test_isolated_processes_measure_each_configuration_and_survive_a_killed_worker(tmp_path, images):
     cfg = compose(
-        images, tmp_path / "cache", *standin("plain"), *standin("killed", fail_op="decode", fail_from=64, failure="sigkill"),
-        "bench.isolate=process", "bench.resolutions=[32,64]", "bench.dtypes=[fp32]", "bench.modes=[plain]",
-    )  # fmt: skip
+        images,
+        tmp_path / "cache",
+        *standin("plain"),
+        *standin("killed", fail_op="decode", fail_from=64, failure="sigkill"),
+        "bench.isolate=process",
+        "bench.resolutions=[32,64]",
+        "bench.dtypes=[fp32]",
+        "bench.modes=[plain]",
+    )
     df = bench(cfg, out_dir=tmp_path / "out").results
     status = df.set_index(["vae", "resolution", "op"])["status"].sort_index()
     assert (status["plain"] == "ok").all() and (status["killed", 32] == "ok").all()
     assert (status["killed", 64] == "oom").all()  # the kernel's OOM killer sends the same signal
     assert df.loc[df["status"] == "oom", "error"].str.contains("SIGKILL").all()
     ok = df[df["status"] == "ok"]
-    assert (ok["mem_metric"] == "rss_peak").all() and (ok["peak_mem_mb"] > 0).all() and (ok["ms_per_image_median"] > 0).all()
+    assert (
+        (ok["mem_metric"] == "rss_peak").all()
+        and (ok["peak_mem_mb"] > 0).all()
+        and (ok["ms_per_image_median"] > 0).all()
+    )
 
 
 def test_compile_reports_its_cost_separately(tmp_path, images):
-    cfg = compose(images, tmp_path / "cache", *standin("s"), "bench.compile=true", "bench.compile_backend=eager",
-                  "bench.resolutions=[32]", "bench.dtypes=[fp32]", "bench.modes=[plain]")  # fmt: skip
+    cfg = compose(
+        images,
+        tmp_path / "cache",
+        *standin("s"),
+        "bench.compile=true",
+        "bench.compile_backend=eager",
+        "bench.resolutions=[32]",
+        "bench.dtypes=[fp32]",
+        "bench.modes=[plain]",
+    )
     df = bench(cfg, out_dir=tmp_path / "out").results
     assert (df["status"] == "ok").all() and df["compile"].all() and df["compile_s"].notna().all()
 
 
 def test_a_vae_that_cannot_load_fails_alone(tmp_path, images):
-    cfg = compose(images, tmp_path / "cache", "+vae=taef2", f"vae.taef2.source={tmp_path / 'missing'}", *standin("s"),
-                  "bench.resolutions=[32]", "bench.dtypes=[fp32]", "bench.modes=[plain]")  # fmt: skip
+    cfg = compose(
+        images,
+        tmp_path / "cache",
+        "+vae=taef2",
+        f"vae.taef2.source={tmp_path / 'missing'}",
+        *standin("s"),
+        "bench.resolutions=[32]",
+        "bench.dtypes=[fp32]",
+        "bench.modes=[plain]",
+    )
     outcome = bench(cfg, out_dir=tmp_path / "out")
     assert list(outcome.failed) == ["taef2"]
     df = outcome.results
-    assert (df.loc[df["vae"] == "taef2", "status"] == "failed").all() and (df.loc[df["vae"] == "s", "status"] == "ok").all()
+    assert (df.loc[df["vae"] == "taef2", "status"] == "failed").all() and (
+        df.loc[df["vae"] == "s", "status"] == "ok"
+    ).all()
 
 
 def test_real_taef2_on_real_photos(tmp_path, taef2_dir, assets):
-    cfg = helpers.compose_run([*FAST, "+vae=taef2", f"vae.taef2.source={taef2_dir}", "dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}",
-                               f"cache_dir={tmp_path / 'cache'}", "bench.resolutions=[64]", "bench.dtypes=[fp32,bf16]", "bench.modes=[plain]"], "bench")  # fmt: skip
+    cfg = helpers.compose_run(
+        [
+            *FAST,
+            "+vae=taef2",
+            f"vae.taef2.source={taef2_dir}",
+            "dataset=folder",
+            f"dataset.path={assets / 'images' / 'kodak'}",
+            f"cache_dir={tmp_path / 'cache'}",
+            "bench.resolutions=[64]",
+            "bench.dtypes=[fp32,bf16]",
+            "bench.modes=[plain]",
+        ],
+        "bench",
+    )
     df = bench(cfg, out_dir=tmp_path / "out").results.set_index(["dtype", "op"])
     assert (df["status"] == "ok").all() and not df["nonfinite"].any()
     assert 25 < df.loc[("bf16", "roundtrip"), "lowp_psnr_vs_fp32"] < 80
@@ -220,14 +311,28 @@ def test_real_taef2_on_real_photos(tmp_path, taef2_dir, assets):
 def test_cli(tmp_path, images, tiny_pth_dir, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "out"
-    args = ["bench", "+vae=taef2", f"vae.taef2.source={tiny_pth_dir}", "vae.taef2.sha256=null", "vae.taef2.weights_prefix=tiny",
-            *FAST, "dataset=folder", f"dataset.path={images}", "bench.resolutions=[32]", "bench.dtypes=[fp32]", "bench.modes=[plain]",
-            f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"]  # fmt: skip
+    args = [
+        "bench",
+        "+vae=taef2",
+        f"vae.taef2.source={tiny_pth_dir}",
+        "vae.taef2.sha256=null",
+        "vae.taef2.weights_prefix=tiny",
+        *FAST,
+        "dataset=folder",
+        f"dataset.path={images}",
+        "bench.resolutions=[32]",
+        "bench.dtypes=[fp32]",
+        "bench.modes=[plain]",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={out}",
+    ]
     proc = helpers.evalvae_cli(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "roundtrip" in proc.stderr and "ms" in proc.stderr  # the console table
     assert len(read_bench_csv(out / "bench.csv")) == 3
-    proc = helpers.evalvae_cli(["bench", "+vae=taef2", "bench.modes=[fast]", f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path)
+    proc = helpers.evalvae_cli(
+        ["bench", "+vae=taef2", "bench.modes=[fast]", f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path
+    )
     assert proc.returncode == 2 and "invalid bench.modes='fast'; choose one of plain, tiled, sliced" in proc.stderr
 
 

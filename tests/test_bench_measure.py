@@ -21,7 +21,9 @@ from tests.helpers import compose_run
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("values", [[3.0], [1.0, 2.0], [5.0, 1.0, 4.0, 2.0, 3.0], list(np.random.default_rng(0).exponential(size=11))])
+@pytest.mark.parametrize(
+    "values", [[3.0], [1.0, 2.0], [5.0, 1.0, 4.0, 2.0, 3.0], list(np.random.default_rng(0).exponential(size=11))]
+)
 def test_median_and_iqr_match_the_standard_library(values):
     median, iqr = median_iqr(values)
     assert median == pytest.approx(statistics.median(values), rel=1e-12)
@@ -70,23 +72,29 @@ def test_latent_psnr_uses_each_references_range_as_peak():
     rng = np.random.default_rng(1)
     ref = rng.normal(0, 2, (2, 4, 8, 8))
     test = ref + rng.normal(0, 0.05, ref.shape)
-    expected = [
-        10 * np.log10((ref[i].max() - ref[i].min()) ** 2 / np.mean((ref[i] - test[i]) ** 2)) for i in range(2)
-    ]  # fmt: skip
+    expected = [10 * np.log10((ref[i].max() - ref[i].min()) ** 2 / np.mean((ref[i] - test[i]) ** 2)) for i in range(2)]
     assert latent_psnr(torch.from_numpy(ref), torch.from_numpy(test)) == pytest.approx(np.mean(expected), rel=1e-12)
     bad = torch.from_numpy(test).clone()
     bad[0, 0, 0, 0] = float("inf")
     assert np.isnan(latent_psnr(torch.from_numpy(ref), bad))
 
 
-@pytest.mark.parametrize(("exc", "oom"), [
-    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
-    (RuntimeError("MPS backend out of memory"), True),
-    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1e12 bytes"), True),
-    (MemoryError(), True),
-    (RuntimeError("Given groups=1, weight of size [8, 3, 3, 3], expected input to have 3 channels"), False),
-    (ValueError("out of memory"), False),  # not an allocator's error type
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("exc", "oom"),
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("MPS backend out of memory"), True),
+        (
+            RuntimeError(
+                "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1e12 bytes"
+            ),
+            True,
+        ),
+        (MemoryError(), True),
+        (RuntimeError("Given groups=1, weight of size [8, 3, 3, 3], expected input to have 3 channels"), False),
+        (ValueError("out of memory"), False),  # not an allocator's error type
+    ],
+)
 def test_is_oom(exc, oom):
     assert is_oom(exc) is oom
 
@@ -111,25 +119,38 @@ def _grid(*overrides):
 
 def test_grid_defaults_and_order():
     grid = _grid()
-    assert grid.resolutions == [256, 512, 1024] and grid.dtypes == ["fp32", "fp16", "bf16"] and grid.modes == ["plain", "tiled"]
+    assert (
+        grid.resolutions == [256, 512, 1024]
+        and grid.dtypes == ["fp32", "fp16", "bf16"]
+        and grid.modes == ["plain", "tiled"]
+    )
     configs = grid.configs("v")
     assert len(configs) == 3 * 1 * 3 * 2
-    assert [(c.resolution, c.mode, c.dtype) for c in configs[:3]] == [(256, "plain", "fp32"), (256, "plain", "fp16"), (256, "plain", "bf16")]
-    assert _grid("bench.resolutions=64", "bench.dtypes=bf16").configs("v")[0].resolution == 64  # a single value is a list of one
+    assert [(c.resolution, c.mode, c.dtype) for c in configs[:3]] == [
+        (256, "plain", "fp32"),
+        (256, "plain", "fp16"),
+        (256, "plain", "bf16"),
+    ]
+    assert (
+        _grid("bench.resolutions=64", "bench.dtypes=bf16").configs("v")[0].resolution == 64
+    )  # a single value is a list of one
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("bench.modes=[plain,fast]", "invalid bench.modes='fast'; choose one of plain, tiled, sliced"),
-    ("bench.dtypes=[fp32,int8]", "invalid bench.dtypes='int8'; choose one of fp32, fp16, bf16"),
-    ("bench.ops=[encode,train]", "invalid bench.ops='train'; choose one of encode, decode, roundtrip"),
-    ("bench.resolutions=[256,0]", "invalid bench.resolutions=0; an integer >= 8"),
-    ("bench.resolutions=[256,256]", "values must not repeat"),
-    ("bench.batch_sizes=[]", "invalid bench.batch_sizes=[]; give at least one value"),
-    ("bench.repeats=2", "invalid bench.min_repeats=3; at most bench.repeats=2"),
-    ("bench.max_seconds=0", "invalid bench.max_seconds=0"),
-    ("bench.isolate=thread", "invalid bench.isolate='thread'; choose one of auto, process, none"),
-    ("bench.compile=yes", "invalid bench.compile='yes'; choose one of True, False"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("bench.modes=[plain,fast]", "invalid bench.modes='fast'; choose one of plain, tiled, sliced"),
+        ("bench.dtypes=[fp32,int8]", "invalid bench.dtypes='int8'; choose one of fp32, fp16, bf16"),
+        ("bench.ops=[encode,train]", "invalid bench.ops='train'; choose one of encode, decode, roundtrip"),
+        ("bench.resolutions=[256,0]", "invalid bench.resolutions=0; an integer >= 8"),
+        ("bench.resolutions=[256,256]", "values must not repeat"),
+        ("bench.batch_sizes=[]", "invalid bench.batch_sizes=[]; give at least one value"),
+        ("bench.repeats=2", "invalid bench.min_repeats=3; at most bench.repeats=2"),
+        ("bench.max_seconds=0", "invalid bench.max_seconds=0"),
+        ("bench.isolate=thread", "invalid bench.isolate='thread'; choose one of auto, process, none"),
+        ("bench.compile=yes", "invalid bench.compile='yes'; choose one of True, False"),
+    ],
+)
 def test_bad_options_name_the_option_the_value_and_the_choices(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         _grid(override)

@@ -26,7 +26,9 @@ def run_pair(tmp_path, current: dict, baseline: dict | None = None, **kwargs):
 
 
 @pytest.mark.parametrize("metric", ["psnr", "ssim", "lpips"])  # higher, higher, lower is better
-@pytest.mark.parametrize("move, verdict, code", [("none", Verdict.PASS, 0), ("worse", Verdict.REGRESSED, 1), ("better", Verdict.IMPROVED, 0)])
+@pytest.mark.parametrize(
+    "move, verdict, code", [("none", Verdict.PASS, 0), ("worse", Verdict.REGRESSED, 1), ("better", Verdict.IMPROVED, 0)]
+)
 def test_pass_regress_improve_for_every_direction(tmp_path, metric, move, verdict, code):
     values = base_values()
     higher = {"psnr": True, "ssim": True, "lpips": False}[metric]
@@ -108,10 +110,15 @@ def test_n_and_image_set_mismatch(tmp_path):
 def test_missing_failed_and_new_results(tmp_path):
     values = base_values()
     b, c = run_pair(
-        tmp_path, {"a": {"psnr": values["psnr"], "ssim": values["ssim"]}, "new": values},
+        tmp_path,
+        {"a": {"psnr": values["psnr"], "ssim": values["ssim"]}, "new": values},
         {"a": values, "b": values},
-        vaes=[{"vae": "a", "status": "ok"}, {"vae": "b", "status": "failed", "error": "weights unavailable"}, {"vae": "new", "status": "ok"}],
-    )  # fmt: skip
+        vaes=[
+            {"vae": "a", "status": "ok"},
+            {"vae": "b", "status": "failed", "error": "weights unavailable"},
+            {"vae": "new", "status": "ok"},
+        ],
+    )
     result = compare(b, c)
     v = verdicts(result)
     assert v[("a", "lpips")] is Verdict.MISSING and v[("b", "psnr")] is Verdict.MISSING
@@ -136,19 +143,28 @@ def test_set_level_metric_without_per_image_values(tmp_path):
 
 
 def test_speed_verdicts(tmp_path):
-    base = write_bench(tmp_path / "b", [
-        bench_row(op="decode", median=10.0, iqr=0.5), bench_row(op="encode", median=10.0, iqr=0.5),
-        bench_row(op="roundtrip", median=10.0, iqr=5.0), bench_row(vae="big", median=50.0, status="ok"),
-        bench_row(vae="mem", peak_mem_mb=1000.0), bench_row(vae="nan", nonfinite=0),
-    ])  # fmt: skip
-    cur = write_bench(tmp_path / "c", [
-        bench_row(op="decode", median=14.0, iqr=0.6),  # +40% > 30% and > IQR
-        bench_row(op="encode", median=6.0, iqr=0.5),  # faster
-        bench_row(op="roundtrip", median=14.0, iqr=6.0),  # +40% but within the IQR
-        bench_row(vae="big", median=math.nan, status="oom"),
-        bench_row(vae="mem", peak_mem_mb=1200.0),
-        bench_row(vae="nan", nonfinite=3),
-    ])  # fmt: skip
+    base = write_bench(
+        tmp_path / "b",
+        [
+            bench_row(op="decode", median=10.0, iqr=0.5),
+            bench_row(op="encode", median=10.0, iqr=0.5),
+            bench_row(op="roundtrip", median=10.0, iqr=5.0),
+            bench_row(vae="big", median=50.0, status="ok"),
+            bench_row(vae="mem", peak_mem_mb=1000.0),
+            bench_row(vae="nan", nonfinite=0),
+        ],
+    )
+    cur = write_bench(
+        tmp_path / "c",
+        [
+            bench_row(op="decode", median=14.0, iqr=0.6),  # +40% > 30% and > IQR
+            bench_row(op="encode", median=6.0, iqr=0.5),  # faster
+            bench_row(op="roundtrip", median=14.0, iqr=6.0),  # +40% but within the IQR
+            bench_row(vae="big", median=math.nan, status="oom"),
+            bench_row(vae="mem", peak_mem_mb=1200.0),
+            bench_row(vae="nan", nonfinite=3),
+        ],
+    )
     result = compare(load_snapshot(base), load_snapshot(cur))
     v = {(r.vae, r.case.split()[0], r.metric): r.verdict for r in result.rows}
     assert v[("tiny", "decode", "ms_per_image")] is Verdict.REGRESSED
@@ -213,7 +229,9 @@ def test_unusable_inputs(tmp_path):
     (tmp_path / "other.json").write_text('{"format": "something"}')
     with pytest.raises(UnusableInput, match="not an evalvae baseline"):
         load_snapshot(tmp_path / "other.json")
-    (tmp_path / "broken.json").write_text('{"format": "evalvae-baseline/1", "results": {"v": {"psnr": {"mean": 1.0}}}, "speed": [{"vae": "v"}]}')
+    (tmp_path / "broken.json").write_text(
+        '{"format": "evalvae-baseline/1", "results": {"v": {"psnr": {"mean": 1.0}}}, "speed": [{"vae": "v"}]}'
+    )
     with pytest.raises(UnusableInput, match="malformed evalvae baseline"):
         load_snapshot(tmp_path / "broken.json")
     run = write_run(tmp_path / "run", {"vae": base_values()})

@@ -58,7 +58,9 @@ def test_junit_parses_with_one_testcase_per_row(dirs):
     cur = load_snapshot(dirs["worse"])
     cur.speed = load_snapshot(dirs["bench"]).speed
     base = load_snapshot(dirs["base"])
-    base.speed = load_snapshot(write_bench(dirs["tmp"] / "b2", [bench_row(vae="sd-vae", median=12.0), bench_row(vae="sd-vae", op="encode")])).speed
+    base.speed = load_snapshot(
+        write_bench(dirs["tmp"] / "b2", [bench_row(vae="sd-vae", median=12.0), bench_row(vae="sd-vae", op="encode")])
+    ).speed
     result = compare(base, cur)
     root = ET.fromstring(to_junit(result))
     assert root.tag == "testsuites"
@@ -81,7 +83,9 @@ def test_junit_parses_with_one_testcase_per_row(dirs):
     assert int(root.get("tests")) == 1 + 3 + 3 and int(root.get("failures")) == 1 and int(root.get("errors")) == 1
 
 
-@pytest.mark.parametrize("current, code, word", [("same", 0, "passed"), ("worse", 1, "failed"), ("other", 2, "unusable")])
+@pytest.mark.parametrize(
+    "current, code, word", [("same", 0, "passed"), ("worse", 1, "failed"), ("other", 2, "unusable")]
+)
 def test_cli_exit_codes_and_step_summary(dirs, monkeypatch, current, code, word):
     summary = dirs["tmp"] / "step-summary.md"
     summary.write_text("earlier step\n")
@@ -133,18 +137,26 @@ def test_update_baseline(dirs, capsys):
     assert run_compare(path, [dirs["worse"], dirs["bench"]], update=True, reason="new decoder") == 0
     updated = json.loads(path.read_text())
     assert updated["reason"] == "new decoder"
-    assert updated["results"]["sd-vae"]["psnr"]["mean"] == pytest.approx(first["results"]["sd-vae"]["psnr"]["mean"] - 0.2)
+    assert updated["results"]["sd-vae"]["psnr"]["mean"] == pytest.approx(
+        first["results"]["sd-vae"]["psnr"]["mean"] - 0.2
+    )
     # a protocol change is refused unless forced; the file is left as it was
     before = path.read_bytes()
-    proc = evalvae_cli(["compare", str(path), str(dirs["other"]), str(dirs["bench"]), "--update-baseline"], cwd=dirs["tmp"])
+    proc = evalvae_cli(
+        ["compare", str(path), str(dirs["other"]), str(dirs["bench"]), "--update-baseline"], cwd=dirs["tmp"]
+    )
     assert proc.returncode == 2 and "refusing to update" in proc.stderr and path.read_bytes() == before
-    proc = evalvae_cli(["compare", str(path), str(dirs["other"]), str(dirs["bench"]), "--update-baseline", "--force"], cwd=dirs["tmp"])
+    proc = evalvae_cli(
+        ["compare", str(path), str(dirs["other"]), str(dirs["bench"]), "--update-baseline", "--force"], cwd=dirs["tmp"]
+    )
     assert proc.returncode == 0 and json.loads(path.read_text())["protocol"]["dataset"]["resolution"] == 512
     assert sorted(p.name for p in path.parent.iterdir()) == ["sd-vae.json"]  # no temporary files left
 
 
 def test_update_baseline_needs_a_json_path(dirs):
-    proc = evalvae_cli(["compare", str(dirs["tmp"] / "b.yaml"), str(dirs["same"]), "--update-baseline"], cwd=dirs["tmp"])
+    proc = evalvae_cli(
+        ["compare", str(dirs["tmp"] / "b.yaml"), str(dirs["same"]), "--update-baseline"], cwd=dirs["tmp"]
+    )
     assert proc.returncode == 2 and "must end in .json" in proc.stderr
     proc = evalvae_cli(["compare", str(dirs["same"]), str(dirs["same"]), "--update-baseline"], cwd=dirs["tmp"])
     assert proc.returncode == 2 and "is a directory" in proc.stderr
@@ -156,8 +168,16 @@ def test_noise_free_real_run_against_its_own_baseline(tmp_path, tiny_kl_dir, ima
     from tests.helpers import compose_run
 
     def evaluate(res, out):
-        cfg = compose_run(["+vae=ft-mse", f"vae.ft-mse.source={tiny_kl_dir}", "dataset=folder", f"dataset.path={image_dir}",
-                           f"dataset.resolution={res}", "workers=0"])  # fmt: skip
+        cfg = compose_run(
+            [
+                "+vae=ft-mse",
+                f"vae.ft-mse.source={tiny_kl_dir}",
+                "dataset=folder",
+                f"dataset.path={image_dir}",
+                f"dataset.resolution={res}",
+                "workers=0",
+            ]
+        )
         return run(cfg, out_dir=tmp_path / out).out_dir
 
     base = evaluate(32, "a")
@@ -167,6 +187,8 @@ def test_noise_free_real_run_against_its_own_baseline(tmp_path, tiny_kl_dir, ima
     assert result.exit_code == 0 and [r.verdict.value for r in result.rows] == ["pass", "pass"]
     assert all(r.p_value == 1.0 for r in result.rows)  # the baseline file keeps what the run wrote
     other = evaluate(48, "other")
-    assert compare(load_snapshot(baseline), load_snapshot(other)).mismatches == ["dataset.resolution: 32 in the baseline, 48 now"]
+    assert compare(load_snapshot(baseline), load_snapshot(other)).mismatches == [
+        "dataset.resolution: 32 in the baseline, 48 now"
+    ]
     per_image = load_snapshot(base).results["ft-mse"]["psnr"].values
     assert len(per_image) == 6 and np.isfinite(list(per_image.values())).all()

@@ -90,12 +90,20 @@ def test_defaults_come_from_the_shipped_file():
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_tolerance_file_overrides_entries_whole(tmp_path, suffix):
-    data = {"default": {"abs": 0.5}, "metrics": {"psnr": {"rel": 0.001}}, "vaes": {"mine": {"psnr": {"abs": 0.2}}}, "alpha": None, "improvements": "fail"}
+    data = {
+        "default": {"abs": 0.5},
+        "metrics": {"psnr": {"rel": 0.001}},
+        "vaes": {"mine": {"psnr": {"abs": 0.2}}},
+        "alpha": None,
+        "improvements": "fail",
+    }
     path = tmp_path / f"tol{suffix}"
     if suffix == ".json":
         path.write_text(json.dumps(data))
     else:
-        path.write_text("default: {abs: 0.5}\nmetrics:\n  psnr: {rel: 0.001}  # dB\nvaes:\n  mine:\n    psnr: {abs: 0.2}\nalpha: null\nimprovements: fail\n")
+        path.write_text(
+            "default: {abs: 0.5}\nmetrics:\n  psnr: {rel: 0.001}  # dB\nvaes:\n  mine:\n    psnr: {abs: 0.2}\nalpha: null\nimprovements: fail\n"
+        )
     tol = load_tolerances(path)
     assert tol.get("other", "psnr") == Tolerance(rel=0.001)  # replaces the default abs 0.01 entirely
     assert tol.get("mine", "psnr") == Tolerance(abs=0.2)  # per VAE beats per metric

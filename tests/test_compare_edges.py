@@ -29,12 +29,27 @@ def strict_json(text: str):
 
 def evaluate(out, image_dir, *extra, noise=0.02):
     """A real run of an identity stand-in (with ``noise``, reconstructions are close but not exact)."""
-    cfg = compose_run([*identity_vae("v", noise), "dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "workers=0", *extra])
+    cfg = compose_run(
+        [
+            *identity_vae("v", noise),
+            "dataset=folder",
+            f"dataset.path={image_dir}",
+            "dataset.resolution=32",
+            "workers=0",
+            *extra,
+        ]
+    )
     return run(cfg, out_dir=out).out_dir
 
 
 def set_level(cache, *extra):
-    return ["metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=10", f"cache_dir={cache}", *extra]
+    return [
+        "metrics=all",
+        "metrics.fid.extractor=tests.helpers.TinyExtractor",
+        "metrics.fid.kid_subsets=10",
+        f"cache_dir={cache}",
+        *extra,
+    ]
 
 
 def reference(run_dir, metric="rfid"):
@@ -43,7 +58,9 @@ def reference(run_dir, metric="rfid"):
 
 def test_reruns_with_rfid_and_kid_compare_clean_with_or_without_a_shared_cache(tmp_path, image_dir):
     first = evaluate(tmp_path / "first", image_dir, *set_level(tmp_path / "cache"))
-    again = evaluate(tmp_path / "again", image_dir, *set_level(tmp_path / "cache"))  # reference statistics from the cache
+    again = evaluate(
+        tmp_path / "again", image_dir, *set_level(tmp_path / "cache")
+    )  # reference statistics from the cache
     apart = evaluate(tmp_path / "apart", image_dir, *set_level(tmp_path / "other-cache"))  # computed again elsewhere
     assert reference(first)["source"] == "computed" and reference(again)["source"] == "cache"
     assert reference(first)["path"] != reference(apart)["path"] and reference(first)["key"] == reference(apart)["key"]
@@ -59,11 +76,15 @@ def test_reruns_with_rfid_and_kid_compare_clean_with_or_without_a_shared_cache(t
 
     baseline = tmp_path / "baseline.json"
     assert run_compare(baseline, [first], update=True) == 0
-    assert json.loads(baseline.read_text())["protocol"]["metrics"]["rfid"]["reference"]["source"] == "computed"  # recorded
+    assert (
+        json.loads(baseline.read_text())["protocol"]["metrics"]["rfid"]["reference"]["source"] == "computed"
+    )  # recorded
     assert run_compare(baseline, [again]) == 0
     # what the statistics are stays protocol: other KID settings, and the reference key
     other = evaluate(tmp_path / "subsets", image_dir, *set_level(tmp_path / "cache", "metrics.fid.kid_subsets=5"))
-    assert compare(load_snapshot(first), load_snapshot(other)).mismatches == ["metrics.kid.subsets: 10 in the baseline, 5 now"]
+    assert compare(load_snapshot(first), load_snapshot(other)).mismatches == [
+        "metrics.kid.subsets: 10 in the baseline, 5 now"
+    ]
     data = json.loads((other / "metrics.json").read_text())
     data["metrics"] = {**data["metrics"], "kid": json.loads((first / "metrics.json").read_text())["metrics"]["kid"]}
     data["metrics"]["rfid"]["reference"]["key"] = "0" * 64
@@ -78,9 +99,15 @@ def test_reruns_with_the_real_networks_read_from_other_files_compare_clean(tmp_p
     shutil.copy(real_weights / "lpips" / "alexnet_features.pth", copy)
 
     def real(out, lpips_file):
-        return evaluate(tmp_path / out, image_dir, "metrics=all", f"metrics.lpips.backbone_weights={lpips_file}",
-                        f"metrics.fid.weights={real_weights / 'fid' / 'pt_inception-2015-12-05_torch-fidelity.pth'}",
-                        f"cache_dir={tmp_path / out / 'cache'}", "dataset.limit=4")  # fmt: skip
+        return evaluate(
+            tmp_path / out,
+            image_dir,
+            "metrics=all",
+            f"metrics.lpips.backbone_weights={lpips_file}",
+            f"metrics.fid.weights={real_weights / 'fid' / 'pt_inception-2015-12-05_torch-fidelity.pth'}",
+            f"cache_dir={tmp_path / out / 'cache'}",
+            "dataset.limit=4",
+        )
 
     a, b = real("a", real_weights / "lpips" / "alexnet_features.pth"), real("b", copy)
     proto_a, proto_b = (json.loads((d / "metrics.json").read_text())["metrics"] for d in (a, b))
@@ -96,7 +123,9 @@ def test_exact_reconstructions_compare_as_unchanged_in_every_output(tmp_path, im
     again = evaluate(tmp_path / "again", image_dir, noise=0.0)
     assert load_snapshot(exact).results["v"]["psnr"].mean == np.inf
 
-    proc = evalvae_cli(["compare", str(exact), str(again), "--format", "json", "--junit", str(tmp_path / "junit.xml")], cwd=tmp_path)
+    proc = evalvae_cli(
+        ["compare", str(exact), str(again), "--format", "json", "--junit", str(tmp_path / "junit.xml")], cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     rows = {r["metric"]: r for r in strict_json(proc.stdout)["rows"]}
     assert rows["psnr"]["verdict"] == "pass" and rows["psnr"]["baseline"] == rows["psnr"]["current"] == "inf"
@@ -167,8 +196,17 @@ def test_a_mean_of_inf_does_not_hide_the_other_images(tmp_path):
 
 def test_images_that_turn_non_finite_are_a_regression_not_a_protocol_change(tmp_path, image_dir):
     def standin_run(out, *params):
-        cfg = compose_run(["+vae.v._target_=tests.run_standins.Identity", "+vae.v.gain=0.98", *params, "dataset=folder",
-                           f"dataset.path={image_dir}", "dataset.resolution=32", "workers=0"])  # fmt: skip
+        cfg = compose_run(
+            [
+                "+vae.v._target_=tests.run_standins.Identity",
+                "+vae.v.gain=0.98",
+                *params,
+                "dataset=folder",
+                f"dataset.path={image_dir}",
+                "dataset.resolution=32",
+                "workers=0",
+            ]
+        )
         return run(cfg, out_dir=out).out_dir
 
     good = standin_run(tmp_path / "good")
@@ -183,4 +221,6 @@ def test_images_that_turn_non_finite_are_a_regression_not_a_protocol_change(tmp_
     assert run_compare(baseline, [broken]) == 0
     fixed = compare(load_snapshot(baseline), load_snapshot(good))
     psnr = next(r for r in fixed.rows if r.metric == "psnr")
-    assert fixed.exit_code == 0 and psnr.verdict is Verdict.IMPROVED and "finite now (img01.jpg, img04.png)" in psnr.detail
+    assert (
+        fixed.exit_code == 0 and psnr.verdict is Verdict.IMPROVED and "finite now (img01.jpg, img04.png)" in psnr.detail
+    )

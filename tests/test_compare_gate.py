@@ -34,17 +34,27 @@ def test_first_kodak_images_reproduce_the_baseline(tmp_path, taef2_dir, assets):
     """A quick slice of the CI gate: two images, each within the gate's tolerance of its baseline value."""
     from evalvae.run import run
 
-    cfg = compose_run([
-        "+vae=taef2", f"vae.taef2.source={taef2_dir}", "dataset=folder", "dataset.name=kodak",
-        f"dataset.path={assets / 'images' / 'kodak'}", "dataset.limit=2", "device=cpu", "workers=0",
-    ])  # fmt: skip
+    cfg = compose_run(
+        [
+            "+vae=taef2",
+            f"vae.taef2.source={taef2_dir}",
+            "dataset=folder",
+            "dataset.name=kodak",
+            f"dataset.path={assets / 'images' / 'kodak'}",
+            "dataset.limit=2",
+            "device=cpu",
+            "workers=0",
+        ]
+    )
     current = load_snapshot(run(cfg, out_dir=tmp_path).out_dir)
     baseline, tol = load_snapshot(BASELINE), load_tolerances(TOLERANCES)
     for metric in ("psnr", "ssim"):
         now = current.results["taef2"][metric].values
         assert sorted(now) == ["kodim01.png", "kodim02.png"]
         for image, value in now.items():
-            assert round_value(value) == pytest.approx(baseline.results["taef2"][metric].values[image], abs=tol.get("taef2", metric).abs)
+            assert round_value(value) == pytest.approx(
+                baseline.results["taef2"][metric].values[image], abs=tol.get("taef2", metric).abs
+            )
 
 
 def test_workflow_example_commands_parse():

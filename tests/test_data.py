@@ -22,11 +22,26 @@ from evalvae.errors import ConfigError, DatasetError
 from tests.helpers import photo
 
 
-@pytest.mark.parametrize("h,w,r", [(480, 640, 256), (256, 341, 256), (640, 256, 256), (255, 400, 256), (427, 640, 256), (333, 501, 256), (768, 512, 128), (257, 1000, 256), (300, 300, 64)])
+@pytest.mark.parametrize(
+    "h,w,r",
+    [
+        (480, 640, 256),
+        (256, 341, 256),
+        (640, 256, 256),
+        (255, 400, 256),
+        (427, 640, 256),
+        (333, 501, 256),
+        (768, 512, 128),
+        (257, 1000, 256),
+        (300, 300, 64),
+    ],
+)
 def test_geometry_equals_torchvision_resize_center_crop(h, w, r):
     rgb = photo(h, w, seed=h)
     ours, upscaled = Geometry(r).apply(rgb)
-    ref = T.Compose([T.Resize(r, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(r), T.PILToTensor()])(Image.fromarray(rgb))
+    ref = T.Compose([T.Resize(r, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(r), T.PILToTensor()])(
+        Image.fromarray(rgb)
+    )
     assert ours.dtype == torch.uint8 and ours.shape == (3, r, r) and upscaled == (min(h, w) < r)
     assert torch.equal(ours, ref)
 
@@ -75,7 +90,9 @@ def _png16_rgb(path, a):
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 def test_conversions(tmp_path):
@@ -128,7 +145,9 @@ def test_32_bit_integer_images_go_by_value_range(tmp_path):
     eight = (np.arange(20 * 30).reshape(20, 30) % 256).astype(np.int32)
     Image.fromarray(eight).save(tmp_path / "i32-8bit.tif")
     x, mode = load_rgb8(tmp_path / "i32-8bit.tif")
-    assert mode == "I" and (x == eight[:, :, None]).all(), "values within 0..255 are kept as they are, not shifted to black"
+    assert mode == "I" and (x == eight[:, :, None]).all(), (
+        "values within 0..255 are kept as they are, not shifted to black"
+    )
 
     sixteen = (np.arange(20 * 30).reshape(20, 30) * 100).astype(np.int32)
     Image.fromarray(sixteen).save(tmp_path / "i32-16bit.tif")
@@ -174,7 +193,12 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "text.png").write_text("not an image")
     (tmp_path / "empty.png").write_bytes(b"")
     Image.fromarray(np.ones((4, 4), np.float32)).save(tmp_path / "float.tif")
-    for name, reason in [("truncated.jpg", "cannot decode"), ("text.png", "not an image"), ("empty.png", "not an image"), ("float.tif", "mode F")]:
+    for name, reason in [
+        ("truncated.jpg", "cannot decode"),
+        ("text.png", "not an image"),
+        ("empty.png", "not an image"),
+        ("float.tif", "mode F"),
+    ]:
         with pytest.raises(UnreadableImage, match=reason):
             load_rgb8(tmp_path / name)
 
@@ -224,8 +248,16 @@ def test_coco_reads_captions_and_reports_missing_files(tmp_path):
     for name in ("000002.jpg", "000001.jpg"):
         Image.fromarray(photo(32, 48)).save(tmp_path / name)
     doc = {
-        "images": [{"id": 2, "file_name": "000002.jpg"}, {"id": 1, "file_name": "000001.jpg"}, {"id": 3, "file_name": "000003.jpg"}],
-        "annotations": [{"image_id": 1, "caption": " a cat "}, {"image_id": 1, "caption": "a pet"}, {"image_id": 2, "caption": "a dog"}],
+        "images": [
+            {"id": 2, "file_name": "000002.jpg"},
+            {"id": 1, "file_name": "000001.jpg"},
+            {"id": 3, "file_name": "000003.jpg"},
+        ],
+        "annotations": [
+            {"image_id": 1, "caption": " a cat "},
+            {"image_id": 1, "caption": "a pet"},
+            {"image_id": 2, "caption": "a dog"},
+        ],
     }
     (tmp_path / "captions.json").write_text(json.dumps(doc))
     ds = coco(str(tmp_path), resolution=32)

@@ -91,8 +91,12 @@ def test_frechet_of_streamed_stats_equals_the_exact_value_below_and_above_the_fe
     for chunk in np.array_split(y, 3):
         fake.update(chunk)
     exact = exact_fid(x, y)
-    assert frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n) == pytest.approx(exact, rel=FID_RTOL)
-    assert frechet_distance(fake.mean, fake.cov, real.mean, real.cov, fake.n, real.n) == pytest.approx(exact, rel=FID_RTOL)
+    assert frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n) == pytest.approx(
+        exact, rel=FID_RTOL
+    )
+    assert frechet_distance(fake.mean, fake.cov, real.mean, real.cov, fake.n, real.n) == pytest.approx(
+        exact, rel=FID_RTOL
+    )
 
 
 @pytest.mark.parametrize("d,n", [(256, 30), (64, 300)])
@@ -205,7 +209,10 @@ def test_inception_clean_path_equals_torch_fidelity_at_299(random_inception_weig
     small = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     c, d = clean(small), legacy(small)
     assert np.abs(c - d).max() > 1e-3 * np.abs(d).max()  # the two protocols differ off-size
-    assert clean.identity()["resize"] != legacy.identity()["resize"] and clean.identity()["weights_sha256"] == legacy.identity()["weights_sha256"]
+    assert (
+        clean.identity()["resize"] != legacy.identity()["resize"]
+        and clean.identity()["weights_sha256"] == legacy.identity()["weights_sha256"]
+    )
 
 
 def test_pil_bicubic_resize_is_float_and_identity_at_299():
@@ -247,10 +254,20 @@ def test_reference_store_round_trip(tmp_path):
 
 def set_overrides(tiny_pth_dir, image_dir, cache, *extra, vaes="taef2"):
     return [
-        f"+vae={vaes}", f"++vae.taef2.source={tiny_pth_dir}", "++vae.taef2.sha256=null", "++vae.taef2.weights_prefix=tiny",
-        "dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "workers=0", "metrics=all",
-        "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=10", f"cache_dir={cache}", *extra,
-    ]  # fmt: skip
+        f"+vae={vaes}",
+        f"++vae.taef2.source={tiny_pth_dir}",
+        "++vae.taef2.sha256=null",
+        "++vae.taef2.weights_prefix=tiny",
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        "workers=0",
+        "metrics=all",
+        "metrics.fid.extractor=tests.helpers.TinyExtractor",
+        "metrics.fid.kid_subsets=10",
+        f"cache_dir={cache}",
+        *extra,
+    ]
 
 
 def test_set_metrics_in_a_run_and_the_cache_across_runs(tmp_path, tiny_pth_dir, tiny_ae_dir, image_dir):
@@ -266,13 +283,19 @@ def test_set_metrics_in_a_run_and_the_cache_across_runs(tmp_path, tiny_pth_dir, 
     per = pd.read_parquet(tmp_path / "a" / "per_image.parquet")
     assert "lpips" in per.columns and per.lpips.isna().all()
     proto = json.loads((tmp_path / "a" / "metrics.json").read_text())
-    assert proto["metrics"]["rfid"]["reference"]["source"] == "computed" and proto["metrics"]["rfid"]["reference"]["n"] == 6
+    assert (
+        proto["metrics"]["rfid"]["reference"]["source"] == "computed"
+        and proto["metrics"]["rfid"]["reference"]["n"] == 6
+    )
     assert proto["metrics"]["lpips"]["available"] is False
     (cached,) = (cache / "refstats").glob("*.npz")
     mtime = cached.stat().st_mtime_ns
 
     TinyExtractor.calls = 0
-    second = run(compose_run(set_overrides(tiny_pth_dir, image_dir, cache, f"++vae.taesd.source={tiny_ae_dir}", vaes="taesd")), out_dir=tmp_path / "b")
+    second = run(
+        compose_run(set_overrides(tiny_pth_dir, image_dir, cache, f"++vae.taesd.source={tiny_ae_dir}", vaes="taesd")),
+        out_dir=tmp_path / "b",
+    )
     assert TinyExtractor.calls == 6, "second run with another VAE: reconstructions only, references from the cache"
     assert cached.stat().st_mtime_ns == mtime
     proto = json.loads((tmp_path / "b" / "metrics.json").read_text())
@@ -282,11 +305,26 @@ def test_set_metrics_in_a_run_and_the_cache_across_runs(tmp_path, tiny_pth_dir, 
 
 def test_reference_statistics_are_of_the_uncropped_originals(tmp_path, tiny_pth_dir, image_dir):
     """At 36 px a VAE with factor 8 scores a 32 px crop; the cached originals' statistics stay those `ref` computes."""
-    outcome = run(compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c1", "dataset.resolution=36")), out_dir=tmp_path / "a")
+    outcome = run(
+        compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c1", "dataset.resolution=36")),
+        out_dir=tmp_path / "a",
+    )
     per = pd.read_parquet(tmp_path / "a" / "per_image.parquet")
     assert set(per.height) == {32} and outcome.summary.set_index("metric").loc["rfid", "n"] == 6
-    ref(compose_run(["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=36", "workers=0", "metrics=all",
-                     "metrics.fid.extractor=tests.helpers.TinyExtractor", f"cache_dir={tmp_path / 'c2'}"], "ref"))  # fmt: skip
+    ref(
+        compose_run(
+            [
+                "dataset=folder",
+                f"dataset.path={image_dir}",
+                "dataset.resolution=36",
+                "workers=0",
+                "metrics=all",
+                "metrics.fid.extractor=tests.helpers.TinyExtractor",
+                f"cache_dir={tmp_path / 'c2'}",
+            ],
+            "ref",
+        )
+    )
     (from_run,), (from_ref,) = (sorted((tmp_path / c / "refstats").glob("*.npz")) for c in ("c1", "c2"))
     assert from_run.name == from_ref.name, "same key"
     with np.load(from_run) as a, np.load(from_ref) as b:
@@ -296,10 +334,16 @@ def test_reference_statistics_are_of_the_uncropped_originals(tmp_path, tiny_pth_
 
 
 def test_rfid_is_batch_size_independent(tmp_path, tiny_pth_dir, image_dir):
-    a = run(compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c1", "batch_size=1")), out_dir=tmp_path / "a")
-    b = run(compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c2", "batch_size=5")), out_dir=tmp_path / "b")
+    a = run(
+        compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c1", "batch_size=1")), out_dir=tmp_path / "a"
+    )
+    b = run(
+        compose_run(set_overrides(tiny_pth_dir, image_dir, tmp_path / "c2", "batch_size=5")), out_dir=tmp_path / "b"
+    )
     fa, fb = (o.summary.set_index("metric").loc["rfid", "mean"] for o in (a, b))
-    assert fa == pytest.approx(fb, rel=5e-4)  # other batches may flip a rounded reconstruction pixel: up to 3e-5 relative each
+    assert fa == pytest.approx(
+        fb, rel=5e-4
+    )  # other batches may flip a rounded reconstruction pixel: up to 3e-5 relative each
 
 
 def test_missing_fid_weights_give_unavailable_rows_and_the_run_goes_on(tmp_path, tiny_pth_dir, image_dir, monkeypatch):
@@ -309,17 +353,29 @@ def test_missing_fid_weights_give_unavailable_rows_and_the_run_goes_on(tmp_path,
     s = outcome.summary.set_index("metric")
     assert s.loc["psnr", "n"] == 6
     for name in ("rfid", "kid"):
-        assert s.loc[name, "n"] == 0 and pd.isna(s.loc[name, "mean"]) and "Inception weights not found" in s.loc[name, "note"]
+        assert (
+            s.loc[name, "n"] == 0
+            and pd.isna(s.loc[name, "mean"])
+            and "Inception weights not found" in s.loc[name, "note"]
+        )
 
 
 def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
     cache = tmp_path / "cache"
-    common = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", f"cache_dir={cache}",
-              "metrics.fid.extractor=tests.helpers.TinyExtractor"]  # fmt: skip
+    common = [
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        f"cache_dir={cache}",
+        "metrics.fid.extractor=tests.helpers.TinyExtractor",
+    ]
     r = evalvae_cli(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "computed from 6 images" in r.stderr and len(list((cache / "refstats").glob("*.npz"))) == 1
-    r = evalvae_cli(["run", *set_overrides(tiny_pth_dir, image_dir, cache), "report=false", f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    r = evalvae_cli(
+        ["run", *set_overrides(tiny_pth_dir, image_dir, cache), "report=false", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "cache hit (6 images)" in r.stderr and "rfid" in r.stderr and "unavailable" in r.stderr
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")

@@ -53,10 +53,23 @@ def folders(tmp_path_factory, assets, taef2_dir, real_weights):
 def cli_set_metrics(tmp_path, folders, taef2_dir, real_weights, resize: str) -> dict[str, float]:
     orig, _ = folders
     out = tmp_path / f"run-{resize}"
-    args = ["run", "+vae=taef2", f"vae.taef2.source={taef2_dir}", "dataset=folder", f"dataset.path={orig}", "metrics=all",
-            f"metrics.fid.weights={real_weights / INCEPTION}", f"metrics.fid.resize={resize}",
-            "~metrics.lpips", "batch_size=1", "workers=0",
-            "channels_last=false", "report=false", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"]  # fmt: skip
+    args = [
+        "run",
+        "+vae=taef2",
+        f"vae.taef2.source={taef2_dir}",
+        "dataset=folder",
+        f"dataset.path={orig}",
+        "metrics=all",
+        f"metrics.fid.weights={real_weights / INCEPTION}",
+        f"metrics.fid.resize={resize}",
+        "~metrics.lpips",
+        "batch_size=1",
+        "workers=0",
+        "channels_last=false",
+        "report=false",
+        f"cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={out}",
+    ]
     proc = evalvae_cli(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = pd.read_csv(out / "summary.csv")
@@ -76,10 +89,21 @@ def test_legacy_equals_torch_fidelity(tmp_path, folders, taef2_dir, real_weights
     # torch-fidelity's network built from the same tensors (its path argument would unpickle with weights_only=False)
     state = inception_tensors(real_weights)
     monkeypatch.setattr(tfi, "load_state_dict_from_url", lambda *_, **__: state)
-    ref = torch_fidelity.calculate_metrics(input1=str(folders[0]), input2=str(folders[1]), fid=True, kid=True, kid_subset_size=N,
-                                           cuda=False, cache=False, verbose=False, feature_extractor="inception-v3-compat")  # fmt: skip
-    print(f"legacy: rfid {ours['rfid']!r} vs torch-fidelity {ref['frechet_inception_distance']!r}; "
-          f"kid {ours['kid']!r} vs {ref['kernel_inception_distance_mean']!r}")
+    ref = torch_fidelity.calculate_metrics(
+        input1=str(folders[0]),
+        input2=str(folders[1]),
+        fid=True,
+        kid=True,
+        kid_subset_size=N,
+        cuda=False,
+        cache=False,
+        verbose=False,
+        feature_extractor="inception-v3-compat",
+    )
+    print(
+        f"legacy: rfid {ours['rfid']!r} vs torch-fidelity {ref['frechet_inception_distance']!r}; "
+        f"kid {ours['kid']!r} vs {ref['kernel_inception_distance_mean']!r}"
+    )
     assert ours["rfid"] == pytest.approx(ref["frechet_inception_distance"], rel=REL)
     assert ours["kid"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=REL)
 

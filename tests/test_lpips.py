@@ -45,7 +45,9 @@ def test_invariances(random_backbone_lpips):
     metric = LPIPS.from_model(model, net, batch_size=2)
     o, r = pixels(n=5)
     whole = metric(o, r)
-    torch.testing.assert_close(torch.cat([metric(o[i : i + 1], r[i : i + 1]) for i in range(5)]), whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        torch.cat([metric(o[i : i + 1], r[i : i + 1]) for i in range(5)]), whole, rtol=0, atol=1e-6
+    )
     perm = torch.tensor([4, 2, 0, 3, 1])
     torch.testing.assert_close(metric(o[perm], r[perm]), whole[perm], rtol=0, atol=1e-6)
     assert metric(o, o.clone()).abs().max() < 1e-6

@@ -27,7 +27,10 @@ def one_thread():
 
 def photos(n: int, size: int) -> torch.Tensor:
     """(n, 3, size, size) float32 in [-1, 1] from the smooth test photos."""
-    return torch.stack([torch.from_numpy(photo(size, size, seed=i)).permute(2, 0, 1) for i in range(n)]).float() / 127.5 - 1
+    return (
+        torch.stack([torch.from_numpy(photo(size, size, seed=i)).permute(2, 0, 1) for i in range(n)]).float() / 127.5
+        - 1
+    )
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -36,9 +39,16 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 # -- the tiling arithmetic -------------------------------------------------------------------
-@pytest.mark.parametrize(("size", "tile", "stride", "expected"), [
-    (64, 64, 48, [0]), (40, 64, 48, [0]), (80, 32, 24, [0, 24, 48]), (64, 32, 24, [0, 24, 32]), (65, 32, 32, [0, 32, 33]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("size", "tile", "stride", "expected"),
+    [
+        (64, 64, 48, [0]),
+        (40, 64, 48, [0]),
+        (80, 32, 24, [0, 24, 48]),
+        (64, 32, 24, [0, 24, 32]),
+        (65, 32, 32, [0, 32, 33]),
+    ],
+)
 def test_tile_starts_cover_the_axis_and_end_at_its_end(size, tile, stride, expected):
     starts = tile_starts(size, tile, stride)
     assert starts == expected
@@ -58,11 +68,14 @@ def test_blend_weights_skip_the_tile_border_and_crossfade_only_on_inner_edges():
     torch.testing.assert_close(left[16:] + right[:8], torch.ones(8, dtype=torch.float64))
 
 
-@pytest.mark.parametrize(("scale", "fn"), [
-    (1, lambda t: 2 * t + 1),
-    (Fraction(1, 8), lambda t: F.avg_pool2d(t, 8)),
-    (8, lambda t: F.interpolate(t, scale_factor=8, mode="nearest")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("scale", "fn"),
+    [
+        (1, lambda t: 2 * t + 1),
+        (Fraction(1, 8), lambda t: F.avg_pool2d(t, 8)),
+        (8, lambda t: F.interpolate(t, scale_factor=8, mode="nearest")),
+    ],
+)
 def test_tiled_apply_equals_the_whole_for_local_maps(scale, fn):
     """Maps with no spatial context give exactly their untiled output, whatever the tiling."""
     torch.manual_seed(0)
@@ -77,7 +90,13 @@ def test_tiled_apply_equals_the_whole_for_local_maps(scale, fn):
 def test_tiled_apply_equals_the_whole_when_the_overlap_exceeds_the_receptive_field():
     """Three 3x3 convolutions see 3 px each way: a quarter of a 12 px overlap."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 3, 3, padding=1)).double()
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 3, 3, padding=1),
+    ).double()
     x = torch.randn(1, 3, 70, 90, dtype=torch.float64)
     with torch.no_grad():
         whole, tiled = net(x), tiled_apply(net, x, tile=32, overlap=12, scale=1)
@@ -96,12 +115,20 @@ def test_tiled_apply_rejects_tiles_off_the_output_grid():
 
 # -- the adapters ----------------------------------------------------------------------------
 def _pth_vae(pth_dir, name="tiny"):
-    spec = {"_target_": "evalvae.vae.tiny.TinyAdapter", "source": str(pth_dir), "weights_prefix": "tiny", "sha256": None, "latent_space": "flux2"}
+    spec = {
+        "_target_": "evalvae.vae.tiny.TinyAdapter",
+        "source": str(pth_dir),
+        "weights_prefix": "tiny",
+        "sha256": None,
+        "latent_space": "flux2",
+    }
     return load_vae(name, spec, device="cpu")
 
 
 def _kl_vae(kl_dir):
-    return load_vae("kl", {"_target_": "evalvae.vae.kl.KLAdapter", "source": str(kl_dir), "latent_space": "sd"}, device="cpu")
+    return load_vae(
+        "kl", {"_target_": "evalvae.vae.kl.KLAdapter", "source": str(kl_dir), "latent_space": "sd"}, device="cpu"
+    )
 
 
 def test_sliced_mode_equals_plain_for_each_family(tiny_pth_dir, tiny_kl_dir, tiny_ae_dir):
@@ -109,7 +136,11 @@ def test_sliced_mode_equals_plain_for_each_family(tiny_pth_dir, tiny_kl_dir, tin
     specs = [
         _pth_vae(tiny_pth_dir),
         _kl_vae(tiny_kl_dir),
-        load_vae("ae", {"_target_": "evalvae.vae.tiny.TinyAdapter", "source": str(tiny_ae_dir), "latent_space": "sd"}, device="cpu"),
+        load_vae(
+            "ae",
+            {"_target_": "evalvae.vae.tiny.TinyAdapter", "source": str(tiny_ae_dir), "latent_space": "sd"},
+            device="cpu",
+        ),
     ]
     for vae in specs:
         z, y = vae.encode(x), vae.decode(vae.encode(x))
@@ -152,7 +183,12 @@ def test_tiny_pth_tiling_runs_the_latent_resolution_stages_whole(tiny_pth_dir, m
 
 
 def test_real_taef2_tiled_stays_close_to_plain(taef2_dir):
-    spec = {"_target_": "evalvae.vae.tiny.TinyAdapter", "source": str(taef2_dir), "weights_prefix": "taef2", "latent_space": "flux2"}
+    spec = {
+        "_target_": "evalvae.vae.tiny.TinyAdapter",
+        "source": str(taef2_dir),
+        "weights_prefix": "taef2",
+        "latent_space": "flux2",
+    }
     vae = load_vae("taef2", spec, device="cpu")
     import skimage.data
 

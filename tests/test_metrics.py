@@ -28,10 +28,17 @@ def sk_psnr(o, r):
 
 def sk_ssim(o, r):
     return [
-        structural_similarity(a.permute(1, 2, 0).numpy(), b.permute(1, 2, 0).numpy(), gaussian_weights=True,
-                              sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255)
+        structural_similarity(
+            a.permute(1, 2, 0).numpy(),
+            b.permute(1, 2, 0).numpy(),
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=-1,
+            data_range=255,
+        )
         for a, b in zip(o, r)
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("noise", [0.7, 5.0, 40.0])
@@ -60,7 +67,9 @@ def test_identical_inputs():
         assert torch.allclose(SSIM(backend=backend)(o, o.clone()), torch.ones(2, dtype=torch.float64), atol=1e-12)
 
 
-@pytest.mark.parametrize("metric", [PSNR(), SSIM(backend="torchmetrics"), SSIM(backend="skimage")], ids=["psnr", "ssim-tm", "ssim-sk"])
+@pytest.mark.parametrize(
+    "metric", [PSNR(), SSIM(backend="torchmetrics"), SSIM(backend="skimage")], ids=["psnr", "ssim-tm", "ssim-sk"]
+)
 def test_batch_size_and_order_invariance(metric):
     o, r = pair(n=6, noise=9.0)
     whole = metric(o, r)

@@ -60,7 +60,9 @@ def test_lpips_knows_the_network_whatever_file_holds_it(assets, real_weights, tm
 
 def test_lpips_refuses_files_that_are_not_the_backbone(real_weights, tmp_path):
     torch.save({"layer.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(MetricUnavailable, match=r"metrics\.lpips\.backbone_weights=.*none of the LPIPS-alex backbone tensors"):
+    with pytest.raises(
+        MetricUnavailable, match=r"metrics\.lpips\.backbone_weights=.*none of the LPIPS-alex backbone tensors"
+    ):
         LPIPS(net="alex", backbone_weights=str(tmp_path / "other.pth"))
     vgg_for_alex = real_weights / BACKBONE_FILE["vgg"]
     with pytest.raises(MetricUnavailable, match=r"metrics\.lpips\.backbone_weights"):

@@ -25,12 +25,22 @@ from evalvae.run import run
 from tests import helpers
 
 
-def make_run(out: Path, images: Path, pth: Path, ae: Path, resolution: int = 32, vaes=("taef2", "taesd"), extra=()) -> Path:
+def make_run(
+    out: Path, images: Path, pth: Path, ae: Path, resolution: int = 32, vaes=("taef2", "taesd"), extra=()
+) -> Path:
     overrides = [
-        f"+vae=[{','.join(vaes)}]", f"vae.taef2.source={pth}", "vae.taef2.sha256=null", "vae.taef2.weights_prefix=tiny",
-        f"vae.taesd.source={ae}", "dataset=folder", f"dataset.path={images}", f"dataset.resolution={resolution}",
-        "workers=0", "progress=false", *extra,
-    ]  # fmt: skip
+        f"+vae=[{','.join(vaes)}]",
+        f"vae.taef2.source={pth}",
+        "vae.taef2.sha256=null",
+        "vae.taef2.weights_prefix=tiny",
+        f"vae.taesd.source={ae}",
+        "dataset=folder",
+        f"dataset.path={images}",
+        f"dataset.resolution={resolution}",
+        "workers=0",
+        "progress=false",
+        *extra,
+    ]
     overrides = [o for o in overrides if not o.startswith("vae.") or o.split(".")[1] in vaes]
     run(helpers.compose_run(overrides), out_dir=out)
     return out
@@ -107,7 +117,9 @@ def test_recreated_reconstructions_equal_the_scored_ones(runs):
         assert set(got) == set(ids) and "no-such.png" in missing
         for image, rec in got.items():
             recorded = r.per_image[(r.per_image["vae"] == vae) & (r.per_image["image"] == image)]["psnr"].item()
-            assert rec.psnr == pytest.approx(recorded, abs=5e-4)  # another batch than the run's: a few flipped rounded pixels (~4e-5 dB each)
+            assert rec.psnr == pytest.approx(
+                recorded, abs=5e-4
+            )  # another batch than the run's: a few flipped rounded pixels (~4e-5 dB each)
             assert rec.original.shape == rec.recon.shape == (32, 32, 3)
             assert rec.matches
 
@@ -115,12 +127,16 @@ def test_recreated_reconstructions_equal_the_scored_ones(runs):
 def test_a_vae_the_run_upcast_is_recreated_in_the_dtype_it_was_scored_in(runs, tmp_path):
     d = copy_run(runs["r32"], tmp_path / "r")
     cfg = (d / "config.yaml").read_text(encoding="utf-8")
-    (d / "config.yaml").write_text(cfg.replace("dtype: fp32", "dtype: bf16"), encoding="utf-8")  # asked for bf16, ran fp32
+    (d / "config.yaml").write_text(
+        cfg.replace("dtype: fp32", "dtype: bf16"), encoding="utf-8"
+    )  # asked for bf16, ran fp32
     assert "bf16" in (d / "config.yaml").read_text(encoding="utf-8")
     r = load_inputs([d]).runs[0]
     got, _ = reconstruct_images(r, "taef2", ["img00.png"], device="cpu")
     recorded = r.per_image[(r.per_image["vae"] == "taef2") & (r.per_image["image"] == "img00.png")]["psnr"].item()
-    assert got["img00.png"].psnr == pytest.approx(recorded, abs=5e-4)  # alone, not in the run's batch: pixel flips ~4e-5 dB each; bf16 is 2.4e-3 dB off
+    assert got["img00.png"].psnr == pytest.approx(
+        recorded, abs=5e-4
+    )  # alone, not in the run's batch: pixel flips ~4e-5 dB each; bf16 is 2.4e-3 dB off
 
 
 def test_a_reconstruction_that_differs_from_the_scored_one_is_flagged(runs, tmp_path):
@@ -141,19 +157,30 @@ def test_worst_images_are_the_lowest_scores(runs):
     assert notes and "missing.png" in notes[0]
     for vae in ("taef2", "taesd"):
         scores = section.per_image[section.per_image["entry"] == vae].set_index("image")["psnr"].sort_values()
-        picked = [s.image for s in specs if any(r.startswith("worst PSNR") and r.endswith(f"for {vae}") for r in s.reasons)]
+        picked = [
+            s.image for s in specs if any(r.startswith("worst PSNR") and r.endswith(f"for {vae}") for r in s.reasons)
+        ]
         assert set(picked) == set(scores.index[:2])
 
 
 def test_set_level_metrics_and_unavailable_values(runs, tmp_path):
     d = copy_run(runs["r32"], tmp_path / "setlevel")
     summary = pd.read_csv(d / "summary.csv")
-    extra = pd.DataFrame([
-        {"vae": "taef2", "metric": "rfid", "mean": 41.5, "std": np.nan, "n": 6},
-        {"vae": "taesd", "metric": "rfid", "mean": 12.25, "std": np.nan, "n": 6},
-        {"vae": "taef2", "metric": "kid", "mean": 0.031, "std": 0.004, "n": 6},
-        {"vae": "taesd", "metric": "kid", "mean": np.nan, "std": np.nan, "n": 0, "note": "Inception weights not found"},
-    ])  # fmt: skip
+    extra = pd.DataFrame(
+        [
+            {"vae": "taef2", "metric": "rfid", "mean": 41.5, "std": np.nan, "n": 6},
+            {"vae": "taesd", "metric": "rfid", "mean": 12.25, "std": np.nan, "n": 6},
+            {"vae": "taef2", "metric": "kid", "mean": 0.031, "std": 0.004, "n": 6},
+            {
+                "vae": "taesd",
+                "metric": "kid",
+                "mean": np.nan,
+                "std": np.nan,
+                "n": 0,
+                "note": "Inception weights not found",
+            },
+        ]
+    )
     pd.concat([summary, extra]).to_csv(d / "summary.csv", index=False)
     per_image = pd.read_parquet(d / "per_image.parquet")
     per_image.loc[per_image["vae"] == "taesd", "ssim"] = np.nan  # e.g. a metric whose weights were unavailable
@@ -208,15 +235,38 @@ def test_single_vae_and_bench_and_categories(runs, tmp_path):
     assert (tmp_path / "rep" / "plots" / "images-32x32-categories-psnr.png").is_file()
     assert not (tmp_path / "rep" / "tables" / "images-32x32-paired.csv").read_text().strip().count("\n")
     html = out.read_text(encoding="utf-8")
-    assert "Paired comparisons" not in html and html.count('class="full grid-tile') == 2 * 2  # original + taef2, two grids
+    assert (
+        "Paired comparisons" not in html and html.count('class="full grid-tile') == 2 * 2
+    )  # original + taef2, two grids
 
     bench_dir = tmp_path / "bench"
     bench_dir.mkdir()
-    pd.DataFrame([
-        {"vae": v, "op": op, "resolution": 32, "batch": 4, "dtype": "fp32", "mode": "eager", "device": "cpu", "ms_per_image_median": ms,
-         "ms_per_image_iqr": 0.1, "images_per_s": 1000 / ms, "peak_mem_mb": 10.0, "nonfinite": 0, "lowp_psnr_vs_fp32": np.nan, "status": "ok"}
-        for v, op, ms in [("taef2", "decode", 2.0), ("taesd", "decode", 0.5), ("taef2", "encode", 1.0), ("taesd", "encode", 0.25)]
-    ]).to_csv(bench_dir / "bench.csv", index=False)  # fmt: skip
+    pd.DataFrame(
+        [
+            {
+                "vae": v,
+                "op": op,
+                "resolution": 32,
+                "batch": 4,
+                "dtype": "fp32",
+                "mode": "eager",
+                "device": "cpu",
+                "ms_per_image_median": ms,
+                "ms_per_image_iqr": 0.1,
+                "images_per_s": 1000 / ms,
+                "peak_mem_mb": 10.0,
+                "nonfinite": 0,
+                "lowp_psnr_vs_fp32": np.nan,
+                "status": "ok",
+            }
+            for v, op, ms in [
+                ("taef2", "decode", 2.0),
+                ("taesd", "decode", 0.5),
+                ("taef2", "encode", 1.0),
+                ("taesd", "encode", 0.25),
+            ]
+        ]
+    ).to_csv(bench_dir / "bench.csv", index=False)
     write_report([runs["r32"], bench_dir], tmp_path / "rep2", grids=False)
     assert (tmp_path / "rep2" / "plots" / "images-32x32-pareto.png").is_file()
     from evalvae.report import tables
@@ -230,8 +280,12 @@ def test_failed_and_missing_inputs(runs, tmp_path):
     failed = tmp_path / "failed"
     failed.mkdir()
     shutil.copy(runs["r32"] / "metrics.json", failed / "metrics.json")
-    pd.DataFrame(columns=["vae", "image", "psnr", "ssim", "height", "width", "upscaled"]).to_parquet(failed / "per_image.parquet")
-    (failed / "vaes.json").write_text(json.dumps([{"vae": "flux", "status": "failed", "error": "weights for vae.flux unavailable offline"}]))
+    pd.DataFrame(columns=["vae", "image", "psnr", "ssim", "height", "width", "upscaled"]).to_parquet(
+        failed / "per_image.parquet"
+    )
+    (failed / "vaes.json").write_text(
+        json.dumps([{"vae": "flux", "status": "failed", "error": "weights for vae.flux unavailable offline"}])
+    )
     with pytest.raises(NothingToReport, match="weights for vae.flux unavailable offline"):
         write_report([failed], tmp_path / "rep")
     with pytest.raises(NothingToReport, match="no such directory"):
@@ -249,7 +303,9 @@ def test_grids_degrade_when_weights_or_images_are_gone(runs, tmp_path):
     out = write_report([r], tmp_path / "rep", worst=1)
     html = out.read_text(encoding="utf-8")
     assert "no reconstructions of taef2" in html and 'alt="taesd: ' in html  # the other VAE's grids still show
-    (r / "metrics.json").write_text((r / "metrics.json").read_text().replace(str(runs["images"]), str(tmp_path / "gone")))
+    (r / "metrics.json").write_text(
+        (r / "metrics.json").read_text().replace(str(runs["images"]), str(tmp_path / "gone"))
+    )
     (r / "config.yaml").write_text(config.replace(f"path: {runs['images']}", f"path: {tmp_path / 'gone'}"))
     out = write_report([r], tmp_path / "rep2", worst=1)
     html = out.read_text(encoding="utf-8")
@@ -299,15 +355,25 @@ window.addEventListener('load', () => {
 
 
 def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]  # fmt: skip
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+    ]
     return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on this machine")
 def test_html_renders_in_headless_chromium(report, tmp_path):
     probe = tmp_path / "probe.html"
-    probe.write_text((report / "report.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    probe.write_text(
+        (report / "report.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"
+    )
     res = chromium(["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path / "profile-dom")
     match = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout, re.S)
     assert match, f"no probe output; stderr: {res.stderr[-2000:]}"
@@ -317,7 +383,10 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert seen["plots_shown"] >= 8
 
     shot = tmp_path / "shot.png"
-    res = chromium(["--hide-scrollbars", "--window-size=1400,2600", f"--screenshot={shot}", (report / "report.html").as_uri()], tmp_path / "profile-shot")
+    res = chromium(
+        ["--hide-scrollbars", "--window-size=1400,2600", f"--screenshot={shot}", (report / "report.html").as_uri()],
+        tmp_path / "profile-shot",
+    )
     assert shot.is_file(), res.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.shape[:2] == (2600, 1400)
@@ -327,10 +396,18 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
 
 @pytest.mark.assets
 def test_report_on_real_taef2_reconstructions(assets, taef2_dir, tmp_path):
-    cfg = helpers.compose_run([
-        "+vae=taef2", f"vae.taef2.source={taef2_dir}", "dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}",
-        "dataset.resolution=128", "dataset.limit=3", "workers=0", "progress=false",
-    ])  # fmt: skip
+    cfg = helpers.compose_run(
+        [
+            "+vae=taef2",
+            f"vae.taef2.source={taef2_dir}",
+            "dataset=folder",
+            f"dataset.path={assets / 'images' / 'kodak'}",
+            "dataset.resolution=128",
+            "dataset.limit=3",
+            "workers=0",
+            "progress=false",
+        ]
+    )
     run(cfg, out_dir=tmp_path / "run")
     out = write_report([tmp_path / "run"], tmp_path / "rep", worst=1, device="cpu")
     summary = pd.read_csv(tmp_path / "rep" / "tables" / "kodak-128x128-summary.csv").set_index("metric")

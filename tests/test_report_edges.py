@@ -17,9 +17,15 @@ from evalvae.run import run
 from tests.compare_helpers import PROTOCOL, base_values, identity_vae, write_run
 from tests.helpers import compose_run
 
-NONSTANDARD = "non-standard weights: LPIPS-alex backbone tensors sha256 0123456789ab, not comparable to published numbers"
-RFID = {"higher_is_better": False, "implementation": "evalvae float64 Fréchet distance", "extractor": {"name": "inception-v3-fid-clean", "resize": "clean"},
-        "reference": {"key": "ab" * 32, "source": "computed", "n": 12, "path": "/cache/refstats/abab.npz"}}  # fmt: skip
+NONSTANDARD = (
+    "non-standard weights: LPIPS-alex backbone tensors sha256 0123456789ab, not comparable to published numbers"
+)
+RFID = {
+    "higher_is_better": False,
+    "implementation": "evalvae float64 Fréchet distance",
+    "extractor": {"name": "inception-v3-fid-clean", "resize": "clean"},
+    "reference": {"key": "ab" * 32, "source": "computed", "n": 12, "path": "/cache/refstats/abab.npz"},
+}
 
 
 def protocol(n=12, lpips_net="alex", fid="clean", **lpips_extra) -> dict:
@@ -34,8 +40,14 @@ def protocol(n=12, lpips_net="alex", fid="clean", **lpips_extra) -> dict:
 
 
 def rfid_row(vae, mean, n=12):
-    return {"vae": vae, "metric": "rfid", "mean": mean, "std": np.nan, "n": n,
-            "note": f"extractor inception-v3-fid-clean; N={n} < feature dim 2048: rank-deficient covariance, rFID biased upward"}  # fmt: skip
+    return {
+        "vae": vae,
+        "metric": "rfid",
+        "mean": mean,
+        "std": np.nan,
+        "n": n,
+        "note": f"extractor inception-v3-fid-clean; N={n} < feature dim 2048: rank-deficient covariance, rFID biased upward",
+    }
 
 
 def test_sections_keep_apart_runs_that_differ_in_images_n_or_metric_settings(tmp_path):
@@ -44,15 +56,25 @@ def test_sections_keep_apart_runs_that_differ_in_images_n_or_metric_settings(tmp
     d = {
         "alex": write_run(tmp_path / "alex", {"a": v}, protocol(), extra_summary=[rfid_row("a", 20.0)]),
         # same protocol, weights read from elsewhere and reference statistics from the cache: joins "alex"
-        "again": write_run(tmp_path / "again", {"e": dict(v, psnr=v["psnr"] + 0.5)},
-                           protocol(provenance={"weights": {"file": "/elsewhere/alex.pth"}}), extra_summary=[rfid_row("e", 21.0)]),
+        "again": write_run(
+            tmp_path / "again",
+            {"e": dict(v, psnr=v["psnr"] + 0.5)},
+            protocol(provenance={"weights": {"file": "/elsewhere/alex.pth"}}),
+            extra_summary=[rfid_row("e", 21.0)],
+        ),
         "no-lpips": write_run(tmp_path / "no-lpips", {"f": {"psnr": v["psnr"] - 1, "ssim": v["ssim"]}}, protocol()),
         "vgg": write_run(tmp_path / "vgg", {"b": better}, protocol(lpips_net="vgg")),
         "fewer": write_run(tmp_path / "fewer", {"c": {k: x[:8] for k, x in better.items()}}, protocol(n=8)),
-        "other-images": write_run(tmp_path / "other-images", {"g": better}, protocol(), images=[f"other{i}.png" for i in range(12)]),
-        "legacy": write_run(tmp_path / "legacy", {"h": better}, protocol(fid="legacy"), extra_summary=[rfid_row("h", 2.0)]),
-    }  # fmt: skip
-    (tmp_path / "again" / "metrics.json").write_text((tmp_path / "again" / "metrics.json").read_text().replace('"computed"', '"cache"'))
+        "other-images": write_run(
+            tmp_path / "other-images", {"g": better}, protocol(), images=[f"other{i}.png" for i in range(12)]
+        ),
+        "legacy": write_run(
+            tmp_path / "legacy", {"h": better}, protocol(fid="legacy"), extra_summary=[rfid_row("h", 2.0)]
+        ),
+    }
+    (tmp_path / "again" / "metrics.json").write_text(
+        (tmp_path / "again" / "metrics.json").read_text().replace('"computed"', '"cache"')
+    )
     sections = group_sections(load_inputs(list(d.values())).runs)
     by_entries = {tuple(e.label for e in s.entries): s.title for s in sections}
     assert set(by_entries) == {("a", "e", "f"), ("b",), ("c",), ("g",), ("h",)}
@@ -62,7 +84,9 @@ def test_sections_keep_apart_runs_that_differ_in_images_n_or_metric_settings(tmp
     assert by_entries[("c",)] == "kodak · 256×256 · N = 8"
     assert re.fullmatch(r"kodak · 256×256 · image set [0-9a-f]{8}", by_entries[("g",)])
     assert by_entries[("h",)].startswith("kodak · 256×256 · rFID extractor name inception-v3-fid-legacy")
-    assert by_entries[("a", "e", "f")].startswith("kodak · 256×256 · N = 12 · image set ")  # its own values of what the others cite
+    assert by_entries[("a", "e", "f")].startswith(
+        "kodak · 256×256 · N = 12 · image set "
+    )  # its own values of what the others cite
     two = group_sections(load_inputs([d["alex"], d["vgg"]]).runs)
     assert [s.title for s in two] == ["kodak · 256×256 · LPIPS net alex", "kodak · 256×256 · LPIPS net vgg"]
 
@@ -88,8 +112,16 @@ def test_runs_whose_metric_settings_differ_only_in_implementation_share_a_sectio
 
 
 def test_exact_reconstructions_show_as_infinity_everywhere(tmp_path, image_dir):
-    cfg = compose_run([*identity_vae("exact"), *identity_vae("close", 0.02), "dataset=folder", f"dataset.path={image_dir}",
-                       "dataset.resolution=32", "workers=0"])  # fmt: skip
+    cfg = compose_run(
+        [
+            *identity_vae("exact"),
+            *identity_vae("close", 0.02),
+            "dataset=folder",
+            f"dataset.path={image_dir}",
+            "dataset.resolution=32",
+            "workers=0",
+        ]
+    )
     out = run(cfg, out_dir=tmp_path / "run").out_dir
     html = write_report([out], tmp_path / "rep", worst=1).read_text(encoding="utf-8")
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
@@ -101,7 +133,12 @@ def test_exact_reconstructions_show_as_infinity_everywhere(tmp_path, image_dir):
     close = table.loc[("close", "psnr")]
     assert np.isfinite(close["mean"]) and close["ci_low"] <= close["mean"] <= close["ci_high"] and not close["best"]
     paired = pd.read_csv(tmp_path / "rep" / "tables" / "images-32x32-paired.csv").set_index("metric").loc["psnr"]
-    assert paired["mean_diff"] == np.inf and paired["wins"] == 6 and paired["favours"] == "exact" and np.isnan(paired["ci_low"])
+    assert (
+        paired["mean_diff"] == np.inf
+        and paired["wins"] == 6
+        and paired["favours"] == "exact"
+        and np.isnan(paired["ci_low"])
+    )
     assert 0 < paired["p"] < 0.05  # six infinite wins rank above everything: the signed-rank test still applies
 
     note = "PSNR (dB) is ∞ on 6 of 6 images (exact reconstructions): the mean is ∞, with no std or CI; plots leave those images out"
@@ -136,7 +173,12 @@ def test_notes_on_values_show_next_to_them(tmp_path):
     v = base_values()
     p = protocol()
     p["metrics"]["lpips"]["weights"] = {"standard": False, "tensors_sha256": "0123456789ab" + "0" * 52}
-    d = write_run(tmp_path / "r", {"a": v, "b": dict(v, psnr=v["psnr"] - 1)}, p, extra_summary=[rfid_row("a", 20.0), rfid_row("b", 30.0)])
+    d = write_run(
+        tmp_path / "r",
+        {"a": v, "b": dict(v, psnr=v["psnr"] - 1)},
+        p,
+        extra_summary=[rfid_row("a", 20.0), rfid_row("b", 30.0)],
+    )
     summary = pd.read_csv(d / "summary.csv")
     summary["note"] = summary["note"].fillna("").astype(object)
     summary.loc[summary.metric == "lpips", "note"] = NONSTANDARD
@@ -146,15 +188,25 @@ def test_notes_on_values_show_next_to_them(tmp_path):
     html = write_report([d], tmp_path / "rep", grids=False).read_text(encoding="utf-8")
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     rfid_note = "N=12 &lt; feature dim 2048: rank-deficient covariance, rFID biased upward"
-    assert f"<sup class=\"fn\">²</sup> ⚠ {html_lib.escape(NONSTANDARD)} <span class=\"small\">(LPIPS, every VAE)</span>" in html
-    assert "3 non-finite reconstruction(s) excluded <span class=\"small\">(PSNR (dB), b)</span>" in html
-    assert f"{rfid_note} <span class=\"small\">(rFID, every VAE)</span>" in html
-    assert "extractor inception-v3-fid-clean</li>" not in html and "extractor inception-v3-fid-clean (" not in md  # restates the protocol
-    summary_table = html[html.index('id="summary-kodak-256x256"'): html.index("</table>", html.index('id="summary-kodak-256x256"'))]
+    assert (
+        f'<sup class="fn">²</sup> ⚠ {html_lib.escape(NONSTANDARD)} <span class="small">(LPIPS, every VAE)</span>'
+        in html
+    )
+    assert '3 non-finite reconstruction(s) excluded <span class="small">(PSNR (dB), b)</span>' in html
+    assert f'{rfid_note} <span class="small">(rFID, every VAE)</span>' in html
+    assert (
+        "extractor inception-v3-fid-clean</li>" not in html and "extractor inception-v3-fid-clean (" not in md
+    )  # restates the protocol
+    summary_table = html[
+        html.index('id="summary-kodak-256x256"') : html.index("</table>", html.index('id="summary-kodak-256x256"'))
+    ]
     assert summary_table.count('class="warnmark"') == 2 and summary_table.count('<sup class="fn">') == 2 + 1 + 2
     row_b = next(line for line in md.splitlines() if line.startswith("| b |"))
     cells = [c.strip() for c in row_b.strip("|").split("|")]
     assert cells[2].endswith("¹")  # PSNR of b: excluded reconstructions (notes are numbered in the metrics' order)
     assert cells[4].startswith("⚠ ") and cells[4].endswith("²")  # LPIPS: non-standard weights
     assert cells[5].endswith("³")  # rFID at N < 2048
-    assert f"² ⚠ {NONSTANDARD} (LPIPS, every VAE)" in md and "¹ 3 non-finite reconstruction(s) excluded (PSNR (dB), b)" in md
+    assert (
+        f"² ⚠ {NONSTANDARD} (LPIPS, every VAE)" in md
+        and "¹ 3 non-finite reconstruction(s) excluded (PSNR (dB), b)" in md
+    )

@@ -18,7 +18,9 @@ PSNR_B = PSNR_A - 0.15 + RNG.normal(0, 0.2, 24)
 
 def test_bootstrap_ci_equals_scipy_bca_with_the_same_seed():
     ci = stats.bootstrap_ci(PSNR_A, n_resamples=4999, seed=7)
-    ref = sps.bootstrap((PSNR_A,), np.mean, confidence_level=0.95, n_resamples=4999, method="BCa", rng=np.random.default_rng(7))
+    ref = sps.bootstrap(
+        (PSNR_A,), np.mean, confidence_level=0.95, n_resamples=4999, method="BCa", rng=np.random.default_rng(7)
+    )
     assert ci.low == pytest.approx(ref.confidence_interval.low, rel=1e-12)
     assert ci.high == pytest.approx(ref.confidence_interval.high, rel=1e-12)
     assert ci.low < PSNR_A.mean() < ci.high
@@ -90,11 +92,18 @@ def test_paired_against_direct_formulas():
     assert (p.wins, p.ties, p.losses) == (int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum()))
     assert p.win_rate == pytest.approx((d > 0).mean())
     assert p.p_value == pytest.approx(sps.wilcoxon(PSNR_A, PSNR_B).pvalue, rel=1e-12)
-    ref = sps.bootstrap((d,), np.mean, n_resamples=stats.N_RESAMPLES, method="BCa", rng=np.random.default_rng(stats.SEED))
+    ref = sps.bootstrap(
+        (d,), np.mean, n_resamples=stats.N_RESAMPLES, method="BCa", rng=np.random.default_rng(stats.SEED)
+    )
     assert (p.ci.low, p.ci.high) == pytest.approx(tuple(ref.confidence_interval), rel=1e-12)
     # scipy's own paired bootstrap resamples (a, b) jointly: the same interval up to resampling noise
     joint = sps.bootstrap(
-        (PSNR_A, PSNR_B), lambda a, b, axis: np.mean(a - b, axis=axis), paired=True, n_resamples=9999, method="BCa", rng=np.random.default_rng(3)
+        (PSNR_A, PSNR_B),
+        lambda a, b, axis: np.mean(a - b, axis=axis),
+        paired=True,
+        n_resamples=9999,
+        method="BCa",
+        rng=np.random.default_rng(3),
     )
     width = p.ci.high - p.ci.low
     assert p.ci.low == pytest.approx(joint.confidence_interval.low, abs=0.05 * width)

@@ -16,27 +16,51 @@ from tests.helpers import compose_run, evalvae_cli, photo
 
 def tiny_overrides(tiny_pth_dir, image_dir, *extra, vaes="taef2"):
     return [
-        f"+vae={vaes}", f"vae.taef2.source={tiny_pth_dir}", "vae.taef2.sha256=null", "vae.taef2.weights_prefix=tiny",
-        "dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "workers=0", *extra,
-    ]  # fmt: skip
+        f"+vae={vaes}",
+        f"vae.taef2.source={tiny_pth_dir}",
+        "vae.taef2.sha256=null",
+        "vae.taef2.weights_prefix=tiny",
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        "workers=0",
+        *extra,
+    ]
 
 
 def test_run_writes_every_result_file(tmp_path, tiny_pth_dir, image_dir):
     out = tmp_path / "run"
     outcome = run(compose_run(tiny_overrides(tiny_pth_dir, image_dir)), out_dir=out)
-    for name in ["config.yaml", "per_image.parquet", "per_image.csv", "summary.csv", "timings.csv", "skipped.csv", "vaes.json", "metrics.json"]:
+    for name in [
+        "config.yaml",
+        "per_image.parquet",
+        "per_image.csv",
+        "summary.csv",
+        "timings.csv",
+        "skipped.csv",
+        "vaes.json",
+        "metrics.json",
+    ]:
         assert (out / name).is_file(), name
     assert not (out / "per_image.partial.csv").exists()
     per_image = pd.read_parquet(out / "per_image.parquet")
-    assert list(per_image.columns[:4]) == ["vae", "image", "psnr", "ssim"] and {"height", "width"} <= set(per_image.columns)
+    assert list(per_image.columns[:4]) == ["vae", "image", "psnr", "ssim"] and {"height", "width"} <= set(
+        per_image.columns
+    )
     assert len(per_image) == 6 and (per_image.height == 32).all() and (per_image.width == 32).all()
     pd.testing.assert_frame_equal(per_image, pd.read_csv(out / "per_image.csv"), check_dtype=False)
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == ["vae", "metric", "mean", "std", "n", "note"]
     psnr = summary.set_index("metric").loc["psnr"]
-    assert psnr["n"] == 6 and psnr["mean"] == pytest.approx(per_image.psnr.mean()) and psnr["std"] == pytest.approx(per_image.psnr.std(ddof=1))
+    assert (
+        psnr["n"] == 6
+        and psnr["mean"] == pytest.approx(per_image.psnr.mean())
+        and psnr["std"] == pytest.approx(per_image.psnr.std(ddof=1))
+    )
     timings = pd.read_csv(out / "timings.csv")
-    assert timings.loc[0, "n_images"] == 6 and (timings[["load_s", "encode_s", "decode_s", "metrics_s"]] > 0).all().all()
+    assert (
+        timings.loc[0, "n_images"] == 6 and (timings[["load_s", "encode_s", "decode_s", "metrics_s"]] > 0).all().all()
+    )
     protocol = json.loads((out / "metrics.json").read_text())
     assert protocol["quantize"] is True and protocol["dataset"]["resolution"] == 32
     assert protocol["metrics"]["psnr"]["higher_is_better"] is True
@@ -53,7 +77,9 @@ def test_metrics_match_an_independent_recomputation(tmp_path, tiny_pth_dir, imag
     from evalvae.data import folder
     from evalvae.vae.tiny import TinyAdapter
 
-    per_image = run(compose_run(tiny_overrides(tiny_pth_dir, image_dir, "channels_last=false")), out_dir=tmp_path).summary
+    per_image = run(
+        compose_run(tiny_overrides(tiny_pth_dir, image_dir, "channels_last=false")), out_dir=tmp_path
+    ).summary
     rows = pd.read_csv(tmp_path / "per_image.csv").set_index("image")
     vae = TinyAdapter("t", str(tiny_pth_dir), latent_space="flux2", weights_prefix="tiny")
     ds = folder(str(image_dir), resolution=32)
@@ -63,8 +89,12 @@ def test_metrics_match_an_independent_recomputation(tmp_path, tiny_pth_dir, imag
         y = vae.decode(vae.encode(x))
         rec = ((y.clamp(-1, 1) + 1) * 127.5).round()[0].permute(1, 2, 0).to(torch.uint8).numpy()
         orig = s.image.permute(1, 2, 0).numpy()
-        assert rows.loc[s.id, "psnr"] == pytest.approx(peak_signal_noise_ratio(orig, rec, data_range=255), abs=5e-4)  # batch of 1, not the run's: flips ~4e-5 dB each
-        ssim = structural_similarity(orig, rec, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255)
+        assert rows.loc[s.id, "psnr"] == pytest.approx(
+            peak_signal_noise_ratio(orig, rec, data_range=255), abs=5e-4
+        )  # batch of 1, not the run's: flips ~4e-5 dB each
+        ssim = structural_similarity(
+            orig, rec, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255
+        )
         assert rows.loc[s.id, "ssim"] == pytest.approx(ssim, abs=1e-5)
     assert not per_image.empty
 
@@ -105,20 +135,27 @@ def test_small_images_follow_the_rule(tmp_path, tiny_pth_dir, image_dir):
     up = run(compose_run(tiny_overrides(tiny_pth_dir, image_dir, "dataset.resolution=48")), out_dir=tmp_path / "up")
     per = pd.read_csv(up.out_dir / "per_image.csv")
     assert len(per) == 6 and per.upscaled.sum() == 4  # shorter sides 40, 48, 40, 36, 50, 44
-    skip = run(compose_run(tiny_overrides(tiny_pth_dir, image_dir, "dataset.resolution=48", "dataset.small=skip")), out_dir=tmp_path / "skip")
+    skip = run(
+        compose_run(tiny_overrides(tiny_pth_dir, image_dir, "dataset.resolution=48", "dataset.small=skip")),
+        out_dir=tmp_path / "skip",
+    )
     assert len(pd.read_csv(skip.out_dir / "per_image.csv")) == 2
     assert len(pd.read_csv(skip.out_dir / "skipped.csv")) == 4
 
 
 def test_native_size_crops_to_the_vae_factor(tmp_path, tiny_pth_dir, image_dir):
-    out = run(compose_run(tiny_overrides(tiny_pth_dir, image_dir, "dataset.crop=none", "batch_size=4")), out_dir=tmp_path).out_dir
+    out = run(
+        compose_run(tiny_overrides(tiny_pth_dir, image_dir, "dataset.crop=none", "batch_size=4")), out_dir=tmp_path
+    ).out_dir
     per = pd.read_csv(out / "per_image.csv").set_index("image")
     assert (per.loc["img00.png", ["height", "width"]] == [40, 56]).all()
     assert (per.loc["img03.jpg", ["height", "width"]] == [32, 48]).all()  # 36x50 -> multiples of 8
 
 
 def test_several_vaes_in_one_run(tmp_path, tiny_pth_dir, tiny_kl_dir, image_dir):
-    cfg = compose_run(tiny_overrides(tiny_pth_dir, image_dir, f"vae.ft-mse.source={tiny_kl_dir}", vaes="[taef2,ft-mse]"))
+    cfg = compose_run(
+        tiny_overrides(tiny_pth_dir, image_dir, f"vae.ft-mse.source={tiny_kl_dir}", vaes="[taef2,ft-mse]")
+    )
     outcome = run(cfg, out_dir=tmp_path)
     per = pd.read_csv(tmp_path / "per_image.csv")
     assert list(dict.fromkeys(per.vae)) == ["taef2", "ft-mse"] and len(per) == 12
@@ -155,9 +192,19 @@ def test_cli_offline_hub_fails_in_one_line_without_traceback(tmp_path):
 
 def test_cli_multirun_sweeps_vaes(tmp_path, tiny_pth_dir, tiny_ae_dir, image_dir):
     # ++ sets a field in the jobs that select the VAE and is ignored (with a note) in the others.
-    args = ["run", "-m", "+vae=taef2,taesd", f"++vae.taef2.source={tiny_pth_dir}", "++vae.taef2.sha256=null",
-            "++vae.taef2.weights_prefix=tiny", f"++vae.taesd.source={tiny_ae_dir}", "dataset=folder",
-            f"dataset.path={image_dir}", "dataset.resolution=32", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    args = [
+        "run",
+        "-m",
+        "+vae=taef2,taesd",
+        f"++vae.taef2.source={tiny_pth_dir}",
+        "++vae.taef2.sha256=null",
+        "++vae.taef2.weights_prefix=tiny",
+        f"++vae.taesd.source={tiny_ae_dir}",
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
     r = evalvae_cli(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     summaries = sorted((tmp_path / "sweep").glob("*/summary.csv"))

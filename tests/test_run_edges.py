@@ -15,7 +15,12 @@ from evalvae.run import run
 from tests.helpers import TinyExtractor, compose_run
 
 IDENTITY = "tests.run_standins.Identity"
-SET_LEVEL = ["metrics=all", "~metrics.lpips", "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=10"]
+SET_LEVEL = [
+    "metrics=all",
+    "~metrics.lpips",
+    "metrics.fid.extractor=tests.helpers.TinyExtractor",
+    "metrics.fid.kid_subsets=10",
+]
 
 
 def standin(name: str, **params) -> list[str]:
@@ -23,7 +28,15 @@ def standin(name: str, **params) -> list[str]:
 
 
 def overrides(image_dir, cache, *extra) -> list[str]:
-    return ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0", f"cache_dir={cache}", *extra]
+    return [
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        "device=cpu",
+        "workers=0",
+        f"cache_dir={cache}",
+        *extra,
+    ]
 
 
 def vaes_json(out) -> dict[str, dict]:
@@ -41,17 +54,24 @@ def test_nonfinite_reconstructions_are_flagged_and_excluded_from_every_metric(tm
     common = overrides(image_dir, cache, *SET_LEVEL, "batch_size=4")
     clean = run(compose_run([*common, *standin("clean", gain=0.9)]), out_dir=tmp_path / "clean").out_dir
     with caplog.at_level(logging.WARNING):
-        out = run(compose_run([*common, *standin("bad", gain=0.9, nan_images="[1]", inf_images="[4]")]), out_dir=tmp_path / "bad").out_dir
+        out = run(
+            compose_run([*common, *standin("bad", gain=0.9, nan_images="[1]", inf_images="[4]")]),
+            out_dir=tmp_path / "bad",
+        ).out_dir
     assert "'bad' (fp32): 2 of 6 reconstruction(s) held NaN or inf" in caplog.text
 
     per = pd.read_parquet(out / "per_image.parquet")
     pd.testing.assert_frame_equal(per, pd.read_csv(out / "per_image.csv"), check_dtype=False)
     assert per["nonfinite"].tolist() == [False, True, False, False, True, False]
     bad_rows, good_rows = per[per.nonfinite], per[~per.nonfinite]
-    assert bad_rows[["psnr", "ssim"]].isna().all().all(), "a non-finite image gets no number, not one from clamped pixels"
+    assert bad_rows[["psnr", "ssim"]].isna().all().all(), (
+        "a non-finite image gets no number, not one from clamped pixels"
+    )
     ref = pd.read_csv(clean / "per_image.csv").set_index("image")
     assert not ref["nonfinite"].any()
-    np.testing.assert_allclose(good_rows.set_index("image")[["psnr", "ssim"]], ref.loc[good_rows.image, ["psnr", "ssim"]], rtol=1e-9)
+    np.testing.assert_allclose(
+        good_rows.set_index("image")[["psnr", "ssim"]], ref.loc[good_rows.image, ["psnr", "ssim"]], rtol=1e-9
+    )
 
     summary = pd.read_csv(out / "summary.csv").set_index("metric")
     assert set(summary.index) == {"psnr", "ssim", "rfid", "kid"}
@@ -74,14 +94,20 @@ def test_partial_rows_carry_the_nonfinite_flag(tmp_path):
     from evalvae.results import RunWriter
 
     writer = RunWriter(tmp_path, ["psnr"])
-    writer.add_rows([{"vae": "v", "image": "a", "psnr": math.nan, "height": 8, "width": 8, "upscaled": False, "nonfinite": True}])
+    writer.add_rows(
+        [{"vae": "v", "image": "a", "psnr": math.nan, "height": 8, "width": 8, "upscaled": False, "nonfinite": True}]
+    )
     partial = pd.read_csv(tmp_path / "per_image.partial.csv")
     assert partial["nonfinite"].tolist() == [True]
 
 
 def test_a_vae_with_no_finite_reconstruction_still_completes(tmp_path, image_dir):
-    out = run(compose_run([*overrides(image_dir, tmp_path / "cache", *SET_LEVEL), *standin("nan", nan_images="[0,1,2,3,4,5]")]),
-              out_dir=tmp_path / "out")  # fmt: skip
+    out = run(
+        compose_run(
+            [*overrides(image_dir, tmp_path / "cache", *SET_LEVEL), *standin("nan", nan_images="[0,1,2,3,4,5]")]
+        ),
+        out_dir=tmp_path / "out",
+    )
     summary = out.summary.set_index("metric")
     assert summary["mean"].isna().all() and (summary["n"] == 0).all()
     assert "needs at least 2" in summary.loc["rfid", "note"] and "6 non-finite" in summary.loc["psnr", "note"]
@@ -89,15 +115,26 @@ def test_a_vae_with_no_finite_reconstruction_still_completes(tmp_path, image_dir
 
 # -- force_upcast ---------------------------------------------------------------------------------
 def kl_spec(path, dtype: str, **extra) -> dict:
-    return {"_target_": "evalvae.vae.kl.KLAdapter", "source": str(path), "latent_space": "sdxl", "dtype": dtype, **extra}
+    return {
+        "_target_": "evalvae.vae.kl.KLAdapter",
+        "source": str(path),
+        "latent_space": "sdxl",
+        "dtype": dtype,
+        **extra,
+    }
 
 
 def test_force_upcast_runs_an_fp16_vae_in_fp32_and_records_it(tmp_path, tiny_kl_dir, image_dir, caplog):
     assert json.loads((tiny_kl_dir / "config.json").read_text())["force_upcast"] is True
-    cfg = compose_run(["+vae=sdxl", f"vae.sdxl.source={tiny_kl_dir}", "dtype=fp16", *overrides(image_dir, tmp_path / "cache")])
+    cfg = compose_run(
+        ["+vae=sdxl", f"vae.sdxl.source={tiny_kl_dir}", "dtype=fp16", *overrides(image_dir, tmp_path / "cache")]
+    )
     with caplog.at_level(logging.WARNING):
         outcome = run(cfg, out_dir=tmp_path / "run")
-    assert "VAE 'sdxl': its config sets force_upcast" in caplog.text and "evaluating it in fp32 instead of fp16" in caplog.text
+    assert (
+        "VAE 'sdxl': its config sets force_upcast" in caplog.text
+        and "evaluating it in fp32 instead of fp16" in caplog.text
+    )
     vae = vaes_json(outcome.out_dir)["sdxl"]
     assert (vae["dtype"], vae["dtype_requested"]) == ("fp32", "fp16") and "force_upcast" in vae["upcast_reason"]
     assert pd.read_csv(outcome.out_dir / "timings.csv")["dtype"].tolist() == ["fp32"]
@@ -124,7 +161,9 @@ def test_force_upcast_policy_follows_diffusers(tmp_path, tiny_kl_dir):
         folder = tmp_path / name
         folder.mkdir()
         (folder / "diffusion_pytorch_model.safetensors").symlink_to(tiny_kl_dir / "diffusion_pytorch_model.safetensors")
-        doc = {k: v for k, v in config.items() if k != "force_upcast"} | ({} if value is None else {"force_upcast": value})
+        doc = {k: v for k, v in config.items() if k != "force_upcast"} | (
+            {} if value is None else {"force_upcast": value}
+        )
         (folder / "config.json").write_text(json.dumps(doc))
         vae = loaded(folder, "fp16")
         assert (vae.dtype_name, vae.dtype_requested, vae.upcast_reason) == ("fp16", "fp16", None), name
@@ -142,7 +181,11 @@ def test_load_for_run_stays_importable_from_the_bench():
 @pytest.mark.parametrize("failure", ["oom", "error"])
 def test_a_vae_failing_mid_dataset_is_recorded_and_the_others_run(tmp_path, image_dir, caplog, failure):
     common = overrides(image_dir, tmp_path / "cache", *SET_LEVEL, "batch_size=2")
-    vaes = [*standin("before", gain=0.9), *standin("broken", gain=0.7, fail_at=4, failure=failure), *standin("after", gain=0.8)]
+    vaes = [
+        *standin("before", gain=0.9),
+        *standin("broken", gain=0.7, fail_at=4, failure=failure),
+        *standin("after", gain=0.8),
+    ]
     with caplog.at_level(logging.ERROR):
         outcome = run(compose_run([*common, *vaes]), out_dir=tmp_path / "run")
     out = outcome.out_dir
@@ -151,7 +194,9 @@ def test_a_vae_failing_mid_dataset_is_recorded_and_the_others_run(tmp_path, imag
     assert [v["status"] for v in record.values()] == ["ok", "failed", "ok"]
     assert record["broken"]["failure"] == failure
     if failure == "oom":
-        assert "out of memory" in outcome.failed["broken"] and record["broken"]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+        assert "out of memory" in outcome.failed["broken"] and record["broken"]["error"].startswith(
+            "OutOfMemoryError: CUDA out of memory"
+        )
     else:
         assert record["broken"]["error"] == "RuntimeError: stand-in decoder failure"
     assert "VAE 'broken'" in caplog.text and "4 partial row(s) dropped" in caplog.text
@@ -164,15 +209,25 @@ def test_a_vae_failing_mid_dataset_is_recorded_and_the_others_run(tmp_path, imag
     assert not (out / "per_image.partial.csv").exists()
 
     solo = run(compose_run([*common, *standin("before", gain=0.9)]), out_dir=tmp_path / "solo").out_dir
-    pd.testing.assert_frame_equal(summary[summary.vae == "before"].reset_index(drop=True), pd.read_csv(solo / "summary.csv"),
-                                  check_exact=False, rtol=1e-9)  # fmt: skip
+    pd.testing.assert_frame_equal(
+        summary[summary.vae == "before"].reset_index(drop=True),
+        pd.read_csv(solo / "summary.csv"),
+        check_exact=False,
+        rtol=1e-9,
+    )
 
 
 def test_an_out_of_memory_failure_exits_with_the_failure(tmp_path, image_dir):
     from tests.helpers import evalvae_cli
 
-    args = ["run", *overrides(image_dir, tmp_path / "cache"), *standin("ok"), *standin("oom", fail_at=0, failure="oom"),
-            f"hydra.run.dir={tmp_path / 'run'}", "report=false"]  # fmt: skip
+    args = [
+        "run",
+        *overrides(image_dir, tmp_path / "cache"),
+        *standin("ok"),
+        *standin("oom", fail_at=0, failure="oom"),
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "report=false",
+    ]
     r = evalvae_cli(args, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "VAE 'oom' ran out of memory during evaluation" in r.stderr and "1 of 2 VAE(s) failed" in r.stderr
@@ -183,8 +238,12 @@ def test_an_out_of_memory_failure_exits_with_the_failure(tmp_path, image_dir):
 @pytest.mark.parametrize("geometry", [["dataset.crop=none"], ["dataset.resolution=36"]], ids=["crop-none", "center-36"])
 def test_a_perfect_autoencoder_has_zero_rfid(tmp_path, image_dir, geometry):
     """Image sizes (and the 36 px crop) are not multiples of 8: the VAE crops, and so must the reference."""
-    out = run(compose_run([*overrides(image_dir, tmp_path / "cache", *SET_LEVEL, "batch_size=4", *geometry), *standin("perfect")]),
-              out_dir=tmp_path / "run").out_dir  # fmt: skip
+    out = run(
+        compose_run(
+            [*overrides(image_dir, tmp_path / "cache", *SET_LEVEL, "batch_size=4", *geometry), *standin("perfect")]
+        ),
+        out_dir=tmp_path / "run",
+    ).out_dir
     per = pd.read_csv(out / "per_image.csv")
     assert ((per.height % 8 == 0) & (per.width % 8 == 0)).all() and np.allclose(per.ssim, 1.0)
     rfid = pd.read_csv(out / "summary.csv").set_index("metric").loc["rfid"]
@@ -204,7 +263,9 @@ def test_reference_keys_include_the_crop_multiple_only_where_it_crops(tmp_path, 
     native = References(ReferenceStore(tmp_path), folder(str(image_dir), crop="none"))
     assert len({native.key(m, 8), native.key(m, 16), native.key(m)}) == 3
     square = References(ReferenceStore(tmp_path), folder(str(image_dir), resolution=32))
-    assert square.key(m, 8) == square.key(m, 16) == square.key(m), "a crop that changes nothing keeps one entry for every factor"
+    assert square.key(m, 8) == square.key(m, 16) == square.key(m), (
+        "a crop that changes nothing keeps one entry for every factor"
+    )
     odd = References(ReferenceStore(tmp_path), folder(str(image_dir), resolution=36))
     assert odd.key(m, 8) != odd.key(m, 4) == odd.key(m)
 
@@ -214,8 +275,19 @@ def test_ref_command_fills_the_entry_run_reads(tmp_path, image_dir):
     from evalvae.reference import ref
 
     cache = tmp_path / "cache"
-    geometry = ["dataset=folder", f"dataset.path={image_dir}", "dataset.crop=none", "device=cpu", "workers=0", f"cache_dir={cache}"]
-    info = ref(compose_run([*geometry, "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=10"], "ref"))
+    geometry = [
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.crop=none",
+        "device=cpu",
+        "workers=0",
+        f"cache_dir={cache}",
+    ]
+    info = ref(
+        compose_run(
+            [*geometry, "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=10"], "ref"
+        )
+    )
     assert info[TinyExtractor.name]["source"] == "computed" and info[TinyExtractor.name]["crop_multiple"] == 8
     TinyExtractor.calls = 0
     out = run(compose_run([*geometry, *SET_LEVEL, *standin("perfect")]), out_dir=tmp_path / "run").out_dir

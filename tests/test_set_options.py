@@ -24,8 +24,18 @@ def standin(name: str, gain: float) -> list[str]:
 
 
 def common(image_dir, cache, kid: bool, *extra) -> list[str]:
-    return ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0",
-            f"cache_dir={cache}", "metrics=all", f"metrics.fid.kid={str(kid).lower()}", "metrics.fid.kid_subsets=10", *extra]  # fmt: skip
+    return [
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        "device=cpu",
+        "workers=0",
+        f"cache_dir={cache}",
+        "metrics=all",
+        f"metrics.fid.kid={str(kid).lower()}",
+        "metrics.fid.kid_subsets=10",
+        *extra,
+    ]
 
 
 def tiny_extractor(image_dir, cache, kid: bool, *extra) -> list[str]:
@@ -88,19 +98,30 @@ def test_a_cache_written_without_kid_is_recomputed_for_kid_and_then_serves_both(
     """A kid=false entry holds no features; a kid=true run recomputes and overwrites it, and then both read it."""
     cache, fresh = tmp_path / "cache", tmp_path / "fresh"
     vae = standin("a", 0.9)
-    without = run(compose_run([*tiny_extractor(image_dir, cache, False, "~metrics.lpips"), *vae]), out_dir=tmp_path / "no-kid")
+    without = run(
+        compose_run([*tiny_extractor(image_dir, cache, False, "~metrics.lpips"), *vae]), out_dir=tmp_path / "no-kid"
+    )
     (entry,) = (cache / "refstats").glob("*.npz")
     TinyExtractor.calls = 0
-    with_kid = run(compose_run([*tiny_extractor(image_dir, cache, True, "~metrics.lpips"), *vae]), out_dir=tmp_path / "kid")
+    with_kid = run(
+        compose_run([*tiny_extractor(image_dir, cache, True, "~metrics.lpips"), *vae]), out_dir=tmp_path / "kid"
+    )
     assert TinyExtractor.calls == 12, "the originals' features were recomputed"
     assert reference(with_kid.out_dir)["source"] == "computed" and list((cache / "refstats").glob("*.npz")) == [entry]
-    expected = run(compose_run([*tiny_extractor(image_dir, fresh, True, "~metrics.lpips"), *vae]), out_dir=tmp_path / "fresh-kid")
+    expected = run(
+        compose_run([*tiny_extractor(image_dir, fresh, True, "~metrics.lpips"), *vae]), out_dir=tmp_path / "fresh-kid"
+    )
     pd.testing.assert_series_equal(summary(with_kid)["mean"], summary(expected)["mean"], rtol=1e-9)
-    assert summary(with_kid).loc[("a", "rfid"), "mean"] == pytest.approx(summary(without).loc[("a", "rfid"), "mean"], rel=1e-12)
+    assert summary(with_kid).loc[("a", "rfid"), "mean"] == pytest.approx(
+        summary(without).loc[("a", "rfid"), "mean"], rel=1e-12
+    )
 
     for kid in (True, False):
         TinyExtractor.calls = 0
-        again = run(compose_run([*tiny_extractor(image_dir, cache, kid, "~metrics.lpips"), *vae]), out_dir=tmp_path / f"again-{kid}")
+        again = run(
+            compose_run([*tiny_extractor(image_dir, cache, kid, "~metrics.lpips"), *vae]),
+            out_dir=tmp_path / f"again-{kid}",
+        )
         assert TinyExtractor.calls == 6 and reference(again.out_dir)["source"] == "cache"
         check_set_rows(summary(again), "a", kid)
 
@@ -110,10 +131,16 @@ def test_ref_without_kid_then_runs_with_and_without_kid(tmp_path, image_dir):
     info = ref(compose_run(tiny_extractor(image_dir, cache, False), "ref"))
     assert info[TinyExtractor.name]["source"] == "computed" and info[TinyExtractor.name]["n"] == 6
     TinyExtractor.calls = 0
-    plain = run(compose_run([*tiny_extractor(image_dir, cache, False, "~metrics.lpips"), *standin("a", 0.9)]), out_dir=tmp_path / "a")
+    plain = run(
+        compose_run([*tiny_extractor(image_dir, cache, False, "~metrics.lpips"), *standin("a", 0.9)]),
+        out_dir=tmp_path / "a",
+    )
     assert TinyExtractor.calls == 6 and reference(plain.out_dir)["source"] == "cache"
     TinyExtractor.calls = 0
-    with_kid = run(compose_run([*tiny_extractor(image_dir, cache, True, "~metrics.lpips"), *standin("a", 0.9)]), out_dir=tmp_path / "b")
+    with_kid = run(
+        compose_run([*tiny_extractor(image_dir, cache, True, "~metrics.lpips"), *standin("a", 0.9)]),
+        out_dir=tmp_path / "b",
+    )
     assert TinyExtractor.calls == 12 and reference(with_kid.out_dir)["source"] == "computed"
     check_set_rows(summary(with_kid), "a", True)
 
@@ -130,14 +157,22 @@ def test_inception_resizes_with_and_without_kid_cold_and_warm(tmp_path, real_wei
     cache = tmp_path / "cache"
     weights = f"metrics.fid.weights={real_weights / INCEPTION}"
     rfid = {}
-    for resize, steps in (("clean", ((False, "computed"), (True, "computed"))), ("legacy", ((True, "computed"), (False, "cache")))):
+    for resize, steps in (
+        ("clean", ((False, "computed"), (True, "computed"))),
+        ("legacy", ((True, "computed"), (False, "cache"))),
+    ):
         for kid, source in steps:
             extra = [weights, f"metrics.fid.resize={resize}", "~metrics.lpips"]
-            outcome = run(compose_run([*common(images, cache, kid, *extra), *standin("a", 0.9)]), out_dir=tmp_path / f"{resize}-{kid}")
+            outcome = run(
+                compose_run([*common(images, cache, kid, *extra), *standin("a", 0.9)]),
+                out_dir=tmp_path / f"{resize}-{kid}",
+            )
             assert reference(outcome.out_dir)["source"] == source, (resize, kid)
             check_set_rows(summary(outcome), "a", kid, n=3)
             rfid.setdefault(resize, []).append(summary(outcome).loc[("a", "rfid"), "mean"])
     assert len(list((cache / "refstats").glob("*.npz"))) == 2
     for values in rfid.values():
         assert values[1] == pytest.approx(values[0], rel=1e-9), "KID on or off, the same rFID"
-    assert rfid["clean"][0] != pytest.approx(rfid["legacy"][0], rel=1e-6), "the two resizes feed the network different pixels"
+    assert rfid["clean"][0] != pytest.approx(rfid["legacy"][0], rel=1e-6), (
+        "the two resizes feed the network different pixels"
+    )

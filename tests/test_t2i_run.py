@@ -98,9 +98,23 @@ def stored_latent(path) -> tuple[bytes, dict]:
 
 def overrides(pipe_dir, vaes: dict, *extra) -> list[str]:
     """The tiny pipeline (2 steps, 64 px), 3 builtin prompts x 2 seeds, and the given VAE sources."""
-    out = ["task=t2i", "pipeline=local", f"pipeline.source={pipe_dir}", f"pipeline.steps={STEPS}", "pipeline.height=64",
-           "pipeline.width=64", "pipeline.dtype=fp32", f"pipeline.seeds={SEEDS}", f"pipeline.batch_size={GEN_BATCH}", f"suite.limit={PROMPTS}",
-           "suite.categories=[text,hands]", "t2i.clip_score=null", "workers=0", "report=false", f"+vae=[{','.join(vaes)}]"]  # fmt: skip
+    out = [
+        "task=t2i",
+        "pipeline=local",
+        f"pipeline.source={pipe_dir}",
+        f"pipeline.steps={STEPS}",
+        "pipeline.height=64",
+        "pipeline.width=64",
+        "pipeline.dtype=fp32",
+        f"pipeline.seeds={SEEDS}",
+        f"pipeline.batch_size={GEN_BATCH}",
+        f"suite.limit={PROMPTS}",
+        "suite.categories=[text,hands]",
+        "t2i.clip_score=null",
+        "workers=0",
+        "report=false",
+        f"+vae=[{','.join(vaes)}]",
+    ]
     for name, source in vaes.items():
         out.append(f"vae.{name}.source={source}")
     return out + list(extra)
@@ -134,11 +148,33 @@ def test_latents_are_generated_once_not_once_per_vae(t2i_run):
 def test_results_schema(t2i_run):
     outcome, _ = t2i_run
     out = outcome.out_dir
-    for name in ["config.yaml", "per_image.parquet", "per_image.csv", "summary.csv", "summary_by_category.csv", "timings.csv",
-                 "generation.csv", "prompts.csv", "vaes.json", "metrics.json"]:  # fmt: skip
+    for name in [
+        "config.yaml",
+        "per_image.parquet",
+        "per_image.csv",
+        "summary.csv",
+        "summary_by_category.csv",
+        "timings.csv",
+        "generation.csv",
+        "prompts.csv",
+        "vaes.json",
+        "metrics.json",
+    ]:
         assert (out / name).is_file(), name
     per = pd.read_parquet(out / "per_image.parquet")
-    assert list(per.columns) == ["vae", "image", "prompt_id", "prompt", "category", "seed", "psnr", "ssim", "lpips", "height", "width"]
+    assert list(per.columns) == [
+        "vae",
+        "image",
+        "prompt_id",
+        "prompt",
+        "category",
+        "seed",
+        "psnr",
+        "ssim",
+        "lpips",
+        "height",
+        "width",
+    ]
     assert len(per) == 3 * N_IMAGES and list(dict.fromkeys(per.vae)) == ["kl-f8", "ft-mse", "taesd"]
     assert (per.height == 64).all() and (per.width == 64).all() and set(per.category) <= {"text", "hands"}
     assert (per.image == per.prompt_id + "_s" + per.seed.astype(str)).all()
@@ -155,7 +191,9 @@ def test_results_schema(t2i_run):
     assert ref.loc["psnr", "n"] == 0 and ref.loc["psnr", "note"].startswith("reference decoder")
     other = summary[summary.vae == "ft-mse"].set_index("metric")
     assert other.loc["psnr", "n"] == N_IMAGES and np.isfinite(other.loc["psnr", "mean"])
-    assert other.loc["lpips", "n"] == 0 and "LPIPS" in other.loc["lpips", "note"]  # no backbone weights offline: unavailable
+    assert (
+        other.loc["lpips", "n"] == 0 and "LPIPS" in other.loc["lpips", "note"]
+    )  # no backbone weights offline: unavailable
     cats = pd.read_csv(out / "summary_by_category.csv")
     assert list(cats.columns) == ["vae", "category", "metric", "mean", "std", "n"]
     psnr = per[per.vae == "ft-mse"].groupby("category").psnr.mean()
@@ -172,7 +210,11 @@ def test_results_schema(t2i_run):
     assert protocol["suite"]["n_prompts"] == PROMPTS and protocol["latents"]["generated"] == N_IMAGES
     assert protocol["metrics"]["psnr"]["compared_with"].startswith("each VAE's decode")
     vaes = json.loads((out / "vaes.json").read_text())
-    assert [(v["vae"], v["status"], v["reference"]) for v in vaes] == [("kl-f8", "ok", True), ("ft-mse", "ok", False), ("taesd", "ok", False)]
+    assert [(v["vae"], v["status"], v["reference"]) for v in vaes] == [
+        ("kl-f8", "ok", True),
+        ("ft-mse", "ok", False),
+        ("taesd", "ok", False),
+    ]
 
 
 def test_every_vae_decoded_the_same_stored_latents(t2i_run, three_vaes):
@@ -193,11 +235,20 @@ def test_decode_follows_the_pipelines_own_latent_convention(t2i_run, tiny_pipeli
     from diffusers import StableDiffusionPipeline
 
     outcome, _ = t2i_run
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=None, feature_extractor=None).to(DEVICE)
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=None, feature_extractor=None).to(
+        DEVICE
+    )
     pipe.set_progress_bar_config(disable=True)
     prompts = pd.read_csv(outcome.out_dir / "prompts.csv").head(2)
-    images = pipe(list(prompts.prompt), num_inference_steps=STEPS, guidance_scale=7.5, height=64, width=64, output_type="pil",
-                  generator=[torch.Generator().manual_seed(int(s)) for s in prompts.seed]).images  # fmt: skip
+    images = pipe(
+        list(prompts.prompt),
+        num_inference_steps=STEPS,
+        guidance_scale=7.5,
+        height=64,
+        width=64,
+        output_type="pil",
+        generator=[torch.Generator().manual_seed(int(s)) for s in prompts.seed],
+    ).images
     for image, reference in zip(prompts.image, images):
         saved = np.asarray(Image.open(outcome.out_dir / "images" / "kl-f8" / f"{image}.png"), dtype=np.int16)
         assert np.abs(saved - np.asarray(reference, dtype=np.int16)).max() <= PIXEL_TOL
@@ -212,8 +263,12 @@ def test_agreement_equals_an_independent_computation(t2i_run):
     for image in per.loc["ft-mse"].index:
         ref = np.asarray(Image.open(out / "images" / "kl-f8" / f"{image}.png"))
         other = np.asarray(Image.open(out / "images" / "ft-mse" / f"{image}.png"))
-        assert per.loc[("ft-mse", image), "psnr"] == pytest.approx(peak_signal_noise_ratio(ref, other, data_range=255), abs=1e-6)
-        ssim = structural_similarity(ref, other, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255)
+        assert per.loc[("ft-mse", image), "psnr"] == pytest.approx(
+            peak_signal_noise_ratio(ref, other, data_range=255), abs=1e-6
+        )
+        ssim = structural_similarity(
+            ref, other, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255
+        )
         assert per.loc[("ft-mse", image), "ssim"] == pytest.approx(ssim, abs=1e-6)
     assert per.loc["kl-f8", "psnr"].isna().all()
 
@@ -221,10 +276,16 @@ def test_agreement_equals_an_independent_computation(t2i_run):
 def test_latents_do_not_depend_on_the_generation_batch(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
     # On the CPU, where float32 is exact enough to see the seeding rather than TF32's rounding.
     one = {"kl-f8": three_vaes["kl-f8"]}
-    a = run(compose(overrides(tiny_pipeline_dir, one, "pipeline.batch_size=1", "device=cpu")), out_dir=tmp_path / "a").out_dir
-    b = run(compose(overrides(tiny_pipeline_dir, one, "pipeline.batch_size=5", "device=cpu")), out_dir=tmp_path / "b").out_dir
+    a = run(
+        compose(overrides(tiny_pipeline_dir, one, "pipeline.batch_size=1", "device=cpu")), out_dir=tmp_path / "a"
+    ).out_dir
+    b = run(
+        compose(overrides(tiny_pipeline_dir, one, "pipeline.batch_size=5", "device=cpu")), out_dir=tmp_path / "b"
+    ).out_dir
     for f in sorted((a / "latents").glob("*.safetensors")):
-        torch.testing.assert_close(load_file(f)["latent"], load_file(b / "latents" / f.name)["latent"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            load_file(f)["latent"], load_file(b / "latents" / f.name)["latent"], atol=1e-4, rtol=1e-4
+        )
 
 
 def test_a_vae_of_another_family_is_refused_before_any_work(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
@@ -238,14 +299,20 @@ def test_a_vae_of_another_family_is_refused_before_any_work(tmp_path, tiny_pipel
 
 def test_a_vae_with_other_channels_is_refused_before_generating(tmp_path, tiny_pipeline_dir, three_vaes, tiny_vae_dirs):  # noqa: F811
     cfg = compose(overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "ft-mse": tiny_vae_dirs["c16"]}))
-    with counting_unet_calls() as calls, pytest.raises(LatentSpaceMismatch, match=r"'ft-mse' \(latent space sd \(16ch, f8\)\).*sd \(4ch, f8\)"):
+    with (
+        counting_unet_calls() as calls,
+        pytest.raises(LatentSpaceMismatch, match=r"'ft-mse' \(latent space sd \(16ch, f8\)\).*sd \(4ch, f8\)"),
+    ):
         run(cfg, out_dir=tmp_path)
     assert calls == []
 
 
 def test_flux_pipeline_with_sd_vaes_is_refused_without_weights(tmp_path):
     cfg = compose(["task=t2i", "pipeline=flux-schnell", "+vae=[flux,ft-mse]"])
-    with pytest.raises(LatentSpaceMismatch, match=r"VAE 'ft-mse' \(latent space sd\).*pipeline 'flux-schnell' \(latent space flux\).*flux, taef1"):
+    with pytest.raises(
+        LatentSpaceMismatch,
+        match=r"VAE 'ft-mse' \(latent space sd\).*pipeline 'flux-schnell' \(latent space flux\).*flux, taef1",
+    ):
         run(cfg, out_dir=tmp_path)
 
 
@@ -253,13 +320,17 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
     cache = f"cache_dir={tmp_path / 'cache'}"
     first_vaes = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
     with counting_unet_calls() as calls:
-        a = run(compose(overrides(tiny_pipeline_dir, first_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "a").out_dir
+        a = run(
+            compose(overrides(tiny_pipeline_dir, first_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "a"
+        ).out_dir
     assert len(calls) == STEPS * math.ceil(N_IMAGES / GEN_BATCH)
     assert len(list((tmp_path / "cache" / "latents").glob("*.safetensors"))) == N_IMAGES
     # A later run adds a VAE: the denoiser does not run, and the shared VAE's images are identical.
     second_vaes = {k: three_vaes[k] for k in ("kl-f8", "taesd")}
     with counting_unet_calls() as calls:
-        b = run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "b").out_dir
+        b = run(
+            compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "b"
+        ).out_dir
     assert calls == []
     gen = pd.read_csv(b / "generation.csv").iloc[0]
     assert gen.n_generated == 0 and gen.n_cached == N_IMAGES
@@ -270,7 +341,9 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
     original = stored_latent(victim)
     victim.write_bytes(victim.read_bytes()[:-16])
     with counting_unet_calls() as calls:
-        d = run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "d").out_dir
+        d = run(
+            compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "d"
+        ).out_dir
     gen = pd.read_csv(d / "generation.csv").iloc[0]
     assert len(calls) == STEPS and gen.n_generated == 1 and gen.n_cached == N_IMAGES - 1
     assert stored_latent(victim) == original
@@ -278,7 +351,10 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
         assert png.read_bytes() == (d / "images" / "kl-f8" / png.name).read_bytes()
     # Other settings are other latents.
     with counting_unet_calls() as calls:
-        run(compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache, "pipeline.guidance=3.0")), out_dir=tmp_path / "c")
+        run(
+            compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache, "pipeline.guidance=3.0")),
+            out_dir=tmp_path / "c",
+        )
     assert len(calls) == STEPS * math.ceil(N_IMAGES / GEN_BATCH)
 
 
@@ -297,8 +373,16 @@ def test_a_missing_latent_is_regenerated_in_its_own_chunk_with_identical_bytes(t
     """Chunks of pipeline.batch_size follow the suite's order, so a cache miss in the middle of a chunk
     regenerates that chunk with the same batch composition, and the latent comes back bit for bit."""
     cache = tmp_path / "cache"
-    cfg = compose(overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"]}, "t2i.latents=cache", f"cache_dir={cache}", "device=cpu",
-                            "t2i.save_images=false"))  # fmt: skip
+    cfg = compose(
+        overrides(
+            tiny_pipeline_dir,
+            {"kl-f8": three_vaes["kl-f8"]},
+            "t2i.latents=cache",
+            f"cache_dir={cache}",
+            "device=cpu",
+            "t2i.save_images=false",
+        )
+    )
     with recording_generate_calls() as first:
         a = run(cfg, out_dir=tmp_path / "a").out_dir
     prompts = pd.read_csv(a / "prompts.csv")
@@ -317,7 +401,9 @@ def test_a_missing_latent_is_regenerated_in_its_own_chunk_with_identical_bytes(t
     assert (gen.n_generated, gen.n_cached, gen.n_pipeline_images) == (1, N_IMAGES - 1, GEN_BATCH)
     stored = cached_latents(cache)
     assert stored_latent(stored[victim]) == before[victim]
-    assert {image: stored[image].stat().st_mtime_ns for image in images if image != victim} == {k: v for k, v in mtimes.items() if k != victim}
+    assert {image: stored[image].stat().st_mtime_ns for image in images if image != victim} == {
+        k: v for k, v in mtimes.items() if k != victim
+    }
 
     # A missing latent of the short last chunk regenerates that chunk only.
     stored[images[-1]].unlink()
@@ -330,18 +416,39 @@ def test_a_vae_found_nonfinite_is_decoded_in_fp32(tmp_path, tiny_pipeline_dir, t
     """task=t2i loads VAEs with recon's policy: a bench finding for the weights in bf16 makes the run decode in fp32."""
     cache = tmp_path / "cache"
     two = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
-    cfg = compose(overrides(tiny_pipeline_dir, two, "device=cpu", "vae.ft-mse.dtype=bf16", f"cache_dir={cache}", "t2i.save_images=false"))
+    cfg = compose(
+        overrides(
+            tiny_pipeline_dir, two, "device=cpu", "vae.ft-mse.dtype=bf16", f"cache_dir={cache}", "t2i.save_images=false"
+        )
+    )
 
     plain = run(cfg, out_dir=tmp_path / "plain").out_dir  # no finding yet: bf16 as asked
     assert pd.read_csv(plain / "timings.csv")["dtype"].tolist() == ["fp32", "bf16"]
 
     vae = load_vae("ft-mse", cfg.vae["ft-mse"], device="cpu", cache_dir=str(cache))
     assert vae.dtype_name == "bf16"
-    row = {"vae": "ft-mse", "status": "ok", "dtype": "bf16", "op": "decode", "resolution": 64, "mode": "plain", "nonfinite": True}
-    update_findings(str(cache), {"ft-mse": {"identity": weights_identity(vae), "source": vae.weights.location}}, [row], str(tmp_path / "bench"))
+    row = {
+        "vae": "ft-mse",
+        "status": "ok",
+        "dtype": "bf16",
+        "op": "decode",
+        "resolution": 64,
+        "mode": "plain",
+        "nonfinite": True,
+    }
+    update_findings(
+        str(cache),
+        {"ft-mse": {"identity": weights_identity(vae), "source": vae.weights.location}},
+        [row],
+        str(tmp_path / "bench"),
+    )
     with caplog.at_level(logging.WARNING):
         out = run(cfg, out_dir=tmp_path / "upcast").out_dir
-    assert "VAE 'ft-mse'" in caplog.text and "found non-finite bf16 outputs" in caplog.text and "evaluating it in fp32 instead" in caplog.text
+    assert (
+        "VAE 'ft-mse'" in caplog.text
+        and "found non-finite bf16 outputs" in caplog.text
+        and "evaluating it in fp32 instead" in caplog.text
+    )
     assert pd.read_csv(out / "timings.csv")["dtype"].tolist() == ["fp32", "fp32"]
     vaes = {v["vae"]: v for v in json.loads((out / "vaes.json").read_text())}
     assert (vaes["ft-mse"]["dtype"], vaes["ft-mse"]["dtype_requested"]) == ("fp32", "bf16")
@@ -352,7 +459,9 @@ def test_a_vae_found_nonfinite_is_decoded_in_fp32(tmp_path, tiny_pipeline_dir, t
 
 def test_scheduler_choice(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
     one = {"kl-f8": three_vaes["kl-f8"]}
-    out = run(compose(overrides(tiny_pipeline_dir, one, "pipeline.scheduler=EulerDiscreteScheduler")), out_dir=tmp_path / "e").out_dir
+    out = run(
+        compose(overrides(tiny_pipeline_dir, one, "pipeline.scheduler=EulerDiscreteScheduler")), out_dir=tmp_path / "e"
+    ).out_dir
     assert json.loads((out / "metrics.json").read_text())["pipeline"]["scheduler_class"] == "EulerDiscreteScheduler"
     with pytest.raises(ConfigError, match="pipeline.scheduler='NotAScheduler'"):
         run(compose(overrides(tiny_pipeline_dir, one, "pipeline.scheduler=NotAScheduler")), out_dir=tmp_path / "x")
@@ -360,9 +469,12 @@ def test_scheduler_choice(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F81
 
 def test_bad_options_name_the_argument(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
     one = {"kl-f8": three_vaes["kl-f8"]}
-    for extra, pattern in [("t2i.reference_vae=ft-ema", r"t2i.reference_vae='ft-ema'; choose one of kl-f8"),
-                           ("pipeline.height=60", r"pipeline.height=60.*multiple of 8"),
-                           ("pipeline.seeds=[1,1]", r"pipeline.seeds"), ("pipeline.steps=0", r"pipeline.steps=0")]:  # fmt: skip
+    for extra, pattern in [
+        ("t2i.reference_vae=ft-ema", r"t2i.reference_vae='ft-ema'; choose one of kl-f8"),
+        ("pipeline.height=60", r"pipeline.height=60.*multiple of 8"),
+        ("pipeline.seeds=[1,1]", r"pipeline.seeds"),
+        ("pipeline.steps=0", r"pipeline.steps=0"),
+    ]:
         with pytest.raises(ConfigError, match=pattern):
             run(compose(overrides(tiny_pipeline_dir, one, extra)), out_dir=tmp_path)
 
@@ -371,8 +483,15 @@ def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_
     from tests.helpers import TinyExtractor
 
     two = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
-    extra = ["metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=5", f"cache_dir={tmp_path / 'c'}",
-             "dataset@t2i.reference=folder", f"t2i.reference.path={image_dir}", "t2i.reference.resolution=32"]  # fmt: skip
+    extra = [
+        "metrics=all",
+        "metrics.fid.extractor=tests.helpers.TinyExtractor",
+        "metrics.fid.kid_subsets=5",
+        f"cache_dir={tmp_path / 'c'}",
+        "dataset@t2i.reference=folder",
+        f"t2i.reference.path={image_dir}",
+        "t2i.reference.resolution=32",
+    ]
     TinyExtractor.calls = 0
     out = run(compose(overrides(tiny_pipeline_dir, two, *extra)), out_dir=tmp_path / "a").out_dir
     assert TinyExtractor.calls == 6 + 2 * N_IMAGES  # 6 reference images once, then each VAE's decodes
@@ -381,27 +500,54 @@ def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_
         assert summary.loc[(vae, "fid"), "n"] == N_IMAGES and np.isfinite(summary.loc[(vae, "fid"), "mean"])
         assert np.isfinite(summary.loc[(vae, "kid"), "mean"])
     protocol = json.loads((out / "metrics.json").read_text())["metrics"]["fid"]
-    assert protocol["reference"]["dataset"]["n_files"] == 6 and protocol["reference"]["statistics"]["source"] == "computed"
+    assert (
+        protocol["reference"]["dataset"]["n_files"] == 6 and protocol["reference"]["statistics"]["source"] == "computed"
+    )
     assert len(list((tmp_path / "c" / "refstats").glob("*.npz"))) == 1
     # Without a reference set FID/KID are unavailable, with the way to add one.
-    out = run(compose(overrides(tiny_pipeline_dir, two, "metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor")), out_dir=tmp_path / "b").out_dir
+    out = run(
+        compose(overrides(tiny_pipeline_dir, two, "metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor")),
+        out_dir=tmp_path / "b",
+    ).out_dir
     summary = pd.read_csv(out / "summary.csv").set_index(["vae", "metric"])
-    assert summary.loc[("ft-mse", "fid"), "n"] == 0 and "dataset@t2i.reference" in summary.loc[("ft-mse", "fid"), "note"]
+    assert (
+        summary.loc[("ft-mse", "fid"), "n"] == 0 and "dataset@t2i.reference" in summary.loc[("ft-mse", "fid"), "note"]
+    )
 
 
 def test_cli_runs_the_tiny_pipeline(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
-    r = evalvae_cli(["run", *overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "ft-mse": three_vaes["ft-mse"]}),
-                     f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)  # fmt: skip
+    r = evalvae_cli(
+        [
+            "run",
+            *overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "ft-mse": three_vaes["ft-mse"]}),
+            f"hydra.run.dir={tmp_path / 'out'}",
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(pd.read_csv(tmp_path / "out" / "per_image.csv")) == 2 * N_IMAGES
     assert "(reference)" in r.stderr  # the console table marks the reference decoder
 
 
 def test_cli_offline_sd15_fails_in_one_line(tmp_path):
-    r = evalvae_cli(["run", "task=t2i", "pipeline=sd15", "suite=builtin", "+vae=[kl-f8,ft-ema,ft-mse]", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    r = evalvae_cli(
+        [
+            "run",
+            "task=t2i",
+            "pipeline=sd15",
+            "suite=builtin",
+            "+vae=[kl-f8,ft-ema,ft-mse]",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=tmp_path,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
     errors = [line for line in r.stderr.splitlines() if line.startswith("evalvae:")]
-    assert len(errors) == 1 and "pipeline 'sd15'" in errors[0] and "stable-diffusion-v1-5/stable-diffusion-v1-5" in errors[0]
+    assert (
+        len(errors) == 1
+        and "pipeline 'sd15'" in errors[0]
+        and "stable-diffusion-v1-5/stable-diffusion-v1-5" in errors[0]
+    )
     assert "unavailable" in errors[0] and "pipeline.source=" in errors[0]
 
 
@@ -421,7 +567,11 @@ def test_the_report_shows_the_decoders_side_by_side(t2i_run):
 # -- a VAE failing ---------------------------------------------------------------------------------
 def failing(name: str, fail_at: int, failure: str = "error") -> list[str]:
     """``vae.<name>`` through :class:`tests.t2i_helpers.FailingKL`: its decode calls from ``fail_at`` on raise ``failure``."""
-    return [f"vae.{name}._target_=tests.t2i_helpers.FailingKL", f"+vae.{name}.fail_at={fail_at}", f"+vae.{name}.failure={failure}"]
+    return [
+        f"vae.{name}._target_=tests.t2i_helpers.FailingKL",
+        f"+vae.{name}.fail_at={fail_at}",
+        f"+vae.{name}.failure={failure}",
+    ]
 
 
 def shared_latents(tmp_path) -> list[str]:
@@ -434,18 +584,29 @@ def vae_records(out) -> list[dict]:
 
 
 @pytest.mark.parametrize("failure", ["oom", "error"])
-def test_a_vae_failing_mid_decode_is_recorded_and_the_others_run(tmp_path, tiny_pipeline_dir, three_vaes, caplog, failure):  # noqa: F811
+def test_a_vae_failing_mid_decode_is_recorded_and_the_others_run(
+    tmp_path, tiny_pipeline_dir, three_vaes, caplog, failure
+):  # noqa: F811
     """ft-mse decodes its first batch of latents, then fails; kl-f8 (the reference) and taesd are complete."""
     common = shared_latents(tmp_path)
     with caplog.at_level(logging.ERROR):
-        outcome = run(compose(overrides(tiny_pipeline_dir, three_vaes, *common, *failing("ft-mse", 1, failure))), out_dir=tmp_path / "run")
+        outcome = run(
+            compose(overrides(tiny_pipeline_dir, three_vaes, *common, *failing("ft-mse", 1, failure))),
+            out_dir=tmp_path / "run",
+        )
     out = outcome.out_dir
     assert set(outcome.failed) == {"ft-mse"}
     records = vae_records(out)
-    assert [(v["vae"], v["status"], v["reference"]) for v in records] == [("kl-f8", "ok", True), ("ft-mse", "failed", False), ("taesd", "ok", False)]
+    assert [(v["vae"], v["status"], v["reference"]) for v in records] == [
+        ("kl-f8", "ok", True),
+        ("ft-mse", "failed", False),
+        ("taesd", "ok", False),
+    ]
     assert records[1]["failure"] == failure
     if failure == "oom":
-        assert "out of memory" in outcome.failed["ft-mse"] and records[1]["error"].startswith("OutOfMemoryError: CUDA out of memory")
+        assert "out of memory" in outcome.failed["ft-mse"] and records[1]["error"].startswith(
+            "OutOfMemoryError: CUDA out of memory"
+        )
     else:
         assert records[1]["error"] == "RuntimeError: stand-in decoder failure"
     assert "VAE 'ft-mse'" in caplog.text and "2 partial row(s) dropped" in caplog.text
@@ -465,26 +626,46 @@ def test_a_vae_failing_mid_decode_is_recorded_and_the_others_run(tmp_path, tiny_
     pd.testing.assert_frame_equal(per, pd.read_csv(solo / "per_image.csv"), check_exact=False, rtol=1e-9)
 
 
-def test_a_reference_decoder_failing_leaves_agreement_empty_and_scores_the_rest(tmp_path, tiny_pipeline_dir, three_vaes, tiny_clip_dir, image_dir):  # noqa: F811
+def test_a_reference_decoder_failing_leaves_agreement_empty_and_scores_the_rest(
+    tmp_path, tiny_pipeline_dir, three_vaes, tiny_clip_dir, image_dir
+):  # noqa: F811
     """kl-f8, the reference, fails on its second batch: the others have no agreement numbers at all (a
     prefix of the images would not be comparable), and their CLIP score and FID/KID are complete."""
-    common = [*shared_latents(tmp_path), f"t2i.clip_score={{_target_:evalvae.t2i.clipscore.CLIPScore,model:'{tiny_clip_dir}'}}",
-              "metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=5",
-              "dataset@t2i.reference=folder", f"t2i.reference.path={image_dir}", "t2i.reference.resolution=32"]  # fmt: skip
-    outcome = run(compose(overrides(tiny_pipeline_dir, three_vaes, *common, *failing("kl-f8", 1))), out_dir=tmp_path / "run")
+    common = [
+        *shared_latents(tmp_path),
+        f"t2i.clip_score={{_target_:evalvae.t2i.clipscore.CLIPScore,model:'{tiny_clip_dir}'}}",
+        "metrics=all",
+        "metrics.fid.extractor=tests.helpers.TinyExtractor",
+        "metrics.fid.kid_subsets=5",
+        "dataset@t2i.reference=folder",
+        f"t2i.reference.path={image_dir}",
+        "t2i.reference.resolution=32",
+    ]
+    outcome = run(
+        compose(overrides(tiny_pipeline_dir, three_vaes, *common, *failing("kl-f8", 1))), out_dir=tmp_path / "run"
+    )
     out = outcome.out_dir
     assert set(outcome.failed) == {"kl-f8"}
     records = vae_records(out)
-    assert [(v["vae"], v["status"], v["reference"]) for v in records] == [("kl-f8", "failed", True), ("ft-mse", "ok", False), ("taesd", "ok", False)]
+    assert [(v["vae"], v["status"], v["reference"]) for v in records] == [
+        ("kl-f8", "failed", True),
+        ("ft-mse", "ok", False),
+        ("taesd", "ok", False),
+    ]
 
     per = pd.read_csv(out / "per_image.csv")
     assert per.groupby("vae").size().to_dict() == {"ft-mse": N_IMAGES, "taesd": N_IMAGES}
-    assert per[["psnr", "ssim", "lpips"]].isna().all().all(), "no agreement for any image, not only those after the failure"
+    assert per[["psnr", "ssim", "lpips"]].isna().all().all(), (
+        "no agreement for any image, not only those after the failure"
+    )
     assert per["clip_score"].notna().all()
     summary = pd.read_csv(out / "summary.csv").fillna({"note": ""}).set_index(["vae", "metric"])
     for vae in ("ft-mse", "taesd"):
         for metric in ("psnr", "ssim", "lpips"):
-            assert summary.loc[(vae, metric), "n"] == 0 and "reference decoder 'kl-f8' failed" in summary.loc[(vae, metric), "note"]
+            assert (
+                summary.loc[(vae, metric), "n"] == 0
+                and "reference decoder 'kl-f8' failed" in summary.loc[(vae, metric), "note"]
+            )
         for metric in ("clip_score", "fid", "kid"):
             assert summary.loc[(vae, metric), "n"] == N_IMAGES and np.isfinite(summary.loc[(vae, metric), "mean"])
             assert "failed" not in summary.loc[(vae, metric), "note"]
@@ -493,7 +674,9 @@ def test_a_reference_decoder_failing_leaves_agreement_empty_and_scores_the_rest(
     two = {k: three_vaes[k] for k in ("ft-mse", "taesd")}
     other = run(compose(overrides(tiny_pipeline_dir, two, *common)), out_dir=tmp_path / "other").out_dir
     theirs = pd.read_csv(other / "per_image.csv").set_index(["vae", "image"])
-    np.testing.assert_allclose(per.set_index(["vae", "image"]).loc[theirs.index, "clip_score"], theirs["clip_score"], rtol=1e-6)
+    np.testing.assert_allclose(
+        per.set_index(["vae", "image"]).loc[theirs.index, "clip_score"], theirs["clip_score"], rtol=1e-6
+    )
     theirs_summary = pd.read_csv(other / "summary.csv").set_index(["vae", "metric"])
     for key in [(v, m) for v in two for m in ("clip_score", "fid", "kid")]:
         assert summary.loc[key, "mean"] == pytest.approx(theirs_summary.loc[key, "mean"], rel=1e-6, abs=1e-12), key
@@ -506,7 +689,11 @@ def test_a_reference_decoder_failing_to_load_exits_with_the_failure(tmp_path, ti
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert "1 of 2 VAE(s) failed" in r.stderr
     records = {v["vae"]: v for v in vae_records(tmp_path / "run")}
-    assert (records["kl-f8"]["status"], records["kl-f8"]["failure"], records["kl-f8"]["reference"]) == ("failed", "load", True)
+    assert (records["kl-f8"]["status"], records["kl-f8"]["failure"], records["kl-f8"]["reference"]) == (
+        "failed",
+        "load",
+        True,
+    )
     assert "no-such-vae" in records["kl-f8"]["error"] and records["ft-mse"]["status"] == "ok"
     summary = pd.read_csv(tmp_path / "run" / "summary.csv").set_index("metric")
     assert set(summary.vae) == {"ft-mse"} and "reference decoder 'kl-f8' failed" in summary.loc["psnr", "note"]
@@ -515,6 +702,8 @@ def test_a_reference_decoder_failing_to_load_exits_with_the_failure(tmp_path, ti
 
 def test_no_vae_loaded_generates_nothing(tmp_path, tiny_pipeline_dir):  # noqa: F811
     with counting_unet_calls() as calls:
-        outcome = run(compose(overrides(tiny_pipeline_dir, {"kl-f8": tmp_path / "no-such-vae"})), out_dir=tmp_path / "run")
+        outcome = run(
+            compose(overrides(tiny_pipeline_dir, {"kl-f8": tmp_path / "no-such-vae"})), out_dir=tmp_path / "run"
+        )
     assert set(outcome.failed) == {"kl-f8"} and outcome.summary.empty
     assert calls == [] and not (tmp_path / "run" / "latents").exists()

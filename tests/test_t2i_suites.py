@@ -64,8 +64,19 @@ def test_coco_takes_the_first_caption_of_each_image(assets):
 def test_builtin_suite_covers_its_categories():
     s = suite_of([])
     cats = s.describe()["categories"]
-    assert len(s) == 60 and set(cats) == {"face-closeup", "face-small", "text", "hands", "foliage", "fabric", "hair", "pattern",
-                                           "line-art", "color", "low-light"}  # fmt: skip
+    assert len(s) == 60 and set(cats) == {
+        "face-closeup",
+        "face-small",
+        "text",
+        "hands",
+        "foliage",
+        "fabric",
+        "hair",
+        "pattern",
+        "line-art",
+        "color",
+        "low-light",
+    }
     assert min(cats.values()) >= 5 and len({p.text for p in s.prompts}) == 60
 
 
@@ -91,7 +102,9 @@ def test_synthetic_files_of_every_format(tmp_path):
     s = suite_of(["suite=file", f"suite.path={tmp_path / 'p.txt'}"])
     assert [p.text for p in s.prompts] == ["a cat", "a dog"] and s.prompts[1].id == "file-0001"
 
-    pd.DataFrame({"id": [1, 2, 3], "caption": ["x, with a comma", "y", ""], "group": ["g1", "g2", "g1"]}).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame({"id": [1, 2, 3], "caption": ["x, with a comma", "y", ""], "group": ["g1", "g2", "g1"]}).to_csv(
+        tmp_path / "p.csv", index=False
+    )
     s = suite_of(["suite=file", f"suite.path={tmp_path / 'p.csv'}", "suite.category_column=group"])
     assert [(p.text, p.category) for p in s.prompts] == [("x, with a comma", "g1"), ("y", "g2")]  # empty prompt dropped
 
@@ -165,5 +178,7 @@ def test_a_download_error_without_a_message_still_reads_as_one_line(tmp_path, mo
         raise urllib.error.URLError(ConnectionResetError())
 
     monkeypatch.setattr(suites, "download", reset)
-    with pytest.raises(SuiteUnavailable, match=r"could not download http://example\.invalid/p\.tsv \(URLError\); fetch it"):
+    with pytest.raises(
+        SuiteUnavailable, match=r"could not download http://example\.invalid/p\.tsv \(URLError\); fetch it"
+    ):
         suite_of(["suite=parti", "suite.path=http://example.invalid/p.tsv", f"cache_dir={tmp_path / 'cache'}"])

@@ -41,10 +41,17 @@ KODAK_256_PSNR = {
 def test_taef2_kodak_256_through_the_cli(tmp_path, assets, taef2_dir):
     out = tmp_path / "k"
     r = evalvae_cli(
-        ["run", "+vae=taef2", f"vae.taef2.source={taef2_dir}", "dataset=folder",
-         f"dataset.path={assets / 'images' / 'kodak'}", "report=false", f"hydra.run.dir={out}"],
+        [
+            "run",
+            "+vae=taef2",
+            f"vae.taef2.source={taef2_dir}",
+            "dataset=folder",
+            f"dataset.path={assets / 'images' / 'kodak'}",
+            "report=false",
+            f"hydra.run.dir={out}",
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     per = pd.read_parquet(out / "per_image.parquet").set_index("image")
     assert len(per) == 24 and (per.height == 256).all() and (per.width == 256).all()

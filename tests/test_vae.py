@@ -21,7 +21,20 @@ from evalvae.vae.taesd import TinyAutoencoder
 from evalvae.vae.tiny import TinyAdapter
 from tests.helpers import compose_run, save_pth_pair, save_tiny_kl
 
-ZOO = ["kl-f8", "ft-ema", "ft-mse", "sdxl", "sdxl-fp16-fix", "sd3", "flux", "taesd", "taesdxl", "taesd3", "taef1", "taef2"]
+ZOO = [
+    "kl-f8",
+    "ft-ema",
+    "ft-mse",
+    "sdxl",
+    "sdxl-fp16-fix",
+    "sd3",
+    "flux",
+    "taesd",
+    "taesdxl",
+    "taesd3",
+    "taef1",
+    "taef2",
+]
 
 
 def test_zoo_is_complete_and_each_file_names_itself():
@@ -151,7 +164,9 @@ def test_single_file_checkpoint_with_local_config(tmp_path, tiny_kl_dir):
 
 
 def test_pth_pair_downloads_once_into_cache_with_checksum(tmp_path, tiny_pth_dir):
-    digests = {p: hashlib.sha256((tiny_pth_dir / f"tiny_{p}.pth").read_bytes()).hexdigest() for p in ("encoder", "decoder")}
+    digests = {
+        p: hashlib.sha256((tiny_pth_dir / f"tiny_{p}.pth").read_bytes()).hexdigest() for p in ("encoder", "decoder")
+    }
     hits = []
 
     class Handler(http.server.SimpleHTTPRequestHandler):
@@ -228,7 +243,12 @@ def test_local_then_hub_downloads_only_where_allowed_and_reachable(monkeypatch):
 
 
 # PSNR (dB) of the round trip of skimage's astronaut at 256 px (PIL bicubic), measured with the bf16 copies
-TAESD_FAMILY = {"taesd": ("sd", 4, 22.28), "taesdxl": ("sdxl", 4, 22.65), "taesd3": ("sd3", 16, 28.52), "taef1": ("flux", 16, 26.65)}
+TAESD_FAMILY = {
+    "taesd": ("sd", 4, 22.28),
+    "taesdxl": ("sdxl", 4, 22.65),
+    "taesd3": ("sd3", 16, 28.52),
+    "taef1": ("flux", 16, 26.65),
+}
 
 
 @pytest.mark.parametrize("name", sorted(TAESD_FAMILY))
@@ -241,7 +261,10 @@ def test_taesd_family_from_safetensors_pairs(taesd_family_dir, name):
     cfg = compose_run([f"+vae={name}", f"vae.{name}.source={taesd_family_dir}"])
     vae = load_vae(name, cfg.vae[name], device="cpu")
     assert (vae.latent_space.family, vae.latent_channels, vae.downsample) == (family, channels, 8)
-    assert vae.weights.kind == "safetensors-dir" and set(vae.weights.files) == {f"{name}_encoder.safetensors", f"{name}_decoder.safetensors"}
+    assert vae.weights.kind == "safetensors-dir" and set(vae.weights.files) == {
+        f"{name}_encoder.safetensors",
+        f"{name}_decoder.safetensors",
+    }
     assert vae.describe()["weights_dtype"] == "bf16" and vae.dtype_name == "fp32"  # bf16 copies, evaluated in fp32
     img = np.array(Image.fromarray(data.astronaut()).resize((256, 256), Image.Resampling.BICUBIC))
     x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 127.5 - 1

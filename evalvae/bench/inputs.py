@@ -8,9 +8,9 @@ always encodes real photographs and decodes the latents of those photographs.
 from __future__ import annotations
 
 import torch
-from evalvae.config import instantiate
 from omegaconf import DictConfig
 
+from evalvae.config import instantiate
 from evalvae.errors import DatasetError
 from evalvae.metrics.base import from_uint8
 from evalvae.vae import VAEAdapter

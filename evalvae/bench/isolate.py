@@ -55,7 +55,9 @@ def run_isolated(job: Job, inputs: Path, work_dir: Path, index: int) -> list[dic
     """
     result_path = work_dir / f"rows-{index:04d}.json"
     result_path.unlink(missing_ok=True)
-    process = _context().Process(target=_child, args=(job, str(inputs), str(result_path)), name=f"evalvae-bench-{index}")
+    process = _context().Process(
+        target=_child, args=(job, str(inputs), str(result_path)), name=f"evalvae-bench-{index}"
+    )
     process.start()
     process.join()
     if result_path.is_file():
@@ -64,7 +66,9 @@ def run_isolated(job: Job, inputs: Path, work_dir: Path, index: int) -> list[dic
     if process.exitcode == -signal.SIGKILL:
         error = "the worker process was killed (SIGKILL), most likely by the kernel's out-of-memory killer"
         return status_rows(c, ops, job.device, "oom", error)
-    return status_rows(c, ops, job.device, "failed", f"the worker process exited with code {process.exitcode}; its log is above")
+    return status_rows(
+        c, ops, job.device, "failed", f"the worker process exited with code {process.exitcode}; its log is above"
+    )
 
 
 def _child(job: Job, inputs_path: str, result_path: str) -> None:

@@ -36,7 +36,12 @@ def registry_path(configured_cache: str | None) -> Path:
 def weights_identity(vae: VAEAdapter) -> str:
     """A short hash of the adapter class and where its weights came from (not of its dtype or device)."""
     w = vae.weights
-    key = {"adapter": f"{type(vae).__module__}.{type(vae).__qualname__}", "kind": w.kind, "location": w.location, "files": dict(sorted(w.files.items()))}
+    key = {
+        "adapter": f"{type(vae).__module__}.{type(vae).__qualname__}",
+        "kind": w.kind,
+        "location": w.location,
+        "files": dict(sorted(w.files.items())),
+    }
     if w.kind == "module":  # weights built in memory have no location: tell them apart by name
         key["name"] = vae.name
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -53,7 +58,9 @@ def load_findings(configured_cache: str | None) -> dict:
         return {}
 
 
-def update_findings(configured_cache: str | None, identities: Mapping[str, dict], rows: Iterable[dict], bench_dir: str) -> dict:
+def update_findings(
+    configured_cache: str | None, identities: Mapping[str, dict], rows: Iterable[dict], bench_dir: str
+) -> dict:
     """Fold one bench's rows into the findings file; return the findings.
 
     ``identities`` maps each benchmarked VAE name to ``{"identity": ..., "source": ...}``.
@@ -66,7 +73,8 @@ def update_findings(configured_cache: str | None, identities: Mapping[str, dict]
             continue
         ident = identities[row["vae"]]
         entry = seen.setdefault(
-            f"{ident['identity']}:{row['dtype']}", {"vae": row["vae"], "source": ident["source"], "dtype": row["dtype"], "finite": set(), "nonfinite": []}
+            f"{ident['identity']}:{row['dtype']}",
+            {"vae": row["vae"], "source": ident["source"], "dtype": row["dtype"], "finite": set(), "nonfinite": []},
         )
         where = {"op": row["op"], "resolution": int(row["resolution"]), "mode": row["mode"]}
         if row["nonfinite"]:
@@ -85,7 +93,9 @@ def update_findings(configured_cache: str | None, identities: Mapping[str, dict]
                 "bench_dir": bench_dir,
             }
         elif key in findings and all((w["op"], w["resolution"]) in entry["finite"] for w in findings[key]["nonfinite"]):
-            log.info("VAE '%s' in %s ran finite where it did not before; cleared that finding", entry["vae"], entry["dtype"])
+            log.info(
+                "VAE '%s' in %s ran finite where it did not before; cleared that finding", entry["vae"], entry["dtype"]
+            )
             del findings[key]
     if seen:
         atomic_write_text(registry_path(configured_cache), json.dumps(findings, indent=2) + "\n")

@@ -38,7 +38,9 @@ def environment(device: torch.device) -> dict:
     """Where the numbers come from: device, library versions and the precision switches that move them."""
     env = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else ("Apple MPS" if device.type == "mps" else _cpu_name()),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else ("Apple MPS" if device.type == "mps" else _cpu_name()),
         "torch_version": torch.__version__,
         "diffusers_version": _version("diffusers"),
         "cuda_version": torch.version.cuda or "",

@@ -53,7 +53,9 @@ def bench(cfg: DictConfig, out_dir: str | Path | None = None) -> BenchOutcome:
     device = resolve_device(cfg.device)
     isolate = grid.isolate == "process" or (grid.isolate == "auto" and device.type == "cpu")
     if device.type == "cpu" and "fp16" in grid.dtypes:
-        log.warning("fp16 convolutions on CPU are about 100x slower than fp32 in PyTorch; bench.dtypes=[fp32,bf16] is the useful CPU grid")
+        log.warning(
+            "fp16 convolutions on CPU are about 100x slower than fp32 in PyTorch; bench.dtypes=[fp32,bf16] is the useful CPU grid"
+        )
 
     env = environment(device)
     writer = BenchWriter(out, env)
@@ -62,12 +64,21 @@ def bench(cfg: DictConfig, out_dir: str | Path | None = None) -> BenchOutcome:
     images, image_ids = {}, {}
     for r in grid.resolutions:
         images[r], image_ids[r] = bench_images(cfg.dataset, r, max(grid.batch_sizes), grid.seed)
-    info = {"environment": env, "grid": {k: getattr(grid, k) for k in ("resolutions", "batch_sizes", "dtypes", "modes", "isolate", "seed")},
-            "options": grid.options.to_dict(), "isolated_processes": isolate,
-            "inputs": {"dataset": str(cfg.dataset.get("name")), "images": image_ids[grid.resolutions[0]],
-                       "decode_latents": "each VAE's fp32 plain-mode encoding of the same images"}}  # fmt: skip
+    info = {
+        "environment": env,
+        "grid": {k: getattr(grid, k) for k in ("resolutions", "batch_sizes", "dtypes", "modes", "isolate", "seed")},
+        "options": grid.options.to_dict(),
+        "isolated_processes": isolate,
+        "inputs": {
+            "dataset": str(cfg.dataset.get("name")),
+            "images": image_ids[grid.resolutions[0]],
+            "decode_latents": "each VAE's fp32 plain-mode encoding of the same images",
+        },
+    }
     atomic_write_text(out / "bench.json", json.dumps(info, indent=2, default=str) + "\n")
-    log.info("bench on %s (%s): %d VAE(s) x %d configurations", device, env["device_name"], len(specs), len(grid.configs("")))
+    log.info(
+        "bench on %s (%s): %d VAE(s) x %d configurations", device, env["device_name"], len(specs), len(grid.configs(""))
+    )
 
     try:
         failed, identities = _run_grid(specs, grid, images, device, isolate, cfg.cache_dir, writer, out / ".work")
@@ -86,7 +97,16 @@ def bench(cfg: DictConfig, out_dir: str | Path | None = None) -> BenchOutcome:
     return BenchOutcome(out, results, failed)
 
 
-def _run_grid(specs, grid: Grid, images: dict, device: torch.device, isolate: bool, cache: str | None, writer: BenchWriter, work: Path):
+def _run_grid(
+    specs,
+    grid: Grid,
+    images: dict,
+    device: torch.device,
+    isolate: bool,
+    cache: str | None,
+    writer: BenchWriter,
+    work: Path,
+):
     """Every configuration of every VAE, in order; rows go to ``writer`` (flushed after each)."""
     failed: dict[str, str] = {}
     identities: dict[str, dict] = {}
@@ -135,13 +155,17 @@ def prepare(name: str, spec: dict, grid: Grid, images: dict, device: torch.devic
     vae = load_vae(name, {**spec, "dtype": "fp32"}, device=device, cache_dir=cache)
     bad = [r for r in grid.resolutions if r % vae.downsample]
     if bad:
-        raise ConfigError("bench.resolutions", bad, hint=f"VAE '{name}' needs multiples of its downsampling factor {vae.downsample}")
+        raise ConfigError(
+            "bench.resolutions", bad, hint=f"VAE '{name}' needs multiples of its downsampling factor {vae.downsample}"
+        )
     latents, errors = {}, {}
     for r in grid.resolutions:
         try:
             latents[r] = reference_latents(vae, images[r])
         except Exception as e:  # without latents only the decode rows of this resolution fail
-            errors[r] = "no latents to decode: the fp32 encode " + ("ran out of memory" if is_oom(e) else f"failed ({message(e)})")
+            errors[r] = "no latents to decode: the fp32 encode " + (
+                "ran out of memory" if is_oom(e) else f"failed ({message(e)})"
+            )
             release_memory(device)
     identity = {"identity": weights_identity(vae), "source": vae.weights.location}
     del vae
@@ -153,7 +177,9 @@ def _log_config(c: Config, rows: list[dict]) -> None:
     parts = []
     for row in rows:
         if row["status"] == "ok":
-            parts.append(f"{row['op']} {row['ms_per_image_median']:.1f} ms/img" + (" NONFINITE" if row["nonfinite"] else ""))
+            parts.append(
+                f"{row['op']} {row['ms_per_image_median']:.1f} ms/img" + (" NONFINITE" if row["nonfinite"] else "")
+            )
         else:
             parts.append(f"{row['op']} {row['status']}")
     log.info("%s %dpx b%d %s %s: %s", c.vae, c.resolution, c.batch, c.dtype, c.mode, ", ".join(parts))

@@ -9,7 +9,14 @@ if TYPE_CHECKING:
     from evalvae.bench.grid import Config
 
 KEY_COLUMNS = ["vae", "op", "resolution", "batch", "dtype", "mode"]  # one row per key
-MEASURE_COLUMNS = ["ms_per_image_median", "ms_per_image_iqr", "images_per_s", "peak_mem_mb", "nonfinite", "lowp_psnr_vs_fp32"]
+MEASURE_COLUMNS = [
+    "ms_per_image_median",
+    "ms_per_image_iqr",
+    "images_per_s",
+    "peak_mem_mb",
+    "nonfinite",
+    "lowp_psnr_vs_fp32",
+]
 COLUMNS = [*KEY_COLUMNS, "device", *MEASURE_COLUMNS, "status"]
 
 # After the fixed columns: how each number was obtained, and the environment that produced it.
@@ -20,11 +27,16 @@ EXTRA_COLUMNS = [
     "repeats",  # timed calls after the warm-up
     "first_call_ms",  # the very first call: lazy initialisation, autotuning, compilation
     "compile_s",  # with bench.compile: first call minus the median call; else NaN
-    "tile_size", "channels_last", "compile",
+    "tile_size",
+    "channels_last",
+    "compile",
     "error",  # why the status is not ok
     "note",  # anything else worth knowing about the row
-    "device_name", "torch_version", "diffusers_version", "cuda_version",
-]  # fmt: skip
+    "device_name",
+    "torch_version",
+    "diffusers_version",
+    "cuda_version",
+]
 
 # ok: measured; oom: ran out of memory (the grid goes on); unsupported: the VAE has no such
 # mode; failed: any other error, with the message in ``error``.
@@ -33,8 +45,16 @@ STATUSES = ("ok", "oom", "unsupported", "failed")
 
 def empty_row(config: Config, op: str, device: str) -> dict:
     """A row with its key columns set and every measurement still missing."""
-    row = {c: math.nan for c in COLUMNS + EXTRA_COLUMNS}
-    row.update(vae=config.vae, op=op, resolution=config.resolution, batch=config.batch, dtype=config.dtype, mode=config.mode, device=device)
+    row = dict.fromkeys(COLUMNS + EXTRA_COLUMNS, math.nan)
+    row.update(
+        vae=config.vae,
+        op=op,
+        resolution=config.resolution,
+        batch=config.batch,
+        dtype=config.dtype,
+        mode=config.mode,
+        device=device,
+    )
     row.update(nonfinite=None, status="failed", mem_metric="", error="", note="")
     return row
 

@@ -7,6 +7,21 @@ from evalvae.compare.tolerances import Tolerance, Tolerances, load_tolerances, p
 from evalvae.compare.verdict import Verdict, judge, paired_test
 
 __all__ = [
-    "Comparison", "Row", "Snapshot", "Tolerance", "Tolerances", "Verdict", "compare", "judge", "load_snapshot",
-    "load_tolerances", "merge", "paired_test", "parse_tolerances", "render", "to_junit", "to_markdown", "write_baseline",
-]  # fmt: skip
+    "Comparison",
+    "Row",
+    "Snapshot",
+    "Tolerance",
+    "Tolerances",
+    "Verdict",
+    "compare",
+    "judge",
+    "load_snapshot",
+    "load_tolerances",
+    "merge",
+    "paired_test",
+    "parse_tolerances",
+    "render",
+    "to_junit",
+    "to_markdown",
+    "write_baseline",
+]

@@ -107,7 +107,9 @@ def _read_json(path: Path):
 
 def _quality_from_run(run: Path, snap: Snapshot) -> None:
     if not (run / "metrics.json").is_file():
-        raise UnusableInput(f"{run} has summary.csv but no metrics.json, so its protocol is unknown; pass a directory written by evalvae run")
+        raise UnusableInput(
+            f"{run} has summary.csv but no metrics.json, so its protocol is unknown; pass a directory written by evalvae run"
+        )
     meta = _read_json(run / "metrics.json")
     dataset = {k: v for k, v in meta.get("dataset", {}).items() if k != "root"}
     snap.protocol = {**meta, "dataset": dataset}
@@ -122,7 +124,9 @@ def _quality_from_run(run: Path, snap: Snapshot) -> None:
             flagged = rows["nonfinite"].fillna(False).astype(bool) if "nonfinite" in rows.columns else False
             rows = rows[rows[row.metric].notna() | flagged]
             values = {str(i): float(v) for i, v in zip(rows["image"], rows[row.metric])}
-        snap.results.setdefault(row.vae, {})[row.metric] = MetricResult(_float(row.mean), _float(row.std), int(row.n), directions.get(row.metric), values)
+        snap.results.setdefault(row.vae, {})[row.metric] = MetricResult(
+            _float(row.mean), _float(row.std), int(row.n), directions.get(row.metric), values
+        )
     if (run / "vaes.json").is_file():
         for info in _read_json(run / "vaes.json"):
             if info.get("status") == "failed":
@@ -133,10 +137,12 @@ def _quality_from_run(run: Path, snap: Snapshot) -> None:
 
 def read_bench(path: Path) -> dict[tuple[str, ...], SpeedResult]:
     """``bench.csv`` rows keyed by :data:`SPEED_KEY` (as strings, exactly as written)."""
-    table = pd.read_csv(path, dtype={k: str for k in (*SPEED_KEY, "device", "status")})
+    table = pd.read_csv(path, dtype=dict.fromkeys((*SPEED_KEY, "device", "status"), str))
     missing = [c for c in (*SPEED_KEY, "device", "ms_per_image_median", "ms_per_image_iqr") if c not in table.columns]
     if missing:
-        raise UnusableInput(f"{path} lacks column(s) {', '.join(missing)}; expected the bench.csv written by evalvae bench")
+        raise UnusableInput(
+            f"{path} lacks column(s) {', '.join(missing)}; expected the bench.csv written by evalvae bench"
+        )
     out = {}
     for rec in table.to_dict("records"):
         key = tuple(str(rec[k]) for k in SPEED_KEY)
@@ -168,7 +174,9 @@ def from_baseline_file(path: Path) -> Snapshot:
     try:
         return _parse_baseline(path, data)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise UnusableInput(f"{path} is a malformed evalvae baseline ({type(e).__name__}: {e}); regenerate it with --update-baseline") from e
+        raise UnusableInput(
+            f"{path} is a malformed evalvae baseline ({type(e).__name__}: {e}); regenerate it with --update-baseline"
+        ) from e
 
 
 def _parse_baseline(path: Path, data: dict) -> Snapshot:
@@ -176,12 +184,17 @@ def _parse_baseline(path: Path, data: dict) -> Snapshot:
     for vae, metrics in data.get("results", {}).items():
         for metric, r in metrics.items():
             snap.results.setdefault(vae, {})[metric] = MetricResult(
-                _float(r["mean"]), _float(r.get("std")), int(r["n"]), r.get("higher_is_better"),
+                _float(r["mean"]),
+                _float(r.get("std")),
+                int(r["n"]),
+                r.get("higher_is_better"),
                 {k: _float(v) for k, v in r["values"].items()} if r.get("values") is not None else None,
-            )  # fmt: skip
+            )
     for rec in data.get("speed", []):
         key = tuple(str(rec[k]) for k in SPEED_KEY)
-        snap.speed[key] = SpeedResult(str(rec["device"]), str(rec.get("status", "ok")), {k: _float(rec.get(k)) for k in SPEED_VALUES if k in rec})
+        snap.speed[key] = SpeedResult(
+            str(rec["device"]), str(rec.get("status", "ok")), {k: _float(rec.get(k)) for k in SPEED_VALUES if k in rec}
+        )
     return snap
 
 
@@ -234,16 +247,21 @@ def _result_dict(r: MetricResult) -> dict:
 def baseline_dict(snap: Snapshot, reason: str | None = None) -> dict:
     """The baseline-file form of ``snap``."""
     results = {vae: {metric: _result_dict(r) for metric, r in metrics.items()} for vae, metrics in snap.results.items()}
-    speed = [{**dict(zip(SPEED_KEY, key)), "device": s.device, "status": s.status, **s.values} for key, s in sorted(snap.speed.items())]
-    return json_ready({
-        "format": FORMAT,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "reason": reason,
-        "protocol": snap.protocol,
-        "vaes": snap.vaes,
-        "results": results,
-        "speed": speed,
-    })  # fmt: skip
+    speed = [
+        {**dict(zip(SPEED_KEY, key)), "device": s.device, "status": s.status, **s.values}
+        for key, s in sorted(snap.speed.items())
+    ]
+    return json_ready(
+        {
+            "format": FORMAT,
+            "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "reason": reason,
+            "protocol": snap.protocol,
+            "vaes": snap.vaes,
+            "results": results,
+            "speed": speed,
+        }
+    )
 
 
 def write_baseline(snap: Snapshot, path: str | Path, reason: str | None = None) -> Path:

@@ -30,12 +30,20 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("baseline", type=Path, help="baseline .json (or a run/bench directory)")
     p.add_argument("current", type=Path, nargs="+", help="run directory and/or bench directory (or a baseline .json)")
-    p.add_argument("--tolerances", type=Path, metavar="FILE", help="YAML or JSON laid over conf/compare/tolerances.yaml")
+    p.add_argument(
+        "--tolerances", type=Path, metavar="FILE", help="YAML or JSON laid over conf/compare/tolerances.yaml"
+    )
     p.add_argument("--format", choices=FORMATS, default="md", help="what to print on stdout (default: md)")
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
-    p.add_argument("--update-baseline", action="store_true", help="write BASELINE (a .json) from CURRENT after comparing")
+    p.add_argument(
+        "--update-baseline", action="store_true", help="write BASELINE (a .json) from CURRENT after comparing"
+    )
     p.add_argument("--reason", help="why the baseline changes; stored in it (with --update-baseline)")
-    p.add_argument("--force", action="store_true", help="with --update-baseline: replace it even on a protocol mismatch or missing results")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --update-baseline: replace it even on a protocol mismatch or missing results",
+    )
     return p
 
 
@@ -74,7 +82,9 @@ def run_compare(
     tol = load_tolerances(tolerances)
     cur = merge([load_snapshot(p) for p in current])
     if update and cur.empty:
-        raise EvalvaeError(f"{cur.source} holds no results to write into a baseline (failed: {', '.join(cur.failed) or 'none'})")
+        raise EvalvaeError(
+            f"{cur.source} holds no results to write into a baseline (failed: {', '.join(cur.failed) or 'none'})"
+        )
     if update and not baseline.exists():
         for vae, error in cur.failed.items():
             log.warning("%s failed in %s and is left out of the baseline: %s", vae, cur.source, error)
@@ -89,7 +99,10 @@ def run_compare(
         log.info("evalvae compare: %s", comparison.status)
         return comparison.exit_code
     if comparison.exit_code == 2 and not force:
-        log.error("refusing to update %s: the inputs differ in protocol or coverage (above); pass --force to replace it anyway", baseline)
+        log.error(
+            "refusing to update %s: the inputs differ in protocol or coverage (above); pass --force to replace it anyway",
+            baseline,
+        )
         return 2
     write_baseline(cur, baseline, reason)
     log.info("updated baseline %s from %s: %s", baseline, cur.source, _counts(cur))
@@ -103,7 +116,16 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--reason and --force go with --update-baseline")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        code = run_compare(args.baseline, args.current, args.tolerances, args.format, args.junit, args.update_baseline, args.reason, args.force)
+        code = run_compare(
+            args.baseline,
+            args.current,
+            args.tolerances,
+            args.format,
+            args.junit,
+            args.update_baseline,
+            args.reason,
+            args.force,
+        )
     except EvalvaeError as e:
         log.error("evalvae: %s", e)
         code = 2

@@ -145,7 +145,9 @@ def _no_longer_finite(b: MetricResult, c: MetricResult) -> list[str]:
     return sorted(i for i in b.values if not math.isnan(b.values[i]) and math.isnan(c.values[i]))
 
 
-def _regained_row(row: Row, b: MetricResult, c: MetricResult, regained: list[str], t: Tolerance, alpha: float | None) -> Row:
+def _regained_row(
+    row: Row, b: MetricResult, c: MetricResult, regained: list[str], t: Tolerance, alpha: float | None
+) -> Row:
     """Images non-finite in the baseline are finite now: an improvement, unless the images finite on both sides regressed."""
     ids = [i for i in sorted(b.values) if math.isfinite(b.values[i]) and math.isfinite(c.values[i])]
     note = f"{len(regained)} image(s) non-finite in the baseline are finite now ({', '.join(regained[:3])})"
@@ -175,7 +177,9 @@ def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: T
         row.verdict, row.detail = Verdict.UNMEASURED, "no value on either side"
         return row
     if math.isnan(b.mean) or math.isnan(c.mean):
-        row.verdict, row.detail = (Verdict.NEW, "no value in the baseline") if math.isnan(b.mean) else (Verdict.MISSING, "no value now")
+        row.verdict, row.detail = (
+            (Verdict.NEW, "no value in the baseline") if math.isnan(b.mean) else (Verdict.MISSING, "no value now")
+        )
         return row
     mismatch = "" if protocol_ok else "protocol differs"
     lost = _no_longer_finite(b, c)
@@ -228,7 +232,9 @@ def _listed(ids: list[str], b: dict, c: dict) -> str:
     return shown + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
-def _infinite_row(row: Row, b: MetricResult, c: MetricResult, ids: list[str] | None, t: Tolerance, alpha: float | None) -> Row:
+def _infinite_row(
+    row: Row, b: MetricResult, c: MetricResult, ids: list[str] | None, t: Tolerance, alpha: float | None
+) -> Row:
     """A mean of ±inf on either side: the PSNR of an exact reconstruction is +inf, and so is the mean of a set holding one.
 
     Equal infinities are unchanged; a move to or from an infinity is a move of infinite size, in the
@@ -243,7 +249,9 @@ def _infinite_row(row: Row, b: MetricResult, c: MetricResult, ids: list[str] | N
 
     if ids is None:
         row.noise = "no per-image values"
-        row.verdict = Verdict.PASS if b.mean == c.mean else Verdict.IMPROVED if better(b.mean, c.mean) else Verdict.REGRESSED
+        row.verdict = (
+            Verdict.PASS if b.mean == c.mean else Verdict.IMPROVED if better(b.mean, c.mean) else Verdict.REGRESSED
+        )
         return row
     bv, cv = b.values, c.values
     finite = [i for i in ids if math.isfinite(bv[i]) and math.isfinite(cv[i])]
@@ -258,7 +266,9 @@ def _infinite_row(row: Row, b: MetricResult, c: MetricResult, ids: list[str] | N
         row.allowed = t.allowed(bm)
         _paired(row, b, c, finite)
         verdict = judge(cm - bm, row.allowed, hib, p_value=row.p_value, alpha=alpha)
-        parts.append(f"the {len(finite)} finite on both: {number(bm)} -> {number(cm)} ({number(cm - bm, '+.3g')}, {verdict.value})")
+        parts.append(
+            f"the {len(finite)} finite on both: {number(bm)} -> {number(cm)} ({number(cm - bm, '+.3g')}, {verdict.value})"
+        )
     else:
         row.noise = "no image finite on both sides"
     if lost:
@@ -277,10 +287,24 @@ def _infinite_row(row: Row, b: MetricResult, c: MetricResult, ids: list[str] | N
 
 def _speed_rows(vae: str, case: str, b: SpeedResult, c: SpeedResult, tol: Tolerances) -> list[Row]:
     if b.status != "ok" or c.status != "ok":
-        verdict = {(True, False): Verdict.REGRESSED, (False, True): Verdict.IMPROVED}.get((b.status == "ok", c.status == "ok"), Verdict.UNMEASURED)
-        return [Row("speed", vae, "status", verdict, case=case, detail=f"status {b.status!r} in the baseline, {c.status!r} now")]
+        verdict = {(True, False): Verdict.REGRESSED, (False, True): Verdict.IMPROVED}.get(
+            (b.status == "ok", c.status == "ok"), Verdict.UNMEASURED
+        )
+        return [
+            Row(
+                "speed",
+                vae,
+                "status",
+                verdict,
+                case=case,
+                detail=f"status {b.status!r} in the baseline, {c.status!r} now",
+            )
+        ]
     rows = []
-    for measure, column, spread_column in (("ms_per_image", "ms_per_image_median", "ms_per_image_iqr"), ("peak_mem_mb", "peak_mem_mb", None)):
+    for measure, column, spread_column in (
+        ("ms_per_image", "ms_per_image_median", "ms_per_image_iqr"),
+        ("peak_mem_mb", "peak_mem_mb", None),
+    ):
         bv, cv = b.values.get(column, math.nan), c.values.get(column, math.nan)
         if math.isnan(bv) or math.isnan(cv):
             continue
@@ -288,7 +312,10 @@ def _speed_rows(vae: str, case: str, b: SpeedResult, c: SpeedResult, tol: Tolera
         row = Row("speed", vae, measure, Verdict.PASS, bv, cv, False, case, t.allowed(bv), t.describe())
         spread = None
         if spread_column:
-            spread = max(0.0 if math.isnan(v) else v for v in (b.values.get(spread_column, math.nan), c.values.get(spread_column, math.nan)))
+            spread = max(
+                0.0 if math.isnan(v) else v
+                for v in (b.values.get(spread_column, math.nan), c.values.get(spread_column, math.nan))
+            )
             row.noise = f"IQR {spread:.3g}"
         row.verdict = judge(row.delta, row.allowed, False, spread=spread)
         rows.append(row)
@@ -306,7 +333,13 @@ def _speed_case(key: tuple[str, ...]) -> str:
 def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None = None) -> Comparison:
     """Judge every (vae, metric) and bench case of ``baseline`` against ``current``."""
     tol = default_tolerances() if tolerances is None else tolerances
-    out = Comparison(baseline.source, current.source, protocol=baseline.protocol, reason=baseline.reason, improvements=tol.improvements)
+    out = Comparison(
+        baseline.source,
+        current.source,
+        protocol=baseline.protocol,
+        reason=baseline.reason,
+        improvements=tol.improvements,
+    )
     if baseline.empty:
         out.mismatches.append(f"the baseline {baseline.source} holds no results")
 
@@ -320,26 +353,61 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
         for metric, b in metrics.items():
             c = current.results.get(vae, {}).get(metric)
             if c is None:
-                why = f"{vae} failed now: {current.failed[vae]}" if vae in current.failed else f"not in {current.source}"
-                out.rows.append(Row("quality", vae, metric, Verdict.MISSING, b.mean, higher_is_better=_direction(metric, b), detail=why))
+                why = (
+                    f"{vae} failed now: {current.failed[vae]}" if vae in current.failed else f"not in {current.source}"
+                )
+                out.rows.append(
+                    Row(
+                        "quality",
+                        vae,
+                        metric,
+                        Verdict.MISSING,
+                        b.mean,
+                        higher_is_better=_direction(metric, b),
+                        detail=why,
+                    )
+                )
             else:
                 out.rows.append(_quality_row(vae, metric, b, c, tol, protocol_ok))
     for vae, metrics in current.results.items():
         for metric, c in metrics.items():
             if metric not in baseline.results.get(vae, {}):
-                out.rows.append(Row("quality", vae, metric, Verdict.NEW, current=c.mean, higher_is_better=_direction(metric, c), detail="not in the baseline"))
+                out.rows.append(
+                    Row(
+                        "quality",
+                        vae,
+                        metric,
+                        Verdict.NEW,
+                        current=c.mean,
+                        higher_is_better=_direction(metric, c),
+                        detail="not in the baseline",
+                    )
+                )
 
     for key, b in baseline.speed.items():
         vae, case = key[0], _speed_case(key)
         c = current.speed.get(key)
         if c is None:
-            out.rows.append(Row("speed", vae, "ms_per_image", Verdict.MISSING, case=case, detail=f"not in {current.source}"))
+            out.rows.append(
+                Row("speed", vae, "ms_per_image", Verdict.MISSING, case=case, detail=f"not in {current.source}")
+            )
         elif b.device != c.device:
-            out.rows.append(Row("speed", vae, "ms_per_image", Verdict.MISMATCH, case=case, detail=f"device {b.device!r} in the baseline, {c.device!r} now"))
+            out.rows.append(
+                Row(
+                    "speed",
+                    vae,
+                    "ms_per_image",
+                    Verdict.MISMATCH,
+                    case=case,
+                    detail=f"device {b.device!r} in the baseline, {c.device!r} now",
+                )
+            )
         else:
             out.rows += _speed_rows(vae, case, b, c, tol)
     for key in sorted(current.speed.keys() - baseline.speed.keys()):
-        out.rows.append(Row("speed", key[0], "ms_per_image", Verdict.NEW, case=_speed_case(key), detail="not in the baseline"))
+        out.rows.append(
+            Row("speed", key[0], "ms_per_image", Verdict.NEW, case=_speed_case(key), detail="not in the baseline")
+        )
 
     for vae in baseline.vaes.keys() & current.vaes.keys():
         b, c = baseline.vaes[vae], current.vaes[vae]

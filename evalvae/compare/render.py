@@ -11,9 +11,15 @@ from evalvae.compare.comparison import Comparison, Row, number
 from evalvae.compare.verdict import Verdict
 
 ICONS = {
-    Verdict.PASS: "✅", Verdict.NOISE: "✅", Verdict.IMPROVED: "🟢", Verdict.REGRESSED: "❌", Verdict.NEW: "🆕",
-    Verdict.UNMEASURED: "➖", Verdict.MISSING: "⚠️", Verdict.MISMATCH: "⚠️",
-}  # fmt: skip
+    Verdict.PASS: "✅",
+    Verdict.NOISE: "✅",
+    Verdict.IMPROVED: "🟢",
+    Verdict.REGRESSED: "❌",
+    Verdict.NEW: "🆕",
+    Verdict.UNMEASURED: "➖",
+    Verdict.MISSING: "⚠️",
+    Verdict.MISMATCH: "⚠️",
+}
 HEADLINES = {0: "✅ passed", 1: "❌ failed", 2: "⚠️ unusable input"}
 FORMATS = ("md", "json", "junit")
 
@@ -22,7 +28,11 @@ def _delta(row: Row) -> tuple[str, str]:
     d = row.delta
     if d is None or row.verdict is Verdict.MISMATCH or math.isnan(d):
         return "", ""
-    pct = f"{100 * d / abs(row.baseline):+.2f}%" if row.baseline and math.isfinite(row.baseline) and math.isfinite(d) else ""
+    pct = (
+        f"{100 * d / abs(row.baseline):+.2f}%"
+        if row.baseline and math.isfinite(row.baseline) and math.isfinite(d)
+        else ""
+    )
     return number(d, "+.3g"), pct
 
 
@@ -56,15 +66,21 @@ def _protocol_line(protocol: dict) -> str:
 
 def _table(c: Comparison, rows: list[Row], speed: bool) -> list[str]:
     head = ["VAE", "case", "measure"] if speed else ["VAE", "metric"]
-    lines = ["| " + " | ".join([*head, "baseline", "current", "Δ", "Δ %", "allowed", "noise", "verdict"]) + " |",
-             "|" + "---|" * len(head) + "--:|--:|--:|--:|--:|---|---|"]  # fmt: skip
+    lines = [
+        "| " + " | ".join([*head, "baseline", "current", "Δ", "Δ %", "allowed", "noise", "verdict"]) + " |",
+        "|" + "---|" * len(head) + "--:|--:|--:|--:|--:|---|---|",
+    ]
     for r in rows:
         arrow = "" if r.higher_is_better is None else (" ↑" if r.higher_is_better else " ↓")
         name = [r.vae, r.case, r.metric + arrow] if speed else [r.vae, r.metric + arrow]
         delta, pct = _delta(r)
         allowed = f"±{number(r.allowed, '.3g')}" if r.allowed is not None else ""
         verdict = _verdict(c, r) + (f" ({r.detail})" if r.detail else "")
-        lines.append("| " + " | ".join([*name, number(r.baseline), number(r.current), delta, pct, allowed, r.noise, verdict]) + " |")
+        lines.append(
+            "| "
+            + " | ".join([*name, number(r.baseline), number(r.current), delta, pct, allowed, r.noise, verdict])
+            + " |"
+        )
     return lines
 
 
@@ -77,7 +93,10 @@ def to_markdown(c: Comparison) -> str:
     if line := _protocol_line(c.protocol):
         out.append(line)
     if c.mismatches:
-        out += ["", "**Protocol mismatch: the results were not compared.** Re-run under the baseline's protocol, or update the baseline on purpose:"]
+        out += [
+            "",
+            "**Protocol mismatch: the results were not compared.** Re-run under the baseline's protocol, or update the baseline on purpose:",
+        ]
         out += [f"- `{m}`" for m in c.mismatches]
     quality = [r for r in c.rows if r.kind == "quality"]
     speed = [r for r in c.rows if r.kind == "speed"]
@@ -92,14 +111,37 @@ def to_markdown(c: Comparison) -> str:
 
 def to_dict(c: Comparison) -> dict:
     """JSON-ready form of the comparison (NaN as null, infinities as "inf" / "-inf")."""
-    rows = [{
-        "kind": r.kind, "vae": r.vae, "metric": r.metric, "case": r.case, "verdict": r.verdict.value, "failed": c.failed(r),
-        "baseline": json_ready(r.baseline), "current": json_ready(r.current), "delta": json_ready(r.delta),
-        "higher_is_better": r.higher_is_better, "allowed": json_ready(r.allowed), "tolerance": r.tolerance,
-        "p_value": json_ready(r.p_value), "noise": r.noise, "detail": r.detail,
-    } for r in c.rows]  # fmt: skip
-    return {"status": c.status, "exit_code": c.exit_code, "baseline": c.baseline, "baseline_reason": c.reason, "current": c.current, "protocol": c.protocol,
-            "mismatches": c.mismatches, "notes": c.notes, "rows": rows}  # fmt: skip
+    rows = [
+        {
+            "kind": r.kind,
+            "vae": r.vae,
+            "metric": r.metric,
+            "case": r.case,
+            "verdict": r.verdict.value,
+            "failed": c.failed(r),
+            "baseline": json_ready(r.baseline),
+            "current": json_ready(r.current),
+            "delta": json_ready(r.delta),
+            "higher_is_better": r.higher_is_better,
+            "allowed": json_ready(r.allowed),
+            "tolerance": r.tolerance,
+            "p_value": json_ready(r.p_value),
+            "noise": r.noise,
+            "detail": r.detail,
+        }
+        for r in c.rows
+    ]
+    return {
+        "status": c.status,
+        "exit_code": c.exit_code,
+        "baseline": c.baseline,
+        "baseline_reason": c.reason,
+        "current": c.current,
+        "protocol": c.protocol,
+        "mismatches": c.mismatches,
+        "notes": c.notes,
+        "rows": rows,
+    }
 
 
 def to_json(c: Comparison) -> str:
@@ -107,10 +149,14 @@ def to_json(c: Comparison) -> str:
     return json.dumps(json_ready(to_dict(c)), indent=2, default=str, allow_nan=False) + "\n"
 
 
-def _testcase(suite: ET.Element, classname: str, name: str, outcome: str | None = None, message: str = "", text: str = "") -> None:
+def _testcase(
+    suite: ET.Element, classname: str, name: str, outcome: str | None = None, message: str = "", text: str = ""
+) -> None:
     case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
     if outcome:
-        ET.SubElement(case, outcome, message=message, type=outcome if outcome != "skipped" else "new").text = text or message
+        ET.SubElement(case, outcome, message=message, type=outcome if outcome != "skipped" else "new").text = (
+            text or message
+        )
     elif text:
         ET.SubElement(case, "system-out").text = text
 
@@ -131,14 +177,26 @@ def to_junit(c: Comparison) -> str:
         suite = suites.get(r.kind)
         if suite is None:
             suite = suites[r.kind] = ET.SubElement(root, "testsuite", name=f"evalvae.compare.{r.kind}")
-        outcome = "error" if r.verdict.is_error else "failure" if c.failed(r) else "skipped" if r.verdict in (Verdict.NEW, Verdict.UNMEASURED) else None
-        _testcase(suite, f"evalvae.compare.{r.kind}.{r.vae}", r.name, outcome, describe(r) if outcome else "", describe(r))
+        outcome = (
+            "error"
+            if r.verdict.is_error
+            else "failure"
+            if c.failed(r)
+            else "skipped"
+            if r.verdict in (Verdict.NEW, Verdict.UNMEASURED)
+            else None
+        )
+        _testcase(
+            suite, f"evalvae.compare.{r.kind}.{r.vae}", r.name, outcome, describe(r) if outcome else "", describe(r)
+        )
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for suite in suites.values():
         counts = {
-            "tests": len(suite.findall("testcase")), "failures": len(suite.findall("testcase/failure")),
-            "errors": len(suite.findall("testcase/error")), "skipped": len(suite.findall("testcase/skipped")),
-        }  # fmt: skip
+            "tests": len(suite.findall("testcase")),
+            "failures": len(suite.findall("testcase/failure")),
+            "errors": len(suite.findall("testcase/error")),
+            "skipped": len(suite.findall("testcase/skipped")),
+        }
         suite.attrib.update({k: str(v) for k, v in counts.items()}, time="0")
         totals = {k: totals[k] + counts[k] for k in totals}
     root.attrib.update({k: str(v) for k, v in totals.items()})

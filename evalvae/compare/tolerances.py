@@ -98,7 +98,9 @@ def parse_tolerances(data, source: str = "tolerances", base: Tolerances | None =
     if "alpha" in data:
         alpha = data["alpha"]
         if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < 1):
-            raise ConfigError(f"{source}: alpha", alpha, hint="a significance level in (0, 1), or null for tolerance alone")
+            raise ConfigError(
+                f"{source}: alpha", alpha, hint="a significance level in (0, 1), or null for tolerance alone"
+            )
         out = replace(out, alpha=None if alpha is None else float(alpha))
     if "improvements" in data:
         out = replace(out, improvements=check_choice(f"{source}: improvements", data["improvements"], IMPROVEMENTS))
@@ -110,7 +112,9 @@ def _read(path: Path):
     try:
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise ConfigError("--tolerances", str(path), hint=f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from e
+        raise ConfigError(
+            "--tolerances", str(path), hint=f"not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}"
+        ) from e
 
 
 def default_tolerances() -> Tolerances:

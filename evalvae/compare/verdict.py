@@ -43,7 +43,9 @@ def paired_test(baseline: np.ndarray, current: np.ndarray, resolution: float = 0
     """
     baseline, current = np.asarray(baseline, dtype=np.float64), np.asarray(current, dtype=np.float64)
     if baseline.shape != current.shape or baseline.ndim != 1:
-        raise ValueError(f"paired values must be two 1-D arrays of one length, got {baseline.shape} and {current.shape}")
+        raise ValueError(
+            f"paired values must be two 1-D arrays of one length, got {baseline.shape} and {current.shape}"
+        )
     d = current - baseline
     n = int(d.size)
     if n < 2:

@@ -57,7 +57,14 @@ class Sample:
 class ImageDataset(Dataset):
     """Images decoded to 8-bit RGB and put through the protocol geometry, in a fixed order."""
 
-    def __init__(self, name: str, root: str, records: list[ImageRecord], geometry: Geometry, skipped: list[tuple[str, str]] | None = None):
+    def __init__(
+        self,
+        name: str,
+        root: str,
+        records: list[ImageRecord],
+        geometry: Geometry,
+        skipped: list[tuple[str, str]] | None = None,
+    ):
         self.name, self.root, self.records, self.geometry = name, root, records, geometry
         self.listing_skipped = list(skipped or [])  # files rejected before decoding, (file, reason)
         self._fingerprint: str | None = None
@@ -100,7 +107,14 @@ def _limit(records: list[ImageRecord], limit: int | None) -> list[ImageRecord]:
     return records[:limit]
 
 
-def folder(path: str, resolution: int = 256, crop: str = "center", small: str = "upscale", limit: int | None = None, name: str = "folder") -> ImageDataset:
+def folder(
+    path: str,
+    resolution: int = 256,
+    crop: str = "center",
+    small: str = "upscale",
+    limit: int | None = None,
+    name: str = "folder",
+) -> ImageDataset:
     """Every image file under ``path``, recursively, in sorted order of relative path.
 
     Hidden files are ignored; other files are recorded as skipped with the reason.
@@ -122,7 +136,9 @@ def folder(path: str, resolution: int = 256, crop: str = "center", small: str = 
     return ImageDataset(name, str(root.resolve()), _limit(records, limit), _geometry(resolution, crop, small), skipped)
 
 
-def builtin(resolution: int = 256, crop: str = "center", small: str = "upscale", limit: int | None = None, name: str = "builtin") -> ImageDataset:
+def builtin(
+    resolution: int = 256, crop: str = "center", small: str = "upscale", limit: int | None = None, name: str = "builtin"
+) -> ImageDataset:
     """scikit-image's bundled RGB photographs (offline), in the order of :data:`BUILTIN_IMAGES`."""
     import skimage.data
 
@@ -151,7 +167,9 @@ def coco(
         raise DatasetError(f"dataset.path={path!r} is not a directory")
     cap_path = Path(captions).expanduser() if captions else root / "captions.json"
     if not cap_path.is_file():
-        raise DatasetError(f"COCO captions file {cap_path} not found; set dataset.captions=/path/to/captions_val2017.json")
+        raise DatasetError(
+            f"COCO captions file {cap_path} not found; set dataset.captions=/path/to/captions_val2017.json"
+        )
     try:
         doc = json.loads(cap_path.read_text(encoding="utf-8"))
         by_id: dict[int, list[str]] = {}

@@ -97,7 +97,9 @@ def to_rgb8(im: Image.Image, bits: int | None = None) -> np.ndarray:
         a = np.asarray(im)
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi > 65535:
-            raise UnreadableImage(f"mode {mode} with values {lo}..{hi}: neither 8-bit (0..255) nor 16-bit (0..65535) data")
+            raise UnreadableImage(
+                f"mode {mode} with values {lo}..{hi}: neither 8-bit (0..255) nor 16-bit (0..65535) data"
+            )
         if mode == "I" and bits != 16 and hi <= 255:
             return _gray_to_rgb8(a, 0)  # 32-bit samples holding 8-bit values
         return _gray_to_rgb8(a, 8)

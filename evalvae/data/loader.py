@@ -41,7 +41,12 @@ def collate(samples: list[Sample]) -> Batch:
             by_shape.setdefault(tuple(s.image.shape), []).append(s)
     for group in by_shape.values():
         batch.groups.append(
-            Group([s.index for s in group], [s.id for s in group], torch.stack([s.image for s in group]), [s.upscaled for s in group])
+            Group(
+                [s.index for s in group],
+                [s.id for s in group],
+                torch.stack([s.image for s in group]),
+                [s.upscaled for s in group],
+            )
         )
     return batch
 

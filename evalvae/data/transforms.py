@@ -56,7 +56,11 @@ class Geometry:
 
     def describe(self) -> dict:
         if self.crop == "none":
-            return {"crop": "none", "resize": "none", "note": "native size, centre-cropped to a multiple of each VAE's downsampling factor"}
+            return {
+                "crop": "none",
+                "resize": "none",
+                "note": "native size, centre-cropped to a multiple of each VAE's downsampling factor",
+            }
         return {
             "resolution": self.resolution,
             "resize": "torchvision Resize(shorter side = R, PIL bicubic, long side truncated)",

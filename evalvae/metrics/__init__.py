@@ -45,7 +45,9 @@ class Unavailable:
 
     def nan_rows(self, rename: Callable[[str], str] = str) -> list[dict]:
         """Set-level summary rows: NaN values, n=0 and the reason, one per result name."""
-        return [{"metric": rename(k), "mean": math.nan, "std": math.nan, "n": 0, "note": self.reason} for k in self.names]
+        return [
+            {"metric": rename(k), "mean": math.nan, "std": math.nan, "n": 0, "note": self.reason} for k in self.names
+        ]
 
 
 @dataclass

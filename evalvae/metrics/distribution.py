@@ -25,8 +25,16 @@ class FIDKID:
     set_level = True
     higher_is_better = False
 
-    def __init__(self, extractor="inception", weights: str | None = None, resize: str = "clean", kid: bool = True,
-                 kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0):  # fmt: skip
+    def __init__(
+        self,
+        extractor="inception",
+        weights: str | None = None,
+        resize: str = "clean",
+        kid: bool = True,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        seed: int = 0,
+    ):
         self.extractor: FeatureExtractor = build_extractor(extractor, weights, resize)
         self.with_kid, self.kid_subsets, self.kid_subset_size, self.seed = bool(kid), kid_subsets, kid_subset_size, seed
 
@@ -54,24 +62,73 @@ class FIDKID:
         """Rows ``{metric, mean, std, n, note}`` for rFID and KID."""
         note = "; ".join(filter(None, [f"extractor {self.extractor.name}", getattr(self.extractor, "note", "")]))
         if fake.n < self.extractor.dim:
-            log.warning("rFID on N=%d images < feature dimension %d: the covariance is rank-deficient and rFID is biased upward; "
-                        "compare only at equal N", fake.n, self.extractor.dim)  # fmt: skip
+            log.warning(
+                "rFID on N=%d images < feature dimension %d: the covariance is rank-deficient and rFID is biased upward; "
+                "compare only at equal N",
+                fake.n,
+                self.extractor.dim,
+            )
             note += f"; N={fake.n} < feature dim {self.extractor.dim}: rank-deficient covariance, rFID biased upward"
-        rows = [{"metric": "rfid", "mean": frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n), "std": math.nan, "n": fake.n, "note": note}]
+        rows = [
+            {
+                "metric": "rfid",
+                "mean": frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n),
+                "std": math.nan,
+                "n": fake.n,
+                "note": note,
+            }
+        ]
         if self.with_kid:
             mean, std, m = kid(real.features, fake.features, self.kid_subsets, self.kid_subset_size, seed=self.seed)
-            rows.append({"metric": "kid", "mean": mean, "std": std, "n": fake.n,
-                         "note": "; ".join(filter(None, [f"extractor {self.extractor.name}", getattr(self.extractor, "note", ""), f"{self.kid_subsets} subsets of {m}"]))})  # fmt: skip
+            rows.append(
+                {
+                    "metric": "kid",
+                    "mean": mean,
+                    "std": std,
+                    "n": fake.n,
+                    "note": "; ".join(
+                        filter(
+                            None,
+                            [
+                                f"extractor {self.extractor.name}",
+                                getattr(self.extractor, "note", ""),
+                                f"{self.kid_subsets} subsets of {m}",
+                            ],
+                        )
+                    ),
+                }
+            )
         return rows
 
     def protocol(self) -> dict:
         weights = getattr(self.extractor, "weights", None)
-        weights = {"weights": weights.describe(), "provenance": {"weights": weights.provenance()}} if weights is not None else {}
+        weights = (
+            {"weights": weights.describe(), "provenance": {"weights": weights.provenance()}}
+            if weights is not None
+            else {}
+        )
         return {
-            "rfid": {"higher_is_better": False, "implementation": "evalvae float64 Fréchet distance (nuclear norm of S1^1/2 S2^1/2, round-off eigenvalues dropped)",
-                     "statistics": "float64 running sums; unbiased covariance (N - 1)", "extractor": self.extractor.identity(), **weights,
-                     "quantization": "8-bit originals vs reconstructions rounded to 8 bits"},
-            **({"kid": {"higher_is_better": False, "implementation": "unbiased MMD^2, kernel (x.y/d + 1)^3",
-                        "subsets": self.kid_subsets, "subset_size": self.kid_subset_size, "seed": self.seed,
-                        "extractor": self.extractor.identity(), **weights}} if self.with_kid else {}),
-        }  # fmt: skip
+            "rfid": {
+                "higher_is_better": False,
+                "implementation": "evalvae float64 Fréchet distance (nuclear norm of S1^1/2 S2^1/2, round-off eigenvalues dropped)",
+                "statistics": "float64 running sums; unbiased covariance (N - 1)",
+                "extractor": self.extractor.identity(),
+                **weights,
+                "quantization": "8-bit originals vs reconstructions rounded to 8 bits",
+            },
+            **(
+                {
+                    "kid": {
+                        "higher_is_better": False,
+                        "implementation": "unbiased MMD^2, kernel (x.y/d + 1)^3",
+                        "subsets": self.kid_subsets,
+                        "subset_size": self.kid_subset_size,
+                        "seed": self.seed,
+                        "extractor": self.extractor.identity(),
+                        **weights,
+                    }
+                }
+                if self.with_kid
+                else {}
+            ),
+        }

@@ -19,13 +19,23 @@ from evalvae.metrics.weights import MetricUnavailable, find_weights, load_networ
 from evalvae.vae.base import state_dict_sha256
 from evalvae.vae.sources import local_then_hub
 
-__all__ = ["FeatureExtractor", "HFVision", "InceptionV3", "MetricUnavailable", "build_extractor", "find_weights", "pil_bicubic_299"]
+__all__ = [
+    "FeatureExtractor",
+    "HFVision",
+    "InceptionV3",
+    "MetricUnavailable",
+    "build_extractor",
+    "find_weights",
+    "pil_bicubic_299",
+]
 
 log = logging.getLogger(__name__)
 
 # The FID Inception weights (TF "2015-12-05" graph ported to PyTorch), as torch-fidelity and
 # pytorch-fid download them; the file name carries the first 8 hex digits of its sha256.
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
 # state_dict_sha256 of the tensors pool3 features use (all but the classifier ``fc.*`` and BatchNorm's
 # ``num_batches_tracked``), computed on a copy of the same network in torch-fidelity's layout.
@@ -105,9 +115,27 @@ class InceptionV3(FeatureExtractor):
 
     dim = 2048
     # torch-fidelity's block order up to pool3.
-    BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-              "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-              "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")  # fmt: skip
+    BLOCKS = (
+        "Conv2d_1a_3x3",
+        "Conv2d_2a_3x3",
+        "Conv2d_2b_3x3",
+        "MaxPool_1",
+        "Conv2d_3b_1x1",
+        "Conv2d_4a_3x3",
+        "MaxPool_2",
+        "Mixed_5b",
+        "Mixed_5c",
+        "Mixed_5d",
+        "Mixed_6a",
+        "Mixed_6b",
+        "Mixed_6c",
+        "Mixed_6d",
+        "Mixed_6e",
+        "Mixed_7a",
+        "Mixed_7b",
+        "Mixed_7c",
+        "AvgPool",
+    )
 
     def __init__(self, weights: str | None = None, resize: str = "clean", batch_size: int = 32):
         self.resize = check_choice("metrics.fid.resize", resize, RESIZES)
@@ -138,11 +166,19 @@ class InceptionV3(FeatureExtractor):
         return self.weights.note
 
     def identity(self) -> dict:
-        resize = ("PIL bicubic to 299x299 in float, no re-quantization (clean-fid)" if self.resize == "clean"
-                  else "TF1-compatible bilinear of uint8 to 299x299 (torch-fidelity legacy)")  # fmt: skip
-        return {"name": self.name, "weights_sha256": self.weights_sha256, "weights_standard": self.weights.standard,
-                "resize": resize, "input": "8-bit RGB, (x - 128) / 128",
-                "implementation": "torch-fidelity FeatureExtractorInceptionV3, pool3 2048-d"}  # fmt: skip
+        resize = (
+            "PIL bicubic to 299x299 in float, no re-quantization (clean-fid)"
+            if self.resize == "clean"
+            else "TF1-compatible bilinear of uint8 to 299x299 (torch-fidelity legacy)"
+        )
+        return {
+            "name": self.name,
+            "weights_sha256": self.weights_sha256,
+            "weights_standard": self.weights.standard,
+            "resize": resize,
+            "input": "8-bit RGB, (x - 128) / 128",
+            "implementation": "torch-fidelity FeatureExtractorInceptionV3, pool3 2048-d",
+        }
 
 
 class HFVision(FeatureExtractor):
@@ -161,14 +197,18 @@ class HFVision(FeatureExtractor):
 
         def load(local_files_only: bool):
             net = CLIPModel if self.kind == "clip" else AutoModel
-            return (AutoImageProcessor.from_pretrained(model, local_files_only=local_files_only),
-                    net.from_pretrained(model, local_files_only=local_files_only).eval())  # fmt: skip
+            return (
+                AutoImageProcessor.from_pretrained(model, local_files_only=local_files_only),
+                net.from_pretrained(model, local_files_only=local_files_only).eval(),
+            )
 
         try:
             self.processor, self.model = local_then_hub(load, may_download=not Path(model).expanduser().is_dir())
         except Exception as e:  # offline, missing or gated: unavailable, with the reason
-            raise MetricUnavailable(f"feature extractor {model!r} could not be loaded ({type(e).__name__}); "
-                                    "download it where the hub is reachable or give a local folder") from None  # fmt: skip
+            raise MetricUnavailable(
+                f"feature extractor {model!r} could not be loaded ({type(e).__name__}); "
+                "download it where the hub is reachable or give a local folder"
+            ) from None
         self.model_id, self.batch_size, self.module = model, batch_size, self.model
         self.name = model.rstrip("/").split("/")[-1]
         with torch.inference_mode():
@@ -179,7 +219,9 @@ class HFVision(FeatureExtractor):
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         out = []
         for chunk in images.split(self.batch_size):
-            inputs = self.processor(images=list(chunk.cpu().permute(0, 2, 3, 1).numpy()), return_tensors="pt").to(self.device)
+            inputs = self.processor(images=list(chunk.cpu().permute(0, 2, 3, 1).numpy()), return_tensors="pt").to(
+                self.device
+            )
             if self.kind == "clip":
                 f = self.model.get_image_features(**inputs)
                 f = getattr(f, "pooler_output", f)  # transformers 5 returns an output object
@@ -189,8 +231,13 @@ class HFVision(FeatureExtractor):
         return np.concatenate(out)
 
     def identity(self) -> dict:
-        return {"name": self.name, "model": self.model_id, "weights_sha256": self.weights_sha256,
-                "resize": "the model's own image processor", "implementation": f"transformers {type(self.model).__name__}"}  # fmt: skip
+        return {
+            "name": self.name,
+            "model": self.model_id,
+            "weights_sha256": self.weights_sha256,
+            "resize": "the model's own image processor",
+            "implementation": f"transformers {type(self.model).__name__}",
+        }
 
 
 def build_extractor(spec, weights: str | None = None, resize: str = "clean") -> FeatureExtractor:
@@ -212,5 +259,7 @@ def build_extractor(spec, weights: str | None = None, resize: str = "clean") -> 
         return HFVision(weights or spec)
     if isinstance(spec, str) and "." in spec:
         return instantiate({"_target_": spec})
-    raise EvalvaeError(f"invalid metrics.fid.extractor={spec!r}; choose inception, a hub id or folder such as "
-                       "facebook/dinov2-base, a dotted class path, or a mapping with _target_")  # fmt: skip
+    raise EvalvaeError(
+        f"invalid metrics.fid.extractor={spec!r}; choose inception, a hub id or folder such as "
+        "facebook/dinov2-base, a dotted class path, or a mapping with _target_"
+    )

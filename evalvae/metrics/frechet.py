@@ -76,8 +76,14 @@ def psd_factor(sigma: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.
     return w[keep], v[:, keep]
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     n1: int | None = None, n2: int | None = None) -> float:  # fmt: skip
+def frechet_distance(
+    mu1: np.ndarray,
+    sigma1: np.ndarray,
+    mu2: np.ndarray,
+    sigma2: np.ndarray,
+    n1: int | None = None,
+    n2: int | None = None,
+) -> float:
     """``|mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^(1/2))`` in float64.
 
     ``tr((S1 S2)^(1/2))`` is the nuclear norm (sum of singular values) of ``S1^(1/2) S2^(1/2)``,
@@ -98,8 +104,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + traces - 2 * tr_covmean)
 
 
-def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, degree: int = 3,
-        seed: int = 0) -> tuple[float, float, int]:  # fmt: skip
+def kid(
+    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, degree: int = 3, seed: int = 0
+) -> tuple[float, float, int]:
     """Kernel Inception Distance: unbiased MMD^2 with the kernel ``(x.y / d + 1)^3``, over subsets.
 
     Returns the mean and standard deviation over ``subsets`` random subsets, and the subset size
@@ -120,8 +127,6 @@ def kid(real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int
         kyy = (y @ y.T / d + 1) ** degree
         kxy = (x @ y.T / d + 1) ** degree
         values[i] = (
-            (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-            + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-            - 2 * kxy.mean()
+            (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
         )
     return float(values.mean()), float(values.std(ddof=1)) if subsets > 1 else float("nan"), m

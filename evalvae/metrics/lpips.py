@@ -87,7 +87,9 @@ class LPIPS(PairMetric):
         fname, url = BACKBONES[net]
         argument = "metrics.lpips.backbone_weights"
         path = find_weights(backbone_weights, (fname,), argument, f"LPIPS-{net} backbone weights", url)
-        backbone, self.weights = load_network(path, argument, f"LPIPS-{net} backbone", lambda k: bool(_FEATURE.match(k)), STANDARD_BACKBONES[net])
+        backbone, self.weights = load_network(
+            path, argument, f"LPIPS-{net} backbone", lambda k: bool(_FEATURE.match(k)), STANDARD_BACKBONES[net]
+        )
         heads = heads_path(net)
         self.heads_sha256 = sha256_file(heads)
         try:
@@ -119,7 +121,12 @@ class LPIPS(PairMetric):
         return torch.cat(out)
 
     def protocol(self) -> dict:
-        return {"implementation": f"lpips package v0.1 linear heads, torchvision {self.net} backbone",
-                "net": self.net, "weights": self.weights.describe(), "heads_sha256": self.heads_sha256,
-                "provenance": {"weights": self.weights.provenance()},
-                "input_range": "[-1, 1] (pixels / 127.5 - 1)", "reduction": "spatial mean per image"}  # fmt: skip
+        return {
+            "implementation": f"lpips package v0.1 linear heads, torchvision {self.net} backbone",
+            "net": self.net,
+            "weights": self.weights.describe(),
+            "heads_sha256": self.heads_sha256,
+            "provenance": {"weights": self.weights.provenance()},
+            "input_range": "[-1, 1] (pixels / 127.5 - 1)",
+            "reduction": "spatial mean per image",
+        }

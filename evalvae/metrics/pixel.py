@@ -26,8 +26,11 @@ class PSNR(PairMetric):
         ).reshape(-1)
 
     def protocol(self) -> dict:
-        return {"implementation": "torchmetrics.functional.peak_signal_noise_ratio (float64)", "data_range": DATA_RANGE,
-                "reduction": "per image over H, W and RGB"}  # fmt: skip
+        return {
+            "implementation": "torchmetrics.functional.peak_signal_noise_ratio (float64)",
+            "data_range": DATA_RANGE,
+            "reduction": "per image over H, W and RGB",
+        }
 
 
 class SSIM(PairMetric):
@@ -57,9 +60,13 @@ class SSIM(PairMetric):
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         if self._backend_for(original.device) == "torchmetrics":
             _, ssim_map = structural_similarity_index_measure(
-                reconstruction.double(), original.double(), gaussian_kernel=True, sigma=self.sigma,
-                data_range=DATA_RANGE, return_full_image=True,
-            )  # fmt: skip
+                reconstruction.double(),
+                original.double(),
+                gaussian_kernel=True,
+                sigma=self.sigma,
+                data_range=DATA_RANGE,
+                return_full_image=True,
+            )
             # torchmetrics averages the whole map, reflect-padded borders included; scikit-image
             # (and the SSIM paper's reference code) drop the border the window overhangs.
             pad = int(3.5 * self.sigma + 0.5)
@@ -69,10 +76,17 @@ class SSIM(PairMetric):
         a = original.detach().cpu().double().permute(0, 2, 3, 1).numpy()
         b = reconstruction.detach().cpu().double().permute(0, 2, 3, 1).numpy()
         values = [
-            structural_similarity(x, y, gaussian_weights=True, sigma=self.sigma, use_sample_covariance=False,
-                                  channel_axis=-1, data_range=DATA_RANGE)
+            structural_similarity(
+                x,
+                y,
+                gaussian_weights=True,
+                sigma=self.sigma,
+                use_sample_covariance=False,
+                channel_axis=-1,
+                data_range=DATA_RANGE,
+            )
             for x, y in zip(a, b)
-        ]  # fmt: skip
+        ]
         return torch.from_numpy(np.asarray(values, dtype=np.float64)).to(original.device)
 
     def protocol(self) -> dict:
@@ -80,6 +94,8 @@ class SSIM(PairMetric):
             "implementation": f"{self.backend} (auto: torchmetrics float64 on accelerators, skimage on CPU)",
             "window": f"gaussian, sigma={self.sigma}, 11x11 (truncate 3.5)",
             "covariance": "population (use_sample_covariance=False)",
-            "k1": 0.01, "k2": 0.03, "data_range": DATA_RANGE,
+            "k1": 0.01,
+            "k2": 0.03,
+            "data_range": DATA_RANGE,
             "reduction": "mean over RGB and pixels >= 5 px from the border",
-        }  # fmt: skip
+        }

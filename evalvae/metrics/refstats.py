@@ -33,8 +33,11 @@ FORMAT = 1
 
 def reference_key(dataset_fingerprint: str, geometry: dict, extractor: dict) -> str:
     """sha256 of everything that determines the originals' features."""
-    payload = json.dumps({"format": FORMAT, "dataset": dataset_fingerprint, "geometry": geometry, "extractor": extractor},
-                         sort_keys=True, default=str)  # fmt: skip
+    payload = json.dumps(
+        {"format": FORMAT, "dataset": dataset_fingerprint, "geometry": geometry, "extractor": extractor},
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -63,11 +66,16 @@ class ReferenceStore:
 
     def save(self, key: str, stats: FeatureStats, description: dict) -> Path:
         path = self.path(key)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                features = {"features": stats.features} if stats.keep_features else {}
-                np.savez(f, n=np.int64(stats.n), total=stats.total, outer=stats.outer, **features,
-                         description=np.array(json.dumps(description, default=str)))  # fmt: skip
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            features = {"features": stats.features} if stats.keep_features else {}
+            np.savez(
+                f,
+                n=np.int64(stats.n),
+                total=stats.total,
+                outer=stats.outer,
+                **features,
+                description=np.array(json.dumps(description, default=str)),
+            )
         return path
 
 
@@ -107,8 +115,11 @@ class References:
             if stats is None:
                 return None
             if getattr(metric, "keeps_features", False) and not stats.keep_features:
-                log.info("reference statistics for %s: the cached entry has no features (written with kid=false); "
-                         "recomputing it with them", metric.extractor.name)  # fmt: skip
+                log.info(
+                    "reference statistics for %s: the cached entry has no features (written with kid=false); "
+                    "recomputing it with them",
+                    metric.extractor.name,
+                )
                 return None
             self.stats[slot] = stats
             self.info[metric.extractor.name] = self._info(key, "cache", stats.n, self.store.path(key), multiple)
@@ -139,9 +150,16 @@ class References:
 
     def put(self, metric, stats: FeatureStats, multiple: int | None = None) -> None:
         key = self.key(metric, multiple)
-        description = {"dataset": self.dataset.describe(), "geometry": self.geometry(multiple), "fingerprint": self.dataset.fingerprint(),
-                       "extractor": metric.extractor.identity(), "n": stats.n}  # fmt: skip
+        description = {
+            "dataset": self.dataset.describe(),
+            "geometry": self.geometry(multiple),
+            "fingerprint": self.dataset.fingerprint(),
+            "extractor": metric.extractor.identity(),
+            "n": stats.n,
+        }
         path = self.store.save(key, stats, description)
         self.stats[(id(metric), self.crop_multiple(multiple))] = stats
         self.info[metric.extractor.name] = self._info(key, "computed", stats.n, path, multiple)
-        log.info("reference statistics for %s: computed from %d images, cached at %s", metric.extractor.name, stats.n, path)
+        log.info(
+            "reference statistics for %s: computed from %d images, cached at %s", metric.extractor.name, stats.n, path
+        )

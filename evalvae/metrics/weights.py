@@ -59,8 +59,10 @@ def read_state_dict(path: Path, argument: str) -> dict[str, torch.Tensor]:
     try:
         state = read_tensors(path)
     except Exception as e:  # unreadable, truncated, or holding more than tensors
-        raise MetricUnavailable(f"{argument}={path} cannot be read as safetensors or torch.load(weights_only=True) "
-                                f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})") from None  # fmt: skip
+        raise MetricUnavailable(
+            f"{argument}={path} cannot be read as safetensors or torch.load(weights_only=True) "
+            f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+        ) from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -94,12 +96,16 @@ class NetworkWeights:
         return f"non-standard weights: {self.what} tensors sha256 {self.tensors_sha256[:12]}, not comparable to published numbers"
 
 
-def load_network(path: Path, argument: str, what: str, used: Callable[[str], bool], standard_sha256: str) -> tuple[dict[str, torch.Tensor], NetworkWeights]:
+def load_network(
+    path: Path, argument: str, what: str, used: Callable[[str], bool], standard_sha256: str
+) -> tuple[dict[str, torch.Tensor], NetworkWeights]:
     """Read ``path``, keep the tensors ``used`` selects by name, and identify them against ``standard_sha256``."""
     state = read_state_dict(path, argument)
     kept = {k: v for k, v in state.items() if used(k)}
     if not kept:
-        raise MetricUnavailable(f"{argument}={path} holds none of the {what} tensors (keys such as {', '.join(list(state)[:3])})")
+        raise MetricUnavailable(
+            f"{argument}={path} holds none of the {what} tensors (keys such as {', '.join(list(state)[:3])})"
+        )
     digest = state_dict_sha256(kept)
     info = NetworkWeights(what, str(path), sha256_file(path), digest, digest == standard_sha256)
     if not info.standard:

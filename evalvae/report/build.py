@@ -40,24 +40,44 @@ def _plots(section: Section, summary, paired, bench, plot_dir: Path) -> list[dic
     s = section.slug
     many = len(section.metrics) + len(section.set_metrics) > 2  # panels side by side need the full width
 
-    left_out = " Infinite values (∞, see the notes under the results) are left out." if plots.has_infinite(section) else ""
+    left_out = (
+        " Infinite values (∞, see the notes under the results) are left out." if plots.has_infinite(section) else ""
+    )
 
     def add(path, title, caption, wide=False):
         if path is not None:
             out.append({"title": title, "path": path, "caption": caption + left_out, "wide": wide})
 
-    add(plots.bars(section, summary, plot_dir / f"{s}-means.png"), "Means with 95% CIs",
-        "Bars are means over images; whiskers are 95% bootstrap CIs; the outlined bar is the best by the metric's direction.", wide=many)  # fmt: skip
-    add(plots.distributions(section, plot_dir / f"{s}-per-image.png"), "Per-image distributions",
-        "Each dot is one image; boxes show the median and quartiles; violins the density.", wide=many)  # fmt: skip
-    add(plots.paired_forest(section, paired, plot_dir / f"{s}-paired.png"), "Paired differences",
-        "Mean per-image difference A − B with its 95% bootstrap CI; filled red markers are significant after Holm correction.")  # fmt: skip
+    add(
+        plots.bars(section, summary, plot_dir / f"{s}-means.png"),
+        "Means with 95% CIs",
+        "Bars are means over images; whiskers are 95% bootstrap CIs; the outlined bar is the best by the metric's direction.",
+        wide=many,
+    )
+    add(
+        plots.distributions(section, plot_dir / f"{s}-per-image.png"),
+        "Per-image distributions",
+        "Each dot is one image; boxes show the median and quartiles; violins the density.",
+        wide=many,
+    )
+    add(
+        plots.paired_forest(section, paired, plot_dir / f"{s}-paired.png"),
+        "Paired differences",
+        "Mean per-image difference A − B with its 95% bootstrap CI; filled red markers are significant after Holm correction.",
+    )
     points, note = tables.speed_points(section, summary, bench)
-    add(plots.pareto(section, points, note, plot_dir / f"{s}-pareto.png"), "Quality vs speed", f"Speed from {note}." if note else "")
+    add(
+        plots.pareto(section, points, note, plot_dir / f"{s}-pareto.png"),
+        "Quality vs speed",
+        f"Speed from {note}." if note else "",
+    )
     if "category" in section.per_image:
         for m in section.metrics:
-            add(plots.categories(section, m, plot_dir / f"{s}-categories-{m}.png"), f"{m.upper()} by category",
-                "Mean per category with 95% bootstrap CIs.")  # fmt: skip
+            add(
+                plots.categories(section, m, plot_dir / f"{s}-categories-{m}.png"),
+                f"{m.upper()} by category",
+                "Mean per category with 95% bootstrap CIs.",
+            )
     return out
 
 
@@ -107,20 +127,39 @@ def write_report(
             specs, grid_notes = select_images(section, list(images), worst)
             gallery, more = build_gallery(section, specs, grid_dir, device)
             grid_notes += more
-        skipped = [(str(f), str(r), run.label) for run in section.runs if not run.skipped.empty for f, r in zip(run.skipped["file"], run.skipped["reason"])]
-        section_views.append({
-            "title": section.title, "slug": section.slug, "notes": section.notes, "grid_notes": grid_notes,
-            "summary": views.summary_view(section, summary), "paired": views.paired_view(paired),
-            "findings": views.findings(section, summary, paired),
-            "protocol": views.protocol_view(section), "plots": figures, "grids": gallery, "skipped": skipped,
-            "n_entries": len(section.entries),
-        })  # fmt: skip
+        skipped = [
+            (str(f), str(r), run.label)
+            for run in section.runs
+            if not run.skipped.empty
+            for f, r in zip(run.skipped["file"], run.skipped["reason"])
+        ]
+        section_views.append(
+            {
+                "title": section.title,
+                "slug": section.slug,
+                "notes": section.notes,
+                "grid_notes": grid_notes,
+                "summary": views.summary_view(section, summary),
+                "paired": views.paired_view(paired),
+                "findings": views.findings(section, summary, paired),
+                "protocol": views.protocol_view(section),
+                "plots": figures,
+                "grids": gallery,
+                "skipped": skipped,
+                "n_entries": len(section.entries),
+            }
+        )
     header, overview = views.overview_rows(section_views)
     context = {
         "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "inputs": [str(r.path) for r in inputs.runs], "sections": section_views, "problems": problems,
-        "overview_header": header, "overview": overview, "methods": METHODS, "version": _version(),
-    }  # fmt: skip
+        "inputs": [str(r.path) for r in inputs.runs],
+        "sections": section_views,
+        "problems": problems,
+        "overview_header": header,
+        "overview": overview,
+        "methods": METHODS,
+        "version": _version(),
+    }
     from evalvae.report.html import render_html
     from evalvae.report.markdown import render_markdown
 

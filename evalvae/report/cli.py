@@ -22,12 +22,35 @@ def parser() -> argparse.ArgumentParser:
         prog="evalvae report",
         description="Compare the VAEs of one or more runs: report.html, report.md, plots/, grids/ and tables/.",
     )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, multirun folders, or folders with bench.csv")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN_DIR/report for one run, else outputs/report/<date_time>)")
-    p.add_argument("--images", nargs="*", default=[], metavar="ID", help="image ids to show in grids (default: the image of median score)")
-    p.add_argument("--worst", type=int, default=3, metavar="K", help="grids for the K worst images of each VAE (default 3; 0 for none)")
-    p.add_argument("--no-grids", action="store_true", help="skip the image grids (they re-run each VAE on a few images)")
-    p.add_argument("--device", default="auto", help="device for re-creating reconstructions: auto | cpu | cuda | cuda:N | mps")
+    p.add_argument(
+        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, multirun folders, or folders with bench.csv"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: RUN_DIR/report for one run, else outputs/report/<date_time>)",
+    )
+    p.add_argument(
+        "--images",
+        nargs="*",
+        default=[],
+        metavar="ID",
+        help="image ids to show in grids (default: the image of median score)",
+    )
+    p.add_argument(
+        "--worst",
+        type=int,
+        default=3,
+        metavar="K",
+        help="grids for the K worst images of each VAE (default 3; 0 for none)",
+    )
+    p.add_argument(
+        "--no-grids", action="store_true", help="skip the image grids (they re-run each VAE on a few images)"
+    )
+    p.add_argument(
+        "--device", default="auto", help="device for re-creating reconstructions: auto | cpu | cuda | cuda:N | mps"
+    )
     return p
 
 
@@ -44,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
 
     out = args.out or default_out(args.run_dirs)
     try:
-        html = write_report(args.run_dirs, out, images=args.images, worst=args.worst, grids=not args.no_grids, device=args.device)
+        html = write_report(
+            args.run_dirs, out, images=args.images, worst=args.worst, grids=not args.no_grids, device=args.device
+        )
     except EvalvaeError as e:
         log.error("evalvae: %s", e)
         sys.exit(2)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import math
 
-NAMES = {"psnr": "PSNR (dB)", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS", "rfid": "rFID", "fid": "FID", "kid": "KID"}
+NAMES = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "ms_ssim": "MS-SSIM",
+    "lpips": "LPIPS",
+    "dists": "DISTS",
+    "rfid": "rFID",
+    "fid": "FID",
+    "kid": "KID",
+}
 DECIMALS = {"psnr": 2, "ssim": 4, "ms_ssim": 4, "lpips": 4, "dists": 4, "rfid": 2, "fid": 2, "kid": 5}
 
 

@@ -148,7 +148,9 @@ def compose(title: str, columns: list[str], rows: list[tuple[str, list[np.ndarra
     closes the figure.
     """
     pad, label_w, head = 12, 200, 34
-    widths = [max((t.shape[1] for _, tiles in rows if (t := tiles[c]) is not None), default=0) for c in range(len(columns))]
+    widths = [
+        max((t.shape[1] for _, tiles in rows if (t := tiles[c]) is not None), default=0) for c in range(len(columns))
+    ]
     heights = [max((t.shape[0] for t in tiles if t is not None), default=0) for _, tiles in rows]
     width = label_w + sum(widths) + pad * (len(widths) + 1)
     bar_h = 58
@@ -164,7 +166,12 @@ def compose(title: str, columns: list[str], rows: list[tuple[str, list[np.ndarra
     for (label, tiles), h in zip(rows, heights):
         lines = label.split("\n")
         for i, line in enumerate(lines):
-            draw.text((pad, y + 4 + 20 * i), line, fill=(20, 20, 20) if i == 0 else (90, 90, 90), font=font(15 if i == 0 else 13))
+            draw.text(
+                (pad, y + 4 + 20 * i),
+                line,
+                fill=(20, 20, 20) if i == 0 else (90, 90, 90),
+                font=font(15 if i == 0 else 13),
+            )
         x = label_w + pad
         for tile, w in zip(tiles, widths):
             if tile is not None:
@@ -176,5 +183,10 @@ def compose(title: str, columns: list[str], rows: list[tuple[str, list[np.ndarra
     canvas.paste(Image.fromarray(bar), (bx, y + 4))
     draw.text((bx, y + 22), "0", fill=(90, 90, 90), font=font(12))
     draw.text((bx + 256 - 6 * len(str(vmax)), y + 22), str(vmax), fill=(90, 90, 90), font=font(12))
-    draw.text((bx + 270, y + 2), "|original − reconstruction|, mean over RGB, 8-bit levels (saturates above the scale)", fill=(90, 90, 90), font=font(12))
+    draw.text(
+        (bx + 270, y + 2),
+        "|original − reconstruction|, mean over RGB, 8-bit levels (saturates above the scale)",
+        fill=(90, 90, 90),
+        font=font(12),
+    )
     return canvas

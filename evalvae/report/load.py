@@ -21,7 +21,9 @@ from evalvae.results import ID_COLUMNS, SIZE_COLUMNS, read_per_image
 log = logging.getLogger(__name__)
 
 CATEGORY = "category"
-NON_METRIC = set(ID_COLUMNS) | set(SIZE_COLUMNS) | {CATEGORY, "prompt_id", "prompt", "seed"}  # with task=t2i's prompt columns
+NON_METRIC = (
+    set(ID_COLUMNS) | set(SIZE_COLUMNS) | {CATEGORY, "prompt_id", "prompt", "seed"}
+)  # with task=t2i's prompt columns
 
 
 @dataclass
@@ -49,7 +51,11 @@ class Run:
     @property
     def metric_columns(self) -> list[str]:
         """Per-image metric columns: every numeric column that is not an id, size or category."""
-        return [c for c in self.per_image.columns if c not in NON_METRIC and pd.api.types.is_numeric_dtype(self.per_image[c])]
+        return [
+            c
+            for c in self.per_image.columns
+            if c not in NON_METRIC and pd.api.types.is_numeric_dtype(self.per_image[c])
+        ]
 
     @property
     def failed_vaes(self) -> dict[str, str]:
@@ -89,7 +95,16 @@ def read_run(path: Path, label: str) -> Run:
         per_image["image"] = per_image["image"].astype(str)
     if summary.empty:
         summary = pd.DataFrame(columns=["vae", "metric", "mean", "std", "n"])
-    return Run(path, label, protocol, per_image, summary, _read_csv(path / "timings.csv"), _read_csv(path / "skipped.csv"), vaes)
+    return Run(
+        path,
+        label,
+        protocol,
+        per_image,
+        summary,
+        _read_csv(path / "timings.csv"),
+        _read_csv(path / "skipped.csv"),
+        vaes,
+    )
 
 
 def _expand(path: Path) -> tuple[list[Path], list[Path], str | None]:

@@ -7,14 +7,22 @@ def _table(header: list[str], rows: list[list[str]], align: list[str]) -> list[s
     def esc(cell: str) -> str:
         return str(cell).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| " + " | ".join(map(esc, header)) + " |", "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines = [
+        "| " + " | ".join(map(esc, header)) + " |",
+        "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|",
+    ]
     lines += ["| " + " | ".join(map(esc, r)) + " |" for r in rows]
     return lines
 
 
 def render_markdown(context: dict) -> str:
     """The overview, then per section: protocol, summary with CIs, paired statistics and problems."""
-    out = ["# VAE comparison report", "", f"Generated {context['generated']} by evalvae {context['version']} from {len(context['inputs'])} run(s).", ""]
+    out = [
+        "# VAE comparison report",
+        "",
+        f"Generated {context['generated']} by evalvae {context['version']} from {len(context['inputs'])} run(s).",
+        "",
+    ]
     for p in context["problems"]:
         out.append(f"> ⚠️ {p}")
     if context["problems"]:
@@ -36,13 +44,37 @@ def render_markdown(context: dict) -> str:
                 cells.append(("⚠ " if c["warn"] else "") + text + c["marks"])
             rows.append([r["label"], str(r["n"])] + cells)
         out += _table(header, rows, ["l", "r"] + ["r"] * len(summary["header"]))
-        out += [""] + [f"{n['mark']} {'⚠ ' if n['warn'] else ''}{n['text']} ({n['where']})" + "  " * (i + 1 < len(summary["footnotes"]))
-                       for i, n in enumerate(summary["footnotes"])] + ([""] if summary["footnotes"] else [])  # fmt: skip
-        out += ["Mean ± std over images, [95% bootstrap CI]; set-level metrics give their N; **bold** is best; marks refer to the notes above.", ""]
+        out += (
+            [""]
+            + [
+                f"{n['mark']} {'⚠ ' if n['warn'] else ''}{n['text']} ({n['where']})"
+                + "  " * (i + 1 < len(summary["footnotes"]))
+                for i, n in enumerate(summary["footnotes"])
+            ]
+            + ([""] if summary["footnotes"] else [])
+        )
+        out += [
+            "Mean ± std over images, [95% bootstrap CI]; set-level metrics give their N; **bold** is best; marks refer to the notes above.",
+            "",
+        ]
         if s["paired"]:
             header = ["metric", "A", "B", "n", "Δ (A − B)", "95% CI", "A wins", "W/T/L", "p", "p (Holm)", ""]
-            rows = [[p["metric"], p["a"], p["b"], str(p["n"]), p["diff"], p["ci"], p["win_rate"], p["wtl"], p["p"], p["p_holm"],
-                     "✔ significant" if p["significant"] else ""] for p in s["paired"]]  # fmt: skip
+            rows = [
+                [
+                    p["metric"],
+                    p["a"],
+                    p["b"],
+                    str(p["n"]),
+                    p["diff"],
+                    p["ci"],
+                    p["win_rate"],
+                    p["wtl"],
+                    p["p"],
+                    p["p_holm"],
+                    "✔ significant" if p["significant"] else "",
+                ]
+                for p in s["paired"]
+            ]
             out += ["**Paired statistics** (same images; Wilcoxon signed-rank, Holm-adjusted per metric):", ""]
             out += _table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "l"]) + [""]
         for note in s["notes"] + s["grid_notes"]:

@@ -19,14 +19,28 @@ from evalvae.report.format import metric_title  # noqa: E402
 from evalvae.report.sections import Section  # noqa: E402
 
 STYLE = {
-    "figure.dpi": 100, "savefig.dpi": 150, "font.size": 10.5, "axes.titlesize": 11.5, "axes.titleweight": "bold",
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.color": "#e6e6e6",
-    "grid.linewidth": 0.8, "axes.axisbelow": True, "axes.edgecolor": "#888888", "font.family": "DejaVu Sans",
-}  # fmt: skip
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "font.size": 10.5,
+    "axes.titlesize": 11.5,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e6e6e6",
+    "grid.linewidth": 0.8,
+    "axes.axisbelow": True,
+    "axes.edgecolor": "#888888",
+    "font.family": "DejaVu Sans",
+}
 PALETTE = plt.get_cmap("tab10").colors
 GREY = {"color": "#444444"}
 # matplotlib 3.10 replaced vert=False with orientation="horizontal" (and deprecates vert)
-HORIZONTAL = {"orientation": "horizontal"} if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10) else {"vert": False}
+HORIZONTAL = (
+    {"orientation": "horizontal"}
+    if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10)
+    else {"vert": False}
+)
 
 
 def finite(values: pd.Series) -> np.ndarray:
@@ -37,7 +51,9 @@ def finite(values: pd.Series) -> np.ndarray:
 
 def has_infinite(section: Section) -> bool:
     """Whether a plot of this section leaves out infinite values (its caption says so)."""
-    return any(np.isinf(section.per_image[m].to_numpy(dtype=float)).any() for m in section.metrics if m in section.per_image)
+    return any(
+        np.isinf(section.per_image[m].to_numpy(dtype=float)).any() for m in section.metrics if m in section.per_image
+    )
 
 
 def colours(section: Section) -> dict[str, tuple]:
@@ -65,7 +81,9 @@ def _panels(n: int, rows_per_panel: int, width: float | None = None, max_cols: i
 
 def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
     """Mean of each metric per VAE: bars with 95% bootstrap CI whiskers; the best bar is outlined."""
-    metrics = [m for m in section.metrics + section.set_metrics if (summary[summary["metric"] == m]["status"] == "ok").any()]
+    metrics = [
+        m for m in section.metrics + section.set_metrics if (summary[summary["metric"] == m]["status"] == "ok").any()
+    ]
     if not metrics:
         return None
     colour = colours(section)
@@ -77,14 +95,34 @@ def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
             y = np.arange(len(labels))
             ok = rows["status"] == "ok"
             shown = rows["mean"].where(ok)
-            means = shown.where(np.isfinite(shown.astype(float)))  # an infinite mean (an exact PSNR) gets no bar, only its label
+            means = shown.where(
+                np.isfinite(shown.astype(float))
+            )  # an infinite mean (an exact PSNR) gets no bar, only its label
             xerr = np.vstack([means - rows["ci_low"], rows["ci_high"] - means]).clip(min=0)
-            ax.barh(y, means.fillna(0), color=[colour[lab] for lab in labels], alpha=0.85, height=0.62,
-                    edgecolor=["black" if b else "none" for b in rows["best"].fillna(False)], linewidth=1.6)  # fmt: skip
+            ax.barh(
+                y,
+                means.fillna(0),
+                color=[colour[lab] for lab in labels],
+                alpha=0.85,
+                height=0.62,
+                edgecolor=["black" if b else "none" for b in rows["best"].fillna(False)],
+                linewidth=1.6,
+            )
             ax.errorbar(means, y, xerr=np.nan_to_num(xerr), fmt="none", ecolor="#222222", elinewidth=1.2, capsize=3)
             for yi, (m, status, hi) in enumerate(zip(shown, rows["status"], rows["ci_high"])):
-                text = (f"{m:.4g}" if np.isfinite(m) else ("∞" if m > 0 else "−∞")) if status == "ok" else ("n/a" if status == "unavailable" else "not run")
-                ax.text((hi if np.isfinite(hi) else (m if np.isfinite(m) else 0)), yi, "  " + text, va="center", fontsize=9.5, color="#333333")
+                text = (
+                    (f"{m:.4g}" if np.isfinite(m) else ("∞" if m > 0 else "−∞"))
+                    if status == "ok"
+                    else ("n/a" if status == "unavailable" else "not run")
+                )
+                ax.text(
+                    (hi if np.isfinite(hi) else (m if np.isfinite(m) else 0)),
+                    yi,
+                    "  " + text,
+                    va="center",
+                    fontsize=9.5,
+                    color="#333333",
+                )
             ax.set_yticks(y, labels)
             ax.set_title(metric_title(metric, section.direction(metric)))
             ax.grid(axis="y", visible=False)
@@ -108,14 +146,33 @@ def distributions(section: Section, path: Path) -> Path | None:
             data = [finite(section.per_image.loc[section.per_image["entry"] == lab, metric]) for lab in labels]
             pos = [i for i, d in enumerate(data) if d.size]
             if any(data[i].size > 2 and np.ptp(data[i]) > 0 for i in pos):
-                parts = ax.violinplot([data[i] for i in pos], positions=pos, **HORIZONTAL, showextrema=False, widths=0.8)
+                parts = ax.violinplot(
+                    [data[i] for i in pos], positions=pos, **HORIZONTAL, showextrema=False, widths=0.8
+                )
                 for body, i in zip(parts["bodies"], pos):
                     body.set_facecolor(colour[labels[i]])
                     body.set_alpha(0.25)
-            ax.boxplot([data[i] for i in pos], positions=pos, **HORIZONTAL, widths=0.25, showfliers=False,
-                       medianprops={"color": "black"}, boxprops=GREY, whiskerprops=GREY, capprops=GREY)  # fmt: skip
+            ax.boxplot(
+                [data[i] for i in pos],
+                positions=pos,
+                **HORIZONTAL,
+                widths=0.25,
+                showfliers=False,
+                medianprops={"color": "black"},
+                boxprops=GREY,
+                whiskerprops=GREY,
+                capprops=GREY,
+            )
             for i in pos:
-                ax.scatter(data[i], i + rng.uniform(-0.12, 0.12, data[i].size), s=9, color=colour[labels[i]], alpha=0.8, linewidths=0, zorder=3)
+                ax.scatter(
+                    data[i],
+                    i + rng.uniform(-0.12, 0.12, data[i].size),
+                    s=9,
+                    color=colour[labels[i]],
+                    alpha=0.8,
+                    linewidths=0,
+                    zorder=3,
+                )
             ax.set_yticks(range(len(labels)), labels)
             ax.set_title(metric_title(metric, section.direction(metric)) + " per image")
             ax.grid(axis="y", visible=False)
@@ -125,7 +182,9 @@ def distributions(section: Section, path: Path) -> Path | None:
 
 def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | None:
     """Mean paired difference (A − B) with its 95% CI per pair; filled markers are significant."""
-    paired = paired[np.isfinite(paired["mean_diff"].astype(float))]  # an infinite Δ (exact reconstructions on one side) has no place on an axis
+    paired = paired[
+        np.isfinite(paired["mean_diff"].astype(float))
+    ]  # an infinite Δ (exact reconstructions on one side) has no place on an axis
     if paired.empty:
         return None
     metrics = list(dict.fromkeys(paired["metric"]))
@@ -137,10 +196,29 @@ def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | 
             y = np.arange(len(rows))
             err = np.vstack([rows["mean_diff"] - rows["ci_low"], rows["ci_high"] - rows["mean_diff"]]).clip(min=0)
             ax.axvline(0, color="#999999", linewidth=1, zorder=1)
-            ax.errorbar(rows["mean_diff"], y, xerr=np.nan_to_num(err), fmt="none", ecolor="#333333", elinewidth=1.3, capsize=3, zorder=2)
+            ax.errorbar(
+                rows["mean_diff"],
+                y,
+                xerr=np.nan_to_num(err),
+                fmt="none",
+                ecolor="#333333",
+                elinewidth=1.3,
+                capsize=3,
+                zorder=2,
+            )
             sig = rows["significant"].to_numpy(bool)
-            ax.scatter(rows["mean_diff"][sig], y[sig], s=40, color="#c0392b", zorder=3, label="significant (Holm p < 0.05)")
-            ax.scatter(rows["mean_diff"][~sig], y[~sig], s=40, facecolor="white", edgecolor="#333333", zorder=3, label="not significant")
+            ax.scatter(
+                rows["mean_diff"][sig], y[sig], s=40, color="#c0392b", zorder=3, label="significant (Holm p < 0.05)"
+            )
+            ax.scatter(
+                rows["mean_diff"][~sig],
+                y[~sig],
+                s=40,
+                facecolor="white",
+                edgecolor="#333333",
+                zorder=3,
+                label="not significant",
+            )
             ax.set_yticks(y, [f"{a}\n− {b}" for a, b in zip(rows["a"], rows["b"])], fontsize=9)
             ax.set_title(f"Δ {metric_title(metric, section.direction(metric))}")
             ax.grid(axis="y", visible=False)
@@ -149,7 +227,9 @@ def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | 
             ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
             lim = np.nanmax(np.abs(np.concatenate([rows["ci_low"], rows["ci_high"], rows["mean_diff"]])))
             if np.isfinite(lim) and lim > 0:
-                ax.set_xlim(-1.15 * lim, 1.15 * lim)  # symmetric around zero, so the side that is better reads at a glance
+                ax.set_xlim(
+                    -1.15 * lim, 1.15 * lim
+                )  # symmetric around zero, so the side that is better reads at a glance
         handles, names = axes[0].get_legend_handles_labels()
         fig.tight_layout(rect=(0, 0.12 / len(metrics), 1, 1))
         fig.legend(handles, names, loc="lower center", ncol=2, frameon=False, fontsize=9)
@@ -167,8 +247,22 @@ def pareto(section: Section, points: pd.DataFrame, speed_note: str, path: Path) 
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6.6, 4.4))
         for _, p in points.iterrows():
-            ax.scatter(p["images_per_s"], p["quality"], s=70, color=colour[p["entry"]], edgecolor="black", linewidth=0.6, zorder=3)
-            ax.annotate(f"{p['entry']}\n{p['detail']}", (p["images_per_s"], p["quality"]), xytext=(7, 4), textcoords="offset points", fontsize=9)
+            ax.scatter(
+                p["images_per_s"],
+                p["quality"],
+                s=70,
+                color=colour[p["entry"]],
+                edgecolor="black",
+                linewidth=0.6,
+                zorder=3,
+            )
+            ax.annotate(
+                f"{p['entry']}\n{p['detail']}",
+                (p["images_per_s"], p["quality"]),
+                xytext=(7, 4),
+                textcoords="offset points",
+                fontsize=9,
+            )
         q = points["quality"] * (1 if higher else -1)
         order = points.assign(q=q).sort_values("images_per_s", ascending=False)
         front, best = [], -np.inf
@@ -178,13 +272,25 @@ def pareto(section: Section, points: pd.DataFrame, speed_note: str, path: Path) 
                 best = p["q"]
         if len(front) > 1:
             f = pd.DataFrame(front)
-            ax.plot(f["images_per_s"], f["quality"], color="#555555", linestyle="--", linewidth=1, zorder=2, label="Pareto front")
+            ax.plot(
+                f["images_per_s"],
+                f["quality"],
+                color="#555555",
+                linestyle="--",
+                linewidth=1,
+                zorder=2,
+                label="Pareto front",
+            )
             ax.legend(frameon=False, fontsize=9)
         if points["images_per_s"].max() > 10 * points["images_per_s"].min():
             ax.set_xscale("log")
         ax.set_xlabel("images / s  (" + speed_note + ")", fontsize=9.5)
         ax.set_ylabel(metric_title(metric, higher))
-        ax.set_title("Quality vs speed: up and to the right is better" if higher else "Quality vs speed: down and to the right is better")
+        ax.set_title(
+            "Quality vs speed: up and to the right is better"
+            if higher
+            else "Quality vs speed: down and to the right is better"
+        )
         ax.margins(x=0.25, y=0.2)
         fig.tight_layout()
         return _save(fig, path)
@@ -215,7 +321,9 @@ def categories(section: Section, metric: str, path: Path) -> Path | None:
             x = np.arange(len(cats)) + (j - (len(labels) - 1) / 2) * width
             ax.bar(x, np.nan_to_num(means), width=width * 0.92, color=colour[lab], label=lab, alpha=0.9)
             ax.errorbar(x, means, yerr=[lo, hi], fmt="none", ecolor="#222222", elinewidth=1, capsize=2)
-        ax.set_xticks(np.arange(len(cats)), cats, rotation=30 if len(cats) > 5 else 0, ha="right" if len(cats) > 5 else "center")
+        ax.set_xticks(
+            np.arange(len(cats)), cats, rotation=30 if len(cats) > 5 else 0, ha="right" if len(cats) > 5 else "center"
+        )
         ax.set_title(metric_title(metric, section.direction(metric)) + " by category")
         ax.grid(axis="x", visible=False)
         ax.legend(frameon=False, fontsize=9, ncol=min(4, len(labels)))

@@ -69,7 +69,9 @@ def _dataset(run: Run, cfg):
     return instantiate(spec)
 
 
-def reconstruct_images(run: Run, vae_name: str, image_ids: list[str], device: str = "auto") -> tuple[dict[str, Reconstruction], dict[str, str]]:
+def reconstruct_images(
+    run: Run, vae_name: str, image_ids: list[str], device: str = "auto"
+) -> tuple[dict[str, Reconstruction], dict[str, str]]:
     """Re-create ``vae_name``'s reconstructions of ``image_ids`` from ``run``, through :func:`evalvae.recon.reconstruct`.
 
     The VAE runs in the dtype the run scored it in (``vaes.json``), so one the run upcast is
@@ -114,14 +116,23 @@ def reconstruct_images(run: Run, vae_name: str, image_ids: list[str], device: st
     batches = [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
     quantize = bool(run.protocol.get("quantize", cfg.metrics.get("quantize", True)))
     try:
-        results = reconstruct(vae, batches, [PSNR()], quantize=quantize, channels_last=bool(cfg.get("channels_last")),
-                              seed=int(cfg.get("seed") or 0), keep_pixels=True)  # fmt: skip
+        results = reconstruct(
+            vae,
+            batches,
+            [PSNR()],
+            quantize=quantize,
+            channels_last=bool(cfg.get("channels_last")),
+            seed=int(cfg.get("seed") or 0),
+            keep_pixels=True,
+        )
         for result in results:
             rows = iter(result.rows)
             for originals, recons in zip(result.originals, result.reconstructions):
                 for original, recon in zip(crop_to_multiple(originals, vae.downsample), recons):
                     row = next(rows)
-                    out[row["image"]] = Reconstruction(_hwc(original), _hwc(recon), row["psnr"], recorded.get(row["image"]))
+                    out[row["image"]] = Reconstruction(
+                        _hwc(original), _hwc(recon), row["psnr"], recorded.get(row["image"])
+                    )
     finally:
         del vae
         gc.collect()

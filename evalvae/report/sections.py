@@ -70,7 +70,9 @@ class Section:
     set_metrics: list[str]
     metric_protocols: dict[str, dict]
     notes: list[str] = field(default_factory=list)
-    cell_notes: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (entry, metric) -> caveats on that value
+    cell_notes: dict[tuple[str, str], list[str]] = field(
+        default_factory=dict
+    )  # (entry, metric) -> caveats on that value
 
     @property
     def runs(self) -> list[Run]:
@@ -116,7 +118,11 @@ def metric_settings(spec: dict, noted: bool = False) -> dict | None:
     unless ``noted``); None for a metric the run could not compute."""
     if not isinstance(spec, dict) or spec.get("available") is False:
         return None
-    return {k: v for k, v in flatten(spec).items() if not is_provenance_field(k) and (noted or k.split(".")[-1] != NOTED_FIELD)}
+    return {
+        k: v
+        for k, v in flatten(spec).items()
+        if not is_provenance_field(k) and (noted or k.split(".")[-1] != NOTED_FIELD)
+    }
 
 
 def protocol_key(run: Run) -> str:
@@ -211,9 +217,15 @@ def _nonfinite_notes(per_image: pd.DataFrame, metrics: list[str]) -> dict[tuple[
             if not k:
                 continue
             what = " (exact reconstructions)" if m == "psnr" and np.all(values[np.isinf(values)] > 0) else ""
-            inf = "±∞" if np.any(values == np.inf) and np.any(values == -np.inf) else num(m, float(values[np.isinf(values)][0]))
-            out[(label, m)] = [f"{metric_name(m)} is {inf} on {k} of {values.size} images{what}: the mean is {num(m, float(values.mean()))}, "
-                               "with no std or CI; plots leave those images out"]  # fmt: skip
+            inf = (
+                "±∞"
+                if np.any(values == np.inf) and np.any(values == -np.inf)
+                else num(m, float(values[np.isinf(values)][0]))
+            )
+            out[(label, m)] = [
+                f"{metric_name(m)} is {inf} on {k} of {values.size} images{what}: the mean is {num(m, float(values.mean()))}, "
+                "with no std or CI; plots leave those images out"
+            ]
     return out
 
 
@@ -233,7 +245,9 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
             if m in protocols and metric_settings(protocols[m], noted=True) != metric_settings(spec, noted=True):
                 first, now = (metric_settings(x, noted=True) or {} for x in (protocols[m], spec))
                 changed = {k: now.get(k) for k in sorted(first.keys() | now.keys()) if first.get(k) != now.get(k)}
-                notes.append(f"{metric_name(m)} in run {run.label} differs in {changed} (first seen: {({k: first.get(k) for k in changed})})")
+                notes.append(
+                    f"{metric_name(m)} in run {run.label} differs in {changed} (first seen: { ({k: first.get(k) for k in changed}) })"
+                )
             protocols.setdefault(m, spec)
         cols = run.metric_columns
         metrics += [c for c in cols if c not in metrics]
@@ -256,15 +270,26 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
     counts = per_image.groupby("entry", sort=False)["image"].nunique() if not per_image.empty else pd.Series(dtype=int)
     if counts.nunique() > 1:
         notes.append(
-            "VAEs were scored on different numbers of images (" + ", ".join(f"{k}: {v}" for k, v in counts.items())
+            "VAEs were scored on different numbers of images ("
+            + ", ".join(f"{k}: {v}" for k, v in counts.items())
             + "); each mean uses its own images, paired statistics use the images both VAEs scored"
-        )  # fmt: skip
+        )
     first = runs[0].protocol
     return Section(
-        title=title, slug=slug, dataset=dict(first.get("dataset") or {}), quantize=first.get("quantize"),
-        pixels=str(first.get("pixels") or ""), entries=entries, per_image=per_image, set_level=set_level,
-        metrics=metrics, set_metrics=set_metrics, metric_protocols=protocols, notes=notes, cell_notes=cell_notes,
-    )  # fmt: skip
+        title=title,
+        slug=slug,
+        dataset=dict(first.get("dataset") or {}),
+        quantize=first.get("quantize"),
+        pixels=str(first.get("pixels") or ""),
+        entries=entries,
+        per_image=per_image,
+        set_level=set_level,
+        metrics=metrics,
+        set_metrics=set_metrics,
+        metric_protocols=protocols,
+        notes=notes,
+        cell_notes=cell_notes,
+    )
 
 
 @dataclass
@@ -274,12 +299,18 @@ class _Group:
     runs: list[Run]
 
     def admits(self, identity: str, settings: dict[str, dict]) -> bool:
-        return identity == self.identity and all(self.settings[m] == s for m, s in settings.items() if m in self.settings)
+        return identity == self.identity and all(
+            self.settings[m] == s for m, s in settings.items() if m in self.settings
+        )
 
     def describe(self) -> dict[str, object]:
         """Flat facts that can tell this group from another with the same title."""
         ident = json.loads(self.identity)
-        out: dict[str, object] = {"N": ident["dataset"].get("n_evaluated"), "images": ident["images"], "quantize": ident["quantize"]}
+        out: dict[str, object] = {
+            "N": ident["dataset"].get("n_evaluated"),
+            "images": ident["images"],
+            "quantize": ident["quantize"],
+        }
         out.update({f"dataset.{k}": v for k, v in ident["dataset"].items() if k != "n_evaluated"})
         out.update({f"{m}:{k}": v for m, s in self.settings.items() for k, v in s.items()})
         return out
@@ -325,9 +356,15 @@ def _families(keys: list[str], facts: list[dict], ref: dict, other: dict) -> lis
     """Keys where ``other`` differs from ``ref``, by rank, the same field of several metrics as one family."""
     families: dict[tuple, list[str]] = {}
     for k in sorted(keys, key=_rank):
-        if k in ref and k in other and json.dumps(ref[k], sort_keys=True, default=str) != json.dumps(other[k], sort_keys=True, default=str):
+        if (
+            k in ref
+            and k in other
+            and json.dumps(ref[k], sort_keys=True, default=str) != json.dumps(other[k], sort_keys=True, default=str)
+        ):
             field = k.split(":", 1)[1] if ":" in k else k
-            families.setdefault((field, json.dumps(ref[k], default=str), json.dumps(other[k], default=str)), []).append(k)
+            families.setdefault((field, json.dumps(ref[k], default=str), json.dumps(other[k], default=str)), []).append(
+                k
+            )
     out = list(families.values())
     if any(ks[0] == "N" for ks in out):  # another N is another image set: saying so twice adds nothing
         out = [ks for ks in out if ks[0] != "images"]
@@ -344,7 +381,9 @@ def _differences(groups: list[_Group], most: int = 2) -> list[str]:
     keys = list(dict.fromkeys(k for f in facts for k in f))
 
     def words(f: dict, families: list[list[str]]) -> str:
-        return " · ".join(_label(ks[0], [k.split(":", 1)[0] for k in ks if ":" in k], f[ks[0]]) for ks in families[:most])
+        return " · ".join(
+            _label(ks[0], [k.split(":", 1)[0] for k in ks if ":" in k], f[ks[0]]) for ks in families[:most]
+        )
 
     cited: dict[tuple[str, ...], int] = {}
     labels = [""]
@@ -377,7 +416,7 @@ def group_sections(runs: list[Run]) -> list[Section]:
                 titles[i] = f"{title} · {words}" if words else title
     taken: set[str] = set()
     sections = []
-    for i, (title, group) in enumerate(zip(titles, groups)):
+    for title, group in zip(titles, groups):
         if titles.count(title) > 1:  # nothing recorded tells them apart in a few words
             title = f"{title} · runs {', '.join(r.label for r in group.runs)}"
         sections.append(build_section(group.runs, title, _slug(title, taken)))

@@ -45,9 +45,14 @@ def bootstrap_ci(values, confidence: float = CONFIDENCE, n_resamples: int = N_RE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         res = stats.bootstrap(
-            (x,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="BCa",
-            vectorized=True, rng=np.random.default_rng(seed),
-        )  # fmt: skip
+            (x,),
+            np.mean,
+            confidence_level=confidence,
+            n_resamples=n_resamples,
+            method="BCa",
+            vectorized=True,
+            rng=np.random.default_rng(seed),
+        )
     low, high = res.confidence_interval
     return Interval(float(low), float(high))
 

@@ -11,7 +11,23 @@ from evalvae.report import stats
 from evalvae.report.sections import Section
 
 SUMMARY_COLUMNS = ["entry", "metric", "level", "mean", "std", "n", "ci_low", "ci_high", "status", "best", "infinite"]
-PAIRED_COLUMNS = ["metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "wins", "ties", "losses", "win_rate", "p", "p_holm", "significant", "favours"]
+PAIRED_COLUMNS = [
+    "metric",
+    "a",
+    "b",
+    "n",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "wins",
+    "ties",
+    "losses",
+    "win_rate",
+    "p",
+    "p_holm",
+    "significant",
+    "favours",
+]
 # Bench operations in order of preference for the speed axis: decoding is what generation pays per image.
 SPEED_OPS = ("decode", "roundtrip", "encode_decode", "encode+decode", "reconstruct", "encode")
 
@@ -36,7 +52,18 @@ def summary_table(section: Section) -> pd.DataFrame:
     for metric in section.metrics:
         block = []
         for e in section.entries:
-            row = dict(entry=e.label, metric=metric, level="image", mean=math.nan, std=math.nan, n=0, ci_low=math.nan, ci_high=math.nan, best=False, infinite=0)
+            row = dict(
+                entry=e.label,
+                metric=metric,
+                level="image",
+                mean=math.nan,
+                std=math.nan,
+                n=0,
+                ci_low=math.nan,
+                ci_high=math.nan,
+                best=False,
+                infinite=0,
+            )
             if metric not in e.run.metric_columns:
                 block.append({**row, "status": "not measured"})
                 continue
@@ -47,17 +74,36 @@ def summary_table(section: Section) -> pd.DataFrame:
                 continue
             finite = bool(np.isfinite(values).all())
             ci = stats.bootstrap_ci(values) if finite else stats.NAN_INTERVAL
-            block.append({
-                **row, "mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 and finite else math.nan,
-                "n": int(values.size), "ci_low": ci.low, "ci_high": ci.high, "status": "ok", "infinite": int(np.isinf(values).sum()),
-            })  # fmt: skip
+            block.append(
+                {
+                    **row,
+                    "mean": float(values.mean()),
+                    "std": float(values.std(ddof=1)) if values.size > 1 and finite else math.nan,
+                    "n": int(values.size),
+                    "ci_low": ci.low,
+                    "ci_high": ci.high,
+                    "status": "ok",
+                    "infinite": int(np.isinf(values).sum()),
+                }
+            )
         _mark_best(block, section.direction(metric))
         rows += block
     for metric in section.set_metrics:
         block = []
         for e in section.entries:
             found = section.set_level[(section.set_level["entry"] == e.label) & (section.set_level["metric"] == metric)]
-            row = dict(entry=e.label, metric=metric, level="set", mean=math.nan, std=math.nan, n=0, ci_low=math.nan, ci_high=math.nan, best=False, infinite=0)
+            row = dict(
+                entry=e.label,
+                metric=metric,
+                level="set",
+                mean=math.nan,
+                std=math.nan,
+                n=0,
+                ci_low=math.nan,
+                ci_high=math.nan,
+                best=False,
+                infinite=0,
+            )
             if found.empty:
                 block.append({**row, "status": "not measured"})
                 continue
@@ -65,7 +111,16 @@ def summary_table(section: Section) -> pd.DataFrame:
             mean = float(r["mean"]) if pd.notna(r["mean"]) else math.nan
             n = int(r["n"]) if pd.notna(r["n"]) else 0
             std = float(r["std"]) if pd.notna(r["std"]) else math.nan
-            block.append({**row, "mean": mean, "std": std, "n": n, "status": "unavailable" if math.isnan(mean) else "ok", "infinite": int(math.isinf(mean))})
+            block.append(
+                {
+                    **row,
+                    "mean": mean,
+                    "std": std,
+                    "n": n,
+                    "status": "unavailable" if math.isnan(mean) else "ok",
+                    "infinite": int(math.isinf(mean)),
+                }
+            )
         _mark_best(block, section.direction(metric))
         rows += block
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -81,7 +136,9 @@ def paired_table(section: Section, alpha: float = stats.ALPHA) -> pd.DataFrame:
     rows = []
     for metric in section.metrics:
         higher = section.direction(metric)
-        wide = section.per_image.pivot_table(index="image", columns="entry", values=metric, aggfunc="first", dropna=False)
+        wide = section.per_image.pivot_table(
+            index="image", columns="entry", values=metric, aggfunc="first", dropna=False
+        )
         labels = [lab for lab in section.labels if lab in wide.columns and wide[lab].notna().any()]
         block = []
         for i, a in enumerate(labels):
@@ -90,12 +147,27 @@ def paired_table(section: Section, alpha: float = stats.ALPHA) -> pd.DataFrame:
                 if p.n == 0:
                     continue
                 favours = ""
-                if higher is not None and p.mean_diff != 0 and not math.isnan(p.mean_diff):  # an infinite Δ favours a side too
+                if (
+                    higher is not None and p.mean_diff != 0 and not math.isnan(p.mean_diff)
+                ):  # an infinite Δ favours a side too
                     favours = a if (p.mean_diff > 0) == higher else b
-                block.append(dict(
-                    metric=metric, a=a, b=b, n=p.n, mean_diff=p.mean_diff, ci_low=p.ci.low, ci_high=p.ci.high,
-                    wins=p.wins, ties=p.ties, losses=p.losses, win_rate=p.win_rate, p=p.p_value, favours=favours,
-                ))  # fmt: skip
+                block.append(
+                    dict(
+                        metric=metric,
+                        a=a,
+                        b=b,
+                        n=p.n,
+                        mean_diff=p.mean_diff,
+                        ci_low=p.ci.low,
+                        ci_high=p.ci.high,
+                        wins=p.wins,
+                        ties=p.ties,
+                        losses=p.losses,
+                        win_rate=p.win_rate,
+                        p=p.p_value,
+                        favours=favours,
+                    )
+                )
         adjusted = stats.holm([r["p"] for r in block])
         for r, ph in zip(block, adjusted):
             r["p_holm"] = float(ph)
@@ -129,7 +201,9 @@ def speed_points(section: Section, summary: pd.DataFrame, bench: pd.DataFrame) -
     if metric is None:
         return empty, ""
     ok = summary[(summary["metric"] == metric) & (summary["status"] == "ok")]
-    quality = ok[np.isfinite(ok["mean"].astype(float))].set_index("entry")["mean"]  # an infinite mean has no place on an axis
+    quality = ok[np.isfinite(ok["mean"].astype(float))].set_index("entry")[
+        "mean"
+    ]  # an infinite mean has no place on an axis
 
     rows = _bench_rows(bench, section)
     bench_points, op = [], None
@@ -143,16 +217,38 @@ def speed_points(section: Section, summary: pd.DataFrame, bench: pd.DataFrame) -
             if mine.empty or e.label not in quality:
                 continue
             best = mine.loc[mine["images_per_s"].idxmax()]
-            detail = ", ".join(f"{k} {best[k]}" for k in ("dtype", "batch", "mode", "device") if k in best and pd.notna(best[k]))
-            bench_points.append(dict(entry=e.label, metric=metric, quality=quality[e.label], images_per_s=float(best["images_per_s"]), detail=detail))
+            detail = ", ".join(
+                f"{k} {best[k]}" for k in ("dtype", "batch", "mode", "device") if k in best and pd.notna(best[k])
+            )
+            bench_points.append(
+                dict(
+                    entry=e.label,
+                    metric=metric,
+                    quality=quality[e.label],
+                    images_per_s=float(best["images_per_s"]),
+                    detail=detail,
+                )
+            )
     run_points = []
     for e in section.entries:
         t = e.timing
         if t.get("images_per_s") is not None and pd.notna(t.get("images_per_s")) and e.label in quality:
             detail = f"{t.get('dtype', '')}, batch {t.get('batch_size', '?')}, {t.get('device', '')}"
-            run_points.append(dict(entry=e.label, metric=metric, quality=quality[e.label], images_per_s=float(t["images_per_s"]), detail=detail))
+            run_points.append(
+                dict(
+                    entry=e.label,
+                    metric=metric,
+                    quality=quality[e.label],
+                    images_per_s=float(t["images_per_s"]),
+                    detail=detail,
+                )
+            )
     if bench_points and len(bench_points) >= len(run_points):
-        return pd.DataFrame(bench_points, columns=empty.columns), f"bench.csv, {op} throughput (fastest passing configuration per VAE)"
+        return pd.DataFrame(
+            bench_points, columns=empty.columns
+        ), f"bench.csv, {op} throughput (fastest passing configuration per VAE)"
     if run_points:
-        return pd.DataFrame(run_points, columns=empty.columns), "run timings: end-to-end images/s of the evaluation (data, encode, decode, metrics)"
+        return pd.DataFrame(
+            run_points, columns=empty.columns
+        ), "run timings: end-to-end images/s of the evaluation (data, encode, decode, metrics)"
     return empty, ""

@@ -21,7 +21,15 @@ def mark(number: int) -> str:
 def _cell(r: dict) -> dict:
     m = r["metric"]
     if r["status"] != "ok":
-        return {"main": r["status"], "mean": r["status"], "sub": "", "best": False, "ok": False, "marks": "", "warn": False}
+        return {
+            "main": r["status"],
+            "mean": r["status"],
+            "sub": "",
+            "best": False,
+            "ok": False,
+            "marks": "",
+            "warn": False,
+        }
     main = mean = num(m, r["mean"])
     if math.isfinite(r["std"]):
         main += f" ± {num(m, r['std'])}"
@@ -90,14 +98,24 @@ def paired_view(paired: pd.DataFrame) -> list[dict]:
     for r in paired.to_dict("records"):
         m = r["metric"]
         spread = r["ci_high"] - r["ci_low"]
-        out.append({
-            "metric": metric_name(m), "a": r["a"], "b": r["b"], "n": r["n"],
-            "diff": num_diff(m, r["mean_diff"], spread),
-            "ci": f"[{num_diff(m, r['ci_low'], spread)}, {num_diff(m, r['ci_high'], spread)}]" if math.isfinite(r["ci_low"]) else "–",
-            "win_rate": percent(r["win_rate"]), "wtl": f"{r['wins']}/{r['ties']}/{r['losses']}",
-            "p": p_value(r["p"]), "p_holm": p_value(r["p_holm"]), "significant": bool(r["significant"]),
-            "favours": r["favours"],
-        })  # fmt: skip
+        out.append(
+            {
+                "metric": metric_name(m),
+                "a": r["a"],
+                "b": r["b"],
+                "n": r["n"],
+                "diff": num_diff(m, r["mean_diff"], spread),
+                "ci": f"[{num_diff(m, r['ci_low'], spread)}, {num_diff(m, r['ci_high'], spread)}]"
+                if math.isfinite(r["ci_low"])
+                else "–",
+                "win_rate": percent(r["win_rate"]),
+                "wtl": f"{r['wins']}/{r['ties']}/{r['losses']}",
+                "p": p_value(r["p"]),
+                "p_holm": p_value(r["p_holm"]),
+                "significant": bool(r["significant"]),
+                "favours": r["favours"],
+            }
+        )
     return out
 
 
@@ -110,7 +128,10 @@ def _describe_metric(spec: dict) -> str:
             continue
         if k == "weights" and isinstance(v, dict):
             sha = str(v.get("tensors_sha256", ""))[:12]
-            items.append(("standard weights" if v.get("standard") else "NON-STANDARD weights") + (f" (tensors sha256 {sha}…)" if sha else ""))
+            items.append(
+                ("standard weights" if v.get("standard") else "NON-STANDARD weights")
+                + (f" (tensors sha256 {sha}…)" if sha else "")
+            )
         elif k == "extractor" and isinstance(v, dict):
             items.append(f"extractor={v.get('name', '?')}" + (f", resize: {v['resize']}" if v.get("resize") else ""))
         elif isinstance(v, dict):
@@ -143,15 +164,27 @@ def protocol_view(section: Section) -> dict:
     vaes = []
     for e in section.entries:
         info, t = e.info, e.timing
-        vaes.append({
-            "label": e.label, "run": e.run.label, "path": str(e.run.path),
-            "source": str(info.get("source", "?")),
-            "latent": f"{info.get('latent_space', '?')} {info.get('latent_channels', '?')}ch f{info.get('downsample', '?')}",
-            "dtype": e.dtype + (f" (weights stored {info['weights_dtype']})" if info.get("weights_dtype") not in (None, e.dtype) else ""),
-            "device": str(t.get("device") or info.get("device") or "?"),
-            "posterior": str(info.get("posterior", "")), "params": _count(info.get("parameters")),
-            "speed": f"{t['images_per_s']:.2f} img/s" if t.get("images_per_s") is not None and pd.notna(t.get("images_per_s")) else "–",
-        })  # fmt: skip
+        vaes.append(
+            {
+                "label": e.label,
+                "run": e.run.label,
+                "path": str(e.run.path),
+                "source": str(info.get("source", "?")),
+                "latent": f"{info.get('latent_space', '?')} {info.get('latent_channels', '?')}ch f{info.get('downsample', '?')}",
+                "dtype": e.dtype
+                + (
+                    f" (weights stored {info['weights_dtype']})"
+                    if info.get("weights_dtype") not in (None, e.dtype)
+                    else ""
+                ),
+                "device": str(t.get("device") or info.get("device") or "?"),
+                "posterior": str(info.get("posterior", "")),
+                "params": _count(info.get("parameters")),
+                "speed": f"{t['images_per_s']:.2f} img/s"
+                if t.get("images_per_s") is not None and pd.notna(t.get("images_per_s"))
+                else "–",
+            }
+        )
     return {"facts": facts, "metrics": metrics, "vaes": vaes}
 
 
@@ -170,11 +203,16 @@ def overview_rows(views: list[dict]) -> tuple[list[str], list[dict]]:
         for r in v["summary"]["rows"]:
             cells = []
             for m in metrics:
-                c = r["cells"][index[m]] if m in index else {"mean": "–", "best": False, "ok": False, "marks": "", "warn": False}
-                cells.append({"main": c["mean"], "best": c["best"], "ok": c["ok"], "noted": bool(c["marks"]), "warn": c["warn"]})
+                c = (
+                    r["cells"][index[m]]
+                    if m in index
+                    else {"mean": "–", "best": False, "ok": False, "marks": "", "warn": False}
+                )
+                cells.append(
+                    {"main": c["mean"], "best": c["best"], "ok": c["ok"], "noted": bool(c["marks"]), "warn": c["warn"]}
+                )
             rows.append({"section": v["title"], "slug": v["slug"], "label": r["label"], "n": r["n"], "cells": cells})
     return [titles[m] for m in metrics], rows
-
 
 
 def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
@@ -192,13 +230,17 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
         pair = {best["entry"], second["entry"]}
         rows = paired[(paired["metric"] == metric) & paired["a"].isin(pair) & paired["b"].isin(pair)]
         if rows.empty:
-            why = "one value per VAE, so no per-image test" if best["level"] == "set" else "no shared images to pair them"
+            why = (
+                "one value per VAE, so no per-image test" if best["level"] == "set" else "no shared images to pair them"
+            )
             text += f", then {second['entry']} ({num(metric, second['mean'])}); {why}."
             out.append(text)
             continue
         r = rows.iloc[0]
         flip = r["a"] != best["entry"]  # express the margin as best − runner-up
-        diff, lo, hi = (-r["mean_diff"], -r["ci_high"], -r["ci_low"]) if flip else (r["mean_diff"], r["ci_low"], r["ci_high"])
+        diff, lo, hi = (
+            (-r["mean_diff"], -r["ci_high"], -r["ci_low"]) if flip else (r["mean_diff"], r["ci_low"], r["ci_high"])
+        )
         wins = 1 - r["win_rate"] if flip else r["win_rate"]
         spread = hi - lo
         verdict = "significant" if r["significant"] else "not significant"

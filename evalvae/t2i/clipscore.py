@@ -38,14 +38,18 @@ class CLIPScore:
         def load(local_files_only: bool):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return (CLIPProcessor.from_pretrained(model, local_files_only=local_files_only),
-                        CLIPModel.from_pretrained(model, local_files_only=local_files_only))  # fmt: skip
+                return (
+                    CLIPProcessor.from_pretrained(model, local_files_only=local_files_only),
+                    CLIPModel.from_pretrained(model, local_files_only=local_files_only),
+                )
 
         try:
             self.processor, net = local_then_hub(load, may_download=not Path(model).expanduser().is_dir())
         except Exception as e:  # offline, missing or gated: unavailable, with the reason
-            raise MetricUnavailable(f"CLIP model {model!r} could not be loaded ({type(e).__name__}); download it where the hub "
-                                    "is reachable or set t2i.clip_score.model=/path/to/clip-folder") from None  # fmt: skip
+            raise MetricUnavailable(
+                f"CLIP model {model!r} could not be loaded ({type(e).__name__}); download it where the hub "
+                "is reachable or set t2i.clip_score.model=/path/to/clip-folder"
+            ) from None
         self.model = net.eval().requires_grad_(False)
         self.model_id, self.batch_size, self.device = model, batch_size, torch.device("cpu")
         self.max_tokens = self.model.config.text_config.max_position_embeddings
@@ -61,9 +65,18 @@ class CLIPScore:
         """Unit-norm text embeddings ``(N, D)``."""
         out = []
         for i in range(0, len(texts), self.batch_size):
-            tok = self.processor(text=list(texts[i : i + self.batch_size]), return_tensors="pt", padding=True, truncation=True,
-                                 max_length=self.max_tokens).to(self.device)  # fmt: skip
-            out.append(_embedding(self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])))
+            tok = self.processor(
+                text=list(texts[i : i + self.batch_size]),
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+            ).to(self.device)
+            out.append(
+                _embedding(
+                    self.model.get_text_features(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
+                )
+            )
         f = torch.cat(out).double()
         return f / f.norm(dim=-1, keepdim=True)
 
@@ -72,7 +85,9 @@ class CLIPScore:
         """Unit-norm image embeddings ``(N, D)`` of ``(N, 3, H, W)`` uint8 images."""
         out = []
         for chunk in images.split(self.batch_size):
-            pixels = self.processor(images=list(chunk.cpu().permute(0, 2, 3, 1).numpy()), return_tensors="pt")["pixel_values"]
+            pixels = self.processor(images=list(chunk.cpu().permute(0, 2, 3, 1).numpy()), return_tensors="pt")[
+                "pixel_values"
+            ]
             out.append(_embedding(self.model.get_image_features(pixel_values=pixels.to(self.device))))
         f = torch.cat(out).double()
         return f / f.norm(dim=-1, keepdim=True)
@@ -85,6 +100,11 @@ class CLIPScore:
         return self.score(self.image_features(images), self.text_features(texts))
 
     def protocol(self) -> dict:
-        return {"higher_is_better": True, "implementation": f"transformers {type(self.model).__name__}, max(100 * cos, 0) per image",
-                "model": self.model_id, "weights_sha256": self.weights_sha256, "input": "8-bit decode through the model's image processor",
-                "text": f"tokenized with truncation to {self.max_tokens} tokens (end-of-text token kept)"}  # fmt: skip
+        return {
+            "higher_is_better": True,
+            "implementation": f"transformers {type(self.model).__name__}, max(100 * cos, 0) per image",
+            "model": self.model_id,
+            "weights_sha256": self.weights_sha256,
+            "input": "8-bit decode through the model's image processor",
+            "text": f"tokenized with truncation to {self.max_tokens} tokens (end-of-text token kept)",
+        }

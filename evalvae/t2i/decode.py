@@ -74,13 +74,19 @@ def decode_and_score(
     """
     for items, latents in batches:
         texts = [it.prompt.text for it in items]
-        text_features = metrics.clip.text_features(texts) if metrics.clip is not None and not isinstance(metrics.clip, Unavailable) else None
+        text_features = (
+            metrics.clip.text_features(texts)
+            if metrics.clip is not None and not isinstance(metrics.clip, Unavailable)
+            else None
+        )
         ref_pixels, rows = None, []
         for name in [reference, *(n for n in vaes if n != reference)]:
             if name not in vaes:
                 continue
             try:
-                pixels, mine = decode_one(name, vaes[name], items, latents, ref_pixels, text_features, metrics, image_dir)
+                pixels, mine = decode_one(
+                    name, vaes[name], items, latents, ref_pixels, text_features, metrics, image_dir
+                )
             except VAE_FAILURES as e:
                 on_failure(name, e)
                 continue
@@ -90,8 +96,16 @@ def decode_and_score(
         on_rows(rows)
 
 
-def decode_one(name: str, state: VAEState, items: list[Item], latents: torch.Tensor, ref_pixels: torch.Tensor | None,
-               text_features, metrics: T2IMetrics, image_dir: Path | None) -> tuple[torch.Tensor, list[dict]]:  # fmt: skip
+def decode_one(
+    name: str,
+    state: VAEState,
+    items: list[Item],
+    latents: torch.Tensor,
+    ref_pixels: torch.Tensor | None,
+    text_features,
+    metrics: T2IMetrics,
+    image_dir: Path | None,
+) -> tuple[torch.Tensor, list[dict]]:
     """One VAE's decode of one batch: its pixels and its rows (agreement NaN when ``ref_pixels`` is None)."""
     device = state.vae.device
     reset_peak_memory(device)
@@ -105,7 +119,11 @@ def decode_one(name: str, state: VAEState, items: list[Item], latents: torch.Ten
         for m in metrics.pair:
             values[m.name] = [math.nan] * len(items) if ref_pixels is None else m(ref_pixels, pixels).cpu().tolist()
         if metrics.clip is not None:
-            clip = [math.nan] * len(items) if text_features is None else metrics.clip.score(metrics.clip.image_features(u8), text_features)
+            clip = (
+                [math.nan] * len(items)
+                if text_features is None
+                else metrics.clip.score(metrics.clip.image_features(u8), text_features)
+            )
             values["clip_score"] = list(map(float, clip))
         for m in metrics.sets:
             state.fakes[id(m)].update(m.features(u8))
@@ -116,8 +134,14 @@ def decode_one(name: str, state: VAEState, items: list[Item], latents: torch.Ten
     h, w = u8.shape[-2:]
     rows = []
     for j, it in enumerate(items):
-        row = {"vae": name, "image": it.image, "prompt_id": it.prompt.id, "prompt": it.prompt.text,
-               "category": it.prompt.category, "seed": it.seed}  # fmt: skip
+        row = {
+            "vae": name,
+            "image": it.image,
+            "prompt_id": it.prompt.id,
+            "prompt": it.prompt.text,
+            "category": it.prompt.category,
+            "seed": it.seed,
+        }
         row.update({k: v[j] for k, v in values.items()})
         row.update(height=int(h), width=int(w))
         rows.append(row)

@@ -24,7 +24,9 @@ FORMAT = 1
 
 def latent_key(generation: dict, prompt: str, seed: int) -> str:
     """sha256 of the pipeline identity and settings, the device type, the prompt and the seed."""
-    payload = json.dumps({"format": FORMAT, "generation": generation, "prompt": prompt, "seed": int(seed)}, sort_keys=True, default=str)
+    payload = json.dumps(
+        {"format": FORMAT, "generation": generation, "prompt": prompt, "seed": int(seed)}, sort_keys=True, default=str
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -62,7 +64,12 @@ class LatentStore:
 
     def save(self, image_id: str, prompt: str, seed: int, latent: torch.Tensor) -> Path:
         path = self.path(image_id, prompt, seed)
-        meta = {"prompt": prompt, "seed": str(seed), "image": image_id, "generation": json.dumps(self.generation, default=str)}
+        meta = {
+            "prompt": prompt,
+            "seed": str(seed),
+            "image": image_id,
+            "generation": json.dumps(self.generation, default=str),
+        }
         with atomic_path(path) as tmp:
             save_file({"latent": latent.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
         return path

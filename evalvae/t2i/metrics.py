@@ -15,12 +15,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from evalvae import results
 from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.metrics import Unavailable, build_metrics, split_metrics
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.metrics.refstats import References, ReferenceStore
-from evalvae import results
 from evalvae.results import summarize
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,9 @@ class T2IMetrics:
         return [m.name for m in self.pair] + (["clip_score"] if self.clip is not None else [])
 
     def notes(self) -> dict[str, str]:
-        return {m.name: m.note for m in [*self.pair, self.clip] if getattr(m, "note", "")}  # unavailable, or non-standard weights
+        return {
+            m.name: m.note for m in [*self.pair, self.clip] if getattr(m, "note", "")
+        }  # unavailable, or non-standard weights
 
     def reference_statistics(self, batch_size: int, workers: int, device: torch.device) -> None:
         """Reference features for every set-level metric: from the cache, else computed once and cached."""
@@ -78,14 +80,24 @@ class T2IMetrics:
 
     def protocol(self) -> dict:
         compared = "each VAE's decode vs the reference decoder's decode of the same latent"
-        out = {m.name: {"higher_is_better": m.higher_is_better, **m.protocol(), "compared_with": compared} for m in self.pair}
+        out = {
+            m.name: {"higher_is_better": m.higher_is_better, **m.protocol(), "compared_with": compared}
+            for m in self.pair
+        }
         if self.clip is not None:
             out["clip_score"] = {"higher_is_better": True, **self.clip.protocol()}
         for m in self.sets:
             for name, proto in m.protocol().items():
-                proto = {**proto, "quantization": "8-bit reference images vs 8-bit decodes"} if name == "rfid" else proto
-                out[SET_NAMES[name]] = {**proto, "reference": {"dataset": self.reference_set.describe(),
-                                                               "statistics": self.refs.info.get(m.extractor.name)}}  # fmt: skip
+                proto = (
+                    {**proto, "quantization": "8-bit reference images vs 8-bit decodes"} if name == "rfid" else proto
+                )
+                out[SET_NAMES[name]] = {
+                    **proto,
+                    "reference": {
+                        "dataset": self.reference_set.describe(),
+                        "statistics": self.refs.info.get(m.extractor.name),
+                    },
+                }
         for m in self.unavailable_sets:
             out.update({SET_NAMES.get(k, k): {"higher_is_better": False, **m.protocol()} for k in m.names})
         return out

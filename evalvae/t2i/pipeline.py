@@ -35,9 +35,15 @@ def parse_seeds(seeds) -> list[int]:
         return list(range(seeds))
     if isinstance(seeds, (list, tuple)) or (hasattr(seeds, "__iter__") and not isinstance(seeds, str)):
         values = list(seeds)
-        if values and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values) and len(set(values)) == len(values):
+        if (
+            values
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values)
+            and len(set(values)) == len(values)
+        ):
             return values
-    raise ConfigError("pipeline.seeds", seeds, hint="a count N (seeds 0..N-1) or a list of distinct non-negative integers")
+    raise ConfigError(
+        "pipeline.seeds", seeds, hint="a count N (seeds 0..N-1) or a list of distinct non-negative integers"
+    )
 
 
 def folder_fingerprint(root: Path) -> str:
@@ -82,15 +88,35 @@ class DiffusersPipeline:
     ``seeds`` is per prompt. ``dtype=auto`` is fp16 on CUDA and fp32 elsewhere.
     """
 
-    def __init__(self, name: str, source: str, latent_space: str, steps: int = 30, guidance: float = 7.5, height: int = 512,
-                 width: int = 512, seeds=1, batch_size: int = 1, dtype: str = "auto", scheduler: str | None = None,
-                 revision: str | None = None, packed: bool = False, extra: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        latent_space: str,
+        steps: int = 30,
+        guidance: float = 7.5,
+        height: int = 512,
+        width: int = 512,
+        seeds=1,
+        batch_size: int = 1,
+        dtype: str = "auto",
+        scheduler: str | None = None,
+        revision: str | None = None,
+        packed: bool = False,
+        extra: dict | None = None,
+    ):
         self.name, self.source, self.revision, self.family = name, str(source), revision, latent_space
         self.kind = source_kind(self.source, "pipeline.source")
         if self.kind not in ("hub", "dir"):
-            raise ConfigError("pipeline.source", source, hint="a hub id or a local diffusers pipeline folder (with model_index.json)")
+            raise ConfigError(
+                "pipeline.source", source, hint="a hub id or a local diffusers pipeline folder (with model_index.json)"
+            )
         if self.kind == "dir" and not (Path(self.source).expanduser() / "model_index.json").is_file():
-            raise ConfigError("pipeline.source", source, hint="this folder has no model_index.json; save the pipeline with save_pretrained")
+            raise ConfigError(
+                "pipeline.source",
+                source,
+                hint="this folder has no model_index.json; save the pipeline with save_pretrained",
+            )
         self.steps = check_positive_int("pipeline.steps", steps)
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
             raise ConfigError("pipeline.guidance", guidance, hint="a number (classifier-free guidance scale)")
@@ -98,7 +124,9 @@ class DiffusersPipeline:
         multiple = 16 if self.packed else 8
         for arg, v in (("pipeline.height", height), ("pipeline.width", width)):
             if check_positive_int(arg, v) % multiple:
-                raise ConfigError(arg, v, hint=f"a multiple of {multiple} (the latent grid{' of 2x2 patches' if self.packed else ''})")
+                raise ConfigError(
+                    arg, v, hint=f"a multiple of {multiple} (the latent grid{' of 2x2 patches' if self.packed else ''})"
+                )
         self.height, self.width = height, width
         self.seeds = parse_seeds(seeds)
         self.batch_size = check_positive_int("pipeline.batch_size", batch_size)
@@ -111,7 +139,11 @@ class DiffusersPipeline:
 
             cls = getattr(diffusers, str(scheduler), None)
             if not (inspect.isclass(cls) and issubclass(cls, diffusers.SchedulerMixin)):
-                raise ConfigError("pipeline.scheduler", scheduler, hint="a diffusers scheduler class name, e.g. EulerDiscreteScheduler, or null for the pipeline's own")
+                raise ConfigError(
+                    "pipeline.scheduler",
+                    scheduler,
+                    hint="a diffusers scheduler class name, e.g. EulerDiscreteScheduler, or null for the pipeline's own",
+                )
         self.extra = dict(extra or {})
         self.pipe, self._identity = None, None
         self.loaded: dict = {}  # facts known once the pipeline is loaded
@@ -132,8 +164,16 @@ class DiffusersPipeline:
         return self._identity
 
     def settings(self) -> dict:
-        return {"steps": self.steps, "guidance": self.guidance, "height": self.height, "width": self.width,
-                "scheduler": self.scheduler, "dtype": self.dtype_name, "packed": self.packed, "extra": self.extra}  # fmt: skip
+        return {
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "height": self.height,
+            "width": self.width,
+            "scheduler": self.scheduler,
+            "dtype": self.dtype_name,
+            "packed": self.packed,
+            "extra": self.extra,
+        }
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, device: torch.device) -> None:
@@ -141,12 +181,21 @@ class DiffusersPipeline:
         import diffusers
 
         self.device = torch.device(device)
-        dtype = (torch.float16 if self.device.type == "cuda" else torch.float32) if self.dtype_name == "auto" else parse_dtype(self.dtype_name, "pipeline.dtype")
+        dtype = (
+            (torch.float16 if self.device.type == "cuda" else torch.float32)
+            if self.dtype_name == "auto"
+            else parse_dtype(self.dtype_name, "pipeline.dtype")
+        )
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-                warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated.*")  # works in every supported diffusers; newer ones warn
-                pipe = local_then_hub(lambda local: self._from_pretrained(diffusers, dtype, local_files_only=local), may_download=self.kind == "hub")
+                warnings.filterwarnings(
+                    "ignore", message=".*torch_dtype.*deprecated.*"
+                )  # works in every supported diffusers; newer ones warn
+                pipe = local_then_hub(
+                    lambda local: self._from_pretrained(diffusers, dtype, local_files_only=local),
+                    may_download=self.kind == "hub",
+                )
         except Exception as e:  # hub, network and format errors all end in the same actionable line
             raise WeightsUnavailable(self._unavailable(e)) from None
         if self.scheduler is not None:
@@ -157,28 +206,42 @@ class DiffusersPipeline:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         space = self.latent_space()
-        self.loaded = {"pipeline_class": type(pipe).__name__, "scheduler_class": type(pipe.scheduler).__name__,
-                       "torch_dtype": str(dtype).replace("torch.", ""), "latent_channels": space.channels,
-                       "latent_downsample": space.downsample}  # fmt: skip
+        self.loaded = {
+            "pipeline_class": type(pipe).__name__,
+            "scheduler_class": type(pipe.scheduler).__name__,
+            "torch_dtype": str(dtype).replace("torch.", ""),
+            "latent_channels": space.channels,
+            "latent_downsample": space.downsample,
+        }
         self._instrument()
 
     def _from_pretrained(self, diffusers, dtype, local_files_only: bool):
-        config = diffusers.DiffusionPipeline.load_config(self.source, revision=self.revision, local_files_only=local_files_only)
+        config = diffusers.DiffusionPipeline.load_config(
+            self.source, revision=self.revision, local_files_only=local_files_only
+        )
         cls = getattr(diffusers, config["_class_name"])
         params = inspect.signature(cls.__init__).parameters
         off = {k: None for k in SKIP_COMPONENTS if k in params}
         if "requires_safety_checker" in params:
             off["requires_safety_checker"] = False
         with _quiet_loading():
-            return cls.from_pretrained(self.source, revision=self.revision, torch_dtype=dtype, use_safetensors=True,
-                                       local_files_only=local_files_only, **off)  # fmt: skip
+            return cls.from_pretrained(
+                self.source,
+                revision=self.revision,
+                torch_dtype=dtype,
+                use_safetensors=True,
+                local_files_only=local_files_only,
+                **off,
+            )
 
     def _unavailable(self, e: Exception) -> str:
         reason = error_reason(e)
         if self.kind == "hub":
-            return (f"pipeline '{self.name}': weights for hub id '{self.source}' are unavailable: not in the local Hugging Face "
-                    f"cache and the hub is unreachable, offline or gated ({type(e).__name__}: {reason}); download them where the hub is reachable "
-                    f"(huggingface-cli download {self.source}) or set pipeline.source=/path/to/pipeline-folder")  # fmt: skip
+            return (
+                f"pipeline '{self.name}': weights for hub id '{self.source}' are unavailable: not in the local Hugging Face "
+                f"cache and the hub is unreachable, offline or gated ({type(e).__name__}: {reason}); download them where the hub is reachable "
+                f"(huggingface-cli download {self.source}) or set pipeline.source=/path/to/pipeline-folder"
+            )
         return f"pipeline '{self.name}': could not load '{self.source}' ({type(e).__name__}: {reason}); only safetensors weights are loaded"
 
     @property
@@ -221,23 +284,42 @@ class DiffusersPipeline:
         depends neither on the batch it was generated in nor on the device's random generator.
         """
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        out = self.pipe(prompt=list(prompts), num_inference_steps=self.steps, guidance_scale=self.guidance, height=self.height,
-                        width=self.width, generator=generators, output_type="latent", **self.extra)  # fmt: skip
+        out = self.pipe(
+            prompt=list(prompts),
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            height=self.height,
+            width=self.width,
+            generator=generators,
+            output_type="latent",
+            **self.extra,
+        )
         latents = out.images
         if self.packed:
             latents = type(self.pipe)._unpack_latents(latents, self.height, self.width, self.pipe.vae_scale_factor)
         space = self.latent_space()
         expected = (len(prompts), space.channels, self.height // space.downsample, self.width // space.downsample)
         if tuple(latents.shape) != expected:
-            raise WeightsUnavailable(f"pipeline '{self.name}' returned latents of shape {tuple(latents.shape)}, expected {expected}; "
-                                     "check pipeline.packed for this pipeline class")  # fmt: skip
+            raise WeightsUnavailable(
+                f"pipeline '{self.name}' returned latents of shape {tuple(latents.shape)}, expected {expected}; "
+                "check pipeline.packed for this pipeline class"
+            )
         return latents.float().cpu()
 
     def unload(self) -> None:
         self.pipe = None
 
     def describe(self) -> dict:
-        info = {"name": self.name, "source": self.source, "revision": self.revision, "identity": self.source_identity(),
-                "latent_space": self.family, **self.settings(), "seeds": self.seeds, "batch_size": self.batch_size,
-                "noise": "per image, torch.Generator('cpu').manual_seed(seed)", "output_type": "latent"}  # fmt: skip
+        info = {
+            "name": self.name,
+            "source": self.source,
+            "revision": self.revision,
+            "identity": self.source_identity(),
+            "latent_space": self.family,
+            **self.settings(),
+            "seeds": self.seeds,
+            "batch_size": self.batch_size,
+            "noise": "per image, torch.Generator('cpu').manual_seed(seed)",
+            "output_type": "latent",
+        }
         return {**info, **self.loaded}

@@ -33,8 +33,17 @@ from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
 from evalvae.io import atomic_path, cache_dir
 from evalvae.recon import StageTimes
 from evalvae.results import RunWriter, join_notes
-from evalvae.run import (VAE_FAILURES, RunOutcome, loader_workers, log_failures, progress_bar, record_failure, record_load_failure,
-                         selected_vaes, write_run_report)  # fmt: skip
+from evalvae.run import (
+    VAE_FAILURES,
+    RunOutcome,
+    loader_workers,
+    log_failures,
+    progress_bar,
+    record_failure,
+    record_load_failure,
+    selected_vaes,
+    write_run_report,
+)
 from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
 from evalvae.t2i.latents import LatentStore
 from evalvae.t2i.metrics import REFERENCE_NOTE, T2IMetrics, by_category, console_table
@@ -56,7 +65,7 @@ def vaes_of_family(family: str) -> list[str]:
     names = []
     for p in sorted(files("evalvae.conf").joinpath("vae").iterdir(), key=lambda p: p.name):
         if p.name.endswith(".yaml"):
-            (name, spec), = OmegaConf.create(p.read_text()).items()
+            ((name, spec),) = OmegaConf.create(p.read_text()).items()
             if spec.get("latent_space") == family:
                 names.append(name)
     return names
@@ -64,8 +73,10 @@ def vaes_of_family(family: str) -> list[str]:
 
 def mismatch(vae: str, vae_space, pipeline: str, space) -> LatentSpaceMismatch:
     hint = ", ".join(vaes_of_family(space.family if isinstance(space, LatentSpace) else space)) or "none shipped"
-    return LatentSpaceMismatch(f"VAE '{vae}' (latent space {vae_space}) cannot decode the latents of pipeline '{pipeline}' "
-                               f"(latent space {space}); choose VAEs of that space: {hint}")  # fmt: skip
+    return LatentSpaceMismatch(
+        f"VAE '{vae}' (latent space {vae_space}) cannot decode the latents of pipeline '{pipeline}' "
+        f"(latent space {space}); choose VAEs of that space: {hint}"
+    )
 
 
 def generation_chunks(items: list[Item], missing: list[Item], batch_size: int) -> list[list[Item]]:
@@ -93,7 +104,7 @@ class T2IWriter(RunWriter):
         note = f"reference decoder '{self.reference}' failed, so no VAE is compared with it"
         self.notes.update({m: join_notes(self.notes.get(m, ""), note) for m in self.agreement})
         for row in self.rows:
-            row.update({m: math.nan for m in self.agreement})
+            row.update(dict.fromkeys(self.agreement, math.nan))
 
     def summary(self) -> pd.DataFrame:
         summary = super().summary()
@@ -122,7 +133,12 @@ class T2IJob:
                 raise mismatch(name, spec.latent_space, self.pipeline.name, self.pipeline.family)
         self.reference = cfg.t2i.reference_vae or next(iter(self.specs))
         if self.reference not in self.specs:
-            raise ConfigError("t2i.reference_vae", self.reference, list(self.specs), hint="the reference decoder must be one of the selected VAEs")
+            raise ConfigError(
+                "t2i.reference_vae",
+                self.reference,
+                list(self.specs),
+                hint="the reference decoder must be one of the selected VAEs",
+            )
         self.items: list[Item] = items_of(self.suite.prompts, self.pipeline.seeds)
         self.cache = cache_dir(cfg.cache_dir)
         self.metrics = T2IMetrics(cfg, self.cache, self.device)
@@ -137,30 +153,63 @@ class T2IJob:
 
     def protocol(self) -> dict:
         quant = "rounded to 8 bits" if self.metrics.quantize else "clamped to [0, 255], not rounded"
-        return {"task": "t2i", "dataset": self.image_set(), "pipeline": self.pipeline.describe(), "suite": self.suite.describe(), "n_images": len(self.items),
-                "reference_vae": self.reference, "latents": {**self.generation, "store": self.cfg.t2i.latents,
+        return {
+            "task": "t2i",
+            "dataset": self.image_set(),
+            "pipeline": self.pipeline.describe(),
+            "suite": self.suite.describe(),
+            "n_images": len(self.items),
+            "reference_vae": self.reference,
+            "latents": {
+                **self.generation,
+                "store": self.cfg.t2i.latents,
                 "root": str(self.store.root) if self.store else None,
-                "format": "safetensors, tensor 'latent' (C, h, w) float32 in diffusion space, as output_type='latent' returns it (FLUX unpacked)"},
-                "images": "images/<vae>/<image>.png: the decode clamped to [-1, 1] and rounded to 8-bit RGB" if self.cfg.t2i.save_images else None,
-                "pixels": f"decodes clamped to [0, 255] and {quant}", "quantize": self.metrics.quantize, "metrics": self.metrics.protocol()}  # fmt: skip
+                "format": "safetensors, tensor 'latent' (C, h, w) float32 in diffusion space, as output_type='latent' returns it (FLUX unpacked)",
+            },
+            "images": "images/<vae>/<image>.png: the decode clamped to [-1, 1] and rounded to 8-bit RGB"
+            if self.cfg.t2i.save_images
+            else None,
+            "pixels": f"decodes clamped to [0, 255] and {quant}",
+            "quantize": self.metrics.quantize,
+            "metrics": self.metrics.protocol(),
+        }
 
     def image_set(self) -> dict:
         """The generated images described as a dataset (for reports): runs with equal fields decoded equal latents."""
         p = self.pipeline
         size = {"resolution": p.height} if p.height == p.width else {"height": p.height, "width": p.width}
-        return {"name": f"{self.suite.name} prompts · {p.name}", "root": self.suite.source, "n_files": len(self.items), **size,
-                "latents": {"pipeline": p.source_identity(), **p.settings(), "seeds": p.seeds, "device": self.device.type},
-                "suite_sha256": self.suite.sha256, **self.suite.filters, "reference_vae": self.reference,
-                "original_label": f"reference decoder {self.reference}"}  # fmt: skip
+        return {
+            "name": f"{self.suite.name} prompts · {p.name}",
+            "root": self.suite.source,
+            "n_files": len(self.items),
+            **size,
+            "latents": {"pipeline": p.source_identity(), **p.settings(), "seeds": p.seeds, "device": self.device.type},
+            "suite_sha256": self.suite.sha256,
+            **self.suite.filters,
+            "reference_vae": self.reference,
+            "original_label": f"reference decoder {self.reference}",
+        }
 
     def write_prompts(self) -> None:
-        rows = [{"image": it.image, "prompt_id": it.prompt.id, "prompt": it.prompt.text, "category": it.prompt.category, "seed": it.seed}
-                for it in self.items]  # fmt: skip
+        rows = [
+            {
+                "image": it.image,
+                "prompt_id": it.prompt.id,
+                "prompt": it.prompt.text,
+                "category": it.prompt.category,
+                "seed": it.seed,
+            }
+            for it in self.items
+        ]
         with atomic_path(self.out / "prompts.csv") as tmp:
             pd.DataFrame(rows, columns=["image", "prompt_id", "prompt", "category", "seed"]).to_csv(tmp, index=False)
 
     def _store(self) -> LatentStore:
-        generation = {"pipeline": self.pipeline.source_identity(), **self.pipeline.settings(), "device": self.device.type}
+        generation = {
+            "pipeline": self.pipeline.source_identity(),
+            **self.pipeline.settings(),
+            "device": self.device.type,
+        }
         return LatentStore(self.cfg.t2i.latents, self.out, self.cache, generation)
 
     def missing(self) -> list[Item]:
@@ -202,8 +251,11 @@ class T2IJob:
     def fail(self, name: str, reason: str) -> None:
         self.failed[name] = reason
         if name == self.reference:
-            log.error("evalvae: the reference decoder '%s' failed, so no VAE gets %s; CLIP score and FID/KID are still computed",
-                      name, ", ".join(self.writer.agreement) or "agreement numbers")  # fmt: skip
+            log.error(
+                "evalvae: the reference decoder '%s' failed, so no VAE gets %s; CLIP score and FID/KID are still computed",
+                name,
+                ", ".join(self.writer.agreement) or "agreement numbers",
+            )
             self.writer.reference_failed()
         release_memory(self.device)
 
@@ -224,8 +276,15 @@ class T2IJob:
         n_run = sum(map(len, chunks))
         gen_s = 0.0
         if todo:
-            log.info("generating %d latent(s) with %s (%d step(s)) in %d batch(es) of %d image(s); %d found in the cache", len(todo),
-                     self.pipeline.name, self.pipeline.steps, len(chunks), n_run, n_cached)  # fmt: skip
+            log.info(
+                "generating %d latent(s) with %s (%d step(s)) in %d batch(es) of %d image(s); %d found in the cache",
+                len(todo),
+                self.pipeline.name,
+                self.pipeline.steps,
+                len(chunks),
+                n_run,
+                n_cached,
+            )
             with progress_bar(self.cfg.progress, n_run, "generate") as bar:
                 for chunk in chunks:
                     synchronize(self.device)
@@ -242,11 +301,23 @@ class T2IJob:
         n = len(todo)
         self.generation = {"generated": n, "from_cache": n_cached, "pipeline_images": n_run}
         self.writer.write_json("metrics.json", self.protocol())
-        row = {"pipeline": p.name, "device": str(self.device), "dtype": p.loaded.get("torch_dtype", p.dtype_name),
-               "batch_size": p.batch_size, "n_images": len(self.items), "n_generated": n, "n_cached": n_cached, "n_pipeline_images": n_run,
-               "load_s": self.load_s, "text_encode_s": p.text_encode_s, "denoise_s": gen_s - p.text_encode_s,
-               "denoiser_calls": p.denoiser_calls, "generate_s": gen_s, "ms_per_image": 1000 * gen_s / n_run if n_run else float("nan"),
-               "peak_mem_mb": peak_memory_mb(self.device) if n else float("nan")}  # fmt: skip
+        row = {
+            "pipeline": p.name,
+            "device": str(self.device),
+            "dtype": p.loaded.get("torch_dtype", p.dtype_name),
+            "batch_size": p.batch_size,
+            "n_images": len(self.items),
+            "n_generated": n,
+            "n_cached": n_cached,
+            "n_pipeline_images": n_run,
+            "load_s": self.load_s,
+            "text_encode_s": p.text_encode_s,
+            "denoise_s": gen_s - p.text_encode_s,
+            "denoiser_calls": p.denoiser_calls,
+            "generate_s": gen_s,
+            "ms_per_image": 1000 * gen_s / n_run if n_run else float("nan"),
+            "peak_mem_mb": peak_memory_mb(self.device) if n else float("nan"),
+        }
         with atomic_path(self.out / "generation.csv") as tmp:
             pd.DataFrame([row]).to_csv(tmp, index=False)
         p.unload()
@@ -267,7 +338,9 @@ class T2IJob:
                 self.writer.add_rows(rows)
                 bar.update(len(rows) // max(len(self.vaes), 1))
 
-            decode_and_score(self.vaes, self.reference, self.batches(), self.metrics, image_dir, on_rows, self.decode_failed)
+            decode_and_score(
+                self.vaes, self.reference, self.batches(), self.metrics, image_dir, on_rows, self.decode_failed
+            )
 
     def finish(self) -> RunOutcome:
         w = self.writer
@@ -275,9 +348,21 @@ class T2IJob:
             w.add_set_rows(name, self.metrics.set_rows(st.fakes))
             sec = {f"{k}_s": st.times.seconds.get(k, 0.0) for k in ("decode", "metrics", "save")}
             work = sum(sec.values())
-            w.add_timing({"vae": name, "device": str(self.device), "dtype": st.vae.dtype_name, "batch_size": self.batch_size,
-                          "n_images": st.n, "load_s": st.load_s, **sec, "decode_ms_per_image": 1000 * sec["decode_s"] / max(st.n, 1),
-                          "total_s": st.load_s + work, "images_per_s": st.n / max(work, 1e-9), "peak_mem_mb": st.peak_mb})  # fmt: skip
+            w.add_timing(
+                {
+                    "vae": name,
+                    "device": str(self.device),
+                    "dtype": st.vae.dtype_name,
+                    "batch_size": self.batch_size,
+                    "n_images": st.n,
+                    "load_s": st.load_s,
+                    **sec,
+                    "decode_ms_per_image": 1000 * sec["decode_s"] / max(st.n, 1),
+                    "total_s": st.load_s + work,
+                    "images_per_s": st.n / max(work, 1e-9),
+                    "peak_mem_mb": st.peak_mb,
+                }
+            )
             w.add_vae({"status": "ok", **st.vae.describe()})
         order = list(self.specs)
         w.vaes.sort(key=lambda v: order.index(v["vae"]))  # failures were recorded as they happened
@@ -298,9 +383,17 @@ def run_t2i(cfg: DictConfig, out: Path) -> RunOutcome:
     OmegaConf.save(cfg, job.out / "config.yaml", resolve=True)
     job.write_prompts()
     job.writer.write_json("metrics.json", job.protocol())
-    log.info("suite %s: %d prompt(s) x %d seed(s) = %d image(s); pipeline %s (%s); VAEs %s (reference %s)", job.suite.name,
-             len(job.suite), len(job.pipeline.seeds), len(job.items), job.pipeline.name, job.pipeline.source,
-             ", ".join(job.specs), job.reference)  # fmt: skip
+    log.info(
+        "suite %s: %d prompt(s) x %d seed(s) = %d image(s); pipeline %s (%s); VAEs %s (reference %s)",
+        job.suite.name,
+        len(job.suite),
+        len(job.pipeline.seeds),
+        len(job.items),
+        job.pipeline.name,
+        job.pipeline.source,
+        ", ".join(job.specs),
+        job.reference,
+    )
     space = job.prepare()
     job.load_vaes(space)
     if job.vaes:

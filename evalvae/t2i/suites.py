@@ -56,14 +56,24 @@ class PromptSuite:
 
     def describe(self) -> dict:
         cats = pd.Series([p.category for p in self.prompts]).value_counts(sort=False).to_dict()
-        return {"name": self.name, "source": self.source, "sha256": self.sha256, "n_prompts": len(self.prompts),
-                "categories": {str(k): int(v) for k, v in cats.items()}, **self.filters}  # fmt: skip
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sha256": self.sha256,
+            "n_prompts": len(self.prompts),
+            "categories": {str(k): int(v) for k, v in cats.items()},
+            **self.filters,
+        }
 
 
-def make_suite(name: str, source: str, sha256: str, rows: list[tuple[str, str]], categories=None, limit=None) -> PromptSuite:
+def make_suite(
+    name: str, source: str, sha256: str, rows: list[tuple[str, str]], categories=None, limit=None
+) -> PromptSuite:
     """Number ``(text, category)`` rows, drop empty prompts, then filter by category and keep the first ``limit``."""
     width = max(4, len(str(max(len(rows) - 1, 0))))
-    prompts = [Prompt(f"{name}-{i:0{width}d}", str(t).strip(), str(c).strip() or NO_CATEGORY) for i, (t, c) in enumerate(rows)]
+    prompts = [
+        Prompt(f"{name}-{i:0{width}d}", str(t).strip(), str(c).strip() or NO_CATEGORY) for i, (t, c) in enumerate(rows)
+    ]
     empty = sum(1 for p in prompts if not p.text)
     if empty:
         log.warning("suite %s: %d empty prompt(s) left out", name, empty)
@@ -90,19 +100,28 @@ def suite_file(path: str | None, argument: str, cache: str | None, suite: str) -
         raise ConfigError(argument, path, hint="give a local file or an http(s) URL")
     path = str(path)
     if path.startswith(("http://", "https://")):
-        dest = cache_root(cache) / "suites" / hashlib.sha256(path.encode()).hexdigest()[:16] / path.rstrip("/").rsplit("/", 1)[-1]
+        dest = (
+            cache_root(cache)
+            / "suites"
+            / hashlib.sha256(path.encode()).hexdigest()[:16]
+            / path.rstrip("/").rsplit("/", 1)[-1]
+        )
         try:
             return download(path, dest)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
-            raise SuiteUnavailable(f"suite {suite}: could not download {path} ({error_reason(e)}); fetch it where the network "
-                                   f"allows and set {argument}=/path/to/file") from None  # fmt: skip
+            raise SuiteUnavailable(
+                f"suite {suite}: could not download {path} ({error_reason(e)}); fetch it where the network "
+                f"allows and set {argument}=/path/to/file"
+            ) from None
     local = Path(path).expanduser()
     if not local.is_file():
         raise ConfigError(argument, path, hint="this file does not exist")
     return local
 
 
-def _column(frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...], argument: str, required: bool) -> str | None:
+def _column(
+    frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...], argument: str, required: bool
+) -> str | None:
     if given is not None:
         if given not in frame.columns:
             raise ConfigError(argument, given, list(frame.columns))
@@ -119,7 +138,9 @@ def read_table(path: Path, fmt: str) -> pd.DataFrame:
         if fmt == "csv":
             return pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
         if fmt == "tsv":
-            return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+            return pd.read_csv(
+                path, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8-sig", dtype=str, keep_default_na=False
+            )
         with open(path, encoding="utf-8-sig") as f:
             return pd.DataFrame([json.loads(line) for line in f if line.strip()])
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
@@ -131,8 +152,16 @@ def _rows(frame: pd.DataFrame, column: str, category_column: str | None) -> list
     return list(zip(frame[column].fillna("").astype(str), cats))
 
 
-def file(path: str, column: str | None = None, category_column: str | None = None, format: str | None = None,
-         categories=None, limit: int | None = None, name: str = "file", cache_dir: str | None = None) -> PromptSuite:  # fmt: skip
+def file(
+    path: str,
+    column: str | None = None,
+    category_column: str | None = None,
+    format: str | None = None,
+    categories=None,
+    limit: int | None = None,
+    name: str = "file",
+    cache_dir: str | None = None,
+) -> PromptSuite:
     """Prompts from a TXT (one per line, blank lines skipped), CSV, TSV or JSONL file.
 
     ``format`` defaults to the file suffix. ``column`` names the prompt column or JSON field
@@ -148,7 +177,9 @@ def file(path: str, column: str | None = None, category_column: str | None = Non
     else:
         frame = read_table(local, fmt)
         col = _column(frame, column, PROMPT_COLUMNS, "suite.column", required=True)
-        rows = _rows(frame, col, _column(frame, category_column, CATEGORY_COLUMNS, "suite.category_column", required=False))
+        rows = _rows(
+            frame, col, _column(frame, category_column, CATEGORY_COLUMNS, "suite.category_column", required=False)
+        )
     return make_suite(name, str(path), sha256_file(local), rows, categories, limit)
 
 
@@ -158,25 +189,35 @@ def builtin(categories=None, limit: int | None = None, name: str = "builtin") ->
     with resource.open("rb") as f:
         frame = pd.read_csv(f, dtype=str, keep_default_na=False)
     digest = hashlib.sha256(resource.read_bytes()).hexdigest()
-    return make_suite(name, "evalvae/t2i/builtin_prompts.csv", digest, _rows(frame, "prompt", "category"), categories, limit)
+    return make_suite(
+        name, "evalvae/t2i/builtin_prompts.csv", digest, _rows(frame, "prompt", "category"), categories, limit
+    )
 
 
-def parti(path: str, categories=None, limit: int | None = None, name: str = "parti", cache_dir: str | None = None) -> PromptSuite:
+def parti(
+    path: str, categories=None, limit: int | None = None, name: str = "parti", cache_dir: str | None = None
+) -> PromptSuite:
     """PartiPrompts (TSV: Prompt, Category, Challenge, Note); category = Category."""
     return file(path, "Prompt", "Category", "tsv", categories, limit, name, cache_dir)
 
 
-def drawbench(path: str, categories=None, limit: int | None = None, name: str = "drawbench", cache_dir: str | None = None) -> PromptSuite:
+def drawbench(
+    path: str, categories=None, limit: int | None = None, name: str = "drawbench", cache_dir: str | None = None
+) -> PromptSuite:
     """DrawBench (CSV: Prompt, Category; the published file starts with a byte-order mark)."""
     return file(path, "Prompt", "Category", "csv", categories, limit, name, cache_dir)
 
 
-def geneval(path: str, categories=None, limit: int | None = None, name: str = "geneval", cache_dir: str | None = None) -> PromptSuite:
+def geneval(
+    path: str, categories=None, limit: int | None = None, name: str = "geneval", cache_dir: str | None = None
+) -> PromptSuite:
     """GenEval's evaluation metadata (JSONL with ``prompt`` and ``tag``); category = tag."""
     return file(path, "prompt", "tag", "jsonl", categories, limit, name, cache_dir)
 
 
-def coco(path: str, categories=None, limit: int | None = None, name: str = "coco", cache_dir: str | None = None) -> PromptSuite:
+def coco(
+    path: str, categories=None, limit: int | None = None, name: str = "coco", cache_dir: str | None = None
+) -> PromptSuite:
     """One caption per image from a COCO-format captions JSON: the first annotation (lowest id) of
     each image, images in ``file_name`` order (the order of the ``coco`` dataset)."""
     local = suite_file(path, "suite.path", cache_dir, name)

@@ -144,10 +144,14 @@ class VAEAdapter(ABC):
         """
         check_choice("memory mode", mode, MEMORY_MODES)
         if mode not in self.memory_modes:
-            raise UnsupportedMemoryMode(f"VAE '{self.name}' ({self.family}) has no {mode} mode; it runs {', '.join(self.memory_modes)}")
+            raise UnsupportedMemoryMode(
+                f"VAE '{self.name}' ({self.family}) has no {mode} mode; it runs {', '.join(self.memory_modes)}"
+            )
         tile = self.default_tile_size if tile_size is None else tile_size
         if not isinstance(tile, int) or tile < 2 * self.downsample or tile % self.downsample:
-            raise ConfigError("tile_size", tile_size, hint=f"a multiple of {self.downsample} pixels, at least {2 * self.downsample}")
+            raise ConfigError(
+                "tile_size", tile_size, hint=f"a multiple of {self.downsample} pixels, at least {2 * self.downsample}"
+            )
         self._set_memory_mode(mode, tile)
         self.memory_mode, self.tile_size = mode, tile
 

@@ -43,8 +43,14 @@ class KLAdapter(VAEAdapter):
         from diffusers import AutoencoderKL
 
         model, weights = diffusers_model(
-            AutoencoderKL, name, source, subfolder=subfolder, revision=revision, config=config, cache=cache_dir,
-                torch_dtype=parse_dtype(kwargs.get("dtype", "fp32"), f"vae.{name}.dtype"),
+            AutoencoderKL,
+            name,
+            source,
+            subfolder=subfolder,
+            revision=revision,
+            config=config,
+            cache=cache_dir,
+            torch_dtype=parse_dtype(kwargs.get("dtype", "fp32"), f"vae.{name}.dtype"),
         )
         cfg = model.config
         super().__init__(

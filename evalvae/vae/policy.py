@@ -37,8 +37,10 @@ def upcast_reason(vae: VAEAdapter, cache_dir: str | None) -> str | None:
     finding = finding_for(vae, cache_dir)
     if finding is not None:
         where = ", ".join(f"{w['op']} at {w['resolution']} px" for w in finding["nonfinite"][:3])
-        return (f"evalvae bench found non-finite {vae.dtype_name} outputs for these weights ({where}; {finding.get('date', '?')}); "
-                f"the finding is in {registry_path(cache_dir)}, and a bench that runs finite in {vae.dtype_name} clears it")  # fmt: skip
+        return (
+            f"evalvae bench found non-finite {vae.dtype_name} outputs for these weights ({where}; {finding.get('date', '?')}); "
+            f"the finding is in {registry_path(cache_dir)}, and a bench that runs finite in {vae.dtype_name} clears it"
+        )
     return None
 
 

@@ -10,9 +10,9 @@ import os
 import re
 import shutil
 import socket
-import warnings
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -64,7 +64,14 @@ PAIR_SUFFIXES = (".safetensors", ".pth")
 
 def pair_suffix(folder: Path, prefix: str) -> str | None:
     """The suffix of the ``{prefix}_encoder``/``{prefix}_decoder`` pair in ``folder`` (safetensors first), if both are there."""
-    return next((sfx for sfx in PAIR_SUFFIXES if all((folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder"))), None)
+    return next(
+        (
+            sfx
+            for sfx in PAIR_SUFFIXES
+            if all((folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder"))
+        ),
+        None,
+    )
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -92,12 +99,18 @@ def pth_pair(
     argument = f"vae.{name}.source"
     kind = source_kind(source, argument)
     if kind not in ("url", "dir"):
-        raise ConfigError(argument, source, hint=f"expected a folder or base URL holding {prefix}_encoder.pth and {prefix}_decoder.pth")
+        raise ConfigError(
+            argument,
+            source,
+            hint=f"expected a folder or base URL holding {prefix}_encoder.pth and {prefix}_decoder.pth",
+        )
     if kind == "url":
         suffix = ".pth"
     else:  # a complete pair, safetensors first; else the suffix of the half that is there, so the error names the other
         folder = Path(source).expanduser()
-        suffix = pair_suffix(folder, prefix) or next((sfx for sfx in PAIR_SUFFIXES if any(folder.glob(f"{prefix}_*{sfx}"))), ".pth")
+        suffix = pair_suffix(folder, prefix) or next(
+            (sfx for sfx in PAIR_SUFFIXES if any(folder.glob(f"{prefix}_*{sfx}"))), ".pth"
+        )
     states, files = {}, {}
     for part in ("encoder", "decoder"):
         fname = f"{prefix}_{part}{suffix}"
@@ -115,8 +128,10 @@ def pth_pair(
         else:
             path = Path(source).expanduser() / fname
             if not path.is_file():
-                raise WeightsUnavailable(f"VAE '{name}': {path} not found; {argument} must be a folder holding {prefix}_encoder and "
-                                         f"{prefix}_decoder as .safetensors or .pth")  # fmt: skip
+                raise WeightsUnavailable(
+                    f"VAE '{name}': {path} not found; {argument} must be a folder holding {prefix}_encoder and "
+                    f"{prefix}_decoder as .safetensors or .pth"
+                )
         digest = sha256_file(path)
         if expected is not None and digest != expected:
             raise WeightsUnavailable(
@@ -126,7 +141,9 @@ def pth_pair(
         states[part] = read_tensors(path)
         files[fname] = digest
     location = str(Path(source).expanduser().resolve()) if kind == "dir" else source
-    return states, LoadedWeights(kind=f"{suffix[1:]}-{kind}", location=location, files=files, stored_dtype=stored_dtype(states))
+    return states, LoadedWeights(
+        kind=f"{suffix[1:]}-{kind}", location=location, files=files, stored_dtype=stored_dtype(states)
+    )
 
 
 def stored_dtype(states: dict[str, dict[str, torch.Tensor]]) -> str | None:
@@ -157,16 +174,25 @@ def diffusers_model(
             kwargs = dict(subfolder=subfolder or None, revision=revision, torch_dtype=torch_dtype)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-                model = local_then_hub(lambda local: cls.from_pretrained(source, local_files_only=local, **kwargs), may_download=kind == "hub")
+                model = local_then_hub(
+                    lambda local: cls.from_pretrained(source, local_files_only=local, **kwargs),
+                    may_download=kind == "hub",
+                )
             return model, LoadedWeights(kind=kind, location=_location(kind, source, subfolder, revision))
         path = Path(source).expanduser()
         if kind == "url":
             fname = source.rstrip("/").rsplit("/", 1)[-1]
             path = download(source, cache_dir(cache) / "weights" / name / fname)
         if path.suffix not in SINGLE_FILE_SUFFIXES:
-            raise ConfigError(argument, source, SINGLE_FILE_SUFFIXES, hint="a single-file checkpoint needs one of these suffixes")
-        model = cls.from_single_file(str(path), config=config, subfolder=subfolder if config else None, torch_dtype=torch_dtype)
-        return model, LoadedWeights(kind="single-file", location=str(path.resolve()), files={path.name: sha256_file(path)})
+            raise ConfigError(
+                argument, source, SINGLE_FILE_SUFFIXES, hint="a single-file checkpoint needs one of these suffixes"
+            )
+        model = cls.from_single_file(
+            str(path), config=config, subfolder=subfolder if config else None, torch_dtype=torch_dtype
+        )
+        return model, LoadedWeights(
+            kind="single-file", location=str(path.resolve()), files={path.name: sha256_file(path)}
+        )
     except (ConfigError, WeightsUnavailable):
         raise
     except Exception as e:  # hub, network and format errors all end in the same actionable line

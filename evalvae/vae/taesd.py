@@ -58,27 +58,49 @@ class Block(nn.Module):
 def encoder(latent_channels: int, pool: bool = False) -> nn.Sequential:
     """Three stride-2 stages (8x down); ``pool`` adds the pool branch to the last three blocks."""
     return nn.Sequential(
-        conv(3, WIDTH), Block(),
-        conv(WIDTH, WIDTH, stride=2, bias=False), Block(), Block(), Block(),
-        conv(WIDTH, WIDTH, stride=2, bias=False), Block(), Block(), Block(),
-        conv(WIDTH, WIDTH, stride=2, bias=False), Block(pool=pool), Block(pool=pool), Block(pool=pool),
+        conv(3, WIDTH),
+        Block(),
+        conv(WIDTH, WIDTH, stride=2, bias=False),
+        Block(),
+        Block(),
+        Block(),
+        conv(WIDTH, WIDTH, stride=2, bias=False),
+        Block(),
+        Block(),
+        Block(),
+        conv(WIDTH, WIDTH, stride=2, bias=False),
+        Block(pool=pool),
+        Block(pool=pool),
+        Block(pool=pool),
         conv(WIDTH, latent_channels),
-    )  # fmt: skip
+    )
 
 
 def decoder(latent_channels: int, pool: bool = False) -> nn.Sequential:
     """Mirror of :func:`encoder`; ``pool`` adds the pool branch to the first three blocks."""
+
     def up() -> list[nn.Module]:
         return [nn.Upsample(scale_factor=2), conv(WIDTH, WIDTH, bias=False)]
 
     return nn.Sequential(
-        Clamp(), conv(latent_channels, WIDTH), nn.ReLU(),
-        Block(pool=pool), Block(pool=pool), Block(pool=pool),
-        *up(), Block(), Block(), Block(),
-        *up(), Block(), Block(), Block(),
-        *up(), Block(),
+        Clamp(),
+        conv(latent_channels, WIDTH),
+        nn.ReLU(),
+        Block(pool=pool),
+        Block(pool=pool),
+        Block(pool=pool),
+        *up(),
+        Block(),
+        Block(),
+        Block(),
+        *up(),
+        Block(),
+        Block(),
+        Block(),
+        *up(),
+        Block(),
         conv(WIDTH, 3),
-    )  # fmt: skip
+    )
 
 
 def encoder_stages(enc: nn.Sequential) -> tuple[nn.Sequential, nn.Sequential]:

@@ -88,7 +88,12 @@ def tiled_apply(
         raise ValueError(f"overlap={overlap} must be in [0, tile={tile})")
     stride = tile - overlap
     rows, cols = tile_starts(h, tile, stride), tile_starts(w, tile, stride)
-    for n, what in ((tile, "tile"), (stride, "tile - overlap"), (rows[-1], "height - tile"), (cols[-1], "width - tile")):
+    for n, what in (
+        (tile, "tile"),
+        (stride, "tile - overlap"),
+        (rows[-1], "height - tile"),
+        (cols[-1], "width - tile"),
+    ):
         _scaled(n, scale, what)
     out_overlap = _scaled(overlap, scale, "overlap")
     out_h, out_w = _scaled(h, scale, "height"), _scaled(w, scale, "width")

@@ -56,7 +56,9 @@ class TinyAdapter(VAEAdapter):
         else:
             folder = Path(source).expanduser()
             # one half of a pair is enough to mean a pair: the missing half is then named in the error
-            is_pair = kind == "dir" and any((folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder") for sfx in PAIR_SUFFIXES)
+            is_pair = kind == "dir" and any(
+                (folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder") for sfx in PAIR_SUFFIXES
+            )
         if is_pair:
             states, weights = pth_pair(name, source, prefix=prefix, sha256=sha256, cache=cache_dir)
             model = TinyAutoencoder.from_state_dicts(states["encoder"], states["decoder"])
@@ -66,7 +68,13 @@ class TinyAdapter(VAEAdapter):
             from diffusers import AutoencoderTiny
 
             model, weights = diffusers_model(
-                AutoencoderTiny, name, source, subfolder=subfolder, revision=revision, config=config, cache=cache_dir,
+                AutoencoderTiny,
+                name,
+                source,
+                subfolder=subfolder,
+                revision=revision,
+                config=config,
+                cache=cache_dir,
                 torch_dtype=parse_dtype(kwargs.get("dtype", "fp32"), f"vae.{name}.dtype"),
             )
             self._unit_range = False
@@ -97,7 +105,9 @@ class TinyAdapter(VAEAdapter):
             return super()._moments_tiled(images)
         high, low = encoder_stages(self.module.encoder)
         f = self.downsample
-        h = tiled_apply(high, images * 0.5 + 0.5, tile=self.tile_size, overlap=self._latent_overlap() * f, scale=Fraction(1, f))
+        h = tiled_apply(
+            high, images * 0.5 + 0.5, tile=self.tile_size, overlap=self._latent_overlap() * f, scale=Fraction(1, f)
+        )
         return low(h), None
 
     def _decode_tiled(self, z: torch.Tensor) -> torch.Tensor:
