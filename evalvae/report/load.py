@@ -3,14 +3,17 @@
 A run directory holds ``metrics.json`` (the protocol), ``per_image.parquet`` (one row per
 (vae, image)), ``summary.csv`` (one row per (vae, metric), set-level metrics included),
 ``timings.csv``, ``skipped.csv``, ``vaes.json`` and ``config.yaml``. A directory without
-``metrics.json`` whose sub-directories have one (a Hydra multirun) stands for those jobs; a
-directory with only ``bench.csv`` contributes speed measurements.
+``metrics.json`` stands for the runs found in the folders below it (a Hydra multirun's sweep
+folder, whose numbered job folders are runs, or a folder of such sweeps); their VAEs are reported
+side by side as if one run had evaluated them all. A job folder that has no results yet is named as
+a problem. A directory with only ``bench.csv`` contributes speed measurements.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,19 +110,72 @@ def read_run(path: Path, label: str) -> Run:
     )
 
 
-def _expand(path: Path) -> tuple[list[Path], list[Path], str | None]:
-    """Run directories and bench files under ``path``, or the reason there are none."""
+SWEEP_DEPTH = 3  # folder levels searched below an input for job folders (a sweep of sweeps, a date/time layout)
+
+
+def _natural(path: Path) -> list:
+    """Sort key putting job folders in number order: 0, 1, ..., 9, 10 (not 0, 1, 10, 2)."""
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path.name) if t]
+
+
+def _jobs(path: Path, depth: int) -> tuple[list[Path], list[Path], list[Path]]:
+    """Run folders, bench files and Hydra job folders without results below ``path``.
+
+    A folder holding ``metrics.json`` is a run and is not searched further; hidden folders
+    (``.hydra``, submitit's ``.submitit``) and reports written into a sweep are not searched;
+    files such as Hydra's ``multirun.yaml`` are not inputs.
+    """
+    runs: list[Path] = []
+    bench: list[Path] = []
+    unfinished: list[Path] = []
+    children = sorted((c for c in path.iterdir() if c.is_dir()), key=_natural) if path.is_dir() else []
+    for child in children:
+        if child.name.startswith(".") or child.name == "report":
+            continue
+        if (child / "metrics.json").is_file():
+            runs.append(child)
+            continue
+        if (child / "bench.csv").is_file():
+            bench.append(child / "bench.csv")
+        elif (child / ".hydra").is_dir():
+            unfinished.append(child)
+        elif depth > 1:
+            more = _jobs(child, depth - 1)
+            runs, bench, unfinished = runs + more[0], bench + more[1], unfinished + more[2]
+    return runs, bench, unfinished
+
+
+def _unfinished(path: Path, jobs: list[Path]) -> str:
+    names = ", ".join(str(j.relative_to(path)) for j in jobs[:8]) + (", ..." if len(jobs) > 8 else "")
+    return (
+        f"{path}: {len(jobs)} job folder(s) without results ({names}): no metrics.json, as for a job that failed, "
+        "was cancelled, or is still queued or running; see its log (<job>/*.log, and .submitit/ for Slurm jobs)"
+    )
+
+
+def _expand(path: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """Run directories and bench files under ``path`` (a run, a multirun's sweep folder, or folders
+    of them), and what is wrong there."""
     if not path.exists():
-        return [], [], f"{path}: no such directory"
+        return [], [], [f"{path}: no such directory"]
     if not path.is_dir():
-        return [], [], f"{path}: not a directory"
+        return [], [], [f"{path}: not a directory"]
     bench = [path / "bench.csv"] if (path / "bench.csv").is_file() else []
     if (path / "metrics.json").is_file():
-        return [path], bench, None
-    jobs = sorted((p.parent for p in path.glob("*/metrics.json")), key=lambda p: (len(p.name), p.name))
-    if jobs or bench:
-        return jobs, bench + sorted(path.glob("*/bench.csv")), None
-    return [], [], f"{path}: no evalvae results here (no metrics.json, bench.csv, or job folders holding them)"
+        return [path], bench, []
+    runs, more, unfinished = _jobs(path, SWEEP_DEPTH)
+    problems = [_unfinished(path, unfinished)] if unfinished else []
+    if runs or bench or more:
+        return runs, bench + more, problems
+    if unfinished:
+        return [], [], problems
+    if (path / "multirun.yaml").is_file():
+        return [], [], [f"{path}: a Hydra sweep folder with no job folders yet (jobs still queued, or none launched)"]
+    return (
+        [],
+        [],
+        [f"{path}: no evalvae results here (no metrics.json or bench.csv in it or {SWEEP_DEPTH} levels below)"],
+    )
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -138,11 +194,10 @@ def load_inputs(paths: list[str | Path]) -> Inputs:
     bench_files: list[Path] = []
     problems: list[str] = []
     for p in map(Path, paths):
-        runs, bench, problem = _expand(p.expanduser())
+        runs, bench, found = _expand(p.expanduser())
         run_dirs += [r for r in runs if r.resolve() not in {d.resolve() for d in run_dirs}]
         bench_files += bench
-        if problem:
-            problems.append(problem)
+        problems += found
     runs = []
     for path, label in zip(run_dirs, _labels(run_dirs)):
         try:
