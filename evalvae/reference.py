@@ -18,11 +18,21 @@ from evalvae.data import make_loader
 from evalvae.device import resolve_device
 from evalvae.errors import EvalvaeError, check_positive_int
 from evalvae.io import cache_dir
+from evalvae.jobs.runtime import loader_workers, progress_bar
+from evalvae.jobs.task import Task
 from evalvae.metrics import Unavailable, build_metrics
 from evalvae.metrics.refstats import References, ReferenceStore
-from evalvae.run import loader_workers, progress_bar
 
 log = logging.getLogger(__name__)
+
+
+class RefTask(Task):
+    """``evalvae ref``: the originals' statistics for every available set-level metric, into the cache."""
+
+    name = "ref"
+
+    def run(self) -> dict[str, dict]:
+        return ref(self.cfg)
 
 
 def ref(cfg: DictConfig) -> dict[str, dict]:

@@ -144,7 +144,7 @@ def test_force_upcast_runs_an_fp16_vae_in_fp32_and_records_it(tmp_path, tiny_kl_
 def test_force_upcast_policy_follows_diffusers(tmp_path, tiny_kl_dir):
     """fp16 with the flag: fp32 (the weights re-read, not cast up). bf16, the flag false, or a config that
     predates the key (SD 1.x VAEs, whose pipelines never upcast): the dtype asked for."""
-    from evalvae.vae.policy import load_for_run
+    from evalvae.jobs.policy import load_for_run
 
     def loaded(path, dtype, **extra):
         return load_for_run("v", kl_spec(path, dtype, **extra), device="cpu", cache_dir=str(tmp_path / "cache"))
@@ -172,7 +172,7 @@ def test_force_upcast_policy_follows_diffusers(tmp_path, tiny_kl_dir):
 
 def test_load_for_run_stays_importable_from_the_bench():
     from evalvae.bench.nonfinite import load_for_run
-    from evalvae.vae import policy
+    from evalvae.jobs import policy
 
     assert load_for_run is policy.load_for_run
 

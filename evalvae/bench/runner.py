@@ -6,7 +6,7 @@ import gc
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -23,17 +23,30 @@ from evalvae.bench.worker import Job, is_oom, message, run_config
 from evalvae.device import release_memory, resolve_device
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_write_text
-from evalvae.run import output_dir, selected_vaes
-from evalvae.vae import load_vae
+from evalvae.jobs.runtime import RunOutcome, output_dir
+from evalvae.jobs.task import Task
+from evalvae.jobs.vaes import load, selected_vaes
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class BenchOutcome:
-    out_dir: Path
-    results: pd.DataFrame
-    failed: dict[str, str] = field(default_factory=dict)  # VAEs that could not be loaded at all
+class BenchOutcome(RunOutcome):
+    """The bench's outcome: ``summary`` is ``bench.csv``'s table (also as ``results``); ``failed``
+    holds the VAEs that could not be loaded at all."""
+
+    @property
+    def results(self) -> pd.DataFrame:
+        return self.summary
+
+
+class BenchTask(Task):
+    """``evalvae bench``: time and memory of every selected VAE over the grid (:func:`bench`)."""
+
+    name = "bench"
+
+    def run(self) -> BenchOutcome:
+        return bench(self.cfg, self.out)
 
 
 @dataclass
@@ -152,7 +165,7 @@ def _run_grid(
 
 def prepare(name: str, spec: dict, grid: Grid, images: dict, device: torch.device, cache: str | None) -> Prepared:
     """Load the VAE once in fp32 (plain mode) to check the resolutions and encode the decode inputs."""
-    vae = load_vae(name, {**spec, "dtype": "fp32"}, device=device, cache_dir=cache)
+    vae = load(name, {**spec, "dtype": "fp32"}, device=device, cache_dir=cache, policy=False).vae
     bad = [r for r in grid.resolutions if r % vae.downsample]
     if bad:
         raise ConfigError(

@@ -18,9 +18,9 @@ from PIL import Image
 
 from evalvae.device import peak_memory_mb, reset_peak_memory
 from evalvae.io import atomic_path
+from evalvae.jobs.failures import VAE_FAILURES
+from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import Unavailable, to_pixels
-from evalvae.recon import StageTimes
-from evalvae.run import VAE_FAILURES
 from evalvae.t2i.metrics import T2IMetrics
 from evalvae.t2i.suites import Prompt
 from evalvae.vae import VAEAdapter
@@ -68,7 +68,7 @@ def decode_and_score(
 ) -> None:
     """Decode each batch of latents with every VAE (``reference`` first) and hand the rows to ``on_rows``.
 
-    A VAE that raises (:data:`evalvae.run.VAE_FAILURES`) goes to ``on_failure`` without its rows of
+    A VAE that raises (:data:`evalvae.jobs.failures.VAE_FAILURES`) goes to ``on_failure`` without its rows of
     the batch; ``on_failure`` removes it from ``vaes``, and the other VAEs go on. Without the
     reference decoder's decode of a batch the agreement cells are NaN.
     """

@@ -4,7 +4,7 @@ Order of work: configuration and latent-space families are checked first; then t
 loaded (only if some latent is not stored yet), then the VAEs, whose channels and spatial factor
 must match the pipeline's; then latents are generated and stored; then every VAE decodes the
 same stored latents. A VAE that fails to load or part-way through its decodes is recorded failed
-(``evalvae.run.record_failure``) and the others go on; without the reference decoder no VAE has
+(``evalvae.jobs.failures.record_failure``) and the others go on; without the reference decoder no VAE has
 agreement numbers (:meth:`T2IWriter.reference_failed`).
 
 Generation batches are fixed by position, not by what is missing: the run's (prompt, seed) items,
@@ -31,25 +31,17 @@ from evalvae.config import instantiate
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
 from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
 from evalvae.io import atomic_path, cache_dir
-from evalvae.recon import StageTimes
+from evalvae.jobs.failures import VAE_FAILURES, log_failures, record_failure, record_load_failure
+from evalvae.jobs.policy import load_for_run
+from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
+from evalvae.jobs.task import Task
+from evalvae.jobs.vaes import selected_vaes
 from evalvae.results import RunWriter, join_notes
-from evalvae.run import (
-    VAE_FAILURES,
-    RunOutcome,
-    loader_workers,
-    log_failures,
-    progress_bar,
-    record_failure,
-    record_load_failure,
-    selected_vaes,
-    write_run_report,
-)
 from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
 from evalvae.t2i.latents import LatentStore
 from evalvae.t2i.metrics import REFERENCE_NOTE, T2IMetrics, by_category, console_table
 from evalvae.t2i.pipeline import DiffusersPipeline
 from evalvae.vae import LatentSpace
-from evalvae.vae.policy import load_for_run
 
 log = logging.getLogger(__name__)
 
@@ -346,22 +338,23 @@ class T2IJob:
         w = self.writer
         for name, st in self.vaes.items():
             w.add_set_rows(name, self.metrics.set_rows(st.fakes))
-            sec = {f"{k}_s": st.times.seconds.get(k, 0.0) for k in ("decode", "metrics", "save")}
-            work = sum(sec.values())
+            stages = ("decode", "metrics", "save")
+            work = sum(st.times.seconds.get(k, 0.0) for k in stages)
+            decode_ms = 1000 * st.times.seconds.get("decode", 0.0) / max(st.n, 1)
             w.add_timing(
-                {
-                    "vae": name,
-                    "device": str(self.device),
-                    "dtype": st.vae.dtype_name,
-                    "batch_size": self.batch_size,
-                    "n_images": st.n,
-                    "load_s": st.load_s,
-                    **sec,
-                    "decode_ms_per_image": 1000 * sec["decode_s"] / max(st.n, 1),
-                    "total_s": st.load_s + work,
-                    "images_per_s": st.n / max(work, 1e-9),
-                    "peak_mem_mb": st.peak_mb,
-                }
+                timing_row(
+                    name,
+                    st.vae,
+                    self.device,
+                    self.batch_size,
+                    st.n,
+                    st.load_s,
+                    st.times,
+                    stages,
+                    st.load_s + work,
+                    peak_mem_mb=st.peak_mb,
+                    decode_ms_per_image=decode_ms,
+                )
             )
             w.add_vae({"status": "ok", **st.vae.describe()})
         order = list(self.specs)
@@ -372,9 +365,7 @@ class T2IJob:
         if not summary.empty:
             log.info("\n%s", console_table(summary))
             log.info("results in %s", self.out)
-            if self.cfg.get("report"):
-                write_run_report(self.out, self.device)
-        return RunOutcome(self.out, summary, self.failed)
+        return RunOutcome(self.out, summary, self.failed, report=bool(self.cfg.get("report")))
 
 
 def run_t2i(cfg: DictConfig, out: Path) -> RunOutcome:
@@ -403,3 +394,12 @@ def run_t2i(cfg: DictConfig, out: Path) -> RunOutcome:
         log.error("evalvae: no VAE could be loaded; no latent is generated")
         job.pipeline.unload()
     return job.finish()
+
+
+class T2ITask(Task):
+    """``task=t2i``: the VAEs as decoders of one text-to-image pipeline's latents (:func:`run_t2i`)."""
+
+    name = "t2i"
+
+    def run(self) -> RunOutcome:
+        return run_t2i(self.cfg, self.out)

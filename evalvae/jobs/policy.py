@@ -9,7 +9,7 @@ One policy for every task (``task=recon`` and ``task=t2i``), applied by :func:`l
   happen. (diffusers' img2img pipelines also encode in fp32 under the flag whatever the dtype;
   evalvae runs one dtype for both halves and follows the decode rule.)
 * **The bench's findings.** A VAE whose weights ``evalvae bench`` found non-finite in the asked
-  dtype runs in fp32 (see :mod:`evalvae.bench.nonfinite`).
+  dtype runs in fp32 (see :mod:`evalvae.vae.findings`).
 
 Either way a warning says so, ``vaes.json`` records ``dtype`` (what ran), ``dtype_requested``
 and ``upcast_reason``, and ``timings.csv`` the dtype that ran. Upcasting rather than refusing keeps
@@ -23,9 +23,9 @@ from collections.abc import Mapping
 
 import torch
 
-from evalvae.bench.nonfinite import finding_for, registry_path
 from evalvae.device import release_memory
 from evalvae.vae import VAEAdapter, load_vae
+from evalvae.vae.findings import finding_for, registry_path
 
 log = logging.getLogger(__name__)
 

@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import math
-import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
 from evalvae.data.loader import Batch
 from evalvae.data.transforms import crop_to_multiple
-from evalvae.device import synchronize
+from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import PairMetric, from_uint8, to_pixels
 from evalvae.vae import VAEAdapter
-
-
-@dataclass
-class StageTimes:
-    """Wall-clock seconds per stage; the device is synchronised at each stage boundary."""
-
-    device: torch.device
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-
-    @contextmanager
-    def stage(self, name: str):
-        synchronize(self.device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            synchronize(self.device)
-            self.seconds[name] += time.perf_counter() - start
 
 
 @dataclass

@@ -1,0 +1,97 @@
+"""Which VAEs a job evaluates, and loading each with the precision policy and failure recording."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib.resources import files
+
+import torch
+from omegaconf import DictConfig
+
+from evalvae.device import release_memory, reset_peak_memory
+from evalvae.errors import EvalvaeError
+from evalvae.jobs.failures import VAE_FAILURES
+from evalvae.jobs.policy import load_for_run
+from evalvae.vae import VAEAdapter, load_vae
+
+log = logging.getLogger(__name__)
+
+
+class NoVAESelected(EvalvaeError):
+    pass
+
+
+def available_vaes() -> list[str]:
+    """Names of the VAE configs shipped in ``conf/vae``."""
+    return sorted(
+        p.name[: -len(".yaml")] for p in files("evalvae.conf").joinpath("vae").iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """``"; did you mean A, B?"`` for the close matches of ``name`` among ``choices``, else ``""``."""
+    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
+    """The VAEs of this job. Entries without ``_target_`` are field overrides (``++vae.X.f=v``) for
+    a VAE that another job of a sweep selects; they are ignored with a note."""
+    vaes = {}
+    for name, spec in (cfg.get("vae") or {}).items():
+        if isinstance(spec, DictConfig) and "_target_" in spec:
+            vaes[name] = spec
+        else:
+            log.info(
+                "vae.%s: not selected in this job (no +vae=%s); its overrides are ignored%s",
+                name,
+                name,
+                did_you_mean(str(name), available_vaes()),
+            )
+    if not vaes:
+        raise NoVAESelected(
+            "no VAE selected; pick one with +vae=NAME or several with +vae=[A,B]. Available: "
+            + ", ".join(available_vaes())
+        )
+    return vaes
+
+
+@dataclass
+class Loaded:
+    """A VAE a job loaded, with the seconds its loading took."""
+
+    name: str
+    vae: VAEAdapter
+    load_s: float
+
+
+def load(name: str, spec: Mapping, *, device: torch.device, cache_dir: str | None, policy: bool = True) -> Loaded:
+    """Load one VAE: with the run's precision policy (:func:`evalvae.jobs.policy.load_for_run`, fp32 where
+    the asked fp16/bf16 is known to fail), or exactly as asked with ``policy=False`` (the bench measures
+    reduced precision itself). The device's peak-memory counter starts afresh."""
+    reset_peak_memory(device)
+    start = time.perf_counter()
+    loader = load_for_run if policy else load_vae
+    vae = loader(name, spec, device=device, cache_dir=cache_dir)
+    return Loaded(name, vae, time.perf_counter() - start)
+
+
+def each_loaded(
+    specs: Mapping[str, Mapping], *, device: torch.device, cache_dir: str | None, on_failure
+) -> Iterator[Loaded]:
+    """Load the VAEs one at a time, in order, with the policy; a VAE that fails to load goes to
+    ``on_failure(name, error)`` and the next one is tried. Each is released before the next loads."""
+    for name, spec in specs.items():
+        try:
+            loaded = load(name, spec, device=device, cache_dir=cache_dir)
+        except VAE_FAILURES as e:
+            on_failure(name, e)
+            release_memory(device)
+            continue
+        yield loaded
+        del loaded
+        release_memory(device)
