@@ -6,6 +6,7 @@ geometry. Unreadable files never stop a run; they come back as skipped samples w
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -67,14 +68,16 @@ class ImageDataset(Dataset):
     ):
         self.name, self.root, self.records, self.geometry = name, root, records, geometry
         self.listing_skipped = list(skipped or [])  # files rejected before decoding, (file, reason)
+        self.indices: range = range(len(records))  # the records this view yields (all, unless sharded)
         self._fingerprint: str | None = None
         if not records:
             raise DatasetError(f"dataset '{name}' at {root} has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, position: int) -> Sample:
+        index = self.indices[position]
         rec = self.records[index]
         try:
             rgb, _ = load_rgb8(rec.path)
@@ -82,6 +85,18 @@ class ImageDataset(Dataset):
         except (UnreadableImage, TooSmall) as e:
             return Sample(index, rec.id, reason=str(e))
         return Sample(index, rec.id, image, upscaled)
+
+    def shard(self, rank: int, world_size: int) -> ImageDataset:
+        """A view of the images with ``index % world_size == rank``, keeping their indices (``Sample.index``).
+
+        ``records``, :meth:`describe` and :meth:`fingerprint` stay the whole dataset's.
+        """
+        check_positive_int("world_size", world_size)
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+            raise ConfigError("rank", rank, hint=f"an integer in 0..{world_size - 1} (world_size={world_size})")
+        view = copy.copy(self)
+        view.indices = self.indices[rank::world_size]
+        return view
 
     def describe(self) -> dict:
         return {"name": self.name, "root": self.root, "n_files": len(self.records), **self.geometry.describe()}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,8 +38,9 @@ class UnreadableImage(Exception):
     """The file cannot be turned into an 8-bit RGB image; the message is the reason."""
 
 
-def load_rgb8(path: str | os.PathLike) -> tuple[np.ndarray, str]:
-    """Decode ``path`` to an ``(H, W, 3)`` uint8 array; also return the source mode for the record."""
+def load_rgb8(path: str | os.PathLike | BinaryIO) -> tuple[np.ndarray, str]:
+    """Decode ``path`` (a file, or a binary file object holding one) to an ``(H, W, 3)`` uint8 array;
+    also return the source mode for the record."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
