@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from evalvae.data.datasets import ImageDataset, Sample
+from evalvae.data.streaming import StreamingDataset
 
 
 @dataclass
@@ -51,8 +52,16 @@ def collate(samples: list[Sample]) -> Batch:
     return batch
 
 
-def make_loader(dataset: ImageDataset, batch_size: int, workers: int, device: torch.device) -> DataLoader:
-    """A DataLoader in dataset order; ``workers`` processes decode ahead of the model."""
+def make_loader(
+    dataset: ImageDataset | StreamingDataset, batch_size: int, workers: int, device: torch.device
+) -> DataLoader:
+    """A DataLoader in dataset order; ``workers`` processes decode ahead of the model.
+
+    A streamed dataset keeps its order too: its workers decode alternate blocks of ``batch_size``
+    items, which the DataLoader collects in turn (see :mod:`evalvae.data.streaming`).
+    """
+    if isinstance(dataset, StreamingDataset):
+        dataset = dataset.in_blocks(batch_size)
     return DataLoader(
         dataset,
         batch_size=batch_size,
