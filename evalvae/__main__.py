@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 
@@ -47,11 +48,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if args else 2)
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}? " if close else ""
         print(
-            f"evalvae: unknown command {command!r}; choose one of {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr
+            f"evalvae: unknown command {command!r}; {hint}choose one of {', '.join(COMMANDS)}\n\n{usage()}",
+            file=sys.stderr,
         )
         sys.exit(2)
     module, func = COMMANDS[command][0].split(":")
+    if module == "evalvae.cli":  # a Hydra app: misspelt keys and options get "did you mean" before Hydra composes
+        from evalvae.cli import check_command_line
+
+        check_command_line(command, rest)
     sys.argv = [f"evalvae {command}", *rest]
     getattr(importlib.import_module(module), func)()
 

@@ -8,10 +8,27 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from evalvae.errors import EvalvaeError
+from evalvae.errors import ConfigError, EvalvaeError
+from evalvae.jobs.overrides import check_overrides
+from evalvae.jobs.schema import SCHEMAS, validate
 
 log = logging.getLogger("evalvae")
 CONFIG_PATH = "pkg://evalvae.conf"
+
+
+def _validate(cfg: DictConfig) -> None:
+    """Check ``cfg`` against its app's schema before the task's modules are imported (seconds of torch);
+    an invalid config exits with status 2 and one message listing every problem."""
+    from hydra.core.hydra_config import HydraConfig
+
+    app = HydraConfig.get().job.config_name
+    if app not in SCHEMAS:  # a primary config of the user's own (--config-name/--config-dir)
+        return
+    try:
+        validate(cfg, app)
+    except ConfigError as e:
+        log.error("evalvae: %s", e)
+        sys.exit(2)
 
 
 def _call(func, cfg: DictConfig) -> None:
@@ -27,6 +44,7 @@ def _call(func, cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="run", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
+    _validate(cfg)
     from evalvae.run import run
 
     _call(run, cfg)
@@ -34,6 +52,7 @@ def run_app(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="ref", version_base="1.3")
 def ref_app(cfg: DictConfig) -> None:
+    _validate(cfg)
     from evalvae.reference import ref
 
     _call(ref, cfg)
@@ -41,6 +60,34 @@ def ref_app(cfg: DictConfig) -> None:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="bench", version_base="1.3")
 def bench_app(cfg: DictConfig) -> None:
+    _validate(cfg)
     from evalvae.bench.runner import bench
 
     _call(bench, cfg)
+
+
+def check_command_line(command: str, args: list[str]) -> None:
+    """Before Hydra composes: misspelt keys and config-group options in ``args`` exit with status 2 and
+    one line naming the closest choices (Hydra's own error would stop at a composition failure)."""
+    from hydra._internal.utils import get_args_parser
+
+    if command not in SCHEMAS:
+        return
+    parser = get_args_parser()
+
+    def refuse(message: str):
+        raise ValueError(message)
+
+    parser.error = refuse  # malformed flags are left to Hydra's own message
+    try:
+        parsed = parser.parse_args(args)
+    except ValueError:
+        return
+    other = (parsed.config_name, parsed.config_path, parsed.config_dir, parsed.experimental_rerun)
+    if parsed.help or parsed.hydra_help or parsed.info or parsed.shell_completion or any(other):
+        return
+    try:
+        check_overrides(parsed.overrides, command)
+    except ConfigError as e:
+        print(f"evalvae: {e}", file=sys.stderr)
+        sys.exit(2)
