@@ -183,7 +183,6 @@ class MetricsSchema:
 @dataclass
 class CacheSchema:
     latents: bool = MISSING  # each encoder's latents per batch, reused by later runs
-    results: bool = True  # each VAE's finished batches (rows, features): resume and reruns read them
     results: bool = MISSING  # each VAE's finished batches (rows and features)
 
 
