@@ -1,4 +1,8 @@
-"""Metrics built from ``cfg.metrics``: per-image (PSNR, SSIM, LPIPS) and set-level (rFID, KID)."""
+"""Metrics built from ``cfg.metrics``: per-image (PSNR, SSIM, LPIPS) and set-level (rFID, KID).
+
+Importing the package loads neither torch nor a metric library (``compare`` reads
+:mod:`evalvae.metrics.info` without them); the metric modules load them when used.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +10,51 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
-from evalvae.metrics.base import PairMetric, from_uint8, to_pixels
-from evalvae.metrics.features import MetricUnavailable
+from evalvae.metrics.info import MetricInfo, info_of
 
-__all__ = ["MetricSet", "PairMetric", "Unavailable", "build_metrics", "from_uint8", "split_metrics", "to_pixels"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "MetricSet",
+    "PairMetric",
+    "Unavailable",
+    "build_metrics",
+    "from_uint8",
+    "split_metrics",
+    "to_pixels",
+    "unavailable",
+]
 log = logging.getLogger(__name__)
+_BASE = ("PairMetric", "from_uint8", "to_pixels")  # from evalvae.metrics.base (torch), on first use
+
+
+def __getattr__(name: str):
+    if name in _BASE:
+        from evalvae.metrics import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class Unavailable:
-    """A metric whose weights are missing: NaN values and the reason, never a number from random weights."""
+    """A metric whose weights are missing: NaN values and the reason, never a number from random weights.
+
+    ``infos`` is the info of its result names, as the metric's class declares it.
+    """
 
     key: str
     names: list[str]
     reason: str
     set_level: bool = False
-    higher_is_better: bool = False
+    infos: tuple[MetricInfo, ...] = ()
 
     @property
     def name(self) -> str:
@@ -37,7 +64,13 @@ class Unavailable:
     def note(self) -> str:
         return self.reason
 
+    @property
+    def higher_is_better(self) -> bool | None:
+        return info_of(self).higher_is_better
+
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        import torch
+
         return torch.full((len(original),), math.nan, dtype=torch.float64)
 
     def protocol(self) -> dict:
@@ -78,11 +111,20 @@ def _names(key: str, spec: DictConfig) -> tuple[list[str], bool]:
     return [key], False
 
 
+def unavailable(key: str, spec: DictConfig, reason: str) -> Unavailable:
+    """The stand-in of the metric ``spec`` describes, with its result names and their info from its class (not built)."""
+    names, set_level = _names(key, spec)
+    cls = get_class(spec._target_)
+    return Unavailable(key, names, reason, set_level, tuple(info_of(cls, n) for n in names))
+
+
 def build_metrics(cfg: DictConfig, set_level_only: bool = False) -> list:
     """Instantiate every entry of ``cfg.metrics`` that has a ``_target_``, in config order.
 
     A metric whose weights cannot be found becomes :class:`Unavailable` and the run goes on.
     """
+    from evalvae.metrics.weights import MetricUnavailable
+
     metrics = []
     for key, spec in cfg.items():
         if not (isinstance(spec, DictConfig) and "_target_" in spec):
@@ -92,7 +134,6 @@ def build_metrics(cfg: DictConfig, set_level_only: bool = False) -> list:
         try:
             metrics.append(instantiate(spec))
         except MetricUnavailable as e:
-            names, set_level = _names(key, spec)
-            log.warning("%s unavailable: %s", "/".join(names), e)
-            metrics.append(Unavailable(key, names, str(e), set_level))
+            metrics.append(unavailable(key, spec, str(e)))
+            log.warning("%s unavailable: %s", "/".join(metrics[-1].names), e)
     return metrics

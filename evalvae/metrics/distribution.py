@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 
+from evalvae.metrics import info as shipped
 from evalvae.metrics.features import FeatureExtractor, build_extractor
 from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
 
@@ -23,7 +24,7 @@ class FIDKID:
     """
 
     set_level = True
-    higher_is_better = False
+    infos = (shipped.RFID, shipped.KID)
 
     def __init__(
         self,
@@ -109,7 +110,6 @@ class FIDKID:
         )
         return {
             "rfid": {
-                "higher_is_better": False,
                 "implementation": "evalvae float64 Fréchet distance (nuclear norm of S1^1/2 S2^1/2, round-off eigenvalues dropped)",
                 "statistics": "float64 running sums; unbiased covariance (N - 1)",
                 "extractor": self.extractor.identity(),
@@ -119,7 +119,6 @@ class FIDKID:
             **(
                 {
                     "kid": {
-                        "higher_is_better": False,
                         "implementation": "unbiased MMD^2, kernel (x.y/d + 1)^3",
                         "subsets": self.kid_subsets,
                         "subset_size": self.kid_subset_size,

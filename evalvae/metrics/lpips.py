@@ -11,6 +11,7 @@ import torch
 
 from evalvae.errors import check_choice
 from evalvae.io import sha256_file
+from evalvae.metrics import info as shipped
 from evalvae.metrics.base import PairMetric
 from evalvae.metrics.weights import MetricUnavailable, NetworkWeights, find_weights, load_network, read_state_dict
 
@@ -79,7 +80,7 @@ class LPIPS(PairMetric):
     than torchvision's ImageNet ones are reported as non-standard weights.
     """
 
-    name, higher_is_better = "lpips", False
+    info = shipped.LPIPS
     NETS = tuple(BACKBONES)
 
     def __init__(self, net: str = "alex", backbone_weights: str | None = None, batch_size: int = 16):

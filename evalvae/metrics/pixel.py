@@ -7,6 +7,7 @@ import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from evalvae.errors import check_choice
+from evalvae.metrics import info as shipped
 from evalvae.metrics.base import PairMetric
 
 DATA_RANGE = 255.0
@@ -18,7 +19,7 @@ class PSNR(PairMetric):
     Equals ``skimage.metrics.peak_signal_noise_ratio(data_range=255)``; identical images give inf.
     """
 
-    name, higher_is_better = "psnr", True
+    info = shipped.PSNR
 
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         return peak_signal_noise_ratio(
@@ -45,7 +46,7 @@ class SSIM(PairMetric):
     the same value (tested to 1e-9).
     """
 
-    name, higher_is_better = "ssim", True
+    info = shipped.SSIM
     BACKENDS = ("auto", "torchmetrics", "skimage")
 
     def __init__(self, sigma: float = 1.5, backend: str = "auto"):

@@ -21,6 +21,7 @@ from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progres
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import each_loaded, selected_vaes
 from evalvae.metrics import build_metrics, split_metrics
+from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon.loop import reconstruct
 from evalvae.results import RunWriter, console_table
@@ -55,12 +56,13 @@ class ReconTask(Task):
     def protocol(self) -> dict:
         metrics = {}
         for m in self.pair:
-            metrics[m.name] = {"higher_is_better": m.higher_is_better, **m.protocol()}
+            metrics[m.name] = metric_entry(info_of(m), m.protocol())
         for m in self.sets:
             for name, proto in m.protocol().items():
-                metrics[name] = {**proto, "reference": self.refs.info.get(m.extractor.name)}
+                reference = self.refs.info.get(m.extractor.name)
+                metrics[name] = metric_entry(info_of(m, name), {**proto, "reference": reference})
         for m in self.unavailable_sets:
-            metrics.update({name: {"higher_is_better": False, **m.protocol()} for name in m.names})
+            metrics.update({name: metric_entry(info_of(m, name), m.protocol()) for name in m.names})
         pixels = "clamped and rounded to 8 bits" if self.quantize else "clamped to [0, 255], not rounded"
         return {
             "task": "recon",

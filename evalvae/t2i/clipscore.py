@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from evalvae.metrics import info as shipped
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.vae.base import state_dict_sha256
 from evalvae.vae.sources import local_then_hub
@@ -30,7 +31,8 @@ class CLIPScore:
     hub cache or a local folder; without them the metric is unavailable.
     """
 
-    name, higher_is_better = "clip_score", True
+    info = shipped.CLIP_SCORE
+    name, higher_is_better = info.name, info.higher_is_better
 
     def __init__(self, model: str = "openai/clip-vit-large-patch14", batch_size: int = 32):
         from transformers import CLIPModel, CLIPProcessor
@@ -101,7 +103,6 @@ class CLIPScore:
 
     def protocol(self) -> dict:
         return {
-            "higher_is_better": True,
             "implementation": f"transformers {type(self.model).__name__}, max(100 * cos, 0) per image",
             "model": self.model_id,
             "weights_sha256": self.weights_sha256,

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import pandas as pd
 import torch
@@ -18,8 +19,9 @@ from omegaconf import DictConfig
 from evalvae import results
 from evalvae.config import instantiate
 from evalvae.data import make_loader
-from evalvae.metrics import Unavailable, build_metrics, split_metrics
+from evalvae.metrics import Unavailable, build_metrics, split_metrics, unavailable
 from evalvae.metrics.features import MetricUnavailable
+from evalvae.metrics.info import MetricInfo, builtin_info, info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.results import summarize
 
@@ -27,6 +29,12 @@ log = logging.getLogger(__name__)
 
 REFERENCE_NOTE = "reference decoder (the others are compared with it)"
 SET_NAMES = {"rfid": "fid", "kid": "kid"}
+
+
+def set_info(metric, name: str) -> MetricInfo:
+    """The info of a set-level result under its t2i name (:data:`SET_NAMES`: rFID's statistic is ``fid`` here)."""
+    info, renamed = info_of(metric, name), SET_NAMES.get(name, name)
+    return info if renamed == name else builtin_info(renamed) or replace(info, name=renamed)
 
 
 class T2IMetrics:
@@ -41,7 +49,9 @@ class T2IMetrics:
         if self.sets and spec is None:
             reason = "no reference image set; add dataset@t2i.reference=coco t2i.reference.path=DIR (or folder)"
             log.warning("fid/kid unavailable: %s", reason)
-            self.unavailable_sets += [Unavailable("fid", m.names, reason, set_level=True) for m in self.sets]
+            self.unavailable_sets += [
+                Unavailable("fid", m.names, reason, True, tuple(info_of(m, k) for k in m.names)) for m in self.sets
+            ]
             self.sets = []
         if self.sets:
             self.reference_set = instantiate(spec)
@@ -54,7 +64,7 @@ class T2IMetrics:
                 self.clip = instantiate(cfg.t2i.clip_score).to(device)
             except MetricUnavailable as e:
                 log.warning("clip_score unavailable: %s", e)
-                self.clip = Unavailable("clip_score", ["clip_score"], str(e), higher_is_better=True)
+                self.clip = unavailable("clip_score", cfg.t2i.clip_score, str(e))
 
     @property
     def per_image_names(self) -> list[str]:
@@ -80,26 +90,21 @@ class T2IMetrics:
 
     def protocol(self) -> dict:
         compared = "each VAE's decode vs the reference decoder's decode of the same latent"
-        out = {
-            m.name: {"higher_is_better": m.higher_is_better, **m.protocol(), "compared_with": compared}
-            for m in self.pair
-        }
+        out = {m.name: metric_entry(info_of(m), {**m.protocol(), "compared_with": compared}) for m in self.pair}
         if self.clip is not None:
-            out["clip_score"] = {"higher_is_better": True, **self.clip.protocol()}
+            out["clip_score"] = metric_entry(info_of(self.clip, "clip_score"), self.clip.protocol())
         for m in self.sets:
             for name, proto in m.protocol().items():
                 proto = (
                     {**proto, "quantization": "8-bit reference images vs 8-bit decodes"} if name == "rfid" else proto
                 )
-                out[SET_NAMES[name]] = {
-                    **proto,
-                    "reference": {
-                        "dataset": self.reference_set.describe(),
-                        "statistics": self.refs.info.get(m.extractor.name),
-                    },
+                reference = {
+                    "dataset": self.reference_set.describe(),
+                    "statistics": self.refs.info.get(m.extractor.name),
                 }
+                out[SET_NAMES[name]] = metric_entry(set_info(m, name), {**proto, "reference": reference})
         for m in self.unavailable_sets:
-            out.update({SET_NAMES.get(k, k): {"higher_is_better": False, **m.protocol()} for k in m.names})
+            out.update({SET_NAMES.get(k, k): metric_entry(set_info(m, k), m.protocol()) for k in m.names})
         return out
 
 
