@@ -7,7 +7,13 @@ A baseline file is a small JSON meant to be committed next to the code it guards
      "vaes": {"taef2": {weights, dtype, ...}},
      "results": {"taef2": {"psnr": {"higher_is_better": true, "mean": .., "std": .., "n": 24,
                                      "values": {"kodim01.png": 27.6455, ...}}}},
+     "info": {"psnr": {"title": "PSNR (dB)", "higher_is_better": true, "decimals": 2,
+                       "tolerance": {"abs": 0.01, "rel": 0.0}, ...}},
      "speed": [{"vae": .., "op": .., ..., "ms_per_image_median": .., "ms_per_image_iqr": ..}]}
+
+``info`` is each metric's :class:`~evalvae.metrics.info.MetricInfo` as the results recorded it
+(``metrics.json``; for results written before it held any, evalvae's shipped metrics' own), so
+a baseline compares with its directions and default tolerances without the run directory.
 
 Means and stds are stored at full precision (they are what tolerances apply to); per-image
 values, kept for the paired test, are rounded to :data:`VALUE_DIGITS` significant digits.
@@ -30,6 +36,7 @@ import pandas as pd
 from evalvae.bench.schema import KEY_COLUMNS, MEASURE_COLUMNS
 from evalvae.errors import EvalvaeError
 from evalvae.io import atomic_write_text
+from evalvae.metrics.info import MetricInfo, recorded_info
 from evalvae.results import read_per_image
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,7 @@ class MetricResult:
     n: int
     higher_is_better: bool | None = None
     values: dict[str, float] | None = None
+    info: MetricInfo | None = None  # as the results record it; None: not read from results
 
 
 @dataclass
@@ -113,7 +121,8 @@ def _quality_from_run(run: Path, snap: Snapshot) -> None:
     meta = _read_json(run / "metrics.json")
     dataset = {k: v for k, v in meta.get("dataset", {}).items() if k != "root"}
     snap.protocol = {**meta, "dataset": dataset}
-    directions = {m: spec.get("higher_is_better") for m, spec in meta.get("metrics", {}).items()}
+    entries = meta.get("metrics", {})
+    infos: dict[str, MetricInfo] = {}
     summary = pd.read_csv(run / "summary.csv", dtype={"vae": str, "metric": str})
     per_image = read_per_image(run)
     for row in summary.itertuples(index=False):
@@ -124,8 +133,12 @@ def _quality_from_run(run: Path, snap: Snapshot) -> None:
             flagged = rows["nonfinite"].fillna(False).astype(bool) if "nonfinite" in rows.columns else False
             rows = rows[rows[row.metric].notna() | flagged]
             values = {str(i): float(v) for i, v in zip(rows["image"], rows[row.metric])}
+        if row.metric not in infos:
+            where = f"{run / 'metrics.json'}: metrics.{row.metric}.info"
+            infos[row.metric] = recorded_info(row.metric, entries.get(row.metric), where)
+        info = infos[row.metric]
         snap.results.setdefault(row.vae, {})[row.metric] = MetricResult(
-            _float(row.mean), _float(row.std), int(row.n), directions.get(row.metric), values
+            _float(row.mean), _float(row.std), int(row.n), info.higher_is_better, values, info
         )
     if (run / "vaes.json").is_file():
         for info in _read_json(run / "vaes.json"):
@@ -181,14 +194,22 @@ def from_baseline_file(path: Path) -> Snapshot:
 
 def _parse_baseline(path: Path, data: dict) -> Snapshot:
     snap = Snapshot(str(path), protocol=data.get("protocol", {}), vaes=data.get("vaes", {}), reason=data.get("reason"))
+    entries, stated = snap.protocol.get("metrics", {}), data.get("info") or {}
     for vae, metrics in data.get("results", {}).items():
         for metric, r in metrics.items():
+            # the file's "info"; in a baseline written before it, the protocol's entry and the result's direction
+            entry = dict(entries.get(metric) or {})
+            entry["info"] = stated.get(metric, entry.get("info"))
+            if entry.get("higher_is_better") is None:
+                entry["higher_is_better"] = r.get("higher_is_better")
+            info = recorded_info(metric, entry, f"{path}: info.{metric}")
             snap.results.setdefault(vae, {})[metric] = MetricResult(
                 _float(r["mean"]),
                 _float(r.get("std")),
                 int(r["n"]),
-                r.get("higher_is_better"),
+                info.higher_is_better,
                 {k: _float(v) for k, v in r["values"].items()} if r.get("values") is not None else None,
+                info,
             )
     for rec in data.get("speed", []):
         key = tuple(str(rec[k]) for k in SPEED_KEY)
@@ -247,6 +268,7 @@ def _result_dict(r: MetricResult) -> dict:
 def baseline_dict(snap: Snapshot, reason: str | None = None) -> dict:
     """The baseline-file form of ``snap``."""
     results = {vae: {metric: _result_dict(r) for metric, r in metrics.items()} for vae, metrics in snap.results.items()}
+    infos = {m: r.info.to_dict() for metrics in snap.results.values() for m, r in metrics.items() if r.info is not None}
     speed = [
         {**dict(zip(SPEED_KEY, key)), "device": s.device, "status": s.status, **s.values}
         for key, s in sorted(snap.speed.items())
@@ -259,6 +281,7 @@ def baseline_dict(snap: Snapshot, reason: str | None = None) -> dict:
             "protocol": snap.protocol,
             "vaes": snap.vaes,
             "results": results,
+            "info": dict(sorted(infos.items())),
             "speed": speed,
         }
     )

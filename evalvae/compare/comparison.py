@@ -10,7 +10,7 @@ import numpy as np
 from evalvae.compare.baseline import SPEED_KEY, MetricResult, Snapshot, SpeedResult, round_value, value_resolution
 from evalvae.compare.tolerances import Tolerance, Tolerances, default_tolerances
 from evalvae.compare.verdict import Verdict, judge, paired_test
-from evalvae.results import known_direction
+from evalvae.metrics.info import MetricInfo, recorded_info
 
 # Protocol fields that do not change what a number means: where the images sat on disk, and the
 # prose restatement of `quantize`. A metric's implementation is noted, not refused: the same
@@ -23,6 +23,9 @@ NOTED_SUFFIX = ".implementation"
 # paths). The reference statistics' `key` and `n` stay protocol: the key is a sha256 of the image
 # files' contents, the geometry and the extractor, equal wherever the same images are scored alike.
 PROVENANCE = ("provenance", "reference.source", "reference.path", "reason")
+# A metric's info (title, decimals, default tolerance) says how its numbers read and are gated, not
+# what they mean; its direction is protocol through the entry's own `higher_is_better`.
+INFO = "info"
 
 
 def is_provenance_field(field: str) -> bool:
@@ -34,6 +37,17 @@ def is_provenance(key: str) -> bool:
     """Whether a flattened protocol key (``metrics.<name>.<field...>``) records provenance, not protocol."""
     parts = key.split(".")
     return parts[0] == "metrics" and len(parts) > 2 and is_provenance_field(".".join(parts[2:]))
+
+
+def is_info_field(field: str) -> bool:
+    """Whether a flattened field of one metric's entry (``info.decimals``) is its metric info, not protocol."""
+    return field == INFO or field.startswith(INFO + ".")
+
+
+def is_info(key: str) -> bool:
+    """Whether a flattened protocol key (``metrics.<name>.info.<field>``) is metric info, not protocol."""
+    parts = key.split(".")
+    return parts[0] == "metrics" and len(parts) > 2 and is_info_field(".".join(parts[2:]))
 
 
 def number(x: float | None, fmt: str = ".6g") -> str:
@@ -119,7 +133,7 @@ def protocol_differences(baseline: dict, current: dict) -> tuple[list[str], list
 
     def flat(p: dict) -> dict:
         p = {**p, "metrics": {m: s for m, s in p.get("metrics", {}).items() if m in common}}
-        return {k: v for k, v in flatten(p).items() if k not in IGNORED and not is_provenance(k)}
+        return {k: v for k, v in flatten(p).items() if k not in IGNORED and not is_provenance(k) and not is_info(k)}
 
     b, c = flat(baseline), flat(current)
     mismatches, notes = [], []
@@ -131,11 +145,14 @@ def protocol_differences(baseline: dict, current: dict) -> tuple[list[str], list
     return mismatches, notes
 
 
-def _direction(metric: str, *results: MetricResult) -> bool | None:
-    for r in results:
-        if r.higher_is_better is not None:
-            return bool(r.higher_is_better)
-    return known_direction(metric)
+def metric_info(metric: str, *results: MetricResult) -> MetricInfo:
+    """The info a (vae, metric) is judged by: the first side's (the baseline's) that knows the direction.
+
+    A result read from files carries its recorded info; one without (built in code) gets the
+    shipped info of its name with the direction it states.
+    """
+    infos = [r.info or recorded_info(metric, {"higher_is_better": r.higher_is_better}) for r in results]
+    return next((i for i in infos if i.higher_is_better is not None), infos[0])
 
 
 def _no_longer_finite(b: MetricResult, c: MetricResult) -> list[str]:
@@ -171,7 +188,8 @@ def _image_sets(b: dict, c: dict) -> str:
 
 
 def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: Tolerances, protocol_ok: bool) -> Row:
-    hib = _direction(metric, b, c)
+    info = metric_info(metric, b, c)
+    hib = info.higher_is_better
     row = Row("quality", vae, metric, Verdict.PASS, b.mean, c.mean, hib)
     if math.isnan(b.mean) and math.isnan(c.mean):
         row.verdict, row.detail = Verdict.UNMEASURED, "no value on either side"
@@ -189,7 +207,7 @@ def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: T
         return row
     regained = _no_longer_finite(c, b)
     if not mismatch and regained and hib is not None:
-        return _regained_row(row, b, c, regained, tol.get(vae, metric), tol.alpha)
+        return _regained_row(row, b, c, regained, tol.get(vae, metric, info), tol.alpha)
     if not mismatch and b.n != c.n:
         mismatch = f"N differs: {b.n} in the baseline, {c.n} now"
     if not mismatch and b.values is not None and c.values is not None:
@@ -199,7 +217,7 @@ def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: T
     if mismatch:
         row.verdict, row.detail = Verdict.MISMATCH, mismatch
         return row
-    t = tol.get(vae, metric)
+    t = tol.get(vae, metric, info)
     row.tolerance = t.describe()
     ids = None
     if b.values is not None and c.values is not None:
@@ -363,7 +381,7 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
                         metric,
                         Verdict.MISSING,
                         b.mean,
-                        higher_is_better=_direction(metric, b),
+                        higher_is_better=metric_info(metric, b).higher_is_better,
                         detail=why,
                     )
                 )
@@ -379,7 +397,7 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
                         metric,
                         Verdict.NEW,
                         current=c.mean,
-                        higher_is_better=_direction(metric, c),
+                        higher_is_better=metric_info(metric, c).higher_is_better,
                         detail="not in the baseline",
                     )
                 )

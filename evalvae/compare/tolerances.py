@@ -3,7 +3,8 @@
 The defaults live in ``conf/compare/tolerances.yaml``; a user's file (YAML or JSON, the same keys)
 is laid over them entry by entry: its ``default``, each ``metrics.<name>`` and each
 ``vaes.<vae>.<name>`` replaces the entry it names as a whole, and ``alpha`` / ``improvements``
-replace the scalars.
+replace the scalars. A quality metric no file names gets the tolerance of its metric info
+(``metrics.json``'s ``info.tolerance``, else the shipped metric's, :mod:`evalvae.metrics.info`).
 """
 
 from __future__ import annotations
@@ -16,25 +17,11 @@ from pathlib import Path
 import yaml
 
 from evalvae.errors import ConfigError, check_choice
+from evalvae.metrics.info import MetricInfo, Tolerance, builtin_info
 
 KEYS = ("default", "metrics", "vaes", "alpha", "improvements")
 FIELDS = ("abs", "rel")
 IMPROVEMENTS = ("pass", "fail")
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """An allowed change of ``max(abs, rel * |baseline|)`` in the metric's own unit."""
-
-    abs: float = 0.0
-    rel: float = 0.0
-
-    def allowed(self, baseline: float) -> float:
-        return max(self.abs, self.rel * abs(baseline))
-
-    def describe(self) -> str:
-        parts = ([f"±{self.abs:g}"] if self.abs else []) + ([f"±{self.rel:.3g}×"] if self.rel else [])
-        return " or ".join(parts) or "exact"
 
 
 @dataclass(frozen=True)
@@ -47,9 +34,13 @@ class Tolerances:
     sources: tuple[str, ...] = ()
     named: frozenset[str] = frozenset()  # metric names a user's file sets (defaults excluded)
 
-    def get(self, vae: str, metric: str) -> Tolerance:
-        """The tolerance of one (vae, metric): per VAE, else per metric, else the default."""
-        return self.vaes.get(vae, {}).get(metric) or self.metrics.get(metric) or self.default
+    def get(self, vae: str, metric: str, info: MetricInfo | None = None) -> Tolerance:
+        """The tolerance of one (vae, metric), the first of: per VAE, per metric (a file's, or a shipped
+        speed entry), the metric's ``info`` (as its results record it; without one, the shipped
+        metric's), the default."""
+        info = builtin_info(metric) if info is None else info
+        found = self.vaes.get(vae, {}).get(metric) or self.metrics.get(metric)
+        return found or (info.tolerance if info is not None else None) or self.default
 
     def unmatched(self, pairs: set[tuple[str, str]]) -> list[str]:
         """Entries of a user's file that name no compared (vae, metric): likely typos."""
