@@ -187,6 +187,13 @@ class CacheSchema:
 
 
 @dataclass
+class SamplesSchema:
+    typical: bool = MISSING  # the image of median mean score
+    worst: int = at_least(0, "a count of images per VAE (0 for none)")
+    best: int = at_least(0, "a count of images per VAE (0 for none)")
+
+
+@dataclass
 class T2ISchema:
     reference_vae: str | None = MISSING
     latents: Latents = MISSING
@@ -252,6 +259,7 @@ class RunSchema(CommonSchema):
     report: bool = MISSING
     resume: str | None = None  # a run directory to continue
     cache: CacheSchema | None = None
+    samples: SamplesSchema | None = None  # recon: images saved for the report's grids
     t2i: T2ISchema | None = None
     pipeline: dict[str, Any] | None = field(default=None, metadata={"target": True})
     suite: dict[str, Any] | None = field(default=None, metadata={"target": True})

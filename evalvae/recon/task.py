@@ -24,6 +24,7 @@ from evalvae.metrics import build_metrics, split_metrics
 from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon.loop import reconstruct
+from evalvae.recon.samples import SampleKeeper
 from evalvae.results import RunWriter, console_table
 from evalvae.vae import VAEAdapter
 
@@ -52,6 +53,7 @@ class ReconTask(Task):
         self.writer = RunWriter(out, [m.name for m in self.pair])
         self.writer.notes = {m.name: m.note for m in self.pair if m.note}  # unavailable, or non-standard weights
         self.writer.add_skipped(self.dataset.listing_skipped)
+        self.samples = SampleKeeper(cfg, out, self.dataset, self.pair)
 
     def protocol(self) -> dict:
         metrics = {}
@@ -96,10 +98,11 @@ class ReconTask(Task):
             channels_last=cfg.channels_last,
             seed=cfg.seed,
             times=times,
-            keep_pixels=bool(self.sets),
+            keep_pixels=bool(self.sets) or self.samples.keeps_pixels,
         )
         with progress_bar(cfg.progress, len(self.dataset), name) as bar:
             for result in batches:
+                self.samples.observe(name, result)
                 if self.sets:
                     with times.stage("features"):
                         for m in self.sets:
@@ -144,6 +147,7 @@ class ReconTask(Task):
         total = time.perf_counter() - start
         writer.add_timing(timing_row(name, vae, self.device, cfg.batch_size, n, load_s, times, stages, total))
         writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
+        self.samples.finish_vae(name, vae, [r for r in writer.rows if r["vae"] == name])
 
     def run(self) -> RunOutcome:
         """Evaluate each VAE in ``cfg.vae`` on ``cfg.dataset``; write the result tables into the run directory."""
@@ -172,6 +176,7 @@ class ReconTask(Task):
             writer.write_json("metrics.json", self.protocol())
 
         summary = writer.flush()
+        self.samples.finish_run()
         log_failures(failed, len(self.specs))
         if writer.skipped:
             log.warning("skipped %d file(s); reasons in %s", len(writer.skipped), out / "skipped.csv")
