@@ -40,16 +40,15 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None):
     """Run the task ``cfg`` selects (``evalvae run``: recon by default, or ``task=t2i``); write its report."""
     outcome = execute(cfg, out_dir)
     if getattr(outcome, "report", False) and not outcome.summary.empty:
-        write_run_report(outcome.out_dir, cfg.get("device", "auto"))
+        write_run_report(outcome.out_dir)
     return outcome
 
 
-def write_run_report(out: Path, device) -> None:
+def write_run_report(out: Path) -> None:
     """The HTML/markdown report of this run, in ``<run dir>/report``; results stay valid if it fails."""
-    from evalvae.device import resolve_device
     from evalvae.report import write_report
 
     try:
-        log.info("report: %s", write_report([out], out / "report", device=str(resolve_device(device))))
+        log.info("report: %s", write_report([out], out / "report"))
     except Exception as e:  # the result tables are already written; say why there is no report
         log.warning("no report for %s: %s: %s", out, type(e).__name__, e)

@@ -13,6 +13,7 @@ from evalvae.report import plots, stats, tables, views
 from evalvae.report.gallery import build_gallery
 from evalvae.report.grids import select_images
 from evalvae.report.load import load_inputs
+from evalvae.report.recreate import saved_settings
 from evalvae.report.sections import Section, group_sections
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,9 @@ def write_report(
     out_dir: str | Path,
     *,
     images: Sequence[str] = (),
-    worst: int = 3,
+    worst: int | None = None,
+    best: int | None = None,
     grids: bool = True,
-    device: str = "auto",
 ) -> Path:
     """Write ``report.html``, ``report.md``, ``plots/``, ``grids/`` and ``tables/`` into ``out_dir``.
 
@@ -96,15 +97,18 @@ def write_report(
         run_dirs: run directories, multirun sweep folders (their jobs) or folders with ``bench.csv``.
         out_dir: where the report goes (created).
         images: image ids to show in grids (default: the image of median score in each section).
-        worst: how many worst images per VAE get a grid (by the first metric with a known direction).
-        grids: re-create reconstructions for the image grids (loads each VAE again on ``device``).
-        device: device for re-creating reconstructions (``auto``, ``cpu``, ``cuda``...).
+        worst: how many worst images per VAE get a grid (by the first metric with a known direction);
+            default: as many as the section's runs saved (``samples.worst``), else 3.
+        best: the same for the best images; default: as many as the runs saved (``samples.best``), else 1.
+        grids: draw the image grids, from the reconstructions the runs saved (``samples/``, ``images/``);
+            no VAE is loaded and no dataset read.
 
     Returns the path of ``report.html``. Raises :class:`NothingToReport` when no input has results;
     inputs that fail are listed in the report's problems instead.
     """
-    if not isinstance(worst, int) or worst < 0:
-        raise ConfigError("worst", worst, hint="a count of images per VAE (0 for none)")
+    for name, value in (("worst", worst), ("best", best)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise ConfigError(name, value, hint="a count of images per VAE (0 for none)")
     inputs = load_inputs(list(run_dirs))
     if not inputs.runs:
         raise NothingToReport("nothing to report: " + "; ".join(inputs.problems or ["no run directories given"]))
@@ -124,8 +128,12 @@ def write_report(
         figures = _plots(section, summary, paired, inputs.bench, plot_dir)
         gallery, grid_notes = [], []
         if grids:
-            specs, grid_notes = select_images(section, list(images), worst)
-            gallery, more = build_gallery(section, specs, grid_dir, device)
+            saved = [s for s in (saved_settings(r) for r in section.runs) if s]
+            counts = {k: max((int(s.get(k, 0)) for s in saved), default=d) for k, d in (("worst", 3), ("best", 1))}
+            k_worst = worst if worst is not None else counts["worst"]
+            k_best = best if best is not None else counts["best"]
+            specs, grid_notes = select_images(section, list(images), k_worst, k_best)
+            gallery, more = build_gallery(section, specs, grid_dir)
             grid_notes += more
         skipped = [
             (str(f), str(r), run.label)

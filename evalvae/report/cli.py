@@ -41,15 +41,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--worst",
         type=int,
-        default=3,
+        default=None,
         metavar="K",
-        help="grids for the K worst images of each VAE (default 3; 0 for none)",
+        help="grids for the K worst images of each VAE (default: as many as the runs saved, samples.worst; 0 for none)",
     )
     p.add_argument(
-        "--no-grids", action="store_true", help="skip the image grids (they re-run each VAE on a few images)"
+        "--best",
+        type=int,
+        default=None,
+        metavar="K",
+        help="grids for the K best images of each VAE (default: as many as the runs saved, samples.best; 0 for none)",
     )
     p.add_argument(
-        "--device", default="auto", help="device for re-creating reconstructions: auto | cpu | cuda | cuda:N | mps"
+        "--no-grids", action="store_true", help="skip the image grids (drawn from the runs' saved samples/ PNGs)"
     )
     return p
 
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or default_out(args.run_dirs)
     try:
         html = write_report(
-            args.run_dirs, out, images=args.images, worst=args.worst, grids=not args.no_grids, device=args.device
+            args.run_dirs, out, images=args.images, worst=args.worst, best=args.best, grids=not args.no_grids
         )
     except EvalvaeError as e:
         log.error("evalvae: %s", e)

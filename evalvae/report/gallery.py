@@ -1,4 +1,4 @@
-"""Building a section's image grids: re-create reconstructions, cut tiles, write composite PNGs."""
+"""Building a section's image grids: read the runs' saved reconstructions, cut tiles, write composite PNGs."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Row:
     label: str
-    detail: str  # recomputed PSNR, and a warning when it disagrees with the run's
+    detail: str  # PSNR recomputed from the saved pixels, and a warning when it disagrees with the run's
     image: bytes  # PNG of each tile
     error: bytes | None
     zoom: bytes
@@ -133,10 +133,8 @@ def build_grid(section: Section, spec: grids.GridSpec, recons: dict[str, Reconst
     )
 
 
-def build_gallery(
-    section: Section, specs: list[grids.GridSpec], out_dir: Path, device: str
-) -> tuple[list[Grid], list[str]]:
-    """Re-create every entry's reconstructions of the specs' images and build their grids.
+def build_gallery(section: Section, specs: list[grids.GridSpec], out_dir: Path) -> tuple[list[Grid], list[str]]:
+    """Read every entry's saved reconstructions of the specs' images and build their grids.
 
     Returns the grids and notes on what could not be shown (the rest of the report never depends on them).
     """
@@ -151,9 +149,9 @@ def build_gallery(
         wanted = [i for i in ids if i in scored]
         if not wanted:
             continue
-        log.info("re-creating %d reconstruction(s) of %s for the image grids", len(wanted), e.label)
+        log.info("reading %d saved reconstruction(s) of %s for the image grids", len(wanted), e.label)
         try:
-            got, reasons = reconstruct_images(e.run, e.vae, wanted, device)
+            got, reasons = reconstruct_images(e.run, e.vae, wanted)
         except Unavailable as err:
             notes.append(f"image grids: no reconstructions of {e.label}: {err}")
             for i in wanted:
@@ -167,7 +165,7 @@ def build_gallery(
     out = []
     for i, spec in enumerate(specs, start=1):
         if not recons.get(spec.image):
-            notes.append(f"image grids: {spec.image} could not be shown (no reconstruction re-created)")
+            notes.append(f"image grids: {spec.image} could not be shown (no run saved a reconstruction of it)")
             continue
         grid = build_grid(section, spec, recons[spec.image], out_dir / _file_name(section.slug, i, spec.image))
         grid.missing = missing[spec.image]

@@ -14,6 +14,7 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from evalvae.metrics.selection import pick_images, score_table
 from evalvae.report.sections import Section
 
 CROP = 64  # side of the zoomed region in image pixels (smaller images use a quarter of their side)
@@ -32,8 +33,10 @@ class GridSpec:
     focus: str | None = None
 
 
-def select_images(section: Section, chosen: list[str], worst: int) -> tuple[list[GridSpec], list[str]]:
-    """The ``chosen`` images (default: the one of median score), then each entry's ``worst`` images.
+def select_images(section: Section, chosen: list[str], worst: int, best: int = 0) -> tuple[list[GridSpec], list[str]]:
+    """The ``chosen`` images (default: the one of median score), then each entry's ``worst`` worst and
+    ``best`` best images, by :func:`evalvae.metrics.selection.pick_images` (the rule a run saves its
+    samples by, so a run's own report asks for exactly what it saved).
 
     Returns the grid specs (an image picked for several reasons appears once) and notes about
     chosen images this section does not have.
@@ -41,29 +44,22 @@ def select_images(section: Section, chosen: list[str], worst: int) -> tuple[list
     metric = section.primary_metric
     if metric is None or section.per_image.empty:
         return [], []
-    higher = section.direction(metric)
-    wide = section.per_image.pivot_table(index="image", columns="entry", values=metric, aggfunc="first")
+    higher = bool(section.direction(metric))
+    wide = score_table(section.per_image, metric, entry="entry")
     specs: dict[str, GridSpec] = {}
     notes = []
-    if chosen:
-        for image in chosen:
-            if image in wide.index:
-                specs.setdefault(image, GridSpec(image)).reasons.append("chosen")
-            else:
-                notes.append(f"image {image!r} is not among this section's images")
-    else:
-        mean = wide.dropna().mean(axis=1) if len(wide.dropna()) else wide.mean(axis=1)
-        mean = mean.dropna()
-        if len(mean):
-            typical = (mean - mean.median()).abs().sort_values(kind="stable").index[0]
-            specs[typical] = GridSpec(typical, [f"typical: median mean {metric.upper()}"])
-    for label in section.labels:
-        if label not in wide or worst < 1:
-            continue
-        scores = wide[label].dropna().sort_values(ascending=bool(higher), kind="stable")
-        for rank, image in enumerate(scores.index[:worst], start=1):
-            spec = specs.setdefault(image, GridSpec(image, focus=label))
-            spec.reasons.append(f"worst {metric.upper()} #{rank} for {label}")
+    for image in chosen:
+        if image in wide.index:
+            specs.setdefault(image, GridSpec(image)).reasons.append("chosen")
+        else:
+            notes.append(f"image {image!r} is not among this section's images")
+    picks = pick_images(wide, higher, typical=not chosen, worst=worst, best=best, entries=section.labels)
+    for p in picks:
+        if p.kind == "typical":
+            specs.setdefault(p.image, GridSpec(p.image)).reasons.append(f"typical: median mean {metric.upper()}")
+        else:
+            spec = specs.setdefault(p.image, GridSpec(p.image, focus=p.entry))
+            spec.reasons.append(f"{p.kind} {metric.upper()} #{p.rank} for {p.entry}")
     return list(specs.values()), notes
 
 

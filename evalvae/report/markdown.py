@@ -16,7 +16,7 @@ def _table(header: list[str], rows: list[list[str]], align: list[str]) -> list[s
 
 
 def render_markdown(context: dict) -> str:
-    """The overview, then per section: protocol, summary with CIs, paired statistics and problems."""
+    """The overview, then per section: protocol, summary with CIs, paired statistics, image grids and problems."""
     out = [
         "# VAE comparison report",
         "",
@@ -77,6 +77,13 @@ def render_markdown(context: dict) -> str:
             ]
             out += ["**Paired statistics** (same images; Wilcoxon signed-rank, Holm-adjusted per metric):", ""]
             out += _table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "l"]) + [""]
+        if s["grids"]:
+            out += ["**Image grids** (original, reconstructions, error maps and zooms; PNGs in `grids/`):", ""]
+            for g in s["grids"]:
+                missing = "; ".join(f"{label} not shown: {why}" for label, why in g.missing.items())
+                line = f"- `{g.image}` ({'; '.join(g.reasons)}): [grids/{g.png.name}](grids/{g.png.name})"
+                out.append(line + (f" ({missing})" if missing else ""))
+            out.append("")
         for note in s["notes"] + s["grid_notes"]:
             out.append(f"> {note}")
         if s["notes"] or s["grid_notes"]:

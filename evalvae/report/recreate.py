@@ -1,146 +1,148 @@
-"""Reconstructions for the image grids, re-created on demand from a run's own configuration.
+"""Reconstructions for the image grids, read from the files a run saved: never re-created.
 
-Run directories store numbers, not images. For the few images a report shows, the report reloads
-each image through the run's ``config.yaml`` (same dataset, geometry and index, hence the same
-posterior seed) and passes it through the same VAE spec, in the dtype the run used, with
-:func:`evalvae.recon.reconstruct` itself. The recomputed PSNR is compared with the recorded one, so a
-picture that does not match the run's numbers (other weights, another device's rounding) is
-flagged rather than shown silently.
+A reconstruction run saves, for the images its grids will show (the typical one, each VAE's worst
+and best), the 8-bit originals and every VAE's reconstruction as PNGs under ``samples/`` with
+``samples/index.json`` (:mod:`evalvae.recon.samples`); a text-to-image run saves every decode under
+``images/<vae>/``. The report reads those files only, so it builds where the weights and the
+dataset are gone. An image the run did not save is shown as missing, with the reason.
+
+The PSNR of each picture is recomputed from its PNGs and compared with the recorded one, so a
+picture that does not match the run's numbers (a file replaced, a result table edited) is flagged
+rather than shown silently. With ``metrics.quantize=false`` the run scored unrounded pixels that
+no PNG can hold; the picture is then compared with the PSNR the run recorded for the saved 8-bit
+pixels.
 """
 
 from __future__ import annotations
 
-import gc
-import logging
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from PIL import Image
 
-from evalvae.config import instantiate
-from evalvae.data.loader import collate
-from evalvae.data.transforms import crop_to_multiple
-from evalvae.device import resolve_device
 from evalvae.errors import EvalvaeError
 from evalvae.metrics.pixel import PSNR
-from evalvae.recon import reconstruct
 from evalvae.report.load import Run
-from evalvae.vae import load_vae
 
-log = logging.getLogger(__name__)
-
-PSNR_TOLERANCE_DB = 0.05  # recomputed vs recorded; float reductions on another device stay far below
+PSNR_TOLERANCE_DB = 0.05  # recomputed vs recorded: the saved pixels are the scored ones (a re-decode flips a few)
+SAMPLES = "samples"
 
 
 class Unavailable(EvalvaeError):
-    """Reconstructions of a run's VAE cannot be re-created; the message says why."""
+    """A run saved no reconstructions of a VAE; the message says why."""
 
 
 @dataclass
 class Reconstruction:
     original: np.ndarray  # (H, W, 3) uint8, as scored
     recon: np.ndarray  # (H, W, 3) uint8, rounded to 8 bits (as set-level metrics and image files see it)
-    psnr: float  # recomputed here, as the run scored it
-    recorded_psnr: float | None  # from per_image, when the run scored PSNR
+    psnr: float  # recomputed from the saved pixels
+    recorded_psnr: float | None  # what the run recorded for these pixels, when it scored PSNR
 
     @property
     def matches(self) -> bool:
         return self.recorded_psnr is None or math.isclose(self.psnr, self.recorded_psnr, abs_tol=PSNR_TOLERANCE_DB)
 
 
-def _cause(e: Exception) -> str:
-    """The user-facing message, unwrapping Hydra's instantiation wrapper."""
-    while isinstance(e, InstantiationException) and e.__cause__ is not None:
-        e = e.__cause__
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def _float(value) -> float | None:
+    """A number of index.json ("inf" for infinity, null for NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
 
 
-def _dataset(run: Run, cfg):
-    spec = cfg.dataset
-    root = (run.protocol.get("dataset") or {}).get("root")
-    if "path" in spec and root and Path(str(root)).is_dir():
-        spec = OmegaConf.merge(spec, {"path": str(root)})  # the resolved path, in case the run's was relative
-    return instantiate(spec)
+def _rgb(path: Path) -> np.ndarray:
+    return np.array(Image.open(path).convert("RGB"))  # writable, for torch.from_numpy
+
+
+def _psnr(original: np.ndarray, recon: np.ndarray) -> float:
+    return PSNR()(*(torch.from_numpy(a).permute(2, 0, 1)[None] for a in (original, recon))).item()
+
+
+def read_index(run: Run) -> dict:
+    """``samples/index.json`` of ``run``; raises :class:`Unavailable` when it has none or it is unreadable."""
+    path = run.path / SAMPLES / "index.json"
+    if not path.is_file():
+        raise Unavailable(
+            f"run {run.label} saved no samples ({path} is missing: a run from before samples were saved, "
+            "or samples.typical=false samples.worst=0 samples.best=0)"
+        )
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(index.get("images"), dict):
+            raise ValueError("no 'images' mapping")
+    except (OSError, ValueError, AttributeError) as e:
+        raise Unavailable(f"run {run.label}: {path} is unreadable ({e})") from None
+    return index
+
+
+def saved_settings(run: Run) -> dict | None:
+    """How many images per VAE ``run`` saved (``samples`` settings), or None if it saved none."""
+    try:
+        return dict(read_index(run).get("settings") or {})
+    except Unavailable:
+        return None
+
+
+def _inside(root: Path, rel) -> Path | None:
+    """``root / rel``, or None if ``rel`` is not a relative path inside ``root``."""
+    if not isinstance(rel, str) or not rel:
+        return None
+    path = (root / rel).resolve()
+    return path if path.is_relative_to(root.resolve()) else None
 
 
 def reconstruct_images(
-    run: Run, vae_name: str, image_ids: list[str], device: str = "auto"
+    run: Run, vae_name: str, image_ids: list[str]
 ) -> tuple[dict[str, Reconstruction], dict[str, str]]:
-    """Re-create ``vae_name``'s reconstructions of ``image_ids`` from ``run``, through :func:`evalvae.recon.reconstruct`.
+    """``vae_name``'s reconstructions of ``image_ids`` in ``run``, read from the files the run saved.
 
-    The VAE runs in the dtype the run scored it in (``vaes.json``), so one the run upcast is
-    upcast here too. Returns the reconstructions and, for images that could not be shown, the
-    reason. Raises :class:`Unavailable` when nothing can be re-created (no config, dataset gone,
-    weights missing).
+    Returns the reconstructions and, for images that cannot be shown, the reason. Raises
+    :class:`Unavailable` when the run saved none (no ``samples/index.json``, or a text-to-image run
+    without saved images).
     """
     if run.protocol.get("task") == "t2i":
         return stored_decodes(run, vae_name, image_ids)
-    config = run.path / "config.yaml"
-    if not config.is_file():
-        raise Unavailable(f"run {run.label} has no config.yaml to re-create reconstructions from")
-    scored = next((v for v in run.vaes if v.get("vae") == vae_name and v.get("status") == "ok"), {})
-    try:
-        cfg = OmegaConf.load(config)
-        dataset = _dataset(run, cfg)
-        spec = cfg.vae[vae_name]
-        if scored.get("dtype"):
-            spec = OmegaConf.merge(spec, {"dtype": scored["dtype"]})
-        vae = load_vae(vae_name, spec, device=resolve_device(device), cache_dir=cfg.get("cache_dir"))
-    except (EvalvaeError, InstantiationException, OmegaConfBaseException, OSError, KeyError) as e:
-        raise Unavailable(f"cannot re-create {vae_name} of run {run.label}: {_cause(e)}") from None
-
-    index = {rec.id: i for i, rec in enumerate(dataset.records)}
+    index = read_index(run)
+    root = run.path / SAMPLES
+    quantize = bool(index.get("quantize", run.protocol.get("quantize", True)))
     recorded = {}
-    if "psnr" in run.per_image:
+    if quantize and "psnr" in run.per_image:
         mine = run.per_image[run.per_image["vae"] == vae_name]
-        recorded = {k: None if math.isnan(v) else v for k, v in zip(mine["image"], mine["psnr"].astype(float))}
-    if cfg.get("channels_last"):
-        vae.module.to(memory_format=torch.channels_last)
-    out, reasons, samples = {}, {}, []
+        recorded = dict(zip(mine["image"].astype(str), mine["psnr"].astype(float)))
+    out, reasons = {}, {}
     for image_id in image_ids:
-        if image_id not in index:
-            reasons[image_id] = f"not in the dataset at {dataset.root} any more"
+        entry = index["images"].get(image_id) or {}
+        saved = (entry.get("vaes") or {}).get(vae_name)
+        if not isinstance(saved, dict):
+            why = (entry.get("not_saved") or {}).get(vae_name)
+            reasons[image_id] = f"not saved by run {run.label}" + (
+                f": {why}" if why else " (samples/ holds the images the run picked: samples.typical, .worst, .best)"
+            )
             continue
-        sample = dataset[index[image_id]]
-        if sample.image is None:
-            reasons[image_id] = sample.reason
-        else:
-            samples.append(sample)
-    batch_size = max(1, int(cfg.get("batch_size") or 1))
-    batches = [collate(samples[i : i + batch_size]) for i in range(0, len(samples), batch_size)]
-    quantize = bool(run.protocol.get("quantize", cfg.metrics.get("quantize", True)))
-    try:
-        results = reconstruct(
-            vae,
-            batches,
-            [PSNR()],
-            quantize=quantize,
-            channels_last=bool(cfg.get("channels_last")),
-            seed=int(cfg.get("seed") or 0),
-            keep_pixels=True,
-        )
-        for result in results:
-            rows = iter(result.rows)
-            for originals, recons in zip(result.originals, result.reconstructions):
-                for original, recon in zip(crop_to_multiple(originals, vae.downsample), recons):
-                    row = next(rows)
-                    out[row["image"]] = Reconstruction(
-                        _hwc(original), _hwc(recon), row["psnr"], recorded.get(row["image"])
-                    )
-    finally:
-        del vae
-        gc.collect()
+        files = [_inside(root, saved.get(k)) for k in ("original", "reconstruction")]
+        if not all(f is not None and f.is_file() for f in files):
+            named = [
+                str(saved.get(k)) for k, f in zip(("original", "reconstruction"), files) if f is None or not f.is_file()
+            ]
+            reasons[image_id] = f"{' and '.join(named)} missing from {root}"
+            continue
+        original, recon = (_rgb(f) for f in files)
+        if original.shape != recon.shape:
+            reasons[image_id] = (
+                f"saved original {original.shape[:2]} and reconstruction {recon.shape[:2]} differ in size"
+            )
+            continue
+        reference = _float(recorded.get(image_id)) if quantize else _float(saved.get("psnr_saved"))
+        if quantize and image_id not in recorded:
+            reference = _float(saved.get("psnr"))
+        out[image_id] = Reconstruction(original, recon, _psnr(original, recon), reference)
     return out, reasons
-
-
-def _hwc(image: torch.Tensor) -> np.ndarray:
-    return image.permute(1, 2, 0).cpu().numpy()
 
 
 def stored_decodes(run: Run, vae_name: str, image_ids: list[str]) -> tuple[dict[str, Reconstruction], dict[str, str]]:
@@ -157,8 +159,7 @@ def stored_decodes(run: Run, vae_name: str, image_ids: list[str]) -> tuple[dict[
         if not all(f.is_file() for f in files):
             reasons[image_id] = f"{' or '.join(str(f) for f in files if not f.is_file())} is missing"
             continue
-        original, recon = (np.asarray(Image.open(f).convert("RGB")) for f in files)
+        original, recon = (_rgb(f) for f in files)
         rec = recorded.get(image_id)
-        value = PSNR()(*(torch.from_numpy(a).permute(2, 0, 1)[None] for a in (original, recon))).item()
-        out[image_id] = Reconstruction(original, recon, value, None if rec is None or math.isnan(rec) else rec)
+        out[image_id] = Reconstruction(original, recon, _psnr(original, recon), _float(rec))
     return out, reasons
