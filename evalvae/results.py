@@ -27,27 +27,8 @@ import pandas as pd
 from evalvae.io import atomic_path, atomic_write_text
 
 ID_COLUMNS = ["vae", "image"]
-# Directions of metrics, for results that do not state ``higher_is_better`` themselves.
-KNOWN_DIRECTIONS = {
-    "psnr": True,
-    "ssim": True,
-    "ms_ssim": True,
-    "clip_score": True,
-    "lpips": False,
-    "dists": False,
-    "rfid": False,
-    "fid": False,
-    "kid": False,
-    "mse": False,
-    "mae": False,
-}
 SIZE_COLUMNS = ["height", "width", "upscaled", "nonfinite"]  # per-image facts that are not metrics
 SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n", "note"]
-
-
-def known_direction(metric: str) -> bool | None:
-    """True if higher is better, False if lower is, None if ``metric`` is not a known one."""
-    return KNOWN_DIRECTIONS.get(metric.lower())
 
 
 def read_per_image(run_dir: str | Path) -> pd.DataFrame | None:

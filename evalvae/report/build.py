@@ -148,7 +148,7 @@ def write_report(
                 "notes": section.notes,
                 "grid_notes": grid_notes,
                 "summary": views.summary_view(section, summary),
-                "paired": views.paired_view(paired),
+                "paired": views.paired_view(paired, section),
                 "findings": views.findings(section, summary, paired),
                 "protocol": views.protocol_view(section),
                 "plots": figures,

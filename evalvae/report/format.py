@@ -1,48 +1,49 @@
-"""How numbers and metric names read in the report (shared by HTML, markdown and plots)."""
+"""How numbers and metric names read in the report (shared by HTML, markdown and plots).
+
+A metric is named by its :class:`~evalvae.metrics.info.MetricInfo` (a section's, as ``metrics.json``
+records it: :meth:`Section.info <evalvae.report.sections.Section.info>`) or by its result name
+alone, which reads as the shipped metric of that name, else as itself with 4 significant digits.
+"""
 
 from __future__ import annotations
 
 import math
 
-NAMES = {
-    "psnr": "PSNR (dB)",
-    "ssim": "SSIM",
-    "ms_ssim": "MS-SSIM",
-    "lpips": "LPIPS",
-    "dists": "DISTS",
-    "rfid": "rFID",
-    "fid": "FID",
-    "kid": "KID",
-}
-DECIMALS = {"psnr": 2, "ssim": 4, "ms_ssim": 4, "lpips": 4, "dists": 4, "rfid": 2, "fid": 2, "kid": 5}
+from evalvae.metrics.info import MetricInfo, recorded_info
 
 
-def metric_name(metric: str) -> str:
-    return NAMES.get(metric.lower(), metric)
+def info(metric: MetricInfo | str) -> MetricInfo:
+    return metric if isinstance(metric, MetricInfo) else recorded_info(metric)
+
+
+def metric_name(metric: MetricInfo | str) -> str:
+    return info(metric).title
 
 
 def arrow(higher: bool | None) -> str:
     return "↑" if higher else ("↓" if higher is False else "")
 
 
-def metric_title(metric: str, higher: bool | None) -> str:
+def metric_title(metric: MetricInfo | str) -> str:
     """``PSNR (dB) ↑``: the name with the arrow pointing to better values."""
-    return f"{metric_name(metric)} {arrow(higher)}".strip()
+    i = info(metric)
+    return f"{i.title} {arrow(i.higher_is_better)}".strip()
 
 
-def num(metric: str, value: float) -> str:
-    """A value in the metric's customary precision (4 significant digits for unknown metrics)."""
+def num(metric: MetricInfo | str, value: float) -> str:
+    """A value with the metric's decimals (4 significant digits for a metric that states none)."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if math.isinf(value):
         return "∞" if value > 0 else "−∞"
-    d = DECIMALS.get(metric.lower())
+    d = info(metric).decimals
     return (f"{value:.{d}f}" if d is not None else f"{value:.4g}").replace("-", "−")
 
 
-def num_diff(metric: str, value: float, spread: float) -> str:
+def num_diff(metric: MetricInfo | str, value: float, spread: float) -> str:
     """A signed difference with enough decimals to show two significant digits of ``spread`` (a CI width)."""
-    d = DECIMALS.get(metric.lower(), 4)
+    d = info(metric).decimals
+    d = 4 if d is None else d
     if spread is not None and math.isfinite(spread) and spread > 0:
         d = min(8, max(d, 1 - math.floor(math.log10(spread))))
     if value is None or math.isnan(value):

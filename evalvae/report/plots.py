@@ -124,7 +124,7 @@ def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
                     color="#333333",
                 )
             ax.set_yticks(y, labels)
-            ax.set_title(metric_title(metric, section.direction(metric)))
+            ax.set_title(metric_title(section.info(metric)))
             ax.grid(axis="y", visible=False)
             ax.margins(x=0.22)
             ax.xaxis.set_major_locator(MaxNLocator(4))
@@ -174,7 +174,7 @@ def distributions(section: Section, path: Path) -> Path | None:
                     zorder=3,
                 )
             ax.set_yticks(range(len(labels)), labels)
-            ax.set_title(metric_title(metric, section.direction(metric)) + " per image")
+            ax.set_title(metric_title(section.info(metric)) + " per image")
             ax.grid(axis="y", visible=False)
         fig.tight_layout()
         return _save(fig, path)
@@ -220,7 +220,7 @@ def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | 
                 label="not significant",
             )
             ax.set_yticks(y, [f"{a}\n− {b}" for a, b in zip(rows["a"], rows["b"])], fontsize=9)
-            ax.set_title(f"Δ {metric_title(metric, section.direction(metric))}")
+            ax.set_title(f"Δ {metric_title(section.info(metric))}")
             ax.grid(axis="y", visible=False)
             ax.set_ylim(-0.8, len(rows) - 0.2)
             ax.xaxis.set_major_locator(MaxNLocator(6))
@@ -285,7 +285,7 @@ def pareto(section: Section, points: pd.DataFrame, speed_note: str, path: Path) 
         if points["images_per_s"].max() > 10 * points["images_per_s"].min():
             ax.set_xscale("log")
         ax.set_xlabel("images / s  (" + speed_note + ")", fontsize=9.5)
-        ax.set_ylabel(metric_title(metric, higher))
+        ax.set_ylabel(metric_title(section.info(metric)))
         ax.set_title(
             "Quality vs speed: up and to the right is better"
             if higher
@@ -324,7 +324,7 @@ def categories(section: Section, metric: str, path: Path) -> Path | None:
         ax.set_xticks(
             np.arange(len(cats)), cats, rotation=30 if len(cats) > 5 else 0, ha="right" if len(cats) > 5 else "center"
         )
-        ax.set_title(metric_title(metric, section.direction(metric)) + " by category")
+        ax.set_title(metric_title(section.info(metric)) + " by category")
         ax.grid(axis="x", visible=False)
         ax.legend(frameon=False, fontsize=9, ncol=min(4, len(labels)))
         fig.tight_layout()

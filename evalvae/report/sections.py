@@ -6,7 +6,9 @@ quantization, and, for every metric both measured, the same settings in ``metric
 backbone and weights, rFID resize and extractor, KID subsets, the reference statistics' content
 key...). Provenance (which file the weights were read from, whether reference statistics came
 from the cache) and a metric's implementation (the same definition computed by another library)
-do not separate runs; a metric only one run measured does not either. Sections that share a
+do not separate runs; a metric only one run measured does not either, and neither does a metric's
+info (title, decimals, default tolerance: how its numbers read, taken from the first run that
+records the metric, :func:`evalvae.metrics.info.recorded_info`). Sections that share a
 dataset and size get titles naming what differs. Within a section each (run, VAE) pair is an
 :class:`Entry` with a label unique in that section.
 """
@@ -22,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evalvae.compare.comparison import flatten, is_provenance_field
+from evalvae.compare.comparison import flatten, is_info_field, is_provenance_field
+from evalvae.metrics.info import MetricInfo, recorded_info
 from evalvae.report.format import metric_name, num
 from evalvae.report.load import CATEGORY, Run
-from evalvae.results import known_direction
 
 # summary.csv note parts that restate the protocol shown beside the table, not caveats on a number.
 RESTATED = re.compile(r"^(extractor \S+|\d+ subsets of \d+)$")
@@ -73,6 +75,11 @@ class Section:
     cell_notes: dict[tuple[str, str], list[str]] = field(
         default_factory=dict
     )  # (entry, metric) -> caveats on that value
+    infos: dict[str, MetricInfo] = field(default_factory=dict)  # as metrics.json records them
+
+    def info(self, metric: str) -> MetricInfo:
+        """How ``metric`` reads: its recorded info, else the shipped metric's, else neutral."""
+        return self.infos.get(metric) or recorded_info(metric, self.metric_protocols.get(metric))
 
     @property
     def runs(self) -> list[Run]:
@@ -84,8 +91,7 @@ class Section:
 
     def direction(self, metric: str) -> bool | None:
         """True if higher is better, False if lower is, None if unknown."""
-        value = self.metric_protocols.get(metric, {}).get("higher_is_better")
-        return bool(value) if value is not None else known_direction(metric)
+        return self.info(metric).higher_is_better
 
     @property
     def primary_metric(self) -> str | None:
@@ -114,14 +120,14 @@ def identity(run: Run) -> dict:
 
 
 def metric_settings(spec: dict, noted: bool = False) -> dict | None:
-    """A metric's settings as flat dotted keys, without provenance (and without its implementation
-    unless ``noted``); None for a metric the run could not compute."""
+    """A metric's settings as flat dotted keys, without provenance and info (and without its
+    implementation unless ``noted``); None for a metric the run could not compute."""
     if not isinstance(spec, dict) or spec.get("available") is False:
         return None
     return {
         k: v
         for k, v in flatten(spec).items()
-        if not is_provenance_field(k) and (noted or k.split(".")[-1] != NOTED_FIELD)
+        if not is_provenance_field(k) and not is_info_field(k) and (noted or k.split(".")[-1] != NOTED_FIELD)
     }
 
 
@@ -171,7 +177,7 @@ def _entry_labels(pairs: list[tuple[Run, str]], dtypes: list[str]) -> list[str]:
     return labels
 
 
-def _unavailable_notes(entries: list[Entry]) -> list[str]:
+def _unavailable_notes(entries: list[Entry], infos: dict[str, MetricInfo]) -> list[str]:
     """Why metrics are unavailable, from summary.csv's ``note`` column (one line per metric and reason)."""
     reasons: dict[tuple[str, str], list[str]] = {}
     for e in entries:
@@ -183,7 +189,8 @@ def _unavailable_notes(entries: list[Entry]) -> list[str]:
             reasons.setdefault((metric, note), []).append(e.label)
     every = len(entries)
     return [
-        f"{metric_name(metric)} unavailable for {'every VAE' if len(labels) == every else ', '.join(labels)}: {note}"
+        f"{metric_name(infos.get(metric, metric))} unavailable for "
+        f"{'every VAE' if len(labels) == every else ', '.join(labels)}: {note}"
         for (metric, note), labels in reasons.items()
     ]
 
@@ -202,7 +209,9 @@ def _summary_notes(entries: list[Entry]) -> dict[tuple[str, str], list[str]]:
     return {k: v for k, v in out.items() if v}
 
 
-def _nonfinite_notes(per_image: pd.DataFrame, metrics: list[str]) -> dict[tuple[str, str], list[str]]:
+def _nonfinite_notes(
+    per_image: pd.DataFrame, metrics: list[str], infos: dict[str, MetricInfo]
+) -> dict[tuple[str, str], list[str]]:
     """For each (entry, metric) with infinite per-image values: how many, and what that does to the mean."""
     out: dict[tuple[str, str], list[str]] = {}
     if per_image.empty:
@@ -217,13 +226,15 @@ def _nonfinite_notes(per_image: pd.DataFrame, metrics: list[str]) -> dict[tuple[
             if not k:
                 continue
             what = " (exact reconstructions)" if m == "psnr" and np.all(values[np.isinf(values)] > 0) else ""
+            info = infos.get(m, m)
             inf = (
                 "±∞"
                 if np.any(values == np.inf) and np.any(values == -np.inf)
-                else num(m, float(values[np.isinf(values)][0]))
+                else num(info, float(values[np.isinf(values)][0]))
             )
             out[(label, m)] = [
-                f"{metric_name(m)} is {inf} on {k} of {values.size} images{what}: the mean is {num(m, float(values.mean()))}, "
+                f"{metric_name(info)} is {inf} on {k} of {values.size} images{what}: "
+                f"the mean is {num(info, float(values.mean()))}, "
                 "with no std or CI; plots leave those images out"
             ]
     return out
@@ -237,16 +248,19 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
 
     metrics: list[str] = []
     protocols: dict[str, dict] = {}
+    infos: dict[str, MetricInfo] = {}
     notes: list[str] = []
     frames, set_rows = [], []
     for e in entries:
         run = e.run
         for m, spec in (run.protocol.get("metrics") or {}).items():
+            if m not in infos:
+                infos[m] = recorded_info(m, spec, f"{run.path / 'metrics.json'}: metrics.{m}.info")
             if m in protocols and metric_settings(protocols[m], noted=True) != metric_settings(spec, noted=True):
                 first, now = (metric_settings(x, noted=True) or {} for x in (protocols[m], spec))
                 changed = {k: now.get(k) for k in sorted(first.keys() | now.keys()) if first.get(k) != now.get(k)}
                 notes.append(
-                    f"{metric_name(m)} in run {run.label} differs in {changed} (first seen: { ({k: first.get(k) for k in changed}) })"
+                    f"{metric_name(infos[m])} in run {run.label} differs in {changed} (first seen: { ({k: first.get(k) for k in changed}) })"
                 )
             protocols.setdefault(m, spec)
         cols = run.metric_columns
@@ -263,9 +277,9 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
     set_level = pd.DataFrame(set_rows, columns=["entry", "metric", "mean", "std", "n"])
     set_metrics = list(dict.fromkeys(set_level["metric"]))
 
-    notes += _unavailable_notes(entries)
+    notes += _unavailable_notes(entries, infos)
     cell_notes = _summary_notes(entries)
-    for key, more in _nonfinite_notes(per_image, metrics).items():
+    for key, more in _nonfinite_notes(per_image, metrics, infos).items():
         cell_notes.setdefault(key, []).extend(more)
     counts = per_image.groupby("entry", sort=False)["image"].nunique() if not per_image.empty else pd.Series(dtype=int)
     if counts.nunique() > 1:
@@ -289,6 +303,7 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
         metric_protocols=protocols,
         notes=notes,
         cell_notes=cell_notes,
+        infos=infos,
     )
 
 
@@ -336,7 +351,7 @@ def _rank(key: str) -> int:
     return 6 if field.endswith("sha256") or field.startswith("reference.") else 5
 
 
-def _label(key: str, metrics: list[str], value) -> str:
+def _label(key: str, metrics: list[MetricInfo | str], value) -> str:
     if key == "N":
         return f"N = {value}"
     if key == "images":
@@ -379,10 +394,16 @@ def _differences(groups: list[_Group], most: int = 2) -> list[str]:
     """
     facts = [g.describe() for g in groups]
     keys = list(dict.fromkeys(k for f in facts for k in f))
+    infos: dict[str, MetricInfo] = {}
+    for run in (r for g in groups for r in g.runs):
+        for m, spec in (run.protocol.get("metrics") or {}).items():
+            if m not in infos:
+                infos[m] = recorded_info(m, spec, f"{run.path / 'metrics.json'}: metrics.{m}.info")
 
     def words(f: dict, families: list[list[str]]) -> str:
         return " · ".join(
-            _label(ks[0], [k.split(":", 1)[0] for k in ks if ":" in k], f[ks[0]]) for ks in families[:most]
+            _label(ks[0], [infos.get(m, m) for m in (k.split(":", 1)[0] for k in ks if ":" in k)], f[ks[0]])
+            for ks in families[:most]
         )
 
     cited: dict[tuple[str, ...], int] = {}

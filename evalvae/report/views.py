@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from evalvae.metrics.info import MetricInfo
 from evalvae.report.format import metric_name, metric_title, num, num_diff, p_value, percent
 from evalvae.report.sections import Section
 
@@ -18,8 +19,7 @@ def mark(number: int) -> str:
     return str(number).translate(SUPERSCRIPT)
 
 
-def _cell(r: dict) -> dict:
-    m = r["metric"]
+def _cell(r: dict, m: MetricInfo) -> dict:
     if r["status"] != "ok":
         return {
             "main": r["status"],
@@ -54,7 +54,7 @@ def _footnotes(section: Section, metrics: list[str]) -> tuple[dict[tuple[str, st
     notes = []
     for text, k in index.items():
         cells = where[k]
-        names = list(dict.fromkeys(metric_name(m) for _, m in cells))
+        names = list(dict.fromkeys(metric_name(section.info(m)) for _, m in cells))
         labels = list(dict.fromkeys(lab for lab, _ in cells))
         every = len(labels) == len(section.entries) and len(section.entries) > 1
         scope = f"{', '.join(names)}, {'every VAE' if every else ', '.join(labels)}"
@@ -74,7 +74,7 @@ def summary_view(section: Section, summary: pd.DataFrame) -> dict:
     for m in metrics:
         higher = section.direction(m)
         direction = "higher is better" if higher else ("lower is better" if higher is False else "direction unknown")
-        header.append({"metric": m, "title": metric_title(m, higher), "level": levels[m], "direction": direction})
+        header.append({"metric": m, "title": metric_title(section.info(m)), "level": levels[m], "direction": direction})
     by_key = {(r["entry"], r["metric"]): r for r in summary.to_dict("records")}
     counts = section.per_image.groupby("entry")["image"].nunique().to_dict() if not section.per_image.empty else {}
     marks, footnotes = _footnotes(section, metrics)
@@ -83,7 +83,7 @@ def summary_view(section: Section, summary: pd.DataFrame) -> dict:
     for e in section.entries:
         cells = []
         for m in metrics:
-            c = _cell(by_key[(e.label, m)])
+            c = _cell(by_key[(e.label, m)], section.info(m))
             ks = marks.get((e.label, m), [])
             c["marks"] = ",".join(mark(k) for k in ks)
             c["warn"] = any(k in warn for k in ks)
@@ -92,11 +92,11 @@ def summary_view(section: Section, summary: pd.DataFrame) -> dict:
     return {"header": header, "rows": rows, "footnotes": footnotes}
 
 
-def paired_view(paired: pd.DataFrame) -> list[dict]:
-    """One formatted row per (metric, pair)."""
+def paired_view(paired: pd.DataFrame, section: Section | None = None) -> list[dict]:
+    """One formatted row per (metric, pair), in the section's metric info (without one: the shipped metrics')."""
     out = []
     for r in paired.to_dict("records"):
-        m = r["metric"]
+        m = section.info(r["metric"]) if section is not None else r["metric"]
         spread = r["ci_high"] - r["ci_low"]
         out.append(
             {
@@ -124,7 +124,7 @@ def _describe_metric(spec: dict) -> str:
         return "unavailable (reason in the notes above)"
     items = []
     for k, v in spec.items():
-        if k in ("higher_is_better", "implementation", "provenance", "reference"):  # provenance is in metrics.json
+        if k in ("higher_is_better", "implementation", "provenance", "reference", "info"):  # these are in metrics.json
             continue
         if k == "weights" and isinstance(v, dict):
             sha = str(v.get("tensors_sha256", ""))[:12]
@@ -160,7 +160,7 @@ def protocol_view(section: Section) -> dict:
         if d.get(key):
             facts.append((key, str(d[key])))
     facts.append(("pixels", section.pixels or ("8-bit quantized" if section.quantize else "not quantized")))
-    metrics = [(metric_name(m), _describe_metric(spec)) for m, spec in section.metric_protocols.items()]
+    metrics = [(metric_name(section.info(m)), _describe_metric(spec)) for m, spec in section.metric_protocols.items()]
     vaes = []
     for e in section.entries:
         info, t = e.info, e.timing
@@ -225,15 +225,15 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
             continue
         ranked = ok.sort_values("mean", ascending=not higher, kind="stable")
         best, second = ranked.iloc[0], ranked.iloc[1]
-        name = metric_name(metric)
-        text = f"{name}: best {best['entry']} ({num(metric, best['mean'])})"
+        info = section.info(metric)
+        text = f"{metric_name(info)}: best {best['entry']} ({num(info, best['mean'])})"
         pair = {best["entry"], second["entry"]}
         rows = paired[(paired["metric"] == metric) & paired["a"].isin(pair) & paired["b"].isin(pair)]
         if rows.empty:
             why = (
                 "one value per VAE, so no per-image test" if best["level"] == "set" else "no shared images to pair them"
             )
-            text += f", then {second['entry']} ({num(metric, second['mean'])}); {why}."
+            text += f", then {second['entry']} ({num(info, second['mean'])}); {why}."
             out.append(text)
             continue
         r = rows.iloc[0]
@@ -244,9 +244,9 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
         wins = 1 - r["win_rate"] if flip else r["win_rate"]
         spread = hi - lo
         verdict = "significant" if r["significant"] else "not significant"
-        interval = f" [{num_diff(metric, lo, spread)}, {num_diff(metric, hi, spread)}]" if math.isfinite(lo) else ""
+        interval = f" [{num_diff(info, lo, spread)}, {num_diff(info, hi, spread)}]" if math.isfinite(lo) else ""
         text += (
-            f"; vs runner-up {second['entry']}: Δ {num_diff(metric, diff, spread)}{interval}, "
+            f"; vs runner-up {second['entry']}: Δ {num_diff(info, diff, spread)}{interval}, "
             f"better on {percent(wins)} of {r['n']} images, Holm p = {p_value(r['p_holm'])} ({verdict})"
         )
         mine = paired[(paired["metric"] == metric) & ((paired["a"] == best["entry"]) | (paired["b"] == best["entry"]))]
