@@ -1,0 +1,332 @@
+"""Metric info (direction, title, decimals, default tolerance): declared by each metric class, written into
+metrics.json by the run, read from there by ``report`` and ``compare``; results without it read through
+the shipped metrics' info. A metric defined here, outside evalvae, proves that adding one takes a class
+and a YAML file."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from evalvae.compare import Verdict, compare, load_snapshot, write_baseline
+from evalvae.compare.tolerances import default_tolerances, load_tolerances
+from evalvae.config import compose
+from evalvae.errors import ConfigError
+from evalvae.metrics import Unavailable, build_metrics
+from evalvae.metrics.base import PairMetric
+from evalvae.metrics.distribution import FIDKID
+from evalvae.metrics.info import BUILTIN, MetricInfo, Tolerance, builtin_info, info_of, recorded_info
+from evalvae.metrics.lpips import LPIPS
+from evalvae.metrics.pixel import PSNR, SSIM
+from evalvae.report import write_report
+from evalvae.report.load import load_inputs
+from evalvae.report.sections import group_sections
+from evalvae.run import run
+from evalvae.t2i.clipscore import CLIPScore
+from evalvae.t2i.metrics import T2IMetrics
+from tests.compare_helpers import PROTOCOL, base_values, write_run
+from tests.helpers import compose_run
+from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
+
+IDENTITY = "tests.run_standins.Identity"
+MAE_INFO = MetricInfo("mae", "MAE (8-bit levels)", False, decimals=3, tolerance=Tolerance(abs=0.5), unit="levels")
+
+
+class MAE(PairMetric):
+    """Mean absolute error over pixels and channels, in 8-bit levels: a metric evalvae does not ship."""
+
+    info = MAE_INFO
+
+    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        return (original - reconstruction).abs().mean(dim=(1, 2, 3))
+
+    def protocol(self) -> dict:
+        return {"implementation": "mean |original - reconstruction| over H, W and RGB, float64"}
+
+
+def standin_run(out, image_dir, gain: float, *extra):
+    """A run of one stand-in VAE (``gain`` times the image) named ``v`` on the six test images."""
+    overrides = [
+        f"+vae.v._target_={IDENTITY}",
+        f"+vae.v.gain={gain}",
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        "device=cpu",
+        "workers=0",
+        f"cache_dir={out.parent / 'cache'}",
+        *extra,
+    ]
+    run(compose_run(overrides), out_dir=out)
+    return out
+
+
+def entries(out) -> dict:
+    return json.loads((out / "metrics.json").read_text())["metrics"]
+
+
+# --- declared, and written into metrics.json -----------------------------------------------------------
+
+
+def test_each_shipped_metric_class_declares_the_info_builtin_info_serves():
+    for cls in (PSNR, SSIM, LPIPS, CLIPScore):
+        assert cls.info is builtin_info(cls.name)
+        assert (cls.name, cls.higher_is_better) == (cls.info.name, cls.info.higher_is_better)
+    assert [i.name for i in FIDKID.infos] == FIDKID.result_names(kid=True) == ["rfid", "kid"]
+    assert all(i is builtin_info(i.name) for i in FIDKID.infos)
+    assert builtin_info("fid").title == "FID" and builtin_info("PSNR") is BUILTIN["psnr"]
+    assert builtin_info("mae") is None  # only what evalvae ships
+
+
+def test_a_subclass_name_and_direction_follow_its_info():
+    assert (MAE.name, MAE.higher_is_better) == ("mae", False)
+    assert info_of(MAE()) is MAE_INFO and info_of(MAE, "mae") is MAE_INFO
+
+
+def test_an_unavailable_metric_carries_its_class_info_without_being_built(tmp_path):
+    cfg = compose(
+        [
+            "metrics=all",
+            f"metrics.lpips.backbone_weights={tmp_path / 'absent.pth'}",
+            f"metrics.fid.weights={tmp_path / 'absent-inception.pth'}",
+            "metrics.fid.kid=false",
+            f"+metrics.mae._target_={__name__}.MAE",
+        ]
+    ).metrics
+    built = {m.name: m for m in build_metrics(cfg)}
+    assert isinstance(built["lpips"], Unavailable) and isinstance(built["rfid"], Unavailable)
+    assert built["lpips"].infos == (LPIPS.info,) and built["lpips"].higher_is_better is False
+    assert built["rfid"].names == ["rfid"] and built["rfid"].infos == (builtin_info("rfid"),)  # kid=false: no kid
+    assert info_of(built["mae"]) is MAE_INFO
+
+
+@pytest.mark.parametrize("fid", ["computed", "unavailable"])
+def test_metrics_json_holds_the_info_of_every_metric_of_a_run(tmp_path, image_dir, fid):
+    extractor = (
+        ["metrics.fid.extractor=tests.helpers.TinyExtractor"]
+        if fid == "computed"
+        else [f"metrics.fid.weights={tmp_path / 'absent.pth'}"]
+    )
+    out = standin_run(
+        tmp_path / "run",
+        image_dir,
+        0.9,
+        "metrics=all",
+        "metrics.fid.kid_subsets=5",
+        f"metrics.lpips.backbone_weights={tmp_path / 'absent-alexnet.pth'}",  # unavailable: info all the same
+        *extractor,
+    )
+    found = entries(out)
+    assert set(found) == {"psnr", "ssim", "lpips", "rfid", "kid"}
+    for name, entry in found.items():
+        assert entry["info"] == builtin_info(name).to_dict(), name
+        assert entry["higher_is_better"] is builtin_info(name).higher_is_better, name  # for readers before "info"
+    assert found["lpips"]["available"] is False
+    assert ("available" in found["rfid"]) == (fid == "unavailable")
+    assert found["psnr"]["info"] == {
+        "title": "PSNR (dB)",
+        "unit": "dB",
+        "higher_is_better": True,
+        "decimals": 2,
+        "tolerance": {"abs": 0.01, "rel": 0.0},
+    }
+
+
+def test_t2i_protocol_holds_the_info_of_clip_score_and_of_fid_under_its_name(tmp_path, image_dir, tiny_clip_dir):  # noqa: F811
+    def protocol(*extra) -> dict:
+        cfg = compose(
+            [
+                "task=t2i",
+                "metrics=all",
+                "metrics.fid.extractor=tests.helpers.TinyExtractor",
+                f"metrics.lpips.backbone_weights={tmp_path / 'absent.pth'}",
+                *extra,
+            ]
+        )
+        return T2IMetrics(cfg, tmp_path / "cache", torch.device("cpu")).protocol()
+
+    with_reference = protocol(
+        f"t2i.clip_score.model={tiny_clip_dir}",
+        "dataset@t2i.reference=folder",
+        f"t2i.reference.path={image_dir}",
+        "t2i.reference.resolution=32",
+    )
+    without = protocol(f"t2i.clip_score.model={tmp_path / 'no-clip'}")  # CLIP and FID/KID unavailable
+    for found in (with_reference, without):
+        assert set(found) == {"psnr", "ssim", "lpips", "clip_score", "fid", "kid"}
+        for name, entry in found.items():
+            assert entry["info"] == builtin_info(name).to_dict(), name
+            assert entry["higher_is_better"] is builtin_info(name).higher_is_better, name
+    assert with_reference["fid"]["info"]["title"] == "FID" and "available" not in with_reference["clip_score"]
+    assert without["clip_score"]["available"] is False and without["fid"]["available"] is False
+
+
+def test_recorded_info_layers_the_entry_over_the_shipped_info():
+    assert recorded_info("psnr") == builtin_info("psnr")
+    assert recorded_info("psnr", {"higher_is_better": False}).higher_is_better is False  # an old entry's direction
+    stated = recorded_info("psnr", {"higher_is_better": True, "info": {"decimals": 3, "higher_is_better": False}})
+    assert (stated.decimals, stated.higher_is_better, stated.title) == (3, False, "PSNR (dB)")  # info wins
+    unknown = recorded_info("sharpness")
+    assert (unknown.title, unknown.higher_is_better, unknown.decimals, unknown.tolerance) == (
+        "sharpness",
+        None,
+        None,
+        None,
+    )
+    with pytest.raises(ConfigError, match=r"metrics\.psnr\.info\.decimals=-1.*integer from 0 to 12"):
+        recorded_info("psnr", {"info": {"decimals": -1}})
+    with pytest.raises(ConfigError, match=r"run/metrics\.json: metrics\.x\.info\.tolerance\.abs='0\.1'"):
+        recorded_info("x", {"info": {"tolerance": {"abs": "0.1"}}}, "run/metrics.json: metrics.x.info")
+    with pytest.raises(ConfigError, match=r"higher_is_better='yes'; choose one of True, False, None"):
+        MetricInfo("x", "X", "yes")
+
+
+# --- read by report and compare ------------------------------------------------------------------------
+
+
+def protocol_with(**infos) -> dict:
+    p = copy.deepcopy(PROTOCOL)
+    for name, info in infos.items():
+        p["metrics"][name]["info"] = info
+    return p
+
+
+def test_the_report_shows_the_title_and_decimals_metrics_json_states(tmp_path):
+    values = {"a": base_values(seed=0), "b": base_values(seed=1)}
+    stated = write_run(tmp_path / "stated", values, protocol_with(psnr={"decimals": 3, "title": "Peak SNR"}))
+    old = write_run(tmp_path / "old", values)  # metrics.json without info: the shipped PSNR's 2 decimals
+    means = pd.read_csv(stated / "summary.csv").set_index(["vae", "metric"])["mean"]
+    a = means[("a", "psnr")]
+    md = (write_report([stated], tmp_path / "rep", grids=False).parent / "report.md").read_text(encoding="utf-8")
+    assert "| Peak SNR ↑ |" in md and f"| {a:.3f} ± " in md and f"{a:.2f} ± " not in md
+    md = (write_report([old], tmp_path / "rep-old", grids=False).parent / "report.md").read_text(encoding="utf-8")
+    assert "| PSNR (dB) ↑ |" in md and f"| {a:.2f} ± " in md and "Peak SNR" not in md
+
+
+def test_a_direction_metrics_json_states_decides_the_reports_best(tmp_path):
+    values = {"a": base_values(seed=0), "b": base_values(seed=1)}
+    values["b"]["psnr"] = values["a"]["psnr"] + 1.0  # b is 1 dB above a on every image
+    flipped = write_run(tmp_path / "flipped", values, protocol_with(psnr={"higher_is_better": False}))
+    plain = write_run(tmp_path / "plain", values)
+    for path, best in ((plain, "b"), (flipped, "a")):
+        (section,) = group_sections(load_inputs([path]).runs)
+        assert section.direction("psnr") is (best == "b")
+        md = (write_report([path], tmp_path / f"rep-{path.name}", grids=False).parent / "report.md").read_text()
+        assert f"PSNR (dB): best {best} " in md
+
+
+def test_runs_differing_only_in_info_share_a_section(tmp_path):
+    values = {"a": base_values(seed=0)}
+    one = write_run(tmp_path / "one", values)
+    two = write_run(tmp_path / "two", {"b": base_values(seed=1)}, protocol_with(ssim={"decimals": 6}))
+    (section,) = group_sections(load_inputs([one, two]).runs)
+    assert section.labels == ["a", "b"] and section.info("ssim").decimals == 4  # the first run's info
+
+
+def compare_dirs(baseline, current, tolerances=None):
+    return {(r.vae, r.metric): r for r in compare(load_snapshot(baseline), load_snapshot(current), tolerances).rows}
+
+
+def test_a_flipped_direction_in_metrics_json_flips_compares_verdict(tmp_path):
+    before = {"v": base_values(seed=0)}
+    after = copy.deepcopy(before)
+    after["v"]["lpips"] = before["v"]["lpips"] + 0.01  # every image 0.01 higher: worse by the shipped direction
+    flip = protocol_with(lpips={"higher_is_better": True})
+    pairs = {
+        "shipped": (write_run(tmp_path / "b0", before), write_run(tmp_path / "c0", after)),
+        "flipped": (write_run(tmp_path / "b1", before, flip), write_run(tmp_path / "c1", after, flip)),
+    }
+    rows = {k: compare_dirs(*dirs)[("v", "lpips")] for k, dirs in pairs.items()}
+    assert rows["shipped"].verdict is Verdict.REGRESSED and rows["shipped"].higher_is_better is False
+    assert rows["flipped"].verdict is Verdict.IMPROVED and rows["flipped"].higher_is_better is True
+
+
+def test_compare_takes_the_default_tolerance_from_the_info_and_a_file_still_overrides_it(tmp_path):
+    before = {"v": base_values(seed=0)}
+    after = copy.deepcopy(before)
+    after["v"]["psnr"] = before["v"]["psnr"] - 0.05  # beyond the shipped ±0.01 dB, within a stated ±0.1
+    wide = protocol_with(psnr={"tolerance": {"abs": 0.1, "rel": 0.0}})
+    row = compare_dirs(write_run(tmp_path / "b", before, wide), write_run(tmp_path / "c", after, wide))[("v", "psnr")]
+    assert row.tolerance == "±0.1" and row.verdict is Verdict.PASS
+    row = compare_dirs(write_run(tmp_path / "b0", before), write_run(tmp_path / "c0", after))[("v", "psnr")]
+    assert row.tolerance == "±0.01" and row.verdict is Verdict.REGRESSED  # old metrics.json: the shipped PSNR's
+    user = tmp_path / "tol.yaml"
+    user.write_text("metrics:\n  psnr: {abs: 0.001}\n")
+    row = compare_dirs(tmp_path / "b", tmp_path / "c", load_tolerances(user))[("v", "psnr")]
+    assert row.tolerance == "±0.001" and row.verdict is Verdict.REGRESSED  # the file beats the info
+    assert default_tolerances().get("v", "psnr") == Tolerance(abs=0.01)  # without results: the shipped info
+
+
+def test_info_changes_are_not_protocol_mismatches(tmp_path):
+    values = {"v": base_values(seed=0)}
+    b = write_run(tmp_path / "b", values)
+    c = write_run(tmp_path / "c", values, protocol_with(ssim={"decimals": 6, "title": "structural similarity"}))
+    comparison = compare(load_snapshot(b), load_snapshot(c))
+    assert not comparison.mismatches and comparison.exit_code == 0
+
+
+def test_a_baseline_file_carries_the_info_and_old_baselines_read_through_builtin_info(tmp_path):
+    before = {"v": base_values(seed=0)}
+    after = copy.deepcopy(before)
+    after["v"]["ssim"] = before["v"]["ssim"] - 0.001
+    stated = protocol_with(ssim={"higher_is_better": False, "tolerance": {"abs": 0.01, "rel": 0.0}})
+    path = write_baseline(load_snapshot(write_run(tmp_path / "b", before, stated)), tmp_path / "base.json")
+    data = json.loads(path.read_text())
+    assert data["info"]["ssim"]["tolerance"] == {"abs": 0.01, "rel": 0.0} and data["info"]["psnr"]["decimals"] == 2
+    # the current run states nothing: the baseline's info decides (within ±0.01, and lower is better here)
+    row = compare_dirs(path, write_run(tmp_path / "c", after))[("v", "ssim")]
+    assert row.tolerance == "±0.01" and row.higher_is_better is False and row.verdict is Verdict.PASS
+    # a baseline written before "info": the direction its protocol states, the shipped metric's tolerance
+    del data["info"]
+    for metric in data["protocol"]["metrics"].values():
+        metric.pop("info", None)
+    for metric in data["results"]["v"].values():
+        metric["higher_is_better"] = None
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    row = compare_dirs(old, tmp_path / "c")[("v", "ssim")]
+    assert row.tolerance == "±0.0002" and row.higher_is_better is True and row.verdict is Verdict.REGRESSED
+
+
+def test_compare_reads_metric_info_without_importing_torch():
+    code = "import sys, evalvae.compare.cli, evalvae.metrics.info; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+# --- adding a metric: one module (MAE above) and one YAML ------------------------------------------------
+
+
+def test_a_metric_added_by_a_class_and_a_yaml_is_run_reported_and_compared(tmp_path, image_dir):
+    conf = tmp_path / "conf" / "metrics"
+    conf.mkdir(parents=True)
+    (conf / "mae.yaml").write_text(f"defaults:\n  - default\n  - _self_\n\nmae:\n  _target_: {__name__}.MAE\n")
+    mine = [f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "metrics=mae"]
+    base = standin_run(tmp_path / "base", image_dir, 0.95, *mine)
+    worse = standin_run(tmp_path / "worse", image_dir, 0.90, *mine)
+    close = standin_run(tmp_path / "close", image_dir, 0.951, *mine)
+    assert entries(base)["mae"]["info"] == MAE_INFO.to_dict() and entries(base)["mae"]["higher_is_better"] is False
+    per_image = pd.read_csv(base / "per_image.csv")
+    assert list(per_image.columns[2:5]) == ["psnr", "ssim", "mae"] and (per_image["mae"] > 0).all()
+
+    md = (write_report([base], tmp_path / "rep", grids=False).parent / "report.md").read_text(encoding="utf-8")
+    mean, std = per_image["mae"].mean(), per_image["mae"].std(ddof=1)
+    assert "| MAE (8-bit levels) ↓ |" in md and f"{mean:.3f} ± {std:.3f}" in md
+
+    rows = compare_dirs(base, worse)
+    mae = rows[("v", "mae")]
+    assert mae.higher_is_better is False and mae.tolerance == "±0.5" and mae.allowed == 0.5
+    assert mae.current - mae.baseline > 0.5 and mae.verdict is Verdict.REGRESSED  # MAE up: worse
+    mae = compare_dirs(base, close)[("v", "mae")]
+    assert 0 < mae.baseline - mae.current < 0.5 and mae.verdict is Verdict.PASS  # within the declared ±0.5
+    # the baseline file keeps the info: it compares without the run directory's metrics.json
+    path = write_baseline(load_snapshot(base), tmp_path / "base.json")
+    (base / "metrics.json").unlink()
+    mae = compare_dirs(path, worse)[("v", "mae")]
+    assert (mae.tolerance, mae.higher_is_better, mae.verdict) == ("±0.5", False, Verdict.REGRESSED)
