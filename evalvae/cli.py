@@ -1,4 +1,4 @@
-"""Hydra applications behind ``python -m evalvae <command>``; each calls a plain function."""
+"""Hydra applications behind ``python -m evalvae <command>``; each runs the task its config names (``task._target_``)."""
 
 from __future__ import annotations
 
@@ -53,17 +53,17 @@ def run_app(cfg: DictConfig) -> None:
 @hydra.main(config_path=CONFIG_PATH, config_name="ref", version_base="1.3")
 def ref_app(cfg: DictConfig) -> None:
     _validate(cfg)
-    from evalvae.reference import ref
+    from evalvae.run import run
 
-    _call(ref, cfg)
+    _call(run, cfg)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="bench", version_base="1.3")
 def bench_app(cfg: DictConfig) -> None:
     _validate(cfg)
-    from evalvae.bench.runner import bench
+    from evalvae.run import run
 
-    _call(bench, cfg)
+    _call(run, cfg)
 
 
 def check_command_line(command: str, args: list[str]) -> None:

@@ -259,6 +259,9 @@ def test_reference_keys_include_the_crop_multiple_only_where_it_crops(tmp_path, 
     class Metric:
         extractor = TinyExtractor()
 
+        def reference_identity(self):
+            return self.extractor.identity()
+
     m = Metric()
     native = References(ReferenceStore(tmp_path), folder(str(image_dir), crop="none"))
     assert len({native.key(m, 8), native.key(m, 16), native.key(m)}) == 3

@@ -105,10 +105,16 @@ class ImageDataset(Dataset):
         """sha256 over every record's id and file content: equal datasets hash equally wherever they live."""
         if self._fingerprint is None:
             h = hashlib.sha256()
-            for rec in self.records:
-                h.update(rec.id.encode() + b"\0" + sha256_file(rec.path).encode() + b"\n")
+            for rec, digest in zip(self.records, self.file_digests()):
+                h.update(rec.id.encode() + b"\0" + digest.encode() + b"\n")
             self._fingerprint = h.hexdigest()
         return self._fingerprint
+
+    def file_digests(self) -> list[str]:
+        """sha256 of each record's file, in record order (read once, then remembered)."""
+        if getattr(self, "_file_digests", None) is None:
+            self._file_digests = [sha256_file(rec.path) for rec in self.records]
+        return self._file_digests
 
 
 def _geometry(resolution, crop, small) -> Geometry:

@@ -53,15 +53,32 @@ def collate(samples: list[Sample]) -> Batch:
 
 
 def make_loader(
-    dataset: ImageDataset | StreamingDataset, batch_size: int, workers: int, device: torch.device
+    dataset: ImageDataset | StreamingDataset,
+    batch_size: int,
+    workers: int,
+    device: torch.device,
+    batches: list[list[int]] | None = None,
 ) -> DataLoader:
     """A DataLoader in dataset order; ``workers`` processes decode ahead of the model.
 
+    ``batches`` (dataset positions, one list per batch) loads just those batches, in that order,
+    each exactly as given: how a job runs only the batches it has not finished, or its shard.
     A streamed dataset keeps its order too: its workers decode alternate blocks of ``batch_size``
     items, which the DataLoader collects in turn (see :mod:`evalvae.data.streaming`).
     """
     if isinstance(dataset, StreamingDataset):
+        if batches is not None:
+            raise ValueError("a streamed dataset is read in order; it cannot load chosen batches")
         dataset = dataset.in_blocks(batch_size)
+    if batches is not None:
+        return DataLoader(
+            dataset,
+            batch_sampler=batches,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=device.type == "cuda",
+            prefetch_factor=4 if workers > 0 else None,
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

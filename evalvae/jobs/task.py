@@ -8,6 +8,7 @@ config and its output directory, then :meth:`Task.run` does the work and returns
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from hydra.utils import get_class
@@ -15,6 +16,8 @@ from omegaconf import DictConfig
 
 from evalvae.errors import ConfigError
 from evalvae.jobs.runtime import output_dir
+
+log = logging.getLogger(__name__)
 
 
 class Task:
@@ -47,4 +50,16 @@ def task_class(cfg: DictConfig) -> type[Task]:
 def execute(cfg: DictConfig, out_dir: str | Path | None = None):
     """Build the task the config selects and run it; return its outcome."""
     cls = task_class(cfg)
-    return cls(cfg, output_dir(out_dir)).run()
+    return cls(cfg, resume_dir(cfg) or output_dir(out_dir)).run()
+
+
+def resume_dir(cfg: DictConfig) -> Path | None:
+    """``resume=DIR``: the earlier run directory to continue in (its finished batches are read, not redone)."""
+    resume = cfg.get("resume")
+    if not resume:
+        return None
+    out = Path(str(resume)).expanduser()
+    if not (out / "config.yaml").is_file():
+        raise ConfigError("resume", str(resume), hint="the directory of an earlier run (it holds config.yaml)")
+    log.info("resuming in %s", out)
+    return out

@@ -1,8 +1,18 @@
-"""What every metric shares: the pixel convention and the per-image interface."""
+"""What every metric shares: the pixel convention, the per-image interface and the set-level contract.
+
+A set-level metric (:class:`SetMetric`) is modelled on torchmetrics' ``Metric``, with the state
+kept outside the metric so that one metric object serves every VAE of a run: ``new_state()`` makes
+an empty state, ``update(state, images)`` adds a batch, ``compute(reference, state)`` gives the
+result rows. ``features(images)`` and ``add(state, features)`` are the two halves of ``update``, so
+per-item features can be stored (resume) or computed on another process (sharding) and added later;
+states also ``merge``. :meth:`SetMetric.reference_identity` is what the originals' statistics depend
+on, the key of their cache. :class:`SetStates` holds one image set's states of every metric.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import ClassVar
 
 import torch
@@ -50,3 +60,88 @@ class PairMetric(ABC):
     @abstractmethod
     def protocol(self) -> dict:
         """How the value is computed: implementation, parameters, input range."""
+
+
+class SetMetric(ABC):
+    """A metric of a set of reconstructions against the set of originals (rFID, KID).
+
+    ``names`` are the result rows it produces; ``state`` objects must support ``merge``. ``infos``
+    declares the :class:`~evalvae.metrics.info.MetricInfo` of every name it can produce.
+    """
+
+    infos: ClassVar[tuple[MetricInfo, ...]] = ()
+    set_level = True
+    higher_is_better = False
+    note = ""
+
+    @property
+    @abstractmethod
+    def names(self) -> list[str]: ...
+
+    @abstractmethod
+    def new_state(self): ...
+
+    @abstractmethod
+    def features(self, images_u8: torch.Tensor):
+        """Per-item features of ``(N, 3, H, W)`` uint8 images, as a float array ``(N, D)``."""
+
+    @abstractmethod
+    def add(self, state, features) -> None:
+        """Add per-item ``features`` (from :meth:`features`) to ``state``."""
+
+    def update(self, state, images_u8: torch.Tensor):
+        """Add a batch of images to ``state``; return their features."""
+        f = self.features(images_u8)
+        self.add(state, f)
+        return f
+
+    @abstractmethod
+    def compute(self, reference, state) -> list[dict]:
+        """Rows ``{metric, mean, std, n, note}`` of ``state`` against the originals' ``reference`` state."""
+
+    @abstractmethod
+    def reference_identity(self) -> dict:
+        """Everything the originals' statistics depend on besides the images (the feature extractor)."""
+
+    @abstractmethod
+    def protocol(self) -> dict:
+        """Per result name, how the value is computed."""
+
+    @property
+    def key(self) -> str:
+        """A stable name for this metric's state in stored chunks and logs."""
+        return "+".join(self.names)
+
+
+class SetStates:
+    """The states of one image set (one VAE's reconstructions, or the originals) for each set-level metric."""
+
+    def __init__(self, metrics: Iterable[SetMetric]):
+        self.metrics = list(metrics)
+        self.states = {m.key: m.new_state() for m in self.metrics}
+
+    def __getitem__(self, metric: SetMetric):
+        return self.states[metric.key]
+
+    def __bool__(self) -> bool:
+        return bool(self.metrics)
+
+    def update(self, images_u8: torch.Tensor) -> dict:
+        """Add a batch to every metric's state; return the features by metric key."""
+        return {m.key: m.update(self.states[m.key], images_u8) for m in self.metrics}
+
+    def add(self, features: dict) -> None:
+        """Add stored features (by metric key, as :meth:`update` returns them)."""
+        for m in self.metrics:
+            if m.key in features:
+                m.add(self.states[m.key], features[m.key])
+
+    def merge(self, other: SetStates) -> SetStates:
+        for key, state in other.states.items():
+            self.states[key].merge(state)
+        return self
+
+    @property
+    def n(self) -> int:
+        """Images seen (by the first metric; all see the same images)."""
+        return self.states[self.metrics[0].key].n if self.metrics else 0

@@ -9,13 +9,14 @@ import numpy as np
 import torch
 
 from evalvae.metrics import info as shipped
+from evalvae.metrics.base import SetMetric
 from evalvae.metrics.features import FeatureExtractor, build_extractor
 from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
 
 log = logging.getLogger(__name__)
 
 
-class FIDKID:
+class FIDKID(SetMetric):
     """Set-level metrics ``rfid`` (lower is better) and, unless ``kid=false``, ``kid``.
 
     rFID is the Fréchet distance between Gaussian fits (float64 mean and unbiased covariance) of
@@ -53,11 +54,19 @@ class FIDKID:
         """Whether the statistics keep the features themselves (KID's subsets need them; rFID does not)."""
         return self.with_kid
 
-    def new_stats(self) -> FeatureStats:
+    def new_state(self) -> FeatureStats:
         return FeatureStats(self.extractor.dim, keep_features=self.keeps_features)
+
+    new_stats = new_state  # the name the statistics had before the set-level contract
 
     def features(self, images_u8: torch.Tensor) -> np.ndarray:
         return self.extractor(images_u8)
+
+    def add(self, state: FeatureStats, features: np.ndarray) -> None:
+        state.update(features)
+
+    def reference_identity(self) -> dict:
+        return self.extractor.identity()
 
     def compute(self, real: FeatureStats, fake: FeatureStats) -> list[dict]:
         """Rows ``{metric, mean, std, n, note}`` for rFID and KID."""

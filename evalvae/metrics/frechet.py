@@ -39,6 +39,17 @@ class FeatureStats:
         if self.keep_features:
             self.chunks.append(f.astype(np.float32))
 
+    def merge(self, other: FeatureStats) -> FeatureStats:
+        """Add ``other``'s images to these statistics (the sums add; kept features follow in order)."""
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge statistics of dimension {other.dim} into {self.dim}")
+        self.n += other.n
+        self.total += other.total
+        self.outer += other.outer
+        if self.keep_features:
+            self.chunks.extend(other.chunks)
+        return self
+
     @property
     def mean(self) -> np.ndarray:
         return self.total / self.n

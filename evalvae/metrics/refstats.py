@@ -25,6 +25,7 @@ import numpy as np
 
 from evalvae.data.transforms import crop_to_multiple
 from evalvae.io import atomic_path
+from evalvae.metrics.base import SetStates
 from evalvae.metrics.frechet import FeatureStats
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class References:
 
     def __init__(self, store: ReferenceStore, dataset):
         self.store, self.dataset = store, dataset
-        self.stats: dict[tuple[int, int | None], FeatureStats] = {}
+        self.stats: dict[tuple[str, int | None], FeatureStats] = {}  # (metric key, crop) -> statistics
         self.info: dict[str, dict] = {}
 
     def crop_multiple(self, multiple: int | None) -> int | None:
@@ -100,7 +101,7 @@ class References:
         return {**self.dataset.geometry.describe(), **({"crop_multiple": m} if m else {})}
 
     def key(self, metric, multiple: int | None = None) -> str:
-        return reference_key(self.dataset.fingerprint(), self.geometry(multiple), metric.extractor.identity())
+        return reference_key(self.dataset.fingerprint(), self.geometry(multiple), metric.reference_identity())
 
     def _info(self, key: str, source: str, n: int, path: Path, multiple: int | None) -> dict:
         m = self.crop_multiple(multiple)
@@ -108,7 +109,7 @@ class References:
 
     def get(self, metric, multiple: int | None = None) -> FeatureStats | None:
         """Cached statistics for ``metric``'s extractor on the originals cropped to ``multiple``, or None if they must be computed."""
-        slot = (id(metric), self.crop_multiple(multiple))
+        slot = (metric.key, self.crop_multiple(multiple))
         if slot not in self.stats:
             key = self.key(metric, multiple)
             stats = self.store.load(key)
@@ -126,9 +127,9 @@ class References:
             log.info("reference statistics for %s: cache hit (%d images)", metric.extractor.name, stats.n)
         return self.stats[slot]
 
-    def missing(self, metrics: list, multiple: int | None = None) -> dict[int, FeatureStats]:
-        """Empty statistics, by ``id(metric)``, for each metric whose reference (cropped to ``multiple``) is not cached."""
-        return {id(m): m.new_stats() for m in metrics if self.get(m, multiple) is None}
+    def missing(self, metrics: list, multiple: int | None = None) -> SetStates:
+        """Empty states of the metrics whose reference (cropped to ``multiple``) is not cached."""
+        return SetStates([m for m in metrics if self.get(m, multiple) is None])
 
     def compute(self, metrics: list, loader, on_batch=None, multiple: int | None = None) -> int:
         """Fill the cache for every metric it lacks from one pass over ``loader``, each image centre-cropped to
@@ -136,17 +137,18 @@ class References:
         todo = [m for m in metrics if self.get(m, multiple) is None]
         if not todo:
             return 0
-        stats = self.missing(todo, multiple)
+        states = self.missing(todo, multiple)
         for batch in loader:
             for group in batch.groups:
-                images = crop_to_multiple(group.images, multiple) if multiple else group.images
-                for m in todo:
-                    stats[id(m)].update(m.features(images))
+                states.update(crop_to_multiple(group.images, multiple) if multiple else group.images)
             if on_batch is not None:
                 on_batch(batch)
-        for m in todo:
-            self.put(m, stats[id(m)], multiple)
-        return stats[id(todo[0])].n
+        self.put_all(states, multiple)
+        return states.n
+
+    def put_all(self, states: SetStates, multiple: int | None = None) -> None:
+        for m in states.metrics:
+            self.put(m, states[m], multiple)
 
     def put(self, metric, stats: FeatureStats, multiple: int | None = None) -> None:
         key = self.key(metric, multiple)
@@ -158,7 +160,7 @@ class References:
             "n": stats.n,
         }
         path = self.store.save(key, stats, description)
-        self.stats[(id(metric), self.crop_multiple(multiple))] = stats
+        self.stats[(metric.key, self.crop_multiple(multiple))] = stats
         self.info[metric.extractor.name] = self._info(key, "computed", stats.n, path, multiple)
         log.info(
             "reference statistics for %s: computed from %d images, cached at %s", metric.extractor.name, stats.n, path

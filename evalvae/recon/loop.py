@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 
-from evalvae.data.loader import Batch
+from evalvae.data.loader import Batch, Group
 from evalvae.data.transforms import crop_to_multiple
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import PairMetric, from_uint8, to_pixels
@@ -69,6 +69,7 @@ def reconstruct(
     seed: int = 0,
     times: StageTimes | None = None,
     keep_pixels: bool = False,
+    encode: Callable[[Group, torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[BatchResult]:
     """Yield per-image metric rows for each batch (and, with ``keep_pixels``, the 8-bit images).
 
@@ -76,7 +77,8 @@ def reconstruct(
     square protocol). With ``posterior=sample`` image ``i`` of the dataset uses seed ``seed + i``.
     Set-level metrics always see reconstructions rounded to 8 bits, whatever ``quantize`` says.
     An image whose float output holds NaN or inf gets ``nonfinite=True``, NaN for every metric,
-    and ``False`` in ``BatchResult.finite``.
+    and ``False`` in ``BatchResult.finite``. ``encode(group, x)``, if given, returns the latents of a
+    group's model input ``x`` in place of ``vae.encode`` (the latent cache of :mod:`evalvae.jobs.latents`).
     """
     times = times or StageTimes(vae.device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -91,7 +93,7 @@ def reconstruct(
             with times.stage("encode"):
                 images = crop_to_multiple(group.images.to(vae.device, non_blocking=True), vae.downsample)
                 x = from_uint8(images).contiguous(memory_format=memory_format)
-                z = vae.encode(x, seeds=[seed + i for i in group.indices])
+                z = encode(group, x) if encode else vae.encode(x, seeds=[seed + i for i in group.indices])
             with times.stage("decode"):
                 y = vae.decode(z.contiguous(memory_format=memory_format))
             with times.stage("metrics"):

@@ -1,10 +1,24 @@
-"""``task=recon``: every image of the dataset encoded and decoded by each VAE, and scored."""
+"""``task=recon``: every image of the dataset encoded and decoded by each VAE, and scored.
+
+Work is done batch by batch, batches fixed by position (:class:`evalvae.jobs.store.BatchPlan`).
+Each finished batch of a VAE is a result chunk (its per-image rows and set-level features); each
+encoded batch is a latent shard. A batch whose chunk exists is read, not recomputed, so a rerun,
+or the same command started again after a kill, continues where the last one stopped and ends
+with the same tables; a VAE whose encoder equals one seen before decodes the stored latents.
+Under ``torchrun`` each process runs its share of the batches (:mod:`evalvae.jobs.shard`) and
+rank 0 writes the results. See :mod:`evalvae.jobs.store` for what the keys hold.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import logging
 import math
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -12,15 +26,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
-from evalvae.data import ImageDataset, make_loader
-from evalvae.device import resolve_device
-from evalvae.errors import check_positive_int
+from evalvae.data import known_len, make_loader
+from evalvae.device import release_memory, resolve_device
+from evalvae.errors import ConfigError, check_positive_int
 from evalvae.io import cache_dir
+from evalvae.jobs import shard as dist
+from evalvae.jobs.chunks import ChunkStore, digest
 from evalvae.jobs.failures import VAE_FAILURES, log_failures, record_failure, record_load_failure
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
+from evalvae.jobs.store import BatchPlan, encoder_identity, latent_key, originals_key, result_key, vae_identity
 from evalvae.jobs.task import Task
-from evalvae.jobs.vaes import each_loaded, selected_vaes
+from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.metrics import build_metrics, split_metrics
+from evalvae.metrics.base import SetStates
 from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon.loop import reconstruct
@@ -29,31 +47,70 @@ from evalvae.results import RunWriter, console_table
 from evalvae.vae import VAEAdapter
 
 log = logging.getLogger(__name__)
+STAGES = ("data", "encode", "decode", "metrics", "features", "set_metrics")
+
+
+@dataclass
+class VAEPass:
+    """One VAE's pass over this process's batches: its rows by batch, set-level states and counts."""
+
+    name: str
+    vae: VAEAdapter
+    load_s: float
+    start: float
+    times: StageTimes
+    fakes: SetStates
+    pending: SetStates  # the originals' states of the metrics whose reference statistics are not cached
+    multiple: int
+    batches: list[tuple[int, list[dict], list]] = field(default_factory=list)  # (position, rows, skipped)
+    order: list[tuple[int, int]] = field(default_factory=list)  # (batch, group) of each update of ``fakes``
+    orig_order: list[tuple[int, int]] = field(default_factory=list)  # ... and of ``pending``
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"batches_cached": 0, "images_encoded": 0, "latents_cached": 0}
+    )
+
+    @property
+    def rows(self) -> list[dict]:
+        return [r for _, rows, _ in self.batches for r in rows]
 
 
 class ReconTask(Task):
     """``task=recon``: the state one run shares across its VAEs (data, metrics, reference statistics,
-    results), then each VAE in turn."""
+    stores, results), then each VAE in turn."""
 
     name = "recon"
 
     def __init__(self, cfg: DictConfig, out: Path):
         super().__init__(cfg, out)
         self.specs = selected_vaes(cfg)
-        self.device = resolve_device(cfg.device)
+        self.shard, self.device = dist.from_environment(resolve_device(cfg.device))
+        if self.shard.active:
+            self.out = Path(dist.broadcast(self.shard, str(self.out)))  # rank 0's run directory
+        self.files = self.out if self.shard.main else self.out / ".ranks" / str(self.shard.rank)
         check_positive_int("batch_size", cfg.batch_size)
         self.workers = loader_workers(cfg.workers)
-        self.dataset: ImageDataset = instantiate(cfg.dataset)
+        self.dataset = instantiate(cfg.dataset)
         self.quantize = bool(cfg.metrics.quantize)
         built = split_metrics(build_metrics(cfg.metrics))
         self.pair, self.sets, self.unavailable_sets = built.pair, built.sets, built.unavailable_sets
         for m in self.sets:
             m.extractor.to(self.device)
-        self.refs = References(ReferenceStore(cache_dir(cfg.cache_dir)), self.dataset)
-        self.writer = RunWriter(out, [m.name for m in self.pair])
+        root = cache_dir(cfg.cache_dir)
+        self.refs = References(ReferenceStore(root), self.dataset)
+        cache = cfg.get("cache") or {}
+        self.results = ChunkStore(root / "results" if cache.get("results", True) else self.out / "chunks")
+        self.keep_latents = bool(cache.get("latents", True))
+        self.latents = ChunkStore(root / "latents" if self.keep_latents else self.out / ".latents")
+        self.plan = BatchPlan(self.dataset, cfg.batch_size) if hasattr(self.dataset, "file_digests") else None
+        if self.shard.active and self.plan is None:
+            raise ConfigError(
+                "dataset", cfg.dataset.get("name"), hint="torchrun sharding needs a dataset of files, not a stream"
+            )
+        self.encoders: dict[str, str] = {}  # encoder key -> the first VAE of the run with that encoder
+        self.writer = RunWriter(self.files, [m.name for m in self.pair])
         self.writer.notes = {m.name: m.note for m in self.pair if m.note}  # unavailable, or non-standard weights
         self.writer.add_skipped(self.dataset.listing_skipped)
-        self.samples = SampleKeeper(cfg, out, self.dataset, self.pair)
+        self.samples = SampleKeeper(cfg, self.out, self.dataset, self.pair, self.results, self.shard.main)
 
     def protocol(self) -> dict:
         metrics = {}
@@ -72,109 +129,288 @@ class ReconTask(Task):
             "pixels": f"8-bit originals vs reconstructions {pixels}",
             "quantize": self.quantize,
             "metrics": metrics,
+            "processes": self.shard.world,
+        }
+
+    def scoring(self) -> dict:
+        """What a VAE's per-image rows and features depend on besides the VAE and the images (result keys)."""
+        return {
+            "metrics": {m.name: m.protocol() for m in self.pair},
+            "sets": {m.key: m.reference_identity() for m in self.sets},
+            "quantize": self.quantize,
+            "channels_last": bool(self.cfg.channels_last),
+            "seed": self.cfg.seed,
+            "device": self.device.type,
         }
 
     def n_evaluated(self) -> int | None:
         counts = pd.Series([r["vae"] for r in self.writer.rows]).value_counts()
         return int(counts.max()) if len(counts) else None
 
-    def evaluate(self, name: str, vae: VAEAdapter, load_s: float) -> None:
-        """Score ``vae`` (its loading took ``load_s``) and add its rows to the writer."""
-        start = time.perf_counter() - load_s
-        cfg, writer = self.cfg, self.writer
+    # -- one VAE ---------------------------------------------------------------------------------
+    def evaluate(self, name: str, spec, vae: VAEAdapter, load_s: float) -> VAEPass:
+        """Run ``vae`` over this process's batches: stored chunks are read, the others computed and stored."""
+        cfg = self.cfg
         if cfg.channels_last:
             vae.module.to(memory_format=torch.channels_last)
-        times = StageTimes(self.device)
-        fakes = {id(m): m.new_stats() for m in self.sets}
         multiple = vae.downsample  # the references are the originals as this VAE sees them, cropped to its factor
-        pending = self.refs.missing(self.sets, multiple)
-        n = n_nonfinite = 0
-        loader = make_loader(self.dataset, cfg.batch_size, self.workers, self.device)
-        batches = reconstruct(
+        wanted = [m.key for m in self.refs.missing(self.sets, multiple).metrics] if self.shard.main else None
+        wanted = dist.broadcast(self.shard, wanted)
+        p = VAEPass(
+            name,
             vae,
-            loader,
-            self.pair,
-            quantize=self.quantize,
-            channels_last=cfg.channels_last,
-            seed=cfg.seed,
-            times=times,
-            keep_pixels=bool(self.sets) or self.samples.keeps_pixels,
+            load_s,
+            time.perf_counter() - load_s,
+            StageTimes(self.device),
+            SetStates(self.sets),
+            SetStates([m for m in self.sets if m.key in wanted]),
+            multiple,
         )
-        with progress_bar(cfg.progress, len(self.dataset), name) as bar:
-            for result in batches:
-                self.samples.observe(name, result)
-                if self.sets:
-                    with times.stage("features"):
-                        for m in self.sets:
-                            for rec in result.finite_reconstructions():
-                                if len(rec):
-                                    fakes[id(m)].update(m.features(rec))
-                            if id(m) in pending:
-                                for orig in result.originals:
-                                    pending[id(m)].update(m.features(orig))
-                writer.add_rows(result.rows)
-                writer.add_skipped(result.skipped)
-                n += len(result.rows)
-                n_nonfinite += result.n_nonfinite
-                bar.update(len(result.rows) + len(result.skipped))
+        crop = self.refs.crop_multiple(multiple)
+        identity = vae_identity(spec, vae) if self.plan is not None else None
+        mine = self.shard.batches(len(self.plan)) if self.plan is not None else None
+        hits = {}
+        if identity is not None:
+            scoring = self.scoring()
+            keys = {b: result_key(identity, scoring, self.plan.keys[b]) for b in mine}
+            for b in mine:
+                got = self.read_chunk(keys[b], p.pending, crop, self.plan.keys[b])
+                if got is not None:
+                    hits[b] = got
+            if hits:
+                log.info(
+                    "VAE '%s': %d of %d batch(es) already done (result chunks); they are read, not recomputed",
+                    name,
+                    len(hits),
+                    len(mine),
+                )
+        encode = self.latent_encoder(p, vae) if self.plan is not None else None
+        if mine is None:
+            loader, todo = make_loader(self.dataset, cfg.batch_size, self.workers, self.device), None
+        else:
+            todo = [b for b in mine if b not in hits]
+            loader = (
+                make_loader(
+                    self.dataset,
+                    cfg.batch_size,
+                    self.workers,
+                    self.device,
+                    batches=[self.plan.positions[b] for b in todo],
+                )
+                if todo
+                else []
+            )
+        computed = iter(
+            reconstruct(
+                vae,
+                loader,
+                self.pair,
+                quantize=self.quantize,
+                channels_last=cfg.channels_last,
+                seed=cfg.seed,
+                times=p.times,
+                keep_pixels=bool(self.sets) or self.samples.keeps_pixels,
+                encode=encode,
+            )
+        )
+        total = sum(len(self.plan.positions[b]) for b in mine) if mine is not None else known_len(self.dataset)
+        with progress_bar(cfg.progress if self.shard.main else False, total, name) as bar:
+            for b in mine if mine is not None else itertools.count():
+                if b in hits:
+                    rows, skipped, fakes, originals = hits[b]
+                    rows = [{**r, "vae": name} for r in rows]
+                    self.samples.observe(name, rows, keys[b])
+                    p.counts["batches_cached"] += 1
+                else:
+                    result = next(computed, None)
+                    if result is None:
+                        break  # a stream came to its end
+                    b = b if mine is not None else len(p.batches)
+                    rows, skipped = result.rows, result.skipped
+                    self.samples.observe(name, result, keys[b] if identity is not None else None)
+                    with p.times.stage("features"):
+                        fakes = [p.fakes.update(rec) for rec in result.finite_reconstructions() if len(rec)]
+                        originals = [p.pending.update(o) for o in result.originals] if p.pending else []
+                    if identity is not None:
+                        self.write_chunk(keys[b], rows, skipped, fakes, originals, p.pending, crop, self.plan.keys[b])
+                    p.order += [(b, g) for g in range(len(fakes))]
+                    p.orig_order += [(b, g) for g in range(len(originals))]
+                    self.add_batch(p, b, rows, skipped)
+                    bar.update(len(rows) + len(skipped))
+                    continue
+                for g, f in enumerate(fakes):
+                    p.fakes.add(f)
+                    p.order.append((b, g))
+                for g, f in enumerate(originals):
+                    p.pending.add(f)
+                    p.orig_order.append((b, g))
+                self.add_batch(p, b, rows, skipped)
+                bar.update(len(rows) + len(skipped))
+        return p
+
+    def add_batch(self, p: VAEPass, b: int, rows: list[dict], skipped: list) -> None:
+        p.batches.append((b, rows, skipped))
+        self.writer.add_rows(rows)
+        self.writer.add_skipped(skipped)
+
+    def read_chunk(self, key: str, pending: SetStates, crop, batch: str):
+        """A finished batch: its rows, skipped files, features per group and (if the references are being
+        computed) the originals' features per group; None if any part is missing or damaged."""
+        got = self.results.read(key)
+        if got is None:
+            return None
+        tensors, meta = got
+        fakes = _groups(tensors, "fake")
+        originals: list[dict] = []  # per group, {metric key: features}
+        for m in pending.metrics:
+            o = self.results.read(originals_key(m.reference_identity(), crop, batch))
+            if o is None:
+                return None
+            for g, f in enumerate(_groups(o[0], "orig")):
+                if g == len(originals):
+                    originals.append({})
+                originals[g].update(f)
+        return json.loads(meta["rows"]), [tuple(s) for s in json.loads(meta["skipped"])], fakes, originals
+
+    def write_chunk(self, key, rows, skipped, fakes, originals, pending: SetStates, crop, batch: str) -> None:
+        tensors = {f"fake/{g}/{k}": torch.from_numpy(v) for g, f in enumerate(fakes) for k, v in f.items()}
+        for m in pending.metrics:  # first, so that a chunk on disk always has its originals too
+            o = {f"orig/{g}/{m.key}": torch.from_numpy(f[m.key]) for g, f in enumerate(originals)}
+            self.results.write(originals_key(m.reference_identity(), crop, batch), o)
+        self.results.write(key, tensors, {"rows": json.dumps(rows), "skipped": json.dumps([list(s) for s in skipped])})
+
+    def latent_encoder(self, p: VAEPass, vae: VAEAdapter):
+        """``encode(group, x)`` through the latent store: an encoder seen before (by its weights' hash) is not run again."""
+        identity = encoder_identity(vae, device=self.device, channels_last=self.cfg.channels_last, seed=self.cfg.seed)
+        if identity is None:
+            return None
+        ekey = digest(identity)
+        first = self.encoders.setdefault(ekey, p.name)
+        if first != p.name:
+            log.info(
+                "VAE '%s' has the same encoder as '%s' (encoder sha256 %s...): it decodes the stored latents",
+                p.name,
+                first,
+                vae.encoder_hash[:12],
+            )
+        bs, seed = self.cfg.batch_size, self.cfg.seed
+
+        def encode(group, x):
+            key = latent_key(identity, self.plan.keys[group.indices[0] // bs], list(group.indices))
+            got = self.latents.read(key)
+            if got is not None and tuple(got[0]["latents"].shape[0:1]) == (len(group.ids),):
+                p.counts["latents_cached"] += len(group.ids)
+                return got[0]["latents"].to(vae.device)
+            z = vae.encode(x, seeds=[seed + i for i in group.indices])
+            p.counts["images_encoded"] += len(group.ids)
+            self.latents.write(key, {"latents": z})
+            return z
+
+        return encode
+
+    def finish(self, p: VAEPass) -> None:
+        """Combine the processes' parts of ``p`` (rank 0 gathers), compute the set-level metrics, record the VAE."""
+        name, writer = p.name, self.writer
+        if self.shard.active:
+            parts = dist.gather(self.shard, p.batches)
+            for state, order in ((p.fakes, p.order), (p.pending, p.orig_order)):
+                for m in state.metrics:
+                    dist.combine_stats(self.shard, state[m], order)
+            if not self.shard.main:
+                return
+            writer.discard(name)
+            p.batches = sorted((b for part in parts for b in part), key=lambda b: b[0])
+            for _, rows, skipped in p.batches:
+                writer.add_rows(rows)
+                writer.add_skipped(skipped)
+        n = len(p.rows)
+        n_nonfinite = sum(bool(r["nonfinite"]) for r in p.rows)
         if n_nonfinite:
             log.warning(
                 "VAE '%s' (%s): %d of %d reconstruction(s) held NaN or inf; they are excluded from every metric "
                 "(per_image.nonfinite, summary.csv's note)",
                 name,
-                vae.dtype_name,
+                p.vae.dtype_name,
                 n_nonfinite,
                 n,
             )
+        if p.pending:
+            self.refs.put_all(p.pending, p.multiple)
         for m in self.sets:
-            if id(m) in pending:
-                self.refs.put(m, pending[id(m)], multiple)
-            with times.stage("set_metrics"):
-                if fakes[id(m)].n < 2:
-                    reason = f"{fakes[id(m)].n} finite reconstruction(s); a set-level metric needs at least 2"
-                    writer.add_set_rows(
-                        name,
-                        [
-                            {"metric": k, "mean": math.nan, "std": math.nan, "n": fakes[id(m)].n, "note": reason}
-                            for k in m.names
-                        ],
-                    )
+            with p.times.stage("set_metrics"):
+                state = p.fakes[m]
+                if state.n < 2:
+                    reason = f"{state.n} finite reconstruction(s); a set-level metric needs at least 2"
+                    rows = [
+                        {"metric": k, "mean": math.nan, "std": math.nan, "n": state.n, "note": reason} for k in m.names
+                    ]
                 else:
-                    writer.add_set_rows(name, m.compute(self.refs.get(m, multiple), fakes[id(m)]))
+                    rows = m.compute(self.refs.get(m, p.multiple), state)
+                writer.add_set_rows(name, rows)
         for m in self.unavailable_sets:
             writer.add_set_rows(name, m.nan_rows())
-        stages = ("data", "encode", "decode", "metrics", "features", "set_metrics")
-        total = time.perf_counter() - start
-        writer.add_timing(timing_row(name, vae, self.device, cfg.batch_size, n, load_s, times, stages, total))
-        writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
-        self.samples.finish_vae(name, vae, [r for r in writer.rows if r["vae"] == name])
+        total = time.perf_counter() - p.start
+        row = timing_row(name, p.vae, self.device, self.cfg.batch_size, n, p.load_s, p.times, STAGES, total, **p.counts)
+        writer.add_timing(row)
+        writer.add_vae({"status": "ok", **p.vae.describe(), "encoder_sha256": p.vae.encoder_hash})
 
+    # -- the run ---------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
         """Evaluate each VAE in ``cfg.vae`` on ``cfg.dataset``; write the result tables into the run directory."""
-        cfg, out, writer = self.cfg, self.out, self.writer
-        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        writer.write_json("metrics.json", self.protocol())
-        ds = self.dataset
-        log.info(
-            "dataset %s: %d images from %s, %s",
-            ds.name,
-            len(ds),
-            ds.root,
-            ds.geometry.describe().get("resolution", "native size"),
-        )
-        failed: dict[str, str] = {}
-
-        def load_failed(name, e):
-            failed[name] = record_load_failure(writer, name, e)
-
-        for loaded in each_loaded(self.specs, device=self.device, cache_dir=cfg.cache_dir, on_failure=load_failed):
-            try:
-                self.evaluate(loaded.name, loaded.vae, loaded.load_s)
-            except VAE_FAILURES as e:
-                failed[loaded.name] = record_failure(writer, loaded.name, e, loaded.vae)
-            writer.flush()
+        cfg, out, writer, main = self.cfg, self.out, self.writer, self.shard.main
+        if main:
+            OmegaConf.save(cfg, out / "config.yaml", resolve=True)
             writer.write_json("metrics.json", self.protocol())
-
+            ds = self.dataset
+            log.info(
+                "dataset %s: %s images from %s, %s",
+                ds.name,
+                known_len(ds) or "streamed",
+                ds.root,
+                ds.geometry.describe().get("resolution", "native size"),
+            )
+        failed: dict[str, str] = {}
+        for name, spec in self.specs.items():
+            p, error = None, None
+            try:
+                loaded = load(name, spec, device=self.device, cache_dir=cfg.cache_dir)
+            except VAE_FAILURES as e:
+                error, loaded = e, None
+            if loaded is not None:
+                try:
+                    p = self.evaluate(name, spec, loaded.vae, loaded.load_s)
+                except VAE_FAILURES as e:
+                    error = e
+            errors = dist.all_gather(self.shard, None if error is None else f"{type(error).__name__}: {error}")
+            if error is None and any(errors):  # another process failed: this one's part is dropped too
+                rank = next(i for i, e in enumerate(errors) if e)
+                error = RuntimeError(f"process {rank} of {self.shard.world}: {errors[rank]}")
+            if error is not None:
+                if main:
+                    vae = loaded.vae if loaded is not None else None
+                    reason = (
+                        record_failure(writer, name, error, vae)
+                        if vae is not None
+                        else record_load_failure(writer, name, error)
+                    )
+                    failed[name] = reason
+                del loaded, p
+                release_memory(self.device)
+                continue
+            self.finish(p)
+            self.samples.finish_vae(name, loaded.vae, p.rows)
+            if main:
+                writer.flush()
+                writer.write_json("metrics.json", self.protocol())
+            del loaded, p
+            release_memory(self.device)
+        if not self.keep_latents:
+            shutil.rmtree(self.out / ".latents", ignore_errors=True)
+        if not main:
+            shutil.rmtree(self.files, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the last process out removes the folder
+                self.files.parent.rmdir()
+            return RunOutcome(out, pd.DataFrame(), failed, report=False)
         summary = writer.flush()
         self.samples.finish_run()
         log_failures(failed, len(self.specs))
@@ -184,3 +420,13 @@ class ReconTask(Task):
             log.info("\n%s", console_table(summary))
             log.info("results in %s", out)
         return RunOutcome(out, summary, failed, report=bool(cfg.report))
+
+
+def _groups(tensors: dict[str, torch.Tensor], prefix: str) -> list[dict]:
+    """``{prefix}/{group}/{metric}`` tensors -> per group, ``{metric: float64 array}``."""
+    out: dict[int, dict] = {}
+    for name, t in tensors.items():
+        kind, g, key = name.split("/", 2)
+        if kind == prefix:
+            out.setdefault(int(g), {})[key] = t.numpy()
+    return [out[g] for g in sorted(out)]

@@ -21,6 +21,7 @@ from evalvae.io import atomic_path
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import Unavailable, to_pixels
+from evalvae.metrics.base import SetStates
 from evalvae.t2i.metrics import T2IMetrics
 from evalvae.t2i.suites import Prompt
 from evalvae.vae import VAEAdapter
@@ -51,7 +52,7 @@ class VAEState:
 
     vae: VAEAdapter
     times: StageTimes
-    fakes: dict
+    fakes: SetStates  # the decodes' states of the set-level metrics
     load_s: float = 0.0
     peak_mb: float = 0.0
     n: int = 0
@@ -126,7 +127,7 @@ def decode_one(
             )
             values["clip_score"] = list(map(float, clip))
         for m in metrics.sets:
-            state.fakes[id(m)].update(m.features(u8))
+            m.update(state.fakes[m], u8)
     if image_dir is not None:
         with state.times.stage("save"):
             for it, img in zip(items, u8):

@@ -79,11 +79,11 @@ class T2IMetrics:
         """Reference features for every set-level metric: from the cache, else computed once and cached."""
         self.refs.compute(self.sets, make_loader(self.reference_set, batch_size, workers, device))
 
-    def set_rows(self, fakes: dict) -> list[dict]:
-        """FID/KID rows of one VAE from its accumulated features (``fakes[id(metric)]``)."""
+    def set_rows(self, fakes) -> list[dict]:
+        """FID/KID rows of one VAE from its accumulated states (a :class:`evalvae.metrics.base.SetStates`)."""
         rows = []
         for m in self.sets:
-            rows += [{**r, "metric": SET_NAMES[r["metric"]]} for r in m.compute(self.refs.get(m), fakes[id(m)])]
+            rows += [{**r, "metric": SET_NAMES[r["metric"]]} for r in m.compute(self.refs.get(m), fakes[m])]
         for m in self.unavailable_sets:
             rows += m.nan_rows(lambda k: SET_NAMES.get(k, k))
         return rows

@@ -36,6 +36,7 @@ from evalvae.jobs.policy import load_for_run
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import selected_vaes
+from evalvae.metrics.base import SetStates
 from evalvae.results import RunWriter, join_notes
 from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
 from evalvae.t2i.latents import LatentStore
@@ -237,7 +238,7 @@ class T2IJob:
             vs = vae.latent_space
             if (vs.family, vs.channels, vs.downsample) != (space.family, space.channels, space.downsample):
                 raise mismatch(name, vs, self.pipeline.name, space)
-            fakes = {id(m): m.new_stats() for m in self.metrics.sets}
+            fakes = SetStates(self.metrics.sets)
             self.vaes[name] = VAEState(vae, StageTimes(self.device), fakes, load_s=time.perf_counter() - start)
 
     def fail(self, name: str, reason: str) -> None:

@@ -1,0 +1,82 @@
+"""Checksummed, atomically written safetensors chunks: the unit of the result store and the latent cache.
+
+A chunk is one file ``<root>/<key[:2]>/<key>.safetensors`` holding named tensors and string
+metadata, plus ``evalvae_sha256``: the sha256 of every tensor's name, dtype, shape and bytes and
+of the metadata. Files are written to a temporary name and renamed, so a kill never leaves half a
+chunk under its name; a chunk that is unreadable anyway (truncated by a full disk, damaged, written
+by another version) fails its check, is deleted with a warning and counts as missing: it is redone,
+never read as data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from evalvae.io import atomic_path
+
+log = logging.getLogger(__name__)
+CHECKSUM = "evalvae_sha256"
+
+
+def digest(payload) -> str:
+    """sha256 of a JSON-able payload (sorted keys): the way every chunk key is made."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(json.dumps({k: v for k, v in sorted(metadata.items()) if k != CHECKSUM}).encode())
+    return h.hexdigest()
+
+
+class ChunkStore:
+    """Chunks under ``root``; ``read`` returns ``(tensors, metadata)`` or None (missing or failed its check)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.safetensors"
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def write(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        metadata = {k: str(v) for k, v in (metadata or {}).items()}
+        metadata[CHECKSUM] = _checksum(tensors, metadata)
+        path = self.path(key)
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        return path
+
+    def read(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            tensors = load_file(str(path))
+            with open(path, "rb") as f:  # the metadata, from the header load_file has just validated
+                n = int.from_bytes(f.read(8), "little")
+                metadata = json.loads(f.read(n)).get("__metadata__", {})
+            ok = metadata.get(CHECKSUM) == _checksum(tensors, metadata)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            ok, reason = False, f"{type(e).__name__}: {e}"
+        else:
+            reason = "checksum mismatch"
+        if not ok:
+            log.warning("ignoring damaged chunk %s (%s); it is redone", path, reason)
+            path.unlink(missing_ok=True)
+            return None
+        return tensors, metadata

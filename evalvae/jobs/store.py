@@ -1,0 +1,106 @@
+"""What finished work is known by: the keys of result chunks (resume) and latent shards (the latent cache).
+
+* **Batches.** A job cuts its dataset into batches fixed by position: batch ``b`` holds the
+  images at positions ``b * batch_size`` to ``(b + 1) * batch_size - 1``. A batch is known by its
+  images: each one's position (the posterior seed follows it), id and file sha256, and the
+  protocol geometry. Fixing batches by position keeps every image in the same batch whatever was
+  done before or runs elsewhere, so a result never depends on a cache hit or a shard.
+* **Result chunks** (``<cache>/results/``, or ``<run>/chunks/`` with ``cache.results=false``): the
+  per-image rows and per-item set-level features of one VAE on one batch, keyed by the VAE's
+  identity (adapter, weights files and hashes, its config, the dtype that ran), the scoring
+  protocol (metrics and their implementations, quantization, memory format, device type, seed,
+  evalvae's version) and the batch. A rerun, or a run started again after a kill, reads them
+  instead of recomputing; the originals' features for the reference statistics are chunks too.
+* **Latent shards** (``<cache>/latents/``): the latents of one encoder on one batch, keyed by the
+  encoder's identity: the sha256 of its weights (not its name), the adapter, the latent
+  convention (scaling, shift, posterior), dtype, memory mode, memory format and device type.
+  VAEs with equal encoders (kl-f8, ft-EMA and ft-MSE: Stability fine-tuned only the decoder)
+  have equal keys, so within a run and across runs an image is encoded once per encoder. With
+  ``cache.latents=false`` the shards live in the run directory and are removed at its end.
+
+VAEs built in memory (``weights.kind == "module"``) have no identity that outlives the process, so
+nothing of theirs is stored or shared. :class:`evalvae.jobs.chunks.ChunkStore` does the storing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+
+import evalvae
+from evalvae.jobs.chunks import digest
+
+FORMAT = 1
+
+
+def _class(obj) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def vae_identity(spec: Mapping, vae) -> dict | None:
+    """What ``vae``'s reconstructions depend on; None for a VAE built in memory."""
+    if vae.weights.kind == "module":
+        return None
+    config = {k: v for k, v in dict(spec).items() if k not in ("dtype", "cache_dir", "device")}
+    return {
+        "adapter": _class(vae),
+        "weights": {"kind": vae.weights.kind, "location": vae.weights.location, "files": dict(vae.weights.files)},
+        "config": config,
+        "dtype": vae.dtype_name,
+        "memory_mode": [vae.memory_mode, vae.tile_size],
+    }
+
+
+def encoder_identity(vae, *, device: torch.device, channels_last: bool, seed: int) -> dict | None:
+    """What ``vae``'s latents depend on, by the content of its encoder's weights; None for a VAE built in memory."""
+    if vae.weights.kind == "module":
+        return None
+    return {
+        "format": FORMAT,
+        "encoder_sha256": vae.encoder_hash,
+        "adapter": _class(vae),
+        "latent_space": [vae.latent_space.family, vae.latent_channels, vae.downsample],
+        "scaling_factor": vae.scaling_factor,
+        "shift_factor": vae.shift_factor,
+        "posterior": vae.posterior,
+        "seed": seed if vae.posterior == "sample" else None,
+        "dtype": vae.dtype_name,
+        "memory_mode": [vae.memory_mode, vae.tile_size],
+        "device": device.type,
+        "channels_last": bool(channels_last),
+    }
+
+
+class BatchPlan:
+    """The dataset's batches, fixed by position, and what each is known by (None: not identifiable)."""
+
+    def __init__(self, dataset, batch_size: int):
+        n = len(dataset)
+        self.batch_size = batch_size
+        self.positions = [
+            list(range(b * batch_size, min((b + 1) * batch_size, n))) for b in range(math.ceil(n / batch_size))
+        ]
+        self.keys: list[str | None] = [None] * len(self.positions)
+        digests = dataset.file_digests() if hasattr(dataset, "file_digests") else None
+        if digests is not None:
+            geometry = dataset.geometry.describe()
+            for b, positions in enumerate(self.positions):
+                images = [[i, dataset.records[i].id, digests[i]] for i in positions]
+                self.keys[b] = digest({"format": FORMAT, "geometry": geometry, "images": images})
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def result_key(vae: dict, protocol: dict, batch: str) -> str:
+    return digest({"format": FORMAT, "evalvae": evalvae.__version__, "vae": vae, "protocol": protocol, "batch": batch})
+
+
+def originals_key(metric_identity: dict, crop_multiple: int | None, batch: str) -> str:
+    return digest({"format": FORMAT, "originals": metric_identity, "crop_multiple": crop_multiple, "batch": batch})
+
+
+def latent_key(encoder: dict, batch: str, group: list[int]) -> str:
+    return digest({"encoder": encoder, "batch": batch, "group": group})

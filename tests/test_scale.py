@@ -1,0 +1,212 @@
+"""Never redoing finished work: result chunks (rerun, resume, damaged chunks), the latent cache and
+shared-encoder dedup, counted through ``timings.csv`` (images the encoder ran on, latents read, batches read).
+
+The VAEs are tiny diffusers AutoencoderKL folders: ``a`` and ``b`` share an encoder (b's decoder is
+another's), ``c`` has its own. VAEs built in memory are never cached (no identity outlives them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from evalvae.errors import ConfigError
+from evalvae.run import run
+from tests.helpers import compose_run, save_tiny_kl
+
+N_IMAGES, BATCH = 6, 4  # two batches, the second one short
+SET_LEVEL = [
+    "metrics=all",
+    "~metrics.lpips",
+    "metrics.fid.extractor=tests.helpers.TinyExtractor",
+    "metrics.fid.kid_subsets=5",
+]
+
+
+@pytest.fixture(scope="module")
+def kl_dirs(tmp_path_factory):
+    from diffusers import AutoencoderKL
+
+    root = tmp_path_factory.mktemp("kl")
+    a = save_tiny_kl(root / "a", seed=0)
+    model = AutoencoderKL.from_pretrained(a)
+    other = AutoencoderKL.from_pretrained(save_tiny_kl(root / "other", seed=1))
+    model.decoder.load_state_dict(other.decoder.state_dict())
+    model.post_quant_conv.load_state_dict(other.post_quant_conv.state_dict())
+    model.save_pretrained(root / "b")
+    save_tiny_kl(root / "c", seed=2)
+    return {k: root / k for k in "abc"}
+
+
+def vae(name, folder) -> list[str]:
+    return [
+        f"+vae.{name}._target_=evalvae.vae.kl.KLAdapter",
+        f"+vae.{name}.source={folder}",
+        f"+vae.{name}.latent_space=sd",
+    ]
+
+
+def overrides(image_dir, cache, *extra) -> list[str]:
+    return [
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        "device=cpu",
+        "workers=0",
+        f"batch_size={BATCH}",
+        f"cache_dir={cache}",
+        *extra,
+    ]
+
+
+def timings(out) -> pd.DataFrame:
+    return pd.read_csv(out / "timings.csv").set_index("vae")
+
+
+def results(out) -> tuple[pd.DataFrame, pd.DataFrame]:
+    per = pd.read_parquet(out / "per_image.parquet").sort_values(["vae", "image"]).reset_index(drop=True)
+    return per, pd.read_csv(out / "summary.csv").sort_values(["vae", "metric"]).reset_index(drop=True)
+
+
+def assert_same_results(a, b):
+    (pa, sa), (pb, sb) = results(a), results(b)
+    pd.testing.assert_frame_equal(pa, pb, check_exact=False, rtol=1e-9)
+    pd.testing.assert_frame_equal(sa.drop(columns="note"), sb.drop(columns="note"), check_exact=False, rtol=1e-9)
+
+
+def test_a_rerun_reads_every_batch_and_encodes_nothing(tmp_path, image_dir, kl_dirs):
+    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *SET_LEVEL, *vae("a", kl_dirs["a"])))
+    first = run(cfg, out_dir=tmp_path / "r1").out_dir
+    t = timings(first).loc["a"]
+    assert (t.images_encoded, t.latents_cached, t.batches_cached) == (N_IMAGES, 0, 0)
+    second = run(cfg, out_dir=tmp_path / "r2").out_dir
+    t = timings(second).loc["a"]
+    assert (t.images_encoded, t.latents_cached, t.batches_cached) == (0, 0, 2), "nothing encoded or decoded again"
+    assert_same_results(first, second)
+    assert len(pd.read_parquet(second / "per_image.parquet")) == N_IMAGES
+
+
+def test_vaes_sharing_an_encoder_encode_each_image_once(tmp_path, image_dir, kl_dirs, caplog):
+    common = overrides(image_dir, tmp_path / "cache", *SET_LEVEL)
+    with caplog.at_level(logging.INFO):
+        out = run(
+            compose_run([*common, *vae("a", kl_dirs["a"]), *vae("b", kl_dirs["b"]), *vae("c", kl_dirs["c"])]),
+            out_dir=tmp_path / "all",
+        ).out_dir
+    t = timings(out)
+    assert t.loc["a", "images_encoded"] == N_IMAGES and t.loc["c", "images_encoded"] == N_IMAGES
+    assert (t.loc["b", "images_encoded"], t.loc["b", "latents_cached"]) == (0, N_IMAGES)
+    assert "VAE 'b' has the same encoder as 'a'" in caplog.text and "'c' has the same encoder" not in caplog.text
+    vaes = {v["vae"]: v for v in json.loads((out / "vaes.json").read_text())}
+    assert vaes["a"]["encoder_sha256"] == vaes["b"]["encoder_sha256"] != vaes["c"]["encoder_sha256"]
+    # b's numbers are the ones it gets encoding for itself
+    alone = run(
+        compose_run([*overrides(image_dir, tmp_path / "fresh", *SET_LEVEL), *vae("b", kl_dirs["b"])]),
+        out_dir=tmp_path / "b",
+    ).out_dir
+    per, _ = results(out)
+    mine, _ = results(alone)
+    np.testing.assert_allclose(per[per.vae == "b"]["psnr"], mine["psnr"], rtol=1e-9)
+
+
+def test_a_run_that_adds_a_decoder_decodes_the_cached_latents(tmp_path, image_dir, kl_dirs):
+    common = overrides(image_dir, tmp_path / "cache")
+    run(compose_run([*common, *vae("a", kl_dirs["a"])]), out_dir=tmp_path / "one")
+    out = run(
+        compose_run([*common, *vae("a", kl_dirs["a"]), *vae("b", kl_dirs["b"])]), out_dir=tmp_path / "two"
+    ).out_dir
+    t = timings(out)
+    assert t.loc["a", "batches_cached"] == 2 and t.loc["b", "batches_cached"] == 0
+    assert (t.loc["b", "images_encoded"], t.loc["b", "latents_cached"]) == (0, N_IMAGES)
+
+
+def test_cache_latents_false_stores_no_latent_but_still_encodes_once_per_run(tmp_path, image_dir, kl_dirs):
+    cache = tmp_path / "cache"
+    common = overrides(image_dir, cache, "cache.latents=false")
+    out = run(compose_run([*common, *vae("a", kl_dirs["a"]), *vae("b", kl_dirs["b"])]), out_dir=tmp_path / "r").out_dir
+    assert timings(out).loc["b", "images_encoded"] == 0
+    assert not (cache / "latents").exists() and not (out / ".latents").exists()
+
+
+def test_cache_results_false_keeps_the_chunks_in_the_run_directory(tmp_path, image_dir, kl_dirs):
+    cache = tmp_path / "cache"
+    out = run(
+        compose_run([*overrides(image_dir, cache, "cache.results=false"), *vae("a", kl_dirs["a"])]),
+        out_dir=tmp_path / "r",
+    ).out_dir
+    assert not (cache / "results").exists() and len(batch_chunks(out / "chunks")) == 2
+
+
+def batch_chunks(root) -> list:
+    """The result chunks that hold a batch's rows."""
+    from safetensors import safe_open
+
+    found = []
+    for path in root.rglob("*.safetensors"):
+        with safe_open(str(path), "pt") as f:
+            if "rows" in (f.metadata() or {}):
+                found.append(path)
+    return found
+
+
+def test_a_damaged_chunk_is_redone_not_read(tmp_path, image_dir, kl_dirs, caplog):
+    cache = tmp_path / "cache"
+    cfg = compose_run(overrides(image_dir, cache, *SET_LEVEL, *vae("a", kl_dirs["a"])))
+    first = run(cfg, out_dir=tmp_path / "r1").out_dir
+    chunks = batch_chunks(cache / "results")
+    damaged = chunks[-1]
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    truncated = chunks[0]
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        second = run(cfg, out_dir=tmp_path / "r2").out_dir
+    assert "ignoring damaged chunk" in caplog.text
+    assert timings(second).loc["a", "batches_cached"] < 2
+    assert_same_results(first, second)
+
+
+def test_resume_dir_continues_in_that_directory(tmp_path, image_dir, kl_dirs):
+    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *vae("a", kl_dirs["a"])))
+    out = run(cfg, out_dir=tmp_path / "r").out_dir
+    expected = results(out)
+    for f in ("summary.csv", "per_image.parquet", "per_image.csv", "timings.csv"):
+        (out / f).unlink()
+    again = run(compose_run([*overrides(image_dir, tmp_path / "cache", *vae("a", kl_dirs["a"])), f"resume={out}"]))
+    assert again.out_dir == out and timings(out).loc["a", "batches_cached"] == 2
+    pd.testing.assert_frame_equal(results(out)[0], expected[0])
+    with pytest.raises(ConfigError, match="resume"):
+        run(
+            compose_run(
+                [*overrides(image_dir, tmp_path / "cache", *vae("a", kl_dirs["a"])), f"resume={tmp_path / 'nope'}"]
+            )
+        )
+
+
+def test_vaes_built_in_memory_are_never_cached(tmp_path, image_dir):
+    cfg = compose_run([*overrides(image_dir, tmp_path / "cache"), "+vae.p._target_=tests.run_standins.Identity"])
+    run(cfg, out_dir=tmp_path / "r1")
+    t = timings(run(cfg, out_dir=tmp_path / "r2").out_dir).loc["p"]
+    assert t.batches_cached == 0 and not (tmp_path / "cache" / "results").exists()
+
+
+def test_chunk_store_detects_damage_and_keeps_exact_values(tmp_path):
+    from evalvae.jobs.chunks import ChunkStore
+
+    store = ChunkStore(tmp_path)
+    values = torch.tensor([[1 / 3, np.inf], [np.nan, -0.0]], dtype=torch.float64)
+    store.write("k1", {"x": values}, {"rows": json.dumps([{"psnr": float("inf")}])})
+    tensors, meta = store.read("k1")
+    assert (
+        torch.equal(tensors["x"].nan_to_num(7), values.nan_to_num(7)) and json.loads(meta["rows"])[0]["psnr"] == np.inf
+    )
+    path = store.path("k1")
+    path.write_bytes(path.read_bytes().replace(b"rows", b"rowz"))  # metadata edited: the checksum no longer holds
+    assert store.read("k1") is None and not path.exists()
+    assert store.read("never-written") is None
