@@ -24,6 +24,10 @@ COMMANDS = {
         "evalvae.report.cli:main",
         "HTML and markdown report of runs, side by side: evalvae report RUN_DIR [RUN_DIR ...] [--out DIR]",
     ),
+    "cache": (
+        "evalvae.jobs.cachedir:main",
+        "show or clean the cache (latents, results, ...): evalvae cache ls | prune [KIND ...] [--older-than DAYS]",
+    ),
     "bench": (
         "evalvae.cli:bench_app",
         "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]",

@@ -210,3 +210,27 @@ def test_chunk_store_detects_damage_and_keeps_exact_values(tmp_path):
     path.write_bytes(path.read_bytes().replace(b"rows", b"rowz"))  # metadata edited: the checksum no longer holds
     assert store.read("k1") is None and not path.exists()
     assert store.read("never-written") is None
+
+
+def test_cache_ls_and_prune(tmp_path, image_dir, kl_dirs, capsys):
+    from evalvae.jobs.cachedir import main
+
+    cache = tmp_path / "cache"
+    cfg = compose_run(overrides(image_dir, cache, *vae("a", kl_dirs["a"])))
+    run(cfg, out_dir=tmp_path / "r1")
+    leftover = cache / "refstats" / ".x.npz.abc.tmp"  # what a write killed half-way leaves
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    leftover.write_bytes(b"half")
+    main(["--cache-dir", str(cache), "ls"])
+    table = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert int(table["latents"][1]) == 2 and int(table["results"][1]) >= 2 and int(table["refstats"][1]) == 1
+
+    main(["--cache-dir", str(cache), "prune", "latents", "--older-than", "1"])  # everything is newer than a day
+    assert "removed 1 file(s)" in capsys.readouterr().out and not leftover.exists()
+    assert len(list((cache / "latents").rglob("*.safetensors"))) == 2
+    main(["--cache-dir", str(cache), "prune", "--dry-run"])
+    assert "would remove" in capsys.readouterr().out and (cache / "latents").exists()
+    main(["--cache-dir", str(cache), "prune"])  # latents and results
+    assert not list((cache / "latents").rglob("*")) and not list((cache / "results").rglob("*"))
+    t = timings(run(cfg, out_dir=tmp_path / "r2").out_dir).loc["a"]
+    assert (t.batches_cached, t.images_encoded) == (0, N_IMAGES), "pruned work is done again"
