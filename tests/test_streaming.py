@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
 import tarfile
@@ -377,14 +378,11 @@ def test_a_run_on_a_webdataset_tar_equals_the_run_on_the_folder(tmp_path, photos
     assert list(skipped.iloc[:, 0]) == [Path(CORRUPT).stem]
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=False,
-    reason="the run calls len(dataset) for its log line and progress bar; a stream of unknown size has none "
-    "(evalvae.data.known_len gives None there)",
-)
 def test_a_run_on_a_webdataset_of_unknown_size(tmp_path, shards):
     from evalvae.run import run
 
-    out = run(compose_run(run_overrides(tmp_path, "dataset=webdataset", f'dataset.urls="{shards}"')), tmp_path / "r")
+    cfg = compose_run(run_overrides(tmp_path, "dataset=webdataset", f'dataset.urls="{shards}"'), report=True)
+    out = run(cfg, tmp_path / "r")
     assert len(pd.read_parquet(out.out_dir / "per_image.parquet")) == 9
+    assert json.loads((out.out_dir / "metrics.json").read_text())["dataset"]["n_files"] is None  # not known ahead
+    assert (out.out_dir / "report" / "report.md").is_file(), "the report reads result files only, never the stream"

@@ -152,7 +152,7 @@ def protocol_view(section: Section) -> dict:
     """Protocol facts (dataset, geometry, pixels, metrics) and what each VAE was."""
     d = section.dataset
     facts = [("dataset", f"{d.get('name', '?')}: {d.get('root', '?')}")]
-    files = sorted({int(r.protocol.get("dataset", {}).get("n_files", 0)) for r in section.runs})
+    files = sorted({int(r.protocol.get("dataset", {}).get("n_files") or 0) for r in section.runs})  # None: a stream
     facts.append(("images listed", ", ".join(map(str, files))))
     if d.get("resolution"):
         facts.append(("resolution", f"{d['resolution']}×{d['resolution']}"))
