@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -285,6 +286,32 @@ def test_file_names_are_portable_for_any_image_id(tmp_path):
     r = load_inputs([out]).runs[0]
     got, reasons = reconstruct_images(r, "b", list(index["images"]))
     assert not reasons and all(rec.matches for rec in got.values())
+
+
+def test_a_rerun_reads_its_samples_from_the_cache(tmp_path, tiny_pth_dir, tiny_ae_dir, caplog):
+    images = helpers.write_images(tmp_path / "images")
+    overrides = [
+        "+vae=[taef2,taesd]",
+        f"vae.taef2.source={tiny_pth_dir}",
+        "vae.taef2.sha256=null",
+        "vae.taef2.weights_prefix=tiny",
+        f"vae.taesd.source={tiny_ae_dir}",
+        *dataset(images),
+        "workers=0",
+        "progress=false",
+        f"cache_dir={tmp_path / 'cache'}",
+    ]
+    first = run(helpers.compose_run(overrides), out_dir=tmp_path / "first").out_dir
+    with caplog.at_level(logging.INFO, logger="evalvae.recon.samples"):
+        again = run(helpers.compose_run(overrides), out_dir=tmp_path / "again").out_dir
+    assert "decoded again: none" in caplog.text
+    a, b = index_of(first)["images"], index_of(again)["images"]
+    assert a.keys() == b.keys()
+    for image in a:
+        for vae, saved in a[image]["vaes"].items():
+            assert b[image]["vaes"][vae]["source"] == saved["source"]
+            for k in ("original", "reconstruction"):
+                np.testing.assert_array_equal(rgb(first / "samples" / saved[k]), rgb(again / "samples" / saved[k]))
 
 
 def test_no_samples_when_none_are_asked_for(tmp_path):
