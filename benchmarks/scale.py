@@ -3,7 +3,7 @@
     python benchmarks/scale.py [--images N] [--tiny] [--only dedup,rerun,add,rss,overhead] [--out FILE]
 
 * ``dedup``: three random-init SD-config AutoencoderKLs (benchmarks/sd_vae_random.py) with one shared
-  encoder and different decoders, at 256² on the builtin photos: one run of the three against three
+  encoder and different decoders, at 256² on the first ``--images`` Kodak photos (builtin without assets): one run of the three against three
   separate runs (each with a cache of its own). Target <= 0.70.
 * ``rerun``: the one run again with the same command (a new run directory, same cache) against its
   first time. Target <= 0.05.
@@ -116,7 +116,12 @@ def repeated_images(assets: Path, dest: Path, n: int) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=8, help="builtin photos in the SD-size runs (at most 9)")
+    p.add_argument(
+        "--images",
+        type=int,
+        default=12,
+        help="Kodak photos in the SD-size runs (builtin ones, at most 9, without assets)",
+    )
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--only", default="dedup,rerun,add,rss,overhead")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "scale.json")
@@ -125,7 +130,17 @@ def main() -> None:
     assets = Path(os.environ["EVALVAE_TEST_ASSETS"]) if os.environ.get("EVALVAE_TEST_ASSETS") else None
     tmp = Path(tempfile.mkdtemp(prefix="evalvae-scale-"))
     results: dict[str, dict] = {}
-    common = ["dataset=builtin", f"dataset.limit={args.images}", "metrics=default", "report=false", "batch_size=4"]
+    photos = (
+        ["dataset=builtin"] if assets is None else ["dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}"]
+    )
+    common = [
+        *photos,
+        "dataset.resolution=256",
+        f"dataset.limit={args.images}",
+        "metrics=default",
+        "report=false",
+        "batch_size=4",
+    ]
     try:
         if only & {"dedup", "rerun", "add"}:
             vaes = shared_encoder_vaes(tmp / "vaes", args.tiny)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from evalvae.jobs.failures import VAE_FAILURES, is_out_of_memory, log_failures, record_failure, record_load_failure
 from evalvae.jobs.runtime import RunOutcome, loader_workers, output_dir, progress_bar
+from evalvae.jobs.schema import validate
 from evalvae.jobs.task import execute
 from evalvae.jobs.vaes import NoVAESelected, available_vaes, selected_vaes
 
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None):
     """Run the task ``cfg`` selects (``evalvae run``: recon by default, or ``task=t2i``); write its report."""
+    task = cfg.get("task")
+    app = {"bench": "bench", "ref": "ref"}.get(task.get("name") if isinstance(task, DictConfig) else None, "run")
+    validate(cfg, app)  # as the CLI does: configs composed in Python get the same checks
     outcome = execute(cfg, out_dir)
     if getattr(outcome, "report", False) and not outcome.summary.empty:
         write_run_report(outcome.out_dir)

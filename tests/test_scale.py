@@ -234,3 +234,18 @@ def test_cache_ls_and_prune(tmp_path, image_dir, kl_dirs, capsys):
     assert not list((cache / "latents").rglob("*")) and not list((cache / "results").rglob("*"))
     t = timings(run(cfg, out_dir=tmp_path / "r2").out_dir).loc["a"]
     assert (t.batches_cached, t.images_encoded) == (0, N_IMAGES), "pruned work is done again"
+
+
+def test_a_folder_rewritten_with_other_weights_is_another_vae(tmp_path, image_dir, kl_dirs):
+    import shutil
+
+    folder = tmp_path / "my-vae"
+    shutil.copytree(kl_dirs["a"], folder)
+    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *vae("m", folder)))
+    first = run(cfg, out_dir=tmp_path / "r1").out_dir
+    shutil.rmtree(folder)
+    shutil.copytree(kl_dirs["c"], folder)  # same path, same config, other weights
+    second = run(cfg, out_dir=tmp_path / "r2").out_dir
+    t = timings(second).loc["m"]
+    assert (t.batches_cached, t.images_encoded) == (0, N_IMAGES), "nothing read from the other weights' chunks"
+    assert not np.allclose(results(first)[0]["psnr"], results(second)[0]["psnr"])

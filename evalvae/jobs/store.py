@@ -7,7 +7,8 @@
   done before or runs elsewhere, so a result never depends on a cache hit or a shard.
 * **Result chunks** (``<cache>/results/``, or ``<run>/chunks/`` with ``cache.results=false``): the
   per-image rows and per-item set-level features of one VAE on one batch, keyed by the VAE's
-  identity (adapter, weights files and hashes, its config, the dtype that ran), the scoring
+  identity (adapter, where its weights came from and the sha256 of their content, its config, the
+  dtype that ran), the scoring
   protocol (metrics and their implementations, quantization, memory format, device type, seed,
   evalvae's version) and the batch. A rerun, or a run started again after a kill, reads them
   instead of recomputing; the originals' features for the reference statistics are chunks too.
@@ -31,6 +32,7 @@ import torch
 
 import evalvae
 from evalvae.jobs.chunks import digest
+from evalvae.vae.base import state_dict_sha256
 
 FORMAT = 1
 
@@ -47,6 +49,8 @@ def vae_identity(spec: Mapping, vae) -> dict | None:
     return {
         "adapter": _class(vae),
         "weights": {"kind": vae.weights.kind, "location": vae.weights.location, "files": dict(vae.weights.files)},
+        # the content, not just the place: a folder or hub revision rewritten with other weights is another VAE
+        "weights_sha256": state_dict_sha256(vae.module.state_dict()),
         "config": config,
         "dtype": vae.dtype_name,
         "memory_mode": [vae.memory_mode, vae.tile_size],
