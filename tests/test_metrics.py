@@ -47,6 +47,16 @@ def test_psnr_equals_skimage(noise):
     np.testing.assert_allclose(PSNR()(o, r).numpy(), sk_psnr(o, r), rtol=0, atol=PSNR_TOL_DB)
 
 
+def test_psnr_equals_torchmetrics():
+    """The values of torchmetrics' functional PSNR (what evalvae computed it with before), to its float32 constants."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio as tm_psnr
+
+    o, r = pair(n=5, noise=7.0)
+    expected = tm_psnr(r, o, data_range=255.0, reduction="none", dim=(1, 2, 3))
+    np.testing.assert_allclose(PSNR()(o, r).numpy(), expected.numpy(), rtol=0, atol=PSNR_TOL_DB)
+    assert PSNR()(o[:1], o[:1].clone()).item() == float("inf") == tm_psnr(o[:1], o[:1], data_range=255.0).item()
+
+
 @pytest.mark.parametrize("backend", ["torchmetrics", "skimage", "auto"])
 @pytest.mark.parametrize("shape", [(48, 64), (256, 256), (37, 91)])
 def test_ssim_equals_skimage(backend, shape):
