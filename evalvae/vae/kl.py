@@ -40,10 +40,8 @@ class KLAdapter(VAEAdapter):
         force_upcast: bool | None = None,
         **kwargs,
     ):
-        from diffusers import AutoencoderKL
-
         model, weights = diffusers_model(
-            AutoencoderKL,
+            "AutoencoderKL",
             name,
             source,
             subfolder=subfolder,

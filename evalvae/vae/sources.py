@@ -154,7 +154,7 @@ def stored_dtype(states: dict[str, dict[str, torch.Tensor]]) -> str | None:
 
 
 def diffusers_model(
-    cls,
+    cls: type | str,
     name: str,
     source: str,
     *,
@@ -164,9 +164,21 @@ def diffusers_model(
     cache: str | None = None,
     torch_dtype: torch.dtype | None = None,
 ):
-    """Load a diffusers model class from a hub id, a local diffusers folder, or a single checkpoint file."""
+    """Load a diffusers model class (or the class of that name in ``diffusers``) from a hub id, a local
+    diffusers folder, or a single checkpoint file.
+
+    A hub id that is not in the local Hugging Face cache, on a machine where the hub is off or
+    unreachable, fails before diffusers is imported (which takes seconds).
+    """
     argument = f"vae.{name}.source"
     kind = source_kind(source, argument)
+    if kind == "hub" and not_in_hub_cache(source, "config.json", subfolder, revision) and not hub_reachable():
+        missing = OSError(f"{source}: config.json is not in the local Hugging Face cache")
+        raise WeightsUnavailable(_unavailable_message(name, kind, source, subfolder, config, missing))
+    if isinstance(cls, str):
+        import diffusers
+
+        cls = getattr(diffusers, cls)
     try:
         if kind in ("hub", "dir"):
             if kind == "dir" and subfolder and not (Path(source).expanduser() / subfolder).is_dir():
@@ -197,6 +209,18 @@ def diffusers_model(
         raise
     except Exception as e:  # hub, network and format errors all end in the same actionable line
         raise WeightsUnavailable(_unavailable_message(name, kind, source, subfolder, config, e)) from None
+
+
+def not_in_hub_cache(repo_id: str, filename: str, subfolder: str | None = None, revision: str | None = None) -> bool:
+    """True when ``filename`` of the hub repository ``repo_id`` is known to be missing from the local
+    Hugging Face cache (where diffusers and transformers look); False when it is there or that cannot be told."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = f"{subfolder}/{filename}" if subfolder else filename
+    try:
+        return not isinstance(try_to_load_from_cache(repo_id, path, revision=revision), str)
+    except Exception:  # a repository id or revision the cache cannot be asked about: let the loader decide
+        return False
 
 
 def hub_reachable(timeout: float = 5.0) -> bool:

@@ -65,10 +65,8 @@ class TinyAdapter(VAEAdapter):
             self._unit_range = True
             channels, scale, shift = model.encoder[-1].out_channels, 1.0, 0.0
         else:
-            from diffusers import AutoencoderTiny
-
             model, weights = diffusers_model(
-                AutoencoderTiny,
+                "AutoencoderTiny",
                 name,
                 source,
                 subfolder=subfolder,
