@@ -14,6 +14,15 @@ import pytest  # noqa: E402
 from tests import helpers  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets an empty evalvae cache (``$EVALVAE_CACHE``, inherited by the CLI subprocesses), so
+    result chunks, latents and reference statistics never leak between tests or from a user's cache."""
+    root = tmp_path_factory.mktemp("evalvae-cache")
+    monkeypatch.setenv("EVALVAE_CACHE", str(root))
+    return root
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     """The real test assets; tests that need them skip only when the variable is unset."""

@@ -92,6 +92,7 @@ def test_reruns_with_rfid_and_kid_compare_clean_with_or_without_a_shared_cache(t
     assert compare(load_snapshot(first), load_snapshot(other)).mismatches[0].startswith("metrics.rfid.reference.key: ")
 
 
+@pytest.mark.slow
 def test_reruns_with_the_real_networks_read_from_other_files_compare_clean(tmp_path, image_dir, real_weights):
     """Real LPIPS-alex and FID Inception; the second run reads the LPIPS backbone from a copy elsewhere."""
     copy = tmp_path / "elsewhere" / "alex.pth"

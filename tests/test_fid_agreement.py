@@ -26,6 +26,8 @@ from evalvae.metrics import from_uint8, to_pixels
 from evalvae.vae import load_vae
 from tests.helpers import evalvae_cli
 
+pytestmark = pytest.mark.slow  # python -m pytest -m slow (CI runs it after the default suite)
+
 INCEPTION = "fid/pt_inception-2015-12-05_torch-fidelity.pth"
 REL = 1e-4
 N = 12

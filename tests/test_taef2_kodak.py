@@ -7,6 +7,8 @@ import pytest
 
 from tests.helpers import evalvae_cli
 
+pytestmark = pytest.mark.slow  # python -m pytest -m slow (CI runs it after the default suite)
+
 # Measured with evalvae's TAEF2 on Kodak at 256 (Resize 256 bicubic + CenterCrop, 8-bit, fp32, CPU).
 # Independent checks of the same model: the astronaut test (31.2 dB) and the skimage recomputation.
 # A different CPU may pick other convolution kernels and flip a few rounded pixels: 0.02 dB slack.

@@ -18,6 +18,8 @@ import pytest
 
 from tests.helpers import REPO, evalvae_cli, save_tiny_kl
 
+pytestmark = pytest.mark.slow  # python -m pytest -m slow (CI runs it after the default suite)
+
 SET_LEVEL = [
     "metrics=all",
     "~metrics.lpips",
