@@ -92,6 +92,8 @@ def test_offline_hub_vae_fails_in_one_line_before_diffusers_is_imported(tmp_path
     assert len(errors) == 1
     assert "could not load hub id 'stabilityai/sd-vae-ft-mse'" in errors[0] and "(OSError)" in errors[0]
     assert "huggingface-cli download stabilityai/sd-vae-ft-mse" in errors[0] and "vae.ft-mse.source=" in errors[0]
+    (log,) = (tmp_path / "outputs" / "run").glob("*/evalvae-run.log")  # complete: written out at exit
+    assert "could not load hub id" in log.read_text().splitlines()[-1]
     modules = json.loads(out.read_text())
     assert "evalvae.recon.task" in modules and "evalvae.vae.kl" in modules  # the run got as far as loading the VAE
     assert loaded(modules) == []
