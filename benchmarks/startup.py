@@ -1,6 +1,7 @@
 """Fixed cost of `evalvae run`: process start to the first batch, and the offline-error path (target: 3 s each).
 
-    python benchmarks/startup.py [--repeats 5] [--weights $EVALVAE_TEST_ASSETS/weights/taef2] [--no-diffusers]
+    python benchmarks/startup.py [--repeats 5] [--weights $EVALVAE_TEST_ASSETS/weights/taef2] [--resolution 64]
+        [--no-diffusers]
 
 Every number is a fresh `python -m evalvae ...` process of this checkout (PYTHONPATH is the
 repository, the working directory, cache_dir and Hugging Face cache are new empty folders), timed
@@ -10,12 +11,13 @@ machine load touches them alike. CPU seconds (user + system of the process and i
 are reported beside wall seconds: on a shared machine they move less.
 
 Rows:
-- run, first batch: `run +vae=taef2 vae.taef2.source=WEIGHTS batch_size=1 report=false` on the
-  builtin dataset (9 images at 256²), metrics default (PSNR, SSIM). evalvae writes every finished
-  batch of a run as one result chunk, atomically, into <cache_dir>/results (evalvae.jobs.chunks),
-  so, with no hook in evalvae, the first batch is done at the modification time of the first chunk
-  file there. batch_size=1 keeps that batch's own work small: the time between the first and the
-  second chunk (one batch) is shown beside it. "ready" is the time of the run's first log line in
+- run, first batch: `run +vae=taef2 vae.taef2.source=WEIGHTS batch_size=1 dataset.resolution=64
+  report=false` on the builtin dataset (9 images), metrics default (PSNR, SSIM). evalvae writes
+  every finished batch of a run as one result chunk, atomically, into <cache_dir>/results
+  (evalvae.jobs.chunks), so, with no hook in evalvae, the first batch is done at the modification
+  time of the first chunk file there. One small image per batch keeps that batch's own work
+  (which CPU contention inflates most) small next to the fixed cost: the time between the first
+  and the second chunk (one batch) is shown beside it. "ready" is the time of the run's first log line in
   <run dir>/evalvae-run.log (millisecond timestamps; "dataset builtin: 9 images ...", logged once
   the config is validated and the task, dataset and metrics are built, just before the VAE loads).
   Without --weights (and $EVALVAE_TEST_ASSETS) this row is skipped.
@@ -129,8 +131,8 @@ def measure(s: Scenario, workdir: Path) -> None:
         s.add("ready_s", None if ready is None else ready - start)
 
 
-def scenarios(weights: Path | None, tiny_kl: Path | None) -> list[Scenario]:
-    run = ["-m", "evalvae", "run", "batch_size=1", "report=false", "progress=false"]
+def scenarios(weights: Path | None, tiny_kl: Path | None, resolution: int) -> list[Scenario]:
+    run = ["-m", "evalvae", "run", "batch_size=1", f"dataset.resolution={resolution}", "report=false", "progress=false"]
     where = ["hydra.run.dir={run_dir}", "cache_dir={cache}"]
     out = []
     if weights is not None:
@@ -205,6 +207,7 @@ def main() -> None:
     default_weights = Path(assets) / "weights" / "taef2" if assets else None
     p.add_argument("--weights", type=Path, default=default_weights, help="folder with taef2_encoder/decoder.pth")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--resolution", type=int, default=64, help="of the first-batch runs' images (multiple of 8)")
     p.add_argument("--no-diffusers", action="store_true", help="skip the diffusers AutoencoderKL reference row")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
@@ -217,7 +220,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="evalvae-startup-") as tmp:
         tmp = Path(tmp)
         tiny_kl = None if args.no_diffusers else write_tiny_kl(tmp / "tiny-kl")
-        rows = scenarios(weights, tiny_kl)
+        rows = scenarios(weights, tiny_kl, args.resolution)
         for i in range(args.repeats):
             for j, s in enumerate(rows):
                 measure(s, tmp / f"{i}-{j}")
@@ -228,6 +231,7 @@ def main() -> None:
         "benchmark": "startup",
         "target_s": TARGET_S,
         "repeats": args.repeats,
+        "resolution": args.resolution,
         "commit": git_commit(),
         "machine": {
             "python": platform.python_version(),
