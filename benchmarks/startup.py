@@ -1,14 +1,18 @@
 """Fixed cost of `evalvae run`: process start to the first batch, and the offline-error path (target: 3 s each).
 
     python benchmarks/startup.py [--repeats 5] [--weights $EVALVAE_TEST_ASSETS/weights/taef2] [--resolution 64]
-        [--no-diffusers]
+        [--threads 1] [--no-diffusers]
 
 Every number is a fresh `python -m evalvae ...` process of this checkout (PYTHONPATH is the
 repository, the working directory, cache_dir and Hugging Face cache are new empty folders), timed
 by this script from just before it starts the process; the medians over --repeats processes are
 printed and written to benchmarks/results/startup.json. Repeats go round the scenarios, so drift in
 machine load touches them alike. CPU seconds (user + system of the process and its loader workers)
-are reported beside wall seconds: on a shared machine they move less.
+are reported beside wall seconds: on a shared machine they move less. The processes run with
+OMP_NUM_THREADS=1 (--threads; 0 keeps torch's default): the fixed cost is single-threaded, and
+on a busy machine every small torch operation of several OpenMP threads waits for the ones that
+other processes hold off their cores (there, loading TAEF2 and its first 64² batch took seconds
+with 2 threads and a tenth of that with 1), which would measure the machine's load, not evalvae.
 
 Rows:
 - run, first batch: `run +vae=taef2 vae.taef2.source=WEIGHTS batch_size=1 dataset.resolution=64
@@ -92,7 +96,7 @@ def chunk_times(cache: Path) -> list[float]:
     return sorted(p.stat().st_mtime for p in (cache / "results").rglob("*.safetensors"))
 
 
-def measure(s: Scenario, workdir: Path) -> None:
+def measure(s: Scenario, workdir: Path, threads: int) -> None:
     """One fresh process of ``s``, in empty folders under ``workdir``."""
     cwd, cache, hf = workdir / "cwd", workdir / "cache", workdir / "hf"
     for d in (cwd, cache, hf):
@@ -108,6 +112,8 @@ def measure(s: Scenario, workdir: Path) -> None:
         "EVALVAE_CACHE": str(cache),
         "TQDM_DISABLE": "1",
     }
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     r = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -171,9 +177,10 @@ def fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def table(rows: list[Scenario], repeats: int) -> str:
+def table(rows: list[Scenario], repeats: int, threads: int) -> str:
+    omp = f"OMP_NUM_THREADS={threads}" if threads else "torch's default threads"
     lines = [
-        f"medians of {repeats} fresh processes; seconds from process start",
+        f"medians of {repeats} fresh processes ({omp}); seconds from process start",
         f"{'':46} {'time':>6} {'min':>6} {'max':>6} {'cpu':>6}  target",
     ]
     for s in rows:
@@ -208,11 +215,14 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=default_weights, help="folder with taef2_encoder/decoder.pth")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--resolution", type=int, default=64, help="of the first-batch runs' images (multiple of 8)")
+    p.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the processes; 0: torch's default")
     p.add_argument("--no-diffusers", action="store_true", help="skip the diffusers AutoencoderKL reference row")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args()
     if args.repeats < 1:
         p.error(f"--repeats must be a positive integer, got {args.repeats}")
+    if args.threads < 0:
+        p.error(f"--threads must be 0 (torch's default) or a positive integer, got {args.threads}")
     weights = args.weights if args.weights is not None and args.weights.is_dir() else None
     if weights is None:
         print(f"no TAEF2 weights at {args.weights}: the first-batch row is skipped", file=sys.stderr)
@@ -223,15 +233,16 @@ def main() -> None:
         rows = scenarios(weights, tiny_kl, args.resolution)
         for i in range(args.repeats):
             for j, s in enumerate(rows):
-                measure(s, tmp / f"{i}-{j}")
+                measure(s, tmp / f"{i}-{j}", args.threads)
             print(f"repeat {i + 1}/{args.repeats} done", file=sys.stderr)
 
-    print(table(rows, args.repeats))
+    print(table(rows, args.repeats, args.threads))
     result = {
         "benchmark": "startup",
         "target_s": TARGET_S,
         "repeats": args.repeats,
         "resolution": args.resolution,
+        "omp_num_threads": args.threads or None,
         "commit": git_commit(),
         "machine": {
             "python": platform.python_version(),
