@@ -104,7 +104,7 @@ def repeated_images(assets: Path, dest: Path, n: int) -> Path:
 
     builtin = dest.parent / "builtin"
     builtin.mkdir(parents=True, exist_ok=True)
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left"):
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field"):
         Image.fromarray(getattr(data, name)()[..., :3]).save(builtin / f"{name}.png")
     sources += sorted(builtin.glob("*.png"))
     dest.mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def main() -> None:
     only = set(args.only.split(","))
     assets = Path(os.environ["EVALVAE_TEST_ASSETS"]) if os.environ.get("EVALVAE_TEST_ASSETS") else None
     tmp = Path(tempfile.mkdtemp(prefix="evalvae-scale-"))
-    results: dict[str, dict] = {}
+    results = Results(args.out, {"tiny": args.tiny, "images": args.images})
     photos = (
         ["dataset=builtin"] if assets is None else ["dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}"]
     )
@@ -200,8 +200,20 @@ def main() -> None:
     for k, r in results.items():
         detail = ", ".join(f"{a}={b:.1f}" for a, b in r.items() if a != "value")
         print(f"{k:<10} {r['value']:>7.3f} {TARGETS[k]:>7.2f}  {detail}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"tiny": args.tiny, "images": args.images, "results": results}, indent=2) + "\n")
+
+
+class Results(dict):
+    """Each ratio is written to ``path`` as soon as it is measured, so a later failure loses nothing."""
+
+    def __init__(self, path: Path, meta: dict):
+        super().__init__()
+        self.path, self.meta = path, meta
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        print(f"{key}: {value}", flush=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps({**self.meta, "results": dict(self)}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -129,7 +129,6 @@ class ReconTask(Task):
             "pixels": f"8-bit originals vs reconstructions {pixels}",
             "quantize": self.quantize,
             "metrics": metrics,
-            "processes": self.shard.world,
         }
 
     def scoring(self) -> dict:
