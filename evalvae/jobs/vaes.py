@@ -5,16 +5,15 @@ from __future__ import annotations
 import difflib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.resources import files
 
 import torch
 from omegaconf import DictConfig
 
-from evalvae.device import release_memory, reset_peak_memory
+from evalvae.device import reset_peak_memory
 from evalvae.errors import EvalvaeError
-from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.policy import load_for_run
 from evalvae.vae import VAEAdapter, load_vae
 
@@ -78,20 +77,3 @@ def load(name: str, spec: Mapping, *, device: torch.device, cache_dir: str | Non
     loader = load_for_run if policy else load_vae
     vae = loader(name, spec, device=device, cache_dir=cache_dir)
     return Loaded(name, vae, time.perf_counter() - start)
-
-
-def each_loaded(
-    specs: Mapping[str, Mapping], *, device: torch.device, cache_dir: str | None, on_failure
-) -> Iterator[Loaded]:
-    """Load the VAEs one at a time, in order, with the policy; a VAE that fails to load goes to
-    ``on_failure(name, error)`` and the next one is tried. Each is released before the next loads."""
-    for name, spec in specs.items():
-        try:
-            loaded = load(name, spec, device=device, cache_dir=cache_dir)
-        except VAE_FAILURES as e:
-            on_failure(name, e)
-            release_memory(device)
-            continue
-        yield loaded
-        del loaded
-        release_memory(device)

@@ -220,6 +220,10 @@ class ReconTask(Task):
                     rows = [{**r, "vae": name} for r in rows]
                     self.samples.observe(name, rows, keys[b])
                     p.counts["batches_cached"] += 1
+                    for f in fakes:
+                        p.fakes.add(f)
+                    for f in originals:
+                        p.pending.add(f)
                 else:
                     result = next(computed, None)
                     if result is None:
@@ -232,17 +236,8 @@ class ReconTask(Task):
                         originals = [p.pending.update(o) for o in result.originals] if p.pending else []
                     if identity is not None:
                         self.write_chunk(keys[b], rows, skipped, fakes, originals, p.pending, crop, self.plan.keys[b])
-                    p.order += [(b, g) for g in range(len(fakes))]
-                    p.orig_order += [(b, g) for g in range(len(originals))]
-                    self.add_batch(p, b, rows, skipped)
-                    bar.update(len(rows) + len(skipped))
-                    continue
-                for g, f in enumerate(fakes):
-                    p.fakes.add(f)
-                    p.order.append((b, g))
-                for g, f in enumerate(originals):
-                    p.pending.add(f)
-                    p.orig_order.append((b, g))
+                p.order += [(b, g) for g in range(len(fakes))]
+                p.orig_order += [(b, g) for g in range(len(originals))]
                 self.add_batch(p, b, rows, skipped)
                 bar.update(len(rows) + len(skipped))
         return p
