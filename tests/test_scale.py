@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import numpy as np
 import pandas as pd
@@ -249,3 +250,85 @@ def test_a_folder_rewritten_with_other_weights_is_another_vae(tmp_path, image_di
     t = timings(second).loc["m"]
     assert (t.batches_cached, t.images_encoded) == (0, N_IMAGES), "nothing read from the other weights' chunks"
     assert not np.allclose(results(first)[0]["psnr"], results(second)[0]["psnr"])
+
+
+def test_a_rerun_with_every_batch_done_does_not_load_the_vae(tmp_path, image_dir, kl_dirs, monkeypatch, caplog):
+    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *SET_LEVEL, *vae("a", kl_dirs["a"])))
+    first = run(cfg, out_dir=tmp_path / "r1").out_dir
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the VAE was loaded")
+
+    monkeypatch.setattr("evalvae.recon.task.load", no_load)
+    with caplog.at_level(logging.INFO):
+        second = run(cfg, out_dir=tmp_path / "r2").out_dir
+    assert "every batch is done (result chunks); it is not loaded" in caplog.text
+    assert timings(second).loc["a", "batches_cached"] == 2
+    assert_same_results(first, second)
+    assert json.loads((first / "vaes.json").read_text()) == json.loads((second / "vaes.json").read_text())
+
+
+def test_a_vae_known_from_its_record_is_loaded_when_a_batch_must_be_computed(tmp_path, image_dir, kl_dirs, caplog):
+    cache = tmp_path / "cache"
+    cfg = compose_run(overrides(image_dir, cache, *SET_LEVEL, *vae("a", kl_dirs["a"])))
+    first = run(cfg, out_dir=tmp_path / "r1").out_dir
+    damaged = batch_chunks(cache / "results")[0]
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x00")
+    with caplog.at_level(logging.INFO):
+        second = run(cfg, out_dir=tmp_path / "r2").out_dir
+    assert "batch(es) to compute after all; loading it" in caplog.text
+    assert timings(second).loc["a", "batches_cached"] == 1
+    assert_same_results(first, second)
+
+
+def test_weights_replaced_in_place_with_the_same_times_are_loaded_again(tmp_path, image_dir, kl_dirs):
+    import shutil
+
+    folder = tmp_path / "my-vae"
+    shutil.copytree(kl_dirs["a"], folder)
+    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *vae("m", folder)))
+    run(cfg, out_dir=tmp_path / "r1")
+    for f in kl_dirs["c"].iterdir():  # same size and modification time (cp -p), other content
+        with open(folder / f.name, "r+b") as out:
+            out.truncate(0)
+            out.write(f.read_bytes())
+        st = f.stat()
+        os.utime(folder / f.name, ns=(st.st_atime_ns, st.st_mtime_ns))
+    t = timings(run(cfg, out_dir=tmp_path / "r2").out_dir).loc["m"]
+    assert (t.batches_cached, t.images_encoded) == (0, N_IMAGES), "nothing read from the other weights' chunks"
+
+
+def test_the_vae_record_key_follows_the_files_and_refuses_unpinned_downloads(tmp_path, kl_dirs):
+    from evalvae.jobs.memo import VAEMemo, fingerprint
+
+    memo, cpu = VAEMemo(tmp_path / "memo", str(tmp_path / "cache")), torch.device("cpu")
+    spec = {"_target_": "evalvae.vae.kl.KLAdapter", "source": str(kl_dirs["a"]), "latent_space": "sd"}
+    assert memo.key(spec, cpu) == memo.key(dict(spec), cpu)
+    assert memo.key(spec, cpu) != memo.key({**spec, "source": str(kl_dirs["c"])}, cpu)
+    assert memo.key(spec, cpu) != memo.key({**spec, "posterior": "sample"}, cpu)
+    url = {"source": "https://example.invalid/w", "sha256": {"encoder": "e", "decoder": None}}
+    assert fingerprint(url) is None, "a download not pinned by its hashes has no key"
+    assert fingerprint({**url, "sha256": {"encoder": "e", "decoder": "d"}}) is not None
+    assert fingerprint({"source": "someone/not-in-the-cache"}) is None
+    assert fingerprint({"source": str(tmp_path / "missing")}) is None
+
+
+def test_a_recorded_identity_makes_the_keys_of_the_computed_one():
+    from omegaconf import OmegaConf
+
+    from evalvae.jobs.chunks import digest
+    from evalvae.jobs.memo import as_keyed
+
+    spec = OmegaConf.create({"source": "https://x/w", "sha256": {"encoder": "e", "decoder": "d"}, "dtype": "fp32"})
+    identity = {"adapter": "A", "config": {k: v for k, v in spec.items()}, "weights_sha256": "abc", "n": 1.5}
+    stored = json.loads(json.dumps(as_keyed(identity)))
+    assert digest(stored) == digest(identity)
+
+
+def test_a_rerun_of_real_taef2_with_pinned_hashes_does_not_load_it(tmp_path, image_dir, taef2_dir, monkeypatch):
+    cfg = compose_run(overrides(image_dir, tmp_path / "cache", "+vae=taef2", f"vae.taef2.source={taef2_dir}"))
+    first = run(cfg, out_dir=tmp_path / "r1").out_dir
+    monkeypatch.setattr("evalvae.recon.task.load", lambda *a, **k: pytest.fail("taef2 was loaded again"))
+    second = run(cfg, out_dir=tmp_path / "r2").out_dir
+    assert timings(second).loc["taef2", "batches_cached"] == 2
+    assert_same_results(first, second)

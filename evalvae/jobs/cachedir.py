@@ -7,7 +7,7 @@ kind       what                                                                 
 ========== ==================================================================== ==============
 latents    each encoder's latents per batch (run) and generated latents (t2i)   encoding again
 results    each VAE's finished batches: per-image rows, set-level features,     evaluating again
-           the report's sample images
+           the report's sample images, what each loaded VAE is known by
 refstats   the originals' rFID/KID statistics per dataset and extractor         ``evalvae ref``
 weights    downloaded VAE weights                                               downloading
 bench      the bench's non-finite findings (they make runs upcast)              ``evalvae bench``

@@ -33,10 +33,11 @@ from evalvae.io import cache_dir
 from evalvae.jobs import shard as dist
 from evalvae.jobs.chunks import ChunkStore, digest
 from evalvae.jobs.failures import VAE_FAILURES, log_failures, record_failure, record_load_failure
+from evalvae.jobs.memo import Recorded, VAEMemo
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
 from evalvae.jobs.store import BatchPlan, encoder_identity, latent_key, originals_key, result_key, vae_identity
 from evalvae.jobs.task import Task
-from evalvae.jobs.vaes import load, selected_vaes
+from evalvae.jobs.vaes import Loaded, load, selected_vaes
 from evalvae.metrics import build_metrics, split_metrics
 from evalvae.metrics.base import SetStates
 from evalvae.metrics.info import info_of, metric_entry
@@ -102,6 +103,8 @@ class ReconTask(Task):
         self.keep_latents = bool(cache.get("latents", True))
         self.latents = ChunkStore(root / "latents" if self.keep_latents else self.out / ".latents")
         self.plan = BatchPlan(self.dataset, cfg.batch_size) if hasattr(self.dataset, "file_digests") else None
+        remembers = self.plan is not None and cache.get("results", True)
+        self.memo = VAEMemo(root / "results" / "vaes", cfg.cache_dir) if remembers else None
         if self.shard.active and self.plan is None:
             raise ConfigError(
                 "dataset", cfg.dataset.get("name"), hint="torchrun sharding needs a dataset of files, not a stream"
@@ -147,11 +150,25 @@ class ReconTask(Task):
         return int(counts.max()) if len(counts) else None
 
     # -- one VAE ---------------------------------------------------------------------------------
+    def recall(self, name: str, spec) -> Loaded | None:
+        """VAE ``name`` known from its record (:mod:`evalvae.jobs.memo`), not loaded, when every batch of this
+        process has a result chunk; else None."""
+        if self.memo is None:
+            return None
+        start = time.perf_counter()
+        vae = self.memo.recall(name, spec, self.device)
+        if vae is None:
+            return None
+        scoring = self.scoring()
+        mine = self.shard.batches(len(self.plan))
+        if not all(self.results.exists(result_key(vae.identity, scoring, self.plan.keys[b])) for b in mine):
+            return None
+        log.info("VAE '%s': every batch is done (result chunks); it is not loaded", name)
+        return Loaded(name, vae, time.perf_counter() - start)
+
     def evaluate(self, name: str, spec, vae: VAEAdapter, load_s: float) -> VAEPass:
         """Run ``vae`` over this process's batches: stored chunks are read, the others computed and stored."""
         cfg = self.cfg
-        if cfg.channels_last:
-            vae.module.to(memory_format=torch.channels_last)
         multiple = vae.downsample  # the references are the originals as this VAE sees them, cropped to its factor
         wanted = [m.key for m in self.refs.missing(self.sets, multiple).metrics] if self.shard.main else None
         wanted = dist.broadcast(self.shard, wanted)
@@ -166,7 +183,13 @@ class ReconTask(Task):
             multiple,
         )
         crop = self.refs.crop_multiple(multiple)
-        identity = vae_identity(spec, vae) if self.plan is not None else None
+        identity = None
+        if isinstance(vae, Recorded):
+            identity = vae.identity
+        elif self.plan is not None:
+            identity = vae_identity(spec, vae)
+            if identity is not None and self.memo is not None:
+                self.memo.remember(spec, self.device, vae, identity)
         mine = self.shard.batches(len(self.plan)) if self.plan is not None else None
         hits = {}
         if identity is not None:
@@ -183,7 +206,13 @@ class ReconTask(Task):
                     len(hits),
                     len(mine),
                 )
-        encode = self.latent_encoder(p, vae) if self.plan is not None else None
+        if isinstance(vae, Recorded) and (mine is None or len(hits) < len(mine)):
+            log.info("VAE '%s': %d batch(es) to compute after all; loading it", name, len(mine) - len(hits))
+            loaded = load(name, spec, device=self.device, cache_dir=cfg.cache_dir)
+            return self.evaluate(name, spec, loaded.vae, load_s + loaded.load_s)
+        if cfg.channels_last and not isinstance(vae, Recorded):
+            vae.module.to(memory_format=torch.channels_last)
+        encode = self.latent_encoder(p, vae) if self.plan is not None and not isinstance(vae, Recorded) else None
         if mine is None:
             loader, todo = make_loader(self.dataset, cfg.batch_size, self.workers, self.device), None
         else:
@@ -367,7 +396,7 @@ class ReconTask(Task):
         for name, spec in self.specs.items():
             p, error = None, None
             try:
-                loaded = load(name, spec, device=self.device, cache_dir=cfg.cache_dir)
+                loaded = self.recall(name, spec) or load(name, spec, device=self.device, cache_dir=cfg.cache_dir)
             except VAE_FAILURES as e:
                 error, loaded = e, None
             if loaded is not None:
@@ -392,7 +421,7 @@ class ReconTask(Task):
                 release_memory(self.device)
                 continue
             self.finish(p)
-            self.samples.finish_vae(name, loaded.vae, p.rows)
+            self.samples.finish_vae(name, None if isinstance(p.vae, Recorded) else p.vae, p.rows)
             if main:
                 writer.flush()
                 writer.write_json("metrics.json", self.protocol())
