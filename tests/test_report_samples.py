@@ -110,7 +110,7 @@ def test_a_run_saves_the_typical_worst_and_best_images_with_every_vae(standin_ru
     index = index_of(out)
     expected = expected_picks(per_image, worst=2, best=1)
     assert set(index["images"]) == set(expected)
-    assert index["settings"] == {"typical": True, "worst": 2, "best": 1} and index["metric"] == "psnr"
+    assert index["settings"] == {"typical": True, "worst": 2, "best": 1, "pool_mib": 1024} and index["metric"] == "psnr"
     recorded = per_image.set_index(["vae", "image"])["psnr"]
     for image, entry in index["images"].items():
         assert set(entry["reasons"]) == expected[image]
@@ -122,19 +122,38 @@ def test_a_run_saves_the_typical_worst_and_best_images_with_every_vae(standin_ru
             psnr = 10 * math.log10(255**2 / np.mean((original.astype(float) - recon.astype(float)) ** 2))
             assert psnr == pytest.approx(recorded[(vae, image)], abs=1e-5)  # torchmetrics takes log(255) in float32
             assert saved["psnr_saved"] == pytest.approx(recorded[(vae, image)], abs=1e-12)  # the scored pixels
-    # "b"'s worst images are none of "a"'s own picks: "a" was loaded again at the end to decode them
+    # "b"'s worst images are none of "a"'s own picks: "a"'s pixels of them come from the run's pool, as scored
     blemished = {f"img{i:02d}.{'jpg' if i % 2 else 'png'}" for i in BLEMISHED}
     assert blemished <= set(index["images"])
     for image in blemished:
         assert not any(r.endswith("for a") for r in index["images"][image]["reasons"])
-        assert index["images"][image]["vaes"]["a"]["source"] == "re-decoded"
+        assert index["images"][image]["vaes"]["a"]["source"] == "scored"
         assert index["images"][image]["vaes"]["b"]["source"] == "scored"
-    assert standin_run["task"].samples.redecoded.get("a", 0) >= len(blemished)
+    assert standin_run["task"].samples.redecoded == {}, "nothing decoded again"
+    assert not (out / ".samples-pool").exists(), "the pool is removed at the end of the run"
     files = {p.relative_to(out / "samples").as_posix() for p in (out / "samples").rglob("*.png")}
     listed = {
         s[k] for e in index["images"].values() for s in e["vaes"].values() for k in ("original", "reconstruction")
     }
     assert files == listed  # no stray file: the intermediate picks of the first VAE were removed
+
+
+def test_without_the_pool_an_earlier_vae_is_loaded_again_for_later_picks(tmp_path, standin_run):
+    cfg = helpers.compose_run(
+        [*standins(extra=["samples.pool_mib=0"]), *dataset(standin_run["images"]), f"cache_dir={tmp_path / 'cache'}"]
+    )
+    task = ReconTask(cfg, tmp_path / "run")
+    task.out.mkdir(parents=True, exist_ok=True)
+    task.run()
+    index, pooled = index_of(tmp_path / "run"), index_of(standin_run["out"])
+    assert set(index["images"]) == set(pooled["images"])
+    blemished = {f"img{i:02d}.{'jpg' if i % 2 else 'png'}" for i in BLEMISHED}
+    for image in blemished:
+        assert index["images"][image]["vaes"]["a"]["source"] == "re-decoded"
+        a, b = (tmp_path / "run" / "samples", standin_run["out"] / "samples")
+        entry, other = index["images"][image]["vaes"]["a"], pooled["images"][image]["vaes"]["a"]
+        assert np.array_equal(rgb(a / entry["reconstruction"]), rgb(b / other["reconstruction"]))
+    assert task.samples.redecoded.get("a", 0) >= len(blemished)
 
 
 def test_saved_reconstructions_equal_a_direct_encode_decode(standin_run):
@@ -322,7 +341,7 @@ def test_no_samples_when_none_are_asked_for(tmp_path):
 
 
 def test_samples_settings_name_the_key_and_value():
-    assert settings(None) == {"typical": True, "worst": 3, "best": 1}
+    assert settings(None) == {"typical": True, "worst": 3, "best": 1, "pool_mib": 1024}
     with pytest.raises(ConfigError, match="samples.worst") as e:
         settings({"worst": -1})
     assert e.value.value == -1

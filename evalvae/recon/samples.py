@@ -57,6 +57,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -71,6 +72,7 @@ from evalvae.data.loader import collate
 from evalvae.device import release_memory, resolve_device
 from evalvae.errors import ConfigError
 from evalvae.io import atomic_path, atomic_write_text
+from evalvae.jobs.chunks import ChunkStore
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.metrics.pixel import PSNR
@@ -84,19 +86,28 @@ log = logging.getLogger(__name__)
 FOLDER = "samples"
 INDEX = "index.json"
 FORMAT = 1
-DEFAULTS = {"typical": True, "worst": 3, "best": 1}  # conf/run.yaml's samples; a config without the key
+POOL = ".samples-pool"
+DEFAULTS = {
+    "typical": True,
+    "worst": 3,
+    "best": 1,
+    "pool_mib": 1024,
+}  # conf/run.yaml's samples, for a config without it
 SAVE_FAILURES = (*VAE_FAILURES, OSError, ValueError)
 
 
 def settings(node: Mapping | None) -> dict:
-    """``cfg.samples`` checked: ``typical`` (bool), ``worst`` and ``best`` (counts per VAE, 0 for none)."""
+    """``cfg.samples`` checked: ``typical`` (bool), ``worst`` and ``best`` (counts per VAE, 0 for none), ``pool_mib``
+    (MiB of scored pixels kept on disk during the run, 0 for none)."""
     out = dict(DEFAULTS)
     for key, value in dict(node or {}).items():
         if key not in DEFAULTS:
             raise ConfigError(f"samples.{key}", value, list(DEFAULTS))
         ok = isinstance(value, bool) if key == "typical" else (type(value) is int and value >= 0)
         if not ok:
-            hint = "true or false" if key == "typical" else "a count of images per VAE (0 for none)"
+            hint = {"typical": "true or false", "pool_mib": "MiB on disk (0 for none)"}.get(
+                key, "a count of images per VAE (0 for none)"
+            )
             raise ConfigError(f"samples.{key}", value, hint=hint)
         out[key] = value
     return out
@@ -132,7 +143,7 @@ class SampleKeeper:
     caches each saved sample under its batch's result key; ``main`` is False in a process that
     writes no results (torchrun ranks above 0)."""
 
-    def __init__(self, cfg, out: str | Path, dataset, metrics: list, store=None, main: bool = True):
+    def __init__(self, cfg, out: str | Path, dataset, metrics: list, store=None, main: bool = True, n_vaes: int = 1):
         self.settings = settings(cfg.get("samples"))
         self.cfg, self.dataset, self.store = cfg, dataset, store
         self.root = Path(out) / FOLDER
@@ -152,6 +163,12 @@ class SampleKeeper:
         self.peaks: dict[str, int] = {}  # VAE -> the most images' pixels held at once during its pass
         self.seconds = 0.0
         self.redecoded: dict[str, int] = {}
+        # every scored image's pixels, on disk, up to pool_mib: what a later VAE's picks need of an earlier one
+        self.pool = ChunkStore(Path(out) / POOL)
+        self.pool_left = self.settings["pool_mib"] * 2**20 if self.enabled and n_vaes > 1 else 0
+        self.pooled: dict[tuple[str, str], tuple[str, int]] = {}  # (VAE, image) -> (pool chunk, slot)
+        self.pool_chunks = 0
+        shutil.rmtree(self.pool.root, ignore_errors=True)
 
     @property
     def keeps_pixels(self) -> bool:
@@ -205,6 +222,8 @@ class SampleKeeper:
             ranks = [self._offer(kind, value, image) for kind in ("worst", "best")]
             if (any(ranks) or image in self.wanted) and at is not None:
                 take.append((image, at))
+        if computed and where and where[0] is not None:
+            self._pool(name, rows, where, batch)
         for image, (g, j) in take:
             self.pixels[image] = (
                 batch.originals[g][j].to("cpu", copy=True),
@@ -215,6 +234,27 @@ class SampleKeeper:
             del self.pixels[image]
         self.peaks[name] = max(self.peaks.get(name, 0), len(self.pixels))
         self.seconds += time.perf_counter() - start
+
+    def _pool(self, name: str, rows: list[dict], where: list, batch: BatchResult) -> None:
+        """Keep the batch's pixels in the pool while it has room, so that a pick no VAE kept is read, not decoded."""
+        pairs = [(batch.originals[g][j], batch.reconstructions[g][j]) for g, j in where]
+        size = sum(o.numel() * o.element_size() + r.numel() * r.element_size() for o, r in pairs)
+        if size > self.pool_left:
+            self.pool_left = 0
+            return
+        key, self.pool_chunks = f"p{self.pool_chunks:09d}", self.pool_chunks + 1
+        tensors = {f"{kind}/{n}": t for n, pair in enumerate(pairs) for kind, t in zip(("o", "r"), pair)}
+        self.pool.write(key, tensors)
+        self.pool_left -= size
+        for n, row in enumerate(rows):
+            self.pooled[(name, str(row["image"]))] = (key, n)
+
+    def _from_pool(self, name: str, image: str):
+        at = self.pooled.get((name, image))
+        got = self.pool.read(at[0]) if at is not None else None
+        if got is None:
+            return None
+        return got[0][f"o/{at[1]}"], got[0][f"r/{at[1]}"], "scored"
 
     # -- when a VAE's pass ends ----------------------------------------------------------------------
 
@@ -256,6 +296,9 @@ class SampleKeeper:
             cached = self._cached(name, image)
             if cached is not None:
                 got[image] = cached
+            elif (pooled := self._from_pool(name, image)) is not None:
+                got[image] = pooled
+                fresh.add(image)
         rest = [i for i in images if i not in got]
         if vae is not None and rest:
             fresh.update(rest)
@@ -280,6 +323,9 @@ class SampleKeeper:
             self._finish_run()
         except SAVE_FAILURES as e:
             log.warning("samples not saved: %s: %s", type(e).__name__, e)
+        finally:
+            shutil.rmtree(self.pool.root, ignore_errors=True)
+            self.pooled = {}
         self.seconds += time.perf_counter() - start
         log.info(
             "samples: %d image(s) in %s for the report's grids (%.2f s; decoded again: %s)",

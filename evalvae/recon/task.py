@@ -113,7 +113,9 @@ class ReconTask(Task):
         self.writer = RunWriter(self.files, [m.name for m in self.pair])
         self.writer.notes = {m.name: m.note for m in self.pair if m.note}  # unavailable, or non-standard weights
         self.writer.add_skipped(self.dataset.listing_skipped)
-        self.samples = SampleKeeper(cfg, self.out, self.dataset, self.pair, self.results, self.shard.main)
+        self.samples = SampleKeeper(
+            cfg, self.out, self.dataset, self.pair, self.results, self.shard.main, n_vaes=len(self.specs)
+        )
 
     def protocol(self) -> dict:
         metrics = {}
