@@ -6,6 +6,9 @@
 * ``summary.csv``: one row per (vae, metric) with mean, sample std (ddof=1), n and a note (why a
   metric is unavailable, or a caveat such as a rank-deficient rFID). Set-level metrics (rFID,
   KID) are rows too: rFID has no std; KID's std is over its subsets.
+* ``per_region.parquet``, ``summary_by_region_size.csv`` (with region metrics: text, faces): one row
+  per scored region (a row's ``regions`` records), and mean, std and n over regions per (vae, metric,
+  size bin).
 * ``timings.csv``: one row per VAE, seconds per stage.
 * ``skipped.csv``: files left out, with the reason.
 * ``vaes.json``: what each VAE was (source, hashes, latent space) and whether it ran.
@@ -29,6 +32,8 @@ from evalvae.io import atomic_path, atomic_write_text
 ID_COLUMNS = ["vae", "image"]
 SIZE_COLUMNS = ["height", "width", "upscaled", "nonfinite"]  # per-image facts that are not metrics
 SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n", "note"]
+BY_SIZE_COLUMNS = ["vae", "metric", "bin", "mean", "std", "n"]
+REGIONS = "regions"  # a row's per-region records (equal to evalvae.metrics.regions.REGIONS, which needs torch)
 
 
 def read_per_image(run_dir: str | Path) -> pd.DataFrame | None:
@@ -85,6 +90,27 @@ def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str]
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
+def summarize_by_size(per_region: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Mean, sample std and count over regions of each value per (VAE, size bin), bins from small to large.
+
+    The values are the records' entries named like a per-image metric (``text_ned`` of a text line).
+    """
+    values = [m for m in metrics if m in per_region.columns]
+    rows = []
+    if not per_region.empty:
+        order = per_region.groupby("bin", sort=False)["size_px"].min().sort_values(kind="stable")
+        for vae, group in per_region.groupby("vae", sort=False):
+            for metric in values:
+                for b in order.index:
+                    v = group.loc[group["bin"] == b, metric].astype(float).dropna()
+                    if v.size:
+                        std = float(v.std(ddof=1)) if v.size > 1 else math.nan
+                        rows.append(
+                            {"vae": vae, "metric": metric, "bin": b, "mean": float(v.mean()), "std": std, "n": v.size}
+                        )
+    return pd.DataFrame(rows, columns=BY_SIZE_COLUMNS)
+
+
 def console_table(summary: pd.DataFrame, labels: dict[str, str] | None = None, show_n: bool = True) -> str:
     """VAE x metric table of ``mean ± std``, in the order VAEs were run.
 
@@ -112,11 +138,11 @@ def console_table(summary: pd.DataFrame, labels: dict[str, str] | None = None, s
 class RunWriter:
     """Collects a run's rows and rewrites every result file after each VAE."""
 
-    def __init__(self, out_dir: str | Path, metrics: list[str]):
+    def __init__(self, out_dir: str | Path, metrics: list[str], facts: list[str] = ()):
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.metrics = list(metrics)
-        self.columns = ID_COLUMNS + self.metrics + SIZE_COLUMNS
+        self.columns = ID_COLUMNS + self.metrics + list(facts) + SIZE_COLUMNS  # facts: per-image counts, not summarised
         self.rows: list[dict] = []
         self.set_rows: list[dict] = []
         self.notes: dict[str, str] = {}  # metric -> why it is unavailable
@@ -177,6 +203,16 @@ class RunWriter:
         order = {v: i for i, v in enumerate(dict.fromkeys(both["vae"]))}
         return both.sort_values("vae", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
+    def per_region(self) -> pd.DataFrame | None:
+        """One row per region of every image a region metric scored (None if none did): ``vae, image``, then
+        the record's ``metric, bin, size_px``, its values and strings (:mod:`evalvae.metrics.regions`)."""
+        if not any(REGIONS in r for r in self.rows):
+            return None
+        records = [{"vae": r["vae"], "image": r["image"], **rec} for r in self.rows for rec in r.get(REGIONS) or ()]
+        first = [*ID_COLUMNS, "metric", "bin", "size_px"]
+        table = pd.DataFrame(records)
+        return table.reindex(columns=[*first, *(c for c in table.columns if c not in first)])
+
     def write_json(self, name: str, obj) -> None:
         atomic_write_text(self.out / name, json.dumps(obj, indent=2, default=str) + "\n")
 
@@ -190,6 +226,12 @@ class RunWriter:
         summary = self.summary()
         with atomic_path(self.out / "summary.csv") as tmp:
             summary.to_csv(tmp, index=False)
+        regions = self.per_region()
+        if regions is not None:
+            with atomic_path(self.out / "per_region.parquet") as tmp:
+                regions.to_parquet(tmp, index=False)
+            with atomic_path(self.out / "summary_by_region_size.csv") as tmp:
+                summarize_by_size(regions, self.metrics).to_csv(tmp, index=False)
         with atomic_path(self.out / "timings.csv") as tmp:
             pd.DataFrame(self.timings).to_csv(tmp, index=False)
         with atomic_path(self.out / "skipped.csv") as tmp:

@@ -19,6 +19,7 @@ class Group:
     ids: list[str]
     images: torch.Tensor
     upscaled: list[bool]
+    truth: list | None = None  # per image, its ground-truth regions (None: the dataset gives none)
 
 
 @dataclass
@@ -47,6 +48,7 @@ def collate(samples: list[Sample]) -> Batch:
                 [s.id for s in group],
                 torch.stack([s.image for s in group]),
                 [s.upscaled for s in group],
+                [s.truth for s in group] if any(s.truth is not None for s in group) else None,
             )
         )
     return batch

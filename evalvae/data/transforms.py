@@ -89,11 +89,16 @@ def center_crop(im: Image.Image, size: int) -> Image.Image:
     return im.crop((left, top, left + size, top + size))
 
 
+def crop_offsets(h: int, w: int, factor: int) -> tuple[int, int]:
+    """Top and left offsets of :func:`crop_to_multiple`'s crop of an ``h`` x ``w`` image."""
+    return int(round((h % factor) / 2.0)), int(round((w % factor) / 2.0))
+
+
 def crop_to_multiple(images: torch.Tensor, factor: int) -> torch.Tensor:
     """Centre-crop ``(..., H, W)`` to the largest multiple of ``factor`` in each dimension."""
     h, w = images.shape[-2:]
     th, tw = h - h % factor, w - w % factor
     if (th, tw) == (h, w):
         return images
-    top, left = int(round((h - th) / 2.0)), int(round((w - tw) / 2.0))
+    top, left = crop_offsets(h, w, factor)
     return images[..., top : top + th, left : left + tw]

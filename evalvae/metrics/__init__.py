@@ -26,7 +26,9 @@ __all__ = [
     "PairMetric",
     "Unavailable",
     "build_metrics",
+    "fact_columns",
     "from_uint8",
+    "result_columns",
     "split_metrics",
     "to_pixels",
     "unavailable",
@@ -102,12 +104,25 @@ def split_metrics(metrics: list) -> MetricSet:
     return out
 
 
+def result_columns(metric) -> list[str]:
+    """The per-image columns a per-image metric's values go into: its ``names`` where it has several
+    (a region metric, :mod:`evalvae.metrics.regions`), else its ``name``."""
+    return list(getattr(metric, "names", None) or [metric.name])
+
+
+def fact_columns(metric) -> list[str]:
+    """Per-image columns a metric writes that are facts, not scores (a region metric's region count)."""
+    count = getattr(metric, "count_name", None)
+    return [count] if count else []
+
+
 def _names(key: str, spec: DictConfig) -> tuple[list[str], bool]:
     """Result names of a metric spec without building it (for the unavailable case), and whether it is set-level."""
     cls = get_class(spec._target_)
-    if getattr(cls, "set_level", False):
+    set_level = bool(getattr(cls, "set_level", False))
+    if set_level or hasattr(cls, "result_names"):  # set-level metrics, and per-image ones with several columns
         kwargs = {k: v for k, v in OmegaConf.to_container(spec, resolve=True).items() if k != "_target_"}
-        return cls.result_names(**kwargs), True
+        return cls.result_names(**kwargs), set_level
     return [key], False
 
 

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 import torch
 
 from evalvae.data.loader import Batch, Group
-from evalvae.data.transforms import crop_to_multiple
+from evalvae.data.transforms import crop_offsets, crop_to_multiple
 from evalvae.jobs.runtime import StageTimes
-from evalvae.metrics import PairMetric, from_uint8, to_pixels
+from evalvae.metrics import PairMetric, fact_columns, from_uint8, result_columns, to_pixels
+from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
 from evalvae.vae import VAEAdapter
 
 
@@ -41,21 +42,48 @@ def finite_images(y: torch.Tensor) -> torch.Tensor:
     return torch.isfinite(y).flatten(1).all(1)
 
 
+def _call(m: PairMetric, original: torch.Tensor, recon: torch.Tensor, truth: list | None) -> dict[str, list]:
+    """One metric's values by column: its tensor under its name, or the columns a region metric returns
+    (with its per-region records under :data:`~evalvae.metrics.regions.REGIONS`, a list per image)."""
+    if getattr(m, "takes_truth", False):
+        out = m(original, recon, truth=truth)
+    else:
+        out = m(original, recon)
+    if not isinstance(out, dict):
+        return {m.name: out.cpu().tolist()}
+    return {k: v if k == REGIONS else v.cpu().tolist() for k, v in out.items()}
+
+
 def score(
-    metrics: list[PairMetric], original: torch.Tensor, recon: torch.Tensor, finite: torch.Tensor
-) -> dict[str, list[float]]:
-    """Per-image values of each metric; NaN for images whose output was not finite (never scored)."""
+    metrics: list[PairMetric],
+    original: torch.Tensor,
+    recon: torch.Tensor,
+    finite: torch.Tensor,
+    truth: list | None = None,
+) -> dict[str, list]:
+    """Per-image values of each metric by column; NaN for images whose output was not finite (never scored).
+
+    ``truth`` (per image, the dataset's ground-truth regions or None) goes to the metrics that take it.
+    Region metrics' records of all metrics go, per image, into one list under ``REGIONS``.
+    """
     n = len(original)
-    if bool(finite.all()):
-        return {m.name: m(original, recon).cpu().tolist() for m in metrics}
-    keep = finite.nonzero().flatten().tolist()
-    values = {}
+    keep = list(range(n)) if bool(finite.all()) else finite.nonzero().flatten().tolist()
+    values: dict[str, list] = {}
     for m in metrics:
-        column = [math.nan] * n
-        if keep:
-            for j, v in zip(keep, m(original[keep], recon[keep]).cpu().tolist()):
-                column[j] = v
-        values[m.name] = column
+        if not keep:
+            got = {}
+        elif len(keep) == n:
+            got = _call(m, original, recon, truth)
+        else:
+            got = _call(m, original[keep], recon[keep], None if truth is None else [truth[j] for j in keep])
+        declared = [*result_columns(m), *fact_columns(m), *([REGIONS] if isinstance(m, RegionMetric) else [])]
+        for name in dict.fromkeys([*declared, *got]):
+            column = values.setdefault(name, [[] for _ in range(n)] if name == REGIONS else [math.nan] * n)
+            for j, v in zip(keep, got.get(name, [])):
+                if name == REGIONS:
+                    column[j].extend(v)
+                else:
+                    column[j] = v
     return values
 
 
@@ -92,6 +120,10 @@ def reconstruct(
         for group in batch.groups:
             with times.stage("encode"):
                 images = crop_to_multiple(group.images.to(vae.device, non_blocking=True), vae.downsample)
+                truth = group.truth
+                if truth is not None and images.shape != group.images.shape:  # the crop moved the origin
+                    top, left = crop_offsets(*group.images.shape[-2:], vae.downsample)
+                    truth = [shift_all(t, -left, -top) for t in truth]
                 x = from_uint8(images).contiguous(memory_format=memory_format)
                 z = encode(group, x) if encode else vae.encode(x, seeds=[seed + i for i in group.indices])
             with times.stage("decode"):
@@ -100,7 +132,7 @@ def reconstruct(
                 finite = finite_images(y)
                 original = images.double()
                 recon = to_pixels(y, quantize)
-                values = score(metrics, original, recon, finite)
+                values = score(metrics, original, recon, finite, truth)
                 if keep_pixels:
                     result.originals.append(images)
                     result.reconstructions.append((recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8))

@@ -38,7 +38,7 @@ from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progres
 from evalvae.jobs.store import BatchPlan, encoder_identity, latent_key, originals_key, result_key, vae_identity
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import Loaded, load, selected_vaes
-from evalvae.metrics import build_metrics, split_metrics
+from evalvae.metrics import build_metrics, fact_columns, result_columns, split_metrics
 from evalvae.metrics.base import SetStates
 from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
@@ -110,8 +110,10 @@ class ReconTask(Task):
                 "dataset", cfg.dataset.get("name"), hint="torchrun sharding needs a dataset of files, not a stream"
             )
         self.encoders: dict[str, str] = {}  # encoder key -> the first VAE of the run with that encoder
-        self.writer = RunWriter(self.files, [m.name for m in self.pair])
-        self.writer.notes = {m.name: m.note for m in self.pair if m.note}  # unavailable, or non-standard weights
+        columns = [c for m in self.pair for c in result_columns(m)]
+        self.writer = RunWriter(self.files, columns, facts=[c for m in self.pair for c in fact_columns(m)])
+        # why a metric is unavailable, or non-standard weights
+        self.writer.notes = {c: m.note for m in self.pair if m.note for c in result_columns(m)}
         self.writer.add_skipped(self.dataset.listing_skipped)
         self.samples = SampleKeeper(
             cfg, self.out, self.dataset, self.pair, self.results, self.shard.main, n_vaes=len(self.specs)
@@ -120,7 +122,7 @@ class ReconTask(Task):
     def protocol(self) -> dict:
         metrics = {}
         for m in self.pair:
-            metrics[m.name] = metric_entry(info_of(m), m.protocol())
+            metrics.update({c: metric_entry(info_of(m, c), m.protocol()) for c in result_columns(m)})
         for m in self.sets:
             for name, proto in m.protocol().items():
                 reference = self.refs.info.get(m.extractor.name)

@@ -1,0 +1,165 @@
+"""Region metrics: scores of the regions of an image (text lines, faces), binned by their size.
+
+A :class:`RegionMetric` finds :class:`Region` s on the original (or takes the dataset's ground
+truth), scores each region of the reconstruction against the same region of the original, and
+returns per image the mean of each value over the image's regions (NaN where it has none, so an
+image without regions is counted but never averaged in), a count of its regions (a per-image
+fact, not a metric), and one record per region under :data:`REGIONS` for ``per_region.parquet``
+and ``summary_by_region_size.csv``. Regions are binned by :class:`SizeBins` on ``size_px``.
+
+Coordinates are pixels of the image as the VAE saw it (after the protocol's resize and crop, and
+the crop to the VAE's downsampling factor). Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from evalvae.errors import ConfigError
+from evalvae.metrics.base import PairMetric
+from evalvae.metrics.info import MetricInfo
+
+REGIONS = "regions"  # the key of a row's per-region records (split off into per_region.parquet)
+
+
+@dataclass(frozen=True)
+class Region:
+    """One region of an image.
+
+    Args:
+        box: the four corners ``((x, y), ...)`` clockwise from the top left, in pixels of the
+            evaluated image (a quadrilateral, as text detectors give them).
+        size_px: what the region is binned by: a text line's height, a face's size.
+        truth: the region's ground-truth string, where the dataset knows it.
+    """
+
+    box: tuple[tuple[float, float], ...]
+    size_px: float
+    truth: str | None = None
+
+    @classmethod
+    def rect(cls, x0: float, y0: float, x1: float, y1: float, size_px: float, truth: str | None = None) -> Region:
+        """An axis-aligned region from its left, top, right and bottom edges."""
+        return cls(((x0, y0), (x1, y0), (x1, y1), (x0, y1)), float(size_px), truth)
+
+    def shifted(self, dx: float, dy: float) -> Region:
+        return Region(tuple((x + dx, y + dy) for x, y in self.box), self.size_px, self.truth)
+
+    def flat_box(self) -> list[float]:
+        """``[x0, y0, x1, y1, x2, y2, x3, y3]``, as records store it."""
+        return [float(v) for point in self.box for v in point]
+
+    def to_dict(self) -> dict:
+        return {"box": self.flat_box(), "size_px": self.size_px, "truth": self.truth}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Region:
+        b = [float(v) for v in data["box"]]
+        return cls(tuple(zip(b[0::2], b[1::2])), float(data["size_px"]), data.get("truth"))
+
+
+def shift_all(regions: Sequence[Region] | None, dx: float, dy: float) -> list[Region] | None:
+    """``regions`` moved by ``(dx, dy)`` (the crop of an image to a multiple moves its origin)."""
+    return None if regions is None else [r.shifted(dx, dy) for r in regions]
+
+
+def _edge(v: float) -> str:
+    return f"{v:g}"
+
+
+@dataclass(frozen=True)
+class SizeBins:
+    """Bins of region size by increasing ``edges``: ``(8, 16, 32)`` -> ``<8``, ``8–16``, ``16–32``, ``≥32``.
+
+    A size equal to an edge falls in the bin above it (bins are ``[low, high)``).
+    """
+
+    edges: tuple[float, ...]
+
+    def __post_init__(self):
+        e = tuple(float(v) for v in self.edges)
+        if not e or any(not math.isfinite(v) or v <= 0 for v in e) or list(e) != sorted(set(e)):
+            raise ConfigError("bins", list(self.edges), hint="increasing positive sizes in pixels, such as [8, 16, 32]")
+        object.__setattr__(self, "edges", e)
+
+    @property
+    def labels(self) -> list[str]:
+        e = self.edges
+        inner = [f"{_edge(a)}–{_edge(b)}" for a, b in zip(e, e[1:])]
+        return [f"<{_edge(e[0])}", *inner, f"≥{_edge(e[-1])}"]
+
+    def bin_of(self, size: float) -> str:
+        """The label of the bin ``size`` falls in."""
+        return self.labels[sum(size >= edge for edge in self.edges)]
+
+    def describe(self) -> dict:
+        return {"edges_px": list(self.edges), "labels": self.labels, "intervals": "[low, high) in pixels"}
+
+
+def mean_or_nan(values: Sequence[float]) -> float:
+    """The mean of ``values`` ignoring NaN; NaN when none is left."""
+    kept = [v for v in values if v is not None and not math.isnan(v)]
+    return float(sum(kept) / len(kept)) if kept else math.nan
+
+
+class RegionMetric(PairMetric):
+    """A per-image metric over the regions of each image, with several result columns.
+
+    A subclass declares ``kind`` (the records' ``metric``, such as ``text``), ``infos`` (one
+    :class:`MetricInfo` per per-image value column, whose names are also the value keys of its
+    records), ``count_name`` (the per-image column counting the image's regions) and ``bins``, and
+    implements :meth:`score_regions`. Called as a :class:`PairMetric`, it returns a dict of columns:
+    ``{name: (N,) float64, count_name: (N,) float64, REGIONS: [records of image 0, ...]}``.
+    ``truth`` (per image, a list of :class:`Region`, or None where the dataset gives none) replaces
+    detection where given.
+    """
+
+    kind: ClassVar[str]
+    infos: ClassVar[tuple[MetricInfo, ...]]
+    count_name: ClassVar[str]
+    takes_truth = True  # the loop passes the dataset's ground-truth regions (``Group.truth``)
+    bins: SizeBins
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            cls.name = cls.kind
+            cls.higher_is_better = cls.infos[0].higher_is_better
+
+    @classmethod
+    def result_names(cls, **_) -> list[str]:
+        """The per-image value columns (known before the metric is built)."""
+        return [i.name for i in cls.infos]
+
+    @property
+    def names(self) -> list[str]:
+        return self.result_names()
+
+    @abstractmethod
+    def score_regions(
+        self, original: torch.Tensor, reconstruction: torch.Tensor, truth: list[list[Region] | None]
+    ) -> list[list[dict]]:
+        """Per image, one record per region: ``size_px``, ``box`` and a value per result name (NaN where undefined),
+        plus any strings; ``metric`` and ``bin`` are added here."""
+
+    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor, truth=None) -> dict:
+        n = len(original)
+        truth = list(truth) if truth is not None else [None] * n
+        records = [
+            [{"metric": self.kind, "bin": self.bins.bin_of(r["size_px"]), **r} for r in image]
+            for image in self.score_regions(original, reconstruction, truth)
+        ]
+        out: dict = {name: [] for name in self.names}
+        out[self.count_name] = []
+        for image in records:
+            for name in self.names:
+                out[name].append(mean_or_nan([r.get(name, math.nan) for r in image]))
+            out[self.count_name].append(float(len(image)))
+        columns = {k: torch.tensor(v, dtype=torch.float64).reshape(n) for k, v in out.items()}
+        return {**columns, REGIONS: records}
