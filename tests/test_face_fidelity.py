@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageFilter
 
-from evalvae.metrics import faces
+from evalvae.config import compose
+from evalvae.errors import ConfigError
+from evalvae.io import sha256_file
+from evalvae.metrics import Unavailable, build_metrics, faces
+from evalvae.metrics.info import builtin_info
+from evalvae.metrics.regions import REGIONS
 from evalvae.metrics.weights import MetricUnavailable
 
 FACES = ("kodim04", "kodim15")  # Kodak's two portraits; at the native 768x512 both faces are whole
@@ -26,24 +34,45 @@ def models() -> faces.FaceModels:
         pytest.skip(str(e))
 
 
+@pytest.fixture(scope="module")
+def direct(models) -> SimpleNamespace:
+    """dlib's detector, landmark model and network built here, independently of evalvae's loading."""
+    import dlib
+
+    root = faces.package_models_dir()
+    return SimpleNamespace(
+        detector=dlib.get_frontal_face_detector(),
+        predictor=dlib.shape_predictor(str(root / faces.LANDMARKS)),
+        net=dlib.face_recognition_model_v1(str(root / faces.EMBEDDING)),
+    )
+
+
 def kodak(assets, name: str) -> np.ndarray:
     return np.asarray(Image.open(assets / "images" / "kodak" / f"{name}.png").convert("RGB"))
 
 
 @pytest.mark.parametrize("name", FACES)
-def test_the_faces_found_equal_a_direct_dlib_call(models, assets, name):
-    import dlib
-
+def test_the_faces_found_equal_a_direct_dlib_call(models, direct, assets, name):
     image = kodak(assets, name)
     found = models.detect(image)
-    direct = dlib.get_frontal_face_detector()(image, 1)
-    assert len(found) == len(direct) >= 1
-    assert [f.box for f in found] == [(r.left(), r.top(), r.right(), r.bottom()) for r in direct]
-    predictor = dlib.shape_predictor(str(faces.package_models_dir() / faces.LANDMARKS))
-    for face, rect in zip(found, direct):
-        assert face.landmarks == tuple((p.x, p.y) for p in predictor(image, rect).parts())
+    rects = direct.detector(image, 1)
+    assert len(found) == len(rects) >= 1
+    assert [f.box for f in found] == [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+    for face, rect in zip(found, rects):
+        assert face.landmarks == tuple((p.x, p.y) for p in direct.predictor(image, rect).parts())
         assert face.size_px == max(rect.width(), rect.height())
         assert faces.Face.from_dict(face.to_dict()) == face
+
+
+def test_a_strided_view_is_read_as_its_pixels(models, assets):
+    """dlib reads a numpy buffer as if it were C-contiguous (a column slice is then garbage, found or not by chance)."""
+    view = kodak(assets, "kodim15")[:, 256:]
+    assert not view.flags["C_CONTIGUOUS"]
+    found = models.detect(np.ascontiguousarray(view))
+    assert len(found) == 1
+    for _ in range(3):
+        assert models.detect(view) == found
+    np.testing.assert_array_equal(models.chips(view, found)[0], models.chips(np.ascontiguousarray(view), found)[0])
 
 
 def test_an_unchanged_face_scores_1_and_a_blurred_one_less(models, assets):
@@ -99,3 +128,140 @@ def test_a_damaged_model_file_makes_it_unavailable(tmp_path):
 
 def test_face_recognition_models_is_never_imported(models):
     assert faces.PACKAGE not in sys.modules or sys.modules[faces.PACKAGE] is None
+
+
+# -- the metric ----------------------------------------------------------------------------------
+def squares(assets) -> list[np.ndarray]:
+    """256x256 (512² crops halved) holding Kodak's two portrait faces whole, and a landscape without a face (kodim01)."""
+    crops = kodak(assets, "kodim04")[128:640], kodak(assets, "kodim15")[:, 256:], kodak(assets, "kodim01")[:, :512]
+    return [np.asarray(Image.fromarray(a).resize((256, 256), Image.BICUBIC)) for a in crops]
+
+
+def blur(images: list[np.ndarray], radius: float = 4) -> list[np.ndarray]:
+    return [np.asarray(Image.fromarray(a).filter(ImageFilter.GaussianBlur(radius))) for a in images]
+
+
+def pixels(images: list[np.ndarray]) -> torch.Tensor:
+    """HWC uint8 arrays -> the metric input, ``(N, 3, H, W)`` float64 in [0, 255]."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).double()
+
+
+@pytest.fixture(scope="module")
+def fidelity(models, tmp_path_factory) -> faces.FaceFidelity:
+    return faces.FaceFidelity(cache_dir=str(tmp_path_factory.mktemp("cache")))
+
+
+def test_identity_scores_1_blur_less_and_an_image_without_faces_is_counted_not_averaged(fidelity, direct, assets):
+    images = squares(assets)
+    same = fidelity(pixels(images), pixels(images))
+    counts = [len(direct.detector(a, 1)) for a in images]
+    assert counts[:2] == [1, 1] and counts[2] == 0
+    assert same["face_regions"].tolist() == counts
+    np.testing.assert_allclose(same["face_sim"][:2].numpy(), 1.0, atol=1e-6)
+    assert same["face_below"][:2].tolist() == [0.0, 0.0]
+    assert same["face_sim"][2].isnan() and same["face_below"][2].isnan()  # no face: NaN, not 0 or 1
+    assert [len(r) for r in same[REGIONS]] == counts
+
+    blurred = fidelity(pixels(images), pixels(blur(images)))
+    assert (blurred["face_sim"][:2] < 1 - 1e-3).all()
+    assert blurred["face_sim"][2].isnan() and blurred["face_regions"].tolist() == counts
+    # an image's value is the mean over its faces only: the set's mean over images with faces
+    records = [r for image in blurred[REGIONS] for r in image]
+    assert [r["metric"] for r in records] == ["faces", "faces"]
+    np.testing.assert_allclose(np.nanmean(blurred["face_sim"].numpy()), np.mean([r["face_sim"] for r in records]))
+
+
+def test_distances_equal_dlib_aligning_and_embedding_each_face_itself(fidelity, direct, assets):
+    """dlib's own path (compute_face_descriptor(image, shape): its alignment, one face a call) gives the same numbers."""
+    images = squares(assets)[:2]
+    blurred = blur(images)
+    out = fidelity(pixels(images), pixels(blurred))
+    detector, predictor, net = direct.detector, direct.predictor, direct.net
+    for image, rec, records in zip(images, blurred, out[REGIONS]):
+        shapes = [predictor(image, r) for r in detector(image, 1)]
+        expected = [
+            np.linalg.norm(
+                np.array(net.compute_face_descriptor(image, s)) - np.array(net.compute_face_descriptor(rec, s))
+            )
+            for s in shapes
+        ]
+        np.testing.assert_allclose([r["face_distance"] for r in records], expected, atol=1e-6)
+
+
+def test_face_below_is_the_share_of_faces_at_or_past_the_distance_threshold(models, assets):
+    images = squares(assets)[:2]
+    blurred = blur(images)
+    base = faces.FaceFidelity(cache=False)(pixels(images), pixels(blurred))
+    distances = sorted(r["face_distance"] for image in base[REGIONS] for r in image)
+    assert 0 < distances[0] < distances[1] < faces.SAME_PERSON_DISTANCE  # a mild blur keeps both identities
+    between = faces.FaceFidelity(threshold=(distances[0] + distances[1]) / 2, cache=False)
+    out = between(pixels(images), pixels(blurred))
+    for value, records in zip(out["face_below"].tolist(), out[REGIONS]):
+        assert value == np.mean([r["face_distance"] >= between.threshold for r in records])
+    assert sorted(out["face_below"].tolist()) == [0.0, 1.0]
+    assert faces.FaceFidelity(threshold=distances[0], cache=False)(pixels(images), pixels(blurred))[
+        "face_below"
+    ].tolist() == [1.0, 1.0]  # noqa: E501
+
+
+def test_the_originals_are_detected_and_embedded_once(models, assets, tmp_path):
+    images = squares(assets)
+    first = faces.FaceFidelity(cache_dir=str(tmp_path))
+    a = first(pixels(images), pixels(blur(images)))
+    b = first(pixels(images), pixels(blur(images, 2)))  # a second VAE: only its reconstructions are embedded
+    assert first.calls == {"detect": 3, "embed": 3, "faces_embedded": 6}
+    again = faces.FaceFidelity(cache_dir=str(tmp_path))  # a later run reads the originals' entries from disk
+    c = again(pixels(images), pixels(blur(images)))
+    assert again.calls == {"detect": 0, "embed": 1, "faces_embedded": 2}
+    np.testing.assert_array_equal(c["face_sim"].numpy(), a["face_sim"].numpy())
+    assert (b["face_sim"][:2] > a["face_sim"][:2]).all()  # the milder blur keeps more of the identity
+    assert len(list((tmp_path / "refstats" / "regions" / "faces").rglob("*.json"))) == 3
+    uncached = faces.FaceFidelity(cache_dir=str(tmp_path / "other"), cache=False)
+    uncached(pixels(images), pixels(images))
+    assert uncached.calls["detect"] == 3 and not (tmp_path / "other").exists()
+
+
+def test_faces_are_binned_by_box_side_with_each_edge_in_the_bin_above(fidelity, assets):
+    bins = fidelity.bins
+    assert bins.edges == faces.SIZE_EDGES == (32, 64, 128)
+    sizes = {31.9: "<32", 32: "32–64", 63.9: "32–64", 64: "64–128", 127.9: "64–128", 128: "≥128", 400: "≥128"}
+    assert {s: bins.bin_of(s) for s in sizes} == sizes
+    # Kodak's portrait at 128 px high: a face of about 53 px, in the 32–64 bin
+    small = np.asarray(Image.fromarray(kodak(assets, "kodim04")).resize((85, 128), Image.BICUBIC))
+    (record,) = fidelity(pixels([small]), pixels([small]))[REGIONS][0]
+    assert 32 <= record["size_px"] < 64 and record["bin"] == "32–64"
+    left, top, right, bottom = record["box"][0], record["box"][1], record["box"][4], record["box"][5]
+    assert right - left == bottom - top == record["size_px"]
+
+
+def test_the_protocol_names_the_models_their_hashes_bins_and_threshold(fidelity):
+    p = fidelity.protocol()
+    for key, name in (("landmarks", faces.LANDMARKS), ("embedding", faces.EMBEDDING)):
+        assert p[key] == {"file": name, "sha256": sha256_file(faces.package_models_dir() / name)}
+    assert p["upsample"] == 1 and p["bins"]["edges_px"] == [32.0, 64.0, 128.0]
+    assert p["threshold"]["distance"] == 0.6 and "0.6" in p["threshold"]["source"]
+    assert p["provenance"]["dlib"] and "landmarks" in p["provenance"]
+
+
+def test_metrics_faces_is_unavailable_without_dlib_with_the_install_command(monkeypatch):
+    cfg = compose(["+vae=taesd", "metrics=faces"])
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    (metric,) = [m for m in build_metrics(cfg.metrics) if isinstance(m, Unavailable)]
+    assert metric.names == ["face_sim", "face_below"]
+    assert metric.reason.endswith('pip install "evalvae[regions]"') and "\n" not in metric.reason
+    assert [i.name for i in metric.infos] == ["face_sim", "face_below"]
+    assert metric.infos == tuple(builtin_info(n) for n in metric.names)  # compare and report know them without dlib
+    assert [i.higher_is_better for i in metric.infos] == [True, False]
+
+
+def test_bad_settings_name_the_argument():
+    with pytest.raises(ConfigError, match=r"metrics.faces.upsample=3; choose one of 0, 1, 2"):
+        faces.FaceModels(upsample=3)
+    with pytest.raises(ConfigError, match=r"metrics.faces.threshold=0"):
+        faces.FaceFidelity(threshold=0)
+
+
+def test_importing_the_metric_loads_no_dlib():
+    code = "import sys, evalvae.metrics.faces; assert 'dlib' not in sys.modules and 'face_recognition_models' not in sys.modules"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr

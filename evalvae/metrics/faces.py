@@ -15,8 +15,8 @@ dlib's models, as ``face_recognition_models`` ships them (dlib-bin provides dlib
    descriptors, 1 for an unchanged face.
 
 Identity threshold: dlib documents its descriptors as "same person" when their Euclidean
-distance is below 0.6 (99.38% on LFW; dlib's ``dnn_face_recognition_ex.cpp`` and
-``face_recognition.py`` example). The descriptors are not unit vectors (norms about 1.4 to 1.6
+distance is below 0.6, the threshold at which the model scores 99.38% on LFW (dlib's
+``python_examples/face_recognition.py`` and ``examples/dnn_face_recognition_ex.cpp``). The descriptors are not unit vectors (norms about 1.4 to 1.6
 on Kodak's faces), so no cosine is equivalent to that distance; the threshold is applied to the
 distance itself, as calibrated, and a face counts as below it (its identity lost) when
 ``||d_original - d_reconstruction|| >= 0.6``.
@@ -28,6 +28,7 @@ is built, so a run without it loads neither.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import math
@@ -38,6 +39,9 @@ import numpy as np
 
 from evalvae.errors import ConfigError
 from evalvae.io import sha256_file
+from evalvae.metrics import info as shipped
+from evalvae.metrics.regioncache import RegionCache, pixels_sha256, region_key
+from evalvae.metrics.regions import Region, RegionMetric, SizeBins
 from evalvae.metrics.weights import MetricUnavailable
 
 INSTALL = 'pip install "evalvae[regions]"'
@@ -48,8 +52,8 @@ SAME_PERSON_DISTANCE = 0.6  # dlib's documented threshold on the Euclidean dista
 CHIP_SIZE, CHIP_PADDING = 150, 0.25  # dlib's defaults for compute_face_descriptor's own alignment
 # Face size bins by the detection box's side in pixels at the evaluated resolution: <32, 32-64,
 # 64-128, >=128 (an edge belongs to the bin above it). Octaves, as the text bins. 128 is where the
-# 150-px chip (the face spans about 100 px of it with padding 0.25) stops enlarging the face: from
-# there on the descriptor sees the face at or below its own resolution. <32 is below the HOG
+# 150-px chip stops enlarging the face (the detection box spans about 130 px of it with padding
+# 0.25, measured on Kodak): from there on the descriptor sees the face at or below its own resolution. <32 is below the HOG
 # detector's reach at upsample=1 and fills only with upsample=2, whose small detections on Kodak
 # are mostly false (hands and textures at 512²).
 SIZE_EDGES = (32, 64, 128)
@@ -121,7 +125,7 @@ class Face:
 
 def to_hwc_uint8(images) -> list[np.ndarray]:
     """``(N, 3, H, W)`` pixels in [0, 255] (a tensor, any device) -> N contiguous ``(H, W, 3)`` uint8 arrays, rounded."""
-    x = images.detach().double().round().clamp(0, 255).to("cpu").numpy().astype(np.uint8)
+    x = images.detach().round().clamp(0, 255).byte().cpu().numpy()
     return [np.ascontiguousarray(a.transpose(1, 2, 0)) for a in x]
 
 
@@ -129,6 +133,21 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise cosine similarity of two ``(n, d)`` arrays, in float64."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@functools.lru_cache(maxsize=4)
+def _load(dlib, stamps: tuple[tuple[str, int, int], ...]):
+    """dlib's detector (half a second to build), landmark model and network, and the files' sha256, once per process.
+
+    ``stamps`` are the landmark and embedding files' path, size and mtime: a file changed on disk is read again.
+    """
+    (landmarks, *_), (embedding, *_) = stamps
+    models = (
+        dlib.get_frontal_face_detector(),
+        dlib.shape_predictor(landmarks),
+        dlib.face_recognition_model_v1(embedding),
+    )
+    return (*models, (sha256_file(landmarks), sha256_file(embedding)))
 
 
 class FaceModels:
@@ -145,16 +164,16 @@ class FaceModels:
         self.upsample = upsample
         self.files = model_files(models)
         self.dlib = import_dlib()
+        stamps = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.files.values())
         try:
-            self.detector = self.dlib.get_frontal_face_detector()
-            self.landmarker = self.dlib.shape_predictor(str(self.files["landmarks"]))
-            self.embedder = self.dlib.face_recognition_model_v1(str(self.files["embedding"]))
+            self.detector, self.landmarker, self.embedder, sha256 = _load(self.dlib, stamps)
         except RuntimeError as e:  # dlib's deserialization error on a damaged file
             raise MetricUnavailable(f"face fidelity: dlib cannot read its model files ({e}); {INSTALL}") from None
-        self.sha256 = {k: sha256_file(p) for k, p in self.files.items()}
+        self.sha256 = dict(zip(self.files, sha256))
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """The faces of one ``(H, W, 3)`` uint8 original, with their landmarks, in the detector's order."""
+        image = np.ascontiguousarray(image)  # dlib reads an array's buffer as if it were C-contiguous
         rects, scores, _ = self.detector.run(image, self.upsample, 0.0)
         faces = []
         for rect, s in zip(rects, scores):
@@ -174,6 +193,7 @@ class FaceModels:
         """The aligned ``CHIP_SIZE``² chips of ``faces`` (found on the original) cut from ``image``, original or not."""
         if not faces:
             return []
+        image = np.ascontiguousarray(image)
         return list(self.dlib.get_face_chips(image, self._detections(faces), size=CHIP_SIZE, padding=CHIP_PADDING))
 
     def embed(self, chips: list[np.ndarray]) -> np.ndarray:
@@ -195,3 +215,117 @@ class FaceModels:
     def provenance(self) -> dict:
         """Where the models were read from and the dlib that ran them (recorded, not protocol)."""
         return {"dlib": getattr(self.dlib, "__version__", "unknown"), **{k: str(p) for k, p in self.files.items()}}
+
+
+class FaceFidelity(RegionMetric):
+    """Face identity fidelity (dlib: HOG detector, 5-point landmarks, ResNet descriptors), binned by face size.
+
+    Per image: ``face_sim``, the mean over its faces of the cosine similarity of the original's and
+    the reconstruction's descriptors (both aligned with the original's landmarks); ``face_below``,
+    the share of its faces whose descriptors are ``threshold`` or more apart (dlib's "not the same
+    person"); ``face_regions``, how many faces it has. An image without faces has NaN for both and
+    0 faces: counted, never averaged in.
+
+    Args:
+        bins: edges of the face-size bins in px, by the detection box's side (:data:`SIZE_EDGES`).
+        threshold: the Euclidean descriptor distance from which a face counts as another person (dlib: 0.6).
+        upsample: times the original is upsampled before detection (smallest face: ~70 px at 0, ~37 px at 1).
+        models: a folder with the two model files; null for ``face_recognition_models``' own.
+        cache_dir: where the originals' faces and descriptors are kept across runs (``refstats/regions/faces``).
+        cache: false keeps them for the run only.
+    """
+
+    kind = "faces"
+    infos = (shipped.FACE_SIM, shipped.FACE_BELOW)
+    count_name = "face_regions"
+    takes_truth = False  # no dataset gives faces; they are always detected on the original
+
+    def __init__(
+        self,
+        bins=SIZE_EDGES,
+        threshold: float = SAME_PERSON_DISTANCE,
+        upsample: int = 1,
+        models: str | None = None,
+        cache_dir: str | None = None,
+        cache: bool = True,
+    ):
+        self.bins = SizeBins(tuple(bins))
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not threshold > 0:
+            raise ConfigError("metrics.faces.threshold", threshold, hint="a descriptor distance > 0 (dlib's: 0.6)")
+        self.threshold = float(threshold)
+        self.models = FaceModels(upsample, models)
+        self.cache = RegionCache(self.kind, cache_dir, persist=cache)
+        self.calls = {"detect": 0, "embed": 0, "faces_embedded": 0}  # for the speed note and the tests
+
+    def identity(self) -> dict:
+        """What an original's faces and descriptors depend on besides its pixels (their cache key)."""
+        return {**self.models.describe(), "dlib": self.models.provenance()["dlib"], "chip": [CHIP_SIZE, CHIP_PADDING]}
+
+    def protocol(self) -> dict:
+        return {
+            "implementation": "dlib HOG face detector and 5-point landmarks on the original; both images aligned "
+            "with the original's landmarks; dlib ResNet 128-D descriptors (face_recognition_models' files)",
+            **self.models.describe(),
+            "similarity": "cosine of the original's and the reconstruction's descriptors",
+            "threshold": {
+                "distance": self.threshold,
+                "rule": "face_below: a face whose descriptors are >= this Euclidean distance apart",
+                "source": "dlib's documented same-person threshold, distance < 0.6 (99.38% on LFW)",
+            },
+            "size": "the detection box's side in px at the evaluated resolution",
+            "bins": self.bins.describe(),
+            "per_image": "mean over the image's faces; NaN for an image without faces (face_regions = 0)",
+            "pixels": "8-bit RGB (reconstructions rounded)",
+            "provenance": self.models.provenance(),
+        }
+
+    def _embed(self, chips: list[np.ndarray]) -> np.ndarray:
+        self.calls["embed"] += 1
+        self.calls["faces_embedded"] += len(chips)
+        return self.models.embed(chips)
+
+    def originals(self, images: list[np.ndarray]) -> list[dict]:
+        """Per original: its faces and their descriptors, computed once, then from memory or the cache."""
+        keys = [region_key(self.identity(), pixels_sha256(a), None) for a in images]
+        entries = [self.cache.get(k) for k in keys]
+        todo = [i for i, e in enumerate(entries) if e is None]
+        found = {}
+        for i in todo:
+            self.calls["detect"] += 1
+            found[i] = self.models.detect(images[i])
+        chips = [c for i in todo for c in self.models.chips(images[i], found[i])]
+        descriptors = iter(self._embed(chips).tolist() if chips else [])  # every new face of the batch at once
+        for i in todo:
+            entries[i] = {
+                "faces": [f.to_dict() for f in found[i]],
+                "descriptors": [next(descriptors) for _ in found[i]],
+            }
+            self.cache.put(keys[i], entries[i])
+        return entries
+
+    def score_regions(self, original, reconstruction, truth=None) -> list[list[dict]]:
+        originals, recons = to_hwc_uint8(original), to_hwc_uint8(reconstruction)
+        entries = self.originals(originals)
+        faces = [[Face.from_dict(f) for f in e["faces"]] for e in entries]
+        chips = [c for rec, fs in zip(recons, faces) for c in self.models.chips(rec, fs)]
+        got = iter(self._embed(chips) if chips else [])  # every face of the batch in one call
+        records: list[list[dict]] = []
+        for entry, fs in zip(entries, faces):
+            image = []
+            for face, ref in zip(fs, entry["descriptors"]):
+                d = next(got)
+                ref = np.asarray(ref, dtype=np.float64)
+                distance = float(np.linalg.norm(ref - d))
+                left, top, right, bottom = face.box
+                image.append(
+                    {
+                        "size_px": float(face.size_px),
+                        "face_sim": float(cosine(ref[None], d[None])[0]),
+                        "face_below": float(distance >= self.threshold),
+                        "face_distance": distance,
+                        "box": Region.rect(left, top, right + 1, bottom + 1, face.size_px).flat_box(),
+                        "detector_score": face.score,
+                    }
+                )
+            records.append(image)
+        return records
