@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image, ImageFilter
@@ -17,8 +19,10 @@ from evalvae.errors import ConfigError
 from evalvae.io import sha256_file
 from evalvae.metrics import Unavailable, build_metrics, faces
 from evalvae.metrics.info import builtin_info
-from evalvae.metrics.regions import REGIONS
+from evalvae.metrics.regions import REGIONS, SizeBins
 from evalvae.metrics.weights import MetricUnavailable
+from evalvae.run import run
+from tests.helpers import compose_run
 
 FACES = ("kodim04", "kodim15")  # Kodak's two portraits; at the native 768x512 both faces are whole
 
@@ -265,3 +269,41 @@ def test_importing_the_metric_loads_no_dlib():
     code = "import sys, evalvae.metrics.faces; assert 'dlib' not in sys.modules and 'face_recognition_models' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_run_with_metrics_faces_writes_faces_per_image_per_region_and_in_the_summary(models, assets, tmp_path):
+    """TAEF2 on Kodak's two portraits and a landscape at 128²: the faceless image is counted, never averaged in."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, image in zip(("kodim04", "kodim15", "kodim01"), squares(assets)):
+        Image.fromarray(image).save(folder / f"{name}.png")
+    overrides = [
+        "+vae=taef2",
+        f"vae.taef2.source={assets / 'weights' / 'taef2'}",
+        "dataset=folder",
+        f"dataset.path={folder}",
+        "dataset.resolution=128",
+        "metrics=faces",
+        "workers=0",
+        "progress=false",
+    ]
+    out = run(compose_run(overrides), out_dir=tmp_path / "out").out_dir
+    rows = pd.read_csv(out / "per_image.csv").set_index("image")
+    assert rows.face_regions.to_dict() == {"kodim01.png": 0, "kodim04.png": 1, "kodim15.png": 1}
+    assert rows.loc["kodim01.png", ["face_sim", "face_below"]].isna().all()
+    faces_sim = rows.face_sim.dropna()
+    assert len(faces_sim) == 2 and (faces_sim > 0.9).all() and (faces_sim < 1).all()  # a real VAE keeps the identity
+    summary = pd.read_csv(out / "summary.csv").set_index("metric")
+    assert summary.loc["face_sim", "n"] == 2
+    assert summary.loc["face_sim", "mean"] == pytest.approx(faces_sim.mean(), abs=1e-12)
+    regions = pd.read_parquet(out / "per_region.parquet")
+    assert sorted(regions.image) == ["kodim04.png", "kodim15.png"] and set(regions.metric) == {"faces"}
+    assert (regions.bin == [fidelity_bins(s) for s in regions.size_px]).all()
+    by_size = pd.read_csv(out / "summary_by_region_size.csv")
+    assert set(by_size.metric) == {"face_sim", "face_below"} and by_size[by_size.metric == "face_sim"].n.sum() == 2
+    protocol = json.loads((out / "metrics.json").read_text())["metrics"]["face_sim"]
+    assert protocol["embedding"]["sha256"] == sha256_file(faces.package_models_dir() / faces.EMBEDDING)
+
+
+def fidelity_bins(size: float) -> str:
+    return SizeBins(faces.SIZE_EDGES).bin_of(size)
