@@ -146,7 +146,7 @@ class TextChart(ImageDataset):
         if limit is not None:
             self.pages = self.pages[:limit]
         records = [ImageRecord(p.id, Path(f"textchart/{p.id}")) for p in self.pages]
-        super().__init__(name, f"rendered by evalvae (DejaVu fonts from {self.fonts})", records, Geometry(resolution))
+        super().__init__(name, f"evalvae.data.textchart (DejaVu fonts in {self.fonts})", records, Geometry(resolution))
 
     def __getitem__(self, position: int) -> Sample:
         index = self.indices[position]
