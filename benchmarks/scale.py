@@ -65,10 +65,29 @@ def run(args: list[str], cwd: Path) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+BREAKDOWN: dict[str, dict] = {}  # run name -> where its time went (timings.csv, the samples' log line)
+STAGE_COLUMNS = ("load_s", "encode_s", "decode_s", "metrics_s", "total_s", "images_encoded", "batches_cached")
+
+
 def evalvae_run(tmp: Path, name: str, cache: Path, *overrides: str) -> tuple[float, float]:
-    return run(
+    wall, rss = run(
         ["-m", "evalvae", "run", f"hydra.run.dir={tmp / name}", f"cache_dir={cache}", "device=cpu", *overrides], tmp
     )
+    BREAKDOWN[name] = breakdown(tmp / name, wall)
+    return wall, rss
+
+
+def breakdown(out: Path, wall: float) -> dict:
+    import pandas as pd
+
+    t = pd.read_csv(out / "timings.csv").set_index("vae")
+    found = {"wall_s": wall, "vaes": {v: {c: float(t.loc[v, c]) for c in STAGE_COLUMNS if c in t} for v in t.index}}
+    found["outside_vaes_s"] = wall - float(t["total_s"].sum())  # start, set-up, samples at the end, writing
+    log = out / "evalvae-run.log"
+    lines = [x for x in log.read_text().splitlines() if "] samples: " in x] if log.is_file() else []
+    if lines:
+        found["samples"] = lines[-1].split("] samples: ", 1)[1]
+    return found
 
 
 def seconds(out: Path, column: str) -> float:
@@ -236,7 +255,9 @@ class Results(dict):
         super().__setitem__(key, value)
         print(f"{key}: {value}", flush=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({**self.meta, "results": dict(self)}, indent=2) + "\n")
+        load = os.getloadavg()
+        body = {**self.meta, "load_average": load, "results": dict(self), "runs": BREAKDOWN}
+        self.path.write_text(json.dumps(body, indent=2) + "\n")
 
 
 if __name__ == "__main__":
