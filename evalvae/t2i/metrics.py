@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from evalvae import results
 from evalvae.config import instantiate
 from evalvae.data import make_loader
+from evalvae.errors import ConfigError
 from evalvae.metrics import Unavailable, build_metrics, split_metrics, unavailable
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.metrics.info import MetricInfo, builtin_info, info_of, metric_entry
@@ -37,11 +38,36 @@ def set_info(metric, name: str) -> MetricInfo:
     return info if renamed == name else builtin_info(renamed) or replace(info, name=renamed)
 
 
+def reject_region_metrics(metrics: DictConfig) -> None:
+    """Raise :class:`ConfigError` for a region metric (text, faces): it detects regions on an original,
+    which a text-to-image run does not have (its reference decoder's decode is no ground truth); checked
+    before any metric is built."""
+    from hydra.utils import get_class
+
+    from evalvae.metrics.regions import RegionMetric
+
+    for key, spec in metrics.items():
+        if not (isinstance(spec, DictConfig) and "_target_" in spec):
+            continue
+        try:
+            cls = get_class(str(spec._target_))
+        except Exception:  # noqa: BLE001 - an unknown target is reported when the metric is built
+            continue
+        if isinstance(cls, type) and issubclass(cls, RegionMetric):
+            raise ConfigError(
+                f"metrics.{key}",
+                str(spec._target_),
+                hint="region metrics (text, faces) score regions found on originals, which task=t2i has none of: "
+                "use them with task=recon, or drop them (metrics=default)",
+            )
+
+
 class T2IMetrics:
     """The metrics of one run, built from ``cfg.metrics`` and ``cfg.t2i``."""
 
     def __init__(self, cfg: DictConfig, cache_root, device: torch.device):
         self.quantize = bool(cfg.metrics.quantize)
+        reject_region_metrics(cfg.metrics)
         built = split_metrics(build_metrics(cfg.metrics))
         self.pair, self.sets, self.unavailable_sets = built.pair, built.sets, built.unavailable_sets
         self.reference_set, self.refs = None, None
