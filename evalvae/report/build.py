@@ -14,6 +14,7 @@ from evalvae.report.gallery import build_gallery
 from evalvae.report.grids import select_images
 from evalvae.report.load import load_inputs
 from evalvae.report.recreate import saved_settings
+from evalvae.report.regions import region_figures
 from evalvae.report.sections import Section, group_sections
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ def write_report(
             with atomic_path(table_dir / f"{section.slug}-{name}.csv") as tmp:
                 frame.to_csv(tmp, index=False)
         figures = _plots(section, summary, paired, inputs.bench, plot_dir)
+        region_plots, region_notes = region_figures(section, plot_dir, grids)
         gallery, grid_notes = [], []
         if grids:
             saved = [s for s in (saved_settings(r) for r in section.runs) if s]
@@ -152,6 +154,8 @@ def write_report(
                 "findings": views.findings(section, summary, paired),
                 "protocol": views.protocol_view(section),
                 "plots": figures,
+                "regions": region_plots,
+                "region_notes": region_notes,
                 "grids": gallery,
                 "skipped": skipped,
                 "n_entries": len(section.entries),

@@ -77,6 +77,10 @@ def render_markdown(context: dict) -> str:
             ]
             out += ["**Paired statistics** (same images; Wilcoxon signed-rank, Holm-adjusted per metric):", ""]
             out += _table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "l"]) + [""]
+        if s.get("regions"):
+            out += ["**Text and face fidelity by region size** (PNGs in `plots/`):", ""]
+            out += [f"- {f['title']}: [plots/{f['path'].name}](plots/{f['path'].name})" for f in s["regions"]]
+            out += [f"> {n}" for n in s.get("region_notes", [])] + [""]
         if s["grids"]:
             out += ["**Image grids** (original, reconstructions, error maps and zooms; PNGs in `grids/`):", ""]
             for g in s["grids"]:
