@@ -57,7 +57,7 @@ def test_the_report_shows_text_fidelity_by_height_and_the_worst_regions(text_run
     html = write_report([text_run], tmp_path / "report").read_text(encoding="utf-8")
     assert "Text and face fidelity by region size" in html
     assert "Text fidelity by text height" in html and "Worst text regions" in html
-    assert "Face fidelity" not in html  # no face metric in this run
+    assert "Face identity by face size" not in html  # no face metric in this run
     plots = tmp_path / "report" / "plots"
     curve, grid = next(plots.glob("*-text-by-size.png")), next(plots.glob("*-text-worst.png"))
     for png in (curve, grid):
@@ -125,3 +125,30 @@ def test_t2i_refuses_a_region_metric_before_building_it():
     with pytest.raises(ConfigError, match=r"metrics\.text.*TextFidelity.*task=recon"):
         reject_region_metrics(cfg.metrics)
     reject_region_metrics(compose_run(["metrics=default"]).metrics)  # no region metric: nothing to refuse
+
+
+def test_the_report_shows_face_identity_by_size_and_the_worst_faces(assets, tmp_path):
+    """Kodak's two portraits and a landscape at 128 px, an exact and a blurring stand-in VAE, dlib's real models."""
+    pytest.importorskip("dlib")
+    from tests.test_face_fidelity import squares
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, image in zip(("kodim04", "kodim15", "kodim01"), squares(assets)):
+        Image.fromarray(image).save(folder / f"{name}.png")
+    chart = [o for o in overrides(tmp_path) if not o.startswith("dataset.")]
+    faces = [o.replace("textchart", "folder") for o in chart] + [
+        f"dataset.path={folder}",
+        "dataset.resolution=128",
+        "metrics=faces",
+    ]
+    out = run(compose_run(faces), out_dir=tmp_path / "run").out_dir
+    shutil.rmtree(tmp_path / "cache")
+    shutil.rmtree(folder)  # the report needs neither the dataset nor the cache
+    html = write_report([out], tmp_path / "report").read_text(encoding="utf-8")
+    assert "Face identity by face size" in html and "Worst faces" in html
+    assert "Text fidelity by text height" not in html
+    table = by_size(group_sections(load_inputs([out]).runs)[0])
+    sim = table[table["metric"] == "face_sim"].groupby("entry")["mean"].mean()
+    assert sim["exact"] == pytest.approx(1.0, abs=1e-6) and sim["blur"] < sim["exact"]
+    assert next((tmp_path / "report" / "plots").glob("*-faces-worst.png")).stat().st_size > 2000

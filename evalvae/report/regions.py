@@ -23,12 +23,15 @@ from evalvae.report.sections import Section
 
 log = logging.getLogger(__name__)
 
-# (record kind, metric, title, higher is better): the curves, and the metric the worst regions are ranked by
+# per record kind (per_region's ``metric``): (metric, title, higher is better): the curves, and the metric the worst regions are ranked by
 CURVES = {
     "text": [("text_ned", "text NED", False), ("text_acc", "text accuracy", True)],
     "faces": [("face_sim", "face similarity (cosine)", True)],
 }
-KIND_OF = {"text": "text", "faces": "face"}  # per_region's ``metric`` of each kind
+TITLES = {
+    "text": ("Text fidelity by text height", "Worst text regions"),
+    "faces": ("Face identity by face size", "Worst faces"),
+}
 SIZE_TITLE = {"text": "text height (px)", "faces": "face size (px)"}
 WORST = 6  # regions per grid
 ZOOM_PX = 96  # crops are enlarged by pixel repetition to about this height
@@ -125,7 +128,7 @@ def worst_regions(section: Section, regions: pd.DataFrame, kind: str, path: Path
     """A grid of the ``k`` worst regions of ``kind`` (by its first metric over the VAEs' worst score), among the
     images every VAE saved: original crop, then each VAE's crop with its reading. Returns (path or None, note)."""
     metric, _, higher = CURVES[kind][0]
-    rows = regions[(regions["metric"] == KIND_OF[kind])] if not regions.empty else regions
+    rows = regions[(regions["metric"] == kind)] if not regions.empty else regions
     if rows.empty or metric not in rows or not rows[metric].notna().any():
         return None, ""
     rows = rows[rows[metric].notna()].copy()
@@ -194,7 +197,7 @@ def region_figures(section: Section, plot_dir: Path, grids: bool = True) -> tupl
         if p is not None:
             figures.append(
                 {
-                    "title": f"{kind.capitalize()} fidelity by {SIZE_TITLE[kind].split(' (')[0]}",
+                    "title": TITLES[kind][0],
                     "path": p,
                     "caption": "Mean over regions per size bin (summary_by_region_size.csv), one line per VAE; "
                     "n: regions in the bin.",
@@ -210,7 +213,7 @@ def region_figures(section: Section, plot_dir: Path, grids: bool = True) -> tupl
             what = "NED" if kind == "text" else "face similarity"
             figures.append(
                 {
-                    "title": f"Worst {kind} regions",
+                    "title": TITLES[kind][1],
                     "path": p,
                     "caption": f"The worst regions by {what} (worst over the VAEs) among the images saved in samples/: "
                     "original crop, then each VAE's, enlarged by pixel repetition; under each, what OCR read on the "
