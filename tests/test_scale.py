@@ -320,7 +320,7 @@ def test_a_recorded_identity_makes_the_keys_of_the_computed_one():
     from evalvae.jobs.memo import as_keyed
 
     spec = OmegaConf.create({"source": "https://x/w", "sha256": {"encoder": "e", "decoder": "d"}, "dtype": "fp32"})
-    identity = {"adapter": "A", "config": {k: v for k, v in spec.items()}, "weights_sha256": "abc", "n": 1.5}
+    identity = {"adapter": "A", "config": dict(spec), "weights_sha256": "abc", "n": 1.5}
     stored = json.loads(json.dumps(as_keyed(identity)))
     assert digest(stored) == digest(identity)
 
