@@ -24,7 +24,7 @@ import torch
 
 from evalvae.data.datasets import ImageDataset, ImageRecord, Sample
 from evalvae.data.transforms import Geometry
-from evalvae.errors import ConfigError, DatasetError
+from evalvae.errors import ConfigError, DatasetError, check_positive_int
 from evalvae.metrics.regions import Region
 
 VERSION = 1  # bump when the layout or the strings change
@@ -193,7 +193,7 @@ def textchart(
         raise ConfigError("dataset.crop", crop, ("center",), hint="textchart is rendered at dataset.resolution")
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 32:
         raise ConfigError("dataset.resolution", resolution, hint="an integer of at least 32 pixels")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigError("dataset.limit", limit, hint="a positive integer, or null for all pages")
+    if limit is not None:
+        check_positive_int("dataset.limit", limit, "a positive integer, or null for all pages")
     del small
     return TextChart(resolution, limit, name)

@@ -48,27 +48,25 @@ def _read(run, name: str) -> pd.DataFrame:
         return pd.DataFrame()
 
 
-def by_size(section: Section) -> pd.DataFrame:
-    """``entry, metric, bin, mean, std, n`` of every entry's run, in the runs' bin order."""
+def _entries(section: Section, name: str) -> pd.DataFrame:
+    """The rows of each run's file ``name`` that belong to the section's entries, labelled by entry."""
     frames = []
     for run in section.runs:
-        df = _read(run, "summary_by_region_size.csv")
+        df = _read(run, name)
         if df.empty:
             continue
         for e in (e for e in section.entries if e.run is run):
             frames.append(df[df["vae"] == e.vae].assign(entry=e.label))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def by_size(section: Section) -> pd.DataFrame:
+    """``entry, metric, bin, mean, std, n`` of every entry's run, in the runs' bin order."""
+    return _entries(section, "summary_by_region_size.csv")
 
 
 def per_region(section: Section) -> pd.DataFrame:
-    frames = []
-    for run in section.runs:
-        df = _read(run, "per_region.parquet")
-        if df.empty:
-            continue
-        for e in (e for e in section.entries if e.run is run):
-            frames.append(df[df["vae"] == e.vae].assign(entry=e.label))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return _entries(section, "per_region.parquet")
 
 
 def curves(section: Section, table: pd.DataFrame, kind: str, path: Path) -> Path | None:
