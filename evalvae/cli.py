@@ -31,6 +31,24 @@ def _validate(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def _refuse_unloadable(cfg: DictConfig) -> None:
+    """Exit with status 2, before torch is imported (seconds), when no VAE of a reconstruction or bench job
+    can be loaded here: every one is a hub id missing from the local Hugging Face cache, offline. The
+    messages are those the loader would give. With one loadable VAE the job runs and records the others."""
+    from evalvae.hub import unloadable_offline
+
+    vaes = {k: v for k, v in (cfg.get("vae") or {}).items() if isinstance(v, DictConfig) and "_target_" in v}
+    if not vaes or (cfg.get("task") or {}).get("name") not in ("recon", "bench"):
+        return
+    unloadable = unloadable_offline(vaes)
+    if unloadable:
+        for message in unloadable.values():
+            log.error("evalvae: %s", message)
+        if len(vaes) > 1:
+            log.error("none of the %d VAEs can be loaded here; nothing was evaluated", len(vaes))
+        sys.exit(2)
+
+
 def _call(func, cfg: DictConfig) -> None:
     """``func(cfg)``; an evalvae error, or an outcome with failed VAEs, exits with status 2."""
     try:
@@ -45,6 +63,7 @@ def _call(func, cfg: DictConfig) -> None:
 @hydra.main(config_path=CONFIG_PATH, config_name="run", version_base="1.3")
 def run_app(cfg: DictConfig) -> None:
     _validate(cfg)
+    _refuse_unloadable(cfg)
     from evalvae.run import run
 
     _call(run, cfg)
@@ -61,6 +80,7 @@ def ref_app(cfg: DictConfig) -> None:
 @hydra.main(config_path=CONFIG_PATH, config_name="bench", version_base="1.3")
 def bench_app(cfg: DictConfig) -> None:
     _validate(cfg)
+    _refuse_unloadable(cfg)
     from evalvae.run import run
 
     _call(run, cfg)

@@ -78,8 +78,8 @@ def test_building_a_run_imports_no_metric_vae_or_report_library(tmp_path):
     assert loaded(modules, (*LAZY, "skimage", "scipy")) == []  # no dataset is read yet: not even skimage.data
 
 
-def test_offline_hub_vae_fails_in_one_line_before_diffusers_is_imported(tmp_path):
-    """``evalvae run +vae=ft-mse`` offline with empty caches: its one error line, and none of the lazy libraries."""
+def test_offline_hub_vae_fails_in_one_line_before_torch_is_imported(tmp_path):
+    """``evalvae run +vae=ft-mse`` offline with empty caches: its one error line, and not even torch imported."""
     hf = tmp_path / "hf"
     out = tmp_path / "modules.json"
     env = {"HF_HOME": str(hf), "HF_HUB_CACHE": str(hf / "hub"), "EVALVAE_CACHE": str(tmp_path / "cache")}
@@ -95,8 +95,38 @@ def test_offline_hub_vae_fails_in_one_line_before_diffusers_is_imported(tmp_path
     (log,) = (tmp_path / "outputs" / "run").glob("*/evalvae-run.log")  # complete: written out at exit
     assert "could not load hub id" in log.read_text().splitlines()[-1]
     modules = json.loads(out.read_text())
-    assert "evalvae.recon.task" in modules and "evalvae.vae.kl" in modules  # the run got as far as loading the VAE
-    assert loaded(modules) == []
+    assert "evalvae.hub" in modules and "huggingface_hub" in modules  # the local Hugging Face cache was asked
+    assert loaded(modules, (*LAZY, "torch", "evalvae.recon")) == []
+
+
+def test_a_run_with_one_loadable_vae_goes_ahead_and_records_the_unloadable_one(tmp_path, tiny_ae_dir, image_dir):
+    """Offline, ``ft-mse`` (an uncached hub id) beside a local VAE: the run evaluates the local one and
+    records ft-mse's failure with the loader's message (exit status 2)."""
+    hf = tmp_path / "hf"
+    env = {"HF_HOME": str(hf), "HF_HUB_CACHE": str(hf / "hub"), "EVALVAE_CACHE": str(tmp_path / "cache")}
+    args = ["-m", "evalvae", "run", "+vae=[ft-mse,taesd]", f"vae.taesd.source={tiny_ae_dir}", "dataset=folder"]
+    args += [f"dataset.path={image_dir}", "dataset.resolution=32", "report=false", f"hydra.run.dir={tmp_path / 'r'}"]
+    r = run_python(args, cwd=tmp_path, env=env)
+    assert r.returncode == 2, r.stderr[-2000:]
+    vaes = {v["vae"]: v for v in json.loads((tmp_path / "r" / "vaes.json").read_text())}
+    assert vaes["ft-mse"]["status"] == "failed" and "could not load hub id" in vaes["ft-mse"]["error"]
+    assert vaes["taesd"].get("status", "ok") != "failed"
+
+
+def test_unloadable_offline_names_every_vae_only_when_none_can_load(hub_cache, monkeypatch, tmp_path):
+    from evalvae import hub
+
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    save_tiny_kl(fake_hub_cache(hub_cache, "org/cached"))
+    missing = {"_target_": "x", "source": "org/missing"}
+    assert list(hub.unloadable_offline({"a": missing, "b": {**missing, "source": "org/other"}})) == ["a", "b"]
+    assert "could not load hub id 'org/missing'" in hub.unloadable_offline({"a": missing})["a"]
+    assert hub.unloadable_offline({"a": missing, "c": {"_target_": "x", "source": "org/cached"}}) == {}
+    assert hub.unloadable_offline({"a": missing, "d": {"_target_": "x", "source": str(tmp_path)}}) == {}
+    assert hub.unloadable_offline({"a": missing, "e": {"_target_": "x"}}) == {}  # no source: only a load can tell
+    assert hub.unloadable_offline({"a": missing, "f": {"_target_": "x", "source": "/no/such/dir"}}) == {}
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    assert hub.unloadable_offline({"a": missing}) == {}  # online: the loader downloads it
 
 
 def fake_hub_cache(root: Path, repo_id: str, commit: str = "a" * 40) -> Path:

@@ -6,10 +6,7 @@ Weights are only ever read through safetensors or ``torch.load(weights_only=True
 from __future__ import annotations
 
 import logging
-import os
-import re
 import shutil
-import socket
 import urllib.error
 import urllib.request
 import warnings
@@ -20,30 +17,14 @@ from typing import TypeVar
 import torch
 
 from evalvae.errors import ConfigError, WeightsUnavailable, error_reason
+from evalvae.hub import hub_reachable, not_in_hub_cache, source_kind, unavailable_message
 from evalvae.io import atomic_path, cache_dir, sha256_file
 from evalvae.vae.base import LoadedWeights
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-
-
-def source_kind(source: str, argument: str) -> str:
-    """Classify a source as ``url``, ``file``, ``dir`` or ``hub``; a path that looks local must exist."""
-    if not isinstance(source, str) or not source:
-        raise ConfigError(argument, source, hint="give a hub id, a local folder or file, or a URL")
-    if re.match(r"^https?://", source):
-        return "url"
-    path = Path(source).expanduser()
-    if path.is_file():
-        return "file"
-    if path.is_dir():
-        return "dir"
-    if source.startswith(("/", "./", "../", "~")) or not _HUB_ID.match(source):
-        raise ConfigError(argument, source, hint="this path does not exist")
-    return "hub"
 
 
 def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
@@ -174,7 +155,7 @@ def diffusers_model(
     kind = source_kind(source, argument)
     if kind == "hub" and not_in_hub_cache(source, "config.json", subfolder, revision) and not hub_reachable():
         missing = OSError(f"{source}: config.json is not in the local Hugging Face cache")
-        raise WeightsUnavailable(_unavailable_message(name, kind, source, subfolder, config, missing))
+        raise WeightsUnavailable(unavailable_message(name, kind, source, subfolder, config, missing))
     if isinstance(cls, str):
         import diffusers
 
@@ -208,37 +189,7 @@ def diffusers_model(
     except (ConfigError, WeightsUnavailable):
         raise
     except Exception as e:  # hub, network and format errors all end in the same actionable line
-        raise WeightsUnavailable(_unavailable_message(name, kind, source, subfolder, config, e)) from None
-
-
-def not_in_hub_cache(repo_id: str, filename: str, subfolder: str | None = None, revision: str | None = None) -> bool:
-    """True when ``filename`` of the hub repository ``repo_id`` is known to be missing from the local
-    Hugging Face cache (where diffusers and transformers look); False when it is there or that cannot be told."""
-    from huggingface_hub import try_to_load_from_cache
-
-    path = f"{subfolder}/{filename}" if subfolder else filename
-    try:
-        return not isinstance(try_to_load_from_cache(repo_id, path, revision=revision), str)
-    except Exception:  # a repository id or revision the cache cannot be asked about: let the loader decide
-        return False
-
-
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """False when the hub is switched off (HF_HUB_OFFLINE) or its host cannot be reached quickly.
-
-    Checked before a download so that an offline machine fails at once, instead of after the
-    hub client's retries (about 20 s per file).
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
-        return False
-    host = re.sub(r"^https?://", "", constants.ENDPOINT).split("/")[0]
-    try:
-        socket.create_connection((host.split(":")[0], 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
+        raise WeightsUnavailable(unavailable_message(name, kind, source, subfolder, config, e)) from None
 
 
 def local_then_hub(load: Callable[[bool], T], *, may_download: bool = True) -> T:
@@ -261,20 +212,3 @@ def _location(kind: str, source: str, subfolder: str | None, revision: str | Non
     if revision:
         where += f"@{revision}"
     return where
-
-
-def _unavailable_message(name, kind, source, subfolder, config, e) -> str:
-    if kind == "hub":
-        tried = f"hub id '{source}'" + (f" (subfolder '{subfolder}')" if subfolder else "")
-        return (
-            f"VAE '{name}': could not load {tried}: not in the local Hugging Face cache and the hub is unreachable "
-            f"or offline ({type(e).__name__}); download it where the hub is reachable "
-            f"(huggingface-cli download {source}) or point at local weights with "
-            f"vae.{name}.source=/path/to/diffusers-folder-or-file.safetensors"
-        )
-    if kind == "file" and config is None:
-        return (
-            f"VAE '{name}': could not load single file '{source}' ({type(e).__name__}: {error_reason(e)}); "
-            f"if its config cannot be fetched offline, set vae.{name}.config=/path/to/diffusers/config-folder"
-        )
-    return f"VAE '{name}': could not load '{source}' ({type(e).__name__}: {error_reason(e)})"
