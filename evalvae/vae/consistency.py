@@ -24,8 +24,8 @@ STEPS = (2,)  # what diffusers' ConsistencyDecoderScheduler implements (OpenAI's
 class ConsistencyAdapter(VAEAdapter):
     """A diffusers ``ConsistencyDecoderVAE``; images in [-1, 1]; SD's scaling factor from its config.
 
-    Its encoder is SD's (``AutoencoderKL``'s encoder and quant conv, run the same way), so with the
-    released weights its encoder hash equals kl-f8's and a run that also evaluates an SD 1.x VAE
+    Its encoder is SD's network (``AutoencoderKL``'s encoder and quant conv, run the same way), so
+    where its weights equal an SD 1.x VAE's, the encoder hashes are equal and a run with both
     encodes each image once. ``steps`` is the number of consistency steps, recorded in the results
     (2, the only number diffusers' scheduler runs).
     Memory modes: ``plain`` and ``sliced``; the diffusion decoder has no tiled implementation.
