@@ -100,6 +100,9 @@ def test_consistency_has_no_tiled_mode_and_only_diffusers_step_count(cd_dir):
         vae.set_memory_mode("tiled")
     with pytest.raises(ConfigError, match=r"vae\.consistency\.steps=4.*2.*exactly 2 steps"):
         loaded("consistency", cd_dir, "vae.consistency.steps=4")
+    single = cd_dir / "diffusion_pytorch_model.safetensors"
+    with pytest.raises(ConfigError, match=r"vae\.consistency\.source=.*no single-file loader"):
+        loaded("consistency", single)
 
 
 def folder_run(tmp_path, image_dir, *vaes_overrides, extra=()):

@@ -16,7 +16,7 @@ from evalvae.device import parse_dtype
 from evalvae.errors import ConfigError
 from evalvae.vae.base import LatentSpace, VAEAdapter
 from evalvae.vae.kl import KLAdapter
-from evalvae.vae.sources import diffusers_model
+from evalvae.vae.sources import diffusers_model, source_kind
 
 STEPS = (2,)  # what diffusers' ConsistencyDecoderScheduler implements (OpenAI's release: 2 steps, t = 1.0, 0.75)
 
@@ -43,7 +43,6 @@ class ConsistencyAdapter(VAEAdapter):
         seed: int = 0,
         subfolder: str | None = None,
         revision: str | None = None,
-        config: str | None = None,
         scaling_factor: float | None = None,
         cache_dir: str | None = None,
         **kwargs,
@@ -54,13 +53,18 @@ class ConsistencyAdapter(VAEAdapter):
             )
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"vae.{name}.seed", seed, hint="a non-negative integer")
+        if source_kind(source, f"vae.{name}.source") not in ("hub", "dir"):
+            raise ConfigError(
+                f"vae.{name}.source",
+                source,
+                hint="a hub id or a local diffusers folder: diffusers has no single-file loader for ConsistencyDecoderVAE",
+            )
         model, weights = diffusers_model(
             "ConsistencyDecoderVAE",
             name,
             source,
             subfolder=subfolder,
             revision=revision,
-            config=config,
             cache=cache_dir,
             torch_dtype=parse_dtype(kwargs.get("dtype", "fp32"), f"vae.{name}.dtype"),
         )
