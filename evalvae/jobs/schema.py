@@ -291,7 +291,7 @@ class RefSchema(CommonSchema):
     batch_size: int = at_least(1, "a positive integer")
     workers: Any = checked(_workers)
     progress: Any = checked(_progress)
-    crop_multiple: int = at_least(1, "the downsampling factor of the VAEs to compare (8 for every shipped VAE)")
+    crop_multiple: int = at_least(1, "the downsampling factor of the VAEs to compare (8; 32 for dc-ae-f32c32)")
 
 
 SCHEMAS = {"run": RunSchema, "bench": BenchSchema, "ref": RefSchema}

@@ -64,7 +64,7 @@ def encoder_identity(vae, *, device: torch.device, channels_last: bool, seed: in
     return {
         "format": FORMAT,
         "encoder_sha256": vae.encoder_hash,
-        "adapter": _class(vae),
+        "adapter": getattr(vae, "encoder_kind", None) or _class(vae),
         "latent_space": [vae.latent_space.family, vae.latent_channels, vae.downsample],
         "scaling_factor": vae.scaling_factor,
         "shift_factor": vae.shift_factor,

@@ -102,7 +102,8 @@ def reconstruct(
     """Yield per-image metric rows for each batch (and, with ``keep_pixels``, the 8-bit images).
 
     Images are cropped to a multiple of the VAE's downsampling factor (a no-op under the default
-    square protocol). With ``posterior=sample`` image ``i`` of the dataset uses seed ``seed + i``.
+    square protocol). With ``posterior=sample`` (and for a stochastic decoder) image ``i`` of the
+    dataset uses seed ``seed + i``.
     Set-level metrics always see reconstructions rounded to 8 bits, whatever ``quantize`` says.
     An image whose float output holds NaN or inf gets ``nonfinite=True``, NaN for every metric,
     and ``False`` in ``BatchResult.finite``. ``encode(group, x)``, if given, returns the latents of a
@@ -127,7 +128,7 @@ def reconstruct(
                 x = from_uint8(images).contiguous(memory_format=memory_format)
                 z = encode(group, x) if encode else vae.encode(x, seeds=[seed + i for i in group.indices])
             with times.stage("decode"):
-                y = vae.decode(z.contiguous(memory_format=memory_format))
+                y = vae.decode(z.contiguous(memory_format=memory_format), seeds=[seed + i for i in group.indices])
             with times.stage("metrics"):
                 finite = finite_images(y)
                 original = images.double()

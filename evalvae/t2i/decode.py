@@ -111,7 +111,7 @@ def decode_one(
     device = state.vae.device
     reset_peak_memory(device)
     with state.times.stage("decode"):
-        y = state.vae.decode(latents)
+        y = state.vae.decode(latents, seeds=[it.seed for it in items])  # a stochastic decoder: the item's seed
     state.peak_mb = max(state.peak_mb, peak_memory_mb(device))
     with state.times.stage("metrics"):
         pixels = to_pixels(y, metrics.quantize)

@@ -125,6 +125,19 @@ class VAEAdapter(ABC):
         """The tensors that determine the encoder's output (encoder and any quant conv)."""
 
     # -- what subclasses may override --------------------------------------------------------
+    def _decode_seeded(self, z: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        """Decode raw latents; a stochastic decoder seeds image ``i``'s noise with ``seed + seeds[i]``."""
+        return self._decode_raw(z)
+
+    @property
+    def encoder_kind(self) -> str:
+        """The code path that turns images into latents, for the latent cache's key (with the encoder's hash).
+
+        Adapters that encode exactly as another adapter does (same network class, input range and
+        posterior) return that adapter's name, so VAEs sharing an encoder share its latents.
+        """
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
     @property
     def default_tile_size(self) -> int:
         """Tile side in image pixels used by ``tiled`` mode when none is given."""
@@ -189,10 +202,16 @@ class VAEAdapter(ABC):
         return (z - self.shift_factor) * self.scaling_factor
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Decode diffusion-space latents to float32 images, nominally in [-1, 1] (not clamped)."""
+    def decode(self, latents: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Decode diffusion-space latents to float32 images, nominally in [-1, 1] (not clamped).
+
+        A stochastic decoder draws image ``i``'s noise from a generator seeded with its own ``seed``
+        plus ``seeds[i]`` (default: ``i``), so a decode never depends on batch composition; other
+        decoders ignore ``seeds``.
+        """
         z = latents.to(device=self.device, dtype=self.dtype) / self.scaling_factor + self.shift_factor
-        return self._decode_in_mode(z).float()
+        seeds = list(range(len(z))) if seeds is None else [int(s) for s in seeds]
+        return self._decode_in_mode(z, seeds).float()
 
     def describe(self) -> dict:
         """Facts about this VAE for the results and the report."""
@@ -226,12 +245,12 @@ class VAEAdapter(ABC):
             return self._moments_tiled(images)
         return self._moments(images)
 
-    def _decode_in_mode(self, z: torch.Tensor) -> torch.Tensor:
+    def _decode_in_mode(self, z: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         if self._generic_mode == "sliced" and len(z) > 1:
-            return torch.cat([self._decode_raw(x) for x in z.split(1)])
+            return torch.cat([self._decode_seeded(x, [s]) for x, s in zip(z.split(1), seeds)])
         if self._generic_mode == "tiled":
             return self._decode_tiled(z)
-        return self._decode_raw(z)
+        return self._decode_seeded(z, seeds)
 
     def _moments_tiled(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The generic tiled encoder: :meth:`_moments` tile by tile, mean and std blended alike."""
