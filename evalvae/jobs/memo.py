@@ -172,7 +172,7 @@ class VAEMemo:
             return None
 
     def remember(self, spec: Mapping, device: torch.device, vae, identity: dict) -> None:
-        key = self.key(spec, device)
+        key = self.key(spec, device) if vae.remembered else None
         if key is None:
             return
         describe = json.loads(json.dumps(vae.describe(), default=str))

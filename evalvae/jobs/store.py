@@ -58,8 +58,9 @@ def vae_identity(spec: Mapping, vae) -> dict | None:
 
 
 def encoder_identity(vae, *, device: torch.device, channels_last: bool, seed: int) -> dict | None:
-    """What ``vae``'s latents depend on, by the content of its encoder's weights; None for a VAE built in memory."""
-    if vae.weights.kind == "module":
+    """What ``vae``'s latents depend on, by the content of its encoder's weights; None for a VAE built in memory
+    or one that stores no latents (``stores_latents``: the reconstructions of :mod:`evalvae.vae.files`)."""
+    if vae.weights.kind == "module" or not vae.stores_latents:
         return None
     return {
         "format": FORMAT,
