@@ -20,7 +20,8 @@
   ``cache.latents=false`` the shards live in the run directory and are removed at its end.
 
 VAEs built in memory (``weights.kind == "module"``) have no identity that outlives the process, so
-nothing of theirs is stored or shared. :class:`evalvae.jobs.chunks.ChunkStore` does the storing.
+nothing of theirs is stored or shared. Adapters with ``stores_latents = False`` (:mod:`evalvae.vae.files`,
+whose latents are the reconstructions read from files) have no latent shards. :class:`evalvae.jobs.chunks.ChunkStore` does the storing.
 """
 
 from __future__ import annotations
