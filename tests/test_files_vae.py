@@ -68,6 +68,28 @@ def test_each_file_problem_has_its_reason(tmp_path):
     assert why.startswith("misshapen: 12x8 px, the original is 12x16 px") and "never resized" in why
 
 
+def test_the_adapter_serves_only_its_own_files(tmp_path):
+    import torch
+
+    from evalvae.errors import EvalvaeError
+    from evalvae.vae.files import FilesAdapter
+
+    save(tmp_path / "a.png", photo(8, 8))
+    vae = FilesAdapter("files", str(tmp_path))
+    x = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    assert vae.prepare_group(["a.png", "b.png"], torch.zeros(2, 3, 8, 8, dtype=torch.uint8)) == {
+        "b.png": "missing: no file b.<png|jpg|jpeg|webp|bmp|tif|tiff>"
+    }
+    y = vae.decode(vae.encode(x.float()))
+    assert torch.equal(((y + 1) * 127.5).round().to(torch.uint8)[0], torch.from_numpy(photo(8, 8)).permute(2, 0, 1))
+    with pytest.raises(EvalvaeError, match="prepare_group before encode"):
+        vae.encode(x.float())  # each group's files are read once
+    with pytest.raises(EvalvaeError, match="decodes only what its encode read"):
+        vae.decode(torch.zeros(1, 16, 4, 4))  # a pipeline's latents (task=t2i)
+    with pytest.raises(ConfigError, match="vae.files.path"):
+        FilesAdapter("files", str(tmp_path / "nope"))
+
+
 # -- runs ------------------------------------------------------------------------------------------
 @pytest.fixture()
 def nested_images(tmp_path):

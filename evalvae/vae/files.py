@@ -166,7 +166,13 @@ class FilesAdapter(VAEAdapter):
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return latents.double()
+        """The "latents" :meth:`encode` returned: the reconstructions. Other latents (``task=t2i``) are refused."""
+        if latents.ndim != 4 or latents.shape[1] != 3 or latents.dtype != torch.float64:
+            raise EvalvaeError(
+                f"VAE '{self.name}' (reconstructions read from files) decodes only what its encode read, "
+                f"not latents of shape {tuple(latents.shape)}; it serves task=recon"
+            )
+        return latents
 
     def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
         return {}
