@@ -127,10 +127,13 @@ def files_run(rec, images, *extra):
 
 def save_reconstructions(cfg, rec) -> dict[str, np.ndarray]:
     """The stand-in VAE's 8-bit reconstructions of the run's images, saved as PNG under ``rec`` by image id."""
+    import torch
+
     vae = load_vae("taef2", cfg.vae.taef2, device="cpu")
-    dataset = instantiate(cfg.dataset)
+    vae.module.to(memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)  # as the run
+    loader = make_loader(instantiate(cfg.dataset), cfg.batch_size, 0, vae.device)
     out = {}
-    for result in reconstruct(vae, make_loader(dataset, cfg.batch_size, 0, vae.device), [], keep_pixels=True):
+    for result in reconstruct(vae, loader, [], keep_pixels=True, channels_last=cfg.channels_last):
         ids = iter(r["image"] for r in result.rows)
         for recons in result.reconstructions:
             for r in recons:
