@@ -55,8 +55,8 @@ def test_each_app_composes_and_validates(app, overrides):
 
 @pytest.mark.parametrize("vae", options("vae"))
 def test_each_vae_config_validates(vae):
-    validate(compose([f"+vae={vae}"]), "run")
-    validate(compose([f"+vae={vae}"], "bench"), "bench")
+    for app in ("run", "bench"):
+        validate(compose(filled(app, [f"+vae={vae}"], f"vae.{vae}"), app), app)
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))

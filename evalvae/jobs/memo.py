@@ -18,6 +18,9 @@ hub id not in the local cache, has no key, and is always loaded. A weights file 
 replaced gets a new change time or inode (even when a copy keeps its modification time), so the
 VAE is loaded and its identity learnt again.
 
+An adapter with ``remembered = False`` (:mod:`evalvae.vae.files`, whose loading is listing and
+hashing its folder) gets no record, so it is always loaded.
+
 :class:`Recorded` stands in for the VAE while every batch is read from chunks; a batch that must
 be computed (a chunk found damaged) loads it after all.
 """
@@ -172,7 +175,7 @@ class VAEMemo:
             return None
 
     def remember(self, spec: Mapping, device: torch.device, vae, identity: dict) -> None:
-        key = self.key(spec, device)
+        key = self.key(spec, device) if vae.remembered else None
         if key is None:
             return
         describe = json.loads(json.dumps(vae.describe(), default=str))

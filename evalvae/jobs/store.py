@@ -20,7 +20,8 @@
   ``cache.latents=false`` the shards live in the run directory and are removed at its end.
 
 VAEs built in memory (``weights.kind == "module"``) have no identity that outlives the process, so
-nothing of theirs is stored or shared. :class:`evalvae.jobs.chunks.ChunkStore` does the storing.
+nothing of theirs is stored or shared. Adapters with ``stores_latents = False`` (:mod:`evalvae.vae.files`,
+whose latents are the reconstructions read from files) have no latent shards. :class:`evalvae.jobs.chunks.ChunkStore` does the storing.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ def vae_identity(spec: Mapping, vae) -> dict | None:
 
 
 def encoder_identity(vae, *, device: torch.device, channels_last: bool, seed: int) -> dict | None:
-    """What ``vae``'s latents depend on, by the content of its encoder's weights; None for a VAE built in memory."""
-    if vae.weights.kind == "module":
+    """What ``vae``'s latents depend on, by the content of its encoder's weights; None for a VAE built in memory
+    or one that stores no latents (``stores_latents``: the reconstructions of :mod:`evalvae.vae.files`)."""
+    if vae.weights.kind == "module" or not vae.stores_latents:
         return None
     return {
         "format": FORMAT,

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from evalvae.data.pairs import TEST_VAE
 from evalvae.device import reset_peak_memory
 from evalvae.errors import EvalvaeError
 from evalvae.jobs.policy import load_for_run
 from evalvae.vae import VAEAdapter, load_vae
+from evalvae.vae.files import FilesAdapter
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,8 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
     """The VAEs of this job. Entries without ``_target_`` are field overrides (``++vae.X.f=v``) for
-    a VAE that another job of a sweep selects; they are ignored with a note."""
+    a VAE that another job of a sweep selects; they are ignored with a note. ``dataset=pairs`` adds the
+    VAE ``test``: its test folder's images (:mod:`evalvae.vae.files`)."""
     vaes = {}
     for name, spec in (cfg.get("vae") or {}).items():
         if isinstance(spec, DictConfig) and "_target_" in spec:
@@ -51,6 +54,9 @@ def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
                 name,
                 did_you_mean(str(name), available_vaes()),
             )
+    test = (cfg.get("dataset") or {}).get("test")
+    if test is not None:  # dataset=pairs: the test folder is scored as a VAE (evalvae.data.pairs)
+        vaes[TEST_VAE] = OmegaConf.create({"_target_": f"{FilesAdapter.__module__}.FilesAdapter", "path": str(test)})
     if not vaes:
         raise NoVAESelected(
             "no VAE selected; pick one with +vae=NAME or several with +vae=[A,B]. Available: "

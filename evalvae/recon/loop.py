@@ -87,6 +87,18 @@ def score(
     return values
 
 
+def _without(group: Group, ids) -> Group:
+    """``group`` less the images ``ids``."""
+    keep = [j for j, i in enumerate(group.ids) if i not in ids]
+    return Group(
+        [group.indices[j] for j in keep],
+        [group.ids[j] for j in keep],
+        group.images[keep],
+        [group.upscaled[j] for j in keep],
+        None if group.truth is None else [group.truth[j] for j in keep],
+    )
+
+
 def reconstruct(
     vae: VAEAdapter,
     batches: Iterable[Batch],
@@ -108,6 +120,8 @@ def reconstruct(
     An image whose float output holds NaN or inf gets ``nonfinite=True``, NaN for every metric,
     and ``False`` in ``BatchResult.finite``. ``encode(group, x)``, if given, returns the latents of a
     group's model input ``x`` in place of ``vae.encode`` (the latent cache of :mod:`evalvae.jobs.latents`).
+    Images the VAE's :meth:`~evalvae.vae.base.VAEAdapter.prepare_group` leaves out get no row; they are
+    in ``BatchResult.skipped`` with ``"vae '<name>': <reason>"``.
     """
     times = times or StageTimes(vae.device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -119,6 +133,12 @@ def reconstruct(
             return
         result = BatchResult([], batch.skipped)
         for group in batch.groups:
+            left_out = vae.prepare_group(group.ids, group.images)  # {id: reason}: e.g. evalvae.vae.files' missing
+            if left_out:
+                result.skipped = [*result.skipped, *((i, f"vae '{vae.name}': {why}") for i, why in left_out.items())]
+                group = _without(group, left_out)
+                if not group.ids:
+                    continue
             with times.stage("encode"):
                 images = crop_to_multiple(group.images.to(vae.device, non_blocking=True), vae.downsample)
                 truth = group.truth

@@ -44,6 +44,7 @@ from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon.loop import reconstruct
 from evalvae.recon.samples import SampleKeeper
+from evalvae.recon.unmatched import UnmatchedLog
 from evalvae.results import RunWriter, console_table
 from evalvae.vae import VAEAdapter
 
@@ -115,6 +116,7 @@ class ReconTask(Task):
         # why a metric is unavailable, or non-standard weights
         self.writer.notes = {c: m.note for m in self.pair if m.note for c in result_columns(m)}
         self.writer.add_skipped(self.dataset.listing_skipped)
+        self.unmatched = UnmatchedLog(self.files)  # images a VAE could not reconstruct (evalvae.vae.files)
         self.samples = SampleKeeper(
             cfg, self.out, self.dataset, self.pair, self.results, self.shard.main, n_vaes=len(self.specs)
         )
@@ -376,6 +378,7 @@ class ReconTask(Task):
                 writer.add_set_rows(name, rows)
         for m in self.unavailable_sets:
             writer.add_set_rows(name, m.nan_rows())
+        self.unmatched.add(name, p.vae, p.batches, self.dataset)
         total = time.perf_counter() - p.start
         row = timing_row(name, p.vae, self.device, self.cfg.batch_size, n, p.load_s, p.times, STAGES, total, **p.counts)
         writer.add_timing(row)

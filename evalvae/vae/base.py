@@ -77,6 +77,10 @@ class VAEAdapter(ABC):
     # The model asks to run in fp32 when loaded in fp16 (diffusers' ``config.force_upcast``); the
     # run's loading policy (evalvae.vae.policy) honours it. Families whose config says so set it.
     force_upcast: bool = False
+    # False: the job stores no latents of this VAE (evalvae.jobs.store) and keeps no record of it to skip
+    # its loading (evalvae.jobs.memo); for adapters with nothing to gain from either (evalvae.vae.files)
+    stores_latents: bool = True
+    remembered: bool = True
 
     def __init__(
         self,
@@ -104,7 +108,8 @@ class VAEAdapter(ABC):
         self.dtype = parse_dtype(dtype, f"vae.{name}.dtype")
         self.device = torch.device(device)
         self.weights = weights or LoadedWeights("module", "in-memory")
-        if next(module.parameters()).dtype != self.dtype:
+        first = next(module.parameters(), None)  # None: a module with no weights (evalvae.vae.files)
+        if first is not None and first.dtype != self.dtype:
             module = module.to(dtype=self.dtype)
         self.module = module.to(device=self.device).eval().requires_grad_(False)
         self._encoder_hash: str | None = None
@@ -146,6 +151,16 @@ class VAEAdapter(ABC):
     def _set_memory_mode(self, mode: str, tile_size: int) -> None:
         """Switch the model's own implementation of ``mode``; the default is the generic one."""
         self._generic_mode = mode
+
+    def prepare_group(self, ids: Sequence[str], images: torch.Tensor) -> dict[str, str]:
+        """Called by the reconstruction loop before each group is encoded, with its image ids and
+        ``(N, 3, H, W)`` uint8 originals; returns ``{id: reason}`` of the images this VAE cannot
+        reconstruct (they are not scored). Models need no ids; the default returns none."""
+        return {}
+
+    def unused_inputs(self, ids: Sequence[str]) -> list[tuple[str, str]]:
+        """``(file, reason)`` of this VAE's own inputs that match none of the dataset's image ``ids``; none by default."""
+        return []
 
     # -- the interface -----------------------------------------------------------------------
     def set_memory_mode(self, mode: str, tile_size: int | None = None) -> None:
