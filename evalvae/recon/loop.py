@@ -13,6 +13,7 @@ from evalvae.data.transforms import crop_offsets, crop_to_multiple
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import PairMetric, fact_columns, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
+from evalvae.recon.rate import Rate
 from evalvae.vae import VAEAdapter
 
 
@@ -98,6 +99,7 @@ def reconstruct(
     times: StageTimes | None = None,
     keep_pixels: bool = False,
     encode: Callable[[Group, torch.Tensor], torch.Tensor] | None = None,
+    rate: Rate | None = None,
 ) -> Iterator[BatchResult]:
     """Yield per-image metric rows for each batch (and, with ``keep_pixels``, the 8-bit images).
 
@@ -107,8 +109,10 @@ def reconstruct(
     An image whose float output holds NaN or inf gets ``nonfinite=True``, NaN for every metric,
     and ``False`` in ``BatchResult.finite``. ``encode(group, x)``, if given, returns the latents of a
     group's model input ``x`` in place of ``vae.encode`` (the latent cache of :mod:`evalvae.jobs.latents`).
+    ``rate`` decodes and adds the ``bpp`` columns (:mod:`evalvae.recon.rate`; default: no ``latent_bits``).
     """
     times = times or StageTimes(vae.device)
+    rate = rate or Rate(quantize=quantize)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     batches = iter(batches)
     while True:
@@ -127,12 +131,13 @@ def reconstruct(
                 x = from_uint8(images).contiguous(memory_format=memory_format)
                 z = encode(group, x) if encode else vae.encode(x, seeds=[seed + i for i in group.indices])
             with times.stage("decode"):
-                y = vae.decode(z.contiguous(memory_format=memory_format))
+                y, rated = rate.decode(vae, z.contiguous(memory_format=memory_format), images, group.ids)
             with times.stage("metrics"):
                 finite = finite_images(y)
                 original = images.double()
                 recon = to_pixels(y, quantize)
                 values = score(metrics, original, recon, finite, truth)
+                values.update(rated)
                 if keep_pixels:
                     result.originals.append(images)
                     result.reconstructions.append((recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8))
