@@ -319,7 +319,7 @@ class PillowCodec(Codec):
 
     def rate_warnings(self, latents) -> list[str]:
         lo, hi = self.range
-        fmt = self.format.upper()
+        fmt = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}[self.format]
         why = {
             ABOVE_RANGE: f"beyond {fmt}'s range: its highest quality {hi:g} gives fewer bits",
             BELOW_RANGE: f"below {fmt}'s range: its lowest quality {lo:g} gives more bits",
