@@ -174,7 +174,12 @@ BUILTIN.update({i.name: i for i in (FACE_SIM, FACE_BELOW)})
 # search lands within its tolerance (5%), so reruns on another libjpeg may move it by a few percent.
 BPP = MetricInfo("bpp", "Bits per pixel", False, decimals=3, tolerance=Tolerance(rel=0.05), unit="bpp")
 LATENT_BITS_PSNR_DROP = MetricInfo(
-    "latent_bits_psnr_drop", "PSNR lost to latent_bits (dB)", False, decimals=3, tolerance=Tolerance(abs=0.01), unit="dB"
+    "latent_bits_psnr_drop",
+    "PSNR lost to latent_bits (dB)",
+    False,
+    decimals=3,
+    tolerance=Tolerance(abs=0.01),
+    unit="dB",
 )
 BUILTIN.update({i.name: i for i in (BPP, LATENT_BITS_PSNR_DROP)})
 # per-image facts beside bpp, not metrics: a codec's target bpp and the quality it used (NaN for VAEs)
