@@ -209,6 +209,7 @@ def test_latent_bits_is_checked():
 def test_rate_decode_quantizes_counts_and_measures_the_loss():
     class Halves:  # a stand-in VAE: latents are the image at half resolution, decoded by repetition
         name = "halves"
+        quantizable_latents = True
 
         def decode(self, z):
             return z.repeat_interleave(2, 2).repeat_interleave(2, 3)

@@ -2,11 +2,11 @@
 
 ``bpp`` is the bits :meth:`VAEAdapter.rate_bits` counts for an image's latents divided by the
 pixels of the image scored (NaN where the adapter cannot tell). With ``latent_bits=N`` floating
-latents are quantized to N bits (:func:`evalvae.vae.rate.quantize_latents`) before they are
-decoded, ``bpp`` counts N bits per element plus the side information, and the unquantized
+latents of a model (``VAEAdapter.quantizable_latents``) are quantized to N bits
+(:func:`evalvae.vae.rate.quantize_latents`) before they are decoded, ``bpp`` counts N bits per element plus the side information, and the unquantized
 latents are decoded too: ``latent_bits_psnr_drop`` is the PSNR of that decode minus the PSNR of
-the quantized one, both against the original (dB; the quality quantization cost). Integer
-latents (codecs' pixels and files) are already what their decoder reads and are left alone.
+the quantized one, both against the original (dB; the quality quantization cost). Codecs'
+latents (pixels and files) are already what their decoder reads and are left alone (drop 0).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Rate:
     ) -> tuple[torch.Tensor, dict]:
         """``vae``'s reconstruction of latents ``z`` of the uint8 ``images``, and the rate columns per image."""
         pixels = images.shape[-2] * images.shape[-1]
-        quantized = bool(self.latent_bits) and z.is_floating_point()
+        quantized = bool(self.latent_bits) and vae.quantizable_latents and z.is_floating_point()
         if quantized:
             y = vae.decode(quantize_latents(z, self.latent_bits))
             bits = quantized_bits(z, self.latent_bits)

@@ -78,6 +78,9 @@ class VAEAdapter(ABC):
     # The model asks to run in fp32 when loaded in fp16 (diffusers' ``config.force_upcast``); the
     # run's loading policy (evalvae.vae.policy) honours it. Families whose config says so set it.
     force_upcast: bool = False
+    # metrics.latent_bits quantizes this adapter's floating latents (evalvae.recon.rate); False where
+    # the latents are not a model's (a codec's pixels or file, reconstructions read from elsewhere)
+    quantizable_latents: bool = True
 
     def __init__(
         self,

@@ -56,6 +56,7 @@ class Codec(VAEAdapter):
 
     family = "codec"
     memory_modes = ("plain", "sliced")  # image by image anyway
+    quantizable_latents = False  # already what the decoder reads: 8-bit pixels or a file
 
     def __init__(self, name: str, latent_space: LatentSpace, settings: dict, library: str, device="cpu", **kwargs):
         kwargs.pop("cache_dir", None)
