@@ -184,7 +184,7 @@ def test_noise_free_real_run_against_its_own_baseline(tmp_path, tiny_kl_dir, ima
     baseline = tmp_path / "b.json"
     assert run_compare(baseline, [base], update=True) == 0
     result = compare(load_snapshot(baseline), load_snapshot(base))
-    assert result.exit_code == 0 and [r.verdict.value for r in result.rows] == ["pass", "pass"]
+    assert result.exit_code == 0 and [r.verdict.value for r in result.rows] == ["pass"] * 3  # psnr, ssim, bpp
     assert all(r.p_value == 1.0 for r in result.rows)  # the baseline file keeps what the run wrote
     other = evaluate(48, "other")
     assert compare(load_snapshot(baseline), load_snapshot(other)).mismatches == [

@@ -379,4 +379,4 @@ def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "cache hit (6 images)" in r.stderr and "rfid" in r.stderr and "unavailable" in r.stderr
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
-    assert set(summary.metric) == {"psnr", "ssim", "lpips", "rfid", "kid"}
+    assert set(summary.metric) == {"psnr", "ssim", "lpips", "rfid", "kid", "bpp"}

@@ -123,7 +123,7 @@ def test_metrics_json_holds_the_info_of_every_metric_of_a_run(tmp_path, image_di
         *extractor,
     )
     found = entries(out)
-    assert set(found) == {"psnr", "ssim", "lpips", "rfid", "kid"}
+    assert set(found) == {"psnr", "ssim", "lpips", "rfid", "kid", "bpp"}
     for name, entry in found.items():
         assert entry["info"] == builtin_info(name).to_dict(), name
         assert entry["higher_is_better"] is builtin_info(name).higher_is_better, name  # for readers before "info"

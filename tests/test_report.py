@@ -85,8 +85,9 @@ def test_report_files_and_tables_match_the_runs(runs, report):
             assert r.std == pytest.approx(values.std(ddof=1), rel=1e-12)
             assert r.n == len(values) == 6
             assert r.ci_low <= r.mean <= r.ci_high
-        for _, block in summary.groupby("metric"):
-            assert block.loc[block["best"], "entry"].tolist() == [block.loc[block["mean"].idxmax(), "entry"]]
+        for metric, block in summary.groupby("metric"):
+            best = block["mean"].idxmin() if metric == "bpp" else block["mean"].idxmax()  # bpp: fewer bits
+            assert block.loc[block["best"], "entry"].tolist() == [block.loc[best, "entry"]]
         paired = pd.read_csv(report / "tables" / f"{slug}-paired.csv")
         assert set(paired["metric"]) == {"psnr", "ssim"} and len(paired) == 2
         wide = per_image.pivot(index="image", columns="vae", values="psnr")

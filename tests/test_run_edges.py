@@ -74,7 +74,7 @@ def test_nonfinite_reconstructions_are_flagged_and_excluded_from_every_metric(tm
     )
 
     summary = pd.read_csv(out / "summary.csv").set_index("metric")
-    assert set(summary.index) == {"psnr", "ssim", "rfid", "kid"}
+    assert set(summary.index) == {"psnr", "ssim", "rfid", "kid", "bpp"}
     assert (summary["n"] == 4).all(), "per-image means and the set-level fakes both count the 4 finite images"
     assert summary["note"].str.contains("2 non-finite reconstruction(s) excluded", regex=False).all()
     assert summary.loc["psnr", "mean"] == pytest.approx(ref.loc[good_rows.image, "psnr"].mean(), rel=1e-12)

@@ -43,7 +43,7 @@ def test_zoo_is_complete_and_each_file_names_itself():
         doc = yaml.safe_load(files("evalvae.conf").joinpath("vae", f"{name}.yaml").read_text())
         assert list(doc) == [name], f"conf/vae/{name}.yaml must hold exactly one top-level key, {name!r}"
         assert "_target_" in doc[name]
-        if name in ZOO:  # the models; files (reconstructions read from a folder) has neither
+        if name in ZOO:  # the models; codecs and files (reconstructions read from a folder) have neither
             assert "source" in doc[name] and "latent_space" in doc[name]
 
 

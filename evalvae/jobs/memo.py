@@ -144,6 +144,8 @@ class VAEMemo:
 
     def key(self, spec: Mapping, device: torch.device) -> str | None:
         plain = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+        if "source" not in plain:  # no weights to read (a codec, evalvae.vae.codecs): loading costs nothing
+            return None
         files = fingerprint(plain)
         if files is None:
             return None

@@ -178,6 +178,8 @@ class MetricsSchema:
     OPEN: ClassVar[bool] = True
     EXTRA: ClassVar[Callable] = _metric_entry
     quantize: bool = MISSING
+    # latents quantized to N bits before decoding (evalvae.recon.rate checks the upper bound, 16)
+    latent_bits: int | None = field(default=None, metadata={"min": 1, "hint": "an integer from 1 to 16, or null"})
 
 
 @dataclass

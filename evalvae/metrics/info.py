@@ -169,6 +169,22 @@ FACE_BELOW = MetricInfo(
     "face_below", "Faces below identity threshold", False, decimals=3, tolerance=Tolerance(abs=0.01)
 )
 BUILTIN.update({i.name: i for i in (FACE_SIM, FACE_BELOW)})
+# evalvae.recon.rate: bits per pixel of what the decoder reads (fewer is better at equal quality), and
+# with metrics.latent_bits the PSNR the quantized latents lose. A VAE's bpp is exact; a codec's target
+# search lands within its tolerance (5%), so reruns on another libjpeg may move it by a few percent.
+BPP = MetricInfo("bpp", "Bits per pixel", False, decimals=3, tolerance=Tolerance(rel=0.05), unit="bpp")
+LATENT_BITS_PSNR_DROP = MetricInfo(
+    "latent_bits_psnr_drop",
+    "PSNR lost to latent_bits (dB)",
+    False,
+    decimals=3,
+    tolerance=Tolerance(abs=0.01),
+    unit="dB",
+)
+BUILTIN.update({i.name: i for i in (BPP, LATENT_BITS_PSNR_DROP)})
+# per-image facts beside bpp, not metrics: a codec's target bpp and the quality it used (NaN for VAEs)
+BPP_TARGET, CODEC_QUALITY = "bpp_target", "codec_quality"
+RATE_FACTS = (BPP_TARGET, CODEC_QUALITY)
 
 
 def builtin_info(name: str) -> MetricInfo | None:

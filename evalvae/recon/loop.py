@@ -13,6 +13,7 @@ from evalvae.data.transforms import crop_offsets, crop_to_multiple
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import PairMetric, fact_columns, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
+from evalvae.recon.rate import Rate
 from evalvae.vae import VAEAdapter
 
 
@@ -110,6 +111,7 @@ def reconstruct(
     times: StageTimes | None = None,
     keep_pixels: bool = False,
     encode: Callable[[Group, torch.Tensor], torch.Tensor] | None = None,
+    rate: Rate | None = None,
 ) -> Iterator[BatchResult]:
     """Yield per-image metric rows for each batch (and, with ``keep_pixels``, the 8-bit images).
 
@@ -122,8 +124,10 @@ def reconstruct(
     group's model input ``x`` in place of ``vae.encode`` (the latent cache of :mod:`evalvae.jobs.latents`).
     Images the VAE's :meth:`~evalvae.vae.base.VAEAdapter.prepare_group` leaves out get no row; they are
     in ``BatchResult.skipped`` with ``"vae '<name>': <reason>"``.
+    ``rate`` decodes and adds the ``bpp`` columns (:mod:`evalvae.recon.rate`; default: no ``latent_bits``).
     """
     times = times or StageTimes(vae.device)
+    rate = rate or Rate(quantize=quantize)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     batches = iter(batches)
     while True:
@@ -148,12 +152,19 @@ def reconstruct(
                 x = from_uint8(images).contiguous(memory_format=memory_format)
                 z = encode(group, x) if encode else vae.encode(x, seeds=[seed + i for i in group.indices])
             with times.stage("decode"):
-                y = vae.decode(z.contiguous(memory_format=memory_format), seeds=[seed + i for i in group.indices])
+                y, rated = rate.decode(
+                    vae,
+                    z.contiguous(memory_format=memory_format),
+                    images,
+                    group.ids,
+                    seeds=[seed + i for i in group.indices],
+                )
             with times.stage("metrics"):
                 finite = finite_images(y)
                 original = images.double()
                 recon = to_pixels(y, quantize)
                 values = score(metrics, original, recon, finite, truth)
+                values.update(rated)
                 if keep_pixels:
                     result.originals.append(images)
                     result.reconstructions.append((recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8))

@@ -78,6 +78,7 @@ from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.metrics.pixel import PSNR
 from evalvae.metrics.selection import Pick, order_key, pick_images, score_table
 from evalvae.recon.loop import BatchResult, reconstruct
+from evalvae.recon.rate import Rate
 from evalvae.results import read_per_image
 from evalvae.vae import VAEAdapter
 
@@ -445,6 +446,7 @@ class SampleKeeper:
             channels_last=bool(self.cfg.get("channels_last")),
             seed=int(self.cfg.get("seed") or 0),
             keep_pixels=True,
+            rate=Rate.from_config(self.cfg.get("metrics") or {}),  # latent_bits as scored
         ):
             rows = iter(result.rows)
             for originals, recons in zip(result.originals, result.reconstructions):

@@ -43,6 +43,7 @@ from evalvae.metrics.base import SetStates
 from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon.loop import reconstruct
+from evalvae.recon.rate import Rate
 from evalvae.recon.samples import SampleKeeper
 from evalvae.recon.unmatched import UnmatchedLog
 from evalvae.results import RunWriter, console_table
@@ -93,6 +94,7 @@ class ReconTask(Task):
         self.workers = loader_workers(cfg.workers)
         self.dataset = instantiate(cfg.dataset)
         self.quantize = bool(cfg.metrics.quantize)
+        self.rate = Rate.from_config(cfg.metrics)  # bpp columns, metrics.latent_bits
         built = split_metrics(build_metrics(cfg.metrics))
         self.pair, self.sets, self.unavailable_sets = built.pair, built.sets, built.unavailable_sets
         for m in self.sets:
@@ -111,8 +113,9 @@ class ReconTask(Task):
                 "dataset", cfg.dataset.get("name"), hint="torchrun sharding needs a dataset of files, not a stream"
             )
         self.encoders: dict[str, str] = {}  # encoder key -> the first VAE of the run with that encoder
-        columns = [c for m in self.pair for c in result_columns(m)]
-        self.writer = RunWriter(self.files, columns, facts=[c for m in self.pair for c in fact_columns(m)])
+        columns = [c for m in self.pair for c in result_columns(m)] + self.rate.metrics
+        facts = [c for m in self.pair for c in fact_columns(m)] + self.rate.facts
+        self.writer = RunWriter(self.files, columns, facts=facts)
         # why a metric is unavailable, or non-standard weights
         self.writer.notes = {c: m.note for m in self.pair if m.note for c in result_columns(m)}
         self.writer.add_skipped(self.dataset.listing_skipped)
@@ -125,6 +128,7 @@ class ReconTask(Task):
         metrics = {}
         for m in self.pair:
             metrics.update({c: metric_entry(info_of(m, c), m.protocol()) for c in result_columns(m)})
+        metrics.update({c: metric_entry(self.rate.infos()[c], p) for c, p in self.rate.protocol().items()})
         for m in self.sets:
             for name, proto in m.protocol().items():
                 reference = self.refs.info.get(m.extractor.name)
@@ -146,6 +150,7 @@ class ReconTask(Task):
             "metrics": {m.name: m.protocol() for m in self.pair},
             "sets": {m.key: m.reference_identity() for m in self.sets},
             "quantize": self.quantize,
+            "rate": self.rate.protocol(),
             "channels_last": bool(self.cfg.channels_last),
             "seed": self.cfg.seed,
             "device": self.device.type,
@@ -245,6 +250,7 @@ class ReconTask(Task):
                 times=p.times,
                 keep_pixels=bool(self.sets) or self.samples.keeps_pixels,
                 encode=encode,
+                rate=self.rate,
             )
         )
         total = sum(len(self.plan.positions[b]) for b in mine) if mine is not None else known_len(self.dataset)

@@ -67,6 +67,13 @@ def _plots(section: Section, summary, paired, bench, plot_dir: Path) -> list[dic
         "Paired differences",
         "Mean per-image difference A − B with its 95% bootstrap CI; filled red markers are significant after Holm correction.",
     )
+    add(
+        plots.rate_distortion(section, summary, plot_dir / f"{s}-rate-distortion.png"),
+        "Rate–distortion",
+        "Mean quality against mean bits per pixel (bpp: latent elements × bits each for a VAE, the file's size for "
+        "a codec), one marker per VAE or codec: at equal bpp, the better marker wins.",
+        wide=True,
+    )
     points, note = tables.speed_points(section, summary, bench)
     add(
         plots.pareto(section, points, note, plot_dir / f"{s}-pareto.png"),

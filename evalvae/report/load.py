@@ -19,14 +19,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from evalvae.metrics.info import RATE_FACTS
 from evalvae.results import ID_COLUMNS, SIZE_COLUMNS, read_per_image
 
 log = logging.getLogger(__name__)
 
 CATEGORY = "category"
 NON_METRIC = (
-    set(ID_COLUMNS) | set(SIZE_COLUMNS) | {CATEGORY, "prompt_id", "prompt", "seed"}
-)  # with task=t2i's prompt columns
+    set(ID_COLUMNS) | set(SIZE_COLUMNS) | {CATEGORY, "prompt_id", "prompt", "seed"} | set(RATE_FACTS)
+)  # with task=t2i's prompt columns and a codec's rate facts
 
 
 @dataclass

@@ -77,6 +77,10 @@ def render_markdown(context: dict) -> str:
             ]
             out += ["**Paired statistics** (same images; Wilcoxon signed-rank, Holm-adjusted per metric):", ""]
             out += _table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "l"]) + [""]
+        rd = [f for f in s["plots"] if f["title"] == "Rate–distortion"]
+        if rd:
+            name = rd[0]["path"].name
+            out += [f"**Rate–distortion** (quality against bits per pixel): [plots/{name}](plots/{name})", ""]
         if s.get("regions"):
             out += ["**Text and face fidelity by region size** (PNGs in `plots/`):", ""]
             out += [f"- {f['title']}: [plots/{f['path'].name}](plots/{f['path'].name})" for f in s["regions"]]

@@ -11,11 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from evalvae.io import atomic_path  # noqa: E402
 from evalvae.report import stats  # noqa: E402
-from evalvae.report.format import metric_title  # noqa: E402
+from evalvae.report.format import metric_name, metric_title  # noqa: E402
 from evalvae.report.sections import Section  # noqa: E402
 
 STYLE = {
@@ -327,5 +327,45 @@ def categories(section: Section, metric: str, path: Path) -> Path | None:
         ax.set_title(metric_title(section.info(metric)) + " by category")
         ax.grid(axis="x", visible=False)
         ax.legend(frameon=False, fontsize=9, ncol=min(4, len(labels)))
+        fig.tight_layout()
+        return _save(fig, path)
+
+
+RD_METRICS = ("psnr", "ssim", "lpips")  # quality axes of the rate-distortion plot, where measured
+
+
+def rate_distortion(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
+    """Mean quality against mean bits per pixel, one marker per VAE or codec and one panel per quality
+    metric (PSNR, SSIM, LPIPS where measured); None without ``bpp`` for at least two entries.
+
+    Entries with an unknown or infinite mean (an exact PSNR) get no marker on that panel.
+    """
+    ok = summary[summary["status"] == "ok"]
+    rate = ok[ok["metric"] == "bpp"].set_index("entry")["mean"].astype(float)
+    rate = rate[np.isfinite(rate) & (rate > 0)]
+    metrics = [m for m in RD_METRICS if m in section.metrics and (ok["metric"] == m).any()]
+    if len(rate) < 2 or not metrics:
+        return None
+    colour = colours(section)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.9), squeeze=False)
+        for ax, metric in zip(axes[0], metrics):
+            quality = ok[ok["metric"] == metric].set_index("entry")["mean"].astype(float)
+            for label in section.labels:
+                x, y = rate.get(label, np.nan), quality.get(label, np.nan)
+                if not (np.isfinite(x) and np.isfinite(y)):
+                    continue
+                ax.scatter(x, y, s=70, color=colour[label], edgecolor="black", linewidth=0.6, zorder=3)
+                ax.annotate(label, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=9)
+            if rate.max() > 10 * rate.min():  # every panel on one log axis of all entries' rates
+                ax.set_xscale("log")
+                ax.set_xlim(rate.min() / 1.6, rate.max() * 1.6)
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("bits per pixel")
+            ax.set_ylabel(metric_title(section.info(metric)))
+            better = "up" if section.direction(metric) else "down"
+            ax.set_title(f"{metric_name(section.info(metric))}: {better} and left is better", fontsize=10.5)
+            ax.margins(y=0.15)
         fig.tight_layout()
         return _save(fig, path)

@@ -13,6 +13,7 @@ from torch import nn
 
 from evalvae.device import parse_dtype
 from evalvae.errors import ConfigError, EvalvaeError, check_choice
+from evalvae.vae.rate import stored_bits
 from evalvae.vae.tiling import tiled_apply
 
 POSTERIORS = ("mode", "sample")
@@ -81,6 +82,9 @@ class VAEAdapter(ABC):
     # its loading (evalvae.jobs.memo); for adapters with nothing to gain from either (evalvae.vae.files)
     stores_latents: bool = True
     remembered: bool = True
+    # metrics.latent_bits quantizes this adapter's floating latents (evalvae.recon.rate); False where
+    # the latents are not a model's (a codec's pixels or file, reconstructions read from elsewhere)
+    quantizable_latents: bool = True
 
     def __init__(
         self,
@@ -108,7 +112,7 @@ class VAEAdapter(ABC):
         self.dtype = parse_dtype(dtype, f"vae.{name}.dtype")
         self.device = torch.device(device)
         self.weights = weights or LoadedWeights("module", "in-memory")
-        first = next(module.parameters(), None)  # None: a module with no weights (evalvae.vae.files)
+        first = next(module.parameters(), None)  # None: no weights (a codec, evalvae.vae.files)
         if first is not None and first.dtype != self.dtype:
             module = module.to(dtype=self.dtype)
         self.module = module.to(device=self.device).eval().requires_grad_(False)
@@ -227,6 +231,22 @@ class VAEAdapter(ABC):
         z = latents.to(device=self.device, dtype=self.dtype) / self.scaling_factor + self.shift_factor
         seeds = list(range(len(z))) if seeds is None else [int(s) for s in seeds]
         return self._decode_in_mode(z, seeds).float()
+
+    def rate_bits(self, latents: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` float64: the bits per image of ``latents`` as :meth:`decode` reads them (bpp = bits / pixels).
+
+        By default the latent elements times their dtype's width (fp32 32, fp16/bf16 16); NaN where
+        an adapter cannot tell (reconstructions read from elsewhere). Codecs count their bitstreams.
+        """
+        return stored_bits(latents)
+
+    def rate_facts(self, latents: torch.Tensor) -> dict[str, list]:
+        """Per-image facts about the rate beside ``bpp`` (a codec's target and quality); none by default."""
+        return {}
+
+    def rate_warnings(self, latents: torch.Tensor) -> list[str]:
+        """Per image, why its rate missed what was asked (a codec's unreachable target), or ``""``."""
+        return [""] * len(latents)
 
     def describe(self) -> dict:
         """Facts about this VAE for the results and the report."""

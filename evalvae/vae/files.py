@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -109,6 +110,7 @@ class FilesAdapter(VAEAdapter):
     memory_modes = MEMORY_MODES  # nothing to run: every mode is the same
     stores_latents = False  # the latents are the reconstructions: reading the files again is as cheap
     remembered = False  # loading is listing and hashing the folder; a record would not know the dataset
+    quantizable_latents = False  # the "latents" are the reconstructions themselves
 
     def __init__(self, name: str, path: str, *, device="cpu", cache_dir: str | None = None, dtype: str = "fp32"):
         if not isinstance(path, str) or not path:
@@ -125,6 +127,11 @@ class FilesAdapter(VAEAdapter):
         log.info("VAE '%s': %d reconstruction file(s) under %s", name, len(files), self.root)
 
     # -- the hooks of the reconstruction loop --------------------------------------------------
+
+    def rate_bits(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unknown: the files say nothing about how many bits the model that made them needed."""
+        return torch.full((len(latents),), math.nan, dtype=torch.float64)
+
     def prepare_group(self, ids: Sequence[str], images: torch.Tensor) -> dict[str, str]:
         """Read the reconstructions of ``ids`` (originals ``images``, (N, 3, H, W) uint8); return the ids not scored, with why."""
         matched, left_out, _ = match(ids, self.listing)
