@@ -36,7 +36,7 @@ def _sums(d: torch.Tensor, dims) -> list[np.ndarray]:
 
 @dataclass
 class Moments:
-    """Streamed per-channel and overall moments of ``(N, C, H, W)`` tensors, with clamp counts."""
+    """Streamed per-channel and overall moments of ``(N, C, H, W)`` tensors."""
 
     channels: int
     n: int = 0
@@ -44,7 +44,6 @@ class Moments:
     sums: np.ndarray | None = None  # (C + 1, 4): shifted power sums 1..4 per channel, then overall
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
-    saturated: np.ndarray | None = None  # (C + 1,) counts of |z| > CLAMP
 
     def update(self, z: torch.Tensor) -> None:
         x = z.detach().double()
@@ -56,19 +55,16 @@ class Moments:
             self.sums = np.zeros((self.channels + 1, 4))
             self.lo = np.full(self.channels + 1, np.inf)
             self.hi = np.full(self.channels + 1, -np.inf)
-            self.saturated = np.zeros(self.channels + 1)
         shift = torch.from_numpy(self.shift[:-1]).to(x.device).view(1, -1, 1, 1)
         per = _sums(x - shift, (0, 2, 3))
         whole = _sums(x - float(self.shift[-1]), (0, 1, 2, 3))
         self.sums += np.stack([np.append(p, w) for p, w in zip(per, whole)], axis=1)
         self.lo = np.minimum(self.lo, np.append(x.amin((0, 2, 3)).cpu().numpy(), x.min().item()))
         self.hi = np.maximum(self.hi, np.append(x.amax((0, 2, 3)).cpu().numpy(), x.max().item()))
-        over = (x.abs() > CLAMP).sum((0, 2, 3)).double().cpu().numpy()
-        self.saturated += np.append(over, over.sum())
         self.n += x.shape[0] * x.shape[2] * x.shape[3]  # elements per channel
 
     def stats(self) -> dict[str, np.ndarray]:
-        """``(C + 1,)`` arrays (the channels, then all elements): mean, std, min, max, kurtosis, saturated."""
+        """``(C + 1,)`` arrays (the channels, then all elements): mean, std, min, max, kurtosis."""
         if self.n == 0:
             raise ValueError("no latents were added")
         counts = np.append(np.full(self.channels, float(self.n)), float(self.n * self.channels))
@@ -84,8 +80,13 @@ class Moments:
             "min": self.lo.copy(),
             "max": self.hi.copy(),
             "kurtosis": kurt,
-            "saturated": self.saturated / counts,
         }
+
+
+def saturated_counts(z: torch.Tensor, threshold: float = CLAMP) -> np.ndarray:
+    """``(C + 1,)``: per channel, then over all channels, how many elements of ``(N, C, H, W)`` have ``|z| > threshold``."""
+    over = (z.detach().abs() > threshold).sum((0, 2, 3)).double().cpu().numpy()
+    return np.append(over, over.sum())
 
 
 def suggested_factors(mean: float, std: float) -> dict[str, float]:
