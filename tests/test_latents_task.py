@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from scipy.stats import norm
 
+from evalvae.report import write_report
 from evalvae.run import run
 from tests.helpers import compose_run, evalvae_cli
 
@@ -64,12 +65,20 @@ def test_latents_tables_and_suggested_factors(tmp_path, image_dir):
     channels = pd.read_csv(out / "latents_channels.csv")
     assert len(channels[channels.vae == "g"]) == 16 and len(channels[channels.vae == "id"]) == 192
     spectra = pd.read_csv(out / "latents_spectra.csv")
-    sums = spectra.groupby(["vae", "signal"])["power"].sum()
+    sums = spectra.groupby(["vae", "signal"])["power"].sum()  # NaN bins (none of the 8x8 grid's radii) skipped
     np.testing.assert_allclose(sums.to_numpy(), 1.0, rtol=1e-9)
     # white-noise latents put about half their power above half Nyquist; photos far less
     assert 0.4 < g["spectrum_high_latent"] < 0.9 and g["spectrum_high_image"] < g["spectrum_high_latent"]
     vaes = json.loads((out / "vaes.json").read_text())
     assert [v["status"] for v in vaes] == ["ok", "ok"]
+
+    # the report reads the files only: a "Latent diagnostics" section with the table and the run's plots
+    html = write_report([out], tmp_path / "report")
+    text = html.read_text()
+    assert "Latent diagnostics" in text and f"{g['suggested_scaling_factor']:.4g}" in text
+    assert text.count("data:image/png;base64,") == 4  # spectrum, noise and the two VAEs' histograms
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "| g | 16 | 6 |" in md and "PSNR drop, σ = 0.1 × std" in md
 
     # the same images in batches of one: every statistic agrees
     run(compose_run(overrides(image_dir, "batch_size=1", "latents.plots=false"), "latents"), out_dir=tmp_path / "b")

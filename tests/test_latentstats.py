@@ -103,6 +103,10 @@ def test_radial_bins_and_spectrum_of_known_signals():
     s = Spectrum(8)
     s.update(torch.randn(64, 1, 32, 32, generator=g, dtype=torch.float64))
     np.testing.assert_allclose(s.profile(), np.full(8, 1 / 8), rtol=0.1)
+    s8 = Spectrum(16)
+    s8.update(torch.randn(4, 2, 8, 8, generator=g, dtype=torch.float64))  # 8x8: fewer radii than 16 bins
+    profile = s8.profile()
+    assert np.isnan(profile).any() and np.nansum(profile) == pytest.approx(1.0)
     r = radial_bins(32, 32, 8)
     assert s.high_share() == pytest.approx(float((r >= 4).sum() / (r >= 0).sum()), rel=0.05)
 

@@ -52,6 +52,7 @@ def spectra(spec: pd.DataFrame, path: Path) -> Path:
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     for i, (vae, sub) in enumerate(spec.groupby("vae", sort=False)):
+        sub = sub.dropna(subset=["power"])  # bins the grid's frequencies do not reach
         lat = sub[sub["signal"] == "latent"]
         ax.plot(lat["frequency"], lat["power"], marker="o", ms=3, label=f"{vae} latents", color=f"C{i}")
         img = sub[sub["signal"] == "image"]

@@ -135,19 +135,21 @@ class Spectrum:
     """Streamed radially averaged power spectrum of every ``(H, W)`` map of ``(N, C, H, W)`` tensors.
 
     Per map: ``|FFT2(x − mean(x))|² / (H·W)``, averaged over the frequencies of each radial bin;
-    the profiles of all maps are averaged. :meth:`profile` normalises to sum 1; :meth:`high_share`
+    the profiles of all maps are averaged (per bin, over the maps with frequencies in it). :meth:`profile` normalises to sum 1; :meth:`high_share`
     is the share of the total (non-DC, within-Nyquist) power above half the Nyquist frequency.
     """
 
     bins: int
     density: np.ndarray = None  # (bins,) sum over maps of the per-bin mean power
     power: np.ndarray = None  # (bins,) sum over maps of the per-bin total power
+    seen: np.ndarray = None  # (bins,) maps whose grid has a frequency in the bin
     maps: int = 0
     _index: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.density = np.zeros(self.bins)
         self.power = np.zeros(self.bins)
+        self.seen = np.zeros(self.bins)
 
     def update(self, x: torch.Tensor) -> None:
         x = x.detach().double()
@@ -164,6 +166,7 @@ class Spectrum:
             0, idx, torch.ones_like(idx, dtype=torch.float64)
         )
         self.power += total.sum(0).cpu().numpy()
+        self.seen += (count > 0).cpu().numpy() * len(flat)
         with np.errstate(invalid="ignore", divide="ignore"):
             self.density += np.nan_to_num((total / count).sum(0).cpu().numpy())
         self.maps += len(flat)
@@ -174,8 +177,12 @@ class Spectrum:
         return (np.arange(self.bins) + 0.5) / self.bins
 
     def profile(self) -> np.ndarray:
-        total = self.density.sum()
-        return self.density / total if total > 0 else np.full(self.bins, np.nan)
+        """The mean power per bin over the maps whose grid has frequencies in it, normalised to sum 1;
+        NaN for a bin no grid reaches (a small grid has fewer distinct radii than bins)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.seen > 0, self.density / self.seen, np.nan)
+        total = np.nansum(mean)
+        return mean / total if total > 0 else np.full(self.bins, np.nan)
 
     def high_share(self) -> float:
         total = self.power.sum()
