@@ -131,3 +131,31 @@ def test_metrics_color_config_builds_the_metric_with_its_info():
     assert len(color) == 1 and result_columns(color[0]) == ["delta_e", "delta_e_p95"]
     assert info_of(color[0], "delta_e_p95").higher_is_better is False
     assert "color" not in compose_run(["+vae=taesd", "metrics=all"]).metrics
+
+
+def test_a_run_with_metrics_color_writes_both_columns_and_their_info(tmp_path, image_dir):
+    import json
+
+    import pandas as pd
+
+    from evalvae.run import run
+
+    cfg = compose_run(
+        [
+            "+vae.v._target_=tests.run_standins.Identity",
+            "+vae.v.gain=0.9",
+            "+vae.v.nan_images=[2]",
+            "metrics=color",
+            "dataset=folder",
+            f"dataset.path={image_dir}",
+            "dataset.resolution=32",
+            "workers=0",
+        ]
+    )
+    run(cfg, out_dir=tmp_path / "run")
+    per_image = pd.read_parquet(tmp_path / "run" / "per_image.parquet")
+    assert per_image["delta_e"].isna().sum() == 1 and bool(per_image["nonfinite"].iloc[2])
+    finite = per_image.drop(index=2)
+    assert (finite["delta_e"] > 0).all() and (finite["delta_e_p95"] >= finite["delta_e"]).all()
+    entry = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]["delta_e_p95"]
+    assert entry["info"]["title"] == "ΔE2000 (95th pct)" and "D65" in entry["colour_space"]
