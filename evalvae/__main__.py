@@ -34,6 +34,10 @@ COMMANDS = {
         "evalvae.cli:bench_app",
         "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]",
     ),
+    "latents": (
+        "evalvae.cli:latents_app",
+        "latent statistics, suggested scaling/shift factors, spectra, noise sensitivity: evalvae latents +vae=taesd",
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""Typed schemas of the ``run`` (recon and t2i), ``bench`` and ``ref`` configs, checked once at the entry.
+"""Typed schemas of the ``run`` (recon and t2i), ``bench``, ``ref`` and ``latents`` configs, checked once at the entry.
 
 The schemas are dataclasses registered in Hydra's ConfigStore (``schema_run``, ``schema_bench``,
 ``schema_ref``). They hold types, choices and bounds only; every value stays in ``conf/*.yaml``.
@@ -70,6 +70,7 @@ class TaskName(Enum):
     t2i = "t2i"
     bench = "bench"
     ref = "ref"
+    latents = "latents"
 
 
 class Crop(Enum):
@@ -296,7 +297,28 @@ class RefSchema(CommonSchema):
     crop_multiple: int = at_least(1, "the downsampling factor of the VAEs to compare (8; 32 for dc-ae-f32c32)")
 
 
-SCHEMAS = {"run": RunSchema, "bench": BenchSchema, "ref": RefSchema}
+@dataclass
+class LatentOptionsSchema:
+    noise: list[float] = field(default=MISSING, metadata={"above": 0, "hint": "a positive multiple of the latent std"})
+    seed: int = at_least(0)
+    histogram_bins: int = at_least(2)
+    spectrum_bins: int = at_least(2)
+    plots: bool = MISSING
+
+
+@dataclass
+class LatentsSchema(CommonSchema):
+    """``conf/latents.yaml``."""
+
+    vae: dict[str, Any] = entries(_vae_entry)
+    dtype: DType = MISSING
+    batch_size: int = at_least(1, "a positive integer")
+    workers: Any = checked(_workers)
+    progress: Any = checked(_progress)
+    latents: LatentOptionsSchema = MISSING
+
+
+SCHEMAS = {"run": RunSchema, "bench": BenchSchema, "ref": RefSchema, "latents": LatentsSchema}
 for _app, _schema in SCHEMAS.items():
     ConfigStore.instance().store(name=f"schema_{_app}", node=_schema)
 

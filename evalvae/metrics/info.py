@@ -185,6 +185,11 @@ BUILTIN.update({i.name: i for i in (BPP, LATENT_BITS_PSNR_DROP)})
 # per-image facts beside bpp, not metrics: a codec's target bpp and the quality it used (NaN for VAEs)
 BPP_TARGET, CODEC_QUALITY = "bpp_target", "codec_quality"
 RATE_FACTS = (BPP_TARGET, CODEC_QUALITY)
+# evalvae.metrics.color: per image, the mean and 95th percentile of pixel CIEDE2000 ΔE. Flipping 1% of
+# a 256² reconstruction's 8-bit pixels by one level moves the mean by about 0.003.
+DELTA_E = MetricInfo("delta_e", "ΔE2000 (mean)", False, decimals=3, tolerance=Tolerance(abs=0.01))
+DELTA_E_P95 = MetricInfo("delta_e_p95", "ΔE2000 (95th pct)", False, decimals=3, tolerance=Tolerance(abs=0.02))
+BUILTIN.update({i.name: i for i in (DELTA_E, DELTA_E_P95)})
 
 
 def builtin_info(name: str) -> MetricInfo | None:

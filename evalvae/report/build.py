@@ -12,6 +12,7 @@ from evalvae.io import atomic_path, atomic_write_text
 from evalvae.report import plots, stats, tables, views
 from evalvae.report.gallery import build_gallery
 from evalvae.report.grids import select_images
+from evalvae.report.latents import latent_dirs, latent_sections
 from evalvae.report.load import load_inputs
 from evalvae.report.recreate import saved_settings
 from evalvae.report.regions import region_figures
@@ -102,7 +103,8 @@ def write_report(
     """Write ``report.html``, ``report.md``, ``plots/``, ``grids/`` and ``tables/`` into ``out_dir``.
 
     Args:
-        run_dirs: run directories, multirun sweep folders (their jobs) or folders with ``bench.csv``.
+        run_dirs: run directories, multirun sweep folders (their jobs), folders with ``bench.csv`` or
+            ``latents.csv`` (an ``evalvae latents`` run: a "Latent diagnostics" section).
         out_dir: where the report goes (created).
         images: image ids to show in grids (default: the image of median score in each section).
         worst: how many worst images per VAE get a grid (by the first metric with a known direction);
@@ -118,7 +120,8 @@ def write_report(
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise ConfigError(name, value, hint="a count of images per VAE (0 for none)")
     inputs = load_inputs(list(run_dirs))
-    if not inputs.runs:
+    latents = latent_dirs([*run_dirs, *(r.path for r in inputs.runs)])
+    if not inputs.runs and not latents:
         raise NothingToReport("nothing to report: " + "; ".join(inputs.problems or ["no run directories given"]))
     out = Path(out_dir)
     plot_dir, grid_dir, table_dir = out / "plots", out / "grids", out / "tables"
@@ -168,11 +171,14 @@ def write_report(
                 "n_entries": len(section.entries),
             }
         )
+    latent_views, more = latent_sections(latents, plot_dir)
+    problems += more
     header, overview = views.overview_rows(section_views)
     context = {
         "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "inputs": [str(r.path) for r in inputs.runs],
         "sections": section_views,
+        "latents": latent_views,
         "problems": problems,
         "overview_header": header,
         "overview": overview,

@@ -164,6 +164,8 @@ def _expand(path: Path) -> tuple[list[Path], list[Path], list[str]]:
     bench = [path / "bench.csv"] if (path / "bench.csv").is_file() else []
     if (path / "metrics.json").is_file():
         return [path], bench, []
+    if (path / "latents.csv").is_file():  # an `evalvae latents` run: its section comes from evalvae.report.latents
+        return [], bench, []
     runs, more, unfinished = _jobs(path, SWEEP_DEPTH)
     problems = [_unfinished(path, unfinished)] if unfinished else []
     if runs or bench or more:

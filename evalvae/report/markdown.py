@@ -96,5 +96,9 @@ def render_markdown(context: dict) -> str:
             out.append(f"> {note}")
         if s["notes"] or s["grid_notes"]:
             out.append("")
+    for latent in context.get("latents", []):
+        out += [f"## {latent['title']}", ""]
+        out += _table(latent["header"], latent["rows"], ["l"] + ["r"] * (len(latent["header"]) - 1)) + [""]
+        out += [f"- {f['title']}: [plots/{f['path'].name}](plots/{f['path'].name})" for f in latent["plots"]] + [""]
     out += ["---", "", context["methods"], ""]
     return "\n".join(out)
