@@ -34,6 +34,10 @@ COMMANDS = {
         "evalvae.cli:bench_app",
         "time and memory per image: evalvae bench +vae=[taesd,ft-mse] bench.resolutions=[256,512]",
     ),
+    "robustness": (
+        "evalvae.cli:robustness_app",
+        "tiled, fp16/bf16 and 256-1024 px against each VAE's own fp32 output: evalvae robustness +vae=[taesd,taef2]",
+    ),
 }
 
 

@@ -70,6 +70,7 @@ class TaskName(Enum):
     t2i = "t2i"
     bench = "bench"
     ref = "ref"
+    robustness = "robustness"
 
 
 class Crop(Enum):
@@ -103,6 +104,17 @@ class Isolate(Enum):
     auto = "auto"
     process = "process"
     none = "none"
+
+
+class Check(Enum):  # evalvae.robust.checks.CHECKS
+    tiled = "tiled"
+    precision = "precision"
+    resolution = "resolution"
+
+
+class ReducedDType(Enum):
+    fp16 = "fp16"
+    bf16 = "bf16"
 
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
@@ -294,7 +306,32 @@ class RefSchema(CommonSchema):
     crop_multiple: int = at_least(1, "the downsampling factor of the VAEs to compare (8 for every shipped VAE)")
 
 
-SCHEMAS = {"run": RunSchema, "bench": BenchSchema, "ref": RefSchema}
+@dataclass
+class RobustnessChecksSchema:
+    checks: list[Check] = MISSING
+    tile_size: int = at_least(16, "the tile side in image pixels (a multiple of each VAE's downsampling factor)")
+    dtypes: list[ReducedDType] = MISSING
+    fp16_on_cpu: bool = MISSING
+    resolutions: list[int] = at_least(8)
+    plots: bool = MISSING
+
+
+@dataclass
+class RobustnessSchema(CommonSchema):
+    """``conf/robustness.yaml``."""
+
+    vae: dict[str, Any] = entries(_vae_entry)
+    metrics: MetricsSchema = MISSING
+    dtype: DType = MISSING
+    batch_size: int = at_least(1, "a positive integer")
+    workers: Any = checked(_workers)
+    channels_last: bool = MISSING
+    progress: Any = checked(_progress)
+    report: bool = MISSING
+    robustness: RobustnessChecksSchema = MISSING
+
+
+SCHEMAS = {"run": RunSchema, "bench": BenchSchema, "ref": RefSchema, "robustness": RobustnessSchema}
 for _app, _schema in SCHEMAS.items():
     ConfigStore.instance().store(name=f"schema_{_app}", node=_schema)
 
