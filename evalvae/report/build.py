@@ -15,6 +15,7 @@ from evalvae.report.grids import select_images
 from evalvae.report.load import load_inputs
 from evalvae.report.recreate import saved_settings
 from evalvae.report.regions import region_figures
+from evalvae.report.robustness import robustness_sections
 from evalvae.report.sections import Section, group_sections
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,14 @@ def write_report(
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise ConfigError(name, value, hint="a count of images per VAE (0 for none)")
     inputs = load_inputs(list(run_dirs))
-    if not inputs.runs:
+    robust, robust_problems = robustness_sections(list(run_dirs))
+    if not inputs.runs and not robust:
         raise NothingToReport("nothing to report: " + "; ".join(inputs.problems or ["no run directories given"]))
     out = Path(out_dir)
     plot_dir, grid_dir, table_dir = out / "plots", out / "grids", out / "tables"
     for d in (plot_dir, grid_dir, table_dir):
         d.mkdir(parents=True, exist_ok=True)
-    problems = list(inputs.problems)
+    problems = list(inputs.problems) + robust_problems
     section_views = []
     for section in group_sections(inputs.runs):
         log.info("section %s: %d VAE(s)", section.title, len(section.entries))
@@ -170,6 +172,7 @@ def write_report(
         "overview_header": header,
         "overview": overview,
         "methods": METHODS,
+        "robustness": robust,
         "version": _version(),
     }
     from evalvae.report.html import render_html

@@ -92,5 +92,13 @@ def render_markdown(context: dict) -> str:
             out.append(f"> {note}")
         if s["notes"] or s["grid_notes"]:
             out.append("")
+    for r in context.get("robustness", []):
+        out += [f"## {r['title']}", "", f"Against each VAE's own plain fp32 output; from `{r['source']}`.", ""]
+        for t in r["tables"]:
+            out += [f"**{t['title']}**", ""] + _table(
+                t["header"], t["rows"], ["l", "l"] + ["r"] * (len(t["header"]) - 2)
+            )
+            out.append("")
+        out += [f"> {n}" for n in r["notes"]] + ([""] if r["notes"] else [])
     out += ["---", "", context["methods"], ""]
     return "\n".join(out)
