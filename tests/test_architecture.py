@@ -16,7 +16,7 @@ LAYERS = {
     "core": ["evalvae.errors", "evalvae.io", "evalvae.device", "evalvae.config", "evalvae.conf", "evalvae"],
     "domain": ["evalvae.vae", "evalvae.data", "evalvae.metrics", "evalvae.results"],
     "jobs": ["evalvae.jobs"],
-    "tasks": ["evalvae.recon", "evalvae.t2i", "evalvae.bench", "evalvae.reference"],
+    "tasks": ["evalvae.recon", "evalvae.t2i", "evalvae.bench", "evalvae.reference", "evalvae.robust"],
     "views": ["evalvae.report", "evalvae.compare"],
     "entry": ["evalvae.run", "evalvae.cli", "evalvae.__main__"],
 }
