@@ -116,6 +116,32 @@ def test_diffusers_kl_seams_by_hand():
     assert diffusers_kl_seams(32, 8, 16) == [(12, 16), (24, 28), (36, 40), (48, 52), (60, 64)]
 
 
+def test_kl_seams_are_where_diffusers_blends(tiny_kl_dir):
+    """A decoder that paints each tile one constant: blended pixels (between two constants) lie on the band."""
+    from evalvae.vae.kl import KLAdapter
+
+    vae = KLAdapter("kl", str(tiny_kl_dir), "sd")
+    vae.set_memory_mode("tiled", 16)  # factor 2: 8 latent px per tile
+
+    class Paint(torch.nn.Module):
+        calls = 0
+
+        def forward(self, z):
+            Paint.calls += 1
+            return torch.full((len(z), 3, 2 * z.shape[-2], 2 * z.shape[-1]), float(Paint.calls))
+
+    vae.module.decoder = Paint()
+    y = vae.module.decode(torch.zeros(1, 4, 32, 32)).sample[0, 0]
+    assert Paint.calls > 1 and y.shape == (64, 64)
+    rows, cols = vae.decode_seams(32, 32)
+    assert rows == cols == diffusers_kl_seams(32, 8, 16)
+    band = band_mask(64, 64, rows, cols)
+    blended = y != y.round()
+    assert bool(blended.any()) and bool(band[blended].all())
+    for lo, hi in rows:  # each band holds blended pixels after its first row (weight 0 for the new tile)
+        assert bool(blended[lo + 1 : hi].any())
+
+
 def test_band_mask_and_split():
     mask = band_mask(6, 8, [(2, 3)], [(5, 7)])
     assert mask.sum() == 8 + 2 * 5
