@@ -266,6 +266,10 @@ def test_sweep_rows_against_independent_psnr(image_dir, tmp_path):
         assert value(df, "pw", "resolution", str(r), "s_per_image") > 0
         assert 0 < value(df, "pw", "resolution", str(r), "ssim") < 1
     assert (df.n[df.metric == "psnr"] == len(ds)).all()
+    # the images (36-70 px) are upscaled to 64 px, not to 32: said in the notes
+    notes = df.set_index(["setting", "metric"]).note.fillna("")
+    assert notes[("64", "psnr")].startswith("3 of 3 image(s) upscaled to 64 px")
+    assert "upscaled" not in notes[("32", "psnr")]
 
 
 # -- configs ---------------------------------------------------------------------------------------

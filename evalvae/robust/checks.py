@@ -174,16 +174,20 @@ def resolution_rows(
     times = StageTimes(vae.device)
     rows = [r for result in reconstruct(vae, loader, metrics, quantize=quantize, times=times) for r in result.rows]
     finite = [r for r in rows if not r["nonfinite"]]
-    n_bad = len(rows) - len(finite)
+    n_bad, n_up = len(rows) - len(finite), sum(bool(r["upscaled"]) for r in rows)
+    facts = []
+    if n_up:  # an upscaled original is smoother than a native one, so it is easier to reconstruct
+        facts.append(f"{n_up} of {len(rows)} image(s) upscaled to {resolution} px (shorter side below it)")
+    if n_bad:
+        facts.append(f"{n_bad} of {len(rows)} output(s) not finite, left out")
     out = []
     for m in metrics:
-        note = getattr(m, "note", "") or ""
-        if n_bad:
-            note = "; ".join(filter(None, [note, f"{n_bad} of {len(rows)} output(s) not finite, left out"]))
+        note = "; ".join(filter(None, [getattr(m, "note", "") or "", *facts]))
         for column in result_columns(m):
             values = [float(r[column]) for r in finite if not math.isnan(float(r.get(column, math.nan)))]
             value = _mean(values) if values else math.nan
             out.append(row(name, "resolution", resolution, column, value, len(values), note))
     seconds = times.seconds.get("encode", 0.0) + times.seconds.get("decode", 0.0)
-    out.append(row(name, "resolution", resolution, TIME, seconds / len(rows) if rows else math.nan, len(rows)))
+    per_image = seconds / len(rows) if rows else math.nan
+    out.append(row(name, "resolution", resolution, TIME, per_image, len(rows), "; ".join(facts)))
     return out
