@@ -38,6 +38,10 @@ COMMANDS = {
         "evalvae.cli:latents_app",
         "latent statistics, suggested scaling/shift factors, spectra, noise sensitivity: evalvae latents +vae=taesd",
     ),
+    "robustness": (
+        "evalvae.cli:robustness_app",
+        "tiled, fp16/bf16 and 256-1024 px against each VAE's own fp32 output: evalvae robustness +vae=[taesd,taef2]",
+    ),
 }
 
 

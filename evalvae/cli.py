@@ -94,6 +94,14 @@ def latents_app(cfg: DictConfig) -> None:
     _call(run, cfg)
 
 
+@hydra.main(config_path=CONFIG_PATH, config_name="robustness", version_base="1.3")
+def robustness_app(cfg: DictConfig) -> None:
+    _validate(cfg)
+    from evalvae.run import run
+
+    _call(run, cfg)
+
+
 def check_command_line(command: str, args: list[str]) -> None:
     """Before Hydra composes: misspelt keys and config-group options in ``args`` exit with status 2 and
     one line naming the closest choices (Hydra's own error would stop at a composition failure)."""

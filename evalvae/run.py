@@ -40,9 +40,8 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig, out_dir: str | Path | None = None):
     """Run the task ``cfg`` selects (``evalvae run``: recon by default, or ``task=t2i``); write its report."""
     task = cfg.get("task")
-    app = {"bench": "bench", "ref": "ref", "latents": "latents"}.get(
-        task.get("name") if isinstance(task, DictConfig) else None, "run"
-    )
+    name = task.get("name") if isinstance(task, DictConfig) else None
+    app = name if name in ("bench", "ref", "latents", "robustness") else "run"
     validate(cfg, app)  # as the CLI does: configs composed in Python get the same checks
     outcome = execute(cfg, out_dir)
     if getattr(outcome, "report", False) and not outcome.summary.empty:

@@ -16,7 +16,14 @@ LAYERS = {
     "core": ["evalvae.errors", "evalvae.io", "evalvae.device", "evalvae.config", "evalvae.conf", "evalvae"],
     "domain": ["evalvae.vae", "evalvae.data", "evalvae.metrics", "evalvae.results"],
     "jobs": ["evalvae.jobs"],
-    "tasks": ["evalvae.recon", "evalvae.t2i", "evalvae.bench", "evalvae.reference", "evalvae.latents"],
+    "tasks": [
+        "evalvae.recon",
+        "evalvae.t2i",
+        "evalvae.bench",
+        "evalvae.reference",
+        "evalvae.latents",
+        "evalvae.robust",
+    ],
     "views": ["evalvae.report", "evalvae.compare"],
     "entry": ["evalvae.run", "evalvae.cli", "evalvae.__main__"],
 }

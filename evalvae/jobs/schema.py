@@ -71,6 +71,7 @@ class TaskName(Enum):
     bench = "bench"
     ref = "ref"
     latents = "latents"
+    robustness = "robustness"
 
 
 class Crop(Enum):
@@ -104,6 +105,17 @@ class Isolate(Enum):
     auto = "auto"
     process = "process"
     none = "none"
+
+
+class Check(Enum):  # evalvae.robust.checks.CHECKS
+    tiled = "tiled"
+    precision = "precision"
+    resolution = "resolution"
+
+
+class ReducedDType(Enum):
+    fp16 = "fp16"
+    bf16 = "bf16"
 
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
@@ -307,6 +319,16 @@ class LatentOptionsSchema:
 
 
 @dataclass
+class RobustnessChecksSchema:
+    checks: list[Check] = MISSING
+    tile_size: int = at_least(16, "the tile side in image pixels (a multiple of each VAE's downsampling factor)")
+    dtypes: list[ReducedDType] = MISSING
+    fp16_on_cpu: bool = MISSING
+    resolutions: list[int] = at_least(8)
+    plots: bool = MISSING
+
+
+@dataclass
 class LatentsSchema(CommonSchema):
     """``conf/latents.yaml``."""
 
@@ -318,7 +340,28 @@ class LatentsSchema(CommonSchema):
     latents: LatentOptionsSchema = MISSING
 
 
-SCHEMAS = {"run": RunSchema, "bench": BenchSchema, "ref": RefSchema, "latents": LatentsSchema}
+@dataclass
+class RobustnessSchema(CommonSchema):
+    """``conf/robustness.yaml``."""
+
+    vae: dict[str, Any] = entries(_vae_entry)
+    metrics: MetricsSchema = MISSING
+    dtype: DType = MISSING
+    batch_size: int = at_least(1, "a positive integer")
+    workers: Any = checked(_workers)
+    channels_last: bool = MISSING
+    progress: Any = checked(_progress)
+    report: bool = MISSING
+    robustness: RobustnessChecksSchema = MISSING
+
+
+SCHEMAS = {
+    "run": RunSchema,
+    "bench": BenchSchema,
+    "ref": RefSchema,
+    "latents": LatentsSchema,
+    "robustness": RobustnessSchema,
+}
 for _app, _schema in SCHEMAS.items():
     ConfigStore.instance().store(name=f"schema_{_app}", node=_schema)
 

@@ -16,6 +16,7 @@ from evalvae.report.latents import latent_dirs, latent_sections
 from evalvae.report.load import load_inputs
 from evalvae.report.recreate import saved_settings
 from evalvae.report.regions import region_figures
+from evalvae.report.robustness import robustness_sections
 from evalvae.report.sections import Section, group_sections
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,14 @@ def write_report(
             raise ConfigError(name, value, hint="a count of images per VAE (0 for none)")
     inputs = load_inputs(list(run_dirs))
     latents = latent_dirs([*run_dirs, *(r.path for r in inputs.runs)])
-    if not inputs.runs and not latents:
+    robust, robust_problems = robustness_sections(list(run_dirs))
+    if not inputs.runs and not latents and not robust:
         raise NothingToReport("nothing to report: " + "; ".join(inputs.problems or ["no run directories given"]))
     out = Path(out_dir)
     plot_dir, grid_dir, table_dir = out / "plots", out / "grids", out / "tables"
     for d in (plot_dir, grid_dir, table_dir):
         d.mkdir(parents=True, exist_ok=True)
-    problems = list(inputs.problems)
+    problems = list(inputs.problems) + robust_problems
     section_views = []
     for section in group_sections(inputs.runs):
         log.info("section %s: %d VAE(s)", section.title, len(section.entries))
@@ -183,6 +185,7 @@ def write_report(
         "overview_header": header,
         "overview": overview,
         "methods": METHODS,
+        "robustness": robust,
         "version": _version(),
     }
     from evalvae.report.html import render_html

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from evalvae.metrics.info import RATE_FACTS
+from evalvae.report import robustness
 from evalvae.results import ID_COLUMNS, SIZE_COLUMNS, read_per_image
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,8 @@ def _jobs(path: Path, depth: int) -> tuple[list[Path], list[Path], list[Path]]:
             continue
         if (child / "bench.csv").is_file():
             bench.append(child / "bench.csv")
+        elif (child / robustness.FILE).is_file():
+            continue  # a robustness run: evalvae.report.robustness reads it
         elif (child / ".hydra").is_dir():
             unfinished.append(child)
         elif depth > 1:
@@ -172,6 +175,8 @@ def _expand(path: Path) -> tuple[list[Path], list[Path], list[str]]:
         return runs, bench + more, problems
     if unfinished:
         return [], [], problems
+    if robustness.find([path]):
+        return [], [], []
     if (path / "multirun.yaml").is_file():
         return [], [], [f"{path}: a Hydra sweep folder with no job folders yet (jobs still queued, or none launched)"]
     return (

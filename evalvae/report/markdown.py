@@ -100,5 +100,13 @@ def render_markdown(context: dict) -> str:
         out += [f"## {latent['title']}", ""]
         out += _table(latent["header"], latent["rows"], ["l"] + ["r"] * (len(latent["header"]) - 1)) + [""]
         out += [f"- {f['title']}: [plots/{f['path'].name}](plots/{f['path'].name})" for f in latent["plots"]] + [""]
+    for r in context.get("robustness", []):
+        out += [f"## {r['title']}", "", f"Against each VAE's own plain fp32 output; from `{r['source']}`.", ""]
+        for t in r["tables"]:
+            out += [f"**{t['title']}**", ""] + _table(
+                t["header"], t["rows"], ["l", "l"] + ["r"] * (len(t["header"]) - 2)
+            )
+            out.append("")
+        out += [f"> {n}" for n in r["notes"]] + ([""] if r["notes"] else [])
     out += ["---", "", context["methods"], ""]
     return "\n".join(out)

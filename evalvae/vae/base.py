@@ -14,6 +14,7 @@ from torch import nn
 from evalvae.device import parse_dtype
 from evalvae.errors import ConfigError, EvalvaeError, check_choice
 from evalvae.vae.rate import stored_bits
+from evalvae.vae.seams import generic_decode_seams
 from evalvae.vae.tiling import tiled_apply
 
 POSTERIORS = ("mode", "sample")
@@ -307,6 +308,12 @@ class VAEAdapter(ABC):
     def _latent_overlap(self) -> int:
         """Tile overlap in latent pixels (image pixels / downsample), so both halves tile on one grid."""
         return int(self.tile_size // self.downsample * self.tile_overlap)
+
+    def decode_seams(self, latent_h: int, latent_w: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Row and column intervals (image pixels) where the ``tiled`` decoder blends neighbouring tiles
+        for a latent of ``latent_h`` x ``latent_w`` (:mod:`evalvae.vae.seams`); the generic tiling's here."""
+        tile = self.tile_size // self.downsample
+        return generic_decode_seams(latent_h, latent_w, tile, self._latent_overlap(), self.downsample)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, {self.latent_space}, {self.dtype_name}, {self.device})"

@@ -19,7 +19,7 @@ import hashlib
 import io
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -82,7 +82,7 @@ class Codec(VAEAdapter):
         return self._moments(images)[0]
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         return self._decode_raw(latents)
 
     def describe(self) -> dict:

@@ -172,7 +172,7 @@ class FilesAdapter(VAEAdapter):
         return self._moments(images)[0]
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         """The "latents" :meth:`encode` returned: the reconstructions. Other latents (``task=t2i``) are refused."""
         if latents.ndim != 4 or latents.shape[1] != 3 or latents.dtype != torch.float64:
             raise EvalvaeError(

@@ -8,6 +8,7 @@ import torch
 
 from evalvae.device import parse_dtype
 from evalvae.vae.base import LatentSpace, VAEAdapter
+from evalvae.vae.seams import diffusers_kl_seams
 from evalvae.vae.sources import diffusers_model
 
 
@@ -77,6 +78,13 @@ class KLAdapter(VAEAdapter):
             m.enable_tiling()
         elif mode == "sliced":
             m.enable_slicing()
+
+    def decode_seams(self, latent_h: int, latent_w: int):
+        m = self.module
+        if latent_h <= m.tile_latent_min_size and latent_w <= m.tile_latent_min_size:
+            return [], []
+        t, px, f = m.tile_latent_min_size, m.tile_sample_min_size, m.tile_overlap_factor
+        return diffusers_kl_seams(latent_h, t, px, f), diffusers_kl_seams(latent_w, t, px, f)
 
     def _moments(self, images: torch.Tensor):
         dist = self.module.encode(images).latent_dist
