@@ -211,7 +211,7 @@ def test_rate_decode_quantizes_counts_and_measures_the_loss():
         name = "halves"
         quantizable_latents = True
 
-        def decode(self, z):
+        def decode(self, z, seeds=None):
             return z.repeat_interleave(2, 2).repeat_interleave(2, 3)
 
         def rate_bits(self, z):
