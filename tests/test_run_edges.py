@@ -64,9 +64,10 @@ def test_nonfinite_reconstructions_are_flagged_and_excluded_from_every_metric(tm
     pd.testing.assert_frame_equal(per, pd.read_csv(out / "per_image.csv"), check_dtype=False)
     assert per["nonfinite"].tolist() == [False, True, False, False, True, False]
     bad_rows, good_rows = per[per.nonfinite], per[~per.nonfinite]
-    assert bad_rows[["psnr", "ssim"]].isna().all().all(), (
-        "a non-finite image gets no number, not one from clamped pixels"
+    assert bad_rows[["psnr", "ssim", "bpp"]].isna().all().all(), (
+        "a non-finite image gets no number, not one from clamped pixels, and no rate either"
     )
+    assert good_rows["bpp"].notna().all()
     ref = pd.read_csv(clean / "per_image.csv").set_index("image")
     assert not ref["nonfinite"].any()
     np.testing.assert_allclose(

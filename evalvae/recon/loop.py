@@ -164,13 +164,16 @@ def reconstruct(
                 original = images.double()
                 recon = to_pixels(y, quantize)
                 values = score(metrics, original, recon, finite, truth)
+                flags = finite.cpu().tolist()
+                # a non-finite reconstruction is left out of every metric, the rate's too (its facts stay)
+                for name in rate.metrics:
+                    rated[name] = [v if ok else math.nan for v, ok in zip(rated[name], flags)]
                 values.update(rated)
                 if keep_pixels:
                     result.originals.append(images)
                     result.reconstructions.append((recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8))
                     result.finite.append(finite)
             h, w = images.shape[-2:]
-            flags = finite.cpu().tolist()
             for j, image_id in enumerate(group.ids):
                 row = {"vae": vae.name, "image": image_id}
                 row.update({name: v[j] for name, v in values.items()})
