@@ -269,7 +269,11 @@ def test_a_run_with_codecs_writes_bpp_rows_and_the_report_plots_rate_against_qua
     assert info["title"] == "Bits per pixel" and info["higher_is_better"] is False and info["decimals"] == 3
     plot = out / "report" / "plots"
     assert [p.name for p in plot.glob("*rate-distortion.png")], list(plot.iterdir())
-    assert "Rate–distortion" in (out / "report" / "report.md").read_text()
+    markdown = (out / "report" / "report.md").read_text()
+    assert "Rate–distortion" in markdown
+    # bpp is a rate: the findings give its range, they do not call the smallest file the best
+    assert "- Bits per pixel: from 0.375 (bicubic-f8) to 16.000 (taef2)" in markdown, markdown
+    assert "best bicubic-f8" not in markdown
     assert "Rate–distortion" in (out / "report" / "report.html").read_text()
 
     again = tmp_path / "again"  # the same run again: every batch from the result chunks, the same rows
@@ -281,5 +285,6 @@ def test_a_run_with_codecs_writes_bpp_rows_and_the_report_plots_rate_against_qua
     run(compose_run(run_overrides(tiny_pth_dir, image_dir, "vae.jpeg.bpp=8", "metrics.latent_bits=8")), out_dir=quant)
     q = pd.read_parquet(quant / "per_image.parquet")
     assert (q.loc[q.vae == "taef2", "bpp"] == (32 * 16 * 8 + 32 * SIDE_BITS) / 1024).all()
-    assert q["latent_bits_psnr_drop"].notna().all()
+    drop = q.set_index("vae")["latent_bits_psnr_drop"]
+    assert drop["taef2"].notna().all() and drop.drop("taef2").isna().all(), "a codec quantizes nothing: no drop"
     pd.testing.assert_series_equal(q.loc[q.vae != "taef2", "bpp"], per_image.loc[per_image.vae != "taef2", "bpp"])

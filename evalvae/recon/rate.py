@@ -6,7 +6,8 @@ latents of a model (``VAEAdapter.quantizable_latents``) are quantized to N bits
 (:func:`evalvae.vae.rate.quantize_latents`) before they are decoded, ``bpp`` counts N bits per element plus the side information, and the unquantized
 latents are decoded too: ``latent_bits_psnr_drop`` is the PSNR of that decode minus the PSNR of
 the quantized one, both against the original (dB; the quality quantization cost). Codecs'
-latents (pixels and files) are already what their decoder reads and are left alone (drop 0).
+latents (pixels and files) are already what their decoder reads and are left alone (drop NaN:
+not applicable).
 """
 
 from __future__ import annotations
@@ -104,7 +105,10 @@ class Rate:
         for name in self.facts:
             columns.setdefault(name, [math.nan] * len(z))
         if self.latent_bits:
-            columns[LATENT_BITS_PSNR_DROP.name] = self._drop(vae, z, y, images, seeds) if quantized else [0.0] * len(z)
+            # not applicable where nothing was quantized (a codec's pixels or file, integer latents)
+            columns[LATENT_BITS_PSNR_DROP.name] = (
+                self._drop(vae, z, y, images, seeds) if quantized else [math.nan] * len(z)
+            )
         for image, why, bpp, target in zip(ids, vae.rate_warnings(z), columns[BPP.name], columns[BPP_TARGET]):
             if why:
                 log.warning(

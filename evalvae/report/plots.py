@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 from evalvae.io import atomic_path  # noqa: E402
 from evalvae.report import stats  # noqa: E402
@@ -332,13 +332,26 @@ def categories(section: Section, metric: str, path: Path) -> Path | None:
 
 
 RD_METRICS = ("psnr", "ssim", "lpips")  # quality axes of the rate-distortion plot, where measured
+RD_TICKS = tuple(2.0**k for k in range(-6, 7))  # 1/64 to 64 bpp: powers of two read as "bits"
+
+
+def _log_axis(axis, low: float, high: float) -> None:
+    """A log axis over ``[low, high]`` with plain-number labels at powers of two (at least two inside)."""
+    ticks = [t for t in RD_TICKS if low <= t <= high]
+    if len(ticks) >= 2:
+        axis.set_major_locator(FixedLocator(ticks))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def rate_distortion(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
     """Mean quality against mean bits per pixel, one marker per VAE or codec and one panel per quality
     metric (PSNR, SSIM, LPIPS where measured); None without ``bpp`` for at least two entries.
 
-    Entries with an unknown or infinite mean (an exact PSNR) get no marker on that panel.
+    Entries with an unknown or infinite mean (an exact PSNR) get no marker on that panel. The entries
+    are named in one legend (colours as in the other plots), so close markers never hide each other's
+    names. Rates spanning more than 10x are on a log axis, and so is a positive lower-is-better metric
+    spanning more than 10x (LPIPS of a good VAE next to a poor baseline).
     """
     ok = summary[summary["status"] == "ok"]
     rate = ok[ok["metric"] == "bpp"].set_index("entry")["mean"].astype(float)
@@ -347,25 +360,43 @@ def rate_distortion(section: Section, summary: pd.DataFrame, path: Path) -> Path
     if len(rate) < 2 or not metrics:
         return None
     colour = colours(section)
+    shown: dict[str, object] = {}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.9), squeeze=False)
         for ax, metric in zip(axes[0], metrics):
             quality = ok[ok["metric"] == metric].set_index("entry")["mean"].astype(float)
+            ys = []
             for label in section.labels:
                 x, y = rate.get(label, np.nan), quality.get(label, np.nan)
                 if not (np.isfinite(x) and np.isfinite(y)):
                     continue
-                ax.scatter(x, y, s=70, color=colour[label], edgecolor="black", linewidth=0.6, zorder=3)
-                ax.annotate(label, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=9)
+                ys.append(y)
+                shown[label] = ax.scatter(
+                    x, y, s=70, color=colour[label], edgecolor="black", linewidth=0.6, zorder=3, label=label
+                )
             if rate.max() > 10 * rate.min():  # every panel on one log axis of all entries' rates
                 ax.set_xscale("log")
                 ax.set_xlim(rate.min() / 1.6, rate.max() * 1.6)
-                ax.xaxis.set_major_formatter(ScalarFormatter())
-                ax.xaxis.set_minor_formatter(NullFormatter())
+                _log_axis(ax.xaxis, rate.min() / 1.6, rate.max() * 1.6)
+            higher = section.direction(metric)
+            if ys and not higher and min(ys) > 0 and max(ys) > 10 * min(ys):
+                ax.set_yscale("log")
+                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            else:
+                ax.margins(y=0.15)
             ax.set_xlabel("bits per pixel")
             ax.set_ylabel(metric_title(section.info(metric)))
-            better = "up" if section.direction(metric) else "down"
+            better = "up" if higher else "down"
             ax.set_title(f"{metric_name(section.info(metric))}: {better} and left is better", fontsize=10.5)
-            ax.margins(y=0.15)
         fig.tight_layout()
+        if shown:
+            fig.subplots_adjust(right=1 - 1.6 / fig.get_figwidth())
+            fig.legend(
+                list(shown.values()),
+                list(shown),
+                loc="center left",
+                bbox_to_anchor=(1 - 1.5 / fig.get_figwidth(), 0.5),
+                frameon=False,
+                fontsize=9,
+            )
         return _save(fig, path)

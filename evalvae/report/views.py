@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
-from evalvae.metrics.info import MetricInfo
+from evalvae.metrics.info import BPP, MetricInfo
 from evalvae.report.format import metric_name, metric_title, num, num_diff, p_value, percent
 from evalvae.report.sections import Section
 
@@ -221,11 +222,19 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
     for metric in list(dict.fromkeys(summary["metric"])):
         higher = section.direction(metric)
         ok = summary[(summary["metric"] == metric) & (summary["status"] == "ok")]
+        ok = ok[np.isfinite(ok["mean"].astype(float)) | np.isinf(ok["mean"].astype(float))]  # NaN: not applicable
         if higher is None or len(ok) < 2:
+            continue
+        info = section.info(metric)
+        if metric == BPP.name:  # a rate, not a quality: its range, and where to read it against quality
+            low, high = ok.loc[ok["mean"].idxmin()], ok.loc[ok["mean"].idxmax()]
+            out.append(
+                f"{metric_name(info)}: from {num(info, low['mean'])} ({low['entry']}) to "
+                f"{num(info, high['mean'])} ({high['entry']}); quality at equal rate is on the rate–distortion plot."
+            )
             continue
         ranked = ok.sort_values("mean", ascending=not higher, kind="stable")
         best, second = ranked.iloc[0], ranked.iloc[1]
-        info = section.info(metric)
         text = f"{metric_name(info)}: best {best['entry']} ({num(info, best['mean'])})"
         pair = {best["entry"], second["entry"]}
         rows = paired[(paired["metric"] == metric) & paired["a"].isin(pair) & paired["b"].isin(pair)]
