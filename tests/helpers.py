@@ -92,9 +92,11 @@ def write_images(root: Path, sizes=((40, 56), (48, 48), (64, 40), (36, 50), (50,
     return root
 
 
-def evalvae_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m evalvae`` from this checkout, as a user would."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+def evalvae_cli(
+    args: list[str], cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m evalvae`` from this checkout, as a user would (``env``: variables to add)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "evalvae", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -116,7 +116,14 @@ def test_reruns_with_the_real_networks_read_from_other_files_compare_clean(tmp_p
     assert proto_a["rfid"]["reference"] != proto_b["rfid"]["reference"]
     result = compare(load_snapshot(a), load_snapshot(b))
     assert result.exit_code == 0 and not result.mismatches, to_markdown(result)
-    assert {r.metric for r in result.rows if r.verdict is Verdict.PASS} == {"psnr", "ssim", "lpips", "rfid", "kid", "bpp"}
+    assert {r.metric for r in result.rows if r.verdict is Verdict.PASS} == {
+        "psnr",
+        "ssim",
+        "lpips",
+        "rfid",
+        "kid",
+        "bpp",
+    }
 
 
 def test_exact_reconstructions_compare_as_unchanged_in_every_output(tmp_path, image_dir):

@@ -202,6 +202,7 @@ def test_precision_rows(image_dir, tmp_path):
         *vae_args("nofp", POINTWISE, fail_dtype="bf16"),
         "robustness.checks=[precision]",
         "robustness.dtypes=[fp16,bf16]",
+        "robustness.bf16_on_cpu=true",  # whatever this CPU's instruction sets
     )
     run(cfg, out_dir=out)
     df = table(out)
@@ -245,6 +246,55 @@ def test_fp16_on_cpu_runs_when_asked(image_dir, tmp_path):
     )
     run(cfg, out_dir=out)
     assert value(table(out), "pw", "precision", "fp16", "psnr") > 30
+
+
+def test_bf16_on_cpu_runs_where_the_cpu_has_bf16_instructions_or_when_asked(image_dir, tmp_path, monkeypatch):
+    from evalvae.robust import task
+
+    common = (*vae_args("pw", POINTWISE), "robustness.checks=[precision]", "robustness.dtypes=[bf16]")
+    common = (*common, "dataset.limit=1", "dataset.resolution=16")
+    for native, asked, runs in [(False, None, False), (True, None, True), (False, True, True), (True, False, False)]:
+        monkeypatch.setattr(task, "cpu_has_native_bf16", lambda native=native: native)
+        out = tmp_path / f"{native}-{asked}"
+        run(
+            configure(image_dir, *common, f"robustness.bf16_on_cpu={'null' if asked is None else str(asked).lower()}"),
+            out_dir=out,
+        )
+        row = table(out).query("setting == 'bf16' and metric == 'psnr'").iloc[0]
+        assert (not math.isnan(row.value)) is runs, (native, asked, row.note)
+        if not runs:
+            assert "not run on cpu" in row.note and ("bf16_on_cpu=" in row.note), row.note
+
+
+@pytest.mark.parametrize(
+    ("native", "asked", "expected"),
+    [
+        (True, None, None),
+        (False, None, "has no bf16 instructions"),
+        (None, None, "does not list its instruction sets"),
+        (None, True, None),
+        (False, True, None),
+        (True, False, "robustness.bf16_on_cpu=false"),
+    ],
+)
+def test_slow_bf16_reason_for_every_combination(native, asked, expected):
+    from evalvae.robust.task import slow_bf16_reason
+
+    reason = slow_bf16_reason(asked, native)
+    assert reason is None if expected is None else expected in reason
+
+
+def test_cpu_flags_read_x86_and_aarch64_listings(tmp_path):
+    from evalvae.device import cpu_flags, cpu_has_native_bf16
+
+    x86, arm, empty = tmp_path / "x86", tmp_path / "arm", tmp_path / "empty"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16\n\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n")
+    empty.write_text("processor\t: 0\n")
+    assert {"avx2", "avx512_bf16"} <= cpu_flags(str(x86)) and cpu_has_native_bf16(cpu_flags(str(x86)))
+    assert cpu_has_native_bf16(cpu_flags(str(arm)))
+    assert cpu_has_native_bf16(frozenset({"avx2", "fma"})) is False
+    assert cpu_flags(str(empty)) == frozenset() and cpu_flags(str(tmp_path / "missing")) is None
 
 
 # -- the resolution sweep ------------------------------------------------------------------------
@@ -306,6 +356,7 @@ def test_run_end_to_end_with_a_failing_vae(image_dir, tmp_path):
         f"vae.taesd.source={tmp_path / 'missing'}",
         "dataset.limit=2",
         "robustness.resolutions=[32]",
+        "robustness.bf16_on_cpu=true",
         "robustness.plots=true",
         "report=true",
     )

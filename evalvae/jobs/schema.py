@@ -324,6 +324,7 @@ class RobustnessChecksSchema:
     tile_size: int = at_least(16, "the tile side in image pixels (a multiple of each VAE's downsampling factor)")
     dtypes: list[ReducedDType] = MISSING
     fp16_on_cpu: bool = MISSING
+    bf16_on_cpu: bool | None = None
     resolutions: list[int] = at_least(8)
     plots: bool = MISSING
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.data import make_loader
-from evalvae.device import release_memory, resolve_device
+from evalvae.device import cpu_has_native_bf16, release_memory, resolve_device
 from evalvae.errors import check_choice, check_positive_int
 from evalvae.jobs.failures import VAE_FAILURES, is_out_of_memory, log_failures, record_failure, record_load_failure
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, timing_row
@@ -130,6 +130,10 @@ class RobustnessTask(Task):
                 "(robustness.fp16_on_cpu=true runs them anyway)"
             )
             return checks.unavailable(name, "precision", dtype, checks.PRECISION_METRICS, reason)
+        if dtype == "bf16" and self.device.type == "cpu":
+            reason = slow_bf16_reason(self.cfg.robustness.get("bf16_on_cpu"), cpu_has_native_bf16())
+            if reason:
+                return checks.unavailable(name, "precision", dtype, checks.PRECISION_METRICS, reason)
         low = None
         try:
             low = load(name, {**spec, "dtype": dtype}, device=self.device, cache_dir=self.cfg.cache_dir, policy=False)
@@ -141,6 +145,24 @@ class RobustnessTask(Task):
         finally:
             del low
             release_memory(self.device)
+
+
+def slow_bf16_reason(asked: bool | None, native: bool | None) -> str | None:
+    """Why bf16 is not run on this CPU (None: run it). ``asked`` is ``robustness.bf16_on_cpu``: true or
+    false decide; null runs it where the CPU has bf16 instructions (``native``; None: unknown)."""
+    if asked is True or (asked is None and native):
+        return None
+    if asked is False:
+        return "not run on cpu: robustness.bf16_on_cpu=false"
+    what = (
+        "has no bf16 instructions (avx512_bf16, amx_bf16 or aarch64 bf16), so PyTorch emulates bf16"
+        if native is False
+        else "does not list its instruction sets, and without bf16 instructions PyTorch emulates bf16"
+    )
+    return (
+        f"not run on cpu: this CPU {what} and its convolutions are tens of times slower than fp32 "
+        "(robustness.bf16_on_cpu=true runs them anyway)"
+    )
 
 
 def _brief(rows: list[dict]) -> str:
