@@ -1,9 +1,8 @@
-"""evalvae.memory: glibc's mmap threshold fixed at job start, so freed batches go back to the system."""
+"""evalvae.memory: the heap trimmer that keeps a long run's memory flat."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -13,62 +12,82 @@ from evalvae import memory
 
 glibc = pytest.mark.skipif(memory._libc() is None, reason="glibc only (Linux)")
 
-# In a fresh process: free a 4 MiB block (which raises glibc's dynamic threshold to 4 MiB), then
-# hold a 2 MiB one and count the blocks glibc serves by mmap while it is held.
+# In a fresh process: raise glibc's dynamic mmap threshold (free a 4 MiB block), fill 200 MiB of
+# heap in 1 MiB blocks, free all but the last (which pins the heap's top, so free() alone returns
+# nothing), then let the trimmer see the growth.
 PROBE = r"""
-import ctypes, json, sys
+import ctypes, json
 from evalvae import memory
-fixed = memory.fix_mmap_threshold() if sys.argv[1] == "fix" else None
 libc = memory._libc()
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc.mallinfo2.restype = MallInfo2
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
+trimmer = memory.HeapTrimmer(slack=32 << 20)
+trimmer.check()  # learns the steady size
 libc.free(libc.malloc(4 << 20))
-before = libc.mallinfo2().hblks
-block = libc.malloc(2 << 20)
-during = libc.mallinfo2().hblks
-libc.free(block)
-print(json.dumps({"fixed": fixed, "mmapped": during - before}))
+blocks = [libc.malloc(1 << 20) for _ in range(200)]
+for b in blocks:
+    ctypes.memset(b, 1, 1 << 20)
+for b in blocks[:-1]:
+    libc.free(b)
+held = memory.resident_bytes()
+trimmed = trimmer.check()
+print(json.dumps({"held_mib": held / 2**20, "after_mib": memory.resident_bytes() / 2**20, "trimmed": trimmed}))
 """
 
 
-def probe(mode: str, **env) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != memory.ENV} | env
-    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout)
-
-
 @glibc
-def test_a_fixed_threshold_keeps_large_blocks_mmapped_after_a_larger_one_was_freed():
-    try:
-        dynamic = probe("none")
-    except subprocess.CalledProcessError as e:  # glibc < 2.33 has no mallinfo2
-        pytest.skip(f"no mallinfo2: {e.stderr[-200:]}")
-    assert dynamic == {"fixed": None, "mmapped": 0}, "glibc's dynamic threshold served 2 MiB from the heap"
-    assert probe("fix") == {"fixed": memory.MMAP_THRESHOLD, "mmapped": 1}
+def test_the_trimmer_hands_freed_heap_back_once_the_process_has_grown():
+    out = json.loads(subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout)
+    assert out["trimmed"] is True
+    assert out["held_mib"] - out["after_mib"] > 150, out  # ~199 MiB freed but held until the trim
 
 
-@glibc
-def test_the_users_own_threshold_is_left_alone():
-    assert probe("fix", **{memory.ENV: str(8 << 20)})["fixed"] is None
+class FakeLibc:
+    def __init__(self):
+        self.calls = 0
+
+    def malloc_trim(self, pad):
+        assert pad == 0
+        self.calls += 1
 
 
-def test_every_job_fixes_the_threshold_first(monkeypatch, tmp_path):
-    """jobs.task.execute calls it before building the task (so the loader's workers inherit it)."""
-    from evalvae.jobs import task
-
-    calls = []
-    monkeypatch.setattr(task, "fix_mmap_threshold", lambda: calls.append("fixed"))
-    monkeypatch.setattr(task, "task_class", lambda cfg: calls.append("built") or (lambda *a: None))
-    with pytest.raises(AttributeError):  # the stand-in task has no run(): only the order matters here
-        task.execute({}, tmp_path)
-    assert calls == ["fixed", "built"]
+def test_it_trims_only_past_the_steady_size_plus_the_slack(monkeypatch):
+    """Sizes in MiB: 100 before the first batch, 160 with a batch's working set (the steady size),
+    then growth; after each trim the next size seen is the new steady size (the largest so far)."""
+    sizes = iter([100, 160, 170, 230, 150, 170, 190, 240, 245])
+    monkeypatch.setattr(memory, "resident_bytes", lambda: next(sizes) << 20)
+    monkeypatch.setattr(memory, "_libc", lambda: FakeLibc())
+    trimmer = memory.HeapTrimmer(slack=64 << 20)
+    did = [trimmer.check() for _ in range(9)]
+    # 100 learnt; 160 is within 100 + 64; 170 is not: trim; 230 learnt; the rest stay within 230 + 64
+    assert did == [False, False, True, False, False, False, False, False, False]
+    assert trimmer.trims == trimmer.libc.calls == 1 and trimmer.base == 230 << 20
 
 
 def test_nothing_is_done_off_linux(monkeypatch):
     monkeypatch.setattr(memory.sys, "platform", "darwin")
     assert memory._libc() is None
+    assert memory.HeapTrimmer().check() is False
+
+
+def test_the_reconstruction_loop_checks_between_batches(monkeypatch, tmp_path, image_dir):
+    """At least one check per batch read, in the loop every recon run goes through."""
+    from evalvae.recon import loop
+    from evalvae.run import run
+    from tests.helpers import compose_run
+
+    checks = []
+    monkeypatch.setattr(loop.HeapTrimmer, "check", lambda self: checks.append(1) or False)
+    cfg = compose_run(
+        [
+            "+vae=identity",
+            "dataset=folder",
+            f"dataset.path={image_dir}",
+            "dataset.resolution=32",
+            "workers=0",
+            "batch_size=2",
+        ]
+    )
+    run(cfg, out_dir=tmp_path / "o")
+    assert len(checks) >= 3  # 6 images in batches of 2

@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 
 from evalvae.errors import ConfigError
 from evalvae.jobs.runtime import output_dir
-from evalvae.memory import fix_mmap_threshold
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +48,7 @@ def task_class(cfg: DictConfig) -> type[Task]:
 
 
 def execute(cfg: DictConfig, out_dir: str | Path | None = None):
-    """Build the task the config selects and run it; return its outcome.
-
-    glibc's mmap threshold is fixed first (:mod:`evalvae.memory`), so memory stays flat over many images.
-    """
-    fix_mmap_threshold()
+    """Build the task the config selects and run it; return its outcome."""
     cls = task_class(cfg)
     return cls(cfg, resume_dir(cfg) or output_dir(out_dir)).run()
 

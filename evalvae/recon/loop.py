@@ -11,6 +11,7 @@ import torch
 from evalvae.data.loader import Batch, Group
 from evalvae.data.transforms import crop_offsets, crop_to_multiple
 from evalvae.jobs.runtime import StageTimes
+from evalvae.memory import HeapTrimmer
 from evalvae.metrics import PairMetric, fact_columns, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
 from evalvae.recon.rate import Rate
@@ -128,10 +129,12 @@ def reconstruct(
     """
     times = times or StageTimes(vae.device)
     rate = rate or Rate(quantize=quantize)
+    heap = HeapTrimmer()  # freed batches back to the system, so memory stays flat over many images
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     batches = iter(batches)
     while True:
         with times.stage("data"):
+            heap.check()
             batch = next(batches, None)
         if batch is None:
             return
