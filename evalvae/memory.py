@@ -8,8 +8,8 @@ these come from the heap, whose free space is fragmented and only returned from 
 process's resident memory then grows with the number of images although nothing is kept.
 
 :class:`HeapTrimmer` calls glibc's ``malloc_trim(0)`` (which also releases free pages inside the
-heap) whenever the resident set has grown by more than ``slack`` since the last trim. It keeps
-glibc's fast, dynamic threshold for the allocations themselves. Measured on 1,000 images with
+heap) whenever the resident set has grown more than ``slack`` beyond the process's steady size
+with a batch in flight. It keeps glibc's fast, dynamic threshold for the allocations themselves. Measured on 1,000 images with
 ``+vae=identity`` at 256 px on a 2-core CPU (the cheapest model, so the allocator's share is the
 largest): glibc's defaults 1,672 MiB peak in 48 s; a fixed 128 KiB mmap threshold 768 MiB in
 113 s (every batch-sized buffer an mmap and fresh page faults); ``malloc_trim`` after every batch
@@ -25,7 +25,7 @@ import ctypes.util
 import os
 import sys
 
-SLACK = 64 << 20  # bytes of resident growth since the last trim that trigger the next one
+SLACK = 64 << 20  # bytes of resident growth beyond the steady size that trigger a trim
 
 
 def _libc():
@@ -64,10 +64,6 @@ class HeapTrimmer:
         self.trims = 0
         self.base: int | None = None
         self._learn = True  # the next check measures the steady size
-
-    @property
-    def active(self) -> bool:
-        return self.libc is not None
 
     def check(self) -> bool:
         """Trim if the resident set grew past the steady size plus the slack; whether it trimmed."""
