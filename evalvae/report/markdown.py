@@ -98,7 +98,9 @@ def render_markdown(context: dict) -> str:
             out.append("")
     for latent in context.get("latents", []):
         out += [f"## {latent['title']}", ""]
-        out += _table(latent["header"], latent["rows"], ["l"] + ["r"] * (len(latent["header"]) - 1)) + [""]
+        for t in latent["tables"]:
+            out += [f"**{t['title']}**", ""]
+            out += _table(t["header"], t["rows"], ["l"] + ["r"] * (len(t["header"]) - 1)) + [""]
         out += [f"- {f['title']}: [plots/{f['path'].name}](plots/{f['path'].name})" for f in latent["plots"]] + [""]
     for r in context.get("robustness", []):
         out += [f"## {r['title']}", "", f"Against each VAE's own plain fp32 output; from `{r['source']}`.", ""]
