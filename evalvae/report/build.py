@@ -9,7 +9,7 @@ from pathlib import Path
 
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_path, atomic_write_text
-from evalvae.report import plots, stats, tables, views
+from evalvae.report import plots, stats, tables, verdict, views
 from evalvae.report.gallery import build_gallery
 from evalvae.report.grids import select_images
 from evalvae.report.latents import latent_dirs, latent_sections
@@ -159,6 +159,7 @@ def write_report(
             {
                 "title": section.title,
                 "slug": section.slug,
+                "recommendation": verdict.recommendation(section, summary, paired),
                 "notes": section.notes,
                 "grid_notes": grid_notes,
                 "summary": views.summary_view(section, summary),

@@ -28,7 +28,7 @@ def render_markdown(context: dict) -> str:
     if context["problems"]:
         out.append("")
     for s in context["sections"]:
-        out += [f"## {s['title']}", ""]
+        out += [f"## {s['title']}", "", f"**Recommendation.** {s['recommendation']}", ""]
         facts = "; ".join(f"{k}: {v}" for k, v in s["protocol"]["facts"])
         metrics = "; ".join(f"{k}: {v}" for k, v in s["protocol"]["metrics"])
         out += [f"**Protocol.** {facts}.", "", f"**Metrics.** {metrics}.", ""]
