@@ -5,11 +5,12 @@ from __future__ import annotations
 import html as html_lib
 
 import numpy as np
+import pandas as pd
 
 from evalvae.report import tables, write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
-from evalvae.report.verdict import recommendation
+from evalvae.report.verdict import latents_recommendation, recommendation, robustness_recommendation
 from tests.compare_helpers import base_values, write_run
 
 
@@ -122,3 +123,61 @@ def test_no_vae_has_values(tmp_path):
     v = {k: np.full(12, np.nan) for k in base_values()}
     d = write_run(tmp_path / "r", {"a": v, "b": v})
     assert verdict_of(d) == "No VAE is ranked on PSNR, SSIM, LPIPS."
+
+
+def latent_row(vae: str, scaled_std: float, clamp: float, drop: float) -> dict:
+    return {
+        "vae": vae,
+        "channels": 4,
+        "n_images": 6,
+        "std": scaled_std,
+        "suggested_scaling_factor": 1 / scaled_std,
+        "scaling_factor": 1.0,
+        "scaled_std": scaled_std,
+        "clamp_saturated": clamp,
+        "psnr_drop_0.01": drop / 10,
+        "psnr_drop_0.1": drop,
+    }
+
+
+def test_latent_diagnostics_name_the_best_fit_the_clamp_and_the_noise_sensitivity():
+    frame = pd.DataFrame([latent_row("a", 0.98, 0.001, 0.3), latent_row("b", 0.70, 0.02, 0.5)])
+    frame = pd.concat([frame, pd.DataFrame([latent_row("c", 1.25, 0.0, 0.2)])], ignore_index=True)
+    assert latents_recommendation(frame) == (
+        "Based on the std after the configured factors (1 fits), |z| > 3 and the PSNR drop at σ = 0.1 × std: "
+        "a's configured factors fit best (std 0.980); b's worst (0.700, suggested scaling_factor 1.429); "
+        "b saturates TAESD's clamp most (2.000% of |z| > 3); c's decoder is least sensitive to latent noise (0.200 dB)."
+    )
+    assert latents_recommendation(frame.iloc[:1]) == (
+        "One VAE, so nothing to compare: a's std after its configured factors is 0.980 (suggested scaling_factor "
+        "1.02); 0.100% of |z| > 3; PSNR drop 0.300 dB at σ = 0.1 × std."
+    )
+
+
+def robust_rows(vae: str, tiled: float, bf16: float, nonfinite: int, res: dict[int, float]) -> list[dict]:
+    rows = [
+        {"vae": vae, "check": "tiled", "setting": "tile=128", "metric": "psnr", "value": tiled},
+        {"vae": vae, "check": "precision", "setting": "bf16", "metric": "psnr", "value": bf16},
+        {"vae": vae, "check": "precision", "setting": "bf16", "metric": "nonfinite_images", "value": nonfinite},
+    ]
+    return rows + [
+        {"vae": vae, "check": "resolution", "setting": str(r), "metric": "psnr", "value": v} for r, v in res.items()
+    ]
+
+
+def test_robustness_names_the_steadiest_vae_per_check_and_non_finite_outputs():
+    df = pd.DataFrame(
+        robust_rows("a", 50.0, 40.0, 0, {256: 30.0, 512: 32.0})
+        + robust_rows("b", 45.0, np.inf, 2, {256: 31.0, 512: 31.0})
+    )
+    assert robustness_recommendation(df) == (
+        "Based on PSNR against each VAE's own plain fp32 output (tiled, precision) and against the originals "
+        "(resolution sweep): tiled decoding changes a least (50.00 dB from untiled); b stays closest to fp32 (∞ dB); "
+        "best PSNR against the originals: b at 256 px, a at 512 px; b gives non-finite outputs (precision bf16)."
+    )
+    df.loc[df["check"] == "precision", "value"] = np.nan  # not run
+    one = df[df["vae"] == "a"]
+    assert robustness_recommendation(one) == (
+        "One VAE, so nothing to compare: a: its tiled decode is 50.00 dB from its untiled one (tile=128); "
+        "reduced precision not measured (see the notes); PSNR 30.00, 32.00 dB at 256 and 512 px."
+    )

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from evalvae.report.verdict import latents_recommendation
+
 FILE = "latents.csv"
 # column -> (title, format)
 COLUMNS = {
@@ -145,6 +147,8 @@ def latent_sections(dirs: list[Path], plot_dir: Path) -> tuple[list[dict], list[
                 "slug": slug,
                 "source": str(d),
                 "tables": tables,
+                "recommendation": latents_recommendation(frame),
+                "vaes": len(frame),
                 "plots": plots,
             }
         )

@@ -97,13 +97,14 @@ def render_markdown(context: dict) -> str:
         if s["notes"] or s["grid_notes"]:
             out.append("")
     for latent in context.get("latents", []):
-        out += [f"## {latent['title']}", ""]
+        out += [f"## {latent['title']}", "", f"**Recommendation.** {latent['recommendation']}", ""]
         for t in latent["tables"]:
             out += [f"**{t['title']}**", ""]
             out += _table(t["header"], t["rows"], ["l"] + ["r"] * (len(t["header"]) - 1)) + [""]
         out += [f"- {f['title']}: [plots/{f['path'].name}](plots/{f['path'].name})" for f in latent["plots"]] + [""]
     for r in context.get("robustness", []):
-        out += [f"## {r['title']}", "", f"Against each VAE's own plain fp32 output; from `{r['source']}`.", ""]
+        out += [f"## {r['title']}", "", f"**Recommendation.** {r['recommendation']}", ""]
+        out += [f"Against each VAE's own plain fp32 output; from `{r['source']}`.", ""]
         for t in r["tables"]:
             out += [f"**{t['title']}**", ""] + _table(
                 t["header"], t["rows"], ["l", "l"] + ["r"] * (len(t["header"]) - 2)

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from evalvae.metrics.info import BPP
 from evalvae.report.format import info, num
-from evalvae.report.sections import Section
+
+if TYPE_CHECKING:  # robustness and load import this module, and sections imports load
+    from evalvae.report.sections import Section
 
 # Facts about the encoding or the image (a size, a count of regions), not qualities: never a winner.
 FACTS = (BPP.name, "text_regions", "face_regions")
@@ -208,3 +211,137 @@ def _size(section: Section, ok: pd.DataFrame, leader: str | None) -> str:
         f"{who} {'uses' if len(smallest) == 1 else 'use'} {times} fewer bits per pixel than {leader} "
         f"({num(info(BPP), low)} vs {_value(section, BPP.name, values[leader])})"
     )
+
+
+def latents_recommendation(frame: pd.DataFrame) -> str:
+    """The latent-diagnostics line, from ``latents.csv``: whose configured factors fit (std after them near 1),
+    who saturates TAESD's clamp most, whose decoder is least sensitive to latent noise."""
+    rows = frame.to_dict("records")
+    drops = sorted((c for c in frame.columns if c.startswith("psnr_drop_")), key=lambda c: float(c.split("_")[-1]))
+    drop = drops[-1] if drops else None
+    sigma = f"σ = {drop[len('psnr_drop_') :]} × std" if drop else ""
+
+    def val(r: dict, column: str) -> float:
+        v = r.get(column)
+        return float(v) if v is not None and pd.notna(v) else math.nan
+
+    def lowest(column: str, key, fmt: str) -> list[dict]:
+        """The rows whose ``key`` of ``column`` is lowest as shown with ``fmt`` (values shown alike tie)."""
+        scored = [(r, key(val(r, column))) for r in rows]
+        scored = [(r, k) for r, k in scored if math.isfinite(k)]
+        if not scored:
+            return []
+        low = fmt.format(min(k for _, k in scored))
+        return [r for r, k in scored if fmt.format(k) == low]
+
+    def names(found: list[dict]) -> str:
+        return join([str(r["vae"]) for r in found])
+
+    if len(rows) == 1:
+        r = rows[0]
+        text = f"One VAE, so nothing to compare: {r['vae']}'s std after its configured factors is {val(r, 'scaled_std'):.3f}"
+        if math.isfinite(val(r, "suggested_scaling_factor")):
+            text += f" (suggested scaling_factor {val(r, 'suggested_scaling_factor'):.4g})"
+        parts = [text]
+        if math.isfinite(val(r, "clamp_saturated")):
+            parts.append(f"{val(r, 'clamp_saturated'):.3%} of |z| > 3")
+        if drop and math.isfinite(val(r, drop)):
+            parts.append(f"PSNR drop {val(r, drop):.3f} dB at {sigma}")
+        return "; ".join(parts) + "."
+    basis, parts = [], []
+    fit = lowest("scaled_std", lambda s: abs(s - 1), "{:.3f}")
+    if fit:
+        basis.append("the std after the configured factors (1 fits)")
+        stds = ", ".join(f"{val(r, 'scaled_std'):.3f}" for r in fit)
+        text = f"{names(fit)}'s configured factors fit best (std {stds})"
+        worst = lowest("scaled_std", lambda s: -abs(s - 1), "{:.3f}")
+        if worst and not any(r in fit for r in worst):
+            w = worst[0]
+            text += f"; {names(worst)}'s worst ({val(w, 'scaled_std'):.3f}"
+            if math.isfinite(val(w, "suggested_scaling_factor")):
+                text += f", suggested scaling_factor {val(w, 'suggested_scaling_factor'):.4g}"
+            text += ")"
+        parts.append(text)
+    most = lowest("clamp_saturated", lambda s: -s, "{:.3%}")
+    if most:
+        basis.append("|z| > 3")
+        verb = "saturates" if len(most) == 1 else "saturate"
+        parts.append(f"{names(most)} {verb} TAESD's clamp most ({val(most[0], 'clamp_saturated'):.3%} of |z| > 3)")
+    calm = lowest(drop, lambda s: s, "{:.3f}") if drop else []
+    if calm:
+        basis.append(f"the PSNR drop at {sigma}")
+        parts.append(f"{names(calm)}'s decoder is least sensitive to latent noise ({val(calm[0], drop):.3f} dB)")
+    if not parts:
+        return "No latent statistics to compare."
+    return f"Based on {join(basis)}: " + "; ".join(parts) + "."
+
+
+def _db(value: float) -> str:
+    return ("∞" if value > 0 else "−∞") if math.isinf(value) else f"{value:.2f}"
+
+
+def robustness_recommendation(df: pd.DataFrame) -> str:
+    """The robustness line, from ``robustness.csv``: per check, the VAE whose PSNR is highest (against its own
+    plain fp32 output for tiled and precision, against the originals for the resolution sweep), and any
+    non-finite output; a single VAE's values are described."""
+    vaes = list(dict.fromkeys(df["vae"].astype(str)))
+    one = len(vaes) == 1
+    parts, against = [], []
+    for check in dict.fromkeys(df["check"]):
+        part = df[(df["check"] == check) & (df["metric"] == "psnr")]
+        values = part.assign(value=pd.to_numeric(part["value"], errors="coerce")).dropna(subset=["value"])
+        if values.empty:
+            what = {"tiled": "tiled decoding", "precision": "reduced precision"}.get(check, check)
+            parts.append(f"{what} not measured (see the notes)")
+            continue
+        against.append(check)
+        settings = list(dict.fromkeys(values["setting"].astype(str)))
+        unit = " px" if check == "resolution" else ""
+        if one:
+            shown = f"{', '.join(_db(v) for v in values['value'])} dB"
+            at = f"{join(settings)}{unit}"
+            parts.append(
+                {
+                    "tiled": f"its tiled decode is {shown} from its untiled one ({at})",
+                    "precision": f"{at} is {shown} from fp32",
+                    "resolution": f"PSNR {shown} at {at}",
+                }.get(check, f"{check}: PSNR {shown} at {at}")
+            )
+            continue
+        winners: dict[tuple[str, ...], list[str]] = {}
+        top: dict[tuple[str, ...], float] = {}
+        for setting in settings:
+            rows = values[values["setting"].astype(str) == setting]
+            best = _db(rows["value"].max())
+            who = tuple(str(v) for v, x in zip(rows["vae"], rows["value"]) if _db(x) == best)
+            winners.setdefault(who, []).append(setting)
+            top.setdefault(who, rows["value"].max())
+        said = []
+        for who, where in winners.items():
+            at = f" at {join(where)}{unit}" if len(settings) > 1 or check == "resolution" else ""
+            names, value = join(list(who)), _db(top[who])
+            if check == "tiled":
+                said.append(f"tiled decoding changes {names} least{at} ({value} dB from untiled)")
+            elif check == "precision":
+                said.append(f"{names} {'stays' if len(who) == 1 else 'stay'} closest to fp32{at} ({value} dB)")
+            else:
+                said.append(f"{names}{at}")
+        if check in ("tiled", "precision"):
+            parts.append("; ".join(said))
+        else:
+            what = "best PSNR against the originals" if check == "resolution" else f"best PSNR in {check}"
+            parts.append(f"{what}: {', '.join(said)}")
+    bad = df[df["metric"].astype(str).str.startswith("nonfinite") & (pd.to_numeric(df["value"], errors="coerce") > 0)]
+    for vae, rows in bad.groupby("vae", sort=False):
+        where = join(list(dict.fromkeys(f"{c} {s}" for c, s in zip(rows["check"], rows["setting"]))))
+        parts.append(f"{vae} gives non-finite outputs ({where})")
+    if one:
+        return f"One VAE, so nothing to compare: {vaes[0]}: " + "; ".join(parts) + "."
+    basis = []
+    own = [c for c in against if c in ("tiled", "precision")]
+    if own:
+        basis.append(f"PSNR against each VAE's own plain fp32 output ({', '.join(own)})")
+    if "resolution" in against:
+        basis.append(("" if basis else "PSNR ") + "against the originals (resolution sweep)")
+    head = f"Based on {' and '.join(basis)}: " if basis else ""
+    return head + "; ".join(parts) + "."
