@@ -14,7 +14,7 @@ from evalvae.report.gallery import build_gallery
 from evalvae.report.grids import select_images
 from evalvae.report.latents import latent_dirs, latent_sections
 from evalvae.report.load import load_inputs
-from evalvae.report.recreate import saved_settings
+from evalvae.report.recreate import PSNR_TOLERANCE_DB, saved_settings
 from evalvae.report.regions import region_figures
 from evalvae.report.robustness import robustness_sections
 from evalvae.report.sections import Section, group_sections
@@ -33,6 +33,15 @@ METHODS = (
     "with no std or CI; in paired statistics equal infinities tie, and an infinite difference is a win or a loss that ranks "
     "above every finite one in the Wilcoxon test and makes Δ infinite; plots leave infinite values out."
 )
+
+GRIDS = (
+    "Each picture is a PNG the run saved (samples/ for a reconstruction run, images/ for a text-to-image run): "
+    "no VAE is loaded and no dataset read to draw the grids. Each picture's PSNR is recomputed from its saved "
+    f"pixels and checked against the run's recorded value (within {PSNR_TOLERANCE_DB} dB; a mismatch is flagged "
+    "under the picture). Crops are cut at 1:1 pixels and enlarged by pixel repetition only."
+)
+# Kinds of input, as the report's header and footer count and list them.
+KINDS = {"run": "run(s)", "latents": "latent-diagnostics run(s)", "robustness": "robustness run(s)"}
 
 
 class NothingToReport(EvalvaeError):
@@ -177,15 +186,23 @@ def write_report(
     latent_views, more = latent_sections(latents, plot_dir)
     problems += more
     header, overview = views.overview_rows(section_views)
+    used = {
+        "run": [str(r.path) for r in inputs.runs],
+        "latents": [v["source"] for v in latent_views],
+        "robustness": [r["source"] for r in robust],
+    }
     context = {
         "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "inputs": [str(r.path) for r in inputs.runs],
+        "inputs": {KINDS[k]: paths for k, paths in used.items() if paths},
+        "inputs_text": ", ".join(f"{len(paths)} {KINDS[k]}" for k, paths in used.items() if paths),
+        "contents": _contents(section_views, latent_views, robust),
         "sections": section_views,
         "latents": latent_views,
         "problems": problems,
         "overview_header": header,
         "overview": overview,
-        "methods": METHODS,
+        "methods": METHODS if section_views else "",
+        "grids_method": GRIDS if any(s["grids"] for s in section_views) else "",
         "robustness": robust,
         "version": _version(),
     }
@@ -197,6 +214,17 @@ def write_report(
     atomic_write_text(html, render_html(context))
     log.info("report in %s (%d section(s), %.1f MB)", html, len(section_views), html.stat().st_size / 1e6)
     return html
+
+
+def _contents(sections: list[dict], latents: list[dict], robust: list[dict]) -> list[dict]:
+    """What the report holds: one row per section, with its kind, its number of VAEs and its recommendation."""
+    rows = [dict(kind="evaluation", vaes=s["n_entries"], **_row(s)) for s in sections]
+    rows += [dict(kind="latent diagnostics", vaes=v["vaes"], **_row(v)) for v in latents]
+    return rows + [dict(kind="robustness", vaes=r["vaes"], **_row(r)) for r in robust]
+
+
+def _row(view: dict) -> dict:
+    return {k: view[k] for k in ("title", "slug", "recommendation")}
 
 
 def _version() -> str:
