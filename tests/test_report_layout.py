@@ -10,11 +10,12 @@ import pytest
 
 from evalvae.report import write_report
 from tests import browser
-from tests.compare_helpers import base_values, write_run
+from tests.compare_helpers import base_values, bench_row, write_bench, write_run
 
 REPO = Path(__file__).resolve().parents[1]
 VAES = ("taesd", "taesd3", "taef2")
 WIDTHS = (1280, 1920)
+OPS = ("encode", "decode", "roundtrip")
 
 
 def set_rows(vae: str, i: int, n: int) -> list[dict]:
@@ -35,7 +36,8 @@ def set_rows(vae: str, i: int, n: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def wide_report(tmp_path_factory) -> Path:
     """Every kind of section with all its columns: a run with per-image, rate and set-level metrics for three
-    VAEs, the committed latent diagnostics and robustness results."""
+    VAEs (two of them in a bench, whose speed joins the overview), the committed latent diagnostics and
+    robustness results."""
     tmp = tmp_path_factory.mktemp("layout")
     values, rows = {}, []
     for i, vae in enumerate(VAES):
@@ -47,13 +49,21 @@ def wide_report(tmp_path_factory) -> Path:
     robust = tmp / "robustness-kodak"
     robust.mkdir()
     shutil.copy(REPO / "reports" / "robustness-kodak" / "robustness.csv", robust)
-    html = write_report([run, latents, robust], tmp / "report", grids=False)
+    bench = write_bench(
+        tmp / "bench",
+        [
+            bench_row(v, op, 2.0 + i, resolution=256, dtype="fp32", mode="plain")
+            for i, v in enumerate(VAES[:2])
+            for op in OPS
+        ],
+    )
+    html = write_report([run, latents, robust, bench], tmp / "report", grids=False)
     return html
 
 
 @pytest.mark.parametrize("width", WIDTHS)
 def test_no_table_is_cut_off(wide_report, width, tmp_path):
     seen = browser.probe(wide_report, browser.OVERFLOW_PROBE, width, tmp_path)
-    assert seen["tables"] >= 6  # overview, results, VAEs, paired, latents, robustness
+    assert seen["tables"] >= 8  # contents, overview, results, VAEs, paired, latents, robustness, bench
     assert seen["cut"] == [], f"tables wider than their box at {width} px: {seen['cut']}"
     assert seen["page"] <= seen["view"], f"the page scrolls sideways at {width} px ({seen['page']} px wide)"

@@ -108,6 +108,16 @@ def render_markdown(context: dict) -> str:
     if len(context["contents"]) > 1:
         out += ["**Contents.**", ""]
         out += [f"- {c['title']} ({c['kind']}, {c['vaes']} VAE(s))" for c in context["contents"]] + [""]
+    speed = [r for r in context["overview"] if r.get("speed")]
+    if speed or context["speed_notes"]:
+        out += ["**Speed from the bench** (median ms per image and peak memory at the section's resolution):", ""]
+        if speed:
+            head = ["section", "VAE", *context["speed_header"], "configuration"]
+            rows = [
+                [r["section"], r["label"], r["speed"]["ms"], r["speed"]["mem"], r["speed"]["detail"]] for r in speed
+            ]
+            out += _table(head, rows, ["l", "l", "r", "r", "l"], keep=2) + [""]
+        out += [f"- {n}" for n in context["speed_notes"]] + ([""] if context["speed_notes"] else [])
     for p in context["problems"]:
         out.append(f"> ⚠️ {p}")
     if context["problems"]:
@@ -197,6 +207,14 @@ def render_markdown(context: dict) -> str:
             out += _table(t["header"], t["rows"], ["l", "l"] + ["r"] * (len(t["header"]) - 2), keep=2)
             out.append("")
         out += [f"> {n}" for n in r["notes"]] + ([""] if r["notes"] else [])
+    for b in context.get("benches", []):
+        out += [f"## {b['title']}", "", f"**Recommendation.** {b['recommendation']}", ""]
+        out += [f"Median ms per image and peak MiB on {b['device']}; from `{b['source']}`.", ""]
+        align = ["l", "r", "r", "l", "l"] + ["r"] * (len(b["header"]) - 5)
+        out += _table(b["header"], b["rows"], align, keep=5) + [""]
+        out += [f"> {n}" for n in b["notes"]] + ([""] if b["notes"] else [])
+        out += [f"- {f['title']}: [plots/{f['path'].name}](plots/{f['path'].name})" for f in b["plots"]]
+        out += [""] if b["plots"] else []
     out += ["---", ""]
     if context["methods"]:
         out += ["**Methods.**", ""] + [f"- {s}" for s in _sentences(context["methods"])] + [""]
