@@ -377,3 +377,13 @@ def test_pick_images_matches_a_plain_sort_with_ties_and_nan():
     ]
     long = wide.stack().rename("psnr").reset_index().set_axis(["image", "vae", "psnr"], axis=1)
     pd.testing.assert_frame_equal(score_table(long, "psnr"), wide.rename_axis(index="image", columns="vae"))
+
+
+def test_the_methods_say_the_grids_come_from_the_saved_samples(standin_run, tmp_path):
+    html = write_report([standin_run["out"]], tmp_path / "rep").read_text(encoding="utf-8")
+    md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    footer = html[html.index('<footer id="methods">') :]
+    assert "re-created" not in footer and "<strong>Image grids.</strong> Each picture is a PNG the run saved" in footer
+    assert "**Image grids.** Each picture is a PNG the run saved (samples/" in md
+    html = write_report([standin_run["out"]], tmp_path / "bare", grids=False).read_text(encoding="utf-8")
+    assert "Image grids." not in html[html.index('<footer id="methods">') :]  # no grids, nothing to explain

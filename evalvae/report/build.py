@@ -9,12 +9,13 @@ from pathlib import Path
 
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_path, atomic_write_text
-from evalvae.report import plots, stats, tables, views
+from evalvae.report import plots, stats, tables, verdict, views
+from evalvae.report.bench import bench_sections, overview_speed
 from evalvae.report.gallery import build_gallery
 from evalvae.report.grids import select_images
 from evalvae.report.latents import latent_dirs, latent_sections
 from evalvae.report.load import load_inputs
-from evalvae.report.recreate import saved_settings
+from evalvae.report.recreate import PSNR_TOLERANCE_DB, saved_settings
 from evalvae.report.regions import region_figures
 from evalvae.report.robustness import robustness_sections
 from evalvae.report.sections import Section, group_sections
@@ -33,6 +34,20 @@ METHODS = (
     "with no std or CI; in paired statistics equal infinities tie, and an infinite difference is a win or a loss that ranks "
     "above every finite one in the Wilcoxon test and makes Δ infinite; plots leave infinite values out."
 )
+
+GRIDS = (
+    "Each picture is a PNG the run saved (samples/ for a reconstruction run, images/ for a text-to-image run): "
+    "no VAE is loaded and no dataset read to draw the grids. Each picture's PSNR is recomputed from its saved "
+    f"pixels and checked against the run's recorded value (within {PSNR_TOLERANCE_DB} dB; a mismatch is flagged "
+    "under the picture). Crops are cut at 1:1 pixels and enlarged by pixel repetition only."
+)
+# Kinds of input, as the report's header and footer count and list them.
+KINDS = {
+    "run": "run(s)",
+    "latents": "latent-diagnostics run(s)",
+    "robustness": "robustness run(s)",
+    "bench": "bench file(s)",
+}
 
 
 class NothingToReport(EvalvaeError):
@@ -104,8 +119,10 @@ def write_report(
     """Write ``report.html``, ``report.md``, ``plots/``, ``grids/`` and ``tables/`` into ``out_dir``.
 
     Args:
-        run_dirs: run directories, multirun sweep folders (their jobs), folders with ``bench.csv`` or
-            ``latents.csv`` (an ``evalvae latents`` run: a "Latent diagnostics" section).
+        run_dirs: run directories, multirun sweep folders (their jobs), folders with ``latents.csv`` (an
+            ``evalvae latents`` run: a "Latent diagnostics" section), ``robustness.csv`` (a "Robustness"
+            section) or ``bench.csv`` (a "Benchmark" section, its speed also in the overview next to the
+            runs' VAEs it measured).
         out_dir: where the report goes (created).
         images: image ids to show in grids (default: the image of median score in each section).
         worst: how many worst images per VAE get a grid (by the first metric with a known direction);
@@ -123,7 +140,7 @@ def write_report(
     inputs = load_inputs(list(run_dirs))
     latents = latent_dirs([*run_dirs, *(r.path for r in inputs.runs)])
     robust, robust_problems = robustness_sections(list(run_dirs))
-    if not inputs.runs and not latents and not robust:
+    if not inputs.runs and not latents and not robust and inputs.bench.empty:
         raise NothingToReport("nothing to report: " + "; ".join(inputs.problems or ["no run directories given"]))
     out = Path(out_dir)
     plot_dir, grid_dir, table_dir = out / "plots", out / "grids", out / "tables"
@@ -131,7 +148,8 @@ def write_report(
         d.mkdir(parents=True, exist_ok=True)
     problems = list(inputs.problems) + robust_problems
     section_views = []
-    for section in group_sections(inputs.runs):
+    sections = group_sections(inputs.runs)
+    for section in sections:
         log.info("section %s: %d VAE(s)", section.title, len(section.entries))
         summary = tables.summary_table(section)
         paired = tables.paired_table(section)
@@ -159,6 +177,7 @@ def write_report(
             {
                 "title": section.title,
                 "slug": section.slug,
+                "recommendation": verdict.recommendation(section, summary, paired),
                 "notes": section.notes,
                 "grid_notes": grid_notes,
                 "summary": views.summary_view(section, summary),
@@ -176,15 +195,31 @@ def write_report(
     latent_views, more = latent_sections(latents, plot_dir)
     problems += more
     header, overview = views.overview_rows(section_views)
+    speed = overview_speed(sections, inputs.bench)
+    for row in overview:
+        row["speed"] = speed.cells.get((row["slug"], row["label"])) if speed else None
+    benches = bench_sections(inputs.bench, plot_dir)
+    used = {
+        "run": [str(r.path) for r in inputs.runs],
+        "latents": [v["source"] for v in latent_views],
+        "robustness": [r["source"] for r in robust],
+        "bench": [b["source"] for b in benches],
+    }
     context = {
         "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
-        "inputs": [str(r.path) for r in inputs.runs],
+        "inputs": {KINDS[k]: paths for k, paths in used.items() if paths},
+        "inputs_text": ", ".join(f"{len(paths)} {KINDS[k]}" for k, paths in used.items() if paths),
+        "contents": _contents(section_views, latent_views, robust, benches),
+        "speed_header": speed.header if speed else [],
+        "speed_notes": speed.notes if speed else [],
+        "benches": benches,
         "sections": section_views,
         "latents": latent_views,
         "problems": problems,
         "overview_header": header,
         "overview": overview,
-        "methods": METHODS,
+        "methods": METHODS if section_views else "",
+        "grids_method": GRIDS if any(s["grids"] for s in section_views) else "",
         "robustness": robust,
         "version": _version(),
     }
@@ -194,8 +229,20 @@ def write_report(
     atomic_write_text(out / "report.md", render_markdown(context))
     html = out / "report.html"
     atomic_write_text(html, render_html(context))
-    log.info("report in %s (%d section(s), %.1f MB)", html, len(section_views), html.stat().st_size / 1e6)
+    log.info("report in %s (%d section(s), %.1f MB)", html, len(context["contents"]), html.stat().st_size / 1e6)
     return html
+
+
+def _contents(sections: list[dict], latents: list[dict], robust: list[dict], benches: list[dict]) -> list[dict]:
+    """What the report holds: one row per section, with its kind, its number of VAEs and its recommendation."""
+    rows = [dict(kind="evaluation", vaes=s["n_entries"], **_row(s)) for s in sections]
+    rows += [dict(kind="latent diagnostics", vaes=v["vaes"], **_row(v)) for v in latents]
+    rows += [dict(kind="robustness", vaes=r["vaes"], **_row(r)) for r in robust]
+    return rows + [dict(kind="benchmark", vaes=b["vaes"], **_row(b)) for b in benches]
+
+
+def _row(view: dict) -> dict:
+    return {k: view[k] for k in ("title", "slug", "recommendation")}
 
 
 def _version() -> str:

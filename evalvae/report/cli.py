@@ -23,7 +23,10 @@ def parser() -> argparse.ArgumentParser:
         description="Compare the VAEs of one or more runs: report.html, report.md, plots/, grids/ and tables/.",
     )
     p.add_argument(
-        "run_dirs", nargs="+", metavar="RUN_DIR", help="run directories, multirun folders, or folders with bench.csv"
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directories, multirun folders, and latents, robustness or bench output folders",
     )
     p.add_argument(
         "--out",

@@ -1,8 +1,8 @@
 """The report's "Latent diagnostics" sections: read from the ``latents.csv`` an ``evalvae latents`` run wrote.
 
 One section per directory holding ``latents.csv`` (an input directory, or a run directory the
-latents command was pointed at with ``hydra.run.dir``): its table of suggested against configured
-factors, clamp share, spectra shares and PSNR drops, and the run's plots (copied into the report).
+latents command was pointed at with ``hydra.run.dir``): its tables of suggested against configured
+factors, and of clamp share, spectra shares and PSNR drops, and the run's plots (copied into the report).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
+
+from evalvae.report.verdict import latents_recommendation
 
 FILE = "latents.csv"
 # column -> (title, format)
@@ -33,6 +35,27 @@ COLUMNS = {
     "spectrum_high_image": ("image power > ½ Nyquist", "{:.1%}"),
     "psnr": ("PSNR (dB)", "{:.2f}"),
 }
+# The columns split into two tables that each fit a window's width: the factors, then how the latents behave.
+TABLES = (
+    (
+        "Scale and shift",
+        (
+            "vae",
+            "channels",
+            "n_images",
+            "std",
+            "suggested_scaling_factor",
+            "scaling_factor",
+            "suggested_shift_factor",
+            "shift_factor",
+            "scaled_std",
+        ),
+    ),
+    (
+        "Distribution, spectrum and decoder sensitivity",
+        ("vae", "kurtosis", "clamp_saturated", "spectrum_high_latent", "spectrum_high_image", "psnr"),
+    ),
+)
 PLOTS = (
     (
         "latents_spectrum.png",
@@ -87,12 +110,18 @@ def latent_sections(dirs: list[Path], plot_dir: Path) -> tuple[list[dict], list[
         label = d.resolve().name
         slug = f"latents-{i}-{_slug(label)}"
         drops = [c for c in frame.columns if c.startswith("psnr_drop_")]
-        columns = [c for c in COLUMNS if c in frame.columns]
-        header = [COLUMNS[c][0] for c in columns] + [f"PSNR drop, σ = {c[len('psnr_drop_') :]} × std" for c in drops]
-        rows = [
-            [_cell(r[c], COLUMNS[c][1]) for c in columns] + [_cell(r[c], "{:.3f}") for c in drops]
-            for r in frame.to_dict("records")
-        ]
+        tables = []
+        for i_table, (title, names) in enumerate(TABLES):
+            columns = [c for c in names if c in frame.columns]
+            extra = drops if i_table == len(TABLES) - 1 else []
+            header = [COLUMNS[c][0] for c in columns] + [
+                f"PSNR drop, σ = {c[len('psnr_drop_') :]} × std" for c in extra
+            ]
+            rows = [
+                [_cell(r[c], COLUMNS[c][1]) for c in columns] + [_cell(r[c], "{:.3f}") for c in extra]
+                for r in frame.to_dict("records")
+            ]
+            tables.append({"title": title, "header": header, "rows": rows})
         plot_dir.mkdir(parents=True, exist_ok=True)
         plots = []
         named = [(f, t, c) for f, t, c in PLOTS]
@@ -117,8 +146,9 @@ def latent_sections(dirs: list[Path], plot_dir: Path) -> tuple[list[dict], list[
                 "title": f"Latent diagnostics · {label}",
                 "slug": slug,
                 "source": str(d),
-                "header": header,
-                "rows": rows,
+                "tables": tables,
+                "recommendation": latents_recommendation(frame),
+                "vaes": len(frame),
                 "plots": plots,
             }
         )

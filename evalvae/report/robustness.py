@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from evalvae.report.verdict import robustness_recommendation
+
 FILE = "robustness.csv"
 DEPTH = 3
 TITLES = {
@@ -80,6 +82,8 @@ def section(path: Path, slug: str) -> dict:
         "slug": slug,
         "source": str(path),
         "tables": tables,
+        "recommendation": robustness_recommendation(df),
+        "vaes": df["vae"].nunique(),
         "notes": list(dict.fromkeys(notes)),
         "plots": plots,
     }

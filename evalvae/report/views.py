@@ -119,9 +119,10 @@ def paired_view(paired: pd.DataFrame, section: Section | None = None) -> list[di
     return out
 
 
-def _describe_metric(spec: dict) -> str:
+def metric_details(spec: dict) -> tuple[str, list[str]]:
+    """A metric's implementation and its settings, one short item each (weights by their kind and hash)."""
     if spec.get("available") is False:
-        return "unavailable (reason in the notes above)"
+        return "unavailable (reason in the notes above)", []
     items = []
     for k, v in spec.items():
         if k in ("higher_is_better", "implementation", "provenance", "reference", "info"):  # these are in metrics.json
@@ -138,7 +139,11 @@ def _describe_metric(spec: dict) -> str:
             items.append(f"{k}=" + ", ".join(f"{a}: {b}" for a, b in v.items() if not isinstance(b, dict)))
         else:
             items.append(f"{k}={v}")
-    impl = spec.get("implementation", "")
+    return str(spec.get("implementation", "")), items
+
+
+def _describe_metric(spec: dict) -> str:
+    impl, items = metric_details(spec)
     return impl + (f" ({'; '.join(items)})" if items else "")
 
 
@@ -161,6 +166,7 @@ def protocol_view(section: Section) -> dict:
             facts.append((key, str(d[key])))
     facts.append(("pixels", section.pixels or ("8-bit quantized" if section.quantize else "not quantized")))
     metrics = [(metric_name(section.info(m)), _describe_metric(spec)) for m, spec in section.metric_protocols.items()]
+    details = [(metric_name(section.info(m)), *metric_details(spec)) for m, spec in section.metric_protocols.items()]
     vaes = []
     for e in section.entries:
         info, t = e.info, e.timing
@@ -185,7 +191,7 @@ def protocol_view(section: Section) -> dict:
                 else "–",
             }
         )
-    return {"facts": facts, "metrics": metrics, "vaes": vaes}
+    return {"facts": facts, "metrics": metrics, "metric_details": details, "vaes": vaes}
 
 
 def overview_rows(views: list[dict]) -> tuple[list[str], list[dict]]:
