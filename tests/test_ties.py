@@ -86,6 +86,7 @@ def test_a_vae_against_itself_at_another_batch_size_reads_as_ties_everywhere(tmp
         assert r.p == 1.0 and not r.significant and pd.isna(r.favours), r.metric
     text = html.read_text(encoding="utf-8") + (rep / "report.md").read_text(encoding="utf-8")
     assert "4/0/0" not in text and "0/0/4" not in text and "0/4/0" in text
+    assert "not significant (all 4 images tie)" in text
     assert "favours" not in text.replace("favours {{", "")
     section = section_of(run)
     found = views.findings(section, tables.summary_table(section), tables.paired_table(section))
@@ -249,6 +250,8 @@ def test_kid_whose_every_subset_is_the_whole_set_is_not_ranked(tmp_path, subset_
         assert (
             f"N = 12 images is not more than the subset size {subset_size}, so every subset is the whole set" in note[0]
         )
+        found = views.findings(section, tables.summary_table(section), tables.paired_table(section))
+        assert "KID: not ranked (every subset is the whole set; see the notes)." in found
 
 
 # --- significance out of reach -------------------------------------------------------------------

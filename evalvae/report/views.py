@@ -129,6 +129,8 @@ def unreachable(r: dict, alpha: float = stats.ALPHA) -> str:
     if floor is None or math.isnan(floor) or floor < alpha:
         return ""
     n, untied = int(r["n"]), int(r.get("untied", r["n"]))
+    if untied == 0:
+        return f"all {n} images tie" if n > 1 else "the image ties"
     who = f"n = {n}" if untied == n else f"{untied} of {n} images differ beyond the tie tolerance"
     holm = floor > stats.smallest_p(untied)  # raised by the Holm correction over the metric's pairs
     return f"{who}: the smallest possible {'Holm p' if holm else 'p'} is {p_value(floor)}"
@@ -276,9 +278,12 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
             continue
         ranked = ok[ok["rank_mean"].astype(float).notna()]
         if len(ranked) < 2:
-            why = (
-                "one value per VAE over its own images" if ok["level"].iloc[0] == "set" else "no image every VAE scored"
-            )
+            if ok["level"].iloc[0] != "set":
+                why = "no image every VAE scored"
+            elif any(section.whole_set_subsets(metric, n) for n in ok["n"]):
+                why = "every subset is the whole set"
+            else:
+                why = "one value per VAE over its own, different numbers of images"
             out.append(f"{metric_name(info)}: not ranked ({why}; see the notes).")
             continue
         ranked = ranked.sort_values("rank_mean", ascending=not higher, kind="stable")
