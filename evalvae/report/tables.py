@@ -64,9 +64,9 @@ def top_tier(values: dict[str, float], info: MetricInfo) -> list[str]:
 def _mark_best(rows: list[dict], info: MetricInfo) -> None:
     """Mark the entries within the tie tolerance of the best value of ``rank_mean``; none when every
     entry ties with it (then no VAE is better than another) or fewer than two have a value."""
-    ok = {i: r["rank_mean"] for i, r in enumerate(rows) if r["status"] == "ok"}
-    top = top_tier(ok, info)
-    if len([v for v in ok.values() if not math.isnan(v)]) < 2 or len(top) == len(ok):
+    ranked = {i: r["rank_mean"] for i, r in enumerate(rows) if r["status"] == "ok" and not math.isnan(r["rank_mean"])}
+    top = top_tier(ranked, info)
+    if len(ranked) < 2 or len(top) == len(ranked):
         return
     for i in top:
         rows[i]["best"] = True
