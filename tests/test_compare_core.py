@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
 
 import numpy as np
 import pytest
@@ -14,24 +14,24 @@ from evalvae.compare.verdict import Verdict, judge, paired_test
 from evalvae.errors import ConfigError
 
 
-def t_test_float64(b: np.ndarray, c: np.ndarray) -> float:
-    """One-sided p toward the mean change, from the textbook formula t = mean(d) / (sd(d) / sqrt(n))."""
-    d = c.astype(np.float64) - b
-    n = d.size
-    t = d.mean() / (math.sqrt(((d - d.mean()) ** 2).sum() / (n - 1)) / math.sqrt(n))
-    return float(stats.t.sf(abs(t), n - 1))
+def wilcoxon_exact(d: np.ndarray) -> float:
+    """Two-sided exact p of the signed-rank statistic, enumerating all 2^n sign patterns (no zeros, no tied ranks)."""
+    ranks = stats.rankdata(np.abs(d))
+    observed = ranks[d > 0].sum()
+    totals = np.array([ranks[np.array(signs, bool)].sum() for signs in itertools.product([0, 1], repeat=d.size)])
+    return min(1.0, 2 * min(np.mean(totals <= observed), np.mean(totals >= observed)))
 
 
 @pytest.mark.parametrize("shift", [-0.3, -0.01, 0.0004, 0.2])
-def test_paired_test_matches_the_t_formula(shift):
+def test_paired_test_is_the_two_sided_wilcoxon_test(shift):
     rng = np.random.default_rng(1)
-    b = rng.normal(30, 2, 40)
-    c = b + shift + rng.normal(0, 0.1, 40)
+    b = rng.normal(30, 2, 12)
+    c = b + shift + rng.normal(0, 0.1, 12)
     test = paired_test(b, c)
-    assert test.n == 40
+    assert test.n == 12 and test.untied == 12
     assert test.mean_delta == pytest.approx((c - b).mean(), rel=1e-12)
-    assert test.p_value == pytest.approx(t_test_float64(b, c), rel=1e-9)
-    assert test.p_value <= 0.5  # one-sided toward the observed move
+    assert test.p_value == pytest.approx(wilcoxon_exact(c - b), rel=1e-12)
+    assert test.ci.low <= test.mean_delta <= test.ci.high
 
 
 def test_paired_test_ignores_pair_order():
@@ -43,11 +43,13 @@ def test_paired_test_ignores_pair_order():
 
 
 def test_paired_test_degenerate_cases():
-    b = np.array([30.0, 31.0, 29.5])
+    b = np.array([30.0, 31.0, 29.5, 28.0, 33.0, 30.5, 27.5])
     assert paired_test(b, b).p_value == 1.0  # identical inputs: no evidence of change
-    assert paired_test(b, b - 0.5).p_value == 0.0  # every image moved alike
-    jitter = np.array([0.0, 1e-9, -1e-9])
-    assert paired_test(b, b - 0.5 + jitter, resolution=1e-6).p_value == 0.0  # alike at the kept precision
+    assert paired_test(b, b - 0.5).p_value == pytest.approx(2 / 2**7)  # every image moved alike: the smallest p
+    assert paired_test(b, b - 0.5).smallest_p == pytest.approx(2 / 2**7)
+    jitter = np.array([0.0, 1e-9, -1e-9, 2e-9, 0.0, -3e-9, 1e-9])
+    moved = paired_test(b, b + jitter, tie=Tolerance(abs=1e-6))  # within the tie: no move at all
+    assert (moved.p_value, moved.mean_delta, moved.untied) == (1.0, 0.0, 0)
     assert paired_test(b[:1], b[:1] + 1) is None  # one pair: no test
     with pytest.raises(ValueError, match="one length"):
         paired_test(b, b[:2])

@@ -135,7 +135,10 @@ def test_metrics_json_holds_the_info_of_every_metric_of_a_run(tmp_path, image_di
         "higher_is_better": True,
         "decimals": 2,
         "tolerance": {"abs": 0.01, "rel": 0.0},
+        "tie": {"abs": 0.0005, "rel": 0.0},  # float noise: batch size 1 vs 8 moved PSNR by 5.4e-5 dB per image
+        "quality": True,
     }
+    assert found["bpp"]["info"]["quality"] is False and found["bpp"]["info"]["tie"] is None  # a fact
 
 
 def test_t2i_protocol_holds_the_info_of_clip_score_and_of_fid_under_its_name(tmp_path, image_dir, tiny_clip_dir):  # noqa: F811

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evalvae.compare.baseline import SPEED_KEY, MetricResult, Snapshot, SpeedResult, round_value, value_resolution
-from evalvae.compare.tolerances import Tolerance, Tolerances, default_tolerances
+from evalvae.compare.tolerances import Tolerances, default_tolerances
 from evalvae.compare.verdict import Verdict, judge, paired_test
-from evalvae.metrics.info import MetricInfo, recorded_info
+from evalvae.metrics.info import MetricInfo, Tolerance, recorded_info
 
 # Protocol fields that do not change what a number means: where the images sat on disk, and the
 # prose restatement of `quantize`. A metric's implementation is noted, not refused: the same
@@ -163,7 +163,7 @@ def _no_longer_finite(b: MetricResult, c: MetricResult) -> list[str]:
 
 
 def _regained_row(
-    row: Row, b: MetricResult, c: MetricResult, regained: list[str], t: Tolerance, alpha: float | None
+    row: Row, b: MetricResult, c: MetricResult, regained: list[str], t: Tolerance, tie: Tolerance, alpha: float | None
 ) -> Row:
     """Images non-finite in the baseline are finite now: an improvement, unless the images finite on both sides regressed."""
     ids = [i for i in sorted(b.values) if math.isfinite(b.values[i]) and math.isfinite(c.values[i])]
@@ -173,8 +173,8 @@ def _regained_row(
         return row
     row.baseline, row.current = (float(np.mean([x.values[i] for i in ids])) for x in (b, c))
     row.tolerance, row.allowed = t.describe(), t.allowed(row.baseline)
-    _paired(row, b, c, ids)
-    verdict = judge(row.delta, row.allowed, row.higher_is_better, p_value=row.p_value, alpha=alpha)
+    p = _paired(row, b, c, ids, tie, alpha)
+    verdict = judge(row.delta, row.allowed, row.higher_is_better, p_value=p, alpha=alpha)
     row.verdict = Verdict.REGRESSED if verdict is Verdict.REGRESSED else Verdict.IMPROVED
     row.detail = f"{note}; means over the {len(ids)} image(s) finite on both sides"
     return row
@@ -207,7 +207,7 @@ def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: T
         return row
     regained = _no_longer_finite(c, b)
     if not mismatch and regained and hib is not None:
-        return _regained_row(row, b, c, regained, tol.get(vae, metric, info), tol.alpha)
+        return _regained_row(row, b, c, regained, tol.get(vae, metric, info), info.tie_tolerance, tol.alpha)
     if not mismatch and b.n != c.n:
         mismatch = f"N differs: {b.n} in the baseline, {c.n} now"
     if not mismatch and b.values is not None and c.values is not None:
@@ -222,27 +222,55 @@ def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: T
     ids = None
     if b.values is not None and c.values is not None:
         ids = [i for i in sorted(b.values) if not (math.isnan(b.values[i]) or math.isnan(c.values[i]))]
+    tie = info.tie_tolerance
     if not (math.isfinite(b.mean) and math.isfinite(c.mean)):
-        return _infinite_row(row, b, c, ids, t, tol.alpha)
+        return _infinite_row(row, b, c, ids, t, tie, tol.alpha)
     row.allowed = t.allowed(b.mean)
-    _paired(row, b, c, ids)
-    row.verdict = judge(row.delta, row.allowed, hib, p_value=row.p_value, alpha=tol.alpha)
+    p = _paired(row, b, c, ids, tie, tol.alpha)
+    row.verdict = judge(row.delta, row.allowed, hib, p_value=p, alpha=tol.alpha, tie=_tie(tie, b.mean, c.mean))
+    _note_tie(row, tie)
     return row
 
 
-def _paired(row: Row, b: MetricResult, c: MetricResult, ids: list[str] | None) -> None:
-    """The paired test of the images ``ids`` (finite on both sides; None: no per-image values), into the row."""
+def _tie(tie: Tolerance, baseline: float, current: float) -> float:
+    """The largest move of a mean that is float noise (relative to the larger side)."""
+    return tie.allowed(max(abs(baseline), abs(current)))
+
+
+def _note_tie(row: Row, tie: Tolerance) -> None:
+    if row.verdict is Verdict.PASS and row.allowed is not None and abs(row.delta) > row.allowed:
+        note = f"within the tie tolerance {tie.describe()} (float noise): unchanged"
+        row.detail = f"{row.detail}; {note}" if row.detail else note
+
+
+def _paired(
+    row: Row, b: MetricResult, c: MetricResult, ids: list[str] | None, tie: Tolerance, alpha: float | None
+) -> float | None:
+    """The paired test of the images ``ids`` (finite on both sides; None: no per-image values), into the row.
+
+    Returns the p-value the verdict may weigh: None without a test, or where the test could not
+    reach ``alpha`` on this many images whatever they held (the tolerance alone decides then, and
+    the row's noise says so).
+    """
     if ids is None:
         row.noise = "no per-image values"
-        return
+        return None
     ids = [i for i in ids if math.isfinite(b.values[i]) and math.isfinite(c.values[i])]
     # Both sides at the precision a baseline file keeps, so that rounding is not a difference.
     bv, cv = (np.array([round_value(x.values[i]) for i in ids], dtype=np.float64) for x in (b, c))
-    test = paired_test(bv, cv, resolution=2 * value_resolution(np.concatenate([bv, cv])))
+    resolution = 2 * value_resolution(np.concatenate([bv, cv]))
+    test = paired_test(bv, cv, tie=Tolerance(max(tie.abs, resolution), tie.rel))
     if test is None:
         row.noise = "too few images"
-    else:
-        row.p_value, row.noise = test.p_value, f"p={test.p_value:.2g}, n={test.n}"
+        return None
+    row.p_value, row.noise = test.p_value, f"p={test.p_value:.2g}, n={test.n}"
+    if alpha is not None and test.untied and test.smallest_p >= alpha:
+        row.noise += (
+            f" ({test.untied} image(s) moved: the smallest possible p is {test.smallest_p:.2g}, "
+            "not below alpha, so the tolerance alone decides)"
+        )
+        return None
+    return test.p_value
 
 
 def _listed(ids: list[str], b: dict, c: dict) -> str:
@@ -251,7 +279,13 @@ def _listed(ids: list[str], b: dict, c: dict) -> str:
 
 
 def _infinite_row(
-    row: Row, b: MetricResult, c: MetricResult, ids: list[str] | None, t: Tolerance, alpha: float | None
+    row: Row,
+    b: MetricResult,
+    c: MetricResult,
+    ids: list[str] | None,
+    t: Tolerance,
+    tie: Tolerance,
+    alpha: float | None,
 ) -> Row:
     """A mean of ±inf on either side: the PSNR of an exact reconstruction is +inf, and so is the mean of a set holding one.
 
@@ -282,8 +316,8 @@ def _infinite_row(
     if finite:
         bm, cm = (float(np.mean([round_value(x[i]) for i in finite])) for x in (bv, cv))  # as the paired test sees them
         row.allowed = t.allowed(bm)
-        _paired(row, b, c, finite)
-        verdict = judge(cm - bm, row.allowed, hib, p_value=row.p_value, alpha=alpha)
+        p = _paired(row, b, c, finite, tie, alpha)
+        verdict = judge(cm - bm, row.allowed, hib, p_value=p, alpha=alpha, tie=_tie(tie, bm, cm))
         parts.append(
             f"the {len(finite)} finite on both: {number(bm)} -> {number(cm)} ({number(cm - bm, '+.3g')}, {verdict.value})"
         )

@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
-from scipy import stats
+
+from evalvae.metrics import stats
+from evalvae.metrics.info import Tolerance
 
 
 class Verdict(str, Enum):
-    PASS = "pass"  # within tolerance
+    PASS = "pass"  # within tolerance (or within the tie tolerance: float noise)
     NOISE = "within noise"  # beyond tolerance, but not beyond the noise (paired test or IQR)
     IMPROVED = "improved"
     REGRESSED = "regressed"
@@ -27,35 +29,38 @@ class Verdict(str, Enum):
 
 @dataclass(frozen=True)
 class PairedTest:
-    """Paired t-test of per-image differences ``current - baseline`` on the same images."""
+    """The paired test of per-image differences ``current - baseline`` on the same images: the one
+    the report uses (:func:`evalvae.metrics.stats.paired`), a two-sided Wilcoxon signed-rank test
+    with differences within the tie tolerance counted as 0, and the BCa bootstrap interval of the
+    mean difference."""
 
     n: int
     mean_delta: float
-    p_value: float  # one-sided, toward the sign of mean_delta
+    p_value: float  # two-sided
+    untied: int = 0  # images that moved beyond the tie tolerance
+    ci: stats.Interval = stats.NAN_INTERVAL
+
+    @property
+    def smallest_p(self) -> float:
+        """The smallest p the test could give on these images, whatever their values."""
+        return stats.smallest_p(self.untied)
 
 
-def paired_test(baseline: np.ndarray, current: np.ndarray, resolution: float = 0.0) -> PairedTest | None:
-    """One-sided paired t-test toward the observed mean change; ``None`` with fewer than 2 pairs.
+def paired_test(baseline: np.ndarray, current: np.ndarray, tie: Tolerance | None = None) -> PairedTest | None:
+    """The shared paired test of ``current`` against ``baseline``; ``None`` with fewer than 2 pairs.
 
-    The t-test speaks of the mean, the quantity the tolerance applies to. When every difference is
-    the same (spread over no more than ``resolution``, the precision the values are kept at), t is
-    undefined: p is 0 for a shift larger than that (every image moved alike) and 1 otherwise.
+    ``tie``: per-image moves within it are no move (the metric's float noise, and the precision a
+    baseline keeps its values at); None: only equal values.
     """
     baseline, current = np.asarray(baseline, dtype=np.float64), np.asarray(current, dtype=np.float64)
     if baseline.shape != current.shape or baseline.ndim != 1:
         raise ValueError(
             f"paired values must be two 1-D arrays of one length, got {baseline.shape} and {current.shape}"
         )
-    d = current - baseline
-    n = int(d.size)
-    if n < 2:
+    if baseline.size < 2:
         return None
-    mean = float(d.mean())
-    if np.ptp(d) <= resolution:
-        return PairedTest(n, mean, 1.0 if abs(mean) <= resolution else 0.0)
-    alternative = "greater" if mean > 0 else "less"
-    p = float(stats.ttest_rel(current, baseline, alternative=alternative).pvalue)
-    return PairedTest(n, mean, p)
+    p = stats.paired(current, baseline, None, tie=tie)
+    return PairedTest(p.n, p.mean_diff, p.p_value, p.untied, p.ci)
 
 
 def judge(
@@ -66,17 +71,20 @@ def judge(
     p_value: float | None = None,
     alpha: float | None = None,
     spread: float | None = None,
+    tie: float = 0.0,
 ) -> Verdict:
     """Verdict on a move ``delta = current - baseline``.
 
     Args:
         allowed: the tolerance, in the metric's unit; a move of at most this much passes.
+        tie: the float noise of the metric, in its unit: a move of at most this much is no move,
+            whatever the tolerance (a pass, never a regression or an improvement).
         p_value, alpha: a paired test's p-value toward the move; beyond tolerance but with
             ``p_value >= alpha`` the move is within the noise. Either None: the tolerance decides.
         spread: a noise width in the metric's unit (the larger IQR of two timings); a move not
             beyond it is within the noise.
     """
-    if abs(delta) <= allowed:
+    if abs(delta) <= max(allowed, tie):
         return Verdict.PASS
     if spread is not None and abs(delta) <= spread:
         return Verdict.NOISE

@@ -237,7 +237,7 @@ class FaceFidelity(RegionMetric):
 
     kind = "faces"
     infos = (shipped.FACE_SIM, shipped.FACE_BELOW)
-    count_name = "face_regions"
+    count_name = shipped.FACE_REGIONS.name  # a fact (quality false in its info)
     takes_truth = False  # no dataset gives faces; they are always detected on the original
 
     def __init__(

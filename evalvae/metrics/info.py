@@ -1,4 +1,5 @@
-"""What a metric's numbers are to their readers: direction, title, decimals, unit and default tolerance.
+"""What a metric's numbers are to their readers: direction, title, decimals, unit, default tolerance,
+the float noise within which two values tie, and whether the column is a quality at all.
 
 Each metric class declares the :class:`MetricInfo` of the result names it produces (``info`` on a
 per-image metric, ``infos`` on a set-level one). The run writes it into ``metrics.json`` beside
@@ -6,7 +7,13 @@ each metric's protocol (``"info"``), and ``report`` and ``compare`` read it from
 (:func:`recorded_info`). Results written before ``metrics.json`` carried it fall back to
 :func:`builtin_info`, the info of the metrics evalvae ships; any other metric reads neutrally
 (:func:`neutral_info`: its own name, 4 significant digits, the direction ``metrics.json`` states
-if any, and compare's ``default`` tolerance).
+if any, compare's ``default`` tolerance, ties only between equal values, a quality).
+
+Two tolerances, for two questions. ``tolerance`` is how far compare lets a mean move before it
+counts (about ten times the noise of re-running the same weights on other hardware, below what a
+real change moves). ``tie`` is the float noise itself, with a stated margin: two values within it
+are the same number computed twice (the same VAE at another batch size), so the report and compare
+call them a tie everywhere: no win, no best, no favoured side, no regression.
 
 The shipped metrics' info is declared here and their classes point to it, so that ``compare`` and
 ``report`` read it without importing torch or a metric library. Nothing here does I/O.
@@ -52,6 +59,12 @@ def _check(where: str, values: dict) -> None:
     tol = values.get("tolerance")
     if tol is not None and not isinstance(tol, Tolerance):
         raise ConfigError(f"{where}.tolerance", tol, hint="a Tolerance(abs=..., rel=...), or null for the default")
+    tie = values.get("tie")
+    if tie is not None and not isinstance(tie, Tolerance):
+        raise ConfigError(f"{where}.tie", tie, hint="a Tolerance(abs=..., rel=...), or null for ties of equal values")
+    quality = values.get("quality")
+    if quality is not None and not isinstance(quality, bool):
+        raise ConfigError(f"{where}.quality", quality, (True, False))
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,15 @@ class Tolerance:
 
     def allowed(self, baseline: float) -> float:
         return max(self.abs, self.rel * abs(baseline))
+
+    def ties(self, a: float, b: float) -> bool:
+        """Whether ``a`` and ``b`` are within this tolerance of each other (relative to the larger
+        magnitude, so the answer is the same either way round); equal values (infinities too) tie."""
+        if a == b:
+            return True
+        if not (math.isfinite(a) and math.isfinite(b)):
+            return False
+        return abs(a - b) <= self.allowed(max(abs(a), abs(b)))
 
     def describe(self) -> str:
         parts = ([f"±{self.abs:g}"] if self.abs else []) + ([f"±{self.rel:.3g}×"] if self.rel else [])
@@ -93,6 +115,10 @@ class MetricInfo:
         decimals: decimals a value is shown with; None for 4 significant digits.
         tolerance: compare's default allowed change; None for the ``default`` of its tolerances.
         unit: the unit alone (``dB``), for prose; empty for unitless metrics.
+        tie: the float noise of computing the same value twice, with a margin: values (per image,
+            or means) within it tie. None: only equal values tie.
+        quality: False for a fact about an image or its encoding (bits per pixel, a region count),
+            which the report never ranks, tests or plots as a quality.
     """
 
     name: str
@@ -101,6 +127,8 @@ class MetricInfo:
     decimals: int | None = None
     tolerance: Tolerance | None = None
     unit: str = ""
+    tie: Tolerance | None = None
+    quality: bool = True
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -115,7 +143,14 @@ class MetricInfo:
             "higher_is_better": self.higher_is_better,
             "decimals": self.decimals,
             "tolerance": None if self.tolerance is None else self.tolerance.to_dict(),
+            "tie": None if self.tie is None else self.tie.to_dict(),
+            "quality": self.quality,
         }
+
+    @property
+    def tie_tolerance(self) -> Tolerance:
+        """:attr:`tie`, or exact ties (``Tolerance()``) where none is stated."""
+        return self.tie or Tolerance()
 
     @classmethod
     def from_dict(cls, name: str, data: dict, base: MetricInfo | None = None, where: str = "info") -> MetricInfo:
@@ -125,11 +160,16 @@ class MetricInfo:
         ignored (written by a later evalvae).
         """
         if not isinstance(data, dict):
-            raise ConfigError(where, data, hint="a mapping of title, unit, higher_is_better, decimals, tolerance")
+            raise ConfigError(
+                where, data, hint="a mapping of title, unit, higher_is_better, decimals, tolerance, tie, quality"
+            )
         base = neutral_info(name) if base is None else replace(base, name=name)
         stated = {f.name: data[f.name] for f in fields(cls) if f.name != "name" and f.name in data}
-        if stated.get("tolerance") is not None:
-            stated["tolerance"] = Tolerance.from_dict(stated["tolerance"], f"{where}.tolerance")
+        for key in ("tolerance", "tie"):
+            if stated.get(key) is not None:
+                stated[key] = Tolerance.from_dict(stated[key], f"{where}.{key}")
+        if "quality" in stated and stated["quality"] is None:  # null: as the base says
+            del stated["quality"]
         _check(where, stated)
         return replace(base, **stated)
 
@@ -143,18 +183,66 @@ def neutral_info(name: str, higher_is_better: bool | None = None) -> MetricInfo:
 # Quality tolerances sit ~10x above the float noise of re-running the same weights on another
 # machine (a few flipped 8-bit pixels) and well below what a decoder fine-tune or a precision
 # change moves (docs/ci.md).
-PSNR = MetricInfo("psnr", "PSNR (dB)", True, decimals=2, tolerance=Tolerance(abs=0.01), unit="dB")
-SSIM = MetricInfo("ssim", "SSIM", True, decimals=4, tolerance=Tolerance(abs=0.0002))
-LPIPS = MetricInfo("lpips", "LPIPS", False, decimals=4, tolerance=Tolerance(abs=0.0002))
-RFID = MetricInfo("rfid", "rFID", False, decimals=2, tolerance=Tolerance(rel=0.01))
-KID = MetricInfo("kid", "KID", False, decimals=5, tolerance=Tolerance(abs=0.0001, rel=0.02))
+#
+# Ties (`tie`): the largest difference measured between two runs of the same weights at batch
+# size 1 and 8 (real TAEF2 on Kodak at 256², CPU, fp32, metrics=[all,color], real LPIPS-alex and
+# FID Inception weights; 24 images, and 8 with metrics.latent_bits=8), per image for per-image metrics and of the value for
+# set-level ones, with a margin of about 10x, rounded up, and below the smallest real change measured
+# (docs/ci.md: bf16 instead of fp32 moves TAEF2's means by -0.012 dB PSNR and -1.9e-5 SSIM, which caps
+# SSIM's tie at 1e-5, 7x its plain noise). A float-noise difference flips a few
+# 8-bit pixels (PSNR: ~4e-6 dB each at 256²); docs/ci.md's other CPUs and thread counts stay
+# within the same per-image 5.4e-5 dB. TF32 convolutions on a GPU are a precision change, not noise,
+# and can exceed a tie (3.3e-3 dB per image measured on an H200).
+PSNR = MetricInfo(
+    "psnr",
+    "PSNR (dB)",
+    True,
+    decimals=2,
+    tolerance=Tolerance(abs=0.01),
+    unit="dB",
+    tie=Tolerance(abs=5e-4),  # measured: 5.4e-5 dB per image (5.3e-5 with latent_bits=8)
+)
+SSIM = MetricInfo(
+    "ssim",
+    "SSIM",
+    True,
+    decimals=4,
+    tolerance=Tolerance(abs=0.0002),
+    tie=Tolerance(abs=1e-5),  # measured: 1.5e-6 per image, 5.0e-6 with latent_bits=8; bf16 moves the mean 1.9e-5
+)
+LPIPS = MetricInfo(
+    "lpips",
+    "LPIPS",
+    False,
+    decimals=4,
+    tolerance=Tolerance(abs=0.0002),
+    tie=Tolerance(abs=3e-5),  # measured: 2.5e-6 per image (3e-6 seen on 4 images)
+)
+RFID = MetricInfo(
+    "rfid",
+    "rFID",
+    False,
+    decimals=2,
+    tolerance=Tolerance(rel=0.01),
+    tie=Tolerance(rel=1e-3),  # measured: 4.8e-5 relative at N = 24 (8.7e-5 seen on another set)
+)
+KID = MetricInfo(
+    "kid",
+    "KID",
+    False,
+    decimals=5,
+    tolerance=Tolerance(abs=0.0001, rel=0.02),
+    tie=Tolerance(abs=2e-5),  # measured: 1.5e-6 at N = 8, 1.9e-7 at 24 (KID can be ~0: no relative tie)
+)
 # task=t2i names rFID's statistic ``fid``: its reference is an image set, not the originals.
 FID = replace(RFID, name="fid", title="FID")
+# not measured (no CLIP weights offline): only equal scores tie
 CLIP_SCORE = MetricInfo("clip_score", "CLIP score", True, decimals=2, tolerance=Tolerance(rel=0.001))
 BUILTIN = {i.name: i for i in (PSNR, SSIM, LPIPS, RFID, KID, FID, CLIP_SCORE)}
 # evalvae.metrics.text: per image, the mean over its text lines of the OCR readings' agreement, the
 # reconstruction's against the original's and (T-) against the ground truth. One line of 20 read
 # otherwise (one character of 20) in one image of 12 moves the set's NED by 2e-4 and its accuracy by 0.004.
+# Readings are discrete: a reading that changes is a real difference, so only equal values tie.
 TEXT_NED = MetricInfo("text_ned", "Text NED", False, decimals=4, tolerance=Tolerance(abs=0.005))
 TEXT_ACC = MetricInfo("text_acc", "Text accuracy", True, decimals=4, tolerance=Tolerance(abs=0.01))
 TEXT_T_NED = MetricInfo("text_t_ned", "T-NED (vs truth)", False, decimals=4, tolerance=Tolerance(abs=0.005))
@@ -164,15 +252,25 @@ BUILTIN.update({i.name: i for i in (TEXT_NED, TEXT_ACC, TEXT_T_NED, TEXT_T_ACC)}
 # reconstruction's dlib descriptors, and the share of its faces dlib calls another person. Flipping
 # 1% of a reconstruction's 8-bit pixels by one level moves a face's similarity by 3e-5; TAESD and
 # TAEF2 differ by 0.01 on Kodak's portrait at 256². One face in 24 images changing identity moves the share by 0.04.
-FACE_SIM = MetricInfo("face_sim", "Face identity similarity", True, decimals=4, tolerance=Tolerance(abs=0.001))
+# Float noise flips far fewer pixels than 1% (PSNR's noise above: ~10 of 65,536), so the similarity's
+# tie is that 1% move, 3e-5 (not measured directly: dlib's models cannot be loaded here); the share is discrete.
+FACE_SIM = MetricInfo(
+    "face_sim", "Face identity similarity", True, decimals=4, tolerance=Tolerance(abs=0.001), tie=Tolerance(abs=3e-5)
+)
 FACE_BELOW = MetricInfo(
     "face_below", "Faces below identity threshold", False, decimals=3, tolerance=Tolerance(abs=0.01)
 )
 BUILTIN.update({i.name: i for i in (FACE_SIM, FACE_BELOW)})
+# How many text lines and faces an image has (found on the original, the same for every VAE): facts.
+TEXT_REGIONS = MetricInfo("text_regions", "Text lines", None, decimals=0, quality=False)
+FACE_REGIONS = MetricInfo("face_regions", "Faces", None, decimals=0, quality=False)
+BUILTIN.update({i.name: i for i in (TEXT_REGIONS, FACE_REGIONS)})
 # evalvae.recon.rate: bits per pixel of what the decoder reads (fewer is better at equal quality), and
 # with metrics.latent_bits the PSNR the quantized latents lose. A VAE's bpp is exact; a codec's target
 # search lands within its tolerance (5%), so reruns on another libjpeg may move it by a few percent.
-BPP = MetricInfo("bpp", "Bits per pixel", False, decimals=3, tolerance=Tolerance(rel=0.05), unit="bpp")
+# bpp is a fact of the encoding, not a quality: compare gates it (lower is better at equal quality), the
+# report states it and plots quality against it, but never ranks, tests or plots it as a quality.
+BPP = MetricInfo("bpp", "Bits per pixel", False, decimals=3, tolerance=Tolerance(rel=0.05), unit="bpp", quality=False)
 LATENT_BITS_PSNR_DROP = MetricInfo(
     "latent_bits_psnr_drop",
     "PSNR lost to latent_bits (dB)",
@@ -180,15 +278,36 @@ LATENT_BITS_PSNR_DROP = MetricInfo(
     decimals=3,
     tolerance=Tolerance(abs=0.01),
     unit="dB",
+    tie=Tolerance(abs=5e-4),  # measured: 5.0e-5 dB per image
 )
 BUILTIN.update({i.name: i for i in (BPP, LATENT_BITS_PSNR_DROP)})
 # per-image facts beside bpp, not metrics: a codec's target bpp and the quality it used (NaN for VAEs)
 BPP_TARGET, CODEC_QUALITY = "bpp_target", "codec_quality"
 RATE_FACTS = (BPP_TARGET, CODEC_QUALITY)
+BUILTIN.update(
+    {
+        BPP_TARGET: MetricInfo(BPP_TARGET, "Target bpp", None, decimals=3, unit="bpp", quality=False),
+        CODEC_QUALITY: MetricInfo(CODEC_QUALITY, "Codec quality", None, decimals=0, quality=False),
+    }
+)
 # evalvae.metrics.color: per image, the mean and 95th percentile of pixel CIEDE2000 ΔE. Flipping 1% of
 # a 256² reconstruction's 8-bit pixels by one level moves the mean by about 0.003.
-DELTA_E = MetricInfo("delta_e", "ΔE2000 (mean)", False, decimals=3, tolerance=Tolerance(abs=0.01))
-DELTA_E_P95 = MetricInfo("delta_e_p95", "ΔE2000 (95th pct)", False, decimals=3, tolerance=Tolerance(abs=0.02))
+DELTA_E = MetricInfo(
+    "delta_e",
+    "ΔE2000 (mean)",
+    False,
+    decimals=3,
+    tolerance=Tolerance(abs=0.01),
+    tie=Tolerance(abs=5e-4),  # measured: 4.4e-5 per image
+)
+DELTA_E_P95 = MetricInfo(
+    "delta_e_p95",
+    "ΔE2000 (95th pct)",
+    False,
+    decimals=3,
+    tolerance=Tolerance(abs=0.02),
+    tie=Tolerance(abs=3e-3),  # measured: 3.2e-4 per image (a flipped pixel can move the percentile)
+)
 BUILTIN.update({i.name: i for i in (DELTA_E, DELTA_E_P95)})
 
 

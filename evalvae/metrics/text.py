@@ -93,7 +93,7 @@ class TextFidelity(RegionMetric):
 
     kind = "text"
     infos = (shipped.TEXT_NED, shipped.TEXT_ACC, shipped.TEXT_T_NED, shipped.TEXT_T_ACC)
-    count_name = "text_regions"
+    count_name = shipped.TEXT_REGIONS.name  # a fact (quality false in its info)
 
     def __init__(
         self,

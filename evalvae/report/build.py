@@ -27,9 +27,19 @@ METHODS = (
     f"bootstrap confidence intervals of the mean ({stats.N_RESAMPLES:,} resamples, seed {stats.SEED}, scipy.stats.bootstrap). "
     "Paired statistics use the images both VAEs scored: Δ is the mean of per-image differences A − B with its bootstrap "
     "interval; 'A wins' is the share of images on which A is better by the metric's direction (ties count half); "
-    "p is the two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped); p (Holm) adjusts "
+    "p is the two-sided Wilcoxon signed-rank test (scipy.stats.wilcoxon, zero differences dropped), the test and interval "
+    "evalvae compare uses too; p (Holm) adjusts "
     f"p over all pairs of one metric in a section, and a difference is marked significant when p (Holm) < {stats.ALPHA}. "
-    "Set-level metrics (rFID, KID) are one number per VAE over N images and have no per-image interval. "
+    "On n differing images the test cannot give p below 2/2^n (0.125 at n = 4, 0.031 at n = 6): where that puts "
+    "significance out of reach, 'not significant' says so. "
+    "Ties: differences within a metric's tie tolerance (its float noise, with a margin: the same VAE at another batch "
+    "size stays within it; recorded in metrics.json) count as 0, per image in wins, Δ, its interval and the test, and "
+    "between means in best marks and findings: the best mark goes to the best mean and every mean within that "
+    "tolerance of it, and to none where that is every VAE. "
+    "Best marks and findings rank the means over the images every VAE scored. "
+    "Bits per pixel and region counts are facts, not qualities: never marked best, tested or plotted as a quality. "
+    "Set-level metrics (rFID, KID) are one number per VAE over N images and have no per-image interval; KID on N not "
+    "above its subset size (every subset is the whole set) is not marked best. "
     "An infinite per-image value (the PSNR of an exact reconstruction is +∞) is kept: the mean of a set holding one is ∞, "
     "with no std or CI; in paired statistics equal infinities tie, and an infinite difference is a win or a loss that ranks "
     "above every finite one in the Wilcoxon test and makes Δ infinite; plots leave infinite values out."
@@ -70,7 +80,8 @@ def _plots(section: Section, summary, paired, bench, plot_dir: Path) -> list[dic
     add(
         plots.bars(section, summary, plot_dir / f"{s}-means.png"),
         "Means with 95% CIs",
-        "Bars are means over images; whiskers are 95% bootstrap CIs; the outlined bar is the best by the metric's direction.",
+        "Bars are means over images; whiskers are 95% bootstrap CIs; the outlined bar is the best by the metric's "
+        "direction (none where every VAE ties within the metric's tie tolerance).",
         wide=many,
     )
     add(
@@ -98,7 +109,7 @@ def _plots(section: Section, summary, paired, bench, plot_dir: Path) -> list[dic
         f"Speed from {note}." if note else "",
     )
     if "category" in section.per_image:
-        for m in section.metrics:
+        for m in section.quality_metrics:
             add(
                 plots.categories(section, m, plot_dir / f"{s}-categories-{m}.png"),
                 f"{m.upper()} by category",

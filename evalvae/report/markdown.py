@@ -164,7 +164,9 @@ def render_markdown(context: dict) -> str:
                     p["wtl"],
                     p["p"],
                     p["p_holm"],
-                    "✔ significant" if p["significant"] else "",
+                    "✔ significant"
+                    if p["significant"]
+                    else (f"not significant ({p['unreachable']})" if p.get("unreachable") else ""),
                 ]
                 for p in s["paired"]
             ]

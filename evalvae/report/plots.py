@@ -80,9 +80,12 @@ def _panels(n: int, rows_per_panel: int, width: float | None = None, max_cols: i
 
 
 def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
-    """Mean of each metric per VAE: bars with 95% bootstrap CI whiskers; the best bar is outlined."""
+    """Mean of each quality metric per VAE: bars with 95% bootstrap CI whiskers; the best bar is outlined
+    (the summary's ``best``: none where every VAE ties). Facts (bpp, region counts) are not qualities: no bars."""
     metrics = [
-        m for m in section.metrics + section.set_metrics if (summary[summary["metric"] == m]["status"] == "ok").any()
+        m
+        for m in section.metrics + section.set_metrics
+        if section.is_quality(m) and (summary[summary["metric"] == m]["status"] == "ok").any()
     ]
     if not metrics:
         return None
@@ -133,8 +136,8 @@ def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
 
 
 def distributions(section: Section, path: Path) -> Path | None:
-    """Per-image scores per VAE: violin, box (median, quartiles) and every image as a dot."""
-    metrics = [m for m in section.metrics if np.isfinite(section.per_image[m].astype(float)).any()]
+    """Per-image scores of each quality metric per VAE: violin, box (median, quartiles) and every image as a dot."""
+    metrics = [m for m in section.quality_metrics if np.isfinite(section.per_image[m].astype(float)).any()]
     if not metrics:
         return None
     colour = colours(section)

@@ -93,10 +93,40 @@ class Section:
         """True if higher is better, False if lower is, None if unknown."""
         return self.info(metric).higher_is_better
 
+    def is_quality(self, metric: str) -> bool:
+        """Whether ``metric`` is a quality to rank, test and plot (not a fact such as bpp or a region count)."""
+        return self.info(metric).quality
+
+    @property
+    def quality_metrics(self) -> list[str]:
+        """The per-image metrics that are qualities, in order."""
+        return [m for m in self.metrics if self.is_quality(m)]
+
     @property
     def primary_metric(self) -> str | None:
-        """The first per-image metric with a known direction (PSNR under the default metrics)."""
-        return next((m for m in self.metrics if self.direction(m) is not None), None)
+        """The first per-image quality with a known direction (PSNR under the default metrics)."""
+        return next((m for m in self.quality_metrics if self.direction(m) is not None), None)
+
+    def whole_set_subsets(self, metric: str, n) -> int | None:
+        """The subset size of a set-level metric scored on subsets (KID) where ``n`` images are not
+        more than it, so that every subset is the whole set; else None."""
+        size = (self.metric_protocols.get(metric) or {}).get("subset_size")
+        if isinstance(size, bool) or not isinstance(size, int | float) or not n or pd.isna(n):
+            return None
+        return int(size) if n <= size else None
+
+    def scored(self, metric: str) -> dict[str, set[str]]:
+        """The images each entry has a value of per-image ``metric`` for (entries without any left out)."""
+        if metric not in self.per_image:
+            return {}
+        rows = self.per_image[self.per_image[metric].notna()]
+        sets = rows.groupby("entry", sort=False)["image"].agg(lambda s: set(s.astype(str))).to_dict()
+        return {lab: sets[lab] for lab in self.labels if lab in sets}
+
+    def shared_images(self, metric: str) -> set[str]:
+        """The images every entry with a value of ``metric`` scored: what its VAEs are ranked on."""
+        sets = list(self.scored(metric).values())
+        return set.intersection(*sets) if sets else set()
 
 
 def image_set(run: Run) -> str | None:
@@ -281,15 +311,8 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
     cell_notes = _summary_notes(entries)
     for key, more in _nonfinite_notes(per_image, metrics, infos).items():
         cell_notes.setdefault(key, []).extend(more)
-    counts = per_image.groupby("entry", sort=False)["image"].nunique() if not per_image.empty else pd.Series(dtype=int)
-    if counts.nunique() > 1:
-        notes.append(
-            "VAEs were scored on different numbers of images ("
-            + ", ".join(f"{k}: {v}" for k, v in counts.items())
-            + "); each mean uses its own images, paired statistics use the images both VAEs scored"
-        )
     first = runs[0].protocol
-    return Section(
+    section = Section(
         title=title,
         slug=slug,
         dataset=dict(first.get("dataset") or {}),
@@ -305,6 +328,56 @@ def build_section(runs: list[Run], title: str, slug: str) -> Section:
         cell_notes=cell_notes,
         infos=infos,
     )
+    section.notes += image_set_notes(section)
+    return section
+
+
+def image_set_notes(section: Section) -> list[str]:
+    """Where VAEs were scored on different images: what each mean is over, and what ranks them.
+
+    Means in the table are over each VAE's own images; best marks and findings compare means over
+    the images every VAE scored, paired statistics the images both VAEs of a pair scored. Set-level
+    metrics are one value over each VAE's own images, so with different numbers of images they are
+    not ranked at all. Metrics in the same situation share one note.
+    """
+    by_text: dict[str, list[str]] = {}
+    for m in section.quality_metrics:
+        sets = section.scored(m)
+        if len(sets) < 2 or len({frozenset(v) for v in sets.values()}) == 1:
+            continue
+        shared = len(set.intersection(*sets.values()))
+        counts = ", ".join(f"{lab}: {len(v)}" for lab, v in sets.items())
+        rank = (
+            f"best marks and findings compare the means over the {shared} image(s) every VAE scored"
+            if shared
+            else "no image was scored by every VAE, so none is marked best"
+        )
+        text = (
+            f"VAEs were scored on different images ({counts}); each mean in the table is over its VAE's own "
+            f"images; {rank}; paired statistics use the images both VAEs of a pair scored"
+        )
+        by_text.setdefault(text, []).append(metric_name(section.info(m)))
+    for m in section.set_metrics:
+        if not section.is_quality(m):
+            continue
+        rows = section.set_level[(section.set_level["metric"] == m) & section.set_level["mean"].notna()]
+        counts = rows.groupby("entry", sort=False)["n"].last()
+        if counts.nunique() > 1:
+            text = (
+                "VAEs were scored on different numbers of images ("
+                + ", ".join(f"{k}: {int(v)}" for k, v in counts.items())
+                + "); one value per VAE over its own images cannot be ranked on shared images, so none is marked best"
+            )
+            by_text.setdefault(text, []).append(metric_name(section.info(m)))
+        whole = sorted({(int(n), section.whole_set_subsets(m, n)) for n in counts if section.whole_set_subsets(m, n)})
+        if whole:
+            n, size = whole[0]
+            text = (
+                f"N = {n} images is not more than the subset size {size}, so every subset is the whole set: "
+                "one estimate per VAE with no spread across subsets to tell VAEs apart, so none is marked best"
+            )
+            by_text.setdefault(text, []).append(metric_name(section.info(m)))
+    return [f"{', '.join(names)}: {text}" for text, names in by_text.items()]
 
 
 @dataclass

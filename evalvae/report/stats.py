@@ -1,133 +1,17 @@
-"""Uncertainty for per-image scores: bootstrap confidence intervals and paired comparisons.
+"""The report's statistics: those of :mod:`evalvae.metrics.stats`, which ``compare`` uses too."""
 
-Pure numerics on arrays (no I/O). Every VAE of a comparison is scored on the same images, so two
-VAEs are compared through their per-image differences (a paired design), which removes the
-image-to-image spread that dominates each VAE's own interval.
-"""
-
-from __future__ import annotations
-
-import math
-import warnings
-from dataclasses import dataclass
-
-import numpy as np
-from scipy import stats
-
-CONFIDENCE = 0.95
-N_RESAMPLES = 9999
-SEED = 0
-ALPHA = 0.05
-
-
-@dataclass(frozen=True)
-class Interval:
-    low: float
-    high: float
-
-
-NAN_INTERVAL = Interval(math.nan, math.nan)
-
-
-def bootstrap_ci(values, confidence: float = CONFIDENCE, n_resamples: int = N_RESAMPLES, seed: int = SEED) -> Interval:
-    """BCa bootstrap confidence interval of the mean of ``values`` (NaNs dropped).
-
-    Uses ``scipy.stats.bootstrap`` with a fixed seed, so reports are reproducible. Fewer than two
-    values give NaN bounds; constant values give the degenerate interval ``[v, v]`` (BCa is
-    undefined there).
-    """
-    x = np.asarray(values, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    if x.size < 2:
-        return NAN_INTERVAL
-    if np.all(x == x[0]):
-        return Interval(float(x[0]), float(x[0]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        res = stats.bootstrap(
-            (x,),
-            np.mean,
-            confidence_level=confidence,
-            n_resamples=n_resamples,
-            method="BCa",
-            vectorized=True,
-            rng=np.random.default_rng(seed),
-        )
-    low, high = res.confidence_interval
-    return Interval(float(low), float(high))
-
-
-@dataclass(frozen=True)
-class Paired:
-    """A vs B on the images both scored: differences are ``a - b`` in the metric's own units."""
-
-    n: int
-    mean_diff: float
-    ci: Interval
-    wins: int  # images where A is better, by the metric's direction
-    ties: int
-    losses: int
-    p_value: float  # Wilcoxon signed-rank, two-sided
-
-    @property
-    def win_rate(self) -> float:
-        """Share of images where A is better; ties count half."""
-        return (self.wins + 0.5 * self.ties) / self.n if self.n else math.nan
-
-
-def wilcoxon_p(diff) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired differences (scipy's defaults).
-
-    Zero differences are dropped (``zero_method="wilcox"``); with no non-zero difference the two
-    samples are identical and p is 1.
-    """
-    d = np.asarray(diff, dtype=np.float64)
-    if d.size == 0:
-        return math.nan
-    if not np.any(d != 0):
-        return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # scipy's "sample size too small for normal approximation"
-        return float(stats.wilcoxon(d, zero_method="wilcox", alternative="two-sided").pvalue)
-
-
-def paired(a, b, higher_is_better: bool | None, **bootstrap_kw) -> Paired:
-    """Paired comparison of two aligned score arrays; pairs with a NaN on either side are dropped.
-
-    Infinite scores (the PSNR of an exact reconstruction is +inf) are kept: equal infinities tie,
-    an infinite difference is a win or a loss and ranks above every finite one in the Wilcoxon
-    test, and it makes the mean difference infinite, which then has no CI.
-    ``higher_is_better=None`` (unknown direction) counts a positive difference as a win.
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape:
-        raise ValueError(f"paired scores must align; got shapes {a.shape} and {b.shape}")
-    keep = ~np.isnan(a) & ~np.isnan(b)
-    a, b = a[keep], b[keep]
-    with np.errstate(invalid="ignore"):
-        d = np.where(a == b, 0.0, a - b)  # inf - inf is a tie, not NaN
-    sign = -1.0 if higher_is_better is False else 1.0
-    better = sign * d
-    return Paired(
-        n=int(d.size),
-        mean_diff=float(d.mean()) if d.size else math.nan,
-        ci=bootstrap_ci(d, **bootstrap_kw) if np.isfinite(d).all() else NAN_INTERVAL,
-        wins=int(np.sum(better > 0)),
-        ties=int(np.sum(better == 0)),
-        losses=int(np.sum(better < 0)),
-        p_value=wilcoxon_p(d),
-    )
-
-
-def holm(p_values) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (NaNs pass through and do not count as tests)."""
-    p = np.asarray(p_values, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    idx = np.flatnonzero(np.isfinite(p))
-    m = idx.size
-    if m == 0:
-        return out
-    order = idx[np.argsort(p[idx], kind="stable")]
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adjusted, 1.0)
-    return out
+from evalvae.metrics.stats import (  # noqa: F401
+    ALPHA,
+    CONFIDENCE,
+    N_RESAMPLES,
+    NAN_INTERVAL,
+    SEED,
+    Interval,
+    Paired,
+    bootstrap_ci,
+    holm,
+    paired,
+    smallest_p,
+    tied,
+    wilcoxon_p,
+)

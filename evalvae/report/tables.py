@@ -7,11 +7,27 @@ import math
 import numpy as np
 import pandas as pd
 
-from evalvae.metrics.info import BPP
-from evalvae.report import stats
+from evalvae.metrics import stats
+from evalvae.metrics.info import MetricInfo
 from evalvae.report.sections import Section
 
-SUMMARY_COLUMNS = ["entry", "metric", "level", "mean", "std", "n", "ci_low", "ci_high", "status", "best", "infinite"]
+# rank_mean: the mean best marks compare (over the images every VAE scored; the mean itself where
+# every VAE scored the same images); n_rank: how many images that is.
+SUMMARY_COLUMNS = [
+    "entry",
+    "metric",
+    "level",
+    "mean",
+    "std",
+    "n",
+    "ci_low",
+    "ci_high",
+    "status",
+    "best",
+    "infinite",
+    "rank_mean",
+    "n_rank",
+]
 PAIRED_COLUMNS = [
     "metric",
     "a",
@@ -28,18 +44,22 @@ PAIRED_COLUMNS = [
     "p_holm",
     "significant",
     "favours",
+    "untied",
+    "p_floor",
 ]
 # Bench operations in order of preference for the speed axis: decoding is what generation pays per image.
 SPEED_OPS = ("decode", "roundtrip", "encode_decode", "encode+decode", "reconstruct", "encode")
 
 
-def _mark_best(rows: list[dict], higher: bool | None) -> None:
-    ok = [r for r in rows if r["status"] == "ok" and not math.isnan(r["mean"])]  # +inf (an exact PSNR) can be best
-    if higher is None or len(ok) < 2:
+def _mark_best(rows: list[dict], info: MetricInfo) -> None:
+    """Mark the entries within the tie tolerance of the best value of ``rank_mean``; none when every
+    entry ties with it (then no VAE is better than another) or fewer than two have a value."""
+    ranked = {i: r["rank_mean"] for i, r in enumerate(rows) if r["status"] == "ok" and not math.isnan(r["rank_mean"])}
+    top = stats.top_tier(ranked, info)
+    if len(ranked) < 2 or len(top) == len(ranked):
         return
-    target = (max if higher else min)(r["mean"] for r in ok)
-    for r in ok:
-        r["best"] = bool(np.isclose(r["mean"], target, rtol=1e-12, atol=0))
+    for i in top:
+        rows[i]["best"] = True
 
 
 def summary_table(section: Section) -> pd.DataFrame:
@@ -52,6 +72,8 @@ def summary_table(section: Section) -> pd.DataFrame:
     rows = []
     for metric in section.metrics:
         block = []
+        shared = sorted(section.shared_images(metric))
+        same = len({frozenset(v) for v in section.scored(metric).values()}) <= 1
         for e in section.entries:
             row = dict(
                 entry=e.label,
@@ -64,17 +86,22 @@ def summary_table(section: Section) -> pd.DataFrame:
                 ci_high=math.nan,
                 best=False,
                 infinite=0,
+                rank_mean=math.nan,
+                n_rank=0,
             )
             if metric not in e.run.metric_columns:
                 block.append({**row, "status": "not measured"})
                 continue
-            values = section.per_image.loc[section.per_image["entry"] == e.label, metric].to_numpy(dtype=float)
+            mine = section.per_image[section.per_image["entry"] == e.label]
+            values = mine[metric].to_numpy(dtype=float)
             values = values[~np.isnan(values)]
             if values.size == 0:
                 block.append({**row, "status": "unavailable"})
                 continue
             finite = bool(np.isfinite(values).all())
             ci = stats.bootstrap_ci(values) if finite else stats.NAN_INTERVAL
+            ranked = values if same else mine.loc[mine["image"].astype(str).isin(shared), metric].to_numpy(float)
+            ranked = ranked[~np.isnan(ranked)]
             block.append(
                 {
                     **row,
@@ -85,9 +112,11 @@ def summary_table(section: Section) -> pd.DataFrame:
                     "ci_high": ci.high,
                     "status": "ok",
                     "infinite": int(np.isinf(values).sum()),
+                    "rank_mean": float(ranked.mean()) if ranked.size else math.nan,
+                    "n_rank": int(ranked.size),
                 }
             )
-        _mark_best(block, section.direction(metric))
+        _mark_best(block, section.info(metric))
         rows += block
     for metric in section.set_metrics:
         block = []
@@ -104,6 +133,8 @@ def summary_table(section: Section) -> pd.DataFrame:
                 ci_high=math.nan,
                 best=False,
                 infinite=0,
+                rank_mean=math.nan,
+                n_rank=0,
             )
             if found.empty:
                 block.append({**row, "status": "not measured"})
@@ -122,23 +153,35 @@ def summary_table(section: Section) -> pd.DataFrame:
                     "infinite": int(math.isinf(mean)),
                 }
             )
-        _mark_best(block, section.direction(metric))
+        ok = [r for r in block if r["status"] == "ok"]
+        # One value per VAE over its own images: ranked only where every VAE had the same number of
+        # images, and not where every subset of KID is the whole set (no spread to tell VAEs apart).
+        if len({r["n"] for r in ok}) == 1 and not any(section.whole_set_subsets(metric, r["n"]) for r in ok):
+            for r in ok:
+                r["rank_mean"], r["n_rank"] = r["mean"], r["n"]
+        _mark_best(block, section.info(metric))
         rows += block
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def paired_table(section: Section, alpha: float = stats.ALPHA) -> pd.DataFrame:
-    """Every pair of entries for every per-image metric, on the images both scored.
+    """Every pair of entries for every per-image quality metric, on the images both scored.
 
+    Per-image differences within the metric's tie tolerance count as 0 (:func:`evalvae.metrics.stats.paired`).
     ``mean_diff`` is ``a - b``; ``win_rate`` is the share of images where ``a`` is better (ties
     half); ``p_holm`` adjusts the Wilcoxon p-values over the pairs of one metric (Holm), and
-    ``significant`` is ``p_holm < alpha``.
+    ``significant`` is ``p_holm < alpha``. ``favours`` names the better side where the means of
+    the two differ beyond the tie tolerance. ``untied`` counts the images that differ beyond it,
+    and ``p_floor`` is the smallest ``p_holm`` the test could give at that count over these pairs,
+    whatever the values: at or above ``alpha``, significance is out of reach.
+    Facts (bpp, region counts: ``quality`` false in their info) are not tested.
     """
     rows = []
     for metric in section.metrics:
-        if metric == BPP.name:  # a rate, fixed by the latent shape or the codec's target: nothing to test
+        info = section.info(metric)
+        if not info.quality:
             continue
-        higher = section.direction(metric)
+        higher = info.higher_is_better
         wide = section.per_image.pivot_table(
             index="image", columns="entry", values=metric, aggfunc="first", dropna=False
         )
@@ -146,12 +189,18 @@ def paired_table(section: Section, alpha: float = stats.ALPHA) -> pd.DataFrame:
         block = []
         for i, a in enumerate(labels):
             for b in labels[i + 1 :]:
-                p = stats.paired(wide[a].to_numpy(float), wide[b].to_numpy(float), higher)
+                va, vb = wide[a].to_numpy(float), wide[b].to_numpy(float)
+                p = stats.paired(va, vb, higher, tie=info.tie)
                 if p.n == 0:
                     continue
+                both = ~np.isnan(va) & ~np.isnan(vb)
+                mean_a, mean_b = float(va[both].mean()), float(vb[both].mean())
                 favours = ""
                 if (
-                    higher is not None and p.mean_diff != 0 and not math.isnan(p.mean_diff)
+                    higher is not None
+                    and p.mean_diff != 0
+                    and not math.isnan(p.mean_diff)
+                    and not info.tie_tolerance.ties(mean_a, mean_b)
                 ):  # an infinite Δ favours a side too
                     favours = a if (p.mean_diff > 0) == higher else b
                 block.append(
@@ -169,12 +218,17 @@ def paired_table(section: Section, alpha: float = stats.ALPHA) -> pd.DataFrame:
                         win_rate=p.win_rate,
                         p=p.p_value,
                         favours=favours,
+                        untied=p.untied,
                     )
                 )
         adjusted = stats.holm([r["p"] for r in block])
-        for r, ph in zip(block, adjusted):
+        tests = int(np.isfinite([r["p"] for r in block]).sum())
+        floors = [stats.smallest_p(r["untied"]) for r in block]
+        for r, ph, floor in zip(block, adjusted, floors):
             r["p_holm"] = float(ph)
             r["significant"] = bool(np.isfinite(ph) and ph < alpha)
+            # Holm multiplies the smallest p by the number of tests, and never lowers any p
+            r["p_floor"] = float(min(1.0, max(floor, tests * min(floors))))
         rows += block
     return pd.DataFrame(rows, columns=PAIRED_COLUMNS)
 

@@ -20,13 +20,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from evalvae.metrics.info import BPP
+from evalvae.metrics.stats import top_tier
 from evalvae.report.format import info, num
 
 if TYPE_CHECKING:  # robustness and load import this module, and sections imports load
     from evalvae.report.sections import Section
 
-# Facts about the encoding or the image (a size, a count of regions), not qualities: never a winner.
-FACTS = (BPP.name, "text_regions", "face_regions")
 TEST = "paired test, Holm"
 
 
@@ -88,8 +87,8 @@ def recommendation(section: Section, summary: pd.DataFrame, paired: pd.DataFrame
     metrics = list(dict.fromkeys(summary["metric"]))
     if len(section.entries) == 1:
         return _one(section, ok, failed)
-    quality = [m for m in metrics if m not in FACTS and section.direction(m) is not None]
-    undirected = [m for m in metrics if m not in FACTS and section.direction(m) is None]
+    quality = [m for m in metrics if section.info(m).quality and section.direction(m) is not None]
+    undirected = [m for m in metrics if section.info(m).quality and section.direction(m) is None]
 
     leader: dict[str, str] = {}  # metric -> the one VAE marked best
     ties: dict[str, list[str]] = {}  # metric -> the VAEs sharing the best mark
@@ -102,7 +101,13 @@ def recommendation(section: Section, summary: pd.DataFrame, paired: pd.DataFrame
         elif rows.empty:
             continue  # unavailable for every VAE: the section's notes say why
         elif not best:
-            unranked.append(m)
+            # no best mark: every VAE ties within the metric's tie tolerance, or the ranking was withheld
+            values = dict(zip(rows["entry"], rows["rank_mean"].astype(float)))
+            everyone = top_tier(values, section.info(m))
+            if len(values) > 1 and len(everyone) == len(values):
+                ties[m] = everyone
+            else:
+                unranked.append(m)
         elif len(best) > 1:
             ties[m] = best
         else:

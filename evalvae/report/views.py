@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from evalvae.metrics import stats
 from evalvae.metrics.info import BPP, MetricInfo
 from evalvae.report.format import metric_name, metric_title, num, num_diff, p_value, percent
 from evalvae.report.sections import Section
@@ -114,9 +115,30 @@ def paired_view(paired: pd.DataFrame, section: Section | None = None) -> list[di
                 "p_holm": p_value(r["p_holm"]),
                 "significant": bool(r["significant"]),
                 "favours": r["favours"],
+                "unreachable": unreachable(r),
             }
         )
     return out
+
+
+def unreachable(r: dict, alpha: float = stats.ALPHA) -> str:
+    """Why a paired row could not be significant whatever its values, e.g. ``n = 4: the smallest
+    possible p is 0.125``; empty where significance was within reach."""
+    floor = r.get("p_floor", math.nan)
+    if floor is None or math.isnan(floor) or floor < alpha:
+        return ""
+    n, untied = int(r["n"]), int(r.get("untied", r["n"]))
+    if untied == 0:
+        return f"all {n} images tie" if n > 1 else "the image ties"
+    who = f"n = {n}" if untied == n else f"{untied} of {n} images differ beyond the tie tolerance"
+    holm = floor > stats.smallest_p(untied)  # raised by the Holm correction over the metric's pairs
+    return f"{who}: the smallest possible {'Holm p' if holm else 'p'} is {p_value(floor)}"
+
+
+def not_significant(r: dict) -> str:
+    """``not significant``, with why where significance was out of reach at this n."""
+    why = unreachable(r)
+    return f"not significant ({why})" if why else "not significant"
 
 
 def metric_details(spec: dict) -> tuple[str, list[str]]:
@@ -221,33 +243,74 @@ def overview_rows(views: list[dict]) -> tuple[list[str], list[dict]]:
     return [titles[m] for m in metrics], rows
 
 
+def _tie_words(info: MetricInfo) -> str:
+    tie = info.tie_tolerance
+    unit = f" {info.unit}" if info.unit and tie.abs and not tie.rel else ""
+    return f"within the float-noise tie tolerance {tie.describe()}{unit}" if tie.abs or tie.rel else "equal"
+
+
+def _names(labels: list[str]) -> str:
+    return ", ".join(labels[:-1]) + " and " + labels[-1] if len(labels) > 1 else "".join(labels)
+
+
 def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> list[str]:
-    """One sentence per metric: the best VAE, its margin over the runner-up with uncertainty, and how many it beats."""
+    """One sentence per metric: the best VAE, its margin over the runner-up with uncertainty, and how many it beats.
+
+    VAEs are ranked by ``rank_mean`` (the mean over the images every VAE scored). Means within the
+    metric's tie tolerance of the best tie with it: a tie names them all and marks no best. Facts
+    (``quality`` false: bpp, region counts) get their range, where it is one, and no ranking.
+    """
     out = []
     for metric in list(dict.fromkeys(summary["metric"])):
-        higher = section.direction(metric)
+        info = section.info(metric)
+        higher = info.higher_is_better
         ok = summary[(summary["metric"] == metric) & (summary["status"] == "ok")]
         ok = ok[ok["mean"].astype(float).notna()]  # NaN: not applicable (a codec's latent_bits drop); inf stays
-        if higher is None or len(ok) < 2:
+        if len(ok) < 2:
             continue
-        info = section.info(metric)
-        if metric == BPP.name:  # a rate, not a quality: its range, and where to read it against quality
+        if not info.quality:  # a fact (a rate, a count): its range, never a winner
             low, high = ok.loc[ok["mean"].idxmin()], ok.loc[ok["mean"].idxmax()]
-            out.append(
+            if low["mean"] == high["mean"]:
+                continue
+            text = (
                 f"{metric_name(info)}: from {num(info, low['mean'])} ({low['entry']}) to "
-                f"{num(info, high['mean'])} ({high['entry']}); quality at equal rate is on the rate–distortion plot."
+                f"{num(info, high['mean'])} ({high['entry']})"
             )
+            rd = "; quality at equal rate is on the rate–distortion plot" if metric == BPP.name else ""
+            out.append(text + rd + ".")
             continue
-        ranked = ok.sort_values("mean", ascending=not higher, kind="stable")
+        if higher is None:
+            continue
+        ranked = ok[ok["rank_mean"].astype(float).notna()]
+        if len(ranked) < 2:
+            if ok["level"].iloc[0] != "set":
+                why = "no image every VAE scored"
+            elif any(section.whole_set_subsets(metric, n) for n in ok["n"]):
+                why = "every subset is the whole set"
+            else:
+                why = "one value per VAE over its own, different numbers of images"
+            out.append(f"{metric_name(info)}: not ranked ({why}; see the notes).")
+            continue
+        ranked = ranked.sort_values("rank_mean", ascending=not higher, kind="stable")
+        top = stats.top_tier(dict(zip(ranked["entry"], ranked["rank_mean"].astype(float))), info)
+        top = [lab for lab in section.labels if lab in top]  # in the section's order
+        value = num(info, ranked.iloc[0]["rank_mean"])
+        if len(top) > 1:
+            text = f"{metric_name(info)}: {_names(top)} tie ({value}; means {_tie_words(info)}), so none is best"
+            if len(top) < len(ranked):
+                nxt = ranked[~ranked["entry"].isin(top)].iloc[0]
+                text += f"; then {nxt['entry']} ({num(info, nxt['rank_mean'])})"
+            out.append(text + ".")
+            continue
         best, second = ranked.iloc[0], ranked.iloc[1]
-        text = f"{metric_name(info)}: best {best['entry']} ({num(info, best['mean'])})"
+        text = f"{metric_name(info)}: best {best['entry']} ({value})"
         pair = {best["entry"], second["entry"]}
         rows = paired[(paired["metric"] == metric) & paired["a"].isin(pair) & paired["b"].isin(pair)]
         if rows.empty:
             why = (
                 "one value per VAE, so no per-image test" if best["level"] == "set" else "no shared images to pair them"
             )
-            text += f", then {second['entry']} ({num(info, second['mean'])}); {why}."
+            text += f", then {second['entry']} ({num(info, second['rank_mean'])}); {why}."
             out.append(text)
             continue
         r = rows.iloc[0]
@@ -257,15 +320,16 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
         )
         wins = 1 - r["win_rate"] if flip else r["win_rate"]
         spread = hi - lo
-        verdict = "significant" if r["significant"] else "not significant"
+        verdict = "significant" if r["significant"] else not_significant(r.to_dict())
         interval = f" [{num_diff(info, lo, spread)}, {num_diff(info, hi, spread)}]" if math.isfinite(lo) else ""
+        ties = f", {r['ties']} tied" if r["ties"] else ""
         text += (
             f"; vs runner-up {second['entry']}: Δ {num_diff(info, diff, spread)}{interval}, "
-            f"better on {percent(wins)} of {r['n']} images, Holm p = {p_value(r['p_holm'])} ({verdict})"
+            f"better on {percent(wins)} of {r['n']} images{ties}, Holm p = {p_value(r['p_holm'])} ({verdict})"
         )
         mine = paired[(paired["metric"] == metric) & ((paired["a"] == best["entry"]) | (paired["b"] == best["entry"]))]
         beaten = int((mine["significant"] & (mine["favours"] == best["entry"])).sum())
-        if len(ok) > 2:
-            text += f"; significantly better than {beaten} of {len(ok) - 1} others"
+        if len(ranked) > 2:
+            text += f"; significantly better than {beaten} of {len(ranked) - 1} others"
         out.append(text + ".")
     return out
