@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -40,6 +42,93 @@ def test_chunks_hold_latents_of_any_shape_and_memory_format(tmp_path, shape):
     # the checksum is of the values in logical order: the same latents in the default format make the same file
     store.write("plain", {"latents": z.contiguous()})
     assert store.path("plain").read_bytes() == store.path(f"latents-{torch.float32}").read_bytes()
+
+
+# -- metrics below their smallest input ------------------------------------------------------------
+SSIM_TOL = 1e-12  # both backends against scikit-image from 11 px up; measured 4.6e-15 (11x11 to 24x32, 3 noise levels)
+
+
+def pair(h: int, w: int, n: int = 2, noise: float = 15.0):
+    g = torch.Generator().manual_seed(h * 1000 + w)
+    orig = torch.stack([torch.from_numpy(photo(h, w, seed=i)).permute(2, 0, 1) for i in range(n)]).double()
+    return orig, (orig + torch.randn(orig.shape, generator=g, dtype=torch.float64) * noise).clamp(0, 255).round()
+
+
+def skimage_ssim(o: torch.Tensor, r: torch.Tensor) -> list[float]:
+    """scikit-image's SSIM of each pair, NaN where it refuses the image (a side below its 11 px window)."""
+    from skimage.metrics import structural_similarity
+
+    out = []
+    for a, b in zip(o.permute(0, 2, 3, 1).numpy(), r.permute(0, 2, 3, 1).numpy()):
+        try:
+            out.append(
+                structural_similarity(
+                    a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255
+                )
+            )
+        except ValueError as e:
+            assert "win_size exceeds image extent" in str(e)
+            out.append(math.nan)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["skimage", "torchmetrics", "auto"])
+@pytest.mark.parametrize(
+    "size", [(1, 30), (5, 5), (8, 8), (10, 40), (40, 10), (11, 11), (11, 40), (40, 11), (12, 13), (24, 32)]
+)
+def test_ssim_is_nan_below_its_window_with_every_backend_and_skimage_elsewhere(backend, size):
+    """Below 11 px (the 11x11 window at sigma 1.5) scikit-image raises and torchmetrics gave NaN or raised."""
+    from evalvae.metrics.pixel import SSIM
+
+    metric = SSIM(backend=backend)
+    o, r = pair(*size)
+    got = metric(o, r)
+    assert got.shape == (2,) and got.dtype == torch.float64 and metric.min_side == 11
+    expected = skimage_ssim(o, r)
+    if min(size) < 11:
+        assert all(math.isnan(v) for v in expected) and torch.isnan(got).all()
+    else:
+        np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=SSIM_TOL)
+
+
+def test_ssim_window_follows_sigma():
+    from evalvae.metrics.pixel import SSIM
+
+    o, r = pair(9, 40)
+    assert SSIM(sigma=1.0).min_side == 9 and torch.isfinite(SSIM(sigma=1.0, backend="skimage")(o, r)).all()
+    assert SSIM(sigma=1.3).min_side == 11 and torch.isnan(SSIM(sigma=1.3, backend="torchmetrics")(o, r)).all()
+
+
+@pytest.mark.parametrize("net", ["alex", "vgg"])
+def test_lpips_is_nan_below_the_smallest_side_its_backbone_takes(net, monkeypatch):
+    """The lpips package itself fails one pixel below ``min_side`` (AlexNet 31 px, VGG16 16 px) and
+    scores ``min_side``; evalvae gives NaN below and the package's value from there up."""
+    import lpips
+
+    from evalvae.metrics.lpips import LPIPS
+
+    torch.manual_seed(0)
+    # a random backbone (sizes, not values); the torchvision classifier LPIPS never runs is left uninitialised,
+    # which saves seconds per model
+    with monkeypatch.context() as m:
+        m.setattr(torch.nn.Linear, "reset_parameters", lambda self: None)
+        model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False).eval()
+    metric = LPIPS.from_model(model, net)
+    side = metric.min_side
+    assert side == {"alex": 31, "vgg": 16}[net]
+    for size in [(side - 1, 64), (64, side - 1), (side, side), (side, 64)]:
+        o, r = pair(*size)
+        x1, x0 = (r / 127.5 - 1).float(), (o / 127.5 - 1).float()
+        got = metric(o, r)
+        assert got.shape == (2,)
+        if min(size) < side:
+            with pytest.raises(RuntimeError, match="too small|Kernel size can't be greater"):
+                model(x1, x0)
+            assert torch.isnan(got).all(), size
+        else:
+            with torch.no_grad():
+                expected = model(x1, x0).flatten().double()
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)  # the same call: measured 0
 
 
 # -- end to end: tiny stand-ins on images of mixed sizes ---------------------------------------------
