@@ -139,7 +139,7 @@ def write(root: Path, sizes: dict[str, tuple[int, int]]) -> Path:
     return root
 
 
-NORMAL = {"a.png": (40, 56), "b.png": (48, 48), "f.png": (64, 40)}
+NORMAL = {"a.png": (24, 40), "b.png": (32, 32)}
 TINY = {"c_8x8.png": (8, 8), "d_40x8.png": (40, 8)}  # below SSIM's 11 px; at f8, latents 1x1 and 5x1
 UNDER = {"e_5x30.png": (5, 30)}  # below the factor of an f8 VAE
 
@@ -166,10 +166,106 @@ def test_one_pixel_latents_go_through_the_latent_cache_under_channels_last(tmp_p
     first = run(compose_run(overrides), out_dir=tmp_path / "first")
     assert not first.failed and json.loads((first.out_dir / "vaes.json").read_text())[0]["status"] == "ok"
     rows = per_image(first.out_dir)
-    assert len(rows) == 5 and rows.loc[("taef2", "c_8x8.png"), ["height", "width"]].tolist() == [8, 8]
+    assert len(rows) == 4 and rows.loc[("taef2", "c_8x8.png"), ["height", "width"]].tolist() == [8, 8]
     assert rows["psnr"].notna().all()
     # the same images again, results not cached: every latent is read back from the cache, checksum and all
     again = run(compose_run([*overrides, "cache.results=false"]), out_dir=tmp_path / "again")
     timing = pd.read_csv(again.out_dir / "timings.csv").iloc[0]
-    assert (timing.images_encoded, timing.latents_cached) == (0, 5)
+    assert (timing.images_encoded, timing.latents_cached) == (0, 4)
     pd.testing.assert_series_equal(per_image(again.out_dir)["psnr"], rows["psnr"])  # the same latents decoded
+
+
+SSIM_NOTE = "image(s) with a side below 11 px have no SSIM (the 11x11 window does not fit)"
+
+
+def test_small_images_get_nan_ssim_with_a_note_and_too_small_ones_are_skipped_per_vae(
+    tmp_path, tiny_kl_dir, tiny_pth_dir
+):
+    """Mixed sizes (crop=none) through an f2 and an f8 VAE, once per SSIM backend; a run on the normal
+    images alone is the baseline their rows must keep."""
+    images = write(tmp_path / "images", {**NORMAL, **TINY, **UNDER})
+    vaes = [*kl(tiny_kl_dir), *taef2(tiny_pth_dir)]
+    outs = {
+        backend: run(
+            compose_run([*vaes, *common(images, f"metrics.ssim.backend={backend}", "batch_size=2")]),
+            out_dir=tmp_path / backend,
+        )
+        for backend in ("skimage", "torchmetrics")
+    }
+    for outcome in outs.values():
+        assert not outcome.failed
+        assert [v["status"] for v in json.loads((outcome.out_dir / "vaes.json").read_text())] == ["ok", "ok"]
+    out = outs["skimage"].out_dir
+    rows = per_image(out)
+    # every image has a row, but the 5x30 one at f8: skipped for taef2 with the reason, scored by kl (f2, 4x30)
+    assert sorted(rows.loc["kl"].index) == sorted([*NORMAL, *TINY, *UNDER])
+    assert sorted(rows.loc["taef2"].index) == sorted([*NORMAL, *TINY])
+    skipped = pd.read_csv(out / "skipped.csv").set_index("file")["reason"].to_dict()
+    reason = "vae 'taef2': too small: 5x30 px (height x width), a side below the downsampling factor 8"
+    assert skipped == {"e_5x30.png": reason}
+    unscored = pd.read_csv(out / "files_unmatched.csv")  # per VAE, the images it did not score
+    assert unscored.values.tolist() == [["taef2", "e_5x30.png", "too small", reason.removeprefix("vae 'taef2': ")]]
+    assert rows.loc[("kl", "e_5x30.png"), ["height", "width"]].tolist() == [4, 30]
+    # SSIM is NaN exactly where the scored image has a side below 11 px; PSNR is defined everywhere
+    small = rows[["height", "width"]].min(axis=1) < 11
+    assert rows["psnr"].notna().all() and (rows["ssim"].isna() == small).all()
+    assert small.groupby(level="vae").sum().to_dict() == {"kl": 3, "taef2": 2}
+
+    summary = pd.read_csv(out / "summary.csv").fillna({"note": ""}).set_index(["vae", "metric"])
+    assert summary["n"].to_dict() == {
+        ("kl", "psnr"): 5,
+        ("kl", "ssim"): 2,
+        ("kl", "bpp"): 5,
+        ("taef2", "psnr"): 4,
+        ("taef2", "ssim"): 2,
+        ("taef2", "bpp"): 4,
+    }
+    assert summary.loc[("kl", "ssim"), "note"] == f"3 {SSIM_NOTE}"
+    assert summary.loc[("taef2", "ssim"), "note"] == f"2 {SSIM_NOTE}"
+    assert not summary.loc[(slice(None), ["psnr", "bpp"]), "note"].str.contains("below").any()
+    assert summary.loc[("kl", "ssim"), "mean"] == pytest.approx(rows.loc["kl", "ssim"].mean(), rel=1e-12)
+
+    # the torchmetrics backend: NaN in the same places, the same values elsewhere, the same summary
+    other = per_image(outs["torchmetrics"].out_dir)
+    pd.testing.assert_index_equal(other.index, rows.index)
+    assert (other["ssim"].isna() == small).all()
+    np.testing.assert_allclose(other.loc[~small, "ssim"], rows.loc[~small, "ssim"], rtol=0, atol=SSIM_TOL)
+    other_summary = pd.read_csv(outs["torchmetrics"].out_dir / "summary.csv").fillna({"note": ""})
+    pd.testing.assert_frame_equal(
+        other_summary.set_index(["vae", "metric"])[["n", "note"]], summary[["n", "note"]], check_exact=True
+    )
+
+    # the other images' rows are those of a run without the small ones (each image is a group of its own
+    # size, so the same computation: measured equal; allowed 1e-12)
+    normal = write(tmp_path / "normal", NORMAL)
+    base = per_image(
+        run(
+            compose_run([*vaes, *common(normal, "batch_size=2", f"cache_dir={tmp_path / 'other-cache'}")]),
+            out_dir=tmp_path / "normal-run",
+        ).out_dir
+    )
+    np.testing.assert_allclose(rows.loc[base.index, ["psnr", "ssim"]], base[["psnr", "ssim"]], rtol=1e-12)
+
+
+def test_references_leave_out_the_images_a_vae_of_that_factor_skips(tmp_path):
+    """A perfect f8 stand-in on crop=none images, one 5x30: rFID 0 over the 4 others, whether the
+    references come from the run's own pass or from ``evalvae ref`` (crop_multiple 8) beforehand."""
+    from evalvae.reference import ref
+    from tests.helpers import TinyExtractor
+
+    images = write(tmp_path / "images", {**NORMAL, **TINY, **UNDER})
+    fid = ["metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=5"]
+    perfect = ["+vae.perfect._target_=tests.run_standins.Identity"]
+    set_level = ["metrics=all", "~metrics.lpips", *fid]
+    for where in ("pass", "ref"):
+        cache = f"cache_dir={tmp_path / where}"
+        if where == "ref":
+            info = ref(compose_run([*common(images, cache), *fid], "ref"))
+            assert info[TinyExtractor.name]["n"] == 4 and info[TinyExtractor.name]["crop_multiple"] == 8
+        out = run(compose_run([*perfect, *common(images, cache, *set_level)]), out_dir=tmp_path / where).out_dir
+        summary = pd.read_csv(out / "summary.csv").set_index("metric")
+        source = json.loads((out / "metrics.json").read_text())["metrics"]["rfid"]["reference"]["source"]
+        assert source == ("cache" if where == "ref" else "computed")
+        assert summary.loc["rfid", "n"] == 4 and abs(summary.loc["rfid", "mean"]) < 1e-6, where
+        assert summary.loc["psnr", "n"] == 4 and summary.loc["ssim", "n"] == 2
+        assert list(pd.read_csv(out / "skipped.csv")["file"]) == ["e_5x30.png"]

@@ -7,7 +7,8 @@
 * the crop starts at ``int(round((H - R) / 2))``, ``int(round((W - R) / 2))``.
 
 ``crop=none`` keeps the native size; each VAE then centre-crops to a multiple of its
-downsampling factor (:func:`crop_to_multiple`), with the same rounding.
+downsampling factor (:func:`crop_to_multiple`), with the same rounding. An image with a side below
+the factor has no such crop: it is skipped for that VAE (:func:`below_factor`).
 
 Images whose shorter side is below R follow ``small``: ``upscale`` (default; what ``Resize``
 does, so results match the community's numbers) or ``skip`` (recorded in ``skipped.csv``).
@@ -92,6 +93,17 @@ def center_crop(im: Image.Image, size: int) -> Image.Image:
 def crop_offsets(h: int, w: int, factor: int) -> tuple[int, int]:
     """Top and left offsets of :func:`crop_to_multiple`'s crop of an ``h`` x ``w`` image."""
     return int(round((h % factor) / 2.0)), int(round((w % factor) / 2.0))
+
+
+def below_factor(h: int, w: int, factor: int) -> str | None:
+    """Why an ``h`` x ``w`` image has no crop to a multiple of ``factor`` (a side below it), or None.
+
+    Such an image is too small for a VAE of that downsampling factor: the run skips it for that VAE
+    (``skipped.csv``), and the reference statistics for that factor leave it out too.
+    """
+    if h >= factor and w >= factor:
+        return None
+    return f"too small: {h}x{w} px (height x width), a side below the downsampling factor {factor}"
 
 
 def crop_to_multiple(images: torch.Tensor, factor: int) -> torch.Tensor:

@@ -118,6 +118,10 @@ class ReconTask(Task):
         self.writer = RunWriter(self.files, columns, facts=facts)
         # why a metric is unavailable, or non-standard weights
         self.writer.notes = {c: m.note for m in self.pair if m.note for c in result_columns(m)}
+        # images too small for a metric have NaN: summary.csv's n leaves them out and its note counts them
+        self.writer.min_sides = {
+            c: (m.min_side, m.size_note) for m in self.pair if m.min_side > 1 for c in result_columns(m)
+        }
         self.writer.add_skipped(self.dataset.listing_skipped)
         self.unmatched = UnmatchedLog(self.files)  # images a VAE could not reconstruct (evalvae.vae.files)
         self.samples = SampleKeeper(
