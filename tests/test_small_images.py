@@ -269,3 +269,39 @@ def test_references_leave_out_the_images_a_vae_of_that_factor_skips(tmp_path):
         assert summary.loc["rfid", "n"] == 4 and abs(summary.loc["rfid", "mean"]) < 1e-6, where
         assert summary.loc["psnr", "n"] == 4 and summary.loc["ssim", "n"] == 2
         assert list(pd.read_csv(out / "skipped.csv")["file"]) == ["e_5x30.png"]
+
+
+# -- dataset.resolution against the VAEs' factors ----------------------------------------------------
+def test_a_resolution_below_a_vaes_factor_fails_that_vae_by_name_and_the_others_run(tmp_path, tiny_kl_dir):
+    """crop=center at 16 px: the f32 DC-AE has no crop to a multiple of 32, so it fails before any image, with an
+    error naming the argument, its value and the smallest allowed; the f2 VAE runs. At 40 px DC-AE scores 32x32."""
+    from tests.family_standins import save_tiny_dcae
+
+    dc = ["+vae=dc-ae-f32c32", f"vae.dc-ae-f32c32.source={save_tiny_dcae(tmp_path / 'dc')}"]
+    images = write(tmp_path / "images", NORMAL)
+    square = ["dataset=folder", f"dataset.path={images}", "device=cpu", "workers=0"]
+    outcome = run(compose_run([*kl(tiny_kl_dir), *dc, *square, "dataset.resolution=16"]), out_dir=tmp_path / "r16")
+    error = (
+        "invalid dataset.resolution=16; at least 32 with VAE 'dc-ae-f32c32' (its downsampling factor): "
+        "a smaller image has no crop to a multiple of it"
+    )
+    assert outcome.failed == {"dc-ae-f32c32": error}
+    record = {v["vae"]: v for v in json.loads((outcome.out_dir / "vaes.json").read_text())}
+    assert record["dc-ae-f32c32"]["status"] == "failed" and record["dc-ae-f32c32"]["error"] == error
+    assert record["kl"]["status"] == "ok"
+    rows = per_image(outcome.out_dir)
+    assert list(rows.index) == [("kl", "a.png"), ("kl", "b.png")] and (rows[["height", "width"]] == 16).all().all()
+    assert pd.read_csv(outcome.out_dir / "skipped.csv").empty
+
+    at_40 = run(compose_run([*dc, *square, "dataset.resolution=40"]), out_dir=tmp_path / "r40")
+    assert not at_40.failed and (per_image(at_40.out_dir)[["height", "width"]] == 32).all().all()
+
+
+def test_ref_refuses_a_resolution_below_its_crop_multiple(tmp_path):
+    from evalvae.errors import ConfigError
+    from evalvae.reference import ref
+
+    images = write(tmp_path / "images", NORMAL)
+    cfg = ["dataset=folder", f"dataset.path={images}", "device=cpu", "workers=0", "dataset.resolution=16"]
+    with pytest.raises(ConfigError, match=r"invalid dataset.resolution=16; at least 32 with crop_multiple=32"):
+        ref(compose_run([*cfg, "crop_multiple=32", "metrics.fid.extractor=tests.helpers.TinyExtractor"], "ref"))

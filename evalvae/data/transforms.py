@@ -55,6 +55,19 @@ class Geometry:
         im = center_crop(resize_shorter(Image.fromarray(rgb), self.resolution), self.resolution)
         return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous(), upscaled
 
+    def check_factor(self, factor: int, who: str) -> None:
+        """Raise a :class:`ConfigError` naming ``dataset.resolution`` when ``crop=center`` makes images smaller
+        than ``factor``, the downsampling factor of ``who`` (``"VAE 'x'"``): none would have a crop to a multiple
+        of it. A resolution at or above it that is not a multiple is cropped by the VAE; ``crop=none`` checks
+        each image instead (:func:`below_factor`)."""
+        if self.crop == "center" and self.resolution < factor:
+            raise ConfigError(
+                "dataset.resolution",
+                self.resolution,
+                hint=f"at least {factor} with {who} (its downsampling factor): "
+                "a smaller image has no crop to a multiple of it",
+            )
+
     def describe(self) -> dict:
         if self.crop == "none":
             return {

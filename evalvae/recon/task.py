@@ -414,6 +414,7 @@ class ReconTask(Task):
             p, error = None, None
             try:
                 loaded = self.recall(name, spec) or load(name, spec, device=self.device, cache_dir=cfg.cache_dir)
+                self.dataset.geometry.check_factor(loaded.vae.downsample, f"VAE '{name}'")
             except VAE_FAILURES as e:
                 error, loaded = e, None
             if loaded is not None:
