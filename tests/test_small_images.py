@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -305,3 +306,23 @@ def test_ref_refuses_a_resolution_below_its_crop_multiple(tmp_path):
     cfg = ["dataset=folder", f"dataset.path={images}", "device=cpu", "workers=0", "dataset.resolution=16"]
     with pytest.raises(ConfigError, match=r"invalid dataset.resolution=16; at least 32 with crop_multiple=32"):
         ref(compose_run([*cfg, "crop_multiple=32", "metrics.fid.extractor=tests.helpers.TinyExtractor"], "ref"))
+
+
+def test_the_latents_command_skips_images_below_a_factor_and_checks_the_resolution(tmp_path, caplog):
+    images = write(tmp_path / "images", {**NORMAL, **UNDER})
+    identity = ["+vae.id._target_=tests.run_standins.Identity"]  # f8
+    with caplog.at_level(logging.WARNING):
+        native = run(
+            compose_run([*identity, *common(images, "latents.plots=false")], "latents"), out_dir=tmp_path / "native"
+        )
+    assert not native.failed and native.summary.set_index("vae").loc["id", "n_images"] == 2
+    assert "VAE 'id': 1 image(s) skipped, e.g. e_5x30.png: vae 'id': too small: 5x30 px" in caplog.text
+
+    bicubic32 = ["+vae=bicubic-f8", "vae.bicubic-f8.factor=32"]
+    square = ["dataset=folder", f"dataset.path={images}", "dataset.resolution=16", "device=cpu", "workers=0"]
+    outcome = run(
+        compose_run([*identity, *bicubic32, *square, "latents.plots=false"], "latents"), out_dir=tmp_path / "square"
+    )
+    assert list(outcome.failed) == ["bicubic-f8"]
+    assert outcome.failed["bicubic-f8"].startswith("invalid dataset.resolution=16; at least 32 with VAE 'bicubic-f8'")
+    assert outcome.summary.set_index("vae").loc["id", "n_images"] == 3
