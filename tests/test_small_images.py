@@ -25,6 +25,15 @@ from evalvae.run import run
 from tests.helpers import compose_run, photo
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on tiny images run fastest, and steadiest on a shared machine, on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # -- the latent cache ------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(1, 4, 1, 1), (3, 4, 1, 1), (2, 16, 5, 1), (2, 16, 1, 5), (1, 1, 1, 1)])
 def test_chunks_hold_latents_of_any_shape_and_memory_format(tmp_path, shape):
@@ -117,6 +126,9 @@ def test_lpips_is_nan_below_the_smallest_side_its_backbone_takes(net, monkeypatc
     metric = LPIPS.from_model(model, net)
     side = metric.min_side
     assert side == {"alex": 31, "vgg": 16}[net]
+    assert metric.size_note(2) == (
+        f"2 image(s) with a side below {side} px have no LPIPS (the {net} backbone's poolings leave no feature map)"
+    )
     for size in [(side - 1, 64), (64, side - 1), (side, side), (side, 64)]:
         o, r = pair(*size)
         x1, x0 = (r / 127.5 - 1).float(), (o / 127.5 - 1).float()
@@ -130,6 +142,44 @@ def test_lpips_is_nan_below_the_smallest_side_its_backbone_takes(net, monkeypatc
             with torch.no_grad():
                 expected = model(x1, x0).flatten().double()
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)  # the same call: measured 0
+
+
+# -- the smallest image a VAE takes --------------------------------------------------------------------
+def family_vaes(tmp_path, kl_dir, ae_dir, pth_dir) -> list:
+    from evalvae.vae.codecs import BicubicCodec, IdentityCodec, PillowCodec
+    from evalvae.vae.consistency import ConsistencyAdapter
+    from evalvae.vae.dcae import DCAEAdapter
+    from evalvae.vae.kl import KLAdapter
+    from evalvae.vae.tiny import TinyAdapter
+    from tests.family_standins import save_tiny_consistency, save_tiny_dcae
+
+    return [
+        KLAdapter("kl", str(kl_dir), latent_space="sd"),
+        TinyAdapter("ae", str(ae_dir), latent_space="sd"),
+        TinyAdapter("pth", str(pth_dir), latent_space="flux2", weights_prefix="tiny"),
+        DCAEAdapter("dc", str(save_tiny_dcae(tmp_path / "dc")), latent_space="sana"),
+        ConsistencyAdapter("cd", str(save_tiny_consistency(tmp_path / "cd", kl_dir=kl_dir)), latent_space="sd"),
+        IdentityCodec("identity"),
+        BicubicCodec("bicubic"),
+        *(PillowCodec(f, format=f, quality=75) for f in ("jpeg", "webp", "avif")),
+    ]
+
+
+def test_every_family_takes_an_image_of_exactly_its_factor(tmp_path, tiny_kl_dir, tiny_ae_dir, tiny_pth_dir):
+    """The smallest input the per-image skip assumes: a side of the downsampling factor (a 1x1 latent), in both
+    memory formats, square or not."""
+    vaes = family_vaes(tmp_path, tiny_kl_dir, tiny_ae_dir, tiny_pth_dir)
+    assert sorted({v.downsample for v in vaes}) == [1, 2, 8, 32]
+    for vae in vaes:
+        f = vae.downsample
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            vae.module.to(memory_format=memory_format)
+            for h, w in ((f, f), (f, 3 * f), (2 * f, f)):
+                x = (torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1).contiguous(
+                    memory_format=memory_format
+                )
+                y = vae.decode(vae.encode(x))
+                assert y.shape == x.shape and torch.isfinite(y).all(), (vae.name, memory_format, h, w)
 
 
 # -- end to end: tiny stand-ins on images of mixed sizes ---------------------------------------------
@@ -288,7 +338,8 @@ def test_a_resolution_below_a_vaes_factor_fails_that_vae_by_name_and_the_others_
     )
     assert outcome.failed == {"dc-ae-f32c32": error}
     record = {v["vae"]: v for v in json.loads((outcome.out_dir / "vaes.json").read_text())}
-    assert record["dc-ae-f32c32"]["status"] == "failed" and record["dc-ae-f32c32"]["error"] == error
+    assert (record["dc-ae-f32c32"]["status"], record["dc-ae-f32c32"]["failure"]) == ("failed", "load")
+    assert record["dc-ae-f32c32"]["error"] == error
     assert record["kl"]["status"] == "ok"
     rows = per_image(outcome.out_dir)
     assert list(rows.index) == [("kl", "a.png"), ("kl", "b.png")] and (rows[["height", "width"]] == 16).all().all()
