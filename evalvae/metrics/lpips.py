@@ -145,5 +145,4 @@ class LPIPS(PairMetric):
             "provenance": {"weights": self.weights.provenance()},
             "input_range": "[-1, 1] (pixels / 127.5 - 1)",
             "reduction": "spatial mean per image",
-            "smallest_side": f"{self.min_side} px (NaN below: {self.min_side_reason})",
         }

@@ -119,7 +119,6 @@ class SSIM(PairMetric):
         return {
             "implementation": f"{self.backend} (auto: torchmetrics float64 on accelerators, skimage on CPU)",
             "window": f"gaussian, sigma={self.sigma}, {self.window}x{self.window} (truncate 3.5)",
-            "smallest_side": f"{self.min_side} px (NaN below: {self.min_side_reason})",
             "covariance": "population (use_sample_covariance=False)",
             "k1": 0.01,
             "k2": 0.03,
