@@ -377,3 +377,18 @@ def test_the_latents_command_skips_images_below_a_factor_and_checks_the_resoluti
     assert list(outcome.failed) == ["bicubic-f8"]
     assert outcome.failed["bicubic-f8"].startswith("invalid dataset.resolution=16; at least 32 with VAE 'bicubic-f8'")
     assert outcome.summary.set_index("vae").loc["id", "n_images"] == 3
+
+
+def test_lpips_below_its_smallest_side_is_nan_with_a_note_in_a_run(tmp_path, tiny_kl_dir, real_weights):
+    """Real LPIPS-alex (31 px) on mixed sizes through an f2 VAE: only the 32x32 image has a value."""
+    images = write(tmp_path / "images", {**NORMAL, **TINY, **UNDER})
+    lpips = ["metrics=lpips", f"metrics.lpips.backbone_weights={real_weights / 'lpips' / 'alexnet_features.pth'}"]
+    outcome = run(compose_run([*kl(tiny_kl_dir), *common(images, *lpips)]), out_dir=tmp_path / "run")
+    assert not outcome.failed
+    rows = per_image(outcome.out_dir).loc["kl"]
+    assert rows["lpips"].notna().tolist() == [name == "b.png" for name in rows.index]  # b: 32x32; a: 24x40
+    lpips_row = outcome.summary.set_index(["vae", "metric"]).loc[("kl", "lpips")]
+    assert lpips_row["n"] == 1 and lpips_row["mean"] == pytest.approx(rows.loc["b.png", "lpips"], rel=1e-12)
+    assert lpips_row["note"] == (
+        "4 image(s) with a side below 31 px have no LPIPS (the alex backbone's poolings leave no feature map)"
+    )
