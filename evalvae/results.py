@@ -4,8 +4,8 @@
   image whose reconstruction held NaN or inf: its metric cells are NaN and it is left out of
   every mean and set-level metric, with the count in the summary's note for that VAE.
 * ``summary.csv``: one row per (vae, metric) with mean, sample std (ddof=1), n and a note (why a
-  metric is unavailable, how many images were too small for it, or a caveat such as a rank-deficient rFID). Set-level metrics (rFID,
-  KID) are rows too: rFID has no std; KID's std is over its subsets.
+  metric is unavailable, how many images were too small for it, or a caveat such as a rank-deficient
+  rFID). Set-level metrics (rFID, KID) are rows too: rFID has no std; KID's std is over its subsets.
 * ``per_region.parquet``, ``summary_by_region_size.csv`` (with region metrics: text, faces): one row
   per scored region (a row's ``regions`` records), and mean, std and n over regions per (vae, metric,
   size bin).

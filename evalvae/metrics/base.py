@@ -48,8 +48,8 @@ class PairMetric(ABC):
     higher_is_better: bool
     set_level = False
     note = ""  # a caveat for summary.csv's note, such as non-standard weights
-    # The smallest image side, in pixels, the metric is defined on. An image with a side below it
-    # gets NaN (``undefined``), and summary.csv's note counts such images (``size_note``).
+    # The smallest image side, in pixels, the metric is defined on. ``__call__`` returns NaN for images
+    # with a side below it (``too_small``, ``undefined``), and summary.csv's note counts them (``size_note``).
     min_side: int = 1
 
     def __init_subclass__(cls, **kwargs):
