@@ -50,6 +50,7 @@ def ref(cfg: DictConfig) -> dict[str, dict]:
         cfg.get("crop_multiple", 8),
         "the downsampling factor of the VAEs to compare (8; 32 for dc-ae-f32c32)",
     )
+    dataset.geometry.check_factor(multiple, f"crop_multiple={multiple}")
     for m in usable:
         m.extractor.to(device)
     start = time.perf_counter()

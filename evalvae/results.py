@@ -4,8 +4,8 @@
   image whose reconstruction held NaN or inf: its metric cells are NaN and it is left out of
   every mean and set-level metric, with the count in the summary's note for that VAE.
 * ``summary.csv``: one row per (vae, metric) with mean, sample std (ddof=1), n and a note (why a
-  metric is unavailable, or a caveat such as a rank-deficient rFID). Set-level metrics (rFID,
-  KID) are rows too: rFID has no std; KID's std is over its subsets.
+  metric is unavailable, how many images were too small for it, or a caveat such as a rank-deficient
+  rFID). Set-level metrics (rFID, KID) are rows too: rFID has no std; KID's std is over its subsets.
 * ``per_region.parquet``, ``summary_by_region_size.csv`` (with region metrics: text, faces): one row
   per scored region (a row's ``regions`` records), and mean, std and n over regions per (vae, metric,
   size bin).
@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +64,27 @@ def nonfinite_counts(per_image: pd.DataFrame) -> dict[str, int]:
     return {str(v): int(c) for v, c in flagged.groupby(per_image["vae"], sort=False).sum().items() if c}
 
 
-def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str] | None = None) -> pd.DataFrame:
+def below_min_side(group: pd.DataFrame, metric: str, min_side: int) -> int:
+    """How many rows of ``group`` have no ``metric`` because a side of the scored image is below ``min_side``."""
+    if min_side <= 1 or not {"height", "width"} <= set(group.columns):
+        return 0
+    small = group[["height", "width"]].astype(float).min(axis=1) < min_side
+    return int((small & group[metric].isna()).sum())
+
+
+def summarize(
+    per_image: pd.DataFrame,
+    metrics: list[str],
+    notes: dict[str, str] | None = None,
+    min_sides: dict[str, tuple[int, Callable[[int], str]]] | None = None,
+) -> pd.DataFrame:
     """Mean, sample std and count of each metric per VAE, ignoring NaN (unavailable) values and
-    images flagged ``nonfinite`` (their count goes into the note)."""
-    notes = notes or {}
+    images flagged ``nonfinite`` (their count goes into the note).
+
+    ``min_sides`` maps a metric to the smallest image side it is defined on and the note for a count
+    of images below it (they have NaN, so ``n`` leaves them out and the note says why).
+    """
+    notes, min_sides = notes or {}, min_sides or {}
     bad = nonfinite_counts(per_image)
     rows = []
     for vae, group in per_image.groupby("vae", sort=False):
@@ -75,6 +93,8 @@ def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str]
         for metric in metrics:
             values = group[metric].astype(float).dropna()
             n = int(values.size)
+            side, size_note = min_sides.get(metric, (1, None))
+            small = below_min_side(group, metric, side)
             rows.append(
                 {
                     "vae": vae,
@@ -84,7 +104,11 @@ def summarize(per_image: pd.DataFrame, metrics: list[str], notes: dict[str, str]
                     if n > 1 and np.isfinite(values).all()
                     else math.nan,  # none for a mean of +inf
                     "n": n,
-                    "note": join_notes(notes.get(metric, ""), nonfinite_note(bad.get(str(vae), 0))),
+                    "note": join_notes(
+                        notes.get(metric, ""),
+                        size_note(small) if small else "",
+                        nonfinite_note(bad.get(str(vae), 0)),
+                    ),
                 }
             )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -146,6 +170,7 @@ class RunWriter:
         self.rows: list[dict] = []
         self.set_rows: list[dict] = []
         self.notes: dict[str, str] = {}  # metric -> why it is unavailable
+        self.min_sides: dict[str, tuple[int, Callable[[int], str]]] = {}  # metric -> (smallest side, note of a count)
         self.timings: list[dict] = []
         self.skipped: dict[str, str] = {}
         self.vaes: list[dict] = []
@@ -189,7 +214,7 @@ class RunWriter:
     def summary(self) -> pd.DataFrame:
         """Per-image summaries then set-level rows, grouped by VAE in run order."""
         per_image = self.per_image()
-        per = summarize(per_image, self.metrics, self.notes)
+        per = summarize(per_image, self.metrics, self.notes, self.min_sides)
         if not self.set_rows:
             return per
         sets = pd.DataFrame(self.set_rows, columns=SUMMARY_COLUMNS)

@@ -7,7 +7,8 @@
 * the crop starts at ``int(round((H - R) / 2))``, ``int(round((W - R) / 2))``.
 
 ``crop=none`` keeps the native size; each VAE then centre-crops to a multiple of its
-downsampling factor (:func:`crop_to_multiple`), with the same rounding.
+downsampling factor (:func:`crop_to_multiple`), with the same rounding. An image with a side below
+the factor has no such crop: it is skipped for that VAE (:func:`below_factor`).
 
 Images whose shorter side is below R follow ``small``: ``upscale`` (default; what ``Resize``
 does, so results match the community's numbers) or ``skip`` (recorded in ``skipped.csv``).
@@ -54,6 +55,19 @@ class Geometry:
         im = center_crop(resize_shorter(Image.fromarray(rgb), self.resolution), self.resolution)
         return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous(), upscaled
 
+    def check_factor(self, factor: int, who: str) -> None:
+        """Raise a :class:`ConfigError` naming ``dataset.resolution`` when ``crop=center`` makes images smaller
+        than ``factor``, the downsampling factor of ``who`` (``"VAE 'x'"``): none would have a crop to a multiple
+        of it. A resolution at or above it that is not a multiple is cropped by the VAE; ``crop=none`` checks
+        each image instead (:func:`below_factor`)."""
+        if self.crop == "center" and self.resolution < factor:
+            raise ConfigError(
+                "dataset.resolution",
+                self.resolution,
+                hint=f"at least {factor} with {who} (its downsampling factor): "
+                "a smaller image has no crop to a multiple of it",
+            )
+
     def describe(self) -> dict:
         if self.crop == "none":
             return {
@@ -92,6 +106,17 @@ def center_crop(im: Image.Image, size: int) -> Image.Image:
 def crop_offsets(h: int, w: int, factor: int) -> tuple[int, int]:
     """Top and left offsets of :func:`crop_to_multiple`'s crop of an ``h`` x ``w`` image."""
     return int(round((h % factor) / 2.0)), int(round((w % factor) / 2.0))
+
+
+def below_factor(h: int, w: int, factor: int) -> str | None:
+    """Why an ``h`` x ``w`` image has no crop to a multiple of ``factor`` (a side below it), or None.
+
+    Such an image is too small for a VAE of that downsampling factor: the run skips it for that VAE
+    (``skipped.csv``), and the reference statistics for that factor leave it out too.
+    """
+    if h >= factor and w >= factor:
+        return None
+    return f"too small: {h}x{w} px (height x width), a side below the downsampling factor {factor}"
 
 
 def crop_to_multiple(images: torch.Tensor, factor: int) -> torch.Tensor:

@@ -30,11 +30,21 @@ def digest(payload) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` on the CPU with row-major strides, whatever its memory format.
+
+    ``contiguous()`` alone keeps the strides of a tensor it already calls contiguous: a
+    ``(N, C, 1, 1)`` latent from a channels_last convolution keeps ``stride(-1) == C``, which a
+    byte view refuses.
+    """
+    return t.detach().cpu().clone(memory_format=torch.contiguous_format)
+
+
 def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
     h = hashlib.sha256()
     for name in sorted(tensors):
-        t = tensors[name].detach().cpu().contiguous()
-        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)  # 1-D: its values in logical order, stride 1
+        h.update(f"{name}\0{t.dtype}\0{tuple(tensors[name].shape)}\0".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     h.update(json.dumps({k: v for k, v in sorted(metadata.items()) if k != CHECKSUM}).encode())
     return h.hexdigest()
@@ -53,7 +63,7 @@ class ChunkStore:
         return self.path(key).is_file()
 
     def write(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        tensors = {k: dense(v) for k, v in tensors.items()}
         metadata = {k: str(v) for k, v in (metadata or {}).items()}
         metadata[CHECKSUM] = _checksum(tensors, metadata)
         path = self.path(key)

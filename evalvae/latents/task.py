@@ -107,6 +107,7 @@ class LatentsTask(Task):
         for name, spec in specs.items():
             try:
                 loaded = load(name, spec, device=device, cache_dir=cfg.cache_dir)
+                dataset.geometry.check_factor(loaded.vae.downsample, f"VAE '{name}'")
             except VAE_FAILURES as e:
                 failed[name] = record_load_failure(records, name, e)
                 continue
@@ -117,6 +118,13 @@ class LatentsTask(Task):
                     d = diagnose(vae, _counting(loader, bar), opts, times)
                 if d.n_images == 0:
                     raise RuntimeError(f"no image of the dataset could be read ({len(d.skipped)} skipped)")
+                if d.skipped:
+                    log.warning(
+                        "VAE '%s': %d image(s) skipped, e.g. %s",
+                        name,
+                        len(d.skipped),
+                        "; ".join(f"{f}: {why}" for f, why in d.skipped[:3]),
+                    )
             except VAE_FAILURES as e:
                 failed[name] = record_failure(records, name, e, vae)
                 continue

@@ -48,11 +48,36 @@ class PairMetric(ABC):
     higher_is_better: bool
     set_level = False
     note = ""  # a caveat for summary.csv's note, such as non-standard weights
+    # The smallest image side, in pixels, the metric is defined on. ``__call__`` returns NaN for images
+    # with a side below it (``too_small``, ``undefined``), and summary.csv's note counts them (``size_note``).
+    min_side: int = 1
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "info" in cls.__dict__:
             cls.name, cls.higher_is_better = cls.info.name, cls.info.higher_is_better
+
+    def too_small(self, images: torch.Tensor) -> bool:
+        """Whether ``(N, 3, H, W)`` images have a side below :attr:`min_side`."""
+        return min(images.shape[-2:]) < self.min_side
+
+    @staticmethod
+    def undefined(images: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` float64 NaN on the images' device: the value of images the metric is not defined on."""
+        return torch.full((len(images),), float("nan"), dtype=torch.float64, device=images.device)
+
+    def size_note(self, count: int) -> str:
+        """summary.csv's note for ``count`` images with a side below :attr:`min_side` (no value), or ``""``."""
+        if not count:
+            return ""
+        return (
+            f"{count} image(s) with a side below {self.min_side} px have no {self.info.title} ({self.min_side_reason})"
+        )
+
+    @property
+    def min_side_reason(self) -> str:
+        """Why images below :attr:`min_side` have no value."""
+        return "too small for the metric"
 
     @abstractmethod
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor: ...

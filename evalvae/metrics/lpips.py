@@ -77,11 +77,16 @@ class LPIPS(PairMetric):
     expects (feeding [0, 1] is a common source of wrong numbers). The backbone comes from
     ``backbone_weights`` (torchvision's full file or a ``features.*``-only state dict, ``.pth`` or
     ``.safetensors``) or torch's hub cache; without it the metric is unavailable. Backbones other
-    than torchvision's ImageNet ones are reported as non-standard weights.
+    than torchvision's ImageNet ones are reported as non-standard weights. An image with a side
+    below :attr:`MIN_SIDES` (31 px for ``alex``, 16 px for ``vgg``) has no LPIPS: NaN, counted in
+    summary.csv's note.
     """
 
     info = shipped.LPIPS
     NETS = tuple(BACKBONES)
+    # The smallest image side each backbone takes: AlexNet's stride-4 11x11 convolution and three 3x3
+    # stride-2 poolings leave no feature map below 31 px, VGG16's four poolings before relu5_3 below 16 px.
+    MIN_SIDES = {"alex": 31, "vgg": 16}
 
     def __init__(self, net: str = "alex", backbone_weights: str | None = None, batch_size: int = 16):
         self.net = check_choice("metrics.lpips.net", net, self.NETS)
@@ -111,8 +116,18 @@ class LPIPS(PairMetric):
     def note(self) -> str:
         return self.weights.note
 
+    @property
+    def min_side(self) -> int:
+        return self.MIN_SIDES[self.net]
+
+    @property
+    def min_side_reason(self) -> str:
+        return f"the {self.net} backbone's poolings leave no feature map"
+
     @torch.inference_mode()
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        if self.too_small(original):
+            return self.undefined(original)
         self.model.to(original.device)
         out = []
         for o, r in zip(original.split(self.batch_size), reconstruction.split(self.batch_size)):

@@ -48,6 +48,10 @@ class SSIM(PairMetric):
     does). ``backend=auto`` uses torchmetrics
     in float64 on accelerators and scikit-image on CPU, where it is about 30x faster; both give
     the same value (tested to 1e-9).
+
+    An image with a side below the window (11 px at sigma 1.5) has no SSIM: NaN with either backend
+    (scikit-image refuses such an image; torchmetrics' border crop leaves no pixel). summary.csv's note
+    counts these images.
     """
 
     info = shipped.SSIM
@@ -57,12 +61,27 @@ class SSIM(PairMetric):
         self.sigma = float(sigma)
         self.backend = check_choice("metrics.ssim.backend", backend, self.BACKENDS)
 
+    @property
+    def window(self) -> int:
+        """The Gaussian window's side: ``2 * int(3.5 * sigma + 0.5) + 1``, as scikit-image and torchmetrics size it."""
+        return 2 * int(3.5 * self.sigma + 0.5) + 1
+
+    @property
+    def min_side(self) -> int:
+        return self.window
+
+    @property
+    def min_side_reason(self) -> str:
+        return f"the {self.window}x{self.window} window does not fit"
+
     def _backend_for(self, device: torch.device) -> str:
         if self.backend != "auto":
             return self.backend
         return "skimage" if device.type == "cpu" else "torchmetrics"
 
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+        if self.too_small(original):
+            return self.undefined(original)
         if self._backend_for(original.device) == "torchmetrics":
             from torchmetrics.functional.image import structural_similarity_index_measure
 
@@ -99,7 +118,7 @@ class SSIM(PairMetric):
     def protocol(self) -> dict:
         return {
             "implementation": f"{self.backend} (auto: torchmetrics float64 on accelerators, skimage on CPU)",
-            "window": f"gaussian, sigma={self.sigma}, 11x11 (truncate 3.5)",
+            "window": f"gaussian, sigma={self.sigma}, {self.window}x{self.window} (truncate 3.5)",
             "covariance": "population (use_sample_covariance=False)",
             "k1": 0.01,
             "k2": 0.03,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evalvae.data.transforms import crop_to_multiple
+from evalvae.data.transforms import below_factor, crop_to_multiple
 from evalvae.io import atomic_path
 from evalvae.metrics.base import SetStates
 from evalvae.metrics.frechet import FeatureStats
@@ -140,6 +140,8 @@ class References:
         states = self.missing(todo, multiple)
         for batch in loader:
             for group in batch.groups:
+                if multiple and below_factor(*group.images.shape[-2:], multiple):
+                    continue  # no crop to the multiple: a VAE of that factor skips these images too
                 states.update(crop_to_multiple(group.images, multiple) if multiple else group.images)
             if on_batch is not None:
                 on_batch(batch)

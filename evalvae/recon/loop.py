@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from evalvae.data.loader import Batch, Group
-from evalvae.data.transforms import crop_offsets, crop_to_multiple
+from evalvae.data.transforms import below_factor, crop_offsets, crop_to_multiple
 from evalvae.jobs.runtime import StageTimes
 from evalvae.memory import HeapTrimmer
 from evalvae.metrics import PairMetric, fact_columns, from_uint8, result_columns, to_pixels
@@ -123,7 +123,8 @@ def reconstruct(
     An image whose float output holds NaN or inf gets ``nonfinite=True``, NaN for every metric,
     and ``False`` in ``BatchResult.finite``. ``encode(group, x)``, if given, returns the latents of a
     group's model input ``x`` in place of ``vae.encode`` (the latent cache of :mod:`evalvae.jobs.latents`).
-    Images the VAE's :meth:`~evalvae.vae.base.VAEAdapter.prepare_group` leaves out get no row; they are
+    Images with a side below the VAE's downsampling factor (no crop to a multiple of it is left) and
+    images the VAE's :meth:`~evalvae.vae.base.VAEAdapter.prepare_group` leaves out get no row; they are
     in ``BatchResult.skipped`` with ``"vae '<name>': <reason>"``.
     ``rate`` decodes and adds the ``bpp`` columns (:mod:`evalvae.recon.rate`; default: no ``latent_bits``).
     """
@@ -140,6 +141,10 @@ def reconstruct(
             return
         result = BatchResult([], batch.skipped)
         for group in batch.groups:
+            too_small = below_factor(*group.images.shape[-2:], vae.downsample)  # the group's images share a size
+            if too_small:
+                result.skipped = [*result.skipped, *((i, f"vae '{vae.name}': {too_small}") for i in group.ids)]
+                continue
             left_out = vae.prepare_group(group.ids, group.images)  # {id: reason}: e.g. evalvae.vae.files' missing
             if left_out:
                 result.skipped = [*result.skipped, *((i, f"vae '{vae.name}': {why}") for i, why in left_out.items())]

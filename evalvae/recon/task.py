@@ -118,6 +118,11 @@ class ReconTask(Task):
         self.writer = RunWriter(self.files, columns, facts=facts)
         # why a metric is unavailable, or non-standard weights
         self.writer.notes = {c: m.note for m in self.pair if m.note for c in result_columns(m)}
+        # images too small for a metric have NaN: summary.csv's n leaves them out and its note counts them
+        # (an unavailable metric has no value for any image, and its note says why)
+        self.writer.min_sides = {
+            c: (m.min_side, m.size_note) for m in self.pair if getattr(m, "min_side", 1) > 1 for c in result_columns(m)
+        }
         self.writer.add_skipped(self.dataset.listing_skipped)
         self.unmatched = UnmatchedLog(self.files)  # images a VAE could not reconstruct (evalvae.vae.files)
         self.samples = SampleKeeper(
@@ -410,6 +415,7 @@ class ReconTask(Task):
             p, error = None, None
             try:
                 loaded = self.recall(name, spec) or load(name, spec, device=self.device, cache_dir=cfg.cache_dir)
+                self.dataset.geometry.check_factor(loaded.vae.downsample, f"VAE '{name}'")
             except VAE_FAILURES as e:
                 error, loaded = e, None
             if loaded is not None:

@@ -1,7 +1,8 @@
 """``files_unmatched.csv``: the images a VAE left unscored and its inputs that matched no image, with reasons.
 
-The reconstruction loop records an image a VAE's ``prepare_group`` leaves out as a skipped file with
-the reason ``"vae '<name>': <problem>: <details>"`` (:func:`evalvae.recon.loop.reconstruct`); those
+The reconstruction loop records an image a VAE's ``prepare_group`` leaves out, or one too small for
+its downsampling factor (problem ``too small``), as a skipped file with the reason
+``"vae '<name>': <problem>: <details>"`` (:func:`evalvae.recon.loop.reconstruct`); those
 entries travel with the result chunks and between ``torchrun`` processes like any skipped file. Here
 they are gathered per VAE, with the VAE's ``unused_inputs`` (for :mod:`evalvae.vae.files`, the extra
 files), into one table: ``vae, file, problem, reason``.
