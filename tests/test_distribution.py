@@ -134,45 +134,22 @@ def test_streamed_stats_equal_numpy_and_ignore_batching_and_order():
         whole.update(np.zeros((3, 5)))
 
 
-def kid_reference(real, fake, subsets, subset_size, seed):
-    """Unbiased MMD^2 with explicit double sums (float64), drawing subsets exactly as kid() does."""
-    rng = np.random.default_rng(seed)
-    d = real.shape[1]
-    m = min(subset_size, len(real), len(fake))
-
-    def k(a, b):
-        return (float(a @ b) / d + 1) ** 3
-
-    vals = []
-    for _ in range(subsets):
-        x = real[rng.choice(len(real), m, replace=False)]
-        y = fake[rng.choice(len(fake), m, replace=False)]
-        xx = sum(k(x[i], x[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-        yy = sum(k(y[i], y[j]) for i in range(m) for j in range(m) if i != j) / (m * (m - 1))
-        xy = sum(k(x[i], y[j]) for i in range(m) for j in range(m)) / (m * m)
-        vals.append(xx + yy - 2 * xy)
-    return np.mean(vals), np.std(vals, ddof=1)
-
-
-def test_kid_equals_explicit_double_sum():
-    rng = np.random.default_rng(3)
-    real, fake = rng.normal(size=(30, 8)), rng.normal(size=(25, 8)) * 1.3 + 0.2
-    mean, std, m = kid(real, fake, subsets=5, subset_size=12, seed=7)
-    ref_mean, ref_std = kid_reference(real, fake, 5, 12, 7)
-    assert m == 12
-    assert mean == pytest.approx(ref_mean, rel=1e-10) and std == pytest.approx(ref_std, rel=1e-10)
-
-
 def test_kid_invariances():
+    """Both estimators against their float64 double sums are in tests/test_kid.py; here, what they must not see."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(40, 6))
-    same_dist, _, _ = kid(x, rng.normal(size=(40, 6)), subsets=20, subset_size=40)
+    same_dist = kid(x, rng.normal(size=(40, 6)), subsets=20, subset_size=40, estimator="independent").mean
     y = rng.normal(size=(40, 6)) + 1
-    shifted, _, _ = kid(x, y, subsets=20, subset_size=40)
-    assert abs(same_dist) < 0.05 * shifted  # unbiased: about 0 for two samples of one distribution
-    a, _, _ = kid(x, y, subsets=3, subset_size=40)
-    b, _, _ = kid(x[::-1], y[rng.permutation(40)], subsets=3, subset_size=40)
+    shifted = kid(x, y, subsets=20, subset_size=40, estimator="independent").mean
+    assert abs(same_dist) < 0.05 * shifted  # unbiased: about 0 for two independent samples of one distribution
+    a = kid(x, y, subsets=3, subset_size=40, estimator="independent").mean
+    b = kid(x[::-1], y[rng.permutation(40)], subsets=3, subset_size=40, estimator="independent").mean
     assert a == pytest.approx(b, rel=1e-12) and a > 0.1  # with whole sets, order does not matter
+    # paired: reordering the pairs together changes nothing; breaking the pairs changes the number
+    order = rng.permutation(40)
+    paired = kid(x, y, subset_size=40, estimator="paired").mean
+    assert kid(x[order], y[order], subset_size=40, estimator="paired").mean == pytest.approx(paired, rel=1e-12)
+    assert abs(kid(x, y[order], subset_size=40, estimator="paired").mean - paired) > 1e-3 * paired
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +255,8 @@ def test_set_metrics_in_a_run_and_the_cache_across_runs(tmp_path, tiny_pth_dir, 
     s = first.summary.set_index("metric")
     assert s.loc["rfid", "n"] == 6 and s.loc["rfid", "mean"] > 0 and pd.isna(s.loc["rfid", "std"])
     assert "N=6 < feature dim 24" in s.loc["rfid", "note"]
-    assert s.loc["kid", "n"] == 6 and pd.notna(s.loc["kid", "std"]) and "10 subsets of 6" in s.loc["kid", "note"]
+    assert s.loc["kid", "n"] == 6 and "10 subsets of 6" in s.loc["kid", "note"]
+    assert pd.isna(s.loc["kid", "std"]) and "no std: every subset is the whole set of 6 pairs" in s.loc["kid", "note"]
     assert s.loc["lpips", "n"] == 0 and "backbone weights not found" in s.loc["lpips", "note"]
     per = pd.read_parquet(tmp_path / "a" / "per_image.parquet")
     assert "lpips" in per.columns and per.lpips.isna().all()

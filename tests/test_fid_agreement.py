@@ -7,8 +7,10 @@ folders, and
 * ``resize=clean`` with clean-fid's own resize code (``make_resizer("PIL", False, "bicubic")``)
   feeding the same network, then clean-fid's ``frechet_distance`` and ``kernel_distance``.
 
-KID uses subsets of all 12 images, so every subset is the whole set and the three
-implementations' different random subset draws cannot matter. Tolerance: 1e-4 relative.
+KID is evalvae's ``kid_estimator=independent``, the estimator both tools use. It uses subsets of all
+12 images, so every subset is the whole set and the three implementations' different random subset
+draws cannot matter (tests/test_kid.py checks the draws against torch-fidelity's). Tolerance: 1e-4
+relative.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def cli_set_metrics(tmp_path, folders, taef2_dir, real_weights, resize: str) -> 
         "metrics=all",
         f"metrics.fid.weights={real_weights / INCEPTION}",
         f"metrics.fid.resize={resize}",
+        "metrics.fid.kid_estimator=independent",  # the two tools' estimator (they assume independent samples)
         "~metrics.lpips",
         "batch_size=1",
         "workers=0",

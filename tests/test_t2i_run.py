@@ -504,6 +504,10 @@ def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_
         protocol["reference"]["dataset"]["n_files"] == 6 and protocol["reference"]["statistics"]["source"] == "computed"
     )
     assert len(list((tmp_path / "c" / "refstats").glob("*.npz"))) == 1
+    # decodes against a reference set are two independent samples: KID's estimator is the independent one
+    kid = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
+    assert kid["estimator"] == "independent" and "two independent samples" in kid["why_independent"]
+    assert "independent-samples estimator" in summary.loc[("ft-mse", "kid"), "note"]
     # Without a reference set FID/KID are unavailable, with the way to add one.
     out = run(
         compose(overrides(tiny_pipeline_dir, two, "metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor")),

@@ -9,7 +9,8 @@ kernels' batch composition: per-image values equal the single-process ones exact
 kind of device. Rank 0 gathers the per-image rows and writes every file; set-level statistics are
 combined by summing each rank's float64 sums (``all_reduce``), which equals the single-process
 sums up to float64 round-off (about 1e-12 relative). Kept per-item features (KID's) are gathered
-in dataset order, so KID's subsets draw the same images.
+in dataset order with their images' dataset positions, so KID's subsets draw the same images and
+the paired KID pairs each reconstruction with its own original.
 """
 
 from __future__ import annotations
@@ -112,5 +113,9 @@ def combine_stats(shard: Shard, stats, order: list[tuple[int, int]]) -> None:
     stats.total = all_reduce_sum(shard, stats.total)
     stats.outer = all_reduce_sum(shard, stats.outer)
     if stats.keep_features:
-        parts = all_gather(shard, list(zip(order, stats.chunks)))
-        stats.chunks = [c for _, c in sorted((pc for part in parts for pc in part), key=lambda pc: pc[0])]
+        index = stats.index_chunks if stats.index_chunks is not None else [None] * len(stats.chunks)
+        parts = all_gather(shard, list(zip(order, stats.chunks, index)))
+        ordered = sorted((p for part in parts for p in part), key=lambda p: p[0])
+        stats.chunks = [c for _, c, _ in ordered]
+        # the images' dataset positions follow their features; one rank without them leaves none
+        stats.index_chunks = None if any(i is None for _, _, i in ordered) else [i for _, _, i in ordered]

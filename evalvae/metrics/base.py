@@ -15,9 +15,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from evalvae.metrics.info import MetricInfo
+
+INDEX = "#index"  # the key of the images' dataset positions among stored features (never a metric's key)
 
 
 def to_pixels(images: torch.Tensor, quantize: bool = True) -> torch.Tensor:
@@ -111,13 +114,14 @@ class SetMetric(ABC):
         """Per-item features of ``(N, 3, H, W)`` uint8 images, as a float array ``(N, D)``."""
 
     @abstractmethod
-    def add(self, state, features) -> None:
-        """Add per-item ``features`` (from :meth:`features`) to ``state``."""
+    def add(self, state, features, index=None) -> None:
+        """Add per-item ``features`` (from :meth:`features`) to ``state``; ``index``, the items' dataset
+        positions, goes with them where the state keeps per-item features (what pairs two sets' items)."""
 
-    def update(self, state, images_u8: torch.Tensor):
-        """Add a batch of images to ``state``; return their features."""
+    def update(self, state, images_u8: torch.Tensor, index=None):
+        """Add a batch of images (at dataset positions ``index``, if known) to ``state``; return their features."""
         f = self.features(images_u8)
-        self.add(state, f)
+        self.add(state, f, index)
         return f
 
     @abstractmethod
@@ -151,15 +155,20 @@ class SetStates:
     def __bool__(self) -> bool:
         return bool(self.metrics)
 
-    def update(self, images_u8: torch.Tensor) -> dict:
-        """Add a batch to every metric's state; return the features by metric key."""
-        return {m.key: m.update(self.states[m.key], images_u8) for m in self.metrics}
+    def update(self, images_u8: torch.Tensor, index=None) -> dict:
+        """Add a batch (at dataset positions ``index``, if known) to every metric's state; return the
+        features by metric key, and the positions under :data:`INDEX`."""
+        out = {m.key: m.update(self.states[m.key], images_u8, index) for m in self.metrics}
+        if index is not None:
+            out[INDEX] = np.asarray(index, np.int64)
+        return out
 
     def add(self, features: dict) -> None:
-        """Add stored features (by metric key, as :meth:`update` returns them)."""
+        """Add stored features (by metric key, with the positions under :data:`INDEX`, as :meth:`update` returns them)."""
+        index = features.get(INDEX)
         for m in self.metrics:
             if m.key in features:
-                m.add(self.states[m.key], features[m.key])
+                m.add(self.states[m.key], features[m.key], index)
 
     def merge(self, other: SetStates) -> SetStates:
         for key, state in other.states.items():

@@ -8,10 +8,21 @@ import math
 import numpy as np
 import torch
 
+from evalvae.errors import check_choice
 from evalvae.metrics import info as shipped
 from evalvae.metrics.base import SetMetric
 from evalvae.metrics.features import FeatureExtractor, build_extractor
-from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
+from evalvae.metrics.frechet import (
+    KERNEL,
+    KID_DDOF,
+    KID_ESTIMATORS,
+    KID_FORMULAS,
+    FeatureStats,
+    UnpairedSets,
+    frechet_distance,
+    kid,
+    paired_features,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +31,15 @@ class FIDKID(SetMetric):
     """Set-level metrics ``rfid`` (lower is better) and, unless ``kid=false``, ``kid``.
 
     rFID is the Fréchet distance between Gaussian fits (float64 mean and unbiased covariance) of
-    the originals' and the reconstructions' features. KID is the unbiased polynomial-kernel MMD^2
-    over ``kid_subsets`` subsets of ``kid_subset_size`` images. Both see 8-bit images.
+    the originals' and the reconstructions' features. KID is the polynomial-kernel MMD^2 over
+    ``kid_subsets`` subsets of ``kid_subset_size`` images (:func:`evalvae.metrics.frechet.kid`). Both
+    see 8-bit images.
+
+    ``kid_estimator``: ``paired`` (default) pairs each reconstruction with its own original, by the
+    images' dataset positions, and leaves the paired terms ``k(x_i, y_i)`` out; ``independent`` is the
+    estimator of torch-fidelity and clean-fid, which assumes two independent samples and is biased
+    (negative) on paired sets. Where the two sets are not paired (task=t2i's decodes against a
+    reference set) :meth:`unpaired` makes KID independent whatever was asked.
     """
 
     set_level = True
@@ -35,10 +53,30 @@ class FIDKID(SetMetric):
         kid: bool = True,
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
+        kid_estimator: str = "paired",
         seed: int = 0,
     ):
+        self.kid_estimator = check_choice("metrics.fid.kid_estimator", kid_estimator, KID_ESTIMATORS)
+        self.unpaired_reason = ""  # why the sets are not paired (then KID is independent); "" where they are
+        self.fallbacks: set[str] = set()  # why a paired KID fell back to the independent estimator
         self.extractor: FeatureExtractor = build_extractor(extractor, weights, resize)
         self.with_kid, self.kid_subsets, self.kid_subset_size, self.seed = bool(kid), kid_subsets, kid_subset_size, seed
+
+    def unpaired(self, reason: str) -> FIDKID:
+        """The two sets this metric will compare are not paired image by image (``reason`` says why): KID
+        uses the independent-samples estimator, and the protocol says so."""
+        self.unpaired_reason = reason
+        return self
+
+    @property
+    def estimator(self) -> str:
+        """The KID estimator this metric uses: the configured one, or ``independent`` for unpaired sets."""
+        return "independent" if self.unpaired_reason else self.kid_estimator
+
+    @property
+    def needs_index(self) -> bool:
+        """Whether the kept features must carry their images' dataset positions (the paired KID pairs by them)."""
+        return self.with_kid and self.estimator == "paired"
 
     @staticmethod
     def result_names(kid: bool = True, **_) -> list[str]:
@@ -62,8 +100,8 @@ class FIDKID(SetMetric):
     def features(self, images_u8: torch.Tensor) -> np.ndarray:
         return self.extractor(images_u8)
 
-    def add(self, state: FeatureStats, features: np.ndarray) -> None:
-        state.update(features)
+    def add(self, state: FeatureStats, features: np.ndarray, index=None) -> None:
+        state.update(features, index)
 
     def reference_identity(self) -> dict:
         return self.extractor.identity()
@@ -89,26 +127,45 @@ class FIDKID(SetMetric):
             }
         ]
         if self.with_kid:
-            mean, std, m = kid(real.features, fake.features, self.kid_subsets, self.kid_subset_size, seed=self.seed)
-            rows.append(
-                {
-                    "metric": "kid",
-                    "mean": mean,
-                    "std": std,
-                    "n": fake.n,
-                    "note": "; ".join(
-                        filter(
-                            None,
-                            [
-                                f"extractor {self.extractor.name}",
-                                getattr(self.extractor, "note", ""),
-                                f"{self.kid_subsets} subsets of {m}",
-                            ],
-                        )
-                    ),
-                }
-            )
+            rows.append(self.kid_row(real, fake))
         return rows
+
+    def kid_row(self, real: FeatureStats, fake: FeatureStats) -> dict:
+        """The KID row: the configured estimator where the sets pair, with a note on the pairs and the std."""
+        estimator, x, y, caveats = self.estimator, real.features, fake.features, []
+        if estimator == "paired":
+            try:
+                x, y, left_out = paired_features(real, fake)
+            except UnpairedSets as e:
+                reason = f"the images could not be paired ({e}): independent-samples estimator used instead"
+                log.warning("KID: %s", reason)
+                self.fallbacks.add(str(e))
+                estimator, caveats = "independent", [reason]
+            else:
+                if left_out:
+                    caveats.append(f"{left_out} original(s) without a finite reconstruction left out of the pairs")
+        k = kid(x, y, self.kid_subsets, self.kid_subset_size, seed=self.seed, estimator=estimator)
+        described = (
+            f"paired estimator over {len(y)} image pairs"
+            if estimator == "paired"
+            else "independent-samples estimator (as torch-fidelity, clean-fid)"
+        )
+        if k.identical_subsets:
+            whole = f"{k.subset_size} pairs" if estimator == "paired" else f"{k.subset_size} images per set"
+            spread = f"no std: every subset is the whole set of {whole}, so the subsets do not vary"
+        elif self.kid_subsets < 2:
+            spread = "no std: one subset"
+        else:
+            spread = f"std over subsets, ddof {KID_DDOF}"
+        note = [
+            f"extractor {self.extractor.name}",
+            getattr(self.extractor, "note", ""),
+            f"{self.kid_subsets} subsets of {k.subset_size}",
+            described,
+            *caveats,
+            spread,
+        ]
+        return {"metric": "kid", "mean": k.mean, "std": k.std, "n": fake.n, "note": "; ".join(filter(None, note))}
 
     def protocol(self) -> dict:
         weights = getattr(self.extractor, "weights", None)
@@ -128,10 +185,8 @@ class FIDKID(SetMetric):
             **(
                 {
                     "kid": {
-                        "implementation": "unbiased MMD^2, kernel (x.y/d + 1)^3",
-                        "subsets": self.kid_subsets,
-                        "subset_size": self.kid_subset_size,
-                        "seed": self.seed,
+                        "implementation": "evalvae float64 MMD^2 (evalvae.metrics.frechet.kid)",
+                        **self.kid_protocol(),
                         "extractor": self.extractor.identity(),
                         **weights,
                     }
@@ -140,3 +195,25 @@ class FIDKID(SetMetric):
                 else {}
             ),
         }
+
+    def kid_protocol(self) -> dict:
+        """What defines the KID number: estimator, formula, kernel, subsets, subset size, ddof, seed."""
+        estimator = self.estimator
+        out = {
+            "estimator": estimator,
+            "formula": f"KID = mean over subsets of MMD^2 = {KID_FORMULAS[estimator]}; {KERNEL}; m = min(subset_size, N)",
+            "subsets": self.kid_subsets,
+            "subset_size": self.kid_subset_size,
+            "sampling": "numpy.random.RandomState(seed).choice(N, m, replace=False) per subset"
+            + (", one draw for both sets" if estimator == "paired" else ", real then fake (torch-fidelity's draws)"),
+            "std_ddof": KID_DDOF,
+            "std": "over subsets; none (NaN) where every subset is the whole set (m = N) or there is one subset",
+            "seed": self.seed,
+        }
+        if estimator == "paired":
+            out["pairing"] = "each reconstruction with its own original, by dataset position"
+        if self.unpaired_reason:
+            out["why_independent"] = self.unpaired_reason
+        if self.fallbacks:
+            out["unpaired_fallback"] = sorted(self.fallbacks)
+        return out

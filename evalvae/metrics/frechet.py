@@ -15,7 +15,9 @@ class FeatureStats:
     """Running float64 sums of features and their outer products (the FID statistics).
 
     Features themselves are kept (float32) only when ``keep_features`` is set, because KID's
-    subsets need them; the mean and covariance never do.
+    subsets need them; the mean and covariance never do. Kept features carry, where every update
+    gave them, the dataset positions of their images (``index``): what pairs a reconstruction's
+    features with its original's for the paired KID, whatever order the features arrived in.
     """
 
     dim: int
@@ -24,20 +26,31 @@ class FeatureStats:
     total: np.ndarray = field(init=False)
     outer: np.ndarray = field(init=False)
     chunks: list = field(default_factory=list, repr=False)
+    # int64 dataset positions, one array per chunk; None once features came without them
+    index_chunks: list | None = field(default_factory=list, repr=False)
 
     def __post_init__(self):
         self.total = np.zeros(self.dim, np.float64)
         self.outer = np.zeros((self.dim, self.dim), np.float64)
 
-    def update(self, features: np.ndarray) -> None:
+    def update(self, features: np.ndarray, index=None) -> None:
+        """Add ``(N, dim)`` features; ``index`` (N dataset positions) is kept with them when features are kept."""
         f = np.asarray(features, dtype=np.float64)
         if f.ndim != 2 or f.shape[1] != self.dim:
             raise ValueError(f"features must be (N, {self.dim}), got {f.shape}")
+        if index is not None:
+            index = np.asarray(index, np.int64).reshape(-1)
+            if len(index) != len(f):
+                raise ValueError(f"index must give one position per feature row, got {len(index)} for {len(f)}")
         self.n += f.shape[0]
         self.total += f.sum(axis=0)
         self.outer += f.T @ f
         if self.keep_features:
             self.chunks.append(f.astype(np.float32))
+            if index is None:
+                self.index_chunks = None
+            elif self.index_chunks is not None:
+                self.index_chunks.append(index)
 
     def merge(self, other: FeatureStats) -> FeatureStats:
         """Add ``other``'s images to these statistics (the sums add; kept features follow in order)."""
@@ -48,6 +61,10 @@ class FeatureStats:
         self.outer += other.outer
         if self.keep_features:
             self.chunks.extend(other.chunks)
+            if self.index_chunks is None or other.index_chunks is None or not other.keep_features:
+                self.index_chunks = None
+            else:
+                self.index_chunks.extend(other.index_chunks)
         return self
 
     @property
@@ -69,6 +86,15 @@ class FeatureStats:
         if len(self.chunks) > 1:
             self.chunks = [np.concatenate(self.chunks)]  # joined once, not on every read
         return self.chunks[0] if self.chunks else np.zeros((0, self.dim), np.float32)
+
+    @property
+    def index(self) -> np.ndarray | None:
+        """The dataset position of each row of :attr:`features`, or None where some features came without one."""
+        if not self.keep_features or self.index_chunks is None:
+            return None
+        if len(self.index_chunks) > 1:
+            self.index_chunks = [np.concatenate(self.index_chunks)]
+        return self.index_chunks[0] if self.index_chunks else np.zeros(0, np.int64)
 
 
 def psd_factor(sigma: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -115,29 +141,132 @@ def frechet_distance(
     return float(diff @ diff + traces - 2 * tr_covmean)
 
 
-def kid(
-    real: np.ndarray, fake: np.ndarray, subsets: int = 100, subset_size: int = 1000, degree: int = 3, seed: int = 0
-) -> tuple[float, float, int]:
-    """Kernel Inception Distance: unbiased MMD^2 with the kernel ``(x.y / d + 1)^3``, over subsets.
+KID_ESTIMATORS = ("paired", "independent")
+KID_DDOF = 0  # the std over subsets divides by the number of subsets, as torch-fidelity's np.std does
+KID_FORMULAS = {
+    "paired": "1/(m(m-1)) sum_{i!=j} [k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i)], "
+    "one draw of m pair indices per subset for both sets",
+    "independent": "1/(m(m-1)) sum_{i!=j} [k(x_i,x_j) + k(y_i,y_j)] - 2/m^2 sum_{i,j} k(x_i,y_j), "
+    "m indices drawn for each set separately",
+}
+KERNEL = "k(a, b) = (a.b / d + 1)^3"
 
-    Returns the mean and standard deviation over ``subsets`` random subsets, and the subset size
-    used (``min(subset_size, len(real), len(fake))``). Subsets are drawn without replacement
-    within a subset, from a generator seeded with ``seed``, as in Binkowski et al. (2018).
+
+@dataclass(frozen=True)
+class KIDEstimate:
+    """KID over subsets: the mean, the std (NaN when every subset is the same set, so nothing varies),
+    the subset size ``m``, whether the subsets were all the same set, and the estimator."""
+
+    mean: float
+    std: float
+    subset_size: int
+    identical_subsets: bool
+    estimator: str
+
+
+def polynomial_kernel(a: np.ndarray, b: np.ndarray, degree: int = 3) -> np.ndarray:
+    """``(a b^T / d + 1)^degree``, the KID kernel (Binkowski et al. 2018)."""
+    return (a @ b.T / a.shape[1] + 1) ** degree
+
+
+def _off_diagonal_sum(k: np.ndarray) -> float:
+    return float(k.sum() - np.trace(k))
+
+
+def mmd2_independent(x: np.ndarray, y: np.ndarray, degree: int = 3) -> float:
+    """Binkowski et al.'s MMD^2 of two independent samples of equal size ``m``, as torch-fidelity and clean-fid
+    compute it: within-set U-statistics (``i != j``), cross term over all ``m^2`` pairs."""
+    m = len(x)
+    within = _off_diagonal_sum(polynomial_kernel(x, x, degree)) + _off_diagonal_sum(polynomial_kernel(y, y, degree))
+    return within / (m * (m - 1)) - 2 * float(polynomial_kernel(x, y, degree).mean())
+
+
+def mmd2_paired(x: np.ndarray, y: np.ndarray, degree: int = 3) -> float:
+    """The unbiased MMD^2 of ``m`` pairs ``(x_i, y_i)``: the U-statistic over ``i != j`` of
+    ``k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i)``, divided by ``m(m-1)``.
+
+    Leaving out the paired terms ``k(x_i, y_i)`` makes it unbiased for pairs that are dependent (a
+    reconstruction and its own original); ``y == x`` gives exactly 0.
     """
+    m = len(x)
+    if y.shape != x.shape:
+        raise ValueError(f"paired KID needs two sets of the same shape, got {x.shape} and {y.shape}")
+    terms = (
+        _off_diagonal_sum(polynomial_kernel(x, x, degree))
+        + _off_diagonal_sum(polynomial_kernel(y, y, degree))
+        - 2 * _off_diagonal_sum(polynomial_kernel(x, y, degree))
+    )
+    return terms / (m * (m - 1))
+
+
+def kid(
+    real: np.ndarray,
+    fake: np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    degree: int = 3,
+    seed: int = 0,
+    estimator: str = "independent",
+) -> KIDEstimate:
+    """Kernel Inception Distance: MMD^2 with the kernel ``(x.y / d + 1)^3``, over ``subsets`` random subsets.
+
+    ``estimator="independent"`` treats ``real`` and ``fake`` as two independent samples and is
+    torch-fidelity's ``kid_features_to_metric`` on the same features: ``numpy.random.RandomState(seed)``
+    draws ``m`` indices of ``real`` and then ``m`` of ``fake`` (each without replacement) per subset,
+    and :func:`mmd2_independent` scores them. ``estimator="paired"`` takes row ``i`` of ``real`` and of
+    ``fake`` as one pair: the same generator draws ``m`` pair indices per subset, used for both sets,
+    and :func:`mmd2_paired` scores them. ``m`` is ``min(subset_size, len(real), len(fake))``.
+
+    The std is over the subsets' values with ``ddof`` :data:`KID_DDOF` (0, as torch-fidelity). When
+    every subset is the same set (``m`` equals both sets' sizes), the MMD^2 of each is the same
+    number, so it is computed once and the std is NaN: there is no spread to report.
+    """
+    if estimator not in KID_ESTIMATORS:
+        raise ValueError(f"invalid KID estimator {estimator!r}; choose one of {', '.join(KID_ESTIMATORS)}")
+    if subsets < 1:
+        raise ValueError(f"KID needs at least one subset, got subsets={subsets}")
     real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    if estimator == "paired" and len(real) != len(fake):
+        raise ValueError(f"paired KID needs as many rows in both sets, got {len(real)} and {len(fake)}")
     m = min(subset_size, len(real), len(fake))
     if m < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {len(real)} and {len(fake)}")
-    d = real.shape[1]
-    rng = np.random.default_rng(seed)
+    mmd2 = mmd2_paired if estimator == "paired" else mmd2_independent
+    if m == len(real) == len(fake):
+        return KIDEstimate(mmd2(real, fake, degree), float("nan"), m, True, estimator)
+    rng = np.random.RandomState(seed)
     values = np.empty(subsets)
     for i in range(subsets):
-        x = real[rng.choice(len(real), m, replace=False)]
-        y = fake[rng.choice(len(fake), m, replace=False)]
-        kxx = (x @ x.T / d + 1) ** degree
-        kyy = (y @ y.T / d + 1) ** degree
-        kxy = (x @ y.T / d + 1) ** degree
-        values[i] = (
-            (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
-        )
-    return float(values.mean()), float(values.std(ddof=1)) if subsets > 1 else float("nan"), m
+        if estimator == "paired":
+            pick = rng.choice(len(real), m, replace=False)
+            values[i] = mmd2(real[pick], fake[pick], degree)
+        else:
+            x = real[rng.choice(len(real), m, replace=False)]
+            y = fake[rng.choice(len(fake), m, replace=False)]
+            values[i] = mmd2(x, y, degree)
+    std = float(values.std(ddof=KID_DDOF)) if subsets > 1 else float("nan")
+    return KIDEstimate(float(values.mean()), std, m, False, estimator)
+
+
+class UnpairedSets(ValueError):
+    """The two sets' features cannot be paired image by image; the message says why."""
+
+
+def paired_features(real: FeatureStats, fake: FeatureStats) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(x, y, left_out)``: each row of ``fake`` with the row of ``real`` of the same dataset position, in
+    ``fake``'s order, and the number of ``real`` rows without a partner (originals whose reconstruction is
+    missing or was not finite). Raises :class:`UnpairedSets` when the positions cannot pair them."""
+    real_index, fake_index = real.index, fake.index
+    for what, index in (("originals'", real_index), ("reconstructions'", fake_index)):
+        if index is None:
+            raise UnpairedSets(f"the {what} features carry no image positions")
+        if len(np.unique(index)) != len(index):
+            raise UnpairedSets(f"the {what} features hold an image position more than once")
+    order = np.argsort(real_index)
+    found = np.searchsorted(real_index, fake_index, sorter=order)
+    found = np.minimum(found, max(len(real_index) - 1, 0))
+    rows = order[found] if len(real_index) else np.zeros(0, np.int64)
+    missing = int((real_index[rows] != fake_index).sum()) if len(real_index) else len(fake_index)
+    if missing:
+        raise UnpairedSets(f"{missing} reconstruction(s) have no original among the reference features")
+    return real.features[rows], fake.features, len(real_index) - len(fake_index)

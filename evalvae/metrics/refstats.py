@@ -11,7 +11,9 @@ entry. :func:`reference_key` is the one place the key is built; files are writte
 
 The features themselves are stored only when the metric keeps them (KID does; rFID needs only the
 sums), so ``metrics.fid.kid`` is not part of the key: an entry written without features serves
-rFID, and a run that needs them (KID) recomputes it and overwrites it with them.
+rFID, and a run that needs them (KID) recomputes it and overwrites it with them. Kept features are
+stored with their images' dataset positions, by which the paired KID finds each reconstruction's
+original; an entry whose features lack them is recomputed the same way.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class ReferenceStore:
                 stats = FeatureStats(int(z["total"].shape[0]), keep_features="features" in z.files)
                 stats.n, stats.total, stats.outer = int(z["n"]), z["total"], z["outer"]
                 stats.chunks = [z["features"]] if stats.keep_features else []
+                stats.index_chunks = [z["index"]] if "index" in z.files else None
         except (OSError, ValueError, KeyError) as e:
             log.warning("ignoring unreadable reference statistics %s (%s); they will be recomputed", path, e)
             return None
@@ -69,6 +72,8 @@ class ReferenceStore:
         path = self.path(key)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             features = {"features": stats.features} if stats.keep_features else {}
+            if stats.index is not None:
+                features["index"] = stats.index
             np.savez(
                 f,
                 n=np.int64(stats.n),
@@ -122,6 +127,13 @@ class References:
                     metric.extractor.name,
                 )
                 return None
+            if getattr(metric, "needs_index", False) and stats.index is None:
+                log.info(
+                    "reference statistics for %s: the cached entry's features carry no image positions, which the "
+                    "paired KID pairs by; recomputing it with them",
+                    metric.extractor.name,
+                )
+                return None
             self.stats[slot] = stats
             self.info[metric.extractor.name] = self._info(key, "cache", stats.n, self.store.path(key), multiple)
             log.info("reference statistics for %s: cache hit (%d images)", metric.extractor.name, stats.n)
@@ -142,7 +154,7 @@ class References:
             for group in batch.groups:
                 if multiple and below_factor(*group.images.shape[-2:], multiple):
                     continue  # no crop to the multiple: a VAE of that factor skips these images too
-                states.update(crop_to_multiple(group.images, multiple) if multiple else group.images)
+                states.update(crop_to_multiple(group.images, multiple) if multiple else group.images, group.indices)
             if on_batch is not None:
                 on_batch(batch)
         self.put_all(states, multiple)

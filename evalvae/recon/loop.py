@@ -25,14 +25,24 @@ class BatchResult:
     # Per group, on the VAE's device, uint8 (N, 3, H, W): the originals cropped to the downsampling
     # factor, exactly what the VAE and the per-image metrics saw (the input of the reference
     # statistics), and their reconstructions rounded to 8 bits; ``finite`` (N,) bool says which
-    # reconstructions came from a finite output (the others are clamped NaN/inf, for no metric).
+    # reconstructions came from a finite output (the others are clamped NaN/inf, for no metric);
+    # ``indices`` are the images' dataset positions, which pair a reconstruction with its original.
     originals: list[torch.Tensor] = field(default_factory=list)
     reconstructions: list[torch.Tensor] = field(default_factory=list)
     finite: list[torch.Tensor] = field(default_factory=list)
+    indices: list[list[int]] = field(default_factory=list)
 
     def finite_reconstructions(self) -> list[torch.Tensor]:
         """Per group, the reconstructions of finite outputs only: the fakes of the set-level metrics."""
         return [rec if bool(ok.all()) else rec[ok] for rec, ok in zip(self.reconstructions, self.finite)]
+
+    def finite_indices(self) -> list[list[int]]:
+        """Per group, the dataset positions of :meth:`finite_reconstructions`' images, in the same order."""
+        out = []
+        for index, finite in zip(self.indices, self.finite):
+            flags = finite.cpu().tolist()
+            out.append([i for i, ok in zip(index, flags) if ok])
+        return out
 
     @property
     def n_nonfinite(self) -> int:
@@ -181,6 +191,7 @@ def reconstruct(
                     result.originals.append(images)
                     result.reconstructions.append((recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8))
                     result.finite.append(finite)
+                    result.indices.append(list(group.indices))
             h, w = images.shape[-2:]
             for j, image_id in enumerate(group.ids):
                 row = {"vae": vae.name, "image": image_id}

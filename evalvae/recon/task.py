@@ -39,7 +39,7 @@ from evalvae.jobs.store import BatchPlan, encoder_identity, latent_key, original
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import Loaded, load, selected_vaes
 from evalvae.metrics import build_metrics, fact_columns, result_columns, split_metrics
-from evalvae.metrics.base import SetStates
+from evalvae.metrics.base import INDEX, SetStates
 from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.recon.loop import reconstruct
@@ -278,8 +278,16 @@ class ReconTask(Task):
                     rows, skipped = result.rows, result.skipped
                     self.samples.observe(name, result, keys[b] if identity is not None else None)
                     with p.times.stage("features"):
-                        fakes = [p.fakes.update(rec) for rec in result.finite_reconstructions() if len(rec)]
-                        originals = [p.pending.update(o) for o in result.originals] if p.pending else []
+                        fakes = [
+                            p.fakes.update(rec, index)
+                            for rec, index in zip(result.finite_reconstructions(), result.finite_indices())
+                            if len(rec)
+                        ]
+                        originals = (
+                            [p.pending.update(o, index) for o, index in zip(result.originals, result.indices)]
+                            if p.pending
+                            else []
+                        )
                     if identity is not None:
                         self.write_chunk(keys[b], rows, skipped, fakes, originals, p.pending, crop, self.plan.keys[b])
                 p.order += [(b, g) for g in range(len(fakes))]
@@ -301,7 +309,7 @@ class ReconTask(Task):
             return None
         tensors, meta = got
         fakes = _groups(tensors, "fake")
-        originals: list[dict] = []  # per group, {metric key: features}
+        originals: list[dict] = []  # per group, {metric key: features, INDEX: dataset positions}
         for m in pending.metrics:
             o = self.results.read(originals_key(m.reference_identity(), crop, batch))
             if o is None:
@@ -310,12 +318,21 @@ class ReconTask(Task):
                 if g == len(originals):
                     originals.append({})
                 originals[g].update(f)
+        if any(getattr(m, "keeps_features", False) for m in self.sets) and any(
+            INDEX not in f for f in [*fakes, *originals]
+        ):
+            return None  # kept features without their images' positions (an older chunk): redone, so KID can pair
         return json.loads(meta["rows"]), [tuple(s) for s in json.loads(meta["skipped"])], fakes, originals
 
     def write_chunk(self, key, rows, skipped, fakes, originals, pending: SetStates, crop, batch: str) -> None:
         tensors = {f"fake/{g}/{k}": torch.from_numpy(v) for g, f in enumerate(fakes) for k, v in f.items()}
         for m in pending.metrics:  # first, so that a chunk on disk always has its originals too
-            o = {f"orig/{g}/{m.key}": torch.from_numpy(f[m.key]) for g, f in enumerate(originals)}
+            o = {
+                f"orig/{g}/{k}": torch.from_numpy(f[k])
+                for g, f in enumerate(originals)
+                for k in (m.key, INDEX)
+                if k in f
+            }
             self.results.write(originals_key(m.reference_identity(), crop, batch), o)
         self.results.write(key, tensors, {"rows": json.dumps(rows), "skipped": json.dumps([list(s) for s in skipped])})
 

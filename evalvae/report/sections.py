@@ -30,7 +30,10 @@ from evalvae.report.format import metric_name, num
 from evalvae.report.load import CATEGORY, Run
 
 # summary.csv note parts that restate the protocol shown beside the table, not caveats on a number.
-RESTATED = re.compile(r"^(extractor \S+|\d+ subsets of \d+)$")
+RESTATED = re.compile(
+    r"^(extractor \S+|\d+ subsets of \d+|paired estimator over \d+ image pairs"
+    r"|independent-samples estimator \(as torch-fidelity, clean-fid\)|std over subsets, ddof \d+)$"
+)
 NOTED_FIELD = "implementation"  # differs between libraries computing one definition: noted, not separated
 
 

@@ -4,7 +4,9 @@
   decode against the reference decoder's decode of the same latent.
 * ``clip_score`` of each decode against its prompt.
 * ``fid``/``kid`` of each VAE's decodes against a reference image set (``t2i.reference``), with the
-  reference statistics from the content-keyed cache shared with ``run`` and ``ref``.
+  reference statistics from the content-keyed cache shared with ``run`` and ``ref``. The decodes
+  and the reference images are not pairs, so KID is the independent-samples estimator (as
+  torch-fidelity and clean-fid compute it) whatever ``metrics.fid.kid_estimator`` says.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 REFERENCE_NOTE = "reference decoder (the others are compared with it)"
 SET_NAMES = {"rfid": "fid", "kid": "kid"}
+UNPAIRED = "task=t2i: decodes of generated latents against a reference image set, two independent samples"
 
 
 def set_info(metric, name: str) -> MetricInfo:
@@ -79,6 +82,8 @@ class T2IMetrics:
                 Unavailable("fid", m.names, reason, True, tuple(info_of(m, k) for k in m.names)) for m in self.sets
             ]
             self.sets = []
+        for m in self.sets:  # the decodes and the reference images are two independent samples, not pairs
+            m.unpaired(UNPAIRED)
         if self.sets:
             self.reference_set = instantiate(spec)
             self.refs = References(ReferenceStore(cache_root), self.reference_set)
