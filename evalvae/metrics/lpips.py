@@ -82,6 +82,7 @@ class LPIPS(PairMetric):
 
     info = shipped.LPIPS
     NETS = tuple(BACKBONES)
+    libraries = ("torch", "torchvision", "lpips")  # lpips builds its backbone from torchvision's
 
     def __init__(self, net: str = "alex", backbone_weights: str | None = None, batch_size: int = 16):
         self.net = check_choice("metrics.lpips.net", net, self.NETS)
