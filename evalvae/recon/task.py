@@ -39,9 +39,10 @@ from evalvae.jobs.store import BatchPlan, encoder_identity, latent_key, original
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import Loaded, load, selected_vaes
 from evalvae.metrics import build_metrics, fact_columns, result_columns, split_metrics
-from evalvae.metrics.base import SetStates
+from evalvae.metrics.base import SetStates, features_identity, pair_identity, recorded
 from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
+from evalvae.provenance import environment, software
 from evalvae.recon.loop import reconstruct
 from evalvae.recon.rate import Rate
 from evalvae.recon.samples import SampleKeeper
@@ -51,6 +52,10 @@ from evalvae.vae import VAEAdapter
 
 log = logging.getLogger(__name__)
 STAGES = ("data", "encode", "decode", "metrics", "features", "set_metrics")
+IMAGE_SHA256 = (
+    "per_image.image_sha256: sha256 of each original's 8-bit RGB pixels as scored (after the geometry and the crop "
+    "to the VAE's factor), as H x W x 3 bytes, row-major"
+)
 
 
 @dataclass
@@ -127,12 +132,14 @@ class ReconTask(Task):
     def protocol(self) -> dict:
         metrics = {}
         for m in self.pair:
-            metrics.update({c: metric_entry(info_of(m, c), m.protocol()) for c in result_columns(m)})
+            entry = {**m.protocol(), **recorded(m, self.device)}
+            metrics.update({c: metric_entry(info_of(m, c), entry) for c in result_columns(m)})
         metrics.update({c: metric_entry(self.rate.infos()[c], p) for c, p in self.rate.protocol().items()})
         for m in self.sets:
             for name, proto in m.protocol().items():
                 reference = self.refs.info.get(m.extractor.name)
-                metrics[name] = metric_entry(info_of(m, name), {**proto, "reference": reference})
+                entry = {**proto, **recorded(m, self.device), "reference": reference}
+                metrics[name] = metric_entry(info_of(m, name), entry)
         for m in self.unavailable_sets:
             metrics.update({name: metric_entry(info_of(m, name), m.protocol()) for name in m.names})
         pixels = "clamped and rounded to 8 bits" if self.quantize else "clamped to [0, 255], not rounded"
@@ -140,15 +147,18 @@ class ReconTask(Task):
             "task": "recon",
             "dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
             "pixels": f"8-bit originals vs reconstructions {pixels}",
+            "image_sha256": IMAGE_SHA256,
             "quantize": self.quantize,
             "metrics": metrics,
+            "software": software(),
+            "environment": environment(self.device),
         }
 
     def scoring(self) -> dict:
         """What a VAE's per-image rows and features depend on besides the VAE and the images (result keys)."""
         return {
-            "metrics": {m.name: m.protocol() for m in self.pair},
-            "sets": {m.key: m.reference_identity() for m in self.sets},
+            "metrics": {m.name: pair_identity(m) for m in self.pair},
+            "sets": {m.key: features_identity(m) for m in self.sets},
             "quantize": self.quantize,
             "rate": self.rate.protocol(),
             "channels_last": bool(self.cfg.channels_last),
@@ -298,7 +308,7 @@ class ReconTask(Task):
         fakes = _groups(tensors, "fake")
         originals: list[dict] = []  # per group, {metric key: features}
         for m in pending.metrics:
-            o = self.results.read(originals_key(m.reference_identity(), crop, batch))
+            o = self.results.read(originals_key(features_identity(m), crop, batch))
             if o is None:
                 return None
             for g, f in enumerate(_groups(o[0], "orig")):
@@ -311,7 +321,7 @@ class ReconTask(Task):
         tensors = {f"fake/{g}/{k}": torch.from_numpy(v) for g, f in enumerate(fakes) for k, v in f.items()}
         for m in pending.metrics:  # first, so that a chunk on disk always has its originals too
             o = {f"orig/{g}/{m.key}": torch.from_numpy(f[m.key]) for g, f in enumerate(originals)}
-            self.results.write(originals_key(m.reference_identity(), crop, batch), o)
+            self.results.write(originals_key(features_identity(m), crop, batch), o)
         self.results.write(key, tensors, {"rows": json.dumps(rows), "skipped": json.dumps([list(s) for s in skipped])})
 
     def latent_encoder(self, p: VAEPass, vae: VAEAdapter):
