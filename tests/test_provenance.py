@@ -297,3 +297,15 @@ def test_the_committed_baseline_takes_the_new_provenance_fields_as_no_protocol_c
     assert recorded_differences(new, newer) == [
         f"software.torch: {new['software']['torch']!r} in the baseline, '0.0-other' now"
     ]
+
+
+def test_generated_latents_are_keyed_on_the_libraries_that_generate_them(monkeypatch):
+    from evalvae.t2i.latents import latent_key
+
+    generation = {"pipeline": "hub:some/model@abc", "steps": 4, "device": "cpu"}
+    key = latent_key(generation, "a cat", 0)
+    assert latent_key(generation, "a cat", 0) == key
+    from evalvae import provenance
+
+    monkeypatch.setattr(provenance, "version", lambda p: "0.0-other" if p == "diffusers" else installed(p))
+    assert latent_key(generation, "a cat", 0) != key  # another scheduler implementation: generated again
