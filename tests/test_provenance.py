@@ -235,7 +235,9 @@ def test_per_image_records_the_sha256_of_the_scored_pixels(tmp_path):
     for path in sorted(folder.iterdir()):
         pixels = np.asarray(Image.open(path).convert("RGB"))  # crop=none, factor 1: the file's pixels are scored
         assert per.loc[path.name, "image_sha256"] == hashlib.sha256(pixels.tobytes()).hexdigest()
-    assert "image_sha256" in json.loads((out / "metrics.json").read_text())
+        assert per.loc[path.name, "file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    said = json.loads((out / "metrics.json").read_text())["image_hashes"]
+    assert set(said) == {"per_image.image_sha256", "per_image.file_sha256"}
 
 
 def test_compare_refuses_psnr_baselines_of_other_images_under_the_same_names(tmp_path):
@@ -245,8 +247,10 @@ def test_compare_refuses_psnr_baselines_of_other_images_under_the_same_names(tmp
 
     result = compare(load_snapshot(first), load_snapshot(second))
     assert result.exit_code == 2 and result.status == "unusable"
-    assert len(result.mismatches) == 1 and "img01.png" in result.mismatches[0], result.mismatches
-    assert "1 of 3 image(s) have other pixels" in result.mismatches[0]
+    assert result.mismatches == [
+        "v: of 3 image(s) also in the baseline, 1 are other files (img01.png; per_image.file_sha256) under the "
+        "same name: these are other images, so their numbers are not compared"
+    ]
     (row,) = [r for r in result.rows if r.metric == "psnr"]
     assert row.verdict is Verdict.MISMATCH and "other images" in row.detail
 
@@ -255,19 +259,35 @@ def test_compare_refuses_psnr_baselines_of_other_images_under_the_same_names(tmp
 
     # through a baseline file, and from the command line
     baseline = write_baseline(load_snapshot(first), tmp_path / "baseline.json")
-    assert (
-        json.loads(baseline.read_text())["images"]["v"]["img01.png"]
-        == (pd.read_parquet(first / "per_image.parquet").set_index("image").loc["img01.png", "image_sha256"])
-    )
+    written = json.loads(baseline.read_text())
+    per = pd.read_parquet(first / "per_image.parquet").set_index("image")
+    assert written["images"]["v"]["img01.png"] == per.loc["img01.png", "image_sha256"]
+    assert written["files"]["img01.png"] == per.loc["img01.png", "file_sha256"]
     proc = evalvae_cli(["compare", str(baseline), str(second)], cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "protocol mismatch" in proc.stderr and "img01.png" in proc.stderr
 
 
+def test_the_same_files_decoded_to_other_pixels_are_compared_with_a_note_and_unknown_files_are_refused(tmp_path):
+    """Other software (a Pillow whose resize rounds otherwise) turns the baseline's files into other pixels:
+    the numbers are compared, with a note. Where a side did not hash the files, other pixels are refused."""
+    run_dir = identity_run(tmp_path / "a", images(tmp_path / "img-a"))
+    baseline, current = load_snapshot(run_dir), load_snapshot(run_dir)
+    current.images = {"v": {**current.images["v"], "img02.png": "0" * 64}}
+    current.protocol = {**current.protocol, "software": {**current.protocol["software"], "Pillow": "0.0-other"}}
+    result = compare(baseline, current)
+    assert result.exit_code == 0 and not result.mismatches
+    (note,) = [n for n in result.notes if "decoded or resized" in n]
+    assert "img02.png" in note and "Pillow 0.0-other now" in note
+    current.files = {}  # a stream, or results written before the files were hashed
+    result = compare(baseline, current)
+    assert result.exit_code == 2 and "1 have other pixels (img02.png" in result.mismatches[0]
+
+
 def test_a_baseline_without_hashes_still_compares_with_a_note(tmp_path):
     first = identity_run(tmp_path / "a", images(tmp_path / "img-a"))
     old = load_snapshot(first)
-    old.images = {}  # as results written before evalvae recorded the hashes
+    old.images, old.files = {}, {}  # as results written before evalvae recorded the hashes
     result = compare(old, load_snapshot(first))
     assert result.exit_code == 0 and not result.mismatches
     assert any("records no image content hashes" in n for n in result.notes)
@@ -282,7 +302,7 @@ def test_the_committed_baseline_takes_the_new_provenance_fields_as_no_protocol_c
     new = json.loads(json.dumps(old))
     new["software"] = provenance.software()
     new["environment"] = provenance.environment(torch.device("cpu"))
-    new["image_sha256"] = "per_image.image_sha256: ..."
+    new["image_hashes"] = {"per_image.image_sha256": "...", "per_image.file_sha256": "..."}
     new["metrics"]["psnr"]["version"] = 1
     new["metrics"]["ssim"].update(version=1, backend="skimage", backend_requested="auto")
     assert protocol_differences(old, new) == ([], [])

@@ -13,13 +13,13 @@ from evalvae.compare.verdict import Verdict, judge, paired_test
 from evalvae.metrics.info import MetricInfo, recorded_info
 
 # Protocol fields that do not change what a number means: where the images sat on disk, and the
-# prose restatement of `quantize` and of what `per_image.image_sha256` hashes (the hashes themselves
-# are compared image by image, :func:`content_differences`).
-IGNORED = ("dataset.root", "pixels", "image_sha256")
+# prose restatement of `quantize`.
+IGNORED = ("dataset.root", "pixels")
 # What the numbers were computed with, not what they mean: software versions and the machine. A
 # difference is noted (it may explain a move), never refused: checking that the numbers hold on
-# other software and hardware is what a regression gate is for.
-RECORDED = ("software", "environment")
+# other software and hardware is what a regression gate is for. `image_hashes` says what the
+# per-image hashes are of; the hashes themselves are compared image by image (:func:`content_differences`).
+RECORDED = ("software", "environment", "image_hashes")
 # Fields of a metric's entry that say how its number was computed, not what it is: the library that
 # computed one definition (`implementation`; the SSIM `backend` that ran and the one asked for) and
 # the version of evalvae's code for it (`version`, `features_version`). A metric's implementation is
@@ -178,21 +178,45 @@ def recorded_differences(baseline: dict, current: dict) -> list[str]:
     return [f"{k}: {b[k]!r} in the baseline, {c[k]!r} now" for k in sorted(b.keys() & c.keys()) if b[k] != c[k]]
 
 
-def content_differences(baseline: Snapshot, current: Snapshot) -> dict[str, str]:
-    """Per VAE, why its images are not the baseline's: images of the same name whose scored pixels differ
-    (``per_image.image_sha256``); only images both sides hashed are checked."""
-    out = {}
-    for vae in baseline.images.keys() & current.images.keys():
+def _named(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
+def content_differences(baseline: Snapshot, current: Snapshot) -> tuple[dict[str, str], list[str]]:
+    """Images of the same name whose scored pixels differ (``per_image.image_sha256``).
+
+    Per VAE, why its results are of other images: other files (``per_image.file_sha256``), or other
+    pixels where a side did not hash the files. And notes for images whose files are the baseline's
+    but were decoded or resized to other pixels (by other software): those are compared.
+    """
+    mismatches, notes = {}, []
+    pillow = [f"Pillow {(p.get('software') or {}).get('Pillow')}" for p in (baseline.protocol, current.protocol)]
+    for vae in sorted(baseline.images.keys() & current.images.keys()):
         b, c = baseline.images[vae], current.images[vae]
-        changed = sorted(i for i in b.keys() & c.keys() if b[i] != c[i])
-        if changed:
-            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-            out[vae] = (
-                f"{vae}: {len(changed)} of {len(b.keys() & c.keys())} image(s) have other pixels than the baseline's "
-                f"under the same name ({shown}; per_image.image_sha256): these are other images, so their numbers "
-                "are not compared"
+        shared = b.keys() & c.keys()
+        changed = sorted(i for i in shared if b[i] != c[i])
+        known = [i for i in changed if i in baseline.files and i in current.files]
+        other_files = [i for i in known if baseline.files[i] != current.files[i]]
+        decoded = [i for i in known if baseline.files[i] == current.files[i]]
+        unknown = [i for i in changed if i not in known]
+        what = []
+        if other_files:
+            what.append(f"{len(other_files)} are other files ({_named(other_files)}; per_image.file_sha256)")
+        if unknown:
+            what.append(f"{len(unknown)} have other pixels ({_named(unknown)}; per_image.image_sha256)")
+        if what:
+            mismatches[vae] = (
+                f"{vae}: of {len(shared)} image(s) also in the baseline, {' and '.join(what)} under the same "
+                "name: these are other images, so their numbers are not compared"
             )
-    return out
+        if decoded:
+            why = f" ({pillow[0]} in the baseline, {pillow[1]} now)" if pillow[0] != pillow[1] else ""
+            notes.append(
+                f"{vae}: {len(decoded)} image(s) are the baseline's files but were decoded or resized to other "
+                f"pixels{why} ({_named(decoded)}; per_image.image_sha256): compared, and their numbers may move "
+                "for that reason"
+            )
+    return mismatches, notes
 
 
 def metric_info(metric: str, *results: MetricResult) -> MetricInfo:
@@ -421,8 +445,9 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
         if recorded:
             out.notes.append("computed with other software or on another machine: " + "; ".join(recorded))
         protocol_ok = not mismatches
-        changed = content_differences(baseline, current) if protocol_ok else {}  # else other pixels anyway
+        changed, decoded = content_differences(baseline, current) if protocol_ok else ({}, [])
         out.mismatches += changed.values()
+        out.notes += decoded
         unhashed = sorted(v for v in baseline.results.keys() & current.results.keys() if v not in baseline.images)
         if unhashed and current.images:
             out.notes.append(
@@ -450,7 +475,7 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
             else:
                 row = _quality_row(vae, metric, b, c, tol, protocol_ok and vae not in changed)
                 if vae in changed and protocol_ok and row.verdict is Verdict.MISMATCH:
-                    row.detail = "other images under the same names (image_sha256)"
+                    row.detail = "other images under the same names (per-image hashes)"
                 out.rows.append(row)
     for vae, metrics in current.results.items():
         for metric, c in metrics.items():

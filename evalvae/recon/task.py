@@ -52,10 +52,11 @@ from evalvae.vae import VAEAdapter
 
 log = logging.getLogger(__name__)
 STAGES = ("data", "encode", "decode", "metrics", "features", "set_metrics")
-IMAGE_SHA256 = (
-    "per_image.image_sha256: sha256 of each original's 8-bit RGB pixels as scored (after the geometry and the crop "
-    "to the VAE's factor), as H x W x 3 bytes, row-major"
-)
+IMAGE_HASHES = {
+    "image_sha256": "sha256 of each original's 8-bit RGB pixels as scored (after decoding, the geometry and the crop "
+    "to the VAE's factor), as H x W x 3 bytes, row-major",
+    "file_sha256": "sha256 of each image file's bytes (null where the images are not files: a streamed dataset)",
+}
 
 
 @dataclass
@@ -111,6 +112,10 @@ class ReconTask(Task):
         self.keep_latents = bool(cache.get("latents", True))
         self.latents = ChunkStore(root / "latents" if self.keep_latents else self.out / ".latents")
         self.plan = BatchPlan(self.dataset, cfg.batch_size) if hasattr(self.dataset, "file_digests") else None
+        # per_image.file_sha256: the files' sha256 the batch keys hold (none for a stream)
+        self.file_hashes = (
+            {rec.id: h for rec, h in zip(self.dataset.records, self.dataset.file_digests())} if self.plan else {}
+        )
         remembers = self.plan is not None and cache.get("results", True)
         self.memo = VAEMemo(root / "results" / "vaes", cfg.cache_dir) if remembers else None
         if self.shard.active and self.plan is None:
@@ -147,7 +152,7 @@ class ReconTask(Task):
             "task": "recon",
             "dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
             "pixels": f"8-bit originals vs reconstructions {pixels}",
-            "image_sha256": IMAGE_SHA256,
+            "image_hashes": {f"per_image.{k}": v for k, v in IMAGE_HASHES.items()},
             "quantize": self.quantize,
             "metrics": metrics,
             "software": software(),
@@ -294,6 +299,7 @@ class ReconTask(Task):
         return p
 
     def add_batch(self, p: VAEPass, b: int, rows: list[dict], skipped: list) -> None:
+        rows = [{**r, "file_sha256": self.file_hashes.get(r["image"])} for r in rows]
         p.batches.append((b, rows, skipped))
         self.writer.add_rows(rows)
         self.writer.add_skipped(skipped)
