@@ -329,3 +329,12 @@ def test_generated_latents_are_keyed_on_the_libraries_that_generate_them(monkeyp
 
     monkeypatch.setattr(provenance, "version", lambda p: "0.0-other" if p == "diffusers" else installed(p))
     assert latent_key(generation, "a cat", 0) != key  # another scheduler implementation: generated again
+
+
+@pytest.mark.assets
+def test_the_committed_baseline_records_the_kodak_files_it_was_made_from(assets):
+    """The CI gate's baseline holds each Kodak file's sha256, so replacing one under its name is refused."""
+    snap = load_snapshot(REPO / "reports" / "baselines" / "taef2-kodak-256.json")
+    kodak = sorted((assets / "images" / "kodak").glob("*.png"))
+    assert len(kodak) == 24 and set(snap.images["taef2"]) == {p.name for p in kodak}
+    assert snap.files == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in kodak}
