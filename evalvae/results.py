@@ -3,6 +3,10 @@
 * ``per_image.parquet`` / ``per_image.csv``: one row per (vae, image). ``nonfinite`` marks an
   image whose reconstruction held NaN or inf: its metric cells are NaN and it is left out of
   every mean and set-level metric, with the count in the summary's note for that VAE.
+  ``image_sha256`` is the sha256 of the original's 8-bit pixels as scored (after decoding, the
+  geometry and the crop to the VAE's factor) and ``file_sha256`` that of the file it was read
+  from (empty for a streamed dataset), so that results on same-named but different images never
+  pass for comparable (``compare``).
 * ``summary.csv``: one row per (vae, metric) with mean, sample std (ddof=1), n and a note (why a
   metric is unavailable, how many images were too small for it, or a caveat such as a rank-deficient
   rFID). Set-level metrics (rFID, KID) are rows too: rFID has no std; KID's std is over its subsets.
@@ -31,7 +35,9 @@ import pandas as pd
 from evalvae.io import atomic_path, atomic_write_text
 
 ID_COLUMNS = ["vae", "image"]
-SIZE_COLUMNS = ["height", "width", "upscaled", "nonfinite"]  # per-image facts that are not metrics
+# per-image facts that are not metrics; image_sha256 identifies the scored original's pixels
+# (evalvae.data.transforms.rgb8_sha256), file_sha256 the file it was read from
+SIZE_COLUMNS = ["height", "width", "upscaled", "nonfinite", "image_sha256", "file_sha256"]
 SUMMARY_COLUMNS = ["vae", "metric", "mean", "std", "n", "note"]
 BY_SIZE_COLUMNS = ["vae", "metric", "bin", "mean", "std", "n"]
 REGIONS = "regions"  # a row's per-region records (equal to evalvae.metrics.regions.REGIONS, which needs torch)

@@ -5,50 +5,36 @@ from __future__ import annotations
 import math
 import os
 import platform
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from evalvae import provenance
 from evalvae.bench.grid import OPS
 from evalvae.bench.schema import COLUMNS, EXTRA_COLUMNS
 from evalvae.io import atomic_path
 
 
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return ""
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(device: torch.device) -> dict:
-    """Where the numbers come from: device, library versions and the precision switches that move them."""
+    """Where the numbers come from: device, library versions and the precision switches that move them.
+
+    What every run records (:func:`evalvae.provenance.environment`), plus the flat ``*_version`` keys
+    ``bench.csv`` stamps on each row and the conditions that move timings.
+    """
+    shared = provenance.environment(device)
     env = {
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else ("Apple MPS" if device.type == "mps" else _cpu_name()),
+        "device": shared["device"],
+        "device_name": shared["device_name"],
         "torch_version": torch.__version__,
-        "diffusers_version": _version("diffusers"),
-        "cuda_version": torch.version.cuda or "",
-        "cudnn_version": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "diffusers_version": provenance.version("diffusers") or "",
+        "cuda_version": shared["cuda"] or "",
+        "cudnn_version": shared["cudnn"] if device.type == "cuda" else None,
         "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "platform": shared["platform"],
+        "cpu_count": shared["cpu_count"],
+        "torch_threads": shared["threads"],
         # fp32 convolutions use TF32 tensor cores by default on Ampere and newer, matmuls do not
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from evalvae import provenance
 from evalvae.bench.grid import Config, Grid
 from evalvae.bench.inputs import bench_images, reference_latents
 from evalvae.bench.isolate import run_isolated, save_inputs
@@ -78,6 +79,7 @@ def bench(cfg: DictConfig, out_dir: str | Path | None = None) -> BenchOutcome:
     for r in grid.resolutions:
         images[r], image_ids[r] = bench_images(cfg.dataset, r, max(grid.batch_sizes), grid.seed)
     info = {
+        "software": provenance.software(),
         "environment": env,
         "grid": {k: getattr(grid, k) for k in ("resolutions", "batch_sizes", "dtypes", "modes", "isolate", "seed")},
         "options": grid.options.to_dict(),

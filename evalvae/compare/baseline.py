@@ -9,11 +9,17 @@ A baseline file is a small JSON meant to be committed next to the code it guards
                                      "values": {"kodim01.png": 27.6455, ...}}}},
      "info": {"psnr": {"title": "PSNR (dB)", "higher_is_better": true, "decimals": 2,
                        "tolerance": {"abs": 0.01, "rel": 0.0}, ...}},
+     "images": {"taef2": {"kodim01.png": "<sha256 of the scored pixels>", ...}},
+     "files": {"kodim01.png": "<sha256 of the file>", ...},
      "speed": [{"vae": .., "op": .., ..., "ms_per_image_median": .., "ms_per_image_iqr": ..}]}
 
 ``info`` is each metric's :class:`~evalvae.metrics.info.MetricInfo` as the results recorded it
 (``metrics.json``; for results written before it held any, evalvae's shipped metrics' own), so
 a baseline compares with its directions and default tolerances without the run directory.
+``images`` holds, per VAE, the sha256 of each original's pixels as scored (``per_image.image_sha256``),
+and ``files`` the sha256 of each image's file (``per_image.file_sha256``; none for a stream), so
+that images changed under the same names are told apart from a change of the VAE (both are absent
+from results written before evalvae recorded them).
 
 Means and stds are stored at full precision (they are what tolerances apply to); per-image
 values, kept for the paired test, are rounded to :data:`VALUE_DIGITS` significant digits.
@@ -38,6 +44,9 @@ from evalvae.errors import EvalvaeError
 from evalvae.io import atomic_write_text
 from evalvae.metrics.info import MetricInfo, recorded_info
 from evalvae.results import read_per_image
+
+IMAGE_SHA256 = "image_sha256"  # per_image's column: the sha256 of each original's pixels as scored
+FILE_SHA256 = "file_sha256"  # ... and of the file it was read from
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,8 @@ class Snapshot:
     speed: dict[tuple[str, ...], SpeedResult] = field(default_factory=dict)
     vaes: dict[str, dict] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)  # vae -> error, for VAEs that did not run
+    images: dict[str, dict[str, str]] = field(default_factory=dict)  # vae -> image -> sha256 of its scored pixels
+    files: dict[str, str] = field(default_factory=dict)  # image -> sha256 of its file
     reason: str | None = None
 
     @property
@@ -125,6 +136,13 @@ def _quality_from_run(run: Path, snap: Snapshot) -> None:
     infos: dict[str, MetricInfo] = {}
     summary = pd.read_csv(run / "summary.csv", dtype={"vae": str, "metric": str})
     per_image = read_per_image(run)
+    if per_image is not None and IMAGE_SHA256 in per_image.columns:
+        hashed = per_image[per_image[IMAGE_SHA256].notna()]
+        for vae, rows in hashed.groupby(hashed["vae"].astype(str), sort=False):
+            snap.images[vae] = dict(zip(rows["image"].astype(str), rows[IMAGE_SHA256].astype(str)))
+    if per_image is not None and FILE_SHA256 in per_image.columns:
+        hashed = per_image[per_image[FILE_SHA256].notna()]
+        snap.files = dict(zip(hashed["image"].astype(str), hashed[FILE_SHA256].astype(str)))
     for row in summary.itertuples(index=False):
         values = None
         if per_image is not None and row.metric in per_image.columns:
@@ -194,6 +212,10 @@ def from_baseline_file(path: Path) -> Snapshot:
 
 def _parse_baseline(path: Path, data: dict) -> Snapshot:
     snap = Snapshot(str(path), protocol=data.get("protocol", {}), vaes=data.get("vaes", {}), reason=data.get("reason"))
+    snap.images = {
+        str(v): {str(i): str(h) for i, h in hashes.items()} for v, hashes in (data.get("images") or {}).items()
+    }
+    snap.files = {str(i): str(h) for i, h in (data.get("files") or {}).items()}
     entries, stated = snap.protocol.get("metrics", {}), data.get("info") or {}
     for vae, metrics in data.get("results", {}).items():
         for metric, r in metrics.items():
@@ -241,6 +263,7 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
             raise UnusableInput(f"both {out.source} and {s.source} hold bench results; pass one bench directory")
         if s.results or s.failed:
             out.protocol, out.results, out.vaes, out.failed = s.protocol, s.results, s.vaes, s.failed
+            out.images, out.files = s.images, s.files
         out.speed = out.speed or s.speed
     return out
 
@@ -282,6 +305,8 @@ def baseline_dict(snap: Snapshot, reason: str | None = None) -> dict:
             "vaes": snap.vaes,
             "results": results,
             "info": dict(sorted(infos.items())),
+            **({"images": {v: dict(sorted(h.items())) for v, h in snap.images.items()}} if snap.images else {}),
+            **({"files": dict(sorted(snap.files.items()))} if snap.files else {}),
             "speed": speed,
         }
     )

@@ -13,10 +13,21 @@ from evalvae.compare.verdict import Verdict, judge, paired_test
 from evalvae.metrics.info import MetricInfo, Tolerance, recorded_info
 
 # Protocol fields that do not change what a number means: where the images sat on disk, and the
-# prose restatement of `quantize`. A metric's implementation is noted, not refused: the same
-# definition computed by another library (say on a GPU) is exactly what a regression gate checks.
+# prose restatement of `quantize`.
 IGNORED = ("dataset.root", "pixels")
-NOTED_SUFFIX = ".implementation"
+# What the numbers were computed with, not what they mean: software versions and the machine. A
+# difference is noted (it may explain a move), never refused: checking that the numbers hold on
+# other software and hardware is what a regression gate is for. `image_hashes` says what the
+# per-image hashes are of; the hashes themselves are compared image by image (:func:`content_differences`).
+RECORDED = ("software", "environment", "image_hashes")
+# Fields of a metric's entry that say how its number was computed, not what it is: the library that
+# computed one definition (`implementation`; the SSIM `backend` that ran and the one asked for) and
+# the version of evalvae's code for it (`version`, `features_version`). A metric's implementation is
+# noted, not refused: the same definition computed by another library (say on a GPU) is exactly
+# what a regression gate checks. The later fields are absent from results written before evalvae
+# recorded them, and only a change between two recorded values is noted.
+NOTED = ("implementation", "backend", "backend_requested", "version", "features_version")
+RECORDED_LATER = ("backend", "backend_requested", "version", "features_version")
 # Provenance inside a metric's entry: where something was found, not what it is. The weights file a
 # network was read from (`provenance`), whether the reference statistics came from the cache or were
 # computed and where they are stored, and why a metric was unavailable (a message naming local
@@ -37,6 +48,16 @@ def is_provenance(key: str) -> bool:
     """Whether a flattened protocol key (``metrics.<name>.<field...>``) records provenance, not protocol."""
     parts = key.split(".")
     return parts[0] == "metrics" and len(parts) > 2 and is_provenance_field(".".join(parts[2:]))
+
+
+def is_noted(key: str) -> bool:
+    """Whether a flattened protocol key records how a number was computed (noted when it differs, not refused)."""
+    return key.split(".")[-1] in NOTED
+
+
+def is_recorded(key: str) -> bool:
+    """Whether a flattened protocol key records the software or machine a run used."""
+    return key.split(".")[0] in RECORDED
 
 
 def is_info_field(field: str) -> bool:
@@ -133,15 +154,68 @@ def protocol_differences(baseline: dict, current: dict) -> tuple[list[str], list
 
     def flat(p: dict) -> dict:
         p = {**p, "metrics": {m: s for m, s in p.get("metrics", {}).items() if m in common}}
-        return {k: v for k, v in flatten(p).items() if k not in IGNORED and not is_provenance(k) and not is_info(k)}
+        return {
+            k: v
+            for k, v in flatten(p).items()
+            if k not in IGNORED and not is_recorded(k) and not is_provenance(k) and not is_info(k)
+        }
 
     b, c = flat(baseline), flat(current)
     mismatches, notes = [], []
     for key in sorted(set(b) | set(c)):
         if b.get(key, "(absent)") == c.get(key, "(absent)"):
             continue
+        if key.split(".")[-1] in RECORDED_LATER and (key not in b or key not in c):
+            continue  # recorded on one side only: results written before evalvae recorded it
         line = f"{key}: {b.get(key, '(absent)')!r} in the baseline, {c.get(key, '(absent)')!r} now"
-        (notes if key.endswith(NOTED_SUFFIX) else mismatches).append(line)
+        (notes if is_noted(key) else mismatches).append(line)
+    return mismatches, notes
+
+
+def recorded_differences(baseline: dict, current: dict) -> list[str]:
+    """The software versions and machine facts two protocols both record and that differ."""
+    b, c = ({k: v for k, v in flatten(p).items() if is_recorded(k)} for p in (baseline, current))
+    return [f"{k}: {b[k]!r} in the baseline, {c[k]!r} now" for k in sorted(b.keys() & c.keys()) if b[k] != c[k]]
+
+
+def _named(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
+def content_differences(baseline: Snapshot, current: Snapshot) -> tuple[dict[str, str], list[str]]:
+    """Images of the same name whose scored pixels differ (``per_image.image_sha256``).
+
+    Per VAE, why its results are of other images: other files (``per_image.file_sha256``), or other
+    pixels where a side did not hash the files. And notes for images whose files are the baseline's
+    but were decoded or resized to other pixels (by other software): those are compared.
+    """
+    mismatches, notes = {}, []
+    pillow = [f"Pillow {(p.get('software') or {}).get('Pillow')}" for p in (baseline.protocol, current.protocol)]
+    for vae in sorted(baseline.images.keys() & current.images.keys()):
+        b, c = baseline.images[vae], current.images[vae]
+        shared = b.keys() & c.keys()
+        changed = sorted(i for i in shared if b[i] != c[i])
+        known = [i for i in changed if i in baseline.files and i in current.files]
+        other_files = [i for i in known if baseline.files[i] != current.files[i]]
+        decoded = [i for i in known if baseline.files[i] == current.files[i]]
+        unknown = [i for i in changed if i not in known]
+        what = []
+        if other_files:
+            what.append(f"{len(other_files)} are other files ({_named(other_files)}; per_image.file_sha256)")
+        if unknown:
+            what.append(f"{len(unknown)} have other pixels ({_named(unknown)}; per_image.image_sha256)")
+        if what:
+            mismatches[vae] = (
+                f"{vae}: of {len(shared)} image(s) also in the baseline, {' and '.join(what)} under the same "
+                "name: these are other images, so their numbers are not compared"
+            )
+        if decoded:
+            why = f" ({pillow[0]} in the baseline, {pillow[1]} now)" if pillow[0] != pillow[1] else ""
+            notes.append(
+                f"{vae}: {len(decoded)} image(s) are the baseline's files but were decoded or resized to other "
+                f"pixels{why} ({_named(decoded)}; per_image.image_sha256): compared, and their numbers may move "
+                "for that reason"
+            )
     return mismatches, notes
 
 
@@ -396,11 +470,24 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
         out.mismatches.append(f"the baseline {baseline.source} holds no results")
 
     protocol_ok = True
+    changed: dict[str, str] = {}
     if baseline.results and current.results:
         mismatches, notes = protocol_differences(baseline.protocol, current.protocol)
         out.mismatches += mismatches
         out.notes += [f"metric implementation changed: {n}" for n in notes]
+        recorded = recorded_differences(baseline.protocol, current.protocol)
+        if recorded:
+            out.notes.append("computed with other software or on another machine: " + "; ".join(recorded))
         protocol_ok = not mismatches
+        changed, decoded = content_differences(baseline, current) if protocol_ok else ({}, [])
+        out.mismatches += changed.values()
+        out.notes += decoded
+        unhashed = sorted(v for v in baseline.results.keys() & current.results.keys() if v not in baseline.images)
+        if unhashed and current.images:
+            out.notes.append(
+                f"the baseline records no image content hashes for {', '.join(unhashed)} (written before evalvae "
+                "recorded them): images changed under the same names cannot be told; update the baseline to record them"
+            )
     for vae, metrics in baseline.results.items():
         for metric, b in metrics.items():
             c = current.results.get(vae, {}).get(metric)
@@ -420,7 +507,10 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
                     )
                 )
             else:
-                out.rows.append(_quality_row(vae, metric, b, c, tol, protocol_ok))
+                row = _quality_row(vae, metric, b, c, tol, protocol_ok and vae not in changed)
+                if vae in changed and protocol_ok and row.verdict is Verdict.MISMATCH:
+                    row.detail = "other images under the same names (per-image hashes)"
+                out.rows.append(row)
     for vae, metrics in current.results.items():
         for metric, c in metrics.items():
             if metric not in baseline.results.get(vae, {}):

@@ -16,6 +16,7 @@ does, so results match the community's numbers) or ``skip`` (recorded in ``skipp
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +24,28 @@ import torch
 from PIL import Image
 
 from evalvae.errors import ConfigError, check_choice
+from evalvae.provenance import versions
 
 CROPS = ("center", "none")
 SMALL = ("upscale", "skip")
+# The version of how a file becomes the 8-bit image every latent, metric and feature starts from
+# (decoding, :mod:`evalvae.data.images`; the geometry here). Bump it with any change that moves those
+# pixels: every cache keyed on the images then misses (evalvae.jobs.store, evalvae.metrics.refstats).
+IMAGES_VERSION = 1
+IMAGE_LIBRARIES = ("Pillow",)  # decodes the files and resizes them
+
+
+def images_identity() -> dict:
+    """What the 8-bit images depend on besides the files and the geometry: this code's version and Pillow's."""
+    return {"version": IMAGES_VERSION, "libraries": versions(IMAGE_LIBRARIES)}
+
+
+def rgb8_sha256(images: torch.Tensor) -> list[str]:
+    """sha256 of each ``(N, 3, H, W)`` uint8 image's pixels as ``H x W x 3`` bytes, row-major with RGB
+    interleaved: for an 8-bit RGB file the geometry leaves as it is (``crop=none``, sides multiples of
+    the VAE's factor), ``hashlib.sha256(np.asarray(PIL.Image.open(path)).tobytes())``."""
+    hwc = images.detach().cpu().permute(0, 2, 3, 1).contiguous().numpy()
+    return [hashlib.sha256(a.tobytes()).hexdigest() for a in hwc]
 
 
 class TooSmall(Exception):

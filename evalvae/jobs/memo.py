@@ -5,8 +5,8 @@ the VAE's identity: the sha256 of its weights' content and the dtype the precisi
 Learning those means loading the VAE (seconds for an SD-size one, most of a rerun's time). So
 after a load the identity is stored under a key that can be computed without loading:
 
-* the VAE's config (everything but ``device`` and ``cache_dir``), the device, torch's and
-  evalvae's versions;
+* the VAE's config (everything but ``device`` and ``cache_dir``), the device, evalvae's, torch's
+  and diffusers' versions (diffusers reads the model's config);
 * the files its weights are read from, each with its size, modification and change times and
   inode: every file under a local ``source`` folder (or that file), any other local path in the
   config (a single file's ``config`` folder), the snapshot a hub id resolves to in the local
@@ -38,6 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import evalvae
 from evalvae.jobs.chunks import ChunkStore, digest
+from evalvae.jobs.store import VAE_LIBRARIES
+from evalvae.provenance import versions
 from evalvae.vae.findings import registry_path
 
 log = logging.getLogger(__name__)
@@ -158,7 +160,7 @@ class VAEMemo:
             {
                 "format": FORMAT,
                 "evalvae": evalvae.__version__,
-                "torch": torch.__version__,
+                "libraries": versions(VAE_LIBRARIES),
                 "config": config,
                 "device": where,
                 "files": files,

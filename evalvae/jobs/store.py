@@ -2,19 +2,23 @@
 
 * **Batches.** A job cuts its dataset into batches fixed by position: batch ``b`` holds the
   images at positions ``b * batch_size`` to ``(b + 1) * batch_size - 1``. A batch is known by its
-  images: each one's position (the posterior seed follows it), id and file sha256, and the
-  protocol geometry. Fixing batches by position keeps every image in the same batch whatever was
-  done before or runs elsewhere, so a result never depends on a cache hit or a shard.
+  images: each one's position (the posterior seed follows it), id and file sha256, the protocol
+  geometry, and the version of the code that decodes and resizes them with Pillow's
+  (:func:`evalvae.data.transforms.images_identity`). Fixing batches by position keeps every image
+  in the same batch whatever was done before or runs elsewhere, so a result never depends on a
+  cache hit or a shard.
 * **Result chunks** (``<cache>/results/``, or ``<run>/chunks/`` with ``cache.results=false``): the
   per-image rows and per-item set-level features of one VAE on one batch, keyed by the VAE's
   identity (adapter, where its weights came from and the sha256 of their content, its config, the
-  dtype that ran), the scoring
-  protocol (metrics and their implementations, quantization, memory format, device type, seed,
-  evalvae's version) and the batch. A rerun, or a run started again after a kill, reads them
-  instead of recomputing; the originals' features for the reference statistics are chunks too.
+  dtype that ran), the scoring protocol (each metric's protocol, code version and its libraries'
+  versions, :func:`evalvae.metrics.base.pair_identity` and ``features_identity``; quantization,
+  memory format, device type, seed), the reconstruction code's version (:data:`RECONSTRUCTION_VERSION`)
+  with torch's and diffusers' versions, and the batch. A rerun, or a run started again after a kill,
+  reads them instead of recomputing; the originals' features for the reference statistics are chunks too.
 * **Latent shards** (``<cache>/latents/``): the latents of one encoder on one batch, keyed by the
   encoder's identity: the sha256 of its weights (not its name), the adapter, the latent
-  convention (scaling, shift, posterior), dtype, memory mode, memory format and device type.
+  convention (scaling, shift, posterior), dtype, memory mode, memory format and device type, the
+  encoding code's version (:data:`LATENTS_VERSION`) and torch's and diffusers' versions.
   VAEs with equal encoders (kl-f8, ft-EMA and ft-MSE: Stability fine-tuned only the decoder)
   have equal keys, so within a run and across runs an image is encoded once per encoder. With
   ``cache.latents=false`` the shards live in the run directory and are removed at its end.
@@ -32,10 +36,24 @@ from collections.abc import Mapping
 import torch
 
 import evalvae
+from evalvae.data.transforms import images_identity
 from evalvae.jobs.chunks import digest
+from evalvae.provenance import versions
 from evalvae.vae.base import state_dict_sha256
 
-FORMAT = 1
+FORMAT = 2  # of the keys and of what a chunk holds (2: rows carry image_sha256)
+# Bump with any change to evalvae's code that moves a VAE's latents (the adapters' encode, the crop to
+# the factor and the conversion to [-1, 1]): every latent shard and result chunk is then computed again.
+LATENTS_VERSION = 1
+# Bump with any change that moves reconstructions or what is scored of them (the adapters' decode,
+# tiling, the rounding to 8 bits, bpp): every result chunk is then computed again.
+RECONSTRUCTION_VERSION = 1
+VAE_LIBRARIES = ("torch", "diffusers")  # the packages that run the VAEs' networks
+
+
+def vae_code() -> dict:
+    """What latents depend on of evalvae's and the libraries' code (in every latent and result key)."""
+    return {"latents_version": LATENTS_VERSION, "libraries": versions(VAE_LIBRARIES)}
 
 
 def _class(obj) -> str:
@@ -76,6 +94,7 @@ def encoder_identity(vae, *, device: torch.device, channels_last: bool, seed: in
         "memory_mode": [vae.memory_mode, vae.tile_size],
         "device": device.type,
         "channels_last": bool(channels_last),
+        "code": vae_code(),
     }
 
 
@@ -94,14 +113,17 @@ class BatchPlan:
             geometry = dataset.geometry.describe()
             for b, positions in enumerate(self.positions):
                 images = [[i, dataset.records[i].id, digests[i]] for i in positions]
-                self.keys[b] = digest({"format": FORMAT, "geometry": geometry, "images": images})
+                self.keys[b] = digest(
+                    {"format": FORMAT, "geometry": geometry, "decoding": images_identity(), "images": images}
+                )
 
     def __len__(self) -> int:
         return len(self.positions)
 
 
 def result_key(vae: dict, protocol: dict, batch: str) -> str:
-    return digest({"format": FORMAT, "evalvae": evalvae.__version__, "vae": vae, "protocol": protocol, "batch": batch})
+    code = {**vae_code(), "reconstruction_version": RECONSTRUCTION_VERSION, "evalvae": evalvae.__version__}
+    return digest({"format": FORMAT, "code": code, "vae": vae, "protocol": protocol, "batch": batch})
 
 
 def originals_key(metric_identity: dict, crop_multiple: int | None, batch: str) -> str:

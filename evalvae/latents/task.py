@@ -29,6 +29,7 @@ from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.latents import tables
 from evalvae.latents.diagnose import STAGES, Options, diagnose
 from evalvae.metrics.latentstats import CLAMP
+from evalvae.provenance import environment, software
 
 log = logging.getLogger(__name__)
 TABLES = {  # file -> how its rows are made
@@ -101,7 +102,8 @@ class LatentsTask(Task):
         dataset = instantiate(cfg.dataset)
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        atomic_write_text(out / "latents.json", json.dumps(protocol(cfg, dataset, opts), indent=2) + "\n")
+        described = {**protocol(cfg, dataset, opts), "software": software(), "environment": environment(device)}
+        atomic_write_text(out / "latents.json", json.dumps(described, indent=2) + "\n")
         records, failed = Records(), {}
         rows, timings, more = [], [], {f: [] for f in TABLES}
         for name, spec in specs.items():

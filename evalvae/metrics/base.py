@@ -7,6 +7,12 @@ result rows. ``features(images)`` and ``add(state, features)`` are the two halve
 per-item features can be stored (resume) or computed on another process (sharding) and added later;
 states also ``merge``. :meth:`SetMetric.reference_identity` is what the originals' statistics depend
 on, the key of their cache. :class:`SetStates` holds one image set's states of every metric.
+
+Every metric declares a ``version`` of its code and the ``libraries`` that compute it; the keys of
+stored results hold both (:func:`pair_identity`, :func:`features_identity`), so a change that moves
+a metric's numbers, with its version bumped, or another version of one of its libraries, is
+recomputed, never served from a cache. A set-level metric's stored values are its features, so
+their keys hold the features' version (``features_version``); ``version`` covers ``compute``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 import torch
 
 from evalvae.metrics.info import MetricInfo
+from evalvae.provenance import versions
 
 INDEX = "#index"  # the key of the images' dataset positions among stored features (never a metric's key)
 
@@ -54,6 +61,10 @@ class PairMetric(ABC):
     # The smallest image side, in pixels, the metric is defined on. ``__call__`` returns NaN for images
     # with a side below it (``too_small``, ``undefined``), and summary.csv's note counts them (``size_note``).
     min_side: int = 1
+    # Bump with any change that moves this metric's values: results stored under the old one are recomputed.
+    version: ClassVar[int] = 1
+    # The packages (as pip names them) whose versions can move its values: part of the same keys.
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -89,6 +100,11 @@ class PairMetric(ABC):
     def protocol(self) -> dict:
         """How the value is computed: implementation, parameters, input range."""
 
+    def ran(self, device) -> dict:
+        """What ``metrics.json`` records of how this run computed the values beyond :meth:`protocol` (such
+        as the backend ``auto`` chose on ``device``, the device the run scores on); not part of any key."""
+        return {}
+
 
 class SetMetric(ABC):
     """A metric of a set of reconstructions against the set of originals (rFID, KID).
@@ -101,6 +117,9 @@ class SetMetric(ABC):
     set_level = True
     higher_is_better = False
     note = ""
+    version: ClassVar[int] = 1  # of compute(): bump with any change that moves the values computed from features
+    features_version: ClassVar[int] = 1  # of features(): bump with any change that moves the features
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)  # the packages whose versions can move the features
 
     @property
     @abstractmethod
@@ -140,6 +159,36 @@ class SetMetric(ABC):
     def key(self) -> str:
         """A stable name for this metric's state in stored chunks and logs."""
         return "+".join(self.names)
+
+
+def pair_identity(metric) -> dict:
+    """What a per-image metric's stored values depend on besides the images: its protocol, its version and
+    its libraries' versions (a result chunk's key)."""
+    return {
+        "protocol": metric.protocol(),
+        "version": getattr(metric, "version", 1),
+        "libraries": versions(getattr(metric, "libraries", ("torch",))),
+    }
+
+
+def features_identity(metric) -> dict:
+    """What a set-level metric's stored features depend on besides the images: :meth:`SetMetric.reference_identity`,
+    the features' version and the libraries' versions (the keys of result chunks and of reference statistics)."""
+    return {
+        "reference": metric.reference_identity(),
+        "version": getattr(metric, "features_version", 1),
+        "libraries": versions(getattr(metric, "libraries", ("torch",))),
+    }
+
+
+def recorded(metric, device) -> dict:
+    """What ``metrics.json`` records of a metric beyond its protocol: its version(s) and what this run ran
+    on ``device`` (the device the run scores on)."""
+    if isinstance(metric, PairMetric):
+        return {"version": metric.version, **metric.ran(device)}
+    if isinstance(metric, SetMetric):
+        return {"version": metric.version, "features_version": metric.features_version}
+    return {}  # a metric that is unavailable
 
 
 class SetStates:

@@ -43,6 +43,7 @@ class DeltaE(PairMetric):
 
     infos = (shipped.DELTA_E, shipped.DELTA_E_P95)
     info = shipped.DELTA_E
+    libraries = ("scikit-image", "numpy")
 
     percentile = 95.0
 

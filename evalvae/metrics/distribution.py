@@ -44,6 +44,7 @@ class FIDKID(SetMetric):
 
     set_level = True
     infos = (shipped.RFID, shipped.KID)
+    version = 1  # of compute(): the Fréchet distance and KID from the features
 
     def __init__(
         self,
@@ -105,6 +106,15 @@ class FIDKID(SetMetric):
 
     def reference_identity(self) -> dict:
         return self.extractor.identity()
+
+    @property
+    def features_version(self) -> int:
+        """The extractor's ``version`` (1 for one that declares none, such as a class from a dotted path)."""
+        return int(getattr(self.extractor, "version", 1))
+
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        return tuple(getattr(self.extractor, "libraries", ("torch",)))
 
     def compute(self, real: FeatureStats, fake: FeatureStats) -> list[dict]:
         """Rows ``{metric, mean, std, n, note}`` for rFID and KID."""

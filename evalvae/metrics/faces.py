@@ -238,6 +238,7 @@ class FaceFidelity(RegionMetric):
     kind = "faces"
     infos = (shipped.FACE_SIM, shipped.FACE_BELOW)
     count_name = shipped.FACE_REGIONS.name  # a fact (quality false in its info)
+    libraries = ("numpy",)  # dlib's own version is in identity() and the protocol (whichever package installed it)
     takes_truth = False  # no dataset gives faces; they are always detected on the original
 
     def __init__(
@@ -259,7 +260,12 @@ class FaceFidelity(RegionMetric):
 
     def identity(self) -> dict:
         """What an original's faces and descriptors depend on besides its pixels (their cache key)."""
-        return {**self.models.describe(), "dlib": self.models.provenance()["dlib"], "chip": [CHIP_SIZE, CHIP_PADDING]}
+        return {
+            **self.models.describe(),
+            "dlib": self.models.provenance()["dlib"],
+            "chip": [CHIP_SIZE, CHIP_PADDING],
+            "version": self.version,
+        }
 
     def protocol(self) -> dict:
         return {

@@ -51,6 +51,8 @@ class FeatureExtractor(ABC):
     module: torch.nn.Module | None = None
     device = torch.device("cpu")
     note = ""  # a caveat that goes next to the metric's value, such as non-standard weights
+    version: int = 1  # bump with any change that moves the features: stored ones are then recomputed
+    libraries: tuple[str, ...] = ("torch",)  # the packages whose versions can move the features
 
     @abstractmethod
     def __call__(self, images: torch.Tensor) -> np.ndarray:
@@ -113,6 +115,7 @@ class InceptionV3(FeatureExtractor):
     unavailable.
     """
 
+    libraries = ("torch", "torch-fidelity", "Pillow")  # the network; Pillow resizes for resize=clean
     dim = 2048
     # torch-fidelity's block order up to pool3.
     BLOCKS = (
@@ -187,6 +190,8 @@ class HFVision(FeatureExtractor):
     Uses the model's own image processor (resize, crop, normalisation). Features: DINOv2's
     ``pooler_output`` (CLS token after layer norm); CLIP's projected image embedding.
     """
+
+    libraries = ("torch", "transformers", "Pillow")
 
     def __init__(self, model: str, batch_size: int = 32):
         try:

@@ -87,6 +87,7 @@ class LPIPS(PairMetric):
     # The smallest image side each backbone takes: AlexNet's stride-4 11x11 convolution and three 3x3
     # stride-2 poolings leave no feature map below 31 px, VGG16's four poolings before relu5_3 below 16 px.
     MIN_SIDES = {"alex": 31, "vgg": 16}
+    libraries = ("torch", "torchvision", "lpips")  # lpips builds its backbone from torchvision's
 
     def __init__(self, net: str = "alex", backbone_weights: str | None = None, batch_size: int = 16):
         self.net = check_choice("metrics.lpips.net", net, self.NETS)

@@ -56,10 +56,12 @@ class SSIM(PairMetric):
 
     info = shipped.SSIM
     BACKENDS = ("auto", "torchmetrics", "skimage")
+    PACKAGES = {"skimage": ("scikit-image",), "torchmetrics": ("torchmetrics", "torch")}
 
     def __init__(self, sigma: float = 1.5, backend: str = "auto"):
         self.sigma = float(sigma)
         self.backend = check_choice("metrics.ssim.backend", backend, self.BACKENDS)
+        self.backends_ran: set[str] = set()  # the backends that computed values in this process
 
     @property
     def window(self) -> int:
@@ -74,15 +76,30 @@ class SSIM(PairMetric):
     def min_side_reason(self) -> str:
         return f"the {self.window}x{self.window} window does not fit"
 
-    def _backend_for(self, device: torch.device) -> str:
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        """The packages of the backend asked for (both under ``auto``: which runs follows the device)."""
+        names = self.PACKAGES if self.backend == "auto" else [self.backend]
+        return tuple(dict.fromkeys(p for name in names for p in self.PACKAGES[name]))
+
+    def backend_for(self, device: torch.device) -> str:
+        """The backend that computes SSIM of images on ``device``."""
         if self.backend != "auto":
             return self.backend
-        return "skimage" if device.type == "cpu" else "torchmetrics"
+        return "skimage" if torch.device(device).type == "cpu" else "torchmetrics"
+
+    def ran(self, device) -> dict:
+        """The backend that computed this run's values (``backend_for(device)`` where every value came from
+        stored results), and the one asked for."""
+        ran = ", ".join(sorted(self.backends_ran)) or self.backend_for(device)
+        return {"backend": ran, "backend_requested": self.backend}
 
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         if self.too_small(original):
             return self.undefined(original)
-        if self._backend_for(original.device) == "torchmetrics":
+        backend = self.backend_for(original.device)
+        self.backends_ran.add(backend)
+        if backend == "torchmetrics":
             from torchmetrics.functional.image import structural_similarity_index_measure
 
             _, ssim_map = structural_similarity_index_measure(

@@ -1,13 +1,17 @@
 """Cache of reference (original-image) feature statistics, keyed by content.
 
-Statistics of the originals depend only on the dataset's content, the protocol geometry and the
-feature extractor (with its weights), so they are computed once and reused by every VAE and run.
+Statistics of the originals depend only on the dataset's content, the protocol geometry, the
+feature extractor (with its weights), and the code that computes them: the version of evalvae's
+image decoding and of the features, and the versions of the libraries that run them
+(:func:`evalvae.data.transforms.images_identity`, :func:`evalvae.metrics.base.features_identity`).
+So they are computed once and reused by every VAE and run, and never by another version.
 They are of the originals exactly as the VAEs and the per-image metrics see them: the dataset's
 images centre-cropped to a multiple of the VAE's downsampling factor (``crop_multiple``). That
 crop is a no-op under the default square protocol when the resolution is a multiple of the
 factor, and the key is then the same for every factor; otherwise (``dataset.crop=none``, or an
 odd resolution) the multiple is part of the key, so VAEs with different factors never share an
-entry. :func:`reference_key` is the one place the key is built; files are written atomically.
+entry. :func:`reference_key` builds what the statistics are of (``metrics.json``'s ``reference.key``)
+and :func:`stored_key` the entry's key from it and the code; files are written atomically.
 
 The features themselves are stored only when the metric keeps them (KID does; rFID needs only the
 sums), so ``metrics.fid.kid`` is not part of the key: an entry written without features serves
@@ -25,23 +29,32 @@ from pathlib import Path
 
 import numpy as np
 
-from evalvae.data.transforms import below_factor, crop_to_multiple
+from evalvae.data.transforms import below_factor, crop_to_multiple, images_identity
 from evalvae.io import atomic_path
-from evalvae.metrics.base import SetStates
+from evalvae.metrics.base import SetStates, features_identity
 from evalvae.metrics.frechet import FeatureStats
 
 log = logging.getLogger(__name__)
 FORMAT = 1
 
 
+def _sha256(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def reference_key(dataset_fingerprint: str, geometry: dict, extractor: dict) -> str:
-    """sha256 of everything that determines the originals' features."""
-    payload = json.dumps(
-        {"format": FORMAT, "dataset": dataset_fingerprint, "geometry": geometry, "extractor": extractor},
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
+    """sha256 of what the originals' features are of: the files' content, the geometry and the extractor.
+
+    ``metrics.json`` records it (``reference.key``): runs whose keys are equal scored the same images
+    alike, whatever software computed them.
+    """
+    return _sha256({"format": FORMAT, "dataset": dataset_fingerprint, "geometry": geometry, "extractor": extractor})
+
+
+def stored_key(content_key: str, metric) -> str:
+    """The cache entry's key: :func:`reference_key` and the code that computes the statistics, the version
+    of evalvae's image decoding and of ``metric``'s features, and their libraries' versions."""
+    return _sha256({"content": content_key, "decoding": images_identity(), "features": features_identity(metric)})
 
 
 class ReferenceStore:
@@ -105,11 +118,17 @@ class References:
         m = self.crop_multiple(multiple)
         return {**self.dataset.geometry.describe(), **({"crop_multiple": m} if m else {})}
 
-    def key(self, metric, multiple: int | None = None) -> str:
+    def content_key(self, metric, multiple: int | None = None) -> str:
+        """What the statistics are of (:func:`reference_key`), as ``metrics.json`` records it."""
         return reference_key(self.dataset.fingerprint(), self.geometry(multiple), metric.reference_identity())
 
-    def _info(self, key: str, source: str, n: int, path: Path, multiple: int | None) -> dict:
+    def key(self, metric, multiple: int | None = None) -> str:
+        """The cache entry's key (:func:`stored_key`)."""
+        return stored_key(self.content_key(metric, multiple), metric)
+
+    def _info(self, metric, source: str, n: int, path: Path, multiple: int | None) -> dict:
         m = self.crop_multiple(multiple)
+        key = self.content_key(metric, multiple)
         return {"key": key, "source": source, "n": n, "path": str(path), **({"crop_multiple": m} if m else {})}
 
     def get(self, metric, multiple: int | None = None) -> FeatureStats | None:
@@ -135,7 +154,7 @@ class References:
                 )
                 return None
             self.stats[slot] = stats
-            self.info[metric.extractor.name] = self._info(key, "cache", stats.n, self.store.path(key), multiple)
+            self.info[metric.extractor.name] = self._info(metric, "cache", stats.n, self.store.path(key), multiple)
             log.info("reference statistics for %s: cache hit (%d images)", metric.extractor.name, stats.n)
         return self.stats[slot]
 
@@ -171,11 +190,12 @@ class References:
             "geometry": self.geometry(multiple),
             "fingerprint": self.dataset.fingerprint(),
             "extractor": metric.extractor.identity(),
+            "code": {"decoding": images_identity(), "features": features_identity(metric)},
             "n": stats.n,
         }
         path = self.store.save(key, stats, description)
         self.stats[(metric.key, self.crop_multiple(multiple))] = stats
-        self.info[metric.extractor.name] = self._info(key, "computed", stats.n, path, multiple)
+        self.info[metric.extractor.name] = self._info(metric, "computed", stats.n, path, multiple)
         log.info(
             "reference statistics for %s: computed from %d images, cached at %s", metric.extractor.name, stats.n, path
         )

@@ -94,6 +94,7 @@ class TextFidelity(RegionMetric):
     kind = "text"
     infos = (shipped.TEXT_NED, shipped.TEXT_ACC, shipped.TEXT_T_NED, shipped.TEXT_T_ACC)
     count_name = shipped.TEXT_REGIONS.name  # a fact (quality false in its info)
+    libraries = ("rapidocr-onnxruntime", "onnxruntime", "opencv-python", "opencv-python-headless", "numpy")
 
     def __init__(
         self,
@@ -143,7 +144,13 @@ class TextFidelity(RegionMetric):
         }
         if not self.use_cls:
             models.pop("cls")
-        return {"models": models, "text_score": self.text_score, "width_step": WIDTH_STEP, "versions": self.versions}
+        return {
+            "models": models,
+            "text_score": self.text_score,
+            "width_step": WIDTH_STEP,
+            "versions": self.versions,
+            "version": self.version,
+        }
 
     def protocol(self) -> dict:
         models = {

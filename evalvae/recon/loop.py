@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from evalvae.data.loader import Batch, Group
-from evalvae.data.transforms import below_factor, crop_offsets, crop_to_multiple
+from evalvae.data.transforms import below_factor, crop_offsets, crop_to_multiple, rgb8_sha256
 from evalvae.jobs.runtime import StageTimes
 from evalvae.memory import HeapTrimmer
 from evalvae.metrics import PairMetric, fact_columns, from_uint8, result_columns, to_pixels
@@ -161,6 +161,8 @@ def reconstruct(
                 group = _without(group, left_out)
                 if not group.ids:
                     continue
+            with times.stage("data"):  # what identifies the scored originals (per_image.image_sha256)
+                hashes = rgb8_sha256(crop_to_multiple(group.images, vae.downsample))
             with times.stage("encode"):
                 images = crop_to_multiple(group.images.to(vae.device, non_blocking=True), vae.downsample)
                 truth = group.truth
@@ -196,6 +198,8 @@ def reconstruct(
             for j, image_id in enumerate(group.ids):
                 row = {"vae": vae.name, "image": image_id}
                 row.update({name: v[j] for name, v in values.items()})
-                row.update(height=h, width=w, upscaled=group.upscaled[j], nonfinite=not flags[j])
+                row.update(
+                    height=h, width=w, upscaled=group.upscaled[j], nonfinite=not flags[j], image_sha256=hashes[j]
+                )
                 result.rows.append(row)
         yield result

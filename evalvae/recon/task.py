@@ -39,9 +39,10 @@ from evalvae.jobs.store import BatchPlan, encoder_identity, latent_key, original
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import Loaded, load, selected_vaes
 from evalvae.metrics import build_metrics, fact_columns, result_columns, split_metrics
-from evalvae.metrics.base import INDEX, SetStates
+from evalvae.metrics.base import INDEX, SetStates, features_identity, pair_identity, recorded
 from evalvae.metrics.info import info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
+from evalvae.provenance import environment, software
 from evalvae.recon.loop import reconstruct
 from evalvae.recon.rate import Rate
 from evalvae.recon.samples import SampleKeeper
@@ -51,6 +52,11 @@ from evalvae.vae import VAEAdapter
 
 log = logging.getLogger(__name__)
 STAGES = ("data", "encode", "decode", "metrics", "features", "set_metrics")
+IMAGE_HASHES = {
+    "image_sha256": "sha256 of each original's 8-bit RGB pixels as scored (after decoding, the geometry and the crop "
+    "to the VAE's factor), as H x W x 3 bytes, row-major",
+    "file_sha256": "sha256 of each image file's bytes (null where the images are not files: a streamed dataset)",
+}
 
 
 @dataclass
@@ -106,6 +112,10 @@ class ReconTask(Task):
         self.keep_latents = bool(cache.get("latents", True))
         self.latents = ChunkStore(root / "latents" if self.keep_latents else self.out / ".latents")
         self.plan = BatchPlan(self.dataset, cfg.batch_size) if hasattr(self.dataset, "file_digests") else None
+        # per_image.file_sha256: the files' sha256 the batch keys hold (none for a stream)
+        self.file_hashes = (
+            {rec.id: h for rec, h in zip(self.dataset.records, self.dataset.file_digests())} if self.plan else {}
+        )
         remembers = self.plan is not None and cache.get("results", True)
         self.memo = VAEMemo(root / "results" / "vaes", cfg.cache_dir) if remembers else None
         if self.shard.active and self.plan is None:
@@ -132,12 +142,14 @@ class ReconTask(Task):
     def protocol(self) -> dict:
         metrics = {}
         for m in self.pair:
-            metrics.update({c: metric_entry(info_of(m, c), m.protocol()) for c in result_columns(m)})
+            entry = {**m.protocol(), **recorded(m, self.device)}
+            metrics.update({c: metric_entry(info_of(m, c), entry) for c in result_columns(m)})
         metrics.update({c: metric_entry(self.rate.infos()[c], p) for c, p in self.rate.protocol().items()})
         for m in self.sets:
             for name, proto in m.protocol().items():
                 reference = self.refs.info.get(m.extractor.name)
-                metrics[name] = metric_entry(info_of(m, name), {**proto, "reference": reference})
+                entry = {**proto, **recorded(m, self.device), "reference": reference}
+                metrics[name] = metric_entry(info_of(m, name), entry)
         for m in self.unavailable_sets:
             metrics.update({name: metric_entry(info_of(m, name), m.protocol()) for name in m.names})
         pixels = "clamped and rounded to 8 bits" if self.quantize else "clamped to [0, 255], not rounded"
@@ -145,15 +157,18 @@ class ReconTask(Task):
             "task": "recon",
             "dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
             "pixels": f"8-bit originals vs reconstructions {pixels}",
+            "image_hashes": {f"per_image.{k}": v for k, v in IMAGE_HASHES.items()},
             "quantize": self.quantize,
             "metrics": metrics,
+            "software": software(),
+            "environment": environment(self.device),
         }
 
     def scoring(self) -> dict:
         """What a VAE's per-image rows and features depend on besides the VAE and the images (result keys)."""
         return {
-            "metrics": {m.name: m.protocol() for m in self.pair},
-            "sets": {m.key: m.reference_identity() for m in self.sets},
+            "metrics": {m.name: pair_identity(m) for m in self.pair},
+            "sets": {m.key: features_identity(m) for m in self.sets},
             "quantize": self.quantize,
             "rate": self.rate.protocol(),
             "channels_last": bool(self.cfg.channels_last),
@@ -297,6 +312,7 @@ class ReconTask(Task):
         return p
 
     def add_batch(self, p: VAEPass, b: int, rows: list[dict], skipped: list) -> None:
+        rows = [{**r, "file_sha256": self.file_hashes.get(r["image"])} for r in rows]
         p.batches.append((b, rows, skipped))
         self.writer.add_rows(rows)
         self.writer.add_skipped(skipped)
@@ -311,7 +327,7 @@ class ReconTask(Task):
         fakes = _groups(tensors, "fake")
         originals: list[dict] = []  # per group, {metric key: features, INDEX: dataset positions}
         for m in pending.metrics:
-            o = self.results.read(originals_key(m.reference_identity(), crop, batch))
+            o = self.results.read(originals_key(features_identity(m), crop, batch))
             if o is None:
                 return None
             for g, f in enumerate(_groups(o[0], "orig")):
@@ -333,7 +349,7 @@ class ReconTask(Task):
                 for k in (m.key, INDEX)
                 if k in f
             }
-            self.results.write(originals_key(m.reference_identity(), crop, batch), o)
+            self.results.write(originals_key(features_identity(m), crop, batch), o)
         self.results.write(key, tensors, {"rows": json.dumps(rows), "skipped": json.dumps([list(s) for s in skipped])})
 
     def latent_encoder(self, p: VAEPass, vae: VAEAdapter):

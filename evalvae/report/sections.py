@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from evalvae.compare.comparison import flatten, is_info_field, is_provenance_field
+from evalvae.compare.comparison import flatten, is_info_field, is_noted, is_provenance_field
 from evalvae.metrics.info import MetricInfo, recorded_info
 from evalvae.report.format import metric_name, num
 from evalvae.report.load import CATEGORY, Run
@@ -34,7 +34,6 @@ RESTATED = re.compile(
     r"^(extractor \S+|\d+ subsets of \d+|paired estimator over \d+ image pairs"
     r"|independent-samples estimator \(as torch-fidelity, clean-fid\)|std over subsets, ddof \d+)$"
 )
-NOTED_FIELD = "implementation"  # differs between libraries computing one definition: noted, not separated
 
 
 @dataclass
@@ -153,14 +152,15 @@ def identity(run: Run) -> dict:
 
 
 def metric_settings(spec: dict, noted: bool = False) -> dict | None:
-    """A metric's settings as flat dotted keys, without provenance and info (and without its
-    implementation unless ``noted``); None for a metric the run could not compute."""
+    """A metric's settings as flat dotted keys, without provenance and info (and without how it was
+    computed, its implementation, SSIM backend and code version, unless ``noted``); None for a metric
+    the run could not compute."""
     if not isinstance(spec, dict) or spec.get("available") is False:
         return None
     return {
         k: v
         for k, v in flatten(spec).items()
-        if not is_provenance_field(k) and not is_info_field(k) and (noted or k.split(".")[-1] != NOTED_FIELD)
+        if not is_provenance_field(k) and not is_info_field(k) and (noted or not is_noted(k))
     }
 
 

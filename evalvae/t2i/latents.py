@@ -17,15 +17,26 @@ from safetensors.torch import load_file, save_file
 
 from evalvae.errors import check_choice
 from evalvae.io import atomic_path
+from evalvae.provenance import versions
 
 MODES = ("run", "cache")
 FORMAT = 1
+LIBRARIES = ("torch", "diffusers", "transformers")  # the denoiser and scheduler, the text encoders
 
 
 def latent_key(generation: dict, prompt: str, seed: int) -> str:
-    """sha256 of the pipeline identity and settings, the device type, the prompt and the seed."""
+    """sha256 of the pipeline identity and settings, the device type, the prompt, the seed and the versions
+    of the libraries that generate."""
     payload = json.dumps(
-        {"format": FORMAT, "generation": generation, "prompt": prompt, "seed": int(seed)}, sort_keys=True, default=str
+        {
+            "format": FORMAT,
+            "generation": generation,
+            "libraries": versions(LIBRARIES),
+            "prompt": prompt,
+            "seed": int(seed),
+        },
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 

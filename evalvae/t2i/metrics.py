@@ -23,6 +23,7 @@ from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.errors import ConfigError
 from evalvae.metrics import Unavailable, build_metrics, split_metrics, unavailable
+from evalvae.metrics.base import recorded
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.metrics.info import MetricInfo, builtin_info, info_of, metric_entry
 from evalvae.metrics.refstats import References, ReferenceStore
@@ -70,6 +71,7 @@ class T2IMetrics:
 
     def __init__(self, cfg: DictConfig, cache_root, device: torch.device):
         self.quantize = bool(cfg.metrics.quantize)
+        self.device = device
         reject_region_metrics(cfg.metrics)
         built = split_metrics(build_metrics(cfg.metrics))
         self.pair, self.sets, self.unavailable_sets = built.pair, built.sets, built.unavailable_sets
@@ -121,7 +123,10 @@ class T2IMetrics:
 
     def protocol(self) -> dict:
         compared = "each VAE's decode vs the reference decoder's decode of the same latent"
-        out = {m.name: metric_entry(info_of(m), {**m.protocol(), "compared_with": compared}) for m in self.pair}
+        out = {
+            m.name: metric_entry(info_of(m), {**m.protocol(), **recorded(m, self.device), "compared_with": compared})
+            for m in self.pair
+        }
         if self.clip is not None:
             out["clip_score"] = metric_entry(info_of(self.clip, "clip_score"), self.clip.protocol())
         for m in self.sets:
@@ -133,7 +138,9 @@ class T2IMetrics:
                     "dataset": self.reference_set.describe(),
                     "statistics": self.refs.info.get(m.extractor.name),
                 }
-                out[SET_NAMES[name]] = metric_entry(set_info(m, name), {**proto, "reference": reference})
+                out[SET_NAMES[name]] = metric_entry(
+                    set_info(m, name), {**proto, **recorded(m, self.device), "reference": reference}
+                )
         for m in self.unavailable_sets:
             out.update({SET_NAMES.get(k, k): metric_entry(set_info(m, k), m.protocol()) for k in m.names})
         return out

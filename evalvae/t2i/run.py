@@ -37,6 +37,7 @@ from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progres
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import selected_vaes
 from evalvae.metrics.base import SetStates
+from evalvae.provenance import environment, software
 from evalvae.results import RunWriter, join_notes
 from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
 from evalvae.t2i.latents import LatentStore
@@ -165,6 +166,8 @@ class T2IJob:
             "pixels": f"decodes clamped to [0, 255] and {quant}",
             "quantize": self.metrics.quantize,
             "metrics": self.metrics.protocol(),
+            "software": software(),
+            "environment": environment(self.device),
         }
 
     def image_set(self) -> dict:
