@@ -23,6 +23,7 @@ from evalvae.report.recreate import reconstruct_images
 from evalvae.report.sections import group_sections
 from evalvae.run import run
 from tests import helpers
+from tests.prerequisites import require_program
 
 
 def make_run(
@@ -326,7 +327,7 @@ def test_win_rate_and_significance_are_consistent(report):
         assert math.isfinite(r.p) and 0 < r.p <= 1
 
 
-CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")  # the first on PATH renders the report
 # Appended to a copy of the report: records, after load, whether tables and grid tiles are rendered and visible.
 PROBE = """<script>
 window.addEventListener('load', () => {
@@ -357,11 +358,11 @@ def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
         "--no-first-run",
         f"--user-data-dir={profile}",
     ]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([require_program(*CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on this machine")
 def test_html_renders_in_headless_chromium(report, tmp_path):
+    require_program(*CHROMIUM)  # skipped without a browser, failed under CI=true
     probe = tmp_path / "probe.html"
     probe.write_text(
         (report / "report.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"
