@@ -60,6 +60,17 @@ def package_lpips(request, real_weights):
     return net, model, real_weights / BACKBONE_FILE[net]
 
 
+def test_the_package_model_reproduces_the_stated_values(package_lpips, assets):
+    """The reference itself: the assets' LPIPS example pairs with the values their README states."""
+    from tests.test_real_weights import STATED, example
+
+    net, model, _ = package_lpips
+    ref, p0, p1 = (example(assets, n) / 127.5 - 1 for n in ("ref", "p0", "p1"))
+    with torch.no_grad():
+        got = [model(p.float(), ref.float()).item() for p in (p0, p1)]
+    assert got == pytest.approx(STATED[net], abs=1e-5)  # stated to 6 decimals
+
+
 def test_equals_the_lpips_package_fed_minus_one_to_one(package_lpips):
     net, model, backbone = package_lpips
     ours = LPIPS(net=net, backbone_weights=str(backbone))
