@@ -10,8 +10,8 @@ folders, and
 
 KID uses subsets of all 12 images, so every subset is the whole set and the three
 implementations' different random subset draws cannot matter. Tolerance: 1e-4 relative. Measured: rFID
-9.0e-6 (legacy) and 8.8e-6 (clean, from identical features: with N=12 the covariances are rank-deficient and
-the matrix square roots differ most), KID 3.1e-6 (legacy, torch-fidelity's float32 kernel) and 5e-15 (clean).
+9.0e-6 (legacy) and 8.8e-6 (clean; with N=12 the covariances are rank-deficient, which makes the matrix square
+root sensitive), KID 3.1e-6 (legacy) and 5e-15 (clean).
 """
 
 from __future__ import annotations
