@@ -1,4 +1,4 @@
-"""Shared fixtures: offline hub, real assets (when $EVALVAE_TEST_ASSETS is set), tiny stand-in models."""
+"""Shared fixtures: offline hub, real assets (when $EVALVAE_TEST_ASSETS is set; required under CI=true), tiny stand-in models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests import helpers  # noqa: E402
+from tests import prerequisites  # noqa: E402  (light: no torch, unlike tests.helpers)
 
 
 @pytest.fixture(autouse=True)
@@ -25,28 +25,25 @@ def own_cache(tmp_path_factory, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def assets() -> Path:
-    """The real test assets; tests that need them skip only when the variable is unset."""
-    root = os.environ.get("EVALVAE_TEST_ASSETS")
-    if not root:
-        pytest.skip("EVALVAE_TEST_ASSETS is not set")
-    path = Path(root)
-    assert path.is_dir(), f"EVALVAE_TEST_ASSETS={root} is not a directory"
-    return path
+    """The real test assets in ``$EVALVAE_TEST_ASSETS``: tests that need them skip when it is unset, and fail under CI=true."""
+    return prerequisites.require_env_dir("EVALVAE_TEST_ASSETS")
 
 
 @pytest.fixture(scope="session")
 def real_weights() -> Path:
-    """The real LPIPS backbones and FID Inception built by the assets' make-weights; skipped only when unset."""
-    root = os.environ.get("EVALVAE_TEST_WEIGHTS")
-    if not root:
-        pytest.skip("EVALVAE_TEST_WEIGHTS is not set (python $EVALVAE_TEST_ASSETS/make-weights DIR builds them)")
-    path = Path(root)
+    """The real LPIPS backbones and FID Inception built by the assets' make-weights, in ``$EVALVAE_TEST_WEIGHTS``.
+
+    Tests that need them skip when the variable is unset, and fail under CI=true.
+    """
+    path = prerequisites.require_env_dir(
+        "EVALVAE_TEST_WEIGHTS", "python $EVALVAE_TEST_ASSETS/make-weights DIR builds them"
+    )
     for f in (
         "lpips/alexnet_features.pth",
         "lpips/vgg16_features.pth",
         "fid/pt_inception-2015-12-05_torch-fidelity.pth",
     ):
-        assert (path / f).is_file(), f"EVALVAE_TEST_WEIGHTS={root} lacks {f}; run make-weights into it"
+        assert (path / f).is_file(), f"EVALVAE_TEST_WEIGHTS={path} lacks {f}; run make-weights into it"
     return path
 
 
@@ -63,22 +60,30 @@ def taef2_dir(assets) -> Path:
 @pytest.fixture(scope="session")
 def tiny_kl_dir(tmp_path_factory) -> Path:
     """A tiny diffusers AutoencoderKL folder (2x downsampling, scaling 0.5, shift 0.1)."""
+    from tests import helpers
+
     return helpers.save_tiny_kl(tmp_path_factory.mktemp("tiny-kl"))
 
 
 @pytest.fixture(scope="session")
 def tiny_ae_dir(tmp_path_factory) -> Path:
     """A tiny diffusers AutoencoderTiny folder (8x downsampling)."""
+    from tests import helpers
+
     return helpers.save_tiny_autoencoder_tiny(tmp_path_factory.mktemp("tiny-ae"))
 
 
 @pytest.fixture(scope="session")
 def tiny_pth_dir(tmp_path_factory) -> Path:
     """A random TAEF2-layout .pth pair (32 channels, pool branches) named tiny_encoder/decoder.pth."""
+    from tests import helpers
+
     return helpers.save_pth_pair(tmp_path_factory.mktemp("tiny-pth"), prefix="tiny", latent_channels=32, pool=True)
 
 
 @pytest.fixture()
 def image_dir(tmp_path) -> Path:
     """Six small RGB photos-like images (gradients plus noise) of mixed sizes."""
+    from tests import helpers
+
     return helpers.write_images(tmp_path / "images")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -23,19 +22,18 @@ from evalvae.metrics.regions import REGIONS, SizeBins
 from evalvae.metrics.weights import MetricUnavailable
 from evalvae.run import run
 from tests.helpers import compose_run
+from tests.prerequisites import missing, require_module
 
 FACES = ("kodim04", "kodim15")  # Kodak's two portraits; at the native 768x512 both faces are whole
 
 
 @pytest.fixture(scope="module")
 def models() -> faces.FaceModels:
-    """dlib's models; skipped where the regions extra is not installed, except in CI, which installs it."""
+    """dlib's models; skipped where the regions extra is not installed, except under CI=true, which installs it."""
     try:
         return faces.FaceModels()
     except MetricUnavailable as e:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(e))
+        missing(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +121,7 @@ def test_unavailable_without_the_model_files(monkeypatch, tmp_path):
 
 
 def test_a_damaged_model_file_makes_it_unavailable(tmp_path):
-    pytest.importorskip("dlib")
+    require_module("dlib", 'pip install "evalvae[regions]"')
     for name in (faces.LANDMARKS, faces.EMBEDDING):
         (tmp_path / name).write_bytes(b"not a dlib model")
     with pytest.raises(MetricUnavailable, match="dlib cannot read its model files"):

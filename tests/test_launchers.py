@@ -18,6 +18,7 @@ from evalvae.report import NothingToReport, write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
 from tests.helpers import evalvae_cli
+from tests.prerequisites import require_module
 
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
 JOBLIB = "hydra_plugins.hydra_joblib_launcher.joblib_launcher"
@@ -27,7 +28,7 @@ SMALL = ["dataset=builtin", "dataset.limit=2", "dataset.resolution=32", "metrics
 
 
 def plugin(name: str):
-    return pytest.importorskip(f"hydra_plugins.{name}", reason='the cluster extra: pip install "evalvae[cluster]"')
+    return require_module(f"hydra_plugins.{name}", 'the cluster extra: pip install "evalvae[cluster]"')
 
 
 def composed(overrides: list[str], config_name: str = "run"):

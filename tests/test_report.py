@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import math
 import re
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from evalvae.report.recreate import reconstruct_images
 from evalvae.report.sections import group_sections
 from evalvae.run import run
 from tests import helpers
+from tests.prerequisites import require_program
 
 
 def make_run(
@@ -321,15 +321,47 @@ def test_multirun_folder_and_cli(runs, tmp_path):
         write_report([runs["r32"]], tmp_path / "x", worst=-1)
 
 
-def test_win_rate_and_significance_are_consistent(report):
-    paired = pd.concat([pd.read_csv(p) for p in (report / "tables").glob("*-paired.csv")])
-    for r in paired.itertuples():
-        assert r.win_rate == pytest.approx((r.wins + 0.5 * r.ties) / r.n)
-        assert r.significant == (r.p_holm < 0.05)
-        assert math.isfinite(r.p) and 0 < r.p <= 1
+# Eight images, three VAEs, values chosen so that wins, ties, losses and win rates can be counted by hand.
+PSNR_A = np.full(8, 30.0)
+PSNR_B = PSNR_A - np.arange(1, 9)  # a - b = +1 .. +8: a better on all 8
+PSNR_C = PSNR_A - np.array([1, -2, 3, 0, 0, -6, 7, 8])  # a - c: 4 better, 2 equal, 2 worse
+LPIPS_A = np.full(8, 0.10)
+LPIPS_B = LPIPS_A + 0.05  # lower is better: a better on all 8
+LPIPS_C = LPIPS_A + np.array([0.05, 0.05, 0.05, 0.05, 0.05, 0.05, -0.05, -0.05])  # a better on 6, worse on 2
+# (metric, a, b): (wins, ties, losses, win rate = (wins + ties / 2) / 8), counted from the arrays above
+BY_HAND = {
+    ("psnr", "a", "b"): (8, 0, 0, 1.0),
+    ("psnr", "a", "c"): (4, 2, 2, 0.625),
+    ("psnr", "b", "c"): (0, 4, 4, 0.25),  # b - c = 0, -4, 0, -4, -5, -12, 0, 0
+    ("lpips", "a", "b"): (8, 0, 0, 1.0),
+    ("lpips", "a", "c"): (6, 0, 2, 0.75),
+    ("lpips", "b", "c"): (0, 6, 2, 0.375),  # c - b = 0 on six images, -0.1 (c better) on two
+}
 
 
-CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+def test_win_rates_equal_hand_counts(tmp_path):
+    from tests.compare_helpers import write_run
+
+    values = {
+        "a": {"psnr": PSNR_A, "lpips": LPIPS_A},
+        "b": {"psnr": PSNR_B, "lpips": LPIPS_B},
+        "c": {"psnr": PSNR_C, "lpips": LPIPS_C},
+    }
+    write_report([write_run(tmp_path / "run", values)], tmp_path / "rep", grids=False)
+    paired = pd.read_csv(tmp_path / "rep" / "tables" / "kodak-256x256-paired.csv").set_index(["metric", "a", "b"])
+    assert sorted(paired.index) == sorted(BY_HAND)
+    for key, (wins, ties, losses, win_rate) in BY_HAND.items():
+        row = paired.loc[key]
+        assert (row["n"], row["wins"], row["ties"], row["losses"]) == (8, wins, ties, losses), key
+        assert row["win_rate"] == pytest.approx(win_rate, abs=1e-12), key
+    # a beats b on every image (p well below 0.05 even after Holm over 3 pairs); a vs c and b vs c are mixed or
+    # too few (4 non-zero differences) to be significant under any paired test
+    assert paired.loc[("psnr", "a", "b"), "significant"] and paired.loc[("lpips", "a", "b"), "significant"]
+    assert not paired.loc[("psnr", "a", "c"), "significant"] and not paired.loc[("psnr", "b", "c"), "significant"]
+    assert (paired["p"] <= paired["p_holm"]).all() and (paired["p_holm"] <= 1).all()
+
+
+CHROMIUM = ("chromium", "chromium-browser", "google-chrome")  # the first on PATH renders the report
 # Appended to a copy of the report: records, after load, whether tables and grid tiles are rendered and visible.
 PROBE = """<script>
 window.addEventListener('load', () => {
@@ -360,11 +392,11 @@ def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
         "--no-first-run",
         f"--user-data-dir={profile}",
     ]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([require_program(*CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary on this machine")
 def test_html_renders_in_headless_chromium(report, tmp_path):
+    require_program(*CHROMIUM)  # skipped without a browser, failed under CI=true
     probe = tmp_path / "probe.html"
     probe.write_text(
         (report / "report.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"

@@ -21,8 +21,9 @@ from evalvae.report.regions import by_size
 from evalvae.report.sections import group_sections
 from evalvae.run import run
 from tests.helpers import compose_run
+from tests.prerequisites import require_module
 
-pytest.importorskip("rapidocr_onnxruntime")
+require_module("rapidocr_onnxruntime", 'pip install "evalvae[regions]"')
 
 PAGES = 4
 
@@ -129,7 +130,7 @@ def test_t2i_refuses_a_region_metric_before_building_it():
 
 def test_the_report_shows_face_identity_by_size_and_the_worst_faces(assets, tmp_path):
     """Kodak's two portraits and a landscape at 128 px, an exact and a blurring stand-in VAE, dlib's real models."""
-    pytest.importorskip("dlib")
+    require_module("dlib", 'pip install "evalvae[regions]"')
     from tests.test_face_fidelity import squares
 
     folder = tmp_path / "images"

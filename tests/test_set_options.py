@@ -64,12 +64,8 @@ def check_set_rows(s: pd.DataFrame, vae: str, kid: bool, n: int = 6) -> None:
 def lpips(request) -> list[str]:
     if request.param == "no-lpips":
         return ["~metrics.lpips"]
-    import os
-
-    root = os.environ.get("EVALVAE_TEST_WEIGHTS")
-    if not root:
-        pytest.skip("EVALVAE_TEST_WEIGHTS is not set")
-    return [f"metrics.lpips.backbone_weights={root}/{LPIPS_ALEX}"]
+    root = request.getfixturevalue("real_weights")  # skips without them, fails under CI=true
+    return [f"metrics.lpips.backbone_weights={root / LPIPS_ALEX}"]
 
 
 @pytest.mark.parametrize("kid", [True, False], ids=["kid", "no-kid"])

@@ -21,9 +21,10 @@ from evalvae.data import ImageDataset, StreamingDataset, folder, hf, known_len, 
 from evalvae.data.streaming import INSTALL, MissingDependency
 from evalvae.errors import ConfigError, DatasetError
 from tests.helpers import compose_run, photo, write_images
+from tests.prerequisites import require_module
 
-pytest.importorskip("datasets")
-pytest.importorskip("webdataset")
+require_module("datasets", 'pip install "evalvae[stream]"')
+require_module("webdataset", 'pip install "evalvae[stream]"')
 
 CPU = torch.device("cpu")
 CORRUPT = "img09.png"

@@ -19,9 +19,10 @@ from evalvae.data.textchart import textchart
 from evalvae.metrics.regions import REGIONS, Region, SizeBins
 from evalvae.run import run
 from tests.helpers import compose_run
+from tests.prerequisites import require_module
 from tests.run_standins import Identity
 
-pytest.importorskip("rapidocr_onnxruntime")
+require_module("rapidocr_onnxruntime", 'pip install "evalvae[regions]"')
 from evalvae.metrics.text import TextFidelity, levenshtein, ned, normalise  # noqa: E402
 
 PAGES = ["sans-6-7px", "sans-8-14px", "sans-16-24px", "sans-32-64px", "blank"]
