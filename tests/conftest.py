@@ -6,6 +6,12 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a hub miss must fail at once, not retry for 20 s
 os.environ.setdefault("TQDM_DISABLE", "1")
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # pytest-xdist runs one worker per core: each computes on one thread (torch, OpenMP, BLAS), or the
+    # workers' thread pools oversubscribe the cores (a 2048-d eigendecomposition took 7x longer).
+    # Set before numpy or torch is imported, which read these once.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
 
 from pathlib import Path  # noqa: E402
 
