@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from evalvae.errors import WeightsUnavailable
-from evalvae.jobs.selection import available_vaes
-from evalvae.run import NoVAESelected, run
+from evalvae.run import NoVAESelected, available_vaes, run
 from evalvae.vae import load_vae
 from tests.helpers import compose_run, evalvae_cli
 

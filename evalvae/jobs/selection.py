@@ -126,7 +126,10 @@ def _resolve_into(cfg: DictConfig) -> Selection:
         node = variants[name]
         base = node[BASE]
         argument = f"vae.{name}.{BASE}"
-        if not isinstance(base, str) or base == name or base in seen:
+        if base == name or base in seen:
+            cycle = " -> ".join((*seen, name, base))
+            raise ConfigError(argument, base, hint=f"variants whose bases form a cycle ({cycle}) have no spec")
+        if not isinstance(base, str):
             raise ConfigError(argument, base, hint="the name of another VAE (conf/vae/NAME.yaml or a selected one)")
         if base in variants and base not in specs:
             expand(base, (*seen, name))
