@@ -70,6 +70,17 @@ def test_an_explicit_source_wins_over_vae_dir(tmp_path):
     assert f"vae.taesd.source={other} is set, so vae_dir is not used for taesd" in selection.notes
 
 
+@pytest.mark.parametrize("app", ["bench", "latents", "robustness"])
+def test_the_other_apps_take_vae_dir(tmp_path, app):
+    from evalvae.jobs.schema import validate
+
+    folder = save_safetensors_pair(tmp_path / "w", "taesd")
+    cfg = validate(compose_run(["+vae=taesd", f"vae_dir={folder}"], app), app)
+    assert resolve(cfg).specs["taesd"].source == str(folder.resolve())
+    with pytest.raises(ConfigError, match=r"invalid vae_dir="):
+        validate(compose_run(["+vae=taesd", f"vae_dir={tmp_path / 'nope'}"], app), app)
+
+
 def test_vae_dir_end_to_end_offline(tmp_path, caplog):
     """taesd's default is a hub id (offline here): with vae_dir it runs from the folder's pair."""
     folder = save_safetensors_pair(tmp_path / "w", "taesd")
