@@ -113,7 +113,8 @@ def vaes_main() -> None:
     from importlib.resources import files
 
     from evalvae.config import compose
-    from evalvae.jobs.selection import available_vaes, describe_source, shipped_spec
+    from evalvae.hub import PACKAGED
+    from evalvae.jobs.selection import available_vaes, shipped_spec
 
     if sys.argv[1:]:
         print(f"evalvae: vaes takes no arguments (got {' '.join(sys.argv[1:])})", file=sys.stderr)
@@ -128,7 +129,7 @@ def vaes_main() -> None:
         what = comment.split(". ")[0].rstrip(".")
         what = what if len(what) <= 100 else what[:99].rsplit(" ", 1)[0] + " …"
         source = spec.get("source")
-        where = "shipped with evalvae" if source and source != describe_source(source) else (source or "(no weights)")
+        where = "shipped with evalvae" if str(source).startswith(PACKAGED) else (source or "(no weights)")
         rows.append((name, where, what))
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     default = list(compose([]).task.get("default_vaes") or [])

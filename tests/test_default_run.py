@@ -102,6 +102,13 @@ def test_a_rerun_of_the_shipped_taef2_reads_its_results_without_loading_it(tmp_p
     pd.testing.assert_frame_equal(first, second)
 
 
+def test_an_unknown_name_in_the_default_selection_is_one_line(tmp_path):
+    r = evalvae_cli(["run", "task.default_vaes=[taef3]", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = [line for line in r.stderr.splitlines() if line.strip()]
+    assert line.startswith("evalvae: unknown VAE 'taef3' in task.default_vaes=['taef3']; did you mean taef2"), line
+
+
 def test_no_default_selection_still_names_the_choices(tmp_path):
     with pytest.raises(NoVAESelected, match=r"\+vae=NAME.*python -m evalvae vaes.*Available: .*ft-mse.*taef2"):
         run(compose_run(["task.default_vaes=null"]), out_dir=tmp_path)
