@@ -14,6 +14,10 @@ COMMANDS = {
         "evalvae.cli:run_app",
         "evaluate VAEs on an image dataset: evalvae run +vae=ft-mse [dataset=folder dataset.path=DIR]",
     ),
+    "vaes": (
+        "evalvae.cli:vaes_main",
+        "list the VAEs and codecs that +vae=NAME selects, with their default weights: evalvae vaes",
+    ),
     "ref": (
         "evalvae.cli:ref_app",
         "cache the originals' rFID/KID statistics: evalvae ref dataset=folder dataset.path=DIR",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 
@@ -36,8 +37,13 @@ def _refuse_unloadable(cfg: DictConfig) -> None:
     can be loaded here: every one is a hub id missing from the local Hugging Face cache, offline. The
     messages are those the loader would give. With one loadable VAE the job runs and records the others."""
     from evalvae.hub import unloadable_offline
+    from evalvae.jobs.selection import resolve
 
-    vaes = {k: v for k, v in (cfg.get("vae") or {}).items() if isinstance(v, DictConfig) and "_target_" in v}
+    try:
+        vaes = resolve(cfg).specs  # named variants, the default selection and vae_dir, as the job will see them
+    except ConfigError as e:
+        log.error("evalvae: %s", e)
+        sys.exit(2)
     if not vaes or (cfg.get("task") or {}).get("name") not in ("recon", "bench"):
         return
     unloadable = unloadable_offline(vaes)
@@ -100,6 +106,39 @@ def robustness_app(cfg: DictConfig) -> None:
     from evalvae.run import run
 
     _call(run, cfg)
+
+
+def vaes_main() -> None:
+    """``evalvae vaes``: every VAE config (``conf/vae/*.yaml``) with its default weights and what it is."""
+    from importlib.resources import files
+
+    from evalvae.config import compose
+    from evalvae.hub import PACKAGED
+    from evalvae.jobs.selection import available_vaes, shipped_spec
+
+    if sys.argv[1:]:
+        print(f"evalvae: vaes takes no arguments (got {' '.join(sys.argv[1:])})", file=sys.stderr)
+        sys.exit(2)
+    rows = []
+    for name in available_vaes():
+        spec = shipped_spec(name) or {}
+        text = files("evalvae.conf").joinpath("vae", f"{name}.yaml").read_text(encoding="utf-8")
+        comment = " ".join(
+            line.lstrip("# ") for line in itertools.takewhile(lambda x: x.startswith("#"), text.splitlines())
+        )
+        what = comment.split(". ")[0].rstrip(".")
+        what = what if len(what) <= 100 else what[:99].rsplit(" ", 1)[0] + " …"
+        source = spec.get("source")
+        where = "shipped with evalvae" if str(source).startswith(PACKAGED) else (source or "(no weights)")
+        rows.append((name, where, what))
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    default = list(compose([]).task.get("default_vaes") or [])
+    print(
+        "select with +vae=NAME or +vae=[A,B] (conf/vae/NAME.yaml); a named variant: +vae.NEW={base: NAME, source: DIR}"
+    )
+    print(f"with none selected, evalvae run evaluates {', '.join(default)}\n")
+    for name, where, what in rows:
+        print(f"{name:<{width[0]}}  {where:<{width[1]}}  {what}")
 
 
 def check_command_line(command: str, args: list[str]) -> None:

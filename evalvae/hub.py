@@ -1,5 +1,6 @@
-"""What can be told about a Hugging Face hub source without importing torch: its kind, whether the
-local Hugging Face cache holds it, whether the hub can be reached, and the one line said when it can't."""
+"""What can be told about a VAE's weights source without importing torch: its kind, the folder a
+``pkg://`` source names, whether a folder holds a tiny autoencoder's pair, whether the local Hugging
+Face cache holds a hub id, whether the hub can be reached, and the one line said when it can't."""
 
 from __future__ import annotations
 
@@ -12,6 +13,32 @@ from pathlib import Path
 from evalvae.errors import ConfigError, error_reason
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+PACKAGED = "pkg://"
+PAIR_SUFFIXES = (".safetensors", ".pth")  # a tiny autoencoder's <prefix>_encoder / <prefix>_decoder files
+
+
+def packaged(source: str, argument: str = "source") -> str:
+    """The folder ``pkg://PACKAGE/PATH`` names (files shipped inside an installed package, such as
+    ``pkg://evalvae.vae/weights/taef2``); any other ``source`` is returned unchanged."""
+    if not (isinstance(source, str) and source.startswith(PACKAGED)):
+        return source
+    package, _, rel = source[len(PACKAGED) :].partition("/")
+    from importlib.resources import files
+
+    try:
+        root = Path(str(files(package)))
+    except (ModuleNotFoundError, TypeError, ValueError):
+        raise ConfigError(
+            argument, source, hint="pkg://PACKAGE/PATH names a folder inside an installed package"
+        ) from None
+    return str(root / rel)
+
+
+def holds_pair(folder: str | Path, prefix: str) -> bool:
+    """Whether ``folder`` holds ``{prefix}_encoder`` or ``{prefix}_decoder`` as ``.safetensors`` or ``.pth``
+    (one half is enough: the loader then names the missing one)."""
+    folder = Path(folder).expanduser()
+    return any((folder / f"{prefix}_{part}{sfx}").is_file() for part in ("encoder", "decoder") for sfx in PAIR_SUFFIXES)
 
 
 def source_kind(source: str, argument: str) -> str:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from evalvae.jobs.failures import VAE_FAILURES, is_out_of_memory, log_failures, record_failure, record_load_failure
 from evalvae.jobs.runtime import RunOutcome, loader_workers, output_dir, progress_bar
 from evalvae.jobs.schema import validate
+from evalvae.jobs.selection import apply
 from evalvae.jobs.task import execute
 from evalvae.jobs.vaes import NoVAESelected, available_vaes, selected_vaes
 
@@ -43,10 +44,28 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None):
     name = task.get("name") if isinstance(task, DictConfig) else None
     app = name if name in ("bench", "ref", "latents", "robustness") else "run"
     validate(cfg, app)  # as the CLI does: configs composed in Python get the same checks
+    selection = apply(cfg)  # named variants, the default selection, vae_dir: into cfg.vae (and config.yaml)
+    if selection.default:
+        log.info(
+            "no VAE selected: evaluating the default selection %s (task.default_vaes)", ", ".join(selection.default)
+        )
     outcome = execute(cfg, out_dir)
     if getattr(outcome, "report", False) and not outcome.summary.empty:
         write_run_report(outcome.out_dir)
+    if selection.default:
+        log.info("%s", default_note(selection.default, cfg, outcome))
     return outcome
+
+
+def default_note(names: list[str], cfg: DictConfig, outcome) -> str:
+    """What the default selection evaluated, and how to choose VAEs instead."""
+    summary = getattr(outcome, "summary", None)
+    n = int(summary["n"].max()) if summary is not None and not summary.empty and "n" in summary else 0
+    dataset = (cfg.get("dataset") or {}).get("name", "the dataset")
+    return (
+        f"no VAE selected: evaluated the default selection {', '.join(names)} on {n} image(s) of dataset "
+        f"{dataset}; choose VAEs with +vae=NAME or +vae=[A,B] (python -m evalvae vaes lists them)"
+    )
 
 
 def write_run_report(out: Path) -> None:

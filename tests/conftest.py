@@ -26,6 +26,7 @@ def own_cache(tmp_path_factory, monkeypatch) -> Path:
     result chunks, latents and reference statistics never leak between tests or from a user's cache."""
     root = tmp_path_factory.mktemp("evalvae-cache")
     monkeypatch.setenv("EVALVAE_CACHE", str(root))
+    monkeypatch.delenv("EVALVAE_WEIGHTS", raising=False)  # the metrics' weights folder is set by the tests that use it
     return root
 
 

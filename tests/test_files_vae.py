@@ -268,8 +268,10 @@ def test_pairs_selects_the_test_folder_and_still_errors_without(tmp_path):
     assert list(per_image.image) == ["a.png"] and (per_image.width == 30).all()  # native size, no resize
     assert per_image.psnr[0] == pytest.approx(psnr(photo(20, 30), photo(20, 30, seed=1)), abs=1e-9)
     assert list(pd.read_csv(out / "files_unmatched.csv").problem) == ["extra"]
+    folder = ["dataset=folder", f"dataset.path={ref}"]
+    assert list(selected_vaes(compose_run(folder))) == ["taef2", "jpeg", "bicubic-f8"]  # the default selection
     with pytest.raises(NoVAESelected, match="no VAE selected"):
-        selected_vaes(compose_run(["dataset=folder", f"dataset.path={ref}"]))
+        selected_vaes(compose_run([*folder, "task.default_vaes=null"]))
     with pytest.raises(ConfigError, match="dataset.test"):
         nope = ["dataset=pairs", f"dataset.reference={ref}", f"dataset.test={tmp_path / 'nope'}"]
         run(compose_run(nope), out_dir=tmp_path / "nope-run")

@@ -191,14 +191,15 @@ def test_a_vae_that_cannot_load_does_not_stop_the_others(tmp_path, tiny_pth_dir,
     assert [v["status"] for v in json.loads((tmp_path / "vaes.json").read_text())] == ["ok", "failed"]
 
 
-def test_no_vae_selected_lists_the_choices(tmp_path):
+def test_no_vae_selected_without_a_default_lists_the_choices(tmp_path):
+    # with nothing selected a run evaluates task.default_vaes (tests/test_default_run.py); without one it stops
     with pytest.raises(NoVAESelected, match=r"Available: .*ft-mse.*taef2"):
-        run(compose_run([]), out_dir=tmp_path)
+        run(compose_run(["task.default_vaes=null"]), out_dir=tmp_path)
 
 
-def test_cli_without_vae_prints_names_and_fails(tmp_path):
-    r = evalvae_cli(["run", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
-    assert r.returncode != 0
+def test_cli_without_vae_or_default_prints_names_and_fails(tmp_path):
+    r = evalvae_cli(["run", "task.default_vaes=null", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    assert r.returncode == 2
     assert "no VAE selected" in r.stderr and "ft-mse" in r.stderr and "taef2" in r.stderr
 
 

@@ -8,7 +8,8 @@ after a load the identity is stored under a key that can be computed without loa
 * the VAE's config (everything but ``device`` and ``cache_dir``), the device, evalvae's, torch's
   and diffusers' versions (diffusers reads the model's config);
 * the files its weights are read from, each with its size, modification and change times and
-  inode: every file under a local ``source`` folder (or that file), any other local path in the
+  inode: every file under a local ``source`` folder (or that file; a ``pkg://`` source is the
+  package folder it names), any other local path in the
   config (a single file's ``config`` folder), the snapshot a hub id resolves to in the local
   Hugging Face cache (a new revision there is another snapshot);
 * the bench's findings file, which can change the dtype the policy chooses.
@@ -37,6 +38,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import evalvae
+from evalvae.errors import ConfigError
+from evalvae.hub import PACKAGED, packaged
 from evalvae.jobs.chunks import ChunkStore, digest
 from evalvae.jobs.store import VAE_LIBRARIES
 from evalvae.provenance import versions
@@ -109,6 +112,11 @@ def fingerprint(spec: Mapping) -> list | None:
     for key, value in sorted(spec.items()):
         if key in ("cache_dir", "device") or not isinstance(value, str) or not value:
             continue
+        if key == "source" and value.startswith(PACKAGED):  # weights shipped inside a package: its folder
+            try:
+                value = packaged(value)
+            except ConfigError:
+                return None
         if key == "source" and value.startswith(("http://", "https://")):
             pins = spec.get("sha256")
             if not isinstance(pins, Mapping) or not pins or any(not v for v in pins.values()):

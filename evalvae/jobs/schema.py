@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.core.config_store import ConfigStore
@@ -145,6 +146,17 @@ def _progress(value) -> dict | None:
     return {"choices": ["auto", "true", "false"]}
 
 
+def _vae_dir(value) -> dict | None:
+    if isinstance(value, str) and Path(value).expanduser().is_dir():
+        return None
+    what = "not a folder" if isinstance(value, str) and Path(value).expanduser().exists() else "no such folder"
+    return {"hint": f"{what}; give a folder holding <name>_encoder / <name>_decoder (.safetensors or .pth)"}
+
+
+def vae_dir_field() -> Any:
+    return field(default=None, metadata={"check": _vae_dir})
+
+
 def _vae_entry(key: str, node, out: list[ConfigError]) -> None:
     """``vae.<name>``: a spec naming its adapter class, or field overrides for a VAE another job selects."""
     if not isinstance(node, DictConfig):
@@ -166,6 +178,7 @@ def _metric_entry(key: str, node, out: list[ConfigError]) -> None:
 class TaskSchema:
     _target_: str = MISSING  # a subclass of evalvae.jobs.task.Task
     name: TaskName = MISSING
+    default_vaes: list[str] | None = None  # recon: evaluated when no VAE is selected (conf/task/recon.yaml)
 
 
 @dataclass
@@ -265,6 +278,7 @@ class RunSchema(CommonSchema):
     """``conf/run.yaml`` with ``task=recon`` or ``task=t2i`` (the latter adds ``t2i``, ``pipeline``, ``suite``)."""
 
     vae: dict[str, Any] = entries(_vae_entry)
+    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
     metrics: MetricsSchema = MISSING
     dtype: DType = MISSING
     batch_size: int = at_least(1, "a positive integer")
@@ -294,6 +308,7 @@ class BenchSchema(CommonSchema):
     """``conf/bench.yaml``."""
 
     vae: dict[str, Any] = entries(_vae_entry)
+    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
     dtype: DType = MISSING
     bench: BenchGridSchema = MISSING
 
@@ -334,6 +349,7 @@ class LatentsSchema(CommonSchema):
     """``conf/latents.yaml``."""
 
     vae: dict[str, Any] = entries(_vae_entry)
+    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
     dtype: DType = MISSING
     batch_size: int = at_least(1, "a positive integer")
     workers: Any = checked(_workers)
@@ -346,6 +362,7 @@ class RobustnessSchema(CommonSchema):
     """``conf/robustness.yaml``."""
 
     vae: dict[str, Any] = entries(_vae_entry)
+    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
     metrics: MetricsSchema = MISSING
     dtype: DType = MISSING
     batch_size: int = at_least(1, "a positive integer")

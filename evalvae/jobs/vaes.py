@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib.resources import files
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +14,7 @@ from evalvae.data.pairs import TEST_VAE
 from evalvae.device import reset_peak_memory
 from evalvae.errors import EvalvaeError
 from evalvae.jobs.policy import load_for_run
+from evalvae.jobs.selection import available_vaes, did_you_mean, resolve
 from evalvae.vae import VAEAdapter, load_vae
 from evalvae.vae.files import FilesAdapter
 
@@ -26,41 +25,27 @@ class NoVAESelected(EvalvaeError):
     pass
 
 
-def available_vaes() -> list[str]:
-    """Names of the VAE configs shipped in ``conf/vae``."""
-    return sorted(
-        p.name[: -len(".yaml")] for p in files("evalvae.conf").joinpath("vae").iterdir() if p.name.endswith(".yaml")
-    )
-
-
-def did_you_mean(name: str, choices: list[str]) -> str:
-    """``"; did you mean A, B?"`` for the close matches of ``name`` among ``choices``, else ``""``."""
-    close = difflib.get_close_matches(name, choices, n=3, cutoff=0.6)
-    return f"; did you mean {', '.join(close)}?" if close else ""
-
-
 def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
-    """The VAEs of this job. Entries without ``_target_`` are field overrides (``++vae.X.f=v``) for
-    a VAE that another job of a sweep selects; they are ignored with a note. ``dataset=pairs`` adds the
-    VAE ``test``: its test folder's images (:mod:`evalvae.vae.files`)."""
-    vaes = {}
-    for name, spec in (cfg.get("vae") or {}).items():
-        if isinstance(spec, DictConfig) and "_target_" in spec:
-            vaes[name] = spec
-        else:
-            log.info(
-                "vae.%s: not selected in this job (no +vae=%s); its overrides are ignored%s",
-                name,
-                name,
-                did_you_mean(str(name), available_vaes()),
-            )
+    """The VAEs of this job (:func:`evalvae.jobs.selection.resolve`: named variants, the task's default
+    selection, ``vae_dir``). Entries that are only field overrides (``++vae.X.f=v``) for a VAE that another
+    job of a sweep selects are ignored with a note. ``dataset=pairs`` adds the VAE ``test``: its test
+    folder's images (:mod:`evalvae.vae.files`)."""
+    selection = resolve(cfg)
+    vaes = dict(selection.specs)
+    for name in selection.ignored:
+        log.info(
+            "vae.%s: not selected in this job (no +vae=%s); its overrides are ignored%s",
+            name,
+            name,
+            did_you_mean(str(name), available_vaes()),
+        )
     test = (cfg.get("dataset") or {}).get("test")
     if test is not None:  # dataset=pairs: the test folder is scored as a VAE (evalvae.data.pairs)
         vaes[TEST_VAE] = OmegaConf.create({"_target_": f"{FilesAdapter.__module__}.FilesAdapter", "path": str(test)})
     if not vaes:
         raise NoVAESelected(
-            "no VAE selected; pick one with +vae=NAME or several with +vae=[A,B]. Available: "
-            + ", ".join(available_vaes())
+            "no VAE selected; pick one with +vae=NAME or several with +vae=[A,B] (python -m evalvae vaes "
+            "lists them). Available: " + ", ".join(available_vaes())
         )
     return vaes
 

@@ -37,6 +37,8 @@ INCEPTION_URL = (
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 )
 INCEPTION_FILES = ("weights-inception-2015-12-05-6726825d.pth", "pt_inception-2015-12-05-6726825d.pth")
+# where $EVALVAE_WEIGHTS holds it: make-weights' classifier-free copy first, the upstream files also found
+INCEPTION_IN_WEIGHTS_FOLDER = ("fid/pt_inception-2015-12-05_torch-fidelity.pth", *(f"fid/{n}" for n in INCEPTION_FILES))
 # state_dict_sha256 of the tensors pool3 features use (all but the classifier ``fc.*`` and BatchNorm's
 # ``num_batches_tracked``), computed on a copy of the same network in torch-fidelity's layout.
 STANDARD_INCEPTION = "2880397385c127930be1f918f46a156bdc0843c2c6d32bf5f131cc254f21ff9a"
@@ -111,8 +113,8 @@ class InceptionV3(FeatureExtractor):
     ``resize=clean`` (default) follows clean-fid: the 8-bit image is resized to 299x299 with PIL
     bicubic in float and fed without re-quantization. ``resize=legacy`` is torch-fidelity's
     TF1-compatible bilinear resize of the uint8 image (what torch-fidelity and older torchmetrics
-    report). Weights come from ``weights`` or torch's hub cache; missing weights make the metric
-    unavailable.
+    report). Weights come from ``weights``, else ``$EVALVAE_WEIGHTS/fid/`` when that is set, else
+    torch's hub cache; missing weights make the metric unavailable.
     """
 
     libraries = ("torch", "torch-fidelity", "Pillow")  # the network; Pillow resizes for resize=clean
@@ -144,7 +146,9 @@ class InceptionV3(FeatureExtractor):
         self.resize = check_choice("metrics.fid.resize", resize, RESIZES)
         self.batch_size = batch_size
         argument = "metrics.fid.weights"
-        path = find_weights(weights, INCEPTION_FILES, argument, "FID Inception weights", INCEPTION_URL)
+        path = find_weights(
+            weights, INCEPTION_FILES, argument, "FID Inception weights", INCEPTION_URL, INCEPTION_IN_WEIGHTS_FOLDER
+        )
         state, self.weights = load_network(path, argument, "FID Inception", _pool3_tensor, STANDARD_INCEPTION)
         self.weights_sha256 = self.weights.tensors_sha256
         self.net = self.module = torch_fidelity_inception(state)

@@ -24,6 +24,11 @@ BACKBONES = {
 }
 # state_dict_sha256 of the ``features.*`` tensors of those files, the ones LPIPS uses (computed on
 # feature-only copies of the same tensors; the classifier is not part of the hash).
+# where $EVALVAE_WEIGHTS holds them: the features-only copy first, torchvision's full file also found
+IN_WEIGHTS_FOLDER = {
+    "alex": ("lpips/alexnet_features.pth", "lpips/alexnet-owt-7be5be79.pth"),
+    "vgg": ("lpips/vgg16_features.pth", "lpips/vgg16-397923af.pth"),
+}
 STANDARD_BACKBONES = {
     "alex": "b46189e918b5839984e730473cc7329f473de17968d8502d355c0f0fd30797e7",
     "vgg": "441a19f14162bd7500dada8abf5ea122eae6bfb8beb0157b85974ee9aae8a060",
@@ -76,10 +81,10 @@ class LPIPS(PairMetric):
     default, or ``vgg``). Images are mapped from [0, 255] to [-1, 1], the range the package
     expects (feeding [0, 1] is a common source of wrong numbers). The backbone comes from
     ``backbone_weights`` (torchvision's full file or a ``features.*``-only state dict, ``.pth`` or
-    ``.safetensors``) or torch's hub cache; without it the metric is unavailable. Backbones other
-    than torchvision's ImageNet ones are reported as non-standard weights. An image with a side
-    below :attr:`MIN_SIDES` (31 px for ``alex``, 16 px for ``vgg``) has no LPIPS: NaN, counted in
-    summary.csv's note.
+    ``.safetensors``), else ``$EVALVAE_WEIGHTS/lpips/`` when that is set, else torch's hub cache; without
+    it the metric is unavailable. Backbones other than torchvision's ImageNet ones are reported as
+    non-standard weights. An image with a side below :attr:`MIN_SIDES` (31 px for ``alex``, 16 px for
+    ``vgg``) has no LPIPS: NaN, counted in summary.csv's note.
     """
 
     info = shipped.LPIPS
@@ -93,7 +98,9 @@ class LPIPS(PairMetric):
         self.net = check_choice("metrics.lpips.net", net, self.NETS)
         fname, url = BACKBONES[net]
         argument = "metrics.lpips.backbone_weights"
-        path = find_weights(backbone_weights, (fname,), argument, f"LPIPS-{net} backbone weights", url)
+        path = find_weights(
+            backbone_weights, (fname,), argument, f"LPIPS-{net} backbone weights", url, IN_WEIGHTS_FOLDER[net]
+        )
         backbone, self.weights = load_network(
             path, argument, f"LPIPS-{net} backbone", lambda k: bool(_FEATURE.match(k)), STANDARD_BACKBONES[net]
         )

@@ -15,6 +15,7 @@ reported as non-standard weights: in ``metrics.json``, in ``summary.csv``'s note
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,11 @@ from evalvae.vae.sources import read_tensors
 log = logging.getLogger(__name__)
 
 
+# A folder holding the learned metrics' networks, as make-weights writes it: lpips/alexnet_features.pth,
+# lpips/vgg16_features.pth, fid/pt_inception-2015-12-05_torch-fidelity.pth (metrics.*.weights win over it).
+WEIGHTS_ENV = "EVALVAE_WEIGHTS"
+
+
 class MetricUnavailable(EvalvaeError):
     """A metric's weights cannot be had; the metric is reported as unavailable, never faked."""
 
@@ -39,11 +45,27 @@ def torch_hub_file(names: tuple[str, ...]) -> Path | None:
     return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
-def find_weights(given: str | None, names: tuple[str, ...], argument: str, what: str, url: str) -> Path:
-    """The weights file ``given`` (the value of ``argument``), else the first of ``names`` in torch's hub cache.
+def find_weights(
+    given: str | None, names: tuple[str, ...], argument: str, what: str, url: str, in_folder: tuple[str, ...] = ()
+) -> Path:
+    """The weights file ``given`` (the value of ``argument``); else, when ``$EVALVAE_WEIGHTS`` names a
+    folder, the first of ``in_folder`` (paths inside it) found there; else the first of ``names`` in
+    torch's hub cache.
 
-    Raises :class:`MetricUnavailable` saying where it looked, where to download and what to set.
+    Raises :class:`MetricUnavailable` saying where it looked, where to download and what to set. With
+    ``$EVALVAE_WEIGHTS`` set, the folder is the only place looked in (besides ``given``).
     """
+    folder = os.environ.get(WEIGHTS_ENV)
+    if not given and folder and in_folder:
+        root = Path(folder).expanduser()
+        found = next((root / rel for rel in in_folder if (root / rel).is_file()), None)
+        if found is None:
+            others = f" (or {', '.join(in_folder[1:])} there)" if in_folder[1:] else ""
+            raise MetricUnavailable(
+                f"{what} not found: {WEIGHTS_ENV}={folder} but {root / in_folder[0]} does not exist{others}; "
+                f"put the file there (download {url}) or set {argument}=PATH"
+            )
+        return found
     path = Path(given).expanduser() if given else torch_hub_file(names)
     if path is None or not path.is_file():
         where = f"{argument}={given}" if given else f"torch's hub cache ({Path(torch.hub.get_dir()) / 'checkpoints'})"

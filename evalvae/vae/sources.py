@@ -17,7 +17,7 @@ from typing import TypeVar
 import torch
 
 from evalvae.errors import ConfigError, WeightsUnavailable, error_reason
-from evalvae.hub import hub_reachable, not_in_hub_cache, source_kind, unavailable_message
+from evalvae.hub import PAIR_SUFFIXES, hub_reachable, not_in_hub_cache, source_kind, unavailable_message
 from evalvae.io import atomic_path, cache_dir, sha256_file
 from evalvae.vae.base import LoadedWeights
 
@@ -38,9 +38,6 @@ def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 6
         if sha256 is not None and (got := sha256_file(tmp)) != sha256:
             raise WeightsUnavailable(f"downloaded {url} has sha256 {got}, expected {sha256}; the file was discarded")
     return dest
-
-
-PAIR_SUFFIXES = (".safetensors", ".pth")
 
 
 def pair_suffix(folder: Path, prefix: str) -> str | None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from fractions import Fraction
-from pathlib import Path
 
 import torch
 
 from evalvae.device import parse_dtype
+from evalvae.hub import holds_pair, packaged
 from evalvae.vae.base import LatentSpace, VAEAdapter
-from evalvae.vae.sources import PAIR_SUFFIXES, SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
+from evalvae.vae.sources import SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
 from evalvae.vae.taesd import TinyAutoencoder, decoder_stages, encoder_stages
 from evalvae.vae.tiling import tiled_apply
 
@@ -49,16 +49,14 @@ class TinyAdapter(VAEAdapter):
         cache_dir: str | None = None,
         **kwargs,
     ):
+        source = packaged(source, f"vae.{name}.source")
         kind = source_kind(source, f"vae.{name}.source")
         prefix = weights_prefix or name
         if kind == "url":
             is_pair = not source.endswith(SINGLE_FILE_SUFFIXES)  # a base URL of the .pth pair
         else:
-            folder = Path(source).expanduser()
             # one half of a pair is enough to mean a pair: the missing half is then named in the error
-            is_pair = kind == "dir" and any(
-                (folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder") for sfx in PAIR_SUFFIXES
-            )
+            is_pair = kind == "dir" and holds_pair(source, prefix)
         if is_pair:
             states, weights = pth_pair(name, source, prefix=prefix, sha256=sha256, cache=cache_dir)
             model = TinyAutoencoder.from_state_dicts(states["encoder"], states["decoder"])
