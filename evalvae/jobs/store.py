@@ -48,6 +48,11 @@ LATENTS_VERSION = 1
 # Bump with any change that moves reconstructions or what is scored of them (the adapters' decode,
 # tiling, the rounding to 8 bits, bpp): every result chunk is then computed again.
 RECONSTRUCTION_VERSION = 1
+# Bump with any change to which originals' features the result chunks hold: every result chunk and originals
+# chunk is then computed again. 2: an originals chunk holds every original of its batch the VAE's factor can
+# crop, including those the VAE left out, and a result chunk the features of the originals without a finite
+# reconstruction (``drop/``); before, both held only the originals the VAE reconstructed.
+ORIGINALS_VERSION = 2
 VAE_LIBRARIES = ("torch", "diffusers")  # the packages that run the VAEs' networks
 
 
@@ -122,12 +127,25 @@ class BatchPlan:
 
 
 def result_key(vae: dict, protocol: dict, batch: str) -> str:
-    code = {**vae_code(), "reconstruction_version": RECONSTRUCTION_VERSION, "evalvae": evalvae.__version__}
+    code = {
+        **vae_code(),
+        "reconstruction_version": RECONSTRUCTION_VERSION,
+        "originals_version": ORIGINALS_VERSION,
+        "evalvae": evalvae.__version__,
+    }
     return digest({"format": FORMAT, "code": code, "vae": vae, "protocol": protocol, "batch": batch})
 
 
 def originals_key(metric_identity: dict, crop_multiple: int | None, batch: str) -> str:
-    return digest({"format": FORMAT, "originals": metric_identity, "crop_multiple": crop_multiple, "batch": batch})
+    return digest(
+        {
+            "format": FORMAT,
+            "version": ORIGINALS_VERSION,
+            "originals": metric_identity,
+            "crop_multiple": crop_multiple,
+            "batch": batch,
+        }
+    )
 
 
 def latent_key(encoder: dict, batch: str, group: list[int]) -> str:
