@@ -250,3 +250,23 @@ def test_statistics_without_some_images_equal_those_of_the_rest():
         full.without(unplaced)
     with pytest.raises(ValueError, match="cannot remove 40 images from statistics of 4"):
         dropped.without(full)
+
+
+def test_a_cached_reference_of_other_images_gives_no_number_and_says_why(tmp_path, image_dir):
+    """An entry whose count differs from the images the VAE saw (damaged, or written by other code under the same
+    key) is not used: rFID and KID are NaN with the reason, and the per-image metrics are unaffected."""
+    cache = tmp_path / "c"
+    first = run(compose_run([*standin(), *overrides(image_dir, cache)]), out_dir=tmp_path / "a").out_dir
+    (entry,) = (cache / "refstats").glob("*.npz")
+    with np.load(entry) as z:
+        kept = {name: z[name] for name in z.files}
+    kept["n"] = np.int64(5)
+    np.savez(entry, **kept)
+    out = run(compose_run([*standin(), *overrides(image_dir, cache)]), out_dir=tmp_path / "b").out_dir
+    rows = set_rows(out, "g")
+    assert rows["mean"].isna().all() and rows["n"].tolist() == [6, 6]
+    why = "the reference statistics do not cover the images this VAE saw: it holds 5 originals, this VAE saw 6"
+    assert (
+        rows["note"].str.startswith(why).all() and rows["note"].str.endswith(f"delete {entry} to recompute them").all()
+    )
+    assert summary(out).loc[("g", "psnr"), "mean"] == summary(first).loc[("g", "psnr"), "mean"]

@@ -467,28 +467,35 @@ class ReconTask(Task):
         writer.add_vae({"status": "ok", **p.vae.describe(), "encoder_sha256": p.vae.encoder_hash})
 
     def set_rows(self, p: VAEPass, m) -> list[dict]:
-        """``m``'s rows for VAE ``p``: its reconstructions against the originals of the same images. The reference
-        is of every image of the dataset the VAE's factor can crop; one the VAE has no finite reconstruction of (a
-        missing file, a non-finite output) is taken out of it for this VAE, and the note says over how many."""
+        """``m``'s rows for VAE ``p``: its reconstructions against the originals of the same images.
+
+        The reference holds every image of the dataset the VAE's factor can crop: those it reconstructed
+        and those it has none (or no finite one) of. The latter are taken out of it for this VAE, and the
+        note says over how many. A reference that holds other images (a damaged cache entry) gives no
+        number, with the reason, rather than a wrong one.
+        """
         real, gone, fake = self.refs.get(m, p.multiple), p.dropped[m], p.fakes[m]
-        if not gone.n:
-            return m.compute(real, fake)
         try:
-            subset = real.without(gone)
-            if subset.n != fake.n:
-                raise ValueError(f"that leaves {subset.n} originals for {fake.n} reconstructions")
-        except ValueError as e:  # the reference and this pass saw other images: no number rather than a wrong one
+            if real.n != fake.n + gone.n:
+                raise ValueError(
+                    f"it holds {real.n} originals, this VAE saw {fake.n + gone.n} ({fake.n} reconstructed, "
+                    f"{gone.n} without a finite reconstruction)"
+                )
+            subset = real.without(gone) if gone.n else real
+        except ValueError as e:
+            path = (self.refs.info.get(m.extractor.name) or {}).get("path")
             reason = (
-                f"the reference ({real.n} originals) less the {gone.n} without a finite reconstruction does not "
-                f"match the reconstructions: {e}"
+                f"the reference statistics do not cover the images this VAE saw: {e}; delete {path} to recompute them"
             )
             log.warning("VAE '%s': %s", p.name, reason)
             return [{"metric": k, "mean": math.nan, "std": math.nan, "n": fake.n, "note": reason} for k in m.names]
-        self.subsets.setdefault(m.extractor.name, {})[p.name] = {"n": fake.n, "of": real.n}
         rows = m.compute(subset, fake)
-        for row in rows:
-            said = f"{info_of(m, row['metric']).title} over {fake.n} of {real.n} images, against the originals of those {fake.n}"
-            row["note"] = "; ".join(filter(None, [said, row.get("note", "")]))
+        if gone.n:
+            self.subsets.setdefault(m.extractor.name, {})[p.name] = {"n": fake.n, "of": real.n}
+            for row in rows:
+                title = info_of(m, row["metric"]).title
+                said = f"{title} over {fake.n} of {real.n} images, against the originals of those {fake.n}"
+                row["note"] = "; ".join(filter(None, [said, row.get("note", "")]))
         return rows
 
     # -- the run ---------------------------------------------------------------------------------
