@@ -270,3 +270,26 @@ def test_a_cached_reference_of_other_images_gives_no_number_and_says_why(tmp_pat
         rows["note"].str.startswith(why).all() and rows["note"].str.endswith(f"delete {entry} to recompute them").all()
     )
     assert summary(out).loc[("g", "psnr"), "mean"] == summary(first).loc[("g", "psnr"), "mean"]
+
+
+def test_entries_and_chunks_of_the_earlier_coverage_are_not_read(tmp_path, image_dir, files_dir, monkeypatch):
+    """Reference entries and chunks written when they held only the originals a VAE reconstructed have other keys:
+    a bump of either version misses them, an unchanged one hits."""
+    from evalvae.jobs import store
+    from evalvae.metrics import refstats
+
+    args = [*files(files_dir), *overrides(image_dir, tmp_path / "c")]
+    run(compose_run(args), out_dir=tmp_path / "a")
+
+    def timing(out) -> pd.Series:
+        return pd.read_csv(out / "timings.csv").set_index("vae").loc["files"]
+
+    def source(out) -> str:
+        return json.loads((out / "metrics.json").read_text())["metrics"]["rfid"]["reference"]["source"]
+
+    again = run(compose_run(args), out_dir=tmp_path / "b").out_dir
+    assert timing(again)["batches_cached"] == 2 and source(again) == "cache"
+    monkeypatch.setattr(refstats, "COVERAGE", refstats.COVERAGE + 1)
+    assert source(run(compose_run(args), out_dir=tmp_path / "c1").out_dir) == "computed"
+    monkeypatch.setattr(store, "ORIGINALS_VERSION", store.ORIGINALS_VERSION + 1)
+    assert timing(run(compose_run(args), out_dir=tmp_path / "c2").out_dir)["batches_cached"] == 0

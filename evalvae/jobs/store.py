@@ -14,7 +14,9 @@
   versions, :func:`evalvae.metrics.base.pair_identity` and ``features_identity``; quantization,
   memory format, device type, seed), the reconstruction code's version (:data:`RECONSTRUCTION_VERSION`)
   with torch's and diffusers' versions, and the batch. A rerun, or a run started again after a kill,
-  reads them instead of recomputing; the originals' features for the reference statistics are chunks too.
+  reads them instead of recomputing; the originals' features for the reference statistics are chunks too
+  (every original of the batch the VAE's factor can crop), and a VAE's chunk holds the features of the
+  originals it has no finite reconstruction of (:data:`ORIGINALS_VERSION`).
 * **Latent shards** (``<cache>/latents/``): the latents of one encoder on one batch, keyed by the
   encoder's identity: the sha256 of its weights (not its name), the adapter, the latent
   convention (scaling, shift, posterior), dtype, memory mode, memory format and device type, the
