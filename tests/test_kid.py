@@ -260,7 +260,7 @@ def test_nonfinite_reconstructions_drop_their_originals_from_the_pairs(tmp_path,
     row = kid_row(out)
     # measured: 3e-8 relative (features stored as float32 and the float kernels' order)
     assert row["mean"] == pytest.approx(mean, rel=1e-6) and row["std"] == pytest.approx(std, rel=1e-5)
-    assert row["n"] == 4 and "2 original(s) without a finite reconstruction left out of the pairs" in row["note"]
+    assert row["n"] == 4 and "KID over 4 of 6 images, against the originals of those 4" in row["note"]
     assert "std over subsets, ddof 0" in row["note"]
     protocol = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
     assert protocol["estimator"] == "paired" and protocol["std_ddof"] == 0 and protocol["subset_size"] == 3
@@ -316,7 +316,10 @@ def test_missing_files_leave_their_originals_out_of_the_pairs(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["metrics"]["kid"]["reference"]["n"] == 5
     row = kid_row(out)
     assert row["n"] == 3 and abs(row["mean"]) <= 1e-6
-    assert "2 original(s) without a finite reconstruction left out of the pairs" in row["note"]
+    assert "KID over 3 of 5 images, against the originals of those 3" in row["note"]
+    rfid = pd.read_csv(out / "summary.csv").set_index("metric").loc["rfid"]
+    # exact copies against their own 3 originals: measured -5e-15
+    assert rfid["n"] == 3 and abs(rfid["mean"]) <= 1e-9
 
 
 def _mkdir(path):

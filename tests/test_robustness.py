@@ -16,7 +16,7 @@ from evalvae.config import compose, instantiate
 from evalvae.errors import ConfigError
 from evalvae.jobs.overrides import check_overrides
 from evalvae.jobs.schema import Check, ReducedDType, validate
-from evalvae.robust.checks import CHECKS
+from evalvae.robust.checks import CHECKS, TIME
 from evalvae.run import run
 from evalvae.vae.seams import band_mask, diffusers_kl_seams, generic_decode_seams, generic_seams, max_abs_split
 from evalvae.vae.tiling import tiled_apply
@@ -405,3 +405,45 @@ def test_command_line(tmp_path):
     assert (out / "robustness-sp.png").is_file() and (out / "report" / "report.html").is_file()
     bad = evalvae_cli(["robustness", "robustness.checks=[tiled,seam]"], tmp_path)
     assert bad.returncode == 2 and "precision" in bad.stderr and "seam" in bad.stderr
+
+
+# -- images too small for a VAE --------------------------------------------------------------------
+def test_images_too_small_for_a_vae_are_skipped_with_the_reason_and_the_rest_unaffected(tmp_path):
+    """crop=none: a 5x30 image has no crop to a multiple of the stand-in's factor 8. Every check skips it for that
+    VAE (skipped.csv, and a note on its rows) and gives the rows of a run without it."""
+    from tests.helpers import photo
+
+    def write(root, sizes):
+        root.mkdir()
+        for name, (h, w) in sizes.items():
+            Image.fromarray(photo(h, w, seed=h * w)).save(root / name)
+        return root
+
+    normal = {"a.png": (40, 56), "b.png": (48, 48)}
+    mixed = write(tmp_path / "mixed", {**normal, "c_5x30.png": (5, 30)})
+    only_normal = write(tmp_path / "normal", normal)
+    common = (
+        *vae_args("pw", SPATIAL),
+        "dataset.crop=none",
+        "robustness.dtypes=[bf16]",
+        "robustness.bf16_on_cpu=true",
+        "robustness.resolutions=[32]",
+    )
+    run(configure(mixed, *common), out_dir=tmp_path / "mixed-run")
+    run(configure(only_normal, *common), out_dir=tmp_path / "normal-run")
+    vaes = json.loads((tmp_path / "mixed-run" / "vaes.json").read_text())
+    assert [(v["vae"], v["status"]) for v in vaes] == [("pw", "ok")]
+    got, want = table(tmp_path / "mixed-run"), table(tmp_path / "normal-run")
+    assert list(got.check.unique()) == ["tiled", "precision", "resolution"]
+    # the same computation on the same two images (each image a group of its own size): measured equal
+    pd.testing.assert_frame_equal(got[["check", "setting", "metric", "n"]], want[["check", "setting", "metric", "n"]])
+    timed = got.metric == TIME
+    np.testing.assert_allclose(got.value[~timed], want.value[~timed], rtol=1e-12)
+    assert (got.n[got.metric.isin(["psnr", "nonfinite_images"])] == 2).all()
+    too_small = "too small: 5x30 px (height x width), a side below the downsampling factor 8"
+    reason, note = f"vae 'pw': {too_small}", f"1 image(s) skipped for this VAE: {too_small} (skipped.csv)"
+    assert got.note.str.contains(note, regex=False).all(), got.note.tolist()
+    assert not want.note.fillna("").str.contains("skipped").any()
+    skipped = pd.read_csv(tmp_path / "mixed-run" / "skipped.csv")
+    assert skipped.values.tolist() == [["c_5x30.png", reason]]
+    assert pd.read_csv(tmp_path / "normal-run" / "skipped.csv").empty

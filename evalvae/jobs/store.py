@@ -14,7 +14,9 @@
   versions, :func:`evalvae.metrics.base.pair_identity` and ``features_identity``; quantization,
   memory format, device type, seed), the reconstruction code's version (:data:`RECONSTRUCTION_VERSION`)
   with torch's and diffusers' versions, and the batch. A rerun, or a run started again after a kill,
-  reads them instead of recomputing; the originals' features for the reference statistics are chunks too.
+  reads them instead of recomputing; the originals' features for the reference statistics are chunks too
+  (every original of the batch the VAE's factor can crop), and a VAE's chunk holds the features of the
+  originals it has no finite reconstruction of (:data:`ORIGINALS_VERSION`).
 * **Latent shards** (``<cache>/latents/``): the latents of one encoder on one batch, keyed by the
   encoder's identity: the sha256 of its weights (not its name), the adapter, the latent
   convention (scaling, shift, posterior), dtype, memory mode, memory format and device type, the
@@ -48,6 +50,11 @@ LATENTS_VERSION = 1
 # Bump with any change that moves reconstructions or what is scored of them (the adapters' decode,
 # tiling, the rounding to 8 bits, bpp): every result chunk is then computed again.
 RECONSTRUCTION_VERSION = 1
+# Bump with any change to which originals' features the result chunks hold: every result chunk and originals
+# chunk is then computed again. 2: an originals chunk holds every original of its batch the VAE's factor can
+# crop, including those the VAE left out, and a result chunk the features of the originals without a finite
+# reconstruction (``drop/``); before, both held only the originals the VAE reconstructed.
+ORIGINALS_VERSION = 2
 VAE_LIBRARIES = ("torch", "diffusers")  # the packages that run the VAEs' networks
 
 
@@ -122,12 +129,25 @@ class BatchPlan:
 
 
 def result_key(vae: dict, protocol: dict, batch: str) -> str:
-    code = {**vae_code(), "reconstruction_version": RECONSTRUCTION_VERSION, "evalvae": evalvae.__version__}
+    code = {
+        **vae_code(),
+        "reconstruction_version": RECONSTRUCTION_VERSION,
+        "originals_version": ORIGINALS_VERSION,
+        "evalvae": evalvae.__version__,
+    }
     return digest({"format": FORMAT, "code": code, "vae": vae, "protocol": protocol, "batch": batch})
 
 
 def originals_key(metric_identity: dict, crop_multiple: int | None, batch: str) -> str:
-    return digest({"format": FORMAT, "originals": metric_identity, "crop_multiple": crop_multiple, "batch": batch})
+    return digest(
+        {
+            "format": FORMAT,
+            "version": ORIGINALS_VERSION,
+            "originals": metric_identity,
+            "crop_multiple": crop_multiple,
+            "batch": batch,
+        }
+    )
 
 
 def latent_key(encoder: dict, batch: str, group: list[int]) -> str:

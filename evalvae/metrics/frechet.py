@@ -67,6 +67,29 @@ class FeatureStats:
                 self.index_chunks.extend(other.index_chunks)
         return self
 
+    def without(self, other: FeatureStats) -> FeatureStats:
+        """New statistics of these images less ``other``'s, which must be among them: the sums less ``other``'s
+        sums and, where features are kept, the rows whose dataset positions are not ``other``'s.
+
+        What the float64 sums lose is the round-off of subtracting them: a few ulps of the sums, far below the
+        spread the covariance measures. Kept features need positions on both sides (they say which rows go).
+        """
+        if other.dim != self.dim:
+            raise ValueError(f"cannot remove statistics of dimension {other.dim} from {self.dim}")
+        if other.n > self.n:
+            raise ValueError(f"cannot remove {other.n} images from statistics of {self.n}")
+        out = FeatureStats(self.dim, keep_features=self.keep_features)
+        out.n, out.total, out.outer = self.n - other.n, self.total - other.total, self.outer - other.outer
+        if self.keep_features:
+            index, gone = self.index, other.index if other.keep_features else None
+            if index is None or gone is None:
+                raise ValueError("kept features without their images' positions: cannot tell which rows to remove")
+            keep = ~np.isin(index, gone)
+            if int((~keep).sum()) != len(gone) or len(gone) != other.n:
+                raise ValueError(f"{other.n} image(s) to remove, {int((~keep).sum())} of them found by position")
+            out.chunks, out.index_chunks = [self.features[keep]], [index[keep]]
+        return out
+
     @property
     def mean(self) -> np.ndarray:
         return self.total / self.n

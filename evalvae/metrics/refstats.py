@@ -17,7 +17,14 @@ The features themselves are stored only when the metric keeps them (KID does; rF
 sums), so ``metrics.fid.kid`` is not part of the key: an entry written without features serves
 rFID, and a run that needs them (KID) recomputes it and overwrites it with them. Kept features are
 stored with their images' dataset positions, by which the paired KID finds each reconstruction's
-original; an entry whose features lack them is recomputed the same way.
+original, and by which a run takes out the originals a VAE has no reconstruction of; an entry whose
+features lack them is recomputed the same way.
+
+An entry holds every image its key names: each image of the dataset the crop to the multiple leaves
+(an image with a side below it is outside that multiple's key, as it is outside every VAE of that
+factor). A run computes it from all of them, whatever a VAE left out (:mod:`evalvae.recon.task`: a
+missing ``+vae=files`` file, a non-finite output); such a VAE is scored against this reference less
+the originals it left out, never under this key.
 """
 
 from __future__ import annotations
@@ -36,6 +43,9 @@ from evalvae.metrics.frechet import FeatureStats
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+# Of what an entry holds: 2, every image its key names (an entry written by a run whose VAE left some
+# images out held only the others). Part of the stored key, so entries of another version are recomputed.
+COVERAGE = 2
 
 
 def _sha256(payload: dict) -> str:
@@ -54,7 +64,8 @@ def reference_key(dataset_fingerprint: str, geometry: dict, extractor: dict) -> 
 def stored_key(content_key: str, metric) -> str:
     """The cache entry's key: :func:`reference_key` and the code that computes the statistics, the version
     of evalvae's image decoding and of ``metric``'s features, and their libraries' versions."""
-    return _sha256({"content": content_key, "decoding": images_identity(), "features": features_identity(metric)})
+    code = {"decoding": images_identity(), "features": features_identity(metric), "coverage": COVERAGE}
+    return _sha256({"content": content_key, **code})
 
 
 class ReferenceStore:
@@ -146,10 +157,10 @@ class References:
                     metric.extractor.name,
                 )
                 return None
-            if getattr(metric, "needs_index", False) and stats.index is None:
+            if stats.keep_features and stats.index is None:
                 log.info(
-                    "reference statistics for %s: the cached entry's features carry no image positions, which the "
-                    "paired KID pairs by; recomputing it with them",
+                    "reference statistics for %s: the cached entry's features carry no image positions, by which "
+                    "the paired KID pairs and a VAE's subset of the images is taken; recomputing it with them",
                     metric.extractor.name,
                 )
                 return None
@@ -190,7 +201,7 @@ class References:
             "geometry": self.geometry(multiple),
             "fingerprint": self.dataset.fingerprint(),
             "extractor": metric.extractor.identity(),
-            "code": {"decoding": images_identity(), "features": features_identity(metric)},
+            "code": {"decoding": images_identity(), "features": features_identity(metric), "coverage": COVERAGE},
             "n": stats.n,
         }
         path = self.store.save(key, stats, description)

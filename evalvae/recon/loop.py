@@ -31,6 +31,12 @@ class BatchResult:
     reconstructions: list[torch.Tensor] = field(default_factory=list)
     finite: list[torch.Tensor] = field(default_factory=list)
     indices: list[list[int]] = field(default_factory=list)
+    # Per group the VAE could crop (every image of the batch but those below its factor), on the VAE's
+    # device: all its originals, cropped, uint8 (N, 3, H, W), in the group's order; their dataset positions;
+    # and which have a finite reconstruction among the fakes (False: left out by ``prepare_group``, such as
+    # a missing file, or non-finite). The reference statistics are of all of them; a VAE whose fakes lack
+    # some is scored against the originals of the others (evalvae.recon.task).
+    scope: list[tuple[torch.Tensor, list[int], list[bool]]] = field(default_factory=list)
 
     def finite_reconstructions(self) -> list[torch.Tensor]:
         """Per group, the reconstructions of finite outputs only: the fakes of the set-level metrics."""
@@ -135,7 +141,8 @@ def reconstruct(
     group's model input ``x`` in place of ``vae.encode`` (the latent cache of :mod:`evalvae.jobs.latents`).
     Images with a side below the VAE's downsampling factor (no crop to a multiple of it is left) and
     images the VAE's :meth:`~evalvae.vae.base.VAEAdapter.prepare_group` leaves out get no row; they are
-    in ``BatchResult.skipped`` with ``"vae '<name>': <reason>"``.
+    in ``BatchResult.skipped`` with ``"vae '<name>': <reason>"``; with ``keep_pixels`` the originals of
+    those ``prepare_group`` left out are in ``BatchResult.scope`` all the same (those below the factor are not).
     ``rate`` decodes and adds the ``bpp`` columns (:mod:`evalvae.recon.rate`; default: no ``latent_bits``).
     """
     times = times or StageTimes(vae.device)
@@ -156,10 +163,14 @@ def reconstruct(
                 result.skipped = [*result.skipped, *((i, f"vae '{vae.name}': {too_small}") for i in group.ids)]
                 continue
             left_out = vae.prepare_group(group.ids, group.images)  # {id: reason}: e.g. evalvae.vae.files' missing
+            whole = group
             if left_out:
                 result.skipped = [*result.skipped, *((i, f"vae '{vae.name}': {why}") for i, why in left_out.items())]
                 group = _without(group, left_out)
                 if not group.ids:
+                    if keep_pixels:
+                        cropped = crop_to_multiple(whole.images.to(vae.device, non_blocking=True), vae.downsample)
+                        result.scope.append((cropped, list(whole.indices), [False] * len(whole.ids)))
                     continue
             with times.stage("data"):  # what identifies the scored originals (per_image.image_sha256)
                 hashes = rgb8_sha256(crop_to_multiple(group.images, vae.downsample))
@@ -194,6 +205,12 @@ def reconstruct(
                     result.reconstructions.append((recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8))
                     result.finite.append(finite)
                     result.indices.append(list(group.indices))
+                    if left_out:
+                        cropped = crop_to_multiple(whole.images.to(vae.device, non_blocking=True), vae.downsample)
+                        ok = dict(zip(group.ids, flags))
+                        result.scope.append((cropped, list(whole.indices), [ok.get(i, False) for i in whole.ids]))
+                    else:
+                        result.scope.append((images, list(group.indices), flags))
             h, w = images.shape[-2:]
             for j, image_id in enumerate(group.ids):
                 row = {"vae": vae.name, "image": image_id}

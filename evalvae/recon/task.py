@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -70,10 +71,14 @@ class VAEPass:
     times: StageTimes
     fakes: SetStates
     pending: SetStates  # the originals' states of the metrics whose reference statistics are not cached
+    # the states of the originals this VAE has no finite reconstruction of (a missing file, a non-finite
+    # output): taken out of the reference, so that it is scored against the originals of what it reconstructed
+    dropped: SetStates
     multiple: int
     batches: list[tuple[int, list[dict], list]] = field(default_factory=list)  # (position, rows, skipped)
     order: list[tuple[int, int]] = field(default_factory=list)  # (batch, group) of each update of ``fakes``
     orig_order: list[tuple[int, int]] = field(default_factory=list)  # ... and of ``pending``
+    drop_order: list[tuple[int, int]] = field(default_factory=list)  # ... and of ``dropped``
     counts: dict[str, int] = field(
         default_factory=lambda: {"batches_cached": 0, "images_encoded": 0, "latents_cached": 0}
     )
@@ -107,6 +112,7 @@ class ReconTask(Task):
             m.extractor.to(self.device)
         root = cache_dir(cfg.cache_dir)
         self.refs = References(ReferenceStore(root), self.dataset)
+        self.subsets: dict[str, dict[str, dict]] = {}  # extractor -> VAE -> {n, of}: a VAE scored on a subset
         cache = cfg.get("cache") or {}
         self.results = ChunkStore(root / "results" if cache.get("results", True) else self.out / "chunks")
         self.keep_latents = bool(cache.get("latents", True))
@@ -148,6 +154,8 @@ class ReconTask(Task):
         for m in self.sets:
             for name, proto in m.protocol().items():
                 reference = self.refs.info.get(m.extractor.name)
+                if reference is not None and self.subsets.get(m.extractor.name):
+                    reference = {**reference, "subsets": self.subsets[m.extractor.name]}
                 entry = {**proto, **recorded(m, self.device), "reference": reference}
                 metrics[name] = metric_entry(info_of(m, name), entry)
         for m in self.unavailable_sets:
@@ -211,6 +219,7 @@ class ReconTask(Task):
             StageTimes(self.device),
             SetStates(self.sets),
             SetStates([m for m in self.sets if m.key in wanted]),
+            SetStates(self.sets),
             multiple,
         )
         crop = self.refs.crop_multiple(multiple)
@@ -277,7 +286,7 @@ class ReconTask(Task):
         with progress_bar(cfg.progress if self.shard.main else False, total, name) as bar:
             for b in mine if mine is not None else itertools.count():
                 if b in hits:
-                    rows, skipped, fakes, originals = hits[b]
+                    rows, skipped, fakes, originals, dropped = hits[b]
                     rows = [{**r, "vae": name} for r in rows]
                     self.samples.observe(name, rows, keys[b])
                     p.counts["batches_cached"] += 1
@@ -285,6 +294,8 @@ class ReconTask(Task):
                         p.fakes.add(f)
                     for f in originals:
                         p.pending.add(f)
+                    for f in dropped:
+                        p.dropped.add(f)
                 else:
                     result = next(computed, None)
                     if result is None:
@@ -298,18 +309,38 @@ class ReconTask(Task):
                             for rec, index in zip(result.finite_reconstructions(), result.finite_indices())
                             if len(rec)
                         ]
-                        originals = (
-                            [p.pending.update(o, index) for o, index in zip(result.originals, result.indices)]
-                            if p.pending
-                            else []
-                        )
+                        originals, dropped = self.scope_features(p, result.scope)
                     if identity is not None:
-                        self.write_chunk(keys[b], rows, skipped, fakes, originals, p.pending, crop, self.plan.keys[b])
+                        self.write_chunk(
+                            keys[b], rows, skipped, fakes, originals, dropped, p.pending, crop, self.plan.keys[b]
+                        )
                 p.order += [(b, g) for g in range(len(fakes))]
                 p.orig_order += [(b, g) for g in range(len(originals))]
+                p.drop_order += [(b, g) for g in range(len(dropped))]
                 self.add_batch(p, b, rows, skipped)
                 bar.update(len(rows) + len(skipped))
         return p
+
+    def scope_features(self, p: VAEPass, scope) -> tuple[list[dict], list[dict]]:
+        """Per group of a batch's ``scope`` (:class:`~evalvae.recon.loop.BatchResult`): the features of all its
+        originals, added to ``p.pending`` where the references are computed, and of those without a finite
+        reconstruction, added to ``p.dropped``; each as :meth:`SetStates.update` returns them."""
+        originals, dropped = [], []
+        if not self.sets:
+            return originals, dropped
+        for images, index, scored in scope:
+            f = p.pending.update(images, index) if p.pending else {}
+            if p.pending:
+                originals.append(f)
+            if all(scored):
+                continue
+            gone = [j for j, ok in enumerate(scored) if not ok]
+            d = {INDEX: np.asarray(index, np.int64)[gone]}
+            for m in self.sets:
+                d[m.key] = f[m.key][gone] if m.key in f else m.features(images[gone])
+            p.dropped.add(d)
+            dropped.append(d)
+        return originals, dropped
 
     def add_batch(self, p: VAEPass, b: int, rows: list[dict], skipped: list) -> None:
         rows = [{**r, "file_sha256": self.file_hashes.get(r["image"])} for r in rows]
@@ -318,13 +349,14 @@ class ReconTask(Task):
         self.writer.add_skipped(skipped)
 
     def read_chunk(self, key: str, pending: SetStates, crop, batch: str):
-        """A finished batch: its rows, skipped files, features per group and (if the references are being
-        computed) the originals' features per group; None if any part is missing or damaged."""
+        """A finished batch: its rows, skipped files, features per group, (if the references are being computed)
+        the originals' features per group and those of the originals the VAE has no finite reconstruction of;
+        None if any part is missing or damaged."""
         got = self.results.read(key)
         if got is None:
             return None
         tensors, meta = got
-        fakes = _groups(tensors, "fake")
+        fakes, dropped = _groups(tensors, "fake"), _groups(tensors, "drop")
         originals: list[dict] = []  # per group, {metric key: features, INDEX: dataset positions}
         for m in pending.metrics:
             o = self.results.read(originals_key(features_identity(m), crop, batch))
@@ -338,10 +370,16 @@ class ReconTask(Task):
             INDEX not in f for f in [*fakes, *originals]
         ):
             return None  # kept features without their images' positions (an older chunk): redone, so KID can pair
-        return json.loads(meta["rows"]), [tuple(s) for s in json.loads(meta["skipped"])], fakes, originals
+        rows, skipped = json.loads(meta["rows"]), [tuple(s) for s in json.loads(meta["skipped"])]
+        return rows, skipped, fakes, originals, dropped
 
-    def write_chunk(self, key, rows, skipped, fakes, originals, pending: SetStates, crop, batch: str) -> None:
-        tensors = {f"fake/{g}/{k}": torch.from_numpy(v) for g, f in enumerate(fakes) for k, v in f.items()}
+    def write_chunk(self, key, rows, skipped, fakes, originals, dropped, pending: SetStates, crop, batch: str) -> None:
+        tensors = {
+            f"{kind}/{g}/{k}": torch.from_numpy(np.ascontiguousarray(v))
+            for kind, groups in (("fake", fakes), ("drop", dropped))
+            for g, f in enumerate(groups)
+            for k, v in f.items()
+        }
         for m in pending.metrics:  # first, so that a chunk on disk always has its originals too
             o = {
                 f"orig/{g}/{k}": torch.from_numpy(f[k])
@@ -386,7 +424,7 @@ class ReconTask(Task):
         name, writer = p.name, self.writer
         if self.shard.active:
             parts = dist.gather(self.shard, p.batches)
-            for state, order in ((p.fakes, p.order), (p.pending, p.orig_order)):
+            for state, order in ((p.fakes, p.order), (p.pending, p.orig_order), (p.dropped, p.drop_order)):
                 for m in state.metrics:
                     dist.combine_stats(self.shard, state[m], order)
             if not self.shard.main:
@@ -418,7 +456,7 @@ class ReconTask(Task):
                         {"metric": k, "mean": math.nan, "std": math.nan, "n": state.n, "note": reason} for k in m.names
                     ]
                 else:
-                    rows = m.compute(self.refs.get(m, p.multiple), state)
+                    rows = self.set_rows(p, m)
                 writer.add_set_rows(name, rows)
         for m in self.unavailable_sets:
             writer.add_set_rows(name, m.nan_rows())
@@ -427,6 +465,38 @@ class ReconTask(Task):
         row = timing_row(name, p.vae, self.device, self.cfg.batch_size, n, p.load_s, p.times, STAGES, total, **p.counts)
         writer.add_timing(row)
         writer.add_vae({"status": "ok", **p.vae.describe(), "encoder_sha256": p.vae.encoder_hash})
+
+    def set_rows(self, p: VAEPass, m) -> list[dict]:
+        """``m``'s rows for VAE ``p``: its reconstructions against the originals of the same images.
+
+        The reference holds every image of the dataset the VAE's factor can crop: those it reconstructed
+        and those it has none (or no finite one) of. The latter are taken out of it for this VAE, and the
+        note says over how many. A reference that holds other images (a damaged cache entry) gives no
+        number, with the reason, rather than a wrong one.
+        """
+        real, gone, fake = self.refs.get(m, p.multiple), p.dropped[m], p.fakes[m]
+        try:
+            if real.n != fake.n + gone.n:
+                raise ValueError(
+                    f"it holds {real.n} originals, this VAE saw {fake.n + gone.n} ({fake.n} reconstructed, "
+                    f"{gone.n} without a finite reconstruction)"
+                )
+            subset = real.without(gone) if gone.n else real
+        except ValueError as e:
+            path = (self.refs.info.get(m.extractor.name) or {}).get("path")
+            reason = (
+                f"the reference statistics do not cover the images this VAE saw: {e}; delete {path} to recompute them"
+            )
+            log.warning("VAE '%s': %s", p.name, reason)
+            return [{"metric": k, "mean": math.nan, "std": math.nan, "n": fake.n, "note": reason} for k in m.names]
+        rows = m.compute(subset, fake)
+        if gone.n:
+            self.subsets.setdefault(m.extractor.name, {})[p.name] = {"n": fake.n, "of": real.n}
+            for row in rows:
+                title = info_of(m, row["metric"]).title
+                said = f"{title} over {fake.n} of {real.n} images, against the originals of those {fake.n}"
+                row["note"] = "; ".join(filter(None, [said, row.get("note", "")]))
+        return rows
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> RunOutcome:

@@ -13,6 +13,11 @@ count; PSNR is the mean over images of the per-image PSNR (identical outputs giv
   whose output is finite, and how many images and values were not.
 * ``resolution``: the dataset at each resolution, scored against the originals by the run's
   per-image metrics (8-bit, as ``evalvae run``), and the encode + decode seconds per image.
+
+An image with a side below the VAE's downsampling factor (``dataset.crop=none``, or a resolution below
+it) has no crop to a multiple of it: every check skips it for that VAE, as ``evalvae run`` does
+(:func:`~evalvae.data.transforms.below_factor`). The files a check skipped come back with their reason
+(``(file, reason)``, the task writes them to ``skipped.csv``) and the check's rows say how many.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from evalvae.bench.fidelity import image_psnr
-from evalvae.data.transforms import crop_to_multiple
+from evalvae.data.transforms import below_factor, crop_to_multiple
 from evalvae.errors import ConfigError, error_reason
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import from_uint8, result_columns, to_pixels
@@ -58,6 +63,16 @@ def _pixels(y: torch.Tensor) -> torch.Tensor:
     return to_pixels(y, quantize=False)
 
 
+def skipped_note(vae: VAEAdapter, skipped: list[tuple[str, str]]) -> str:
+    """The rows' note on the images skipped for ``vae`` (``(file, reason)``, reasons ``"vae '<name>': ..."``), or ``""``."""
+    prefix = f"vae '{vae.name}': "
+    mine = [why.removeprefix(prefix) for _, why in skipped if why.startswith(prefix)]
+    if not mine:
+        return ""
+    more = f" and {len(set(mine)) - 1} other reason(s)" if len(set(mine)) > 1 else ""
+    return f"{len(mine)} image(s) skipped for this VAE: {mine[0]}{more} (skipped.csv)"
+
+
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
@@ -71,6 +86,8 @@ class Reference:
     seeds: list[list[int]] = field(default_factory=list)  # posterior=sample: image i's seed is vae.seed + i
     outputs: list[torch.Tensor] = field(default_factory=list)  # float32 (N, 3, H, W), nominally [-1, 1]
     tiled: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in TILED_METRICS})
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason): unreadable, too small, ...
+    note: str = ""  # on the images skipped for the VAE (:func:`skipped_note`)
 
     @property
     def n(self) -> int:
@@ -84,7 +101,12 @@ def reference_pass(vae: VAEAdapter, loader, *, tile_size: int | None, times: Sta
     """
     ref, tiled_error = Reference(), "" if tile_size is not None else "not asked"
     for batch in loader:
+        ref.skipped += batch.skipped
         for group in batch.groups:
+            too_small = below_factor(*group.images.shape[-2:], vae.downsample)  # the group's images share a size
+            if too_small:
+                ref.skipped += [(i, f"vae '{vae.name}': {too_small}") for i in group.ids]
+                continue
             images = crop_to_multiple(group.images.to(vae.device), vae.downsample)
             seeds = [vae.seed + i for i in group.indices]
             with times.stage("encode"):
@@ -107,6 +129,7 @@ def reference_pass(vae: VAEAdapter, loader, *, tile_size: int | None, times: Sta
             finally:
                 vae.set_memory_mode("plain")
             _tiled_stats(y, yt, seams, ref.tiled)
+    ref.note = skipped_note(vae, ref.skipped)
     return ref, tiled_error
 
 
@@ -130,6 +153,7 @@ def tiled_rows(vae: str, tile_size: int, overlap_px: int, ref: Reference, error:
         return unavailable(vae, "tiled", setting, TILED_METRICS, error)
     stats, n = ref.tiled, len(ref.tiled["psnr"])
     note = f"{tile_size} px tiles overlapping by {overlap_px} px; |difference| in 8-bit levels, unrounded"
+    note = "; ".join(filter(None, [note, ref.note]))
     out = [row(vae, "tiled", setting, "psnr", _mean(stats["psnr"]), n, note)]
     for m in ("max_abs", "seam_max_abs", "off_seam_max_abs"):
         values = stats[m]  # NaN: a non-finite tiled output, or (seam, off-seam) an empty part of the image
@@ -153,6 +177,7 @@ def precision_rows(vae: str, dtype: str, low: VAEAdapter, ref: Reference, times:
             max_abs = max(max_abs, float((_pixels(yd[j]) - _pixels(y[j])).abs().max()))
     n = ref.n
     note = f"{bad_images} of {n} output(s) not finite; PSNR and max_abs over the others" if bad_images else ""
+    note = "; ".join(filter(None, [note, ref.note]))
     ok = n - bad_images
     return [
         row(vae, "precision", dtype, "psnr", _mean(psnrs) if ok else math.nan, ok, note),
@@ -169,10 +194,14 @@ def precision_unavailable(vae: str, dtype: str, device, e: BaseException) -> lis
 
 def resolution_rows(
     vae: VAEAdapter, name: str, resolution: int, loader, metrics: list, *, quantize: bool
-) -> list[dict]:
-    """The VAE over ``loader`` (the dataset at ``resolution``), scored by ``metrics`` against the originals."""
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """The VAE over ``loader`` (the dataset at ``resolution``), scored by ``metrics`` against the originals;
+    and the files skipped, with their reason."""
     times = StageTimes(vae.device)
-    rows = [r for result in reconstruct(vae, loader, metrics, quantize=quantize, times=times) for r in result.rows]
+    rows, skipped = [], []
+    for result in reconstruct(vae, loader, metrics, quantize=quantize, times=times):
+        rows += result.rows
+        skipped += result.skipped
     finite = [r for r in rows if not r["nonfinite"]]
     n_bad, n_up = len(rows) - len(finite), sum(bool(r["upscaled"]) for r in rows)
     facts = []
@@ -180,6 +209,7 @@ def resolution_rows(
         facts.append(f"{n_up} of {len(rows)} image(s) upscaled to {resolution} px (shorter side below it)")
     if n_bad:
         facts.append(f"{n_bad} of {len(rows)} output(s) not finite, left out")
+    facts.append(skipped_note(vae, skipped))
     out = []
     for m in metrics:
         note = "; ".join(filter(None, [getattr(m, "note", "") or "", *facts]))
@@ -189,5 +219,5 @@ def resolution_rows(
             out.append(row(name, "resolution", resolution, column, value, len(values), note))
     seconds = times.seconds.get("encode", 0.0) + times.seconds.get("decode", 0.0)
     per_image = seconds / len(rows) if rows else math.nan
-    out.append(row(name, "resolution", resolution, TIME, per_image, len(rows), "; ".join(facts)))
-    return out
+    out.append(row(name, "resolution", resolution, TIME, per_image, len(rows), "; ".join(filter(None, facts))))
+    return out, skipped

@@ -1,5 +1,5 @@
-"""The files of a robustness run: ``robustness.csv`` (tidy), ``timings.csv`` and ``vaes.json``, rewritten
-atomically after each VAE."""
+"""The files of a robustness run: ``robustness.csv`` (tidy), ``skipped.csv``, ``timings.csv`` and ``vaes.json``,
+rewritten atomically after each VAE."""
 
 from __future__ import annotations
 
@@ -21,6 +21,16 @@ class RobustnessWriter:
         self.rows: list[dict] = []
         self.timings: list[dict] = []
         self.vaes: list[dict] = []
+        self.skipped: list[tuple[str, str]] = []  # (file, reason), each once
+
+    def add_skipped(self, skipped) -> None:
+        """Files a check left out, ``(file, reason)``; one the loader skipped at every pass is listed once."""
+        seen = set(self.skipped)
+        for entry in skipped:
+            entry = (str(entry[0]), str(entry[1]))
+            if entry not in seen:
+                seen.add(entry)
+                self.skipped.append(entry)
 
     def add_rows(self, rows: list[dict]) -> None:
         self.rows += rows
@@ -45,6 +55,8 @@ class RobustnessWriter:
         table = self.table()
         with atomic_path(self.out / "robustness.csv") as tmp:
             table.to_csv(tmp, index=False)
+        with atomic_path(self.out / "skipped.csv") as tmp:
+            pd.DataFrame(self.skipped, columns=["file", "reason"]).to_csv(tmp, index=False)
         with atomic_path(self.out / "timings.csv") as tmp:
             pd.DataFrame(self.timings).to_csv(tmp, index=False)
         atomic_write_text(self.out / "vaes.json", json.dumps(self.vaes, indent=2, default=str) + "\n")

@@ -5,7 +5,9 @@ pass over the dataset at ``dataset.resolution`` (decoding the same latents tiled
 each reduced precision, then the resolution sweep (:mod:`evalvae.robust.checks`). A VAE that cannot
 be loaded, or fails part-way, is recorded in ``vaes.json`` and the others go on; a check that cannot
 run for a VAE (no tiled mode, a dtype the device lacks, out of memory at 1024 px) gives rows with
-the reason instead. Results: ``robustness.csv`` (vae, check, setting, metric, value, n, note),
+the reason instead. An image too small for a VAE (a side below its downsampling factor) is skipped
+for it by every check, with the reason in ``skipped.csv`` and a count in its rows' note. Results:
+``robustness.csv`` (vae, check, setting, metric, value, n, note), ``skipped.csv`` (file, reason),
 ``robustness-<vae>.png``, ``timings.csv``, ``vaes.json`` and ``config.yaml``.
 """
 
@@ -91,11 +93,13 @@ class RobustnessTask(Task):
     def check_vae(self, name: str, spec: dict, loaded) -> None:
         cfg, rc, vae, writer = self.cfg, self.cfg.robustness, loaded.vae, self.writer
         start, times, rows = time.perf_counter() - loaded.load_s, StageTimes(self.device), []
+        skipped: list[tuple[str, str]] = []  # the files a check left out, with the reason
         n = 0
         if "tiled" in self.checks or "precision" in self.checks:
             tile = rc.tile_size if "tiled" in self.checks else None
             ref, tiled_error = checks.reference_pass(vae, self.loader(), tile_size=tile, times=times)
             n = ref.n
+            skipped += ref.skipped
             if "tiled" in self.checks:
                 overlap = int(rc.tile_size // vae.downsample * vae.tile_overlap) * vae.downsample
                 rows += checks.tiled_rows(name, rc.tile_size, overlap, ref, tiled_error)
@@ -106,9 +110,11 @@ class RobustnessTask(Task):
         if "resolution" in self.checks:
             for r in rc.resolutions:
                 try:
-                    rows += checks.resolution_rows(
+                    swept, left_out = checks.resolution_rows(
                         vae, name, int(r), self.loader(int(r)), self.pair, quantize=bool(cfg.metrics.quantize)
                     )
+                    rows += swept
+                    skipped += left_out
                 except RuntimeError as e:  # out of memory at a large size: that setting only
                     if not is_out_of_memory(e):
                         raise
@@ -116,6 +122,7 @@ class RobustnessTask(Task):
                     names = [c for m in self.pair for c in checks.result_columns(m)] + [checks.TIME]
                     rows += checks.unavailable(name, "resolution", r, names, f"out of memory at {r} px: {e}")
         writer.add_rows(rows)
+        writer.add_skipped(skipped)
         total = time.perf_counter() - start
         writer.add_timing(timing_row(name, vae, self.device, self.batch_size, n, loaded.load_s, times, STAGES, total))
         writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
