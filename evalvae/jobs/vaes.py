@@ -47,12 +47,13 @@ def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
     for name, spec in (cfg.get("vae") or {}).items():
         if isinstance(spec, DictConfig) and "_target_" in spec:
             vaes[name] = spec
-        else:
+        elif not _in_sweep():  # in a sweep, the jobs that select it use them (the command line was checked)
+            known = available_vaes()
             log.info(
                 "vae.%s: not selected in this job (no +vae=%s); its overrides are ignored%s",
                 name,
                 name,
-                did_you_mean(str(name), available_vaes()),
+                "" if name in known else did_you_mean(str(name), known),
             )
     test = (cfg.get("dataset") or {}).get("test")
     if test is not None:  # dataset=pairs: the test folder is scored as a VAE (evalvae.data.pairs)
@@ -63,6 +64,14 @@ def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
             + ", ".join(available_vaes())
         )
     return vaes
+
+
+def _in_sweep() -> bool:
+    """Whether this job is one of a Hydra sweep (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @dataclass
