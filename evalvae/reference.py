@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RefOutcome(RunOutcome):
-    """``info``: what was done per extractor (:func:`ref`'s answer)."""
+    """``out_dir``: the cache folder the statistics went to; ``info``: what was done per extractor (:func:`ref`'s answer)."""
 
     info: dict[str, dict] = field(default_factory=dict)
 
@@ -44,7 +44,8 @@ class RefTask(Task):
     def run(self) -> RefOutcome:
         metrics = build_metrics(self.cfg.metrics, set_level_only=True)
         info = ref(self.cfg, metrics)
-        return RefOutcome(self.out, pd.DataFrame(), missing=unavailable_metrics(metrics), info=info)
+        stored = ReferenceStore(cache_dir(self.cfg.cache_dir)).root  # where its results go
+        return RefOutcome(stored, pd.DataFrame(), missing=unavailable_metrics(metrics), info=info)
 
 
 def ref(cfg: DictConfig, metrics: list | None = None) -> dict[str, dict]:

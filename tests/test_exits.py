@@ -169,7 +169,10 @@ def test_ref_exits_3_when_a_set_level_metric_is_unavailable(tmp_path, image_dir)
     ]
     r = evalvae_main(args)
     assert r.returncode == 3, r.stderr[-3000:]
-    assert r.stderr.rstrip().splitlines()[-1].startswith(f"{CLOSING}rfid/kid unavailable")
+    closing = r.stderr.rstrip().splitlines()[-1]
+    assert closing.startswith(
+        f"{CLOSING}rfid/kid unavailable; the results written are in {tmp_path / 'cache' / 'refstats'}"
+    )
     assert list((tmp_path / "cache" / "refstats").rglob("*")), "the available metric's statistics are cached"
 
 

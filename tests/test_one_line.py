@@ -279,3 +279,30 @@ def test_report_prints_plain_lines_as_run_does(tmp_path, image_dir):
     lines = r.stderr.strip().splitlines()
     assert lines and any(line.startswith("report in ") for line in lines)
     assert not any(line.startswith("[") or "[INFO]" in line for line in lines), lines
+
+
+def test_a_read_only_folder_is_named_without_writing_to_it(tmp_path, monkeypatch):
+    """As root, chmod does not stop writes, so the operating system's answers are stood in for: access(2)
+    saying no (a read-only folder), then a write failing as on a read-only file system."""
+    import errno
+    import os
+    import tempfile
+
+    from evalvae.io import check_creatable, writable_dir
+
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(readonly) else real_access(p, mode))
+    with pytest.raises(ConfigError, match=f"invalid --out='{readonly / 'report'}'; cannot write a folder there: "):
+        check_creatable(readonly / "report", "--out")
+    with pytest.raises(ConfigError, match=f"{readonly} is not writable"):
+        writable_dir(readonly, "cache_dir")
+    monkeypatch.setattr(os, "access", real_access)
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(ConfigError, match="cannot write a folder there: Read-only file system"):
+        writable_dir(tmp_path / "cache", "cache_dir")

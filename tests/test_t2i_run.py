@@ -520,6 +520,7 @@ def test_cli_runs_the_tiny_pipeline(tmp_path, tiny_pipeline_dir, three_vaes):  #
         [
             "run",
             *overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "ft-mse": three_vaes["ft-mse"]}),
+            "metrics=default",  # LPIPS (task=t2i's default) without its weights would make the run incomplete
             f"hydra.run.dir={tmp_path / 'out'}",
         ],
         cwd=tmp_path,
