@@ -77,12 +77,20 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
     module, func = COMMANDS[command][0].split(":")
-    if module == "evalvae.cli":  # a Hydra app: misspelt keys and options get "did you mean" before Hydra composes
-        from evalvae.cli import check_command_line
+    hydra_app = module == "evalvae.cli"
+    if hydra_app:  # misspelt keys and options get "did you mean" before Hydra composes
+        from evalvae import cli
 
-        check_command_line(command, rest)
+        cli.check_command_line(command, rest)
+        cli.reset_status()
     sys.argv = [f"evalvae {command}", *rest]
-    getattr(importlib.import_module(module), func)()
+    try:
+        getattr(importlib.import_module(module), func)()
+    except KeyboardInterrupt as e:  # a job says how far it got (evalvae.errors.Interrupted)
+        print(f"evalvae: {e.message() if hasattr(e, 'message') else 'interrupted'}", file=sys.stderr)
+        sys.exit(130)
+    if hydra_app and cli.exit_status():  # an incomplete job of the run or sweep (cli._call)
+        sys.exit(int(cli.exit_status()))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,23 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from evalvae.errors import ConfigError, EvalvaeError
+from evalvae.errors import ConfigError, EvalvaeError, Exit, Interrupted
 from evalvae.jobs.overrides import check_overrides
 from evalvae.jobs.schema import SCHEMAS, validate
 
 log = logging.getLogger("evalvae")
 CONFIG_PATH = "pkg://evalvae.conf"
+_status = Exit.OK  # the worst status of the jobs run so far (a sweep runs several); see exit_status()
+
+
+def exit_status() -> Exit:
+    """The status the command exits with once its jobs are done: 3 if any job was incomplete, else 0."""
+    return _status
+
+
+def reset_status() -> None:
+    global _status
+    _status = Exit.OK
 
 
 def _validate(cfg: DictConfig) -> None:
@@ -56,14 +67,28 @@ def _refuse_unloadable(cfg: DictConfig) -> None:
 
 
 def _call(func, cfg: DictConfig) -> None:
-    """``func(cfg)``; an evalvae error, or an outcome with failed VAEs, exits with status 2."""
+    """``func(cfg)``. An evalvae error exits with status 2 and Ctrl-C with 130, each with one line. An
+    incomplete outcome (failed VAEs, a VAE that scored nothing, an unavailable metric) ends with one line
+    saying so and makes the command exit with status 3 once every job of a sweep has run, unless
+    ``strict=false``."""
+    global _status
     try:
         outcome = func(cfg)
     except EvalvaeError as e:
         log.error("evalvae: %s", e)
-        sys.exit(2)
-    if getattr(outcome, "failed", None):
-        sys.exit(2)
+        sys.exit(Exit.USAGE)
+    except Interrupted as e:
+        log.error("evalvae: %s", e.message())
+        sys.exit(Exit.INTERRUPTED)
+    incomplete = getattr(outcome, "incomplete", None)
+    if incomplete:
+        from evalvae.jobs.failures import closing_line
+
+        strict = cfg.get("strict", True) is not False
+        line = closing_line(incomplete, strict, getattr(outcome, "out_dir", None))
+        (log.error if strict else log.warning)("%s", line)
+        if strict:
+            _status = max(_status, Exit.INCOMPLETE)
 
 
 @hydra.main(config_path=CONFIG_PATH, config_name="run", version_base="1.3")
@@ -163,6 +188,24 @@ def check_command_line(command: str, args: list[str]) -> None:
         return
     try:
         check_overrides(parsed.overrides, command)
+        _check_run_dir(parsed.overrides, parsed.multirun)
     except ConfigError as e:
         print(f"evalvae: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def _check_run_dir(overrides: list[str], multirun: bool) -> None:
+    """The folder Hydra will make for the job (``hydra.run.dir``, ``hydra.sweep.dir`` with ``-m``; else
+    under ./outputs) must be makeable: Hydra's own failure there is a traceback."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    from evalvae.io import check_creatable
+
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException:
+        return  # Hydra's own message
+    given = [o.value() for o in parsed if o.key_or_group == key and isinstance(o.value(), str)]
+    check_creatable(given[-1] if given else "outputs", key)

@@ -3,6 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """Exit statuses of the ``evalvae`` commands (README and docs/ci.md list them)."""
+
+    OK = 0  # everything asked for was measured
+    REGRESSION = 1  # evalvae compare: a result moved beyond tolerance
+    USAGE = 2  # the command line or configuration was refused; for compare and report, unusable input
+    INCOMPLETE = 3  # the job ran and kept its results, but something asked for was not measured
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
 
 class EvalvaeError(Exception):
@@ -21,6 +32,25 @@ class ConfigError(EvalvaeError, ValueError):
         if hint:
             msg += f"; {hint}"
         super().__init__(msg)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a job, with how far it got: ``done`` of ``total`` batches (None where not counted) and
+    the directory whose results stay. ``resumable``: the same command (or ``resume=DIR``) continues it."""
+
+    def __init__(self, out=None, done: int | None = None, total: int | None = None, resumable: bool = False):
+        super().__init__()
+        self.out, self.done, self.total, self.resumable = out, done, total, resumable
+
+    def message(self) -> str:
+        where = ""
+        if self.done is not None:
+            where = f" after {self.done} of {self.total} batches" if self.total else f" after {self.done} batches"
+        if self.resumable:
+            again = f"resume={self.out}" if self.out is not None else "resume=DIR"
+            return f"interrupted{where}; run the same command again (or {again}) to continue"
+        kept = f"; the results written so far are in {self.out}" if self.out is not None else ""
+        return f"interrupted{where}{kept}"
 
 
 class WeightsUnavailable(EvalvaeError):

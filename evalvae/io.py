@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from evalvae.errors import ConfigError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
@@ -56,3 +58,46 @@ def cache_dir(configured: str | os.PathLike | None = None) -> Path:
     else:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "evalvae"
     return root.expanduser()
+
+
+def cache_argument(configured: str | os.PathLike | None = None) -> str:
+    """Where :func:`cache_dir` came from, as the user would change it."""
+    if configured:
+        return "cache_dir"
+    return "$EVALVAE_CACHE" if os.environ.get("EVALVAE_CACHE") else "cache_dir (default ~/.cache/evalvae)"
+
+
+def unwritable(path: str | os.PathLike) -> str | None:
+    """Why no folder can be made or written at ``path`` (its nearest existing part is a file, or is not
+    writable), without creating anything; None when nothing stands in the way."""
+    p = Path(path).expanduser().absolute()
+    for part in (p, *p.parents):
+        if part.exists():
+            if not part.is_dir():
+                return f"{part} is a file, not a folder"
+            if not os.access(part, os.W_OK | os.X_OK):
+                return f"{part} is not writable"
+            return None
+    return None
+
+
+def check_creatable(path: str | os.PathLike, argument: str) -> None:
+    """Raise a one-line :class:`ConfigError` naming ``argument`` when no folder can be made at ``path``
+    (see :func:`unwritable`); nothing is created."""
+    reason = unwritable(path)
+    if reason:
+        raise ConfigError(argument, str(path), hint=f"cannot write a folder there: {reason}")
+
+
+def writable_dir(path: str | os.PathLike, argument: str) -> Path:
+    """The folder ``path``, created if needed and written to once (a temporary file) to be sure; a one-line
+    :class:`ConfigError` naming ``argument`` when that fails (a file in the way, no permission, a
+    read-only file system)."""
+    check_creatable(path, argument)
+    p = Path(path).expanduser()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=p).close()
+    except OSError as e:
+        raise ConfigError(argument, str(path), hint=f"cannot write a folder there: {e.strerror or e}") from None
+    return p

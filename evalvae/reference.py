@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
+import pandas as pd
 from omegaconf import DictConfig
 
 from evalvae.config import instantiate
@@ -18,7 +20,8 @@ from evalvae.data import make_loader
 from evalvae.device import resolve_device
 from evalvae.errors import EvalvaeError, check_positive_int
 from evalvae.io import cache_dir
-from evalvae.jobs.runtime import loader_workers, progress_bar
+from evalvae.jobs.failures import unavailable_metrics
+from evalvae.jobs.runtime import RunOutcome, loader_workers, progress_bar
 from evalvae.jobs.task import Task
 from evalvae.metrics import Unavailable, build_metrics
 from evalvae.metrics.refstats import References, ReferenceStore
@@ -26,20 +29,31 @@ from evalvae.metrics.refstats import References, ReferenceStore
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class RefOutcome(RunOutcome):
+    """``out_dir``: the cache folder the statistics went to; ``info``: what was done per extractor (:func:`ref`'s answer)."""
+
+    info: dict[str, dict] = field(default_factory=dict)
+
+
 class RefTask(Task):
     """``evalvae ref``: the originals' statistics for every available set-level metric, into the cache."""
 
     name = "ref"
 
-    def run(self) -> dict[str, dict]:
-        return ref(self.cfg)
+    def run(self) -> RefOutcome:
+        metrics = build_metrics(self.cfg.metrics, set_level_only=True)
+        info = ref(self.cfg, metrics)
+        stored = ReferenceStore(cache_dir(self.cfg.cache_dir)).root  # where its results go
+        return RefOutcome(stored, pd.DataFrame(), missing=unavailable_metrics(metrics), info=info)
 
 
-def ref(cfg: DictConfig) -> dict[str, dict]:
-    """Cache reference statistics for every available set-level metric; return what was done per extractor."""
+def ref(cfg: DictConfig, metrics: list | None = None) -> dict[str, dict]:
+    """Cache reference statistics for every available set-level metric (``metrics``: those built from
+    ``cfg.metrics`` already); return what was done per extractor."""
     device = resolve_device(cfg.device)
     dataset = instantiate(cfg.dataset)
-    metrics = build_metrics(cfg.metrics, set_level_only=True)
+    metrics = build_metrics(cfg.metrics, set_level_only=True) if metrics is None else metrics
     usable = [m for m in metrics if not isinstance(m, Unavailable)]
     if not usable:
         reasons = "; ".join(m.reason for m in metrics) or "metrics has no set-level metric (use metrics=all)"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from evalvae.io import cache_argument, cache_dir, writable_dir
 from evalvae.jobs.failures import VAE_FAILURES, is_out_of_memory, log_failures, record_failure, record_load_failure
 from evalvae.jobs.runtime import RunOutcome, loader_workers, output_dir, progress_bar
 from evalvae.jobs.schema import validate
@@ -44,14 +45,18 @@ def run(cfg: DictConfig, out_dir: str | Path | None = None):
     name = task.get("name") if isinstance(task, DictConfig) else None
     app = name if name in ("bench", "ref", "latents", "robustness") else "run"
     validate(cfg, app)  # as the CLI does: configs composed in Python get the same checks
+    writable_dir(cache_dir(cfg.get("cache_dir")), cache_argument(cfg.get("cache_dir")))
+    if out_dir is not None:
+        writable_dir(out_dir, "out_dir")
     selection = apply(cfg)  # named variants, the default selection, vae_dir: into cfg.vae (and config.yaml)
     if selection.default:
         log.info(
             "no VAE selected: evaluating the default selection %s (task.default_vaes)", ", ".join(selection.default)
         )
     outcome = execute(cfg, out_dir)
-    if getattr(outcome, "report", False) and not outcome.summary.empty:
-        write_run_report(outcome.out_dir)
+    wants_report = getattr(outcome, "report", False) and not outcome.summary.empty
+    if wants_report and not write_run_report(outcome.out_dir):
+        outcome.missing.append("the report was not written (reason above)")
     if selection.default:
         log.info("%s", default_note(selection.default, cfg, outcome))
     return outcome
@@ -68,11 +73,14 @@ def default_note(names: list[str], cfg: DictConfig, outcome) -> str:
     )
 
 
-def write_run_report(out: Path) -> None:
-    """The HTML/markdown report of this run, in ``<run dir>/report``; results stay valid if it fails."""
+def write_run_report(out: Path) -> bool:
+    """The HTML/markdown report of this run, in ``<run dir>/report``; results stay valid if it fails
+    (False, with a line saying why)."""
     from evalvae.report import write_report
 
     try:
         log.info("report: %s", write_report([out], out / "report"))
     except Exception as e:  # the result tables are already written; say why there is no report
-        log.warning("no report for %s: %s: %s", out, type(e).__name__, e)
+        log.error("evalvae: no report for %s: %s: %s", out, type(e).__name__, e)
+        return False
+    return True

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +104,50 @@ def evalvae_cli(
     return subprocess.run(
         [sys.executable, "-m", "evalvae", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@dataclass
+class CliResult:
+    """What :func:`evalvae_main` saw: as :class:`subprocess.CompletedProcess` names it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def evalvae_main(args: list[str]) -> CliResult:
+    """``evalvae ARGS`` in this process, through the real entry point (``evalvae.__main__.main``): its exit
+    status, stdout and stderr. Seconds faster than :func:`evalvae_cli` (no new interpreter, no imports).
+    The command configures logging as it would in its own process (pytest's handlers are set aside
+    meanwhile); the handlers it installs are taken down afterwards, and Hydra is reset."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from evalvae.__main__ import main
+
+    root = logging.getLogger()
+    handlers, level, argv = root.handlers[:], root.level, sys.argv[:]
+    for h in handlers:  # the command sets up its own (Hydra's job logging, or logging.basicConfig)
+        root.removeHandler(h)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                main(list(map(str, args)))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        for h in root.handlers[:]:
+            if h not in handlers:
+                root.removeHandler(h)
+                h.close()
+        for h in handlers:
+            if h not in root.handlers:
+                root.addHandler(h)
+        root.setLevel(level)
+        GlobalHydra.instance().clear()
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 class TinyExtractor:

@@ -6,6 +6,9 @@ seeds (``seed + i`` with the default ``seed=0``).
 
 from __future__ import annotations
 
+import os
+import time
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -22,7 +25,10 @@ class Identity(VAEAdapter):
     """Space-to-depth by 8 and back, times ``gain`` (1: a perfect autoencoder).
 
     ``nan_images``/``inf_images`` decode to NaN/+inf at one pixel; decoding a batch holding an
-    image at index ``fail_at`` or later raises ``failure`` (``oom`` or ``error``).
+    image at index ``fail_at`` or later raises ``failure`` (``oom`` or ``error``), and with
+    ``$EVALVAE_TEST_INTERRUPT_AT=NAME:INDEX``, VAE NAME raises ``KeyboardInterrupt`` (Ctrl-C) there. Each decode first
+    sleeps ``delay`` seconds. ``stored=true``: known by its weights, as a VAE read from files is, so
+    its finished batches are stored as result chunks (a rerun reads them).
     """
 
     family = "stand-in"
@@ -38,11 +44,13 @@ class Identity(VAEAdapter):
         inf_images=(),
         fail_at: int | None = None,
         failure: str = "error",
+        delay: float = 0.0,
+        stored: bool = False,
     ):
         module = nn.Module()
         module.gain = nn.Parameter(torch.tensor(float(gain)))
         self.nan_images, self.inf_images = set(nan_images), set(inf_images)
-        self.fail_at, self.failure = fail_at, failure
+        self.fail_at, self.failure, self.delay = fail_at, failure, delay
         self._indices: list[int] = []
         super().__init__(
             name,
@@ -50,7 +58,7 @@ class Identity(VAEAdapter):
             latent_space=LatentSpace("stand-in", 3 * 64, 8),
             dtype=dtype,
             device=device,
-            weights=LoadedWeights("module", "in-memory"),
+            weights=LoadedWeights("stand-in", __name__) if stored else LoadedWeights("module", "in-memory"),
         )
 
     def encode(self, images, seeds=None):
@@ -61,6 +69,10 @@ class Identity(VAEAdapter):
         return F.pixel_unshuffle(images, 8), None
 
     def _decode_raw(self, z):
+        time.sleep(self.delay)
+        name, _, at = os.environ.get("EVALVAE_TEST_INTERRUPT_AT", "").partition(":")
+        if name == self.name and max(self._indices) >= int(at):  # Ctrl-C, as Python raises it
+            raise KeyboardInterrupt
         if self.fail_at is not None and max(self._indices) >= self.fail_at:
             raise FAILURES[self.failure]()
         y = F.pixel_shuffle(z, 8) * self.module.gain

@@ -9,11 +9,11 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from evalvae.compare import compare, load_snapshot, to_junit, to_markdown
+from evalvae.compare import compare, load_snapshot, to_junit, to_markdown, to_text
 from evalvae.compare.cli import run_compare
 from evalvae.errors import ConfigError
 from tests.compare_helpers import PROTOCOL, base_values, bench_row, write_bench, write_run
-from tests.helpers import evalvae_cli
+from tests.helpers import evalvae_cli, evalvae_main
 
 
 @pytest.fixture()
@@ -93,14 +93,49 @@ def test_cli_exit_codes_and_step_summary(dirs, monkeypatch, current, code, word)
     junit = dirs["tmp"] / "reports" / "junit.xml"
     proc = evalvae_cli(["compare", str(dirs["base"]), str(dirs[current]), "--junit", str(junit)], cwd=dirs["tmp"])
     assert proc.returncode == code, proc.stderr
-    assert "### evalvae compare: " in proc.stdout and word in proc.stdout.splitlines()[0]
-    text = summary.read_text()
-    assert text.startswith("earlier step\n### evalvae compare:") and proc.stdout in text
+    assert proc.stdout.startswith(f"A (baseline): {dirs['base']}\nB (current):  {dirs[current]}\n")  # the A/B table
+    assert proc.stderr.splitlines()[-1].startswith(f"evalvae compare: {word}")
+    assert proc.stderr.splitlines()[-1].endswith(f"(exit status {code})")
+    md = to_markdown(compare(load_snapshot(dirs["base"]), load_snapshot(dirs[current])))
+    text = summary.read_text()  # the step summary is markdown, whatever stdout shows
+    assert text.startswith("earlier step\n### evalvae compare:") and md in text and word in md.splitlines()[0]
     ET.parse(junit)
     if code == 1:
         assert "sd-vae psnr regressed: " in proc.stderr
     if code == 2:
         assert "protocol mismatch: dataset.resolution" in proc.stderr
+
+
+def test_text_is_an_ab_table_of_every_metric(dirs):
+    c = compare(load_snapshot(dirs["base"]), load_snapshot(dirs["worse"]))
+    lines = to_text(c).splitlines()
+    assert lines[:2] == [f"A (baseline): {dirs['base']}", f"B (current):  {dirs['worse']}"]
+    header = next(i for i, line in enumerate(lines) if line.startswith("VAE "))
+    assert lines[header].split() == ["VAE", "metric", "A", "B", "Δ", "Δ", "%", "tolerance", "noise", "verdict"]
+    rows = {line.split()[1]: line for line in lines[header + 1 : header + 4]}
+    assert set(rows) == {"psnr", "ssim", "lpips"}
+    psnr = rows["psnr"]
+    base = base_values()["psnr"].mean()
+    cells = psnr.split()
+    assert float(cells[3]) == pytest.approx(base, abs=1e-4) and float(cells[4]) == pytest.approx(base - 0.2, abs=1e-4)
+    assert cells[5:8] == ["-0.2", "-0.69%", "±0.01"] and psnr.endswith("FAIL regressed")
+    assert rows["ssim"].endswith("  pass") and "FAIL" not in rows["ssim"]
+    # aligned: numbers end where their heading does, text starts where its heading does
+    table = lines[header : header + 4]
+    assert len({line.index("±") + len(line.split("±")[1].split()[0]) + 1 for line in table[1:]}) == 1
+    assert {line.index("p=") for line in table[1:]} == {table[0].index("noise")}
+    at = table[0].index("verdict")
+    assert [line[at - 1] + line[at:] for line in table[1:]] == [" pass", " FAIL regressed", " pass"]
+    assert "|" not in "\n".join(lines) and "✅" not in "\n".join(lines)  # plain text, not markdown
+
+
+def test_compare_prints_the_ab_table_and_its_verdict_line(dirs):
+    r = evalvae_main(["compare", dirs["base"], dirs["worse"]])
+    assert r.returncode == 1
+    assert r.stdout == to_text(compare(load_snapshot(dirs["base"]), load_snapshot(dirs["worse"])))
+    assert r.stderr.splitlines()[-1] == "evalvae compare: failed (1 regression) (exit status 1)"
+    md = evalvae_main(["compare", dirs["base"], dirs["worse"], "--format", "md"])
+    assert md.returncode == 1 and md.stdout.startswith("### evalvae compare: ❌ failed (1 regression)")
 
 
 def test_cli_json_format_and_usage_errors(dirs):

@@ -65,7 +65,7 @@ def test_reruns_with_rfid_and_kid_compare_clean_with_or_without_a_shared_cache(t
     assert reference(first)["source"] == "computed" and reference(again)["source"] == "cache"
     assert reference(first)["path"] != reference(apart)["path"] and reference(first)["key"] == reference(apart)["key"]
 
-    proc = evalvae_cli(["compare", str(first), str(again)], cwd=tmp_path)
+    proc = evalvae_cli(["compare", str(first), str(again), "--format", "md"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "protocol mismatch" not in proc.stderr and "| v | rfid ↓ |" in proc.stdout
     for a, b in ((first, apart), (apart, again)):

@@ -238,7 +238,6 @@ def test_valid_command_lines_pass_the_check(tmp_path):
             "+vae=glob(*)",
             "dataset=folder",
             "dataset.path=/x",
-            "+dataset.anything=1",  # open: the dataset's _target_ judges it
             "++vae.taesd.source=/w",
             "batch_size=1,2",
             "~seed",

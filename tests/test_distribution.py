@@ -350,11 +350,18 @@ def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
     r = evalvae_cli(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "computed from 6 images" in r.stderr and len(list((cache / "refstats").glob("*.npz"))) == 1
+    no_lpips = "metrics.lpips.backbone_weights=/no/such/alexnet.pth"  # LPIPS unavailable wherever this runs
     r = evalvae_cli(
-        ["run", *set_overrides(tiny_pth_dir, image_dir, cache), "report=false", f"hydra.run.dir={tmp_path / 'run'}"],
+        [
+            "run",
+            *set_overrides(tiny_pth_dir, image_dir, cache, no_lpips),
+            "report=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
         cwd=tmp_path,
     )
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 3, r.stderr[-2000:]  # incomplete: LPIPS was asked for (metrics=all) and is unavailable
+    assert r.stderr.splitlines()[-1].startswith("evalvae: incomplete run (exit status 3): lpips unavailable;")
     assert "cache hit (6 images)" in r.stderr and "rfid" in r.stderr and "unavailable" in r.stderr
     summary = pd.read_csv(tmp_path / "run" / "summary.csv")
     assert set(summary.metric) == {"psnr", "ssim", "lpips", "rfid", "kid", "bpp"}

@@ -101,13 +101,13 @@ def test_offline_hub_vae_fails_in_one_line_before_torch_is_imported(tmp_path):
 
 def test_a_run_with_one_loadable_vae_goes_ahead_and_records_the_unloadable_one(tmp_path, tiny_ae_dir, image_dir):
     """Offline, ``ft-mse`` (an uncached hub id) beside a local VAE: the run evaluates the local one and
-    records ft-mse's failure with the loader's message (exit status 2)."""
+    records ft-mse's failure with the loader's message (exit status 3: incomplete)."""
     hf = tmp_path / "hf"
     env = {"HF_HOME": str(hf), "HF_HUB_CACHE": str(hf / "hub"), "EVALVAE_CACHE": str(tmp_path / "cache")}
     args = ["-m", "evalvae", "run", "+vae=[ft-mse,taesd]", f"vae.taesd.source={tiny_ae_dir}", "dataset=folder"]
     args += [f"dataset.path={image_dir}", "dataset.resolution=32", "report=false", f"hydra.run.dir={tmp_path / 'r'}"]
     r = run_python(args, cwd=tmp_path, env=env)
-    assert r.returncode == 2, r.stderr[-2000:]
+    assert r.returncode == 3, r.stderr[-2000:]
     vaes = {v["vae"]: v for v in json.loads((tmp_path / "r" / "vaes.json").read_text())}
     assert vaes["ft-mse"]["status"] == "failed" and "could not load hub id" in vaes["ft-mse"]["error"]
     assert vaes["taesd"].get("status", "ok") != "failed"

@@ -2,7 +2,7 @@
 
 from evalvae.compare.baseline import Snapshot, load_snapshot, merge, write_baseline
 from evalvae.compare.comparison import Comparison, Row, compare
-from evalvae.compare.render import render, to_junit, to_markdown
+from evalvae.compare.render import render, to_junit, to_markdown, to_text
 from evalvae.compare.tolerances import Tolerance, Tolerances, load_tolerances, parse_tolerances
 from evalvae.compare.verdict import Verdict, judge, paired_test
 
@@ -23,5 +23,6 @@ __all__ = [
     "render",
     "to_junit",
     "to_markdown",
+    "to_text",
     "write_baseline",
 ]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from evalvae.compare.baseline import Snapshot, load_snapshot, merge, write_baseline
 from evalvae.compare.comparison import Comparison, compare
-from evalvae.compare.render import FORMATS, describe, render, to_junit, to_markdown
+from evalvae.compare.render import FORMATS, describe, headline, render, to_junit, to_markdown
 from evalvae.compare.tolerances import load_tolerances
 from evalvae.errors import EvalvaeError
-from evalvae.io import atomic_write_text
+from evalvae.io import atomic_write_text, check_creatable
 
 log = logging.getLogger("evalvae.compare")
 
@@ -33,7 +33,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tolerances", type=Path, metavar="FILE", help="YAML or JSON laid over conf/compare/tolerances.yaml"
     )
-    p.add_argument("--format", choices=FORMATS, default="md", help="what to print on stdout (default: md)")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="what to print on stdout: text (an A/B table, the default), md (markdown), json or junit",
+    )
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
     p.add_argument(
         "--update-baseline", action="store_true", help="write BASELINE (a .json) from CURRENT after comparing"
@@ -79,6 +84,10 @@ def run_compare(
     force: bool = False,
 ) -> int:
     """The whole command; returns its exit status."""
+    if junit is not None:
+        check_creatable(junit.parent, "--junit")
+    if update:
+        check_creatable(baseline.parent, "BASELINE")
     tol = load_tolerances(tolerances)
     cur = merge([load_snapshot(p) for p in current])
     if update and cur.empty:
@@ -96,7 +105,7 @@ def run_compare(
     comparison = compare(load_snapshot(baseline), cur, tol)
     publish(comparison, fmt, junit)
     if not update:
-        log.info("evalvae compare: %s", comparison.status)
+        log.info("evalvae compare: %s (exit status %d)", headline(comparison), comparison.exit_code)
         return comparison.exit_code
     if comparison.exit_code == 2 and not force:
         log.error(
@@ -127,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
             args.force,
         )
     except EvalvaeError as e:
+        log.error("evalvae: %s", e)
+        code = 2
+    except OSError as e:  # a file that cannot be read or written
         log.error("evalvae: %s", e)
         code = 2
     sys.exit(code)

@@ -1,4 +1,5 @@
-"""A :class:`Comparison` as a markdown table, JSON, or JUnit XML (one testcase per compared row)."""
+"""A :class:`Comparison` as a plain-text A/B table for the console, a markdown table, JSON, or JUnit XML
+(one testcase per compared row)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ ICONS = {
     Verdict.MISMATCH: "⚠️",
 }
 HEADLINES = {0: "✅ passed", 1: "❌ failed", 2: "⚠️ unusable input"}
-FORMATS = ("md", "json", "junit")
+FORMATS = ("text", "md", "json", "junit")
+HEADWORDS = {0: "passed", 1: "failed", 2: "unusable input"}
 
 
 def _delta(row: Row) -> tuple[str, str]:
@@ -106,6 +108,59 @@ def to_markdown(c: Comparison) -> str:
         out += ["", "Speed and memory (bench.csv: median ms per image, peak MB):", "", *_table(c, speed, speed=True)]
     if c.notes:
         out += ["", "Notes:", *[f"- {n}" for n in c.notes]]
+    return "\n".join(out) + "\n"
+
+
+def headline(c: Comparison) -> str:
+    """The gate's verdict in words: ``passed``, ``failed (1 regression)`` or ``unusable input``."""
+    failures = sum(c.failed(r) for r in c.rows)
+    return HEADWORDS[c.exit_code] + (f" ({failures} regression{'s' * (failures != 1)})" if c.exit_code == 1 else "")
+
+
+def _aligned(rows: list[list[str]], right: set[int]) -> list[str]:
+    """Rows of cells in columns two spaces apart, numbers (columns ``right``) right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return [line(r).rstrip() for r in rows]
+
+
+def _text_table(c: Comparison, rows: list[Row], speed: bool) -> list[str]:
+    head = ["VAE", "case", "measure"] if speed else ["VAE", "metric"]
+    table = [[*head, "A", "B", "Δ", "Δ %", "tolerance", "noise", "verdict"]]
+    for r in rows:
+        arrow = "" if r.higher_is_better is None else (" ↑" if r.higher_is_better else " ↓")
+        name = [r.vae, r.case, r.metric + arrow] if speed else [r.vae, r.metric + arrow]
+        delta, pct = _delta(r)
+        allowed = f"±{number(r.allowed, '.3g')}" if r.allowed is not None else ""
+        mark = "FAIL " if c.failed(r) else "ERROR " if r.verdict.is_error else ""
+        verdict = mark + r.verdict.value + (f" ({r.detail})" if r.detail else "")
+        table.append([*name, number(r.baseline), number(r.current), delta, pct, allowed, r.noise, verdict])
+    n = len(head)
+    return _aligned(table, right={n, n + 1, n + 2, n + 3, n + 4})
+
+
+def to_text(c: Comparison) -> str:
+    """The comparison for a console: A (the baseline) and B (the current results) side by side per
+    metric, with the change B - A, its tolerance, the noise it was weighed against and the verdict
+    (``FAIL`` where it fails the gate). The gate's own verdict is the command's last line (stderr)."""
+    reason = f" ({c.reason})" if c.reason else ""
+    out = [f"A (baseline): {c.baseline}{reason}", f"B (current):  {c.current}"]
+    if line := _protocol_line(c.protocol):
+        out.append(line.replace("`", ""))
+    if c.mismatches:
+        out += ["", "Protocol mismatch: the results were not compared (re-run under A's protocol, or update it):"]
+        out += [f"  {m}" for m in c.mismatches]
+    quality = [r for r in c.rows if r.kind == "quality"]
+    speed = [r for r in c.rows if r.kind == "speed"]
+    if quality:
+        out += ["", *_text_table(c, quality, speed=False)]
+    if speed:
+        out += ["", "Speed and memory (bench.csv: median ms per image, peak MB):", *_text_table(c, speed, speed=True)]
+    if c.notes:
+        out += ["", "Notes:", *[f"  - {n}" for n in c.notes]]
     return "\n".join(out) + "\n"
 
 
@@ -205,5 +260,5 @@ def to_junit(c: Comparison) -> str:
 
 
 def render(c: Comparison, fmt: str) -> str:
-    """``md`` | ``json`` | ``junit``."""
-    return {"md": to_markdown, "json": to_json, "junit": to_junit}[fmt](c)
+    """``text`` | ``md`` | ``json`` | ``junit``."""
+    return {"text": to_text, "md": to_markdown, "json": to_json, "junit": to_junit}[fmt](c)

@@ -57,10 +57,32 @@ def record_load_failure(writer, name: str, e: BaseException) -> str:
 
 
 def log_failures(failed: dict[str, str], n_vaes: int) -> None:
-    if failed:
-        log.error(
-            "%d of %d VAE(s) failed (%s); the others' results are complete",
-            len(failed),
-            n_vaes,
-            "; ".join(f"{k}: {v}" for k, v in failed.items()),
+    """With several VAEs, one line naming those that failed (each one's reason was logged as it failed)."""
+    if failed and n_vaes > 1:
+        rest = n_vaes - len(failed)
+        others = (
+            "nothing was evaluated"
+            if not rest
+            else "the other VAE's results are complete"
+            if rest == 1
+            else f"the other {rest} VAEs' results are complete"
         )
+        log.error("%d of %d VAE(s) failed (%s, reasons above); %s", len(failed), n_vaes, ", ".join(failed), others)
+
+
+def unavailable_metrics(metrics) -> list[str]:
+    """``"<names> unavailable"`` for each metric of ``metrics`` that could not be built (its weights are
+    missing): a metric asked for and not measured (:attr:`evalvae.jobs.runtime.RunOutcome.missing`)."""
+    from evalvae.metrics import Unavailable
+
+    return [f"{'/'.join(m.names)} unavailable" for m in metrics if isinstance(m, Unavailable)]
+
+
+def closing_line(incomplete: list[str], strict: bool, out=None) -> str:
+    """The last line of an incomplete job: what is missing and the exit status it gives (3, or 0 when
+    ``strict`` is false)."""
+    what = "; ".join(incomplete)
+    kept = f"; the results written are in {out}" if out is not None else ""
+    if strict:
+        return f"evalvae: incomplete run (exit status 3): {what}{kept}; strict=false accepts an incomplete run"
+    return f"incomplete run, accepted by strict=false (exit status 0): {what}{kept}"

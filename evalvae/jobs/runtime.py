@@ -19,12 +19,20 @@ from evalvae.errors import ConfigError
 
 @dataclass
 class RunOutcome:
-    """What a job leaves: its directory, its summary table, and the VAEs that failed (name -> reason)."""
+    """What a job leaves: its directory, its summary table, the VAEs that failed (name -> reason), and
+    ``missing``: what else was asked for and not measured (a VAE that scored no image, an unavailable
+    metric, a report that could not be written), one short phrase each."""
 
     out_dir: Path
     summary: pd.DataFrame
     failed: dict[str, str] = field(default_factory=dict)
     report: bool = False  # whether the entry point should write <out_dir>/report for it
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def incomplete(self) -> list[str]:
+        """Why the job is incomplete, one short phrase each; empty when everything asked for was measured."""
+        return [*(f"VAE '{name}' failed" for name in self.failed), *self.missing]
 
 
 def output_dir(out_dir: str | Path | None) -> Path:

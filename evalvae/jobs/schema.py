@@ -271,6 +271,7 @@ class CommonSchema:
     device: str = checked(_device)
     cache_dir: str | None = MISSING
     task: TaskSchema = MISSING
+    strict: bool = True  # false: an incomplete job (a VAE failed, scored nothing; a metric unavailable) exits 0
 
 
 @dataclass

@@ -28,17 +28,19 @@ class NoVAESelected(EvalvaeError):
 def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
     """The VAEs of this job (:func:`evalvae.jobs.selection.resolve`: named variants, the task's default
     selection, ``vae_dir``). Entries that are only field overrides (``++vae.X.f=v``) for a VAE that another
-    job of a sweep selects are ignored with a note. ``dataset=pairs`` adds the VAE ``test``: its test
-    folder's images (:mod:`evalvae.vae.files`)."""
+    job of a sweep selects are ignored, with a note outside a sweep. ``dataset=pairs`` adds the VAE
+    ``test``: its test folder's images (:mod:`evalvae.vae.files`)."""
     selection = resolve(cfg)
     vaes = dict(selection.specs)
-    for name in selection.ignored:
-        log.info(
-            "vae.%s: not selected in this job (no +vae=%s); its overrides are ignored%s",
-            name,
-            name,
-            did_you_mean(str(name), available_vaes()),
-        )
+    if not _in_sweep():  # in a sweep, the jobs that select it use them (the command line was checked)
+        known = available_vaes()
+        for name in selection.ignored:
+            log.info(
+                "vae.%s: not selected in this job (no +vae=%s); its overrides are ignored%s",
+                name,
+                name,
+                "" if name in known else did_you_mean(str(name), known),
+            )
     test = (cfg.get("dataset") or {}).get("test")
     if test is not None:  # dataset=pairs: the test folder is scored as a VAE (evalvae.data.pairs)
         vaes[TEST_VAE] = OmegaConf.create({"_target_": f"{FilesAdapter.__module__}.FilesAdapter", "path": str(test)})
@@ -48,6 +50,14 @@ def selected_vaes(cfg: DictConfig) -> dict[str, DictConfig]:
             "lists them). Available: " + ", ".join(available_vaes())
         )
     return vaes
+
+
+def _in_sweep() -> bool:
+    """Whether this job is one of a Hydra sweep (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 @dataclass

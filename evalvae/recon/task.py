@@ -29,11 +29,17 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
 from evalvae.device import release_memory, resolve_device
-from evalvae.errors import ConfigError, check_positive_int
+from evalvae.errors import ConfigError, Interrupted, check_positive_int
 from evalvae.io import cache_dir
 from evalvae.jobs import shard as dist
 from evalvae.jobs.chunks import ChunkStore, digest
-from evalvae.jobs.failures import VAE_FAILURES, log_failures, record_failure, record_load_failure
+from evalvae.jobs.failures import (
+    VAE_FAILURES,
+    log_failures,
+    record_failure,
+    record_load_failure,
+    unavailable_metrics,
+)
 from evalvae.jobs.memo import Recorded, VAEMemo
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
 from evalvae.jobs.store import BatchPlan, encoder_identity, latent_key, originals_key, result_key, vae_identity
@@ -129,6 +135,9 @@ class ReconTask(Task):
                 "dataset", cfg.dataset.get("name"), hint="torchrun sharding needs a dataset of files, not a stream"
             )
         self.encoders: dict[str, str] = {}  # encoder key -> the first VAE of the run with that encoder
+        self.batches_done = 0  # over every VAE, for the line Ctrl-C prints
+        self.scored_nothing: list[str] = []  # VAEs that ran and scored no image
+        self.cropped_factors: set[int] = set()  # downsampling factors warned of (dataset.resolution not a multiple)
         columns = [c for m in self.pair for c in result_columns(m)] + self.rate.metrics
         facts = [c for m in self.pair for c in fact_columns(m)] + self.rate.facts
         self.writer = RunWriter(self.files, columns, facts=facts)
@@ -209,6 +218,7 @@ class ReconTask(Task):
         """Run ``vae`` over this process's batches: stored chunks are read, the others computed and stored."""
         cfg = self.cfg
         multiple = vae.downsample  # the references are the originals as this VAE sees them, cropped to its factor
+        self.warn_cropped(name, multiple)
         wanted = [m.key for m in self.refs.missing(self.sets, multiple).metrics] if self.shard.main else None
         wanted = dist.broadcast(self.shard, wanted)
         p = VAEPass(
@@ -318,6 +328,7 @@ class ReconTask(Task):
                 p.orig_order += [(b, g) for g in range(len(originals))]
                 p.drop_order += [(b, g) for g in range(len(dropped))]
                 self.add_batch(p, b, rows, skipped)
+                self.batches_done += 1
                 bar.update(len(rows) + len(skipped))
         return p
 
@@ -341,6 +352,29 @@ class ReconTask(Task):
             p.dropped.add(d)
             dropped.append(d)
         return originals, dropped
+
+    def warn_cropped(self, name: str, factor: int) -> None:
+        """Once per factor: a ``dataset.resolution`` that is not a multiple of a VAE's factor is scored smaller."""
+        geometry = getattr(self.dataset, "geometry", None)
+        if geometry is None or geometry.crop != "center" or not geometry.resolution % factor:
+            return
+        if factor in self.cropped_factors or not self.shard.main:
+            return
+        self.cropped_factors.add(factor)
+        r, scored = geometry.resolution, geometry.resolution - geometry.resolution % factor
+        log.warning(
+            "dataset.resolution=%d is not a multiple of VAE '%s''s downsampling factor %d: its images are scored "
+            "at %d×%d (the %d×%d crop, centre-cropped to a multiple of %d); dataset.resolution=%d scores them whole",
+            r,
+            name,
+            factor,
+            scored,
+            scored,
+            r,
+            r,
+            factor,
+            scored,
+        )
 
     def add_batch(self, p: VAEPass, b: int, rows: list[dict], skipped: list) -> None:
         rows = [{**r, "file_sha256": self.file_hashes.get(r["image"])} for r in rows]
@@ -435,6 +469,9 @@ class ReconTask(Task):
                 writer.add_rows(rows)
                 writer.add_skipped(skipped)
         n = len(p.rows)
+        if n == 0:
+            self.scored_nothing.append(name)
+            log.error("evalvae: VAE '%s' scored no image (reasons in %s)", name, self.out / "skipped.csv")
         n_nonfinite = sum(bool(r["nonfinite"]) for r in p.rows)
         if n_nonfinite:
             log.warning(
@@ -500,7 +537,17 @@ class ReconTask(Task):
 
     # -- the run ---------------------------------------------------------------------------------
     def run(self) -> RunOutcome:
-        """Evaluate each VAE in ``cfg.vae`` on ``cfg.dataset``; write the result tables into the run directory."""
+        """Evaluate each VAE in ``cfg.vae`` on ``cfg.dataset``; write the result tables into the run directory.
+
+        Ctrl-C raises :class:`~evalvae.errors.Interrupted` with the batches done: each finished batch is a
+        result chunk, so the same command (or ``resume=DIR``) continues from there."""
+        try:
+            return self._run()
+        except KeyboardInterrupt:
+            total = len(self.plan) * len(self.specs) if self.plan is not None else None
+            raise Interrupted(self.out, self.batches_done, total, resumable=True) from None
+
+    def _run(self) -> RunOutcome:
         cfg, out, writer, main = self.cfg, self.out, self.writer, self.shard.main
         if main:
             OmegaConf.save(cfg, out / "config.yaml", resolve=True)
@@ -564,7 +611,9 @@ class ReconTask(Task):
         if not summary.empty:
             log.info("\n%s", console_table(summary))
             log.info("results in %s", out)
-        return RunOutcome(out, summary, failed, report=bool(cfg.report))
+        missing = [f"VAE '{name}' scored no image" for name in self.scored_nothing]
+        missing += unavailable_metrics([*self.pair, *self.unavailable_sets])
+        return RunOutcome(out, summary, failed, report=bool(cfg.report), missing=missing)
 
 
 def _groups(tensors: dict[str, torch.Tensor], prefix: str) -> list[dict]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from evalvae.errors import EvalvaeError
+from evalvae.io import check_creatable
 
 log = logging.getLogger("evalvae")
 
@@ -69,15 +70,19 @@ def default_out(run_dirs: list[str]) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # plain lines, as evalvae run
     from evalvae.report import write_report
 
     out = args.out or default_out(args.run_dirs)
     try:
+        check_creatable(out, "--out")
         html = write_report(
             args.run_dirs, out, images=args.images, worst=args.worst, best=args.best, grids=not args.no_grids
         )
     except EvalvaeError as e:
         log.error("evalvae: %s", e)
+        sys.exit(2)
+    except OSError as e:  # a folder or file of the report that cannot be written
+        log.error("evalvae: cannot write the report in %s: %s", out, e)
         sys.exit(2)
     print(html)

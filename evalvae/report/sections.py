@@ -178,13 +178,27 @@ def run_settings(run: Run) -> dict[str, dict]:
     return out
 
 
-def section_title(dataset: dict) -> str:
+def scored_sizes(runs: list[Run]) -> list[tuple[int, int]]:
+    """The image sizes (width, height) the runs' per-image rows were scored at, largest first: the
+    resolution itself, or less where it is not a multiple of a VAE's downsampling factor."""
+    sizes = set()
+    for run in runs:
+        df = run.per_image
+        if not df.empty and {"width", "height"} <= set(df.columns):
+            sizes |= {(int(w), int(h)) for w, h in df[["width", "height"]].dropna().drop_duplicates().to_numpy()}
+    return sorted(sizes, reverse=True)
+
+
+def section_title(dataset: dict, sizes: list[tuple[int, int]] = ()) -> str:
+    """``name · W×H``: the size scored (``sizes``, from :func:`scored_sizes`), else the resolution asked for."""
     name = str(dataset.get("name") or "dataset")
     root = str(dataset.get("root") or "")
     if name == "folder" and root:
         name = Path(root).name or name
     res = dataset.get("resolution")
-    return f"{name} · {res}×{res}" if res else f"{name} · native size"
+    if not res:
+        return f"{name} · native size"
+    return f"{name} · " + (", ".join(f"{w}×{h}" for w, h in sizes) if sizes else f"{res}×{res}")
 
 
 def _slug(text: str, taken: set[str]) -> str:
@@ -505,7 +519,7 @@ def group_sections(runs: list[Run]) -> list[Section]:
         else:
             group.runs.append(run)
             group.settings.update({m: s for m, s in settings.items() if m not in group.settings})
-    titles = [section_title(g.runs[0].protocol.get("dataset") or {}) for g in groups]
+    titles = [section_title(g.runs[0].protocol.get("dataset") or {}, scored_sizes(g.runs)) for g in groups]
     for title in list(dict.fromkeys(titles)):
         same = [i for i, t in enumerate(titles) if t == title]
         if len(same) > 1:

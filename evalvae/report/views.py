@@ -9,7 +9,7 @@ import pandas as pd
 from evalvae.metrics import stats
 from evalvae.metrics.info import BPP, MetricInfo
 from evalvae.report.format import metric_name, metric_title, num, num_diff, p_value, percent
-from evalvae.report.sections import Section
+from evalvae.report.sections import Section, scored_sizes
 
 SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 NONSTANDARD = "non-standard weights"
@@ -182,7 +182,14 @@ def protocol_view(section: Section) -> dict:
     files = sorted({int(r.protocol.get("dataset", {}).get("n_files") or 0) for r in section.runs})  # None: a stream
     facts.append(("images listed", ", ".join(map(str, files))))
     if d.get("resolution"):
-        facts.append(("resolution", f"{d['resolution']}×{d['resolution']}"))
+        res, sizes = d["resolution"], scored_sizes(section.runs)
+        scored = [f"{w}×{h}" for w, h in sizes if (w, h) != (res, res)]
+        note = (
+            f", scored at {', '.join(scored)} (cropped to a multiple of the VAE's downsampling factor)"
+            if scored
+            else ""
+        )
+        facts.append(("resolution", f"{res}×{res}{note}"))
     for key in ("resize", "crop", "small", "note"):
         if d.get(key):
             facts.append((key, str(d[key])))

@@ -25,7 +25,14 @@ from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.device import cpu_has_native_bf16, release_memory, resolve_device
 from evalvae.errors import check_choice, check_positive_int
-from evalvae.jobs.failures import VAE_FAILURES, is_out_of_memory, log_failures, record_failure, record_load_failure
+from evalvae.jobs.failures import (
+    VAE_FAILURES,
+    is_out_of_memory,
+    log_failures,
+    record_failure,
+    record_load_failure,
+    unavailable_metrics,
+)
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, timing_row
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import load, selected_vaes
@@ -88,7 +95,7 @@ class RobustnessTask(Task):
         if not table.empty:
             log.info("\n%s", console_table(table))
             log.info("results in %s", out)
-        return RunOutcome(out, table, failed, report=bool(cfg.report))
+        return RunOutcome(out, table, failed, report=bool(cfg.report), missing=unavailable_metrics(self.pair))
 
     def check_vae(self, name: str, spec: dict, loaded) -> None:
         cfg, rc, vae, writer = self.cfg, self.cfg.robustness, loaded.vae, self.writer

@@ -31,7 +31,13 @@ from evalvae.config import instantiate
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
 from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
 from evalvae.io import atomic_path, cache_dir
-from evalvae.jobs.failures import VAE_FAILURES, log_failures, record_failure, record_load_failure
+from evalvae.jobs.failures import (
+    VAE_FAILURES,
+    log_failures,
+    record_failure,
+    record_load_failure,
+    unavailable_metrics,
+)
 from evalvae.jobs.policy import load_for_run
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
 from evalvae.jobs.task import Task
@@ -369,7 +375,9 @@ class T2IJob:
         if not summary.empty:
             log.info("\n%s", console_table(summary))
             log.info("results in %s", self.out)
-        return RunOutcome(self.out, summary, self.failed, report=bool(self.cfg.get("report")))
+        m = self.metrics
+        missing = unavailable_metrics([*m.pair, *m.unavailable_sets, *([m.clip] if m.clip is not None else [])])
+        return RunOutcome(self.out, summary, self.failed, report=bool(self.cfg.get("report")), missing=missing)
 
 
 def run_t2i(cfg: DictConfig, out: Path) -> RunOutcome:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from fractions import Fraction
+from pathlib import Path
 
 import torch
 
 from evalvae.device import parse_dtype
+from evalvae.errors import WeightsUnavailable
 from evalvae.hub import holds_pair, packaged
 from evalvae.vae.base import LatentSpace, VAEAdapter
-from evalvae.vae.sources import SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
+from evalvae.vae.sources import PAIR_SUFFIXES, SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
 from evalvae.vae.taesd import TinyAutoencoder, decoder_stages, encoder_stages
 from evalvae.vae.tiling import tiled_apply
 
@@ -57,6 +59,8 @@ class TinyAdapter(VAEAdapter):
         else:
             # one half of a pair is enough to mean a pair: the missing half is then named in the error
             is_pair = kind == "dir" and holds_pair(source, prefix)
+        if kind == "dir" and not is_pair:
+            _check_diffusers_folder(name, Path(source).expanduser(), prefix, subfolder)
         if is_pair:
             states, weights = pth_pair(name, source, prefix=prefix, sha256=sha256, cache=cache_dir)
             model = TinyAutoencoder.from_state_dicts(states["encoder"], states["decoder"])
@@ -115,3 +119,21 @@ class TinyAdapter(VAEAdapter):
 
     def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
         return {k: v for k, v in self.module.state_dict().items() if k.startswith("encoder.")}
+
+
+def _check_diffusers_folder(name: str, folder: Path, prefix: str, subfolder: str | None) -> None:
+    """A local ``source`` folder that is neither a TAESD-layout pair nor a diffusers folder fails here, with
+    the files that would work (diffusers' own error names only its config.json)."""
+    if any((d / "config.json").is_file() for d in (folder, folder / (subfolder or ""))):
+        return
+    looked = " and ".join(f"{prefix}_{half}{{{','.join(PAIR_SUFFIXES)}}}" for half in ("encoder", "decoder"))
+    found = sorted({p.stem[: -len("_encoder")] for p in folder.glob("*_encoder.*") if p.suffix in PAIR_SUFFIXES})
+    hint = (
+        f"; it holds {', '.join(f'{f}_encoder' for f in found)}: set vae.{name}.weights_prefix={found[0]}"
+        if found
+        else ""
+    )
+    raise WeightsUnavailable(
+        f"VAE '{name}': {folder} holds no TAESD-layout weights (looked for {looked}, as "
+        f"github.com/madebyollin/taesd ships them) and no diffusers AutoencoderTiny (config.json){hint}"
+    )
