@@ -32,7 +32,8 @@ MENTION_SUFFIXES = {".py", ".yaml", ".yml", ".toml", ".sh", ".j2", ""}
 
 
 def pages() -> list[Path]:
-    return [README, *sorted(DOCS.glob("*.md"))]
+    """README.md, docs/, and the READMEs of the committed results (reports/), which link into docs/."""
+    return [README, *sorted(DOCS.glob("*.md")), *sorted((ROOT / "reports").rglob("README.md"))]
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:
