@@ -13,7 +13,7 @@ with a batch in flight. It keeps glibc's fast, dynamic threshold for the allocat
 ``+vae=identity`` at 256 px on a 2-core CPU (the cheapest model, so the allocator's share is the
 largest): glibc's defaults 1,672 MiB peak in 48 s; a fixed 128 KiB mmap threshold 768 MiB in
 113 s (every batch-sized buffer an mmap and fresh page faults); ``malloc_trim`` after every batch
-822 MiB in 65 s; see the README for the trimmer's own numbers.
+822 MiB in 65 s; docs/results.md (Memory) gives the trimmer's own numbers.
 
 Only glibc (Linux) is touched; elsewhere :class:`HeapTrimmer` does nothing.
 """
