@@ -25,7 +25,7 @@ import torch
 from evalvae.data.datasets import ImageDataset, ImageRecord, Sample
 from evalvae.data.transforms import Geometry
 from evalvae.errors import ConfigError, DatasetError, check_positive_int
-from evalvae.metrics.regions import Region
+from evalvae.vocab import Region
 
 VERSION = 1  # bump when the layout or the strings change
 FONTS = {

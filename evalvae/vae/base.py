@@ -16,10 +16,9 @@ from evalvae.errors import ConfigError, EvalvaeError, check_choice
 from evalvae.vae.rate import stored_bits
 from evalvae.vae.seams import generic_decode_seams
 from evalvae.vae.tiling import tiled_apply
+from evalvae.vocab import MEMORY_MODES
 
 POSTERIORS = ("mode", "sample")
-# plain: the whole batch at once; sliced: one image at a time; tiled: overlapping spatial tiles
-MEMORY_MODES = ("plain", "tiled", "sliced")
 
 
 class UnsupportedMemoryMode(EvalvaeError):
