@@ -52,7 +52,7 @@ class Sample:
     image: torch.Tensor | None = None  # (3, H, W) uint8
     upscaled: bool = False
     reason: str = ""  # why it was skipped, when image is None
-    truth: list | None = None  # ground-truth regions (evalvae.metrics.regions.Region) where the dataset knows them
+    truth: list | None = None  # ground-truth regions (evalvae.vocab.Region) where the dataset knows them
 
 
 class ImageDataset(Dataset):
