@@ -13,9 +13,11 @@ import pytest
 import torch
 import yaml
 
+from evalvae import checkpoints
+from evalvae.checkpoints import state_dict_sha256
 from evalvae.errors import ConfigError, WeightsUnavailable
 from evalvae.run import available_vaes
-from evalvae.vae import load_vae, sources, state_dict_sha256
+from evalvae.vae import load_vae
 from evalvae.vae.kl import KLAdapter
 from evalvae.vae.taesd import TinyAutoencoder
 from evalvae.vae.tiny import TinyAdapter
@@ -233,15 +235,15 @@ def test_local_then_hub_downloads_only_where_allowed_and_reachable(monkeypatch):
             raise OSError("not in the local cache")
         return "downloaded"
 
-    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
+    monkeypatch.setattr(checkpoints, "hub_reachable", lambda: False)
     with pytest.raises(OSError, match="not in the local cache"):
-        sources.local_then_hub(load)
-    monkeypatch.setattr(sources, "hub_reachable", lambda: True)
+        checkpoints.local_then_hub(load)
+    monkeypatch.setattr(checkpoints, "hub_reachable", lambda: True)
     with pytest.raises(OSError, match="not in the local cache"):
-        sources.local_then_hub(load, may_download=False)
-    assert sources.local_then_hub(load) == "downloaded"
+        checkpoints.local_then_hub(load, may_download=False)
+    assert checkpoints.local_then_hub(load) == "downloaded"
     assert calls == [True, True, True, False]
-    assert sources.local_then_hub(lambda local: ("cached", local)) == ("cached", True)
+    assert checkpoints.local_then_hub(lambda local: ("cached", local)) == ("cached", True)
 
 
 # PSNR (dB) of the round trip of skimage's astronaut at 256 px (PIL bicubic), measured with the bf16 copies

@@ -38,10 +38,10 @@ from collections.abc import Mapping
 import torch
 
 import evalvae
+from evalvae.checkpoints import state_dict_sha256
 from evalvae.data.transforms import images_identity
 from evalvae.jobs.chunks import digest
 from evalvae.provenance import versions
-from evalvae.vae.base import state_dict_sha256
 
 FORMAT = 2  # of the keys and of what a chunk holds (2: rows carry image_sha256)
 # Bump with any change to evalvae's code that moves a VAE's latents (the adapters' encode, the crop to

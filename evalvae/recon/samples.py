@@ -67,7 +67,6 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from evalvae.data.datasets import IMAGE_EXTENSIONS
 from evalvae.data.loader import collate
 from evalvae.device import release_memory, resolve_device
 from evalvae.errors import ConfigError
@@ -81,6 +80,7 @@ from evalvae.recon.loop import BatchResult, reconstruct
 from evalvae.recon.rate import Rate
 from evalvae.results import read_per_image
 from evalvae.vae import VAEAdapter
+from evalvae.vocab import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

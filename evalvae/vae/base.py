@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,15 +10,15 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from evalvae.checkpoints import state_dict_sha256
 from evalvae.device import parse_dtype
 from evalvae.errors import ConfigError, EvalvaeError, check_choice
 from evalvae.vae.rate import stored_bits
 from evalvae.vae.seams import generic_decode_seams
 from evalvae.vae.tiling import tiled_apply
+from evalvae.vocab import MEMORY_MODES
 
 POSTERIORS = ("mode", "sample")
-# plain: the whole batch at once; sliced: one image at a time; tiled: overlapping spatial tiles
-MEMORY_MODES = ("plain", "tiled", "sliced")
 
 
 class UnsupportedMemoryMode(EvalvaeError):
@@ -46,21 +45,6 @@ class LoadedWeights:
     location: str
     files: dict[str, str] = field(default_factory=dict)
     stored_dtype: str | None = None  # the floating dtype(s) the files hold, e.g. "bf16" (None: not known)
-
-
-def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """A content hash of tensors (as float32), independent of device, memory format and key order.
-
-    Two encoders with equal weights (for example the shared encoder of sd-vae-ft-ema and
-    sd-vae-ft-mse) hash equally, which lets later stages encode once for both.
-    """
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().to("cpu", torch.float32).contiguous().reshape(-1)
-        h.update(key.encode())
-        h.update(str(tuple(state[key].shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 class VAEAdapter(ABC):
