@@ -87,6 +87,26 @@ def test_kl_applies_scaling_and_shift(tiny_kl_dir):
     torch.testing.assert_close(over.encode(x), mean * 2.0)
 
 
+def test_a_family_normalization_hook_sets_the_diffusion_space(tiny_kl_dir):
+    """Per-channel means and stds (as later families have) replace the scaling and shift, in encode and decode."""
+    mean = torch.tensor([0.1, -0.2, 0.3, 0.0]).view(1, -1, 1, 1)
+    std = torch.tensor([0.5, 1.0, 2.0, 4.0]).view(1, -1, 1, 1)
+
+    class PerChannel(KLAdapter):
+        def normalize(self, z):
+            return (z - mean) / std
+
+        def denormalize(self, latents):
+            return latents * std + mean
+
+    vae = PerChannel("p", str(tiny_kl_dir), latent_space="sd")
+    raw = KLAdapter("k", str(tiny_kl_dir), latent_space="sd", scaling_factor=1.0, shift_factor=0.0)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = raw.encode(x)
+    torch.testing.assert_close(vae.encode(x), (z - mean) / std)
+    torch.testing.assert_close(vae.decode(vae.encode(x)), raw.decode(z))
+
+
 def test_posterior_sample_is_seeded_per_image_not_per_batch(tiny_kl_dir):
     vae = KLAdapter("k", str(tiny_kl_dir), latent_space="test", posterior="sample", seed=7)
     x = torch.rand(3, 3, 16, 16) * 2 - 1

@@ -67,8 +67,9 @@ class VAEAdapter(ABC):
     """An image autoencoder seen uniformly: images in [-1, 1] in, diffusion-space latents out, and back.
 
     Subclasses implement :meth:`_moments` and :meth:`_decode_raw` in the model's own (unscaled)
-    latent space and own input range; this class applies ``scaling_factor`` and ``shift_factor``
-    (``latent = (z - shift) * scale``, as diffusers pipelines do) and the posterior choice.
+    latent space and own input range; this class applies the posterior choice and the family's
+    latent normalization (:meth:`normalize`; by default ``scaling_factor`` and ``shift_factor``,
+    ``latent = (z - shift) * scale``, as diffusers pipelines do).
     """
 
     family: str = "abstract"
@@ -135,6 +136,19 @@ class VAEAdapter(ABC):
         """The tensors that determine the encoder's output (encoder and any quant conv)."""
 
     # -- what subclasses may override --------------------------------------------------------
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents (the model's own) to the diffusion space that :meth:`encode` returns.
+
+        ``(z - shift_factor) * scaling_factor``; a family with per-channel means and stds or batch-norm
+        statistics overrides this and :meth:`denormalize`, reports them in :meth:`describe` and includes
+        them in :meth:`encoder_state_dict` (which, with the factors, keys the latent cache).
+        """
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Diffusion-space latents back to the model's own: the inverse of :meth:`normalize`."""
+        return latents / self.scaling_factor + self.shift_factor
+
     def _decode_seeded(self, z: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """Decode raw latents; a stochastic decoder seeds image ``i``'s noise with ``seed + seeds[i]``."""
         return self._decode_raw(z)
@@ -219,7 +233,7 @@ class VAEAdapter(ABC):
                 [torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds]
             )
             z = mean + std * noise.to(device=mean.device, dtype=mean.dtype)
-        return (z - self.shift_factor) * self.scaling_factor
+        return self.normalize(z)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
@@ -229,7 +243,7 @@ class VAEAdapter(ABC):
         plus ``seeds[i]`` (default: ``i``), so a decode never depends on batch composition; other
         decoders ignore ``seeds``.
         """
-        z = latents.to(device=self.device, dtype=self.dtype) / self.scaling_factor + self.shift_factor
+        z = self.denormalize(latents.to(device=self.device, dtype=self.dtype))
         seeds = list(range(len(z))) if seeds is None else [int(s) for s in seeds]
         return self._decode_in_mode(z, seeds).float()
 
