@@ -45,6 +45,8 @@ def test_zoo_is_complete_and_each_file_names_itself():
         assert "_target_" in doc[name]
         if name in ZOO:  # the models; codecs and files (reconstructions read from a folder) have neither
             assert "source" in doc[name] and "latent_space" in doc[name]
+        if "dtype" in doc[name]:  # every model says when it runs in fp32 instead (evalvae.jobs.policy)
+            assert doc[name]["upcast"] == "auto", name
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -18,6 +18,9 @@ from evalvae.vae.seams import generic_decode_seams
 from evalvae.vae.tiling import tiled_apply
 
 POSTERIORS = ("mode", "sample")
+# fp32 instead of a reduced dtype: as the model config's force_upcast says (auto), never, or always
+# (evalvae.jobs.policy applies it when a job loads the VAE)
+UPCAST = ("auto", "never", "always")
 # plain: the whole batch at once; sliced: one image at a time; tiled: overlapping spatial tiles
 MEMORY_MODES = ("plain", "tiled", "sliced")
 
@@ -77,8 +80,8 @@ class VAEAdapter(ABC):
     # _set_memory_mode) only for fully convolutional networks, so families opt in to it.
     memory_modes: tuple[str, ...] = ("plain", "sliced")
     tile_overlap: Fraction = Fraction(1, 4)  # of the tile side, for the generic tiling
-    # The model asks to run in fp32 when loaded in fp16 (diffusers' ``config.force_upcast``); the
-    # run's loading policy (evalvae.vae.policy) honours it. Families whose config says so set it.
+    # The model asks to run in fp32 when loaded in fp16 (diffusers' ``config.force_upcast``); a job's
+    # loading policy (evalvae.jobs.policy) honours it under upcast=auto. Families whose config says so set it.
     force_upcast: bool = False
     # False: the job stores no latents of this VAE (evalvae.jobs.store) and keeps no record of it to skip
     # its loading (evalvae.jobs.memo); for adapters with nothing to gain from either (evalvae.vae.files)
@@ -99,10 +102,12 @@ class VAEAdapter(ABC):
         posterior: str = "mode",
         seed: int = 0,
         dtype: str = "fp32",
+        upcast: str = "auto",
         device: str | torch.device = "cpu",
         weights: LoadedWeights | None = None,
     ):
         self.name = name
+        self.upcast = check_choice(f"vae.{name}.upcast", upcast, UPCAST)
         self.latent_space = latent_space
         self.scaling_factor = float(scaling_factor)
         self.shift_factor = float(shift_factor)
@@ -280,6 +285,7 @@ class VAEAdapter(ABC):
             "posterior": self.posterior,
             "dtype": self.dtype_name,
             "dtype_requested": self.dtype_requested,
+            "upcast": self.upcast,
             **({"upcast_reason": self.upcast_reason} if self.upcast_reason else {}),
             "device": str(self.device),
             "parameters": sum(p.numel() for p in self.module.parameters()),
