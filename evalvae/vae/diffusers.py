@@ -93,17 +93,8 @@ class DiffusersFamily(VAEAdapter):
             self.memory_modes = tuple(m for m in self.memory_modes if m != "tiled")
 
     # -- loading -------------------------------------------------------------------------------
-    def _load(
-        self,
-        name: str,
-        source: str,
-        subfolder: str | None,
-        revision: str | None,
-        config: str | None,
-        cache_dir: str | None,
-        dtype: torch.dtype,
-    ) -> tuple[nn.Module, LoadedWeights]:
-        """The model and where its weights came from."""
+    def _load(self, name, source, subfolder, revision, config, cache_dir, dtype) -> tuple[nn.Module, LoadedWeights]:
+        """The model (in ``dtype``) and where its weights came from; the arguments are the spec's."""
         argument = f"vae.{name}.source"
         if source_kind(source, argument) not in ("hub", "dir") and not hasattr(self._class(name), "from_single_file"):
             raise ConfigError(
