@@ -71,7 +71,8 @@ def vae_identity(spec: Mapping, vae) -> dict | None:
     """What ``vae``'s reconstructions depend on; None for a VAE built in memory."""
     if vae.weights.kind == "module":
         return None
-    config = {k: v for k, v in dict(spec).items() if k not in ("dtype", "cache_dir", "device")}
+    # the dtype that ran is keyed below: the dtype asked for and upcast only chose it
+    config = {k: v for k, v in dict(spec).items() if k not in ("dtype", "upcast", "cache_dir", "device")}
     return {
         "adapter": _class(vae),
         "weights": {"kind": vae.weights.kind, "location": vae.weights.location, "files": dict(vae.weights.files)},
