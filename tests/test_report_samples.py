@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,15 @@ class Blemish(Identity):
             if i in self.indices:
                 y[j] = y[j] + self.amount
         return y
+
+
+class Noisy(Identity):
+    """:class:`Identity` plus noise drawn for each image from its own seed, as the consistency decoder draws it."""
+
+    def _decode_seeded(self, z, seeds):
+        y = self._decode_raw(z)
+        noise = [torch.randn(y.shape[1:], generator=torch.Generator().manual_seed(1000 + s)) for s in seeds]
+        return y + 0.05 * torch.stack(noise)  # about 6 levels of 255
 
 
 def standins(worst=2, best=1, extra=()) -> list[str]:
@@ -428,6 +438,43 @@ def test_a_vae_that_cannot_be_loaded_for_its_samples_is_shown_as_not_saved(tiny_
     assert set(pd.read_parquet(out / "per_image.parquet")["vae"]) == {"taef2", "taesd"}  # results unaffected
     got, reasons = reconstruct_images(load_inputs([out]).runs[0], "taef2", list(images))
     assert not got and all(r.endswith("RuntimeError: weights gone") for r in reasons.values())
+
+
+def test_a_seeded_decoder_decodes_its_picks_as_it_scored_them(standin_run, tmp_path):
+    overrides = ["+vae.n._target_=tests.test_report_samples.Noisy", "samples.worst=3", "samples.best=2"]
+    cfg = helpers.compose_run([*overrides, "batch_size=5", "workers=0", *dataset(standin_run["images"])])
+    out = run(cfg, out_dir=tmp_path / "run").out_dir
+    recorded = pd.read_parquet(out / "per_image.parquet").set_index("image")["psnr"]
+    data = instantiate(cfg.dataset)
+    position, vae = {rec.id: i for i, rec in enumerate(data.records)}, instantiate(cfg.vae.n, name="n")
+    saved = index_of(out)["images"]
+    assert len(saved) >= 5 and {position[i] // 5 for i in saved} == {0, 1, 2}  # picks from every batch
+    for image, entry in saved.items():
+        s = entry["vaes"]["n"]
+        assert s["psnr_saved"] == pytest.approx(recorded[image], abs=1e-9)  # the noise of the scored decode
+        x, seeds = from_uint8(data[position[image]].image[None]), [position[image]]
+        direct = to_pixels(vae.decode(vae.encode(x, seeds=seeds), seeds=seeds), True).to(torch.uint8)[0]
+        np.testing.assert_array_equal(rgb(out / "samples" / s["reconstruction"]), direct.permute(1, 2, 0).numpy())
+
+
+def test_a_streamed_dataset_is_read_again_for_its_picks(standin_run, tmp_path):
+    pytest.importorskip("webdataset")
+    with tarfile.open(tmp_path / "shard.tar", "w") as tar:
+        for f in sorted(standin_run["images"].iterdir()):
+            tar.add(f, arcname=f.name)
+    overrides = [
+        "+vae.b._target_=tests.test_report_samples.Blemish",
+        "+vae.b.gain=0.9",
+        f"+vae.b.indices=[{BLEMISHED[0]}]",
+    ]
+    data = ["dataset=webdataset", f"dataset.urls={tmp_path / 'shard.tar'}", "dataset.resolution=32"]
+    out = run(helpers.compose_run([*overrides, *data, "batch_size=4", "workers=0"]), out_dir=tmp_path / "run").out_dir
+    per_image = pd.read_parquet(out / "per_image.parquet")
+    index = index_of(out)["images"]
+    assert set(index) == set(expected_picks(per_image, worst=3, best=1)) and len(index) > 1
+    recorded = per_image.set_index("image")["psnr"]
+    for image, entry in index.items():
+        assert not entry["not_saved"] and entry["vaes"]["b"]["psnr_saved"] == pytest.approx(recorded[image], abs=1e-9)
 
 
 def test_no_samples_when_none_are_asked_for(tmp_path):
