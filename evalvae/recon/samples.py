@@ -1,35 +1,26 @@
 """Samples: the few images the report's grids show, decoded once every VAE has scored, and saved.
 
-``<run>/samples/`` holds lossless PNGs and an index, so ``evalvae report`` draws its grids from
-files, with no weights and no dataset:
+``<run>/samples/`` holds lossless PNGs and an index, so ``evalvae report`` draws its grids from files,
+with no weights and no dataset: ``original/<image>.png``, the 8-bit original as the VAE saw it (cropped
+to a multiple of its factor; one file per size where VAEs of other factors saw other sizes);
+``<vae>/<image>.png``, its reconstruction rounded to 8 bits (with ``metrics.quantize=true`` the pixels
+scored); ``index.json``: per image, why it was saved and, per VAE, its files, the recorded score, the
+PSNR of the saved pixels, how they were made and their key. File names are the id made safe plus a
+hash of it; the index maps ids to files.
 
-* ``original/<image>.png``: the 8-bit original as the VAE saw it (cropped to a multiple of its
-  downsampling factor; an image scored at two sizes by VAEs of other factors has one file per size);
-* ``<vae>/<image>.png``: that VAE's reconstruction, rounded to 8 bits (what set-level metrics and
-  image files see; with ``metrics.quantize=true`` the pixels scored);
-* ``index.json``: per image, why it was saved and, per VAE, its files, the recorded score, the PSNR
-  of the saved pixels and the key it was saved under. File names are the id made safe plus a hash
-  of it, so any id maps to a unique, portable name; the index maps ids to files.
+Which images: :func:`evalvae.metrics.selection.pick_images` on ``per_image.parquet``'s first metric
+(PSNR by default), the rule the report selects with: the typical image and each VAE's
+``samples.worst`` worst and ``samples.best`` best, each with every VAE's reconstruction. How: one
+pass of :func:`evalvae.recon.loop.reconstruct` per VAE over its picks, read again from the dataset
+(a stream up to its last pick), with the run's seeds, crop and rounding, from the latents the run
+cached (else encoded again). Decoded in batches of their own, a few pixels may differ by a level
+from those scored on some backends; the report flags a picture more than 0.05 dB from the recorded PSNR.
 
-Which images: :func:`evalvae.metrics.selection.pick_images` on ``per_image.parquet``'s first
-per-image metric (PSNR under the default metrics), the rule the report selects with: the typical
-image and each VAE's ``samples.worst`` worst and ``samples.best`` best images, each with every
-VAE's reconstruction, so cross-VAE grids are complete.
-
-How: after the result tables are written, one pass of :func:`evalvae.recon.loop.reconstruct` per
-VAE over its picks, read again from the dataset (a stream is read again up to its last pick), with
-the run's seeds, crop and rounding. Latents come from the latent cache where the run stored them,
-else the picks are encoded again. The picks are decoded in batches of their own, so on some
-backends a few pixels may differ by one level from those scored; ``psnr_saved`` is the saved
-pixels' PSNR, and the report flags a picture more than 0.05 dB from the recorded one.
-
-Cost: the last VAE is still loaded; every other VAE is loaded once more (seconds for an SD-size
-VAE) and decodes at most ``1 + V * (worst + best)`` images. A sample whose key (the VAE's identity:
-its weights' content, config and dtype; the scoring protocol; the original's sha256) equals the
-one already in the folder (a run continued in its own directory) is kept, and a VAE whose samples
-are all kept is not loaded. A rerun in a new directory loads each VAE for its samples, also when
-every batch comes from the result chunks. Saving samples never costs results: a failure is logged,
-and the report shows those images as not saved.
+Cost: the last VAE is still loaded; each other one is loaded again and decodes at most
+``1 + V * (worst + best)`` images. A sample already in the folder under the same key (the VAE's
+identity, the scoring protocol, the original's sha256: a run continued in its own directory) is
+kept, and a VAE whose samples are all kept is not loaded; a rerun in a new directory loads each VAE.
+A failure costs no result: it is logged, and the report shows those images as not saved.
 """
 
 from __future__ import annotations
@@ -139,34 +130,30 @@ def read_images(dataset, images: list[str]) -> tuple[list, dict[str, str]]:
 
 
 class Samples:
-    """One recon run's samples (see the module docstring). The task calls :meth:`scored` for each VAE that
-    scored, then :meth:`save` once the result tables are written; ``main`` is False in a process that
-    writes no results (torchrun ranks above 0)."""
+    """One recon run's samples. The task calls :meth:`scored` for each VAE that scored, then :meth:`save`
+    once the result tables are written; ``main`` is False in a process that writes none (torchrun ranks > 0)."""
 
     def __init__(self, cfg, out: str | Path, metrics: list, main: bool = True):
         self.settings = s = settings(cfg.get("samples"))
-        self.root = Path(out) / FOLDER
-        self.quantize = bool(cfg.metrics.get("quantize", True))
-        first = metrics[0] if metrics else None
-        self.metric = first.name if first is not None else None
-        self.higher = bool(getattr(first, "higher_is_better", True))
+        self.root, self.quantize = Path(out) / FOLDER, bool(cfg.metrics.get("quantize", True))
+        self.metric = metrics[0].name if metrics else None
+        self.higher = bool(getattr(metrics[0], "higher_is_better", True)) if metrics else True
         self.enabled = main and self.metric is not None and (s["typical"] or s["worst"] > 0 or s["best"] > 0)
         self.keys: dict[str, str | None] = {}  # VAE -> digest of its identity and the scoring protocol
         self.held: tuple[str, VAEAdapter] | None = None  # the run's last VAE, still loaded
         self.images: dict[str, dict] = {}  # index.json's "images"
-        self.done: dict[str, Counter] = {}  # VAE -> its samples by source (kept, latents, encoded)
+        self.done: dict[str, Counter] = {}  # VAE -> how many samples were kept, read from latents, encoded
 
     def scored(self, name: str, identity: dict | None, scoring: dict, vae: VAEAdapter | None = None) -> None:
-        """VAE ``name`` scored: its ``identity`` (None: known to this process only) under the ``scoring``
-        protocol keys its samples; ``vae``, if given, stays loaded for :meth:`save`."""
+        """VAE ``name`` scored; its ``identity`` (None: known to this process only) and the ``scoring`` protocol
+        key its samples; ``vae``, if given, stays loaded for :meth:`save`."""
         if self.enabled:
             self.keys[name] = digest({"vae": identity, "scoring": scoring}) if identity is not None else None
             self.held = (name, vae) if vae is not None else None
 
     def save(self, task) -> None:
-        """Pick from ``per_image.parquet``; keep the samples saved under the same key, decode the others (one
-        pass per VAE), drop every other file and write ``samples/index.json``. ``task`` is the
-        :class:`~evalvae.recon.task.ReconTask` that scored (its dataset, latent store, VAE specs, protocol)."""
+        """Pick, keep what the folder holds under the same keys, decode the rest (one pass per VAE), remove the
+        other files and write the index. ``task``: the :class:`~evalvae.recon.task.ReconTask` that scored."""
         if not self.enabled:
             return
         start = time.perf_counter()
@@ -176,7 +163,7 @@ class Samples:
             log.warning("samples not saved: %s: %s", type(e).__name__, e)
         finally:
             self.held = None
-        how = "; ".join(f"{v} " + ", ".join(f"{n} {k}" for k, n in c.items()) for v, c in self.done.items())
+        how = "; ".join(f"{v} " + ", ".join(f"{n} {k}" for k, n in c.items() if n) for v, c in self.done.items())
         n, seconds = len(self.images), time.perf_counter() - start
         log.info("samples: %d image(s) in %s for the report's grids (%.2f s; %s)", n, self.root, seconds, how)
 
@@ -191,67 +178,62 @@ class Samples:
         except (OSError, ValueError, KeyError, TypeError):
             old = {}
         self.images = {i: {"reasons": why, "originals": {}, "vaes": {}, "not_saved": {}} for i, why in reasons.items()}
-        todo = {}
-        for name, rows in per_image.groupby("vae", sort=False):
-            rows, key = rows.set_index("image"), self.keys.get(name)
+        held = self.held[0] if self.held is not None else None
+        for name, rows in sorted(per_image.groupby("vae", sort=False), key=lambda g: g[0] != held):  # held first
+            rows, key, self.done[name] = rows.set_index("image"), self.keys.get(name), Counter()
             keys = {i: key and digest([key, rows.at[i, "image_sha256"]]) for i in reasons if i in rows.index}
-            todo[name] = [i for i in keys if not self._keep(i, old.get(i), name, keys[i], rows.at[i, self.metric])]
-            self.done[name] = Counter({"kept": len(keys) - len(todo[name])} if len(todo[name]) < len(keys) else {})
-            todo[name] = rows, todo[name], keys
-        loaded = self.held[0] if self.held is not None else None
-        for name in sorted(todo, key=lambda v: v != loaded):  # the VAE still loaded first
-            if todo[name][1]:
-                self._decode(task, name, *todo[name])
+            todo = [i for i in keys if not self._keep(i, old.get(i), name, keys[i], rows.at[i, self.metric])]
+            self.done[name]["kept"] = len(keys) - len(todo)
+            if todo:
+                self._decode(task, name, rows, todo, keys)
             self.held = None  # released before another VAE is loaded
         self._prune()
-        if self.root.is_dir() or self.images:
-            index = {"format": FORMAT, "metric": self.metric, "higher_is_better": self.higher}
-            index.update(quantize=self.quantize, settings=self.settings, images=self.images)
-            atomic_write_text(self.root / INDEX, json.dumps(index, indent=2, ensure_ascii=False) + "\n")
+        if not self.images and not self.root.is_dir():
+            return
+        index = {"format": FORMAT, "metric": self.metric, "higher_is_better": self.higher, "quantize": self.quantize}
+        atomic_write_text(
+            self.root / INDEX,
+            json.dumps({**index, "settings": self.settings, "images": self.images}, indent=2, ensure_ascii=False)
+            + "\n",
+        )
 
-    def _keep(self, image: str, entry: dict | None, name: str, key: str | None, score: float) -> bool:
-        """Keep VAE ``name``'s sample of ``image`` when the folder's index ``entry`` holds it under ``key``."""
-        saved = ((entry or {}).get("vaes") or {}).get(name)
-        if key is None or not isinstance(saved, dict) or saved.get("key") != key:
-            return False
-        files = [saved.get(k) for k in ("original", "reconstruction")]
-        shape = next((s for s, rel in (entry.get("originals") or {}).items() if rel == files[0]), None)
-        if shape is None or not all(isinstance(f, str) and (self.root / f).is_file() for f in files):
+    def _keep(self, image: str, entry, name: str, key: str | None, score: float) -> bool:
+        """Keep VAE ``name``'s sample of ``image`` where the folder's index ``entry`` holds it under ``key``."""
+        try:
+            saved = entry["vaes"][name]
+            files = [saved["original"], saved["reconstruction"]]
+            shape = next(s for s, rel in entry["originals"].items() if rel == files[0])
+            if key is None or saved["key"] != key or not all((self.root / f).is_file() for f in files):
+                return False
+        except (KeyError, TypeError, AttributeError, StopIteration):  # not there, or from another version
             return False
         self.images[image]["originals"].setdefault(shape, files[0])
         self.images[image]["vaes"][name] = {**saved, self.metric: json_float(score)}
         return True
 
     def _decode(self, task, name: str, rows: pd.DataFrame, images: list[str], keys: dict) -> None:
-        """VAE ``name``'s ``images`` decoded in one pass (by the VAE still loaded, else loaded again) and saved."""
+        """VAE ``name``'s ``images``, decoded in one pass by the VAE still loaded (else loaded again), saved."""
         cfg, how, missing = task.cfg, {}, {}
         vae, self.held = (self.held[1] if self.held is not None and self.held[0] == name else None), None
         try:
             if vae is None:
-                if name not in task.specs:
-                    raise ValueError("its spec is not in this run's config")
                 vae = load(name, task.specs[name], device=task.device, cache_dir=cfg.cache_dir).vae
                 if cfg.channels_last:
                     vae.module.to(memory_format=torch.channels_last)
             samples, missing = read_images(task.dataset, images)
             size = int(cfg.batch_size)
+            batches = [collate(samples[i : i + size]) for i in range(0, len(samples), size)]
+            encode = self._latents(task, vae, rows, how)
+            kwargs = {"channels_last": bool(cfg.channels_last), "seed": int(cfg.seed), "rate": task.rate}
             for result in reconstruct(
-                vae,
-                [collate(samples[i : i + size]) for i in range(0, len(samples), size)],
-                [],
-                quantize=self.quantize,
-                channels_last=bool(cfg.channels_last),
-                seed=int(cfg.seed),
-                keep_pixels=True,
-                encode=self._latents(task, vae, rows, how),
-                rate=task.rate,  # latent_bits as scored
+                vae, batches, [], quantize=self.quantize, keep_pixels=True, encode=encode, **kwargs
             ):
                 missing.update(result.skipped)
                 ids = iter([row["image"] for row in result.rows])
-                for original, recon in zip(result.originals, result.reconstructions):
-                    for o, r in zip(original.cpu(), recon.cpu()):
+                for originals, recons in zip(result.originals, result.reconstructions):
+                    for original, recon in zip(originals.cpu(), recons.cpu()):
                         image = next(ids)
-                        self._write(name, image, o, r, rows.at[image, self.metric], keys[image], how[image])
+                        self._write(name, image, original, recon, rows.at[image, self.metric], keys[image], how[image])
                         self.done[name][how[image]] += 1
         except SAVE_FAILURES as e:
             missing.update(dict.fromkeys(images, f"{type(e).__name__}: {e}"))
@@ -265,10 +247,9 @@ class Samples:
             log.warning("samples: %d image(s) of VAE '%s' not saved: %s", len(lost), name, missing.get(lost[0]))
 
     def _latents(self, task, vae: VAEAdapter, rows: pd.DataFrame, how: dict):
-        """``encode(group, x)`` for :func:`reconstruct`: each image's latents read from the shard of the group the run
+        """``encode(group, x)`` for :func:`reconstruct`: each image's latents from the shard of the group the run
         encoded it in (the images of its batch this VAE scored at its size), else the group encoded again."""
-        plan, cfg = task.plan, task.cfg
-        channels_last, seed = bool(cfg.channels_last), int(cfg.seed)
+        plan, channels_last, seed = task.plan, bool(task.cfg.channels_last), int(task.cfg.seed)
         identity = encoder_identity(vae, device=task.device, channels_last=channels_last, seed=seed) if plan else None
         where = {rec.id: i for i, rec in enumerate(task.dataset.records)} if identity else {}
         size = {where[i]: (h, w) for i, h, w in zip(rows.index, rows["height"], rows["width"]) if i in where}
@@ -291,31 +272,25 @@ class Samples:
 
     def _write(self, vae: str, image: str, original: torch.Tensor, recon: torch.Tensor, score, key, source: str):
         entry, shape = self.images[image], "{}x{}".format(*recon.shape[-2:])
-        if shape not in entry["originals"]:
-            stem = file_stem(image) if not entry["originals"] else file_stem(f"{image}@{shape}")
-            entry["originals"][shape] = f"original/{stem}.png"
+        if shape not in entry["originals"]:  # a second size of an image: a second file
+            entry["originals"][shape] = f"original/{file_stem(f'{image}@{shape}' if entry['originals'] else image)}.png"
             write_png(self.root / entry["originals"][shape], original)
         rel = f"{file_stem(vae)}/{file_stem(image)}.png"
         write_png(self.root / rel, recon)
-        saved = PSNR()(original[None].double(), recon[None].double()).item()
+        saved = PSNR()(original[None].double(), recon[None].double()).item()  # of the saved 8-bit pixels
         entry["vaes"][vae] = {
             "original": entry["originals"][shape],
             "reconstruction": rel,
             self.metric: json_float(score),
-            "psnr_saved": json_float(saved),  # of the saved 8-bit pixels
-            "source": source,
-            "key": key,
         }
+        entry["vaes"][vae].update(psnr_saved=json_float(saved), source=source, key=key)
 
     def _prune(self) -> None:
-        """Remove every file of the folder that the index does not name (an earlier run's, a VAE's that failed)."""
-        if not self.root.is_dir():
-            return
+        """Remove every file of the folder the index does not name (an earlier run's, a failed VAE's)."""
         used = {self.root / rel for e in self.images.values() for rel in e["originals"].values()}
         used |= {self.root / s["reconstruction"] for e in self.images.values() for s in e["vaes"].values()}
-        for png in self.root.rglob("*.png"):
-            if png not in used:
-                png.unlink()
+        for png in (p for p in self.root.rglob("*.png") if p not in used):
+            png.unlink()
         for d in sorted((d for d in self.root.rglob("*") if d.is_dir()), reverse=True):
             if not any(d.iterdir()):
                 d.rmdir()
