@@ -193,7 +193,6 @@ class SamplesSchema:
     typical: bool = MISSING  # the image of median mean score
     worst: int = at_least(0, "a count of images per VAE (0 for none)")
     best: int = at_least(0, "a count of images per VAE (0 for none)")
-    pool_mib: int = at_least(0, "MiB on disk (0 for none)")
 
 
 @dataclass
