@@ -1,7 +1,7 @@
 """Typed schemas of the ``run`` (recon and t2i), ``bench``, ``ref`` and ``latents`` configs, checked once at the entry.
 
-The schemas are dataclasses registered in Hydra's ConfigStore (``schema_run``, ``schema_bench``,
-``schema_ref``). They hold types, choices and bounds only; every value stays in ``conf/*.yaml``.
+The schemas are dataclasses (:data:`SCHEMAS`, one per command). They hold types, choices and bounds
+only; every value stays in ``conf/*.yaml``.
 A field without a value (``???``) is a key the config must have; one that defaults to None may be
 absent (a section only some tasks have, such as ``t2i``).
 Open-ended groups (``vae`` entries, ``dataset``, ``metrics`` entries, ``pipeline``, ``suite``) stay
@@ -37,7 +37,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from evalvae.errors import ConfigError
@@ -354,16 +353,19 @@ SCHEMAS = {
     "latents": LatentsSchema,
     "robustness": RobustnessSchema,
 }
-for _app, _schema in SCHEMAS.items():
-    ConfigStore.instance().store(name=f"schema_{_app}", node=_schema)
 
 
-def validate(cfg: DictConfig, app: str) -> DictConfig:
-    """Check the composed ``cfg`` of ``app`` (run, bench or ref) against its schema; return it unchanged.
+def validate(cfg: DictConfig, app: str | None = None) -> DictConfig:
+    """Check the composed ``cfg`` of ``app`` (a key of :data:`SCHEMAS`; by default the command whose
+    ``task.name`` it holds, else ``run``) against its schema; return it unchanged.
 
     Raises :class:`~evalvae.errors.ConfigError` naming the key, the value and the choices, or
     :class:`~evalvae.jobs.checking.InvalidConfig` listing every problem when there are several.
     """
+    if app is None:
+        task = cfg.get("task")
+        app = task.get("name") if isinstance(task, DictConfig) else None
+        app = app if app in SCHEMAS else "run"
     if app not in SCHEMAS:
         raise ConfigError("app", app, SCHEMAS)
     problems: list[ConfigError] = []

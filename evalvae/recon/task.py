@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
 from evalvae.device import release_memory, resolve_device
-from evalvae.errors import ConfigError, Interrupted, check_positive_int
+from evalvae.errors import ConfigError, Interrupted
 from evalvae.io import cache_dir
 from evalvae.jobs import shard as dist
 from evalvae.jobs.chunks import ChunkStore, digest
@@ -108,7 +108,6 @@ class ReconTask(Task):
         if self.shard.active:
             self.out = Path(dist.broadcast(self.shard, str(self.out)))  # rank 0's run directory
         self.files = self.out if self.shard.main else self.out / ".ranks" / str(self.shard.rank)
-        check_positive_int("batch_size", cfg.batch_size)
         self.workers = loader_workers(cfg.workers)
         self.dataset = instantiate(cfg.dataset)
         self.quantize = bool(cfg.metrics.quantize)
