@@ -91,8 +91,8 @@ def test_the_schema_s_choices_equal_the_domain_s():
     from evalvae.bench.grid import BENCH_OPS, ISOLATION
     from evalvae.data.transforms import CROPS, SMALL
     from evalvae.device import DEVICES, DTYPES
-    from evalvae.t2i.latents import T2I_LATENTS
     from evalvae.vae.base import MEMORY_MODES
+    from evalvae.vocab import T2I_LATENTS
 
     assert choices(schema.DType) == list(DTYPES) and schema.DEVICES == DEVICES
     assert choices(schema.Crop) == list(CROPS) and choices(schema.Small) == list(SMALL)

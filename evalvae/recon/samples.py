@@ -43,7 +43,6 @@ from PIL import Image
 from evalvae.data.loader import collate
 from evalvae.device import release_memory
 from evalvae.io import atomic_path, atomic_write_text
-from evalvae.jobs.chunks import digest
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.store import encoder_identity, latent_key
 from evalvae.jobs.vaes import load
@@ -51,6 +50,7 @@ from evalvae.metrics.pixel import PSNR
 from evalvae.metrics.selection import pick_images, score_table
 from evalvae.recon.loop import reconstruct
 from evalvae.results import read_per_image
+from evalvae.store import digest
 from evalvae.vae import VAEAdapter
 from evalvae.vocab import IMAGE_EXTENSIONS
 
