@@ -61,8 +61,11 @@ def reference_key(dataset_fingerprint: str, geometry: dict, extractor: dict) -> 
 def stored_key(content_key: str, metric) -> str:
     """The cache entry's key: :func:`reference_key` and the code that computes the statistics, the version
     of evalvae's image decoding and of ``metric``'s features, and their libraries' versions."""
-    code = {"decoding": images_identity(), "features": features_identity(metric), "coverage": COVERAGE}
-    return digest({"content": content_key, **code})
+    return digest({"content": content_key, **_code(metric)})
+
+
+def _code(metric) -> dict:
+    return {"decoding": images_identity(), "features": features_identity(metric), "coverage": COVERAGE}
 
 
 def load_stats(store: Store, key: str) -> FeatureStats | None:
@@ -180,7 +183,7 @@ class References:
             "geometry": self.geometry(multiple),
             "fingerprint": self.dataset.fingerprint(),
             "extractor": metric.extractor.identity(),
-            "code": {"decoding": images_identity(), "features": features_identity(metric), "coverage": COVERAGE},
+            "code": _code(metric),
             "n": stats.n,
         }
         path = save_stats(self.store, key, stats, description)
