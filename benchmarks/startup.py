@@ -18,7 +18,7 @@ Rows:
 - run, first batch: `run +vae=taef2 vae.taef2.source=WEIGHTS batch_size=1 dataset.resolution=64
   report=false` on the builtin dataset (9 images), metrics default (PSNR, SSIM). evalvae writes
   every finished batch of a run as one result chunk, atomically, into <cache_dir>/results
-  (evalvae.jobs.chunks), so, with no hook in evalvae, the first batch is done at the modification
+  (evalvae.store), so, with no hook in evalvae, the first batch is done at the modification
   time of the first chunk file there. One small image per batch keeps that batch's own work
   (which CPU contention inflates most) small next to the fixed cost: the time between the first
   and the second chunk (one batch) is shown beside it. "ready" is the time of the run's first log line in

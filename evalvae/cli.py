@@ -29,15 +29,10 @@ def reset_status() -> None:
 
 
 def _validate(cfg: DictConfig) -> None:
-    """Check ``cfg`` against its app's schema before the task's modules are imported (seconds of torch);
+    """Check ``cfg`` against its command's schema before the task's modules are imported (seconds of torch);
     an invalid config exits with status 2 and one message listing every problem."""
-    from hydra.core.hydra_config import HydraConfig
-
-    app = HydraConfig.get().job.config_name
-    if app not in SCHEMAS:  # a primary config of the user's own (--config-name/--config-dir)
-        return
     try:
-        validate(cfg, app)
+        validate(cfg)
     except ConfigError as e:
         log.error("evalvae: %s", e)
         sys.exit(2)
@@ -91,46 +86,27 @@ def _call(func, cfg: DictConfig) -> None:
             _status = max(_status, Exit.INCOMPLETE)
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name="run", version_base="1.3")
-def run_app(cfg: DictConfig) -> None:
-    _validate(cfg)
-    _refuse_unloadable(cfg)
-    from evalvae.run import run
+def hydra_app(config_name: str, refuse_unloadable: bool = False):
+    """The Hydra application of ``evalvae <config_name>``: the config checked once (schema, then, for
+    ``refuse_unloadable``, that some VAE can be loaded here), then :func:`evalvae.run.evaluate`."""
 
-    _call(run, cfg)
+    @hydra.main(config_path=CONFIG_PATH, config_name=config_name, version_base="1.3")
+    def app(cfg: DictConfig) -> None:
+        _validate(cfg)
+        if refuse_unloadable:
+            _refuse_unloadable(cfg)
+        from evalvae.run import evaluate
 
+        _call(evaluate, cfg)
 
-@hydra.main(config_path=CONFIG_PATH, config_name="ref", version_base="1.3")
-def ref_app(cfg: DictConfig) -> None:
-    _validate(cfg)
-    from evalvae.run import run
-
-    _call(run, cfg)
-
-
-@hydra.main(config_path=CONFIG_PATH, config_name="bench", version_base="1.3")
-def bench_app(cfg: DictConfig) -> None:
-    _validate(cfg)
-    _refuse_unloadable(cfg)
-    from evalvae.run import run
-
-    _call(run, cfg)
+    return app
 
 
-@hydra.main(config_path=CONFIG_PATH, config_name="latents", version_base="1.3")
-def latents_app(cfg: DictConfig) -> None:
-    _validate(cfg)
-    from evalvae.run import run
-
-    _call(run, cfg)
-
-
-@hydra.main(config_path=CONFIG_PATH, config_name="robustness", version_base="1.3")
-def robustness_app(cfg: DictConfig) -> None:
-    _validate(cfg)
-    from evalvae.run import run
-
-    _call(run, cfg)
+run_app = hydra_app("run", refuse_unloadable=True)
+ref_app = hydra_app("ref")
+bench_app = hydra_app("bench", refuse_unloadable=True)
+latents_app = hydra_app("latents")
+robustness_app = hydra_app("robustness")
 
 
 def vaes_main() -> None:

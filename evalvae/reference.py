@@ -18,13 +18,13 @@ from omegaconf import DictConfig
 from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.device import resolve_device
-from evalvae.errors import EvalvaeError, check_positive_int
+from evalvae.errors import EvalvaeError
 from evalvae.io import cache_dir
 from evalvae.jobs.failures import unavailable_metrics
 from evalvae.jobs.runtime import RunOutcome, loader_workers, progress_bar
 from evalvae.jobs.task import Task
 from evalvae.metrics import Unavailable, build_metrics
-from evalvae.metrics.refstats import References, ReferenceStore
+from evalvae.metrics.refstats import FOLDER, References
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class RefTask(Task):
     def run(self) -> RefOutcome:
         metrics = build_metrics(self.cfg.metrics, set_level_only=True)
         info = ref(self.cfg, metrics)
-        stored = ReferenceStore(cache_dir(self.cfg.cache_dir)).root  # where its results go
+        stored = cache_dir(self.cfg.cache_dir) / FOLDER  # where its results go
         return RefOutcome(stored, pd.DataFrame(), missing=unavailable_metrics(metrics), info=info)
 
 
@@ -58,12 +58,8 @@ def ref(cfg: DictConfig, metrics: list | None = None) -> dict[str, dict]:
     if not usable:
         reasons = "; ".join(m.reason for m in metrics) or "metrics has no set-level metric (use metrics=all)"
         raise EvalvaeError(f"no reference statistics to compute: {reasons}")
-    refs = References(ReferenceStore(cache_dir(cfg.cache_dir)), dataset)
-    multiple = check_positive_int(
-        "crop_multiple",
-        cfg.get("crop_multiple", 8),
-        "the downsampling factor of the VAEs to compare (8; 32 for dc-ae-f32c32)",
-    )
+    refs = References(cache_dir(cfg.cache_dir), dataset)
+    multiple = int(cfg.crop_multiple)  # checked by the schema
     dataset.geometry.check_factor(multiple, f"crop_multiple={multiple}")
     for m in usable:
         m.extractor.to(device)

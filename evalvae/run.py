@@ -1,8 +1,9 @@
-"""``run(cfg)``: the entry every Hydra app calls; the task ``cfg.task._target_`` names does the work.
+"""``run(cfg)``: the entry for configs composed in Python; the task ``cfg.task._target_`` names does the work.
 
-The task (recon, t2i, bench, ref) returns its outcome; this entry then writes the run's report
-(``report=true``) from the result files the task left, so a report failure never costs results.
-The names below are re-exported for scripts that import them from here.
+``run`` checks the config against its schema and calls :func:`evaluate`, which every Hydra app calls
+once it has checked the config itself (:mod:`evalvae.cli`). The task (recon, t2i, bench, ref) returns
+its outcome; :func:`evaluate` then writes the run's report (``report=true``) from the result files the
+task left, so a report failure never costs results.
 """
 
 from __future__ import annotations
@@ -13,38 +14,20 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from evalvae.io import cache_argument, cache_dir, writable_dir
-from evalvae.jobs.failures import VAE_FAILURES, is_out_of_memory, log_failures, record_failure, record_load_failure
-from evalvae.jobs.runtime import RunOutcome, loader_workers, output_dir, progress_bar
 from evalvae.jobs.schema import validate
 from evalvae.jobs.selection import apply
 from evalvae.jobs.task import execute
-from evalvae.jobs.vaes import NoVAESelected, available_vaes, selected_vaes
 
-__all__ = [
-    "VAE_FAILURES",
-    "NoVAESelected",
-    "RunOutcome",
-    "available_vaes",
-    "is_out_of_memory",
-    "loader_workers",
-    "log_failures",
-    "output_dir",
-    "progress_bar",
-    "record_failure",
-    "record_load_failure",
-    "run",
-    "selected_vaes",
-    "write_run_report",
-]
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, out_dir: str | Path | None = None):
-    """Run the task ``cfg`` selects (``evalvae run``: recon by default, or ``task=t2i``); write its report."""
-    task = cfg.get("task")
-    name = task.get("name") if isinstance(task, DictConfig) else None
-    app = name if name in ("bench", "ref", "latents", "robustness") else "run"
-    validate(cfg, app)  # as the CLI does: configs composed in Python get the same checks
+    """Check ``cfg`` against the schema of its command, as the CLI does, and :func:`evaluate` it."""
+    return evaluate(validate(cfg), out_dir)
+
+
+def evaluate(cfg: DictConfig, out_dir: str | Path | None = None):
+    """Run the task a checked ``cfg`` selects (``evalvae run``: recon by default, or ``task=t2i``); write its report."""
     writable_dir(cache_dir(cfg.get("cache_dir")), cache_argument(cfg.get("cache_dir")))
     if out_dir is not None:
         writable_dir(out_dir, "out_dir")

@@ -174,3 +174,25 @@ class TinyExtractor:
 
     def identity(self) -> dict:
         return {"name": self.name, "weights_sha256": "fixed-seed-1234", "resize": "adaptive average pool to 8x8"}
+
+
+def reference_entries(cache: Path) -> list[Path]:
+    """The reference-statistics entries of ``cache`` (:mod:`evalvae.metrics.refstats`), sorted."""
+    return sorted((Path(cache) / "refstats").glob("??/*.safetensors"))
+
+
+def read_entry(path: Path) -> tuple[dict, dict]:
+    """An entry of the content-keyed store as ``({name: numpy array}, metadata)``."""
+    from evalvae.store import Store
+
+    tensors, meta = Store(path.parent.parent).read(path.stem)
+    return {k: v.numpy() for k, v in tensors.items()}, meta
+
+
+def write_entry(path: Path, arrays: dict, meta: dict) -> None:
+    """Rewrite an entry of the content-keyed store (with a valid checksum) from numpy arrays."""
+    from evalvae.store import Store
+
+    Store(path.parent.parent).write(
+        path.stem, {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}, meta
+    )

@@ -27,6 +27,7 @@ LAYERS = {
         "evalvae.memory",
         "evalvae.checkpoints",
         "evalvae.vocab",
+        "evalvae.store",
     ],
     "domain": ["evalvae.vae", "evalvae.data", "evalvae.metrics", "evalvae.results"],
     "jobs": ["evalvae.jobs"],

@@ -329,7 +329,7 @@ def test_cli(tmp_path, images, tiny_pth_dir, monkeypatch):
 
 
 def test_no_vae_selected(tmp_path, images):
-    from evalvae.run import NoVAESelected
+    from evalvae.jobs.vaes import NoVAESelected
 
     with pytest.raises(NoVAESelected, match=r"\+vae=NAME"):
         bench(compose(images, tmp_path / "cache"), out_dir=tmp_path / "out")

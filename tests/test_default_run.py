@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from evalvae.errors import WeightsUnavailable
-from evalvae.run import NoVAESelected, available_vaes, run
+from evalvae.jobs.vaes import NoVAESelected, available_vaes
+from evalvae.run import run
 from evalvae.vae import load_vae
 from tests.helpers import compose_run, evalvae_cli
 

@@ -13,10 +13,11 @@ import torch
 
 from evalvae.metrics.features import MetricUnavailable, pil_bicubic_299
 from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
-from evalvae.metrics.refstats import ReferenceStore, reference_key
+from evalvae.metrics.refstats import load_stats, reference_key, save_stats
 from evalvae.reference import ref
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run, evalvae_cli
+from evalvae.store import Store
+from tests.helpers import TinyExtractor, compose_run, evalvae_cli, read_entry, reference_entries
 
 FID_RTOL = 1e-6
 
@@ -220,13 +221,14 @@ def test_reference_store_round_trip(tmp_path):
     rng = np.random.default_rng(5)
     stats = FeatureStats(4, keep_features=True)
     stats.update(rng.normal(size=(9, 4)))
-    store = ReferenceStore(tmp_path)
-    store.save("k", stats, {"what": "test"})
-    back = store.load("k")
+    store = Store(tmp_path)
+    save_stats(store, "k", stats, {"what": "test"})
+    back = load_stats(store, "k")
     assert back.n == 9 and np.array_equal(back.total, stats.total) and np.array_equal(back.outer, stats.outer)
-    assert np.array_equal(back.features, stats.features) and store.load("missing") is None
-    store.path("bad").write_bytes(b"not an npz")
-    assert store.load("bad") is None
+    assert np.array_equal(back.features, stats.features) and load_stats(store, "missing") is None
+    store.path("bad").parent.mkdir()
+    store.path("bad").write_bytes(b"not a safetensors file")
+    assert load_stats(store, "bad") is None and not store.path("bad").exists()
 
 
 def set_overrides(tiny_pth_dir, image_dir, cache, *extra, vaes="taef2"):
@@ -266,7 +268,7 @@ def test_set_metrics_in_a_run_and_the_cache_across_runs(tmp_path, tiny_pth_dir, 
         and proto["metrics"]["rfid"]["reference"]["n"] == 6
     )
     assert proto["metrics"]["lpips"]["available"] is False
-    (cached,) = (cache / "refstats").glob("*.npz")
+    (cached,) = reference_entries(cache)
     mtime = cached.stat().st_mtime_ns
 
     TinyExtractor.calls = 0
@@ -303,12 +305,12 @@ def test_reference_statistics_are_of_the_uncropped_originals(tmp_path, tiny_pth_
             "ref",
         )
     )
-    (from_run,), (from_ref,) = (sorted((tmp_path / c / "refstats").glob("*.npz")) for c in ("c1", "c2"))
+    (from_run,), (from_ref,) = (reference_entries(tmp_path / c) for c in ("c1", "c2"))
     assert from_run.name == from_ref.name, "same key"
-    with np.load(from_run) as a, np.load(from_ref) as b:
-        assert int(a["n"]) == int(b["n"]) == 6
-        for field in ("total", "outer", "features"):
-            np.testing.assert_allclose(a[field], b[field], rtol=1e-12, atol=1e-12, err_msg=field)
+    (a, meta_a), (b, meta_b) = read_entry(from_run), read_entry(from_ref)
+    assert int(meta_a["n"]) == int(meta_b["n"]) == 6
+    for field in ("total", "outer", "features"):
+        np.testing.assert_allclose(a[field], b[field], rtol=1e-12, atol=1e-12, err_msg=field)
 
 
 def test_rfid_is_batch_size_independent(tmp_path, tiny_pth_dir, image_dir):
@@ -349,7 +351,7 @@ def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
     ]
     r = evalvae_cli(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "computed from 6 images" in r.stderr and len(list((cache / "refstats").glob("*.npz"))) == 1
+    assert "computed from 6 images" in r.stderr and len(reference_entries(cache)) == 1
     no_lpips = "metrics.lpips.backbone_weights=/no/such/alexnet.pth"  # LPIPS unavailable wherever this runs
     r = evalvae_cli(
         [

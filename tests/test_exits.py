@@ -52,6 +52,17 @@ def test_a_complete_run_exits_0(tmp_path, image_dir):
     assert "incomplete" not in r.stderr and lines(r.stderr) == []
 
 
+def test_the_command_line_s_config_is_checked_once(tmp_path, image_dir, monkeypatch):
+    from evalvae.jobs import schema
+
+    calls = []
+    check_node = schema.check_node
+    monkeypatch.setattr(schema, "check_node", lambda *a: calls.append(a[2]) or check_node(*a))
+    r = evalvae_main(run_args(image_dir, tmp_path / "run", *standin("ok")))
+    assert r.returncode == 0, r.stderr
+    assert calls == [""], "the schema checks the whole config once, at the entry"
+
+
 INCOMPLETE = {
     # a VAE failed
     "failed": ([*standin("bad", fail_at=0)], ["VAE 'bad' failed"]),

@@ -217,10 +217,21 @@ def test_the_originals_are_detected_and_embedded_once(models, assets, tmp_path):
     assert again.calls == {"detect": 0, "embed": 1, "faces_embedded": 2}
     np.testing.assert_array_equal(c["face_sim"].numpy(), a["face_sim"].numpy())
     assert (b["face_sim"][:2] > a["face_sim"][:2]).all()  # the milder blur keeps more of the identity
-    assert len(list((tmp_path / "refstats" / "regions" / "faces").rglob("*.json"))) == 3
+    assert len(list((tmp_path / "refstats" / "regions" / "faces").rglob("*.safetensors"))) == 3
     uncached = faces.FaceFidelity(cache_dir=str(tmp_path / "other"), cache=False)
     uncached(pixels(images), pixels(images))
     assert uncached.calls["detect"] == 3 and not (tmp_path / "other").exists()
+
+
+def test_a_damaged_region_entry_is_deleted_and_recomputed(tmp_path):
+    from evalvae.metrics.regioncache import RegionCache
+
+    key, entry = "ab" * 32, {"boxes": [[1, 2, 3, 4]]}
+    RegionCache("faces", str(tmp_path)).put(key, entry)
+    assert RegionCache("faces", str(tmp_path)).get(key) == entry
+    (path,) = (tmp_path / "refstats" / "regions" / "faces").rglob("*.safetensors")
+    path.write_bytes(path.read_bytes().replace(b"[1, 2", b"[7, 2"))  # the same size, another box
+    assert RegionCache("faces", str(tmp_path)).get(key) is None and not path.exists()
 
 
 def test_faces_are_binned_by_box_side_with_each_edge_in_the_bin_above(fidelity, assets):

@@ -20,10 +20,10 @@ from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.errors import ConfigError
 from evalvae.io import cache_dir
-from evalvae.jobs.vaes import selected_vaes
+from evalvae.jobs.vaes import NoVAESelected, selected_vaes
 from evalvae.recon.loop import reconstruct
 from evalvae.report import write_report
-from evalvae.run import NoVAESelected, run
+from evalvae.run import run
 from evalvae.vae import load_vae
 from evalvae.vae.files import list_images, match, read_reconstruction
 from tests.helpers import REPO, compose_run, photo

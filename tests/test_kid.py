@@ -17,7 +17,7 @@ from PIL import Image
 from evalvae.errors import ConfigError
 from evalvae.metrics.frechet import FeatureStats, UnpairedSets, kid, paired_features
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run, photo, write_images
+from tests.helpers import TinyExtractor, compose_run, photo, read_entry, reference_entries, write_entry, write_images
 
 IDENTITY = "tests.run_standins.Identity"
 SET_LEVEL = ["metrics=all", "~metrics.lpips", "metrics.fid.extractor=tests.helpers.TinyExtractor"]
@@ -330,8 +330,8 @@ def _mkdir(path):
 def test_stored_chunks_without_image_positions_are_redone(tmp_path, image_dir, tiny_pth_dir):
     """A result chunk whose kept features lack the images' positions (written before they were stored) is
     recomputed rather than read; chunks with them are read, and the rerun's KID equals the first."""
-    from evalvae.jobs.chunks import ChunkStore
     from evalvae.metrics.base import INDEX
+    from evalvae.store import Store
 
     cache = tmp_path / "c"
     taef2 = ["+vae=taef2", f"vae.taef2.source={tiny_pth_dir}", "vae.taef2.sha256=null", "vae.taef2.weights_prefix=tiny"]
@@ -341,7 +341,7 @@ def test_stored_chunks_without_image_positions_are_redone(tmp_path, image_dir, t
     again = run(compose_run(args), out_dir=tmp_path / "b").out_dir
     assert TinyExtractor.calls == 0 and pd.read_csv(again / "timings.csv").batches_cached[0] == 2
     assert kid_row(again)["mean"] == pytest.approx(kid_row(first)["mean"], rel=1e-12)
-    store = ChunkStore(cache / "results")
+    store = Store(cache / "results")
     stripped = 0
     for path in (cache / "results").glob("??/*.safetensors"):  # result chunks and the originals' chunks
         tensors, meta = store.read(path.stem)
@@ -361,17 +361,15 @@ def test_cached_references_without_image_positions_are_recomputed(tmp_path, imag
     cache = tmp_path / "c"
     args = [*overrides(image_dir, cache), *standin("g", gain=0.9)]
     first = run(compose_run(args), out_dir=tmp_path / "a").out_dir
-    (entry,) = (cache / "refstats").glob("*.npz")
-    with np.load(entry) as z:
-        assert "index" in z.files and z["index"].tolist() == list(range(6))
-        kept = {name: z[name] for name in z.files if name != "index"}
-    np.savez(entry, **kept)
+    (entry,) = reference_entries(cache)
+    arrays, meta = read_entry(entry)
+    assert arrays["index"].tolist() == list(range(6))
+    write_entry(entry, {name: a for name, a in arrays.items() if name != "index"}, meta)
     for chunk in (cache / "results").rglob("*.safetensors"):
         chunk.unlink()  # so the run needs the references
     out = run(compose_run(args), out_dir=tmp_path / "b").out_dir
     assert json.loads((out / "metrics.json").read_text())["metrics"]["kid"]["reference"]["source"] == "computed"
-    with np.load(entry) as z:
-        assert z["index"].tolist() == list(range(6))
+    assert read_entry(entry)[0]["index"].tolist() == list(range(6))
     assert kid_row(out)["mean"] == pytest.approx(kid_row(first)["mean"], rel=1e-12)
     assert "could not be paired" not in kid_row(out)["note"]
 
@@ -425,9 +423,8 @@ def test_identity_on_four_kodak_photos_has_zero_kid_with_the_real_inception(tmp_
     out = run(compose_run(args), out_dir=tmp_path / "r").out_dir
     row = kid_row(out)
     assert abs(row["mean"]) <= 1e-6 and row["n"] == 4 and pd.isna(row["std"])
-    (entry,) = (tmp_path / "c" / "refstats").glob("*.npz")
-    with np.load(entry) as z:
-        f = z["features"].astype(np.float64)
+    (entry,) = reference_entries(tmp_path / "c")
+    f = read_entry(entry)[0]["features"].astype(np.float64)
     assert f.shape == (4, 2048)
     assert abs(paired_double_sum(f, f.copy())) <= 1e-6
     assert independent_double_sum(f, f.copy()) < -0.1  # what the independent estimator reports for this run

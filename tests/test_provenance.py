@@ -193,13 +193,13 @@ def references(tmp_path, image_dir):
     from evalvae.data import make_loader
     from evalvae.data.datasets import folder
     from evalvae.metrics.distribution import FIDKID
-    from evalvae.metrics.refstats import References, ReferenceStore
+    from evalvae.metrics.refstats import References
 
     dataset = folder(str(image_dir), resolution=32)
     metric = FIDKID(extractor="tests.helpers.TinyExtractor", kid=False)
-    store = ReferenceStore(tmp_path / "cache")
-    References(store, dataset).compute([metric], make_loader(dataset, 4, 0, torch.device("cpu")))
-    return metric, lambda: References(store, dataset)
+    cache = tmp_path / "cache"
+    References(cache, dataset).compute([metric], make_loader(dataset, 4, 0, torch.device("cpu")))
+    return metric, lambda: References(cache, dataset)
 
 
 def test_reference_statistics_miss_on_a_features_version_bump_and_hit_unchanged(references, monkeypatch):

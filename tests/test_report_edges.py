@@ -24,7 +24,7 @@ RFID = {
     "higher_is_better": False,
     "implementation": "evalvae float64 Fréchet distance",
     "extractor": {"name": "inception-v3-fid-clean", "resize": "clean"},
-    "reference": {"key": "ab" * 32, "source": "computed", "n": 12, "path": "/cache/refstats/abab.npz"},
+    "reference": {"key": "ab" * 32, "source": "computed", "n": 12, "path": "/cache/refstats/ab/abab.safetensors"},
 }
 
 

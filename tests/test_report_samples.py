@@ -479,17 +479,17 @@ def test_no_samples_when_none_are_asked_for(tmp_path):
 
 
 def test_samples_settings_name_the_key_and_value():
-    assert settings(None) == {"typical": True, "worst": 3, "best": 1}
-    with pytest.raises(ConfigError, match="samples.pool_mib"):
-        settings({"pool_mib": 1024})
-    with pytest.raises(ConfigError, match="samples.worst") as e:
-        settings({"worst": -1})
-    assert e.value.value == -1
-    with pytest.raises(ConfigError, match="samples.wrost"):
-        settings({"wrost": 2})
     from evalvae.config import compose
     from evalvae.jobs.schema import validate
 
+    assert settings(None) == {"typical": True, "worst": 3, "best": 1}
+    with pytest.raises(ConfigError, match="samples.pool_mib"):
+        validate(compose(["+vae=taesd", "+samples.pool_mib=1024"]))
+    with pytest.raises(ConfigError, match="samples.worst") as e:
+        validate(compose(["+vae=taesd", "samples.worst=-1"]))
+    assert e.value.value == -1
+    with pytest.raises(ConfigError, match="samples.wrost"):
+        validate(compose(["+vae=taesd", "+samples.wrost=2"]))
     with pytest.raises(ConfigError, match="samples.best"):
         validate(compose(["+vae=taesd", "samples.best=-2"]), "run")
 

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from evalvae.run import NoVAESelected, run
+from evalvae.jobs.vaes import NoVAESelected
+from evalvae.run import run
 from tests.helpers import compose_run, evalvae_cli, photo
 
 # Batch composition (size, workers, other images in the batch) must not change a number beyond float noise.

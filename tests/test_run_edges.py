@@ -314,7 +314,7 @@ def test_a_perfect_autoencoder_has_zero_rfid(tmp_path, image_dir, geometry):
 
 def test_reference_keys_include_the_crop_multiple_only_where_it_crops(tmp_path, image_dir):
     from evalvae.data import folder
-    from evalvae.metrics.refstats import References, ReferenceStore
+    from evalvae.metrics.refstats import References
 
     class Metric:
         extractor = TinyExtractor()
@@ -323,13 +323,13 @@ def test_reference_keys_include_the_crop_multiple_only_where_it_crops(tmp_path, 
             return self.extractor.identity()
 
     m = Metric()
-    native = References(ReferenceStore(tmp_path), folder(str(image_dir), crop="none"))
+    native = References(tmp_path, folder(str(image_dir), crop="none"))
     assert len({native.key(m, 8), native.key(m, 16), native.key(m)}) == 3
-    square = References(ReferenceStore(tmp_path), folder(str(image_dir), resolution=32))
+    square = References(tmp_path, folder(str(image_dir), resolution=32))
     assert square.key(m, 8) == square.key(m, 16) == square.key(m), (
         "a crop that changes nothing keeps one entry for every factor"
     )
-    odd = References(ReferenceStore(tmp_path), folder(str(image_dir), resolution=36))
+    odd = References(tmp_path, folder(str(image_dir), resolution=36))
     assert odd.key(m, 8) != odd.key(m, 4) == odd.key(m)
 
 

@@ -200,9 +200,9 @@ def test_vaes_built_in_memory_are_never_cached(tmp_path, image_dir):
 
 
 def test_chunk_store_detects_damage_and_keeps_exact_values(tmp_path):
-    from evalvae.jobs.chunks import ChunkStore
+    from evalvae.store import Store
 
-    store = ChunkStore(tmp_path)
+    store = Store(tmp_path)
     values = torch.tensor([[1 / 3, np.inf], [np.nan, -0.0]], dtype=torch.float64)
     store.write("k1", {"x": values}, {"rows": json.dumps([{"psnr": float("inf")}])})
     tensors, meta = store.read("k1")
@@ -319,8 +319,8 @@ def test_the_vae_record_key_follows_the_files_and_refuses_unpinned_downloads(tmp
 def test_a_recorded_identity_makes_the_keys_of_the_computed_one():
     from omegaconf import OmegaConf
 
-    from evalvae.jobs.chunks import digest
     from evalvae.jobs.memo import as_keyed
+    from evalvae.store import digest
 
     spec = OmegaConf.create({"source": "https://x/w", "sha256": {"encoder": "e", "decoder": "d"}, "dtype": "fp32"})
     identity = {"adapter": "A", "config": dict(spec), "weights_sha256": "abc", "n": 1.5}

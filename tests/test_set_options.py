@@ -11,7 +11,7 @@ import pytest
 
 from evalvae.reference import ref
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run
+from tests.helpers import TinyExtractor, compose_run, reference_entries
 
 IDENTITY = "tests.run_standins.Identity"
 INCEPTION = "fid/pt_inception-2015-12-05_torch-fidelity.pth"
@@ -99,13 +99,13 @@ def test_a_cache_written_without_kid_is_recomputed_for_kid_and_then_serves_both(
     without = run(
         compose_run([*tiny_extractor(image_dir, cache, False, "~metrics.lpips"), *vae]), out_dir=tmp_path / "no-kid"
     )
-    (entry,) = (cache / "refstats").glob("*.npz")
+    (entry,) = reference_entries(cache)
     TinyExtractor.calls = 0
     with_kid = run(
         compose_run([*tiny_extractor(image_dir, cache, True, "~metrics.lpips"), *vae]), out_dir=tmp_path / "kid"
     )
     assert TinyExtractor.calls == 12, "the originals' features were recomputed"
-    assert reference(with_kid.out_dir)["source"] == "computed" and list((cache / "refstats").glob("*.npz")) == [entry]
+    assert reference(with_kid.out_dir)["source"] == "computed" and reference_entries(cache) == [entry]
     expected = run(
         compose_run([*tiny_extractor(image_dir, fresh, True, "~metrics.lpips"), *vae]), out_dir=tmp_path / "fresh-kid"
     )
@@ -168,7 +168,7 @@ def test_inception_resizes_with_and_without_kid_cold_and_warm(tmp_path, real_wei
             assert reference(outcome.out_dir)["source"] == source, (resize, kid)
             check_set_rows(summary(outcome), "a", kid, n=3)
             rfid.setdefault(resize, []).append(summary(outcome).loc[("a", "rfid"), "mean"])
-    assert len(list((cache / "refstats").glob("*.npz"))) == 2
+    assert len(reference_entries(cache)) == 2
     for values in rfid.values():
         assert values[1] == pytest.approx(values[0], rel=1e-9), "KID on or off, the same rFID"
     assert rfid["clean"][0] != pytest.approx(rfid["legacy"][0], rel=1e-6), (

@@ -20,8 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
-from evalvae.jobs.chunks import ChunkStore
 from evalvae.run import run
+from evalvae.store import Store
 from tests.helpers import compose_run, photo
 
 
@@ -43,7 +43,7 @@ def test_chunks_hold_latents_of_any_shape_and_memory_format(tmp_path, shape):
     with torch.no_grad():
         z = conv(x)
     assert z.shape == shape
-    store = ChunkStore(tmp_path)
+    store = Store(tmp_path)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         key = f"latents-{dtype}"
         store.write(key, {"latents": z.to(dtype)})

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run
+from tests.helpers import TinyExtractor, compose_run, read_entry, reference_entries, write_entry
 
 IDENTITY = "tests.run_standins.Identity"
 SET_LEVEL = [
@@ -110,11 +110,7 @@ def expected_rfid(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 def entries(cache) -> list[int]:
     """The image count of each cached reference entry."""
-    out = []
-    for entry in sorted((cache / "refstats").glob("*.npz")):
-        with np.load(entry) as z:
-            out.append(int(z["n"]))
-    return out
+    return [int(read_entry(entry)[1]["n"]) for entry in reference_entries(cache)]
 
 
 # -- a later VAE is not scored against a partial reference -----------------------------------------
@@ -148,7 +144,7 @@ def test_a_later_run_sharing_the_cache_scores_as_it_does_alone(tmp_path, image_d
 
     # the references rebuilt from the files VAE's stored chunks (its batches are read, not recomputed) also
     # cover every original: the originals' chunks hold the images whose reconstruction file is missing too
-    for entry in (cache / "refstats").glob("*.npz"):
+    for entry in reference_entries(cache):
         entry.unlink()
     rebuilt = run(
         compose_run([*files(files_dir), *standin(), *overrides(image_dir, cache)]), out_dir=tmp_path / "rebuilt"
@@ -257,11 +253,9 @@ def test_a_cached_reference_of_other_images_gives_no_number_and_says_why(tmp_pat
     key) is not used: rFID and KID are NaN with the reason, and the per-image metrics are unaffected."""
     cache = tmp_path / "c"
     first = run(compose_run([*standin(), *overrides(image_dir, cache)]), out_dir=tmp_path / "a").out_dir
-    (entry,) = (cache / "refstats").glob("*.npz")
-    with np.load(entry) as z:
-        kept = {name: z[name] for name in z.files}
-    kept["n"] = np.int64(5)
-    np.savez(entry, **kept)
+    (entry,) = reference_entries(cache)
+    arrays, meta = read_entry(entry)
+    write_entry(entry, arrays, {**meta, "n": "5"})
     out = run(compose_run([*standin(), *overrides(image_dir, cache)]), out_dir=tmp_path / "b").out_dir
     rows = set_rows(out, "g")
     assert rows["mean"].isna().all() and rows["n"].tolist() == [6, 6]

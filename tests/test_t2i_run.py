@@ -83,7 +83,7 @@ def recording_generate_calls():
 def cached_latents(cache) -> dict[str, object]:
     """Each cached latent file by the image id in its metadata."""
     found = {}
-    for path in (cache / "latents").glob("*.safetensors"):
+    for path in (cache / "latents").glob("??/*.safetensors"):
         with safe_open(str(path), "pt") as f:
             found[f.metadata()["image"]] = path
     return found
@@ -323,7 +323,7 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
             compose(overrides(tiny_pipeline_dir, first_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "a"
         ).out_dir
     assert len(calls) == STEPS * math.ceil(N_IMAGES / GEN_BATCH)
-    assert len(list((tmp_path / "cache" / "latents").glob("*.safetensors"))) == N_IMAGES
+    assert len(list((tmp_path / "cache" / "latents").glob("??/*.safetensors"))) == N_IMAGES
     # A later run adds a VAE: the denoiser does not run, and the shared VAE's images are identical.
     second_vaes = {k: three_vaes[k] for k in ("kl-f8", "taesd")}
     with counting_unet_calls() as calls:
@@ -335,10 +335,13 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
     assert gen.n_generated == 0 and gen.n_cached == N_IMAGES
     for png in (a / "images" / "kl-f8").glob("*.png"):
         assert png.read_bytes() == (b / "images" / "kl-f8" / png.name).read_bytes()
-    # A truncated cached latent counts as missing and is generated again, with its chunk-mates: the same bytes.
-    victim = sorted((tmp_path / "cache" / "latents").glob("*.safetensors"))[0]
+    # A damaged cached latent (a byte of its values flipped: the file's size and header still hold) counts as
+    # missing and is generated again, with its chunk-mates: the same bytes.
+    victim = sorted((tmp_path / "cache" / "latents").glob("??/*.safetensors"))[0]
     original = stored_latent(victim)
-    victim.write_bytes(victim.read_bytes()[:-16])
+    damaged = bytearray(victim.read_bytes())
+    damaged[-1] ^= 0x40
+    victim.write_bytes(bytes(damaged))
     with counting_unet_calls() as calls:
         d = run(
             compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "d"
@@ -489,7 +492,7 @@ def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_
     assert (
         protocol["reference"]["dataset"]["n_files"] == 6 and protocol["reference"]["statistics"]["source"] == "computed"
     )
-    assert len(list((tmp_path / "c" / "refstats").glob("*.npz"))) == 1
+    assert len(list((tmp_path / "c" / "refstats").glob("??/*.safetensors"))) == 1
     # decodes against a reference set are two independent samples: KID's estimator is the independent one
     kid = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
     assert kid["estimator"] == "independent" and "two independent samples" in kid["why_independent"]

@@ -16,7 +16,7 @@ import yaml
 from evalvae import checkpoints
 from evalvae.checkpoints import state_dict_sha256
 from evalvae.errors import ConfigError, WeightsUnavailable
-from evalvae.run import available_vaes
+from evalvae.jobs.vaes import available_vaes
 from evalvae.vae import load_vae
 from evalvae.vae.kl import KLAdapter
 from evalvae.vae.taesd import TinyAutoencoder

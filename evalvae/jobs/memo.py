@@ -40,9 +40,9 @@ from omegaconf import DictConfig, OmegaConf
 import evalvae
 from evalvae.errors import ConfigError
 from evalvae.hub import PACKAGED, packaged
-from evalvae.jobs.chunks import ChunkStore, digest
 from evalvae.jobs.store import VAE_LIBRARIES
 from evalvae.provenance import versions
+from evalvae.store import Store, digest
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -139,7 +139,7 @@ def fingerprint(spec: Mapping) -> list | None:
 
 
 def as_keyed(payload):
-    """``payload`` as :func:`evalvae.jobs.chunks.digest` sees it (what JSON cannot hold, as its ``str``), so a
+    """``payload`` as :func:`evalvae.store.digest` sees it (what JSON cannot hold, as its ``str``), so a
     stored and reloaded identity makes the same keys as the one computed from the VAE."""
     return json.loads(json.dumps(payload, sort_keys=True, default=str))
 
@@ -148,7 +148,7 @@ class VAEMemo:
     """Records of loaded VAEs, one per (config, device, weight files), in a chunk store."""
 
     def __init__(self, root: str | Path, cache_dir: str | None):
-        self.store = ChunkStore(root)
+        self.store = Store(root)
         self.cache_dir = cache_dir
 
     def key(self, spec: Mapping, device: torch.device) -> str | None:

@@ -47,11 +47,8 @@ def output_dir(out_dir: str | Path | None) -> Path:
 
 
 def loader_workers(value) -> int:
-    if value == "auto":
-        return max(1, min(4, (os.cpu_count() or 2) - 1))
-    if not isinstance(value, int) or value < 0:
-        raise ConfigError("workers", value, hint="a count of loader processes (0 = load in the main process) or auto")
-    return value
+    """``workers`` (checked by the schema): a count, or ``auto``."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1)) if value == "auto" else value
 
 
 def progress_bar(setting, total: int | None, desc: str):

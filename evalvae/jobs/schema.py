@@ -1,32 +1,25 @@
 """Typed schemas of the ``run`` (recon and t2i), ``bench``, ``ref`` and ``latents`` configs, checked once at the entry.
 
-The schemas are dataclasses registered in Hydra's ConfigStore (``schema_run``, ``schema_bench``,
-``schema_ref``). They hold types, choices and bounds only; every value stays in ``conf/*.yaml``.
+The schemas are dataclasses (:data:`SCHEMAS`, one per command). They hold types, choices and bounds
+only; every value stays in ``conf/*.yaml``.
 A field without a value (``???``) is a key the config must have; one that defaults to None may be
 absent (a section only some tasks have, such as ``t2i``).
 Open-ended groups (``vae`` entries, ``dataset``, ``metrics`` entries, ``pipeline``, ``suite``) stay
 dicts that their ``_target_`` classes validate, except for the fields every dataset has
 (``resolution``, ``crop``, ``small``, ``limit``) and a VAE entry's ``dtype``.
 
-They are checked after composition (:func:`validate`), not merged into the defaults list:
+They are checked after composition (:func:`validate`), not merged into the defaults list: OmegaConf
+would stop at the first bad value with a multi-line message and exit status 1, could not state bounds
+or type ``workers`` (a count or ``auto``) and ``progress`` (``auto``, true or false), and a struct-typed
+root would carry every task's sections into each ``config.yaml``. Here every problem is collected into
+one :class:`~evalvae.errors.ConfigError` naming each key, its value and the choices (exit status 2);
+``--cfg job``, ``-m`` sweeps and ``++vae.X.f=v`` for a VAE only other jobs select work as before.
 
-* Errors: merged at compose time, OmegaConf stops at the first bad value with a multi-line message
-  (``Value 'x' of type 'str' could not be converted to Integer``, ``full_key``, ``object_type``)
-  and exit status 1, and cannot state bounds. :func:`validate` collects every problem into one
-  :class:`~evalvae.errors.ConfigError` naming each key, its value and the choices (exit status 2,
-  as every other evalvae configuration error).
-* Types: OmegaConf 2.3 has no unions of values or literals, so ``workers`` (a count or ``auto``)
-  and ``progress`` (``auto``, true or false) could not be typed there; here they are.
-* Composition is unchanged: ``--cfg job`` prints the composed config (even one that would fail
-  validation, to inspect it), ``-m`` sweeps and ``+vae=...`` work as before, and
-  ``++vae.X.f=v`` may still name a VAE that only other jobs of a sweep select. A struct-typed
-  root would also carry every task's sections, so a recon run's ``config.yaml`` would hold
-  ``t2i: null``, ``pipeline: null`` and ``suite: null``.
-
-A misspelt key or group option fails inside Hydra, before any task function runs, so
-:func:`evalvae.jobs.overrides.check_overrides` reads the command line's overrides first and names the closest choices
-("did you mean"). A key added to ``conf/run.yaml``, ``conf/bench.yaml`` or ``conf/ref.yaml`` goes
-into its schema here too (the tests validate every shipped config).
+The CLI checks a config once, before the task's modules are imported (:mod:`evalvae.cli`); :func:`evalvae.run.run`
+checks a config composed in Python the same way, and the tasks trust what was checked. A misspelt key or
+group option fails inside Hydra, before any task function runs, so :func:`evalvae.jobs.overrides.check_overrides`
+reads the command line's overrides first and names the closest choices ("did you mean"). A key added to a
+command's ``conf/*.yaml`` goes into its schema here too (the tests validate every shipped config).
 """
 
 from __future__ import annotations
@@ -37,7 +30,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from evalvae.errors import ConfigError
@@ -354,16 +346,19 @@ SCHEMAS = {
     "latents": LatentsSchema,
     "robustness": RobustnessSchema,
 }
-for _app, _schema in SCHEMAS.items():
-    ConfigStore.instance().store(name=f"schema_{_app}", node=_schema)
 
 
-def validate(cfg: DictConfig, app: str) -> DictConfig:
-    """Check the composed ``cfg`` of ``app`` (run, bench or ref) against its schema; return it unchanged.
+def validate(cfg: DictConfig, app: str | None = None) -> DictConfig:
+    """Check the composed ``cfg`` of ``app`` (a key of :data:`SCHEMAS`; by default the command whose
+    ``task.name`` it holds, else ``run``) against its schema; return it unchanged.
 
     Raises :class:`~evalvae.errors.ConfigError` naming the key, the value and the choices, or
     :class:`~evalvae.jobs.checking.InvalidConfig` listing every problem when there are several.
     """
+    if app is None:
+        task = cfg.get("task")
+        app = task.get("name") if isinstance(task, DictConfig) else None
+        app = app if app in SCHEMAS else "run"
     if app not in SCHEMAS:
         raise ConfigError("app", app, SCHEMAS)
     problems: list[ConfigError] = []

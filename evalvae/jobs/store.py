@@ -27,7 +27,7 @@
 
 VAEs built in memory (``weights.kind == "module"``) have no identity that outlives the process, so
 nothing of theirs is stored or shared. Adapters with ``stores_latents = False`` (:mod:`evalvae.vae.files`,
-whose latents are the reconstructions read from files) have no latent shards. :class:`evalvae.jobs.chunks.ChunkStore` does the storing.
+whose latents are the reconstructions read from files) have no latent shards. :class:`evalvae.store.Store` does the storing.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ import torch
 import evalvae
 from evalvae.checkpoints import state_dict_sha256
 from evalvae.data.transforms import images_identity
-from evalvae.jobs.chunks import digest
 from evalvae.provenance import versions
+from evalvae.store import digest
 
 FORMAT = 2  # of the keys and of what a chunk holds (2: rows carry image_sha256)
 # Bump with any change to evalvae's code that moves a VAE's latents (the adapters' encode, the crop to

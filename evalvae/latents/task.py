@@ -20,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
 from evalvae.device import release_memory, resolve_device
-from evalvae.errors import check_positive_int
 from evalvae.io import atomic_path, atomic_write_text
 from evalvae.jobs.failures import VAE_FAILURES, log_failures, record_failure, record_load_failure
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
@@ -58,8 +57,8 @@ def options(cfg: DictConfig) -> Options:
     return Options(
         noise=tuple(float(k) for k in o.noise),
         seed=int(o.seed),
-        histogram_bins=check_positive_int("latents.histogram_bins", o.histogram_bins),
-        spectrum_bins=check_positive_int("latents.spectrum_bins", o.spectrum_bins),
+        histogram_bins=int(o.histogram_bins),
+        spectrum_bins=int(o.spectrum_bins),
     )
 
 
@@ -96,7 +95,7 @@ class LatentsTask(Task):
         cfg, out = self.cfg, self.out
         specs = selected_vaes(cfg)
         device = resolve_device(cfg.device)
-        batch_size = check_positive_int("batch_size", cfg.batch_size)
+        batch_size = cfg.batch_size
         workers = loader_workers(cfg.workers)
         opts = options(cfg)
         dataset = instantiate(cfg.dataset)

@@ -29,27 +29,24 @@ the originals it left out, never under this key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from evalvae.data.transforms import below_factor, crop_to_multiple, images_identity
-from evalvae.io import atomic_path
 from evalvae.metrics.base import SetStates, features_identity
 from evalvae.metrics.frechet import FeatureStats
+from evalvae.store import Store, digest
 
 log = logging.getLogger(__name__)
 FORMAT = 1
+FOLDER = "refstats"  # under the cache directory
 # Of what an entry holds: 2, every image its key names (an entry written by a run whose VAE left some
 # images out held only the others). Part of the stored key, so entries of another version are recomputed.
 COVERAGE = 2
-
-
-def _sha256(payload: dict) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def reference_key(dataset_fingerprint: str, geometry: dict, extractor: dict) -> str:
@@ -58,62 +55,47 @@ def reference_key(dataset_fingerprint: str, geometry: dict, extractor: dict) -> 
     ``metrics.json`` records it (``reference.key``): runs whose keys are equal scored the same images
     alike, whatever software computed them.
     """
-    return _sha256({"format": FORMAT, "dataset": dataset_fingerprint, "geometry": geometry, "extractor": extractor})
+    return digest({"format": FORMAT, "dataset": dataset_fingerprint, "geometry": geometry, "extractor": extractor})
 
 
 def stored_key(content_key: str, metric) -> str:
     """The cache entry's key: :func:`reference_key` and the code that computes the statistics, the version
     of evalvae's image decoding and of ``metric``'s features, and their libraries' versions."""
-    code = {"decoding": images_identity(), "features": features_identity(metric), "coverage": COVERAGE}
-    return _sha256({"content": content_key, **code})
+    return digest({"content": content_key, **_code(metric)})
 
 
-class ReferenceStore:
-    """``<cache>/refstats/<key>.npz`` holding n, float64 sums, float32 features (if kept) and a JSON description."""
+def _code(metric) -> dict:
+    return {"decoding": images_identity(), "features": features_identity(metric), "coverage": COVERAGE}
 
-    def __init__(self, root: Path):
-        self.root = Path(root) / "refstats"
 
-    def path(self, key: str) -> Path:
-        return self.root / f"{key}.npz"
+def load_stats(store: Store, key: str) -> FeatureStats | None:
+    """The statistics stored under ``key``, or None (missing, or damaged and deleted)."""
+    got = store.read(key)
+    if got is None:
+        return None
+    tensors, meta = got
+    stats = FeatureStats(int(tensors["total"].shape[0]), keep_features="features" in tensors)
+    stats.n, stats.total, stats.outer = int(meta["n"]), tensors["total"].numpy(), tensors["outer"].numpy()
+    stats.chunks = [tensors["features"].numpy()] if stats.keep_features else []
+    stats.index_chunks = [tensors["index"].numpy()] if "index" in tensors else None
+    return stats
 
-    def load(self, key: str) -> FeatureStats | None:
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                stats = FeatureStats(int(z["total"].shape[0]), keep_features="features" in z.files)
-                stats.n, stats.total, stats.outer = int(z["n"]), z["total"], z["outer"]
-                stats.chunks = [z["features"]] if stats.keep_features else []
-                stats.index_chunks = [z["index"]] if "index" in z.files else None
-        except (OSError, ValueError, KeyError) as e:
-            log.warning("ignoring unreadable reference statistics %s (%s); they will be recomputed", path, e)
-            return None
-        return stats
 
-    def save(self, key: str, stats: FeatureStats, description: dict) -> Path:
-        path = self.path(key)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            features = {"features": stats.features} if stats.keep_features else {}
-            if stats.index is not None:
-                features["index"] = stats.index
-            np.savez(
-                f,
-                n=np.int64(stats.n),
-                total=stats.total,
-                outer=stats.outer,
-                **features,
-                description=np.array(json.dumps(description, default=str)),
-            )
-        return path
+def save_stats(store: Store, key: str, stats: FeatureStats, description: dict) -> Path:
+    tensors = {"total": stats.total, "outer": stats.outer}
+    if stats.keep_features:
+        tensors["features"] = stats.features
+    if stats.index is not None:
+        tensors["index"] = stats.index
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}
+    return store.write(key, tensors, {"n": stats.n, "description": json.dumps(description, default=str)})
 
 
 class References:
     """Reference statistics of one dataset for each set-level metric: from the cache, or computed once."""
 
-    def __init__(self, store: ReferenceStore, dataset):
-        self.store, self.dataset = store, dataset
+    def __init__(self, cache_root: str | Path, dataset):
+        self.store, self.dataset = Store(Path(cache_root) / FOLDER), dataset
         self.stats: dict[tuple[str, int | None], FeatureStats] = {}  # (metric key, crop) -> statistics
         self.info: dict[str, dict] = {}
 
@@ -147,7 +129,7 @@ class References:
         slot = (metric.key, self.crop_multiple(multiple))
         if slot not in self.stats:
             key = self.key(metric, multiple)
-            stats = self.store.load(key)
+            stats = load_stats(self.store, key)
             if stats is None:
                 return None
             if getattr(metric, "keeps_features", False) and not stats.keep_features:
@@ -201,10 +183,10 @@ class References:
             "geometry": self.geometry(multiple),
             "fingerprint": self.dataset.fingerprint(),
             "extractor": metric.extractor.identity(),
-            "code": {"decoding": images_identity(), "features": features_identity(metric), "coverage": COVERAGE},
+            "code": _code(metric),
             "n": stats.n,
         }
-        path = self.store.save(key, stats, description)
+        path = save_stats(self.store, key, stats, description)
         self.stats[(metric.key, self.crop_multiple(multiple))] = stats
         self.info[metric.extractor.name] = self._info(metric, "computed", stats.n, path, multiple)
         log.info(

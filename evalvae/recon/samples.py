@@ -42,9 +42,7 @@ from PIL import Image
 
 from evalvae.data.loader import collate
 from evalvae.device import release_memory
-from evalvae.errors import ConfigError
 from evalvae.io import atomic_path, atomic_write_text
-from evalvae.jobs.chunks import digest
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.store import encoder_identity, latent_key
 from evalvae.jobs.vaes import load
@@ -52,6 +50,7 @@ from evalvae.metrics.pixel import PSNR
 from evalvae.metrics.selection import pick_images, score_table
 from evalvae.recon.loop import reconstruct
 from evalvae.results import read_per_image
+from evalvae.store import digest
 from evalvae.vae import VAEAdapter
 from evalvae.vocab import IMAGE_EXTENSIONS
 
@@ -65,16 +64,8 @@ SAVE_FAILURES = (*VAE_FAILURES, OSError, ValueError)
 
 
 def settings(node: Mapping | None) -> dict:
-    """``cfg.samples`` checked: ``typical`` (bool), ``worst`` and ``best`` (counts per VAE, 0 for none)."""
-    out = dict(DEFAULTS)
-    for key, value in dict(node or {}).items():
-        if key not in DEFAULTS:
-            raise ConfigError(f"samples.{key}", value, list(DEFAULTS))
-        if not (isinstance(value, bool) if key == "typical" else (type(value) is int and value >= 0)):
-            hint = "true or false" if key == "typical" else "a count of images per VAE (0 for none)"
-            raise ConfigError(f"samples.{key}", value, hint=hint)
-        out[key] = value
-    return out
+    """``cfg.samples`` (checked by the schema at the entry) over :data:`DEFAULTS`: ``typical``, ``worst``, ``best``."""
+    return {**DEFAULTS, **dict(node or {})}
 
 
 def file_stem(name: str) -> str:

@@ -29,10 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
 from evalvae.device import release_memory, resolve_device
-from evalvae.errors import ConfigError, Interrupted, check_positive_int
+from evalvae.errors import ConfigError, Interrupted
 from evalvae.io import cache_dir
 from evalvae.jobs import shard as dist
-from evalvae.jobs.chunks import ChunkStore, digest
 from evalvae.jobs.failures import (
     VAE_FAILURES,
     log_failures,
@@ -48,13 +47,14 @@ from evalvae.jobs.vaes import Loaded, load, selected_vaes
 from evalvae.metrics import build_metrics, fact_columns, result_columns, split_metrics
 from evalvae.metrics.base import INDEX, SetStates, features_identity, pair_identity, recorded
 from evalvae.metrics.info import info_of, metric_entry
-from evalvae.metrics.refstats import References, ReferenceStore
+from evalvae.metrics.refstats import References
 from evalvae.provenance import environment, software
 from evalvae.recon.loop import reconstruct
 from evalvae.recon.rate import Rate
 from evalvae.recon.samples import Samples
 from evalvae.recon.unmatched import UnmatchedLog
 from evalvae.results import RunWriter, console_table
+from evalvae.store import Store, digest
 from evalvae.vae import VAEAdapter
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,6 @@ class ReconTask(Task):
         if self.shard.active:
             self.out = Path(dist.broadcast(self.shard, str(self.out)))  # rank 0's run directory
         self.files = self.out if self.shard.main else self.out / ".ranks" / str(self.shard.rank)
-        check_positive_int("batch_size", cfg.batch_size)
         self.workers = loader_workers(cfg.workers)
         self.dataset = instantiate(cfg.dataset)
         self.quantize = bool(cfg.metrics.quantize)
@@ -118,12 +117,12 @@ class ReconTask(Task):
         for m in self.sets:
             m.extractor.to(self.device)
         root = cache_dir(cfg.cache_dir)
-        self.refs = References(ReferenceStore(root), self.dataset)
+        self.refs = References(root, self.dataset)
         self.subsets: dict[str, dict[str, dict]] = {}  # extractor -> VAE -> {n, of}: a VAE scored on a subset
         cache = cfg.get("cache") or {}
-        self.results = ChunkStore(root / "results" if cache.get("results", True) else self.out / "chunks")
+        self.results = Store(root / "results" if cache.get("results", True) else self.out / "chunks")
         self.keep_latents = bool(cache.get("latents", True))
-        self.latents = ChunkStore(root / "latents" if self.keep_latents else self.out / ".latents")
+        self.latents = Store(root / "latents" if self.keep_latents else self.out / ".latents")
         self.plan = BatchPlan(self.dataset, cfg.batch_size) if hasattr(self.dataset, "file_digests") else None
         # per_image.file_sha256: the files' sha256 the batch keys hold (none for a stream)
         self.file_hashes = (

@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.device import cpu_has_native_bf16, release_memory, resolve_device
-from evalvae.errors import check_choice, check_positive_int
 from evalvae.jobs.failures import (
     VAE_FAILURES,
     is_out_of_memory,
@@ -39,7 +38,6 @@ from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.metrics import build_metrics, split_metrics
 from evalvae.robust import checks
 from evalvae.robust.results import RobustnessWriter
-from evalvae.vocab import ROBUSTNESS_CHECKS
 
 log = logging.getLogger(__name__)
 STAGES = ("encode", "decode", "tiled_decode", "fp16", "bf16")
@@ -53,10 +51,10 @@ class RobustnessTask(Task):
     def __init__(self, cfg: DictConfig, out: Path):
         super().__init__(cfg, out)
         rc = cfg.robustness
-        self.checks = [check_choice("robustness.checks", c, ROBUSTNESS_CHECKS) for c in rc.checks]
+        self.checks = list(rc.checks)  # checked by the schema at the entry
         self.specs = selected_vaes(cfg)
         self.device = resolve_device(cfg.device)
-        self.batch_size = check_positive_int("batch_size", cfg.batch_size)
+        self.batch_size = cfg.batch_size
         self.workers = loader_workers(cfg.workers)
         self.base = cfg.dataset.get("resolution")
         self.pair = split_metrics(build_metrics(cfg.metrics)).pair

@@ -26,7 +26,7 @@ from evalvae.metrics import Unavailable, build_metrics, split_metrics, unavailab
 from evalvae.metrics.base import recorded
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.metrics.info import MetricInfo, builtin_info, info_of, metric_entry
-from evalvae.metrics.refstats import References, ReferenceStore
+from evalvae.metrics.refstats import References
 from evalvae.results import summarize
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class T2IMetrics:
             m.unpaired(UNPAIRED)
         if self.sets:
             self.reference_set = instantiate(spec)
-            self.refs = References(ReferenceStore(cache_root), self.reference_set)
+            self.refs = References(cache_root, self.reference_set)
             for m in self.sets:
                 m.extractor.to(device)
         self.clip = None

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
-from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
+from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_path, cache_dir
 from evalvae.jobs.failures import (
     VAE_FAILURES,
@@ -124,7 +124,6 @@ class T2IJob:
         self.cfg, self.out = cfg, out
         self.device = resolve_device(cfg.device)
         self.batch_size = cfg.t2i.batch_size
-        check_positive_int("t2i.batch_size", self.batch_size, "a positive integer (latents per VAE decode call)")
         self.specs = selected_vaes(cfg)
         self.suite = instantiate(cfg.suite, _convert_="all")
         self.pipeline: DiffusersPipeline = instantiate(cfg.pipeline, _convert_="all")

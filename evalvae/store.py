@@ -1,11 +1,13 @@
-"""Checksummed, atomically written safetensors chunks: the unit of the result store and the latent cache.
+"""The one store of what evalvae keeps on disk by content: result chunks, latent shards, reference
+statistics and generated latents.
 
-A chunk is one file ``<root>/<key[:2]>/<key>.safetensors`` holding named tensors and string
-metadata, plus ``evalvae_sha256``: the sha256 of every tensor's name, dtype, shape and bytes and
-of the metadata. Files are written to a temporary name and renamed, so a kill never leaves half a
-chunk under its name; a chunk that is unreadable anyway (truncated by a full disk, damaged, written
-by another version) fails its check, is deleted with a warning and counts as missing: it is redone,
-never read as data.
+An entry is one safetensors file ``<root>/<key[:2]>/<key>.safetensors`` (``<root>/<key>.safetensors``
+in a ``flat`` store, whose keys are names) holding named tensors and string metadata, plus
+``evalvae_sha256``: the sha256 of every tensor's name, dtype, shape and bytes and of the metadata.
+A key is the :func:`digest` of a JSON payload naming everything the entry depends on. Files are
+written to a temporary name and renamed, so a kill never leaves half an entry under its name; an
+entry that is unreadable anyway (truncated by a full disk, damaged, written by another version)
+fails its check, is deleted with a warning and counts as missing: it is redone, never read as data.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ CHECKSUM = "evalvae_sha256"
 
 
 def digest(payload) -> str:
-    """sha256 of a JSON-able payload (sorted keys): the way every chunk key is made."""
+    """sha256 of a JSON-able payload (sorted keys; what JSON cannot hold, as its ``str``): every key of the store."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -50,14 +52,14 @@ def _checksum(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str
     return h.hexdigest()
 
 
-class ChunkStore:
-    """Chunks under ``root``; ``read`` returns ``(tensors, metadata)`` or None (missing or failed its check)."""
+class Store:
+    """Entries under ``root``; ``read`` returns ``(tensors, metadata)`` or None (missing or failed its check)."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    def __init__(self, root: str | Path, flat: bool = False):
+        self.root, self.flat = Path(root), flat
 
     def path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.safetensors"
+        return self.root / (f"{key}.safetensors" if self.flat else f"{key[:2]}/{key}.safetensors")
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
