@@ -75,7 +75,7 @@ from evalvae.io import atomic_path, atomic_write_text
 from evalvae.jobs.chunks import ChunkStore
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.vaes import load, selected_vaes
-from evalvae.metrics.pixel import PSNR
+from evalvae.metrics.pixel import psnr
 from evalvae.metrics.selection import Pick, order_key, pick_images, score_table
 from evalvae.recon.loop import BatchResult, reconstruct
 from evalvae.recon.rate import Rate
@@ -149,9 +149,9 @@ class SampleKeeper:
         self.cfg, self.dataset, self.store = cfg, dataset, store
         self.root = Path(out) / FOLDER
         self.quantize = bool(cfg.metrics.get("quantize", True))
-        first = metrics[0] if metrics else None
+        first = metrics[0].infos[0] if metrics else None  # the first per-image metric's first result
         self.metric = first.name if first is not None else None
-        self.higher = bool(getattr(first, "higher_is_better", True))
+        self.higher = bool(first.higher_is_better) if first is not None else True
         s = self.settings
         self.enabled = main and self.metric is not None and (s["typical"] or s["worst"] > 0 or s["best"] > 0)
         self.scores: dict[str, dict[str, float]] = {}  # finished VAE -> image -> score (floats only)
@@ -478,7 +478,7 @@ class SampleKeeper:
             write_png(self.root / entry["originals"][shape], original)
         rel = f"{file_stem(vae)}/{file_stem(image)}.png"
         write_png(self.root / rel, recon)
-        saved = PSNR()(original[None].double(), recon[None].double()).item()
+        saved = psnr(original[None].double(), recon[None].double()).item()
         entry["vaes"][vae] = {
             "original": entry["originals"][shape],
             "reconstruction": rel,
