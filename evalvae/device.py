@@ -9,9 +9,9 @@ import sys
 import torch
 
 from evalvae.errors import ConfigError
+from evalvae.vocab import DEVICES, DTYPE_NAMES
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.float16, torch.bfloat16), strict=True))
 
 
 def parse_dtype(name: str, argument: str = "dtype") -> torch.dtype:

@@ -37,6 +37,7 @@ class StandIn(VAEAdapter):
         failure: str = "cuda_oom",
         nan_dtype: str | None = None,
         tiled: bool = False,
+        upcast: str = "auto",
     ):
         torch.manual_seed(0)
         module = nn.Module()
@@ -50,6 +51,7 @@ class StandIn(VAEAdapter):
             module,
             latent_space=LatentSpace("stand-in", 4, 8),
             dtype=dtype,
+            upcast=upcast,
             device=device,
             weights=LoadedWeights("module", "in-memory"),
         )

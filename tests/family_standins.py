@@ -58,3 +58,38 @@ def save_tiny_dcae(path: Path, seed: int = 0) -> Path:
     )
     model.save_pretrained(path)
     return path
+
+
+def save_tiny_flux2(path: Path, seed: int = 0) -> Path:
+    """An ``AutoencoderKLFlux2`` (FLUX.2's VAE class) with 2 blocks of 8 channels (f2), 4 latent channels."""
+    from diffusers import AutoencoderKLFlux2
+
+    torch.manual_seed(seed)
+    model = AutoencoderKLFlux2(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 8),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+    )
+    model.save_pretrained(path)
+    return path
+
+
+def save_tiny_asymmetric(path: Path, seed: int = 0) -> Path:
+    """An ``AsymmetricAutoencoderKL``: a diffusers class with neither diffusers' tiling nor its slicing (f2)."""
+    from diffusers import AsymmetricAutoencoderKL
+
+    torch.manual_seed(seed)
+    model = AsymmetricAutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        down_block_out_channels=(8, 8),
+        up_block_out_channels=(8, 8),
+        latent_channels=4,
+        norm_num_groups=4,
+    )
+    model.save_pretrained(path)
+    return path

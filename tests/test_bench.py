@@ -1,4 +1,4 @@
-"""``evalvae bench`` end to end on tiny models: the grid, its failures as rows, its files, and run's upcast."""
+"""``evalvae bench`` end to end on tiny models: the grid, its failures as rows, its files, and the upcast override."""
 
 from __future__ import annotations
 
@@ -151,13 +151,16 @@ def test_an_injected_oom_is_a_row_and_the_grid_goes_on(tmp_path, images):
     assert len(broken) == 8 and broken["error"].str.startswith("ValueError: stand-in failure").all()
 
 
-def test_an_injected_nan_is_flagged_and_run_upcasts_that_vae(tmp_path, images, caplog):
+def test_an_injected_nan_is_flagged_with_the_override_that_makes_runs_upcast(tmp_path, images, caplog):
+    """The bench says where fp16 is non-finite and prints the override; a run reads no finding, it takes the override."""
     cache = tmp_path / "cache"
     params = standin("xl", nan_dtype="fp16")
     cfg = compose(
         images, cache, *params, "bench.resolutions=[32]", "bench.dtypes=[fp32,fp16,bf16]", "bench.modes=[plain]"
     )
-    df = bench(cfg, out_dir=tmp_path / "bench").results.set_index(["dtype", "op"])
+    with caplog.at_level(logging.WARNING):
+        outcome = bench(cfg, out_dir=tmp_path / "bench")
+    df = outcome.results.set_index(["dtype", "op"])
     assert df.loc[("fp16", "decode"), "nonfinite"] and df.loc[("fp16", "roundtrip"), "nonfinite"]
     assert not df.loc[("fp16", "encode"), "nonfinite"] and not df.loc[("bf16", "decode"), "nonfinite"]
     assert (df["status"] == "ok").all()
@@ -165,43 +168,32 @@ def test_an_injected_nan_is_flagged_and_run_upcasts_that_vae(tmp_path, images, c
         math.isnan(df.loc[("fp16", "decode"), "lowp_psnr_vs_fp32"])
         and df.loc[("fp16", "encode"), "lowp_psnr_vs_fp32"] > 20
     )
-    findings = json.loads((cache / "bench" / "nonfinite.json").read_text())
-    (entry,) = findings.values()
-    assert entry["vae"] == "xl" and entry["dtype"] == "fp16"
+    assert "VAE 'xl' gave non-finite fp16 outputs (decode at 32 px (plain)" in caplog.text
+    assert "run with vae.xl.upcast=always" in caplog.text and "bf16 outputs" not in caplog.text
+    (entry,) = json.loads((outcome.out_dir / "bench.json").read_text())["nonfinite"]
+    assert (entry["vae"], entry["dtype"], entry["override"]) == ("xl", "fp16", "vae.xl.upcast=always")
     assert {(w["op"], w["resolution"]) for w in entry["nonfinite"]} == {("decode", 32), ("roundtrip", 32)}
+    assert not (cache / "bench").exists()  # nothing a later job could read
 
-    run_cfg = helpers.compose_run(
-        [
-            *params,
-            "+vae.xl.dtype=${dtype}",
-            "dtype=fp16",
-            "dataset=folder",
-            f"dataset.path={images}",
-            "dataset.resolution=32",
-            "device=cpu",
-            "workers=0",
-            f"cache_dir={cache}",
-        ]
-    )
-    with caplog.at_level(logging.WARNING):
-        outcome = run(run_cfg, out_dir=tmp_path / "run")
-    assert "found non-finite fp16 outputs" in caplog.text and "evaluating it in fp32 instead" in caplog.text
+    def run_with(*extra, out):
+        common = [*params, "+vae.xl.dtype=${dtype}", "dataset=folder", f"dataset.path={images}"]
+        more = ["dataset.resolution=32", "device=cpu", "workers=0", f"cache_dir={cache}"]
+        return run(helpers.compose_run([*common, *more, *extra]), out_dir=tmp_path / out)
+
+    # the run does as its command line says: fp16, whose non-finite reconstructions are flagged
+    outcome = run_with("dtype=fp16", out="run")
+    assert pd.read_csv(outcome.out_dir / "timings.csv")["dtype"].tolist() == ["fp16"]
+    assert outcome.summary["mean"].isna().all()
+
+    # with the bench's override it evaluates the VAE in fp32, and says so
+    with caplog.at_level(logging.INFO):
+        outcome = run_with("dtype=fp16", "+vae.xl.upcast=always", out="run-upcast")
+    assert "VAE 'xl': vae.xl.upcast=always; evaluating it in fp32 instead of fp16." in caplog.text
     assert pd.read_csv(outcome.out_dir / "timings.csv")["dtype"].tolist() == ["fp32"]
     (vae,) = json.loads((outcome.out_dir / "vaes.json").read_text())
-    assert (vae["dtype"], vae["dtype_requested"]) == ("fp32", "fp16")
+    assert (vae["upcast"], vae["dtype"], vae["dtype_requested"]) == ("always", "fp32", "fp16")
+    assert vae["upcast_reason"] == "vae.xl.upcast=always"
     assert outcome.summary["mean"].notna().all()  # the upcast VAE produced real numbers
-
-    # bf16 was finite: a bf16 run is left alone
-    run_cfg.dtype = "bf16"
-    outcome = run(run_cfg, out_dir=tmp_path / "run-bf16")
-    assert pd.read_csv(outcome.out_dir / "timings.csv")["dtype"].tolist() == ["bf16"]
-
-    # the same weights benched finite in fp16 at that resolution clear the finding
-    bench(
-        compose(images, cache, *standin("xl"), "bench.resolutions=[32]", "bench.dtypes=[fp16]", "bench.modes=[plain]"),
-        out_dir=tmp_path / "again",
-    )
-    assert json.loads((cache / "bench" / "nonfinite.json").read_text()) == {}
 
 
 def test_a_real_fp16_overflow_is_flagged(tmp_path, images):

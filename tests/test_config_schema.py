@@ -86,17 +86,18 @@ def test_the_schemas_are_in_the_config_store_and_name_every_key():
     assert OmegaConf.is_missing(ConfigStore.instance().load("schema_run.yaml").node, "batch_size")  # no values
 
 
-def test_the_spelt_out_choices_equal_the_domain_s():
-    from evalvae.bench.grid import ISOLATION, OPS
+def test_the_schema_s_choices_equal_the_domain_s():
+    # the domain modules check their arguments against these (evalvae.vocab spells them once)
+    from evalvae.bench.grid import BENCH_OPS, ISOLATION
     from evalvae.data.transforms import CROPS, SMALL
     from evalvae.device import DEVICES, DTYPES
-    from evalvae.t2i.latents import MODES
+    from evalvae.t2i.latents import T2I_LATENTS
     from evalvae.vae.base import MEMORY_MODES
 
-    assert choices(schema.DType) == list(DTYPES) and schema.DEVICE_KINDS == DEVICES
+    assert choices(schema.DType) == list(DTYPES) and schema.DEVICES == DEVICES
     assert choices(schema.Crop) == list(CROPS) and choices(schema.Small) == list(SMALL)
-    assert choices(schema.Mode) == list(MEMORY_MODES) and choices(schema.Latents) == list(MODES)
-    assert choices(schema.Op) == list(OPS) and choices(schema.Isolate) == list(ISOLATION)
+    assert choices(schema.Mode) == list(MEMORY_MODES) and choices(schema.Latents) == list(T2I_LATENTS)
+    assert choices(schema.Op) == list(BENCH_OPS) and choices(schema.Isolate) == list(ISOLATION)
     assert choices(schema.TaskName)[:2] == options("task")  # recon, t2i; then bench, ref
 
 

@@ -1,6 +1,8 @@
-"""The consistency decoder and DC-AE: tiny diffusers stand-ins loaded through conf/vae and the sources code.
+"""The consistency decoder, DC-AE and a class named only in a spec: tiny diffusers stand-ins loaded through
+conf/vae and the sources code.
 
-Stand-ins are random-init ``ConsistencyDecoderVAE`` / ``AutoencoderDC`` folders (tests/family_standins.py);
+Stand-ins are random-init ``ConsistencyDecoderVAE`` / ``AutoencoderDC`` / ``AutoencoderKLFlux2`` /
+``AsymmetricAutoencoderKL`` folders (tests/family_standins.py);
 their numbers mean nothing, only shapes, seeding, crops, encoder hashes and the run's plumbing are checked.
 """
 
@@ -19,8 +21,9 @@ from evalvae.errors import ConfigError, WeightsUnavailable
 from evalvae.run import run
 from evalvae.vae import load_vae
 from evalvae.vae.base import UnsupportedMemoryMode
+from evalvae.vae.diffusers import DiffusersAdapter
 from evalvae.vae.kl import KLAdapter
-from tests.family_standins import save_tiny_consistency, save_tiny_dcae
+from tests.family_standins import save_tiny_asymmetric, save_tiny_consistency, save_tiny_dcae, save_tiny_flux2
 from tests.helpers import compose_run, photo, save_tiny_kl
 
 
@@ -199,6 +202,69 @@ def test_dcae_run_crops_native_images_to_a_multiple_of_32(tmp_path, dc_dir):
     assert record["downsample"] == 32 and "multiple of 32" in record["crop"]
     protocol = json.loads((out / "metrics.json").read_text())
     assert "multiple of each VAE's downsampling factor" in protocol["dataset"]["note"]
+
+
+# -- a diffusers class named in a spec, no code -------------------------------------------------------
+def named(cls: str, source, **extra) -> dict:
+    """What a YAML of conf/vae/ holds for a diffusers class no adapter module names."""
+    target = f"{DiffusersAdapter.__module__}.DiffusersAdapter"
+    return {"_target_": target, "cls": cls, "source": str(source), "latent_space": "x", **extra}
+
+
+def test_a_diffusers_class_named_in_a_spec_runs_with_diffusers_own_modes(tmp_path, image_dir):
+    from diffusers import AutoencoderKLFlux2
+
+    folder = save_tiny_flux2(tmp_path / "flux2")
+    vae = load_vae("f2", named("AutoencoderKLFlux2", folder), device="cpu")
+    assert (vae.family, vae.latent_channels, vae.downsample, vae.scaling_factor, vae.shift_factor) == (
+        "AutoencoderKLFlux2",
+        4,
+        2,
+        1.0,  # its config has no factors
+        0.0,
+    )
+    assert vae.encoder_kind.endswith("DiffusersAdapter:AutoencoderKLFlux2") and vae.default_tile_size == 32
+    model = AutoencoderKLFlux2.from_pretrained(folder).eval()
+    x = images(2, 32, 32)
+    with torch.no_grad():
+        mean = model.encode(x).latent_dist.mean
+        torch.testing.assert_close(vae.encode(x), mean)  # the posterior's mode
+        torch.testing.assert_close(vae.decode(mean), model.decode(mean).sample)
+    scaled = load_vae("f2", named("AutoencoderKLFlux2", folder, scaling_factor=0.5, shift_factor=0.1), device="cpu")
+    torch.testing.assert_close(scaled.encode(x), (mean - 0.1) * 0.5)
+    vae.set_memory_mode("tiled", 16)  # diffusers' own tiling, as AutoencoderKL's
+    m = vae.module
+    assert m.use_tiling and (m.tile_sample_min_size, m.tile_latent_min_size) == (16, 8)
+    assert vae.decode(mean).shape == x.shape and vae.decode_seams(16, 16) != ([], [])
+    vae.set_memory_mode("sliced")
+    assert m.use_slicing and not m.use_tiling
+
+    spec = f"{{_target_: evalvae.vae.diffusers.DiffusersAdapter, cls: AutoencoderKLFlux2, latent_space: x, source: {folder}}}"
+    out = folder_run(tmp_path, image_dir, f"+vae.f2={spec}")
+    (record,) = json.loads((out / "vaes.json").read_text())
+    assert (record["status"], record["family"], record["latent_channels"]) == ("ok", "AutoencoderKLFlux2", 4)
+    assert np.isfinite(pd.read_parquet(out / "per_image.parquet").psnr).all()
+
+
+def test_a_class_without_diffusers_tiling_has_no_tiled_mode_and_slices_generically(tmp_path):
+    vae = load_vae("a", named("AsymmetricAutoencoderKL", save_tiny_asymmetric(tmp_path / "a")), device="cpu")
+    assert vae.memory_modes == ("plain", "sliced") and vae.family == "AsymmetricAutoencoderKL"
+    x = images(2, 32, 32)
+    plain = vae.decode(vae.encode(x))
+    vae.set_memory_mode("sliced")  # one image at a time, by evalvae (the class has no enable_slicing)
+    torch.testing.assert_close(vae.decode(vae.encode(x)), plain, rtol=0, atol=1e-5)  # measured 8e-6
+    with pytest.raises(UnsupportedMemoryMode, match="'a' .AsymmetricAutoencoderKL. has no tiled mode"):
+        vae.set_memory_mode("tiled", 16)
+
+
+def test_a_class_diffusers_lacks_is_one_line_naming_the_field(tmp_path, kl0_dir):
+    for cls in ("AutoencoderKLNope", "not a name"):
+        with pytest.raises(ConfigError, match=rf"invalid vae\.x\.cls='{cls}'; a diffusers autoencoder class") as e:
+            load_vae("x", named(cls, kl0_dir), device="cpu")
+        assert "\n" not in str(e.value)
+    file = kl0_dir / "diffusion_pytorch_model.safetensors"
+    with pytest.raises(ConfigError, match="no single-file loader for AsymmetricAutoencoderKL"):
+        load_vae("x", named("AsymmetricAutoencoderKL", file), device="cpu")
 
 
 # -- both -------------------------------------------------------------------------------------------

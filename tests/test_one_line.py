@@ -146,7 +146,7 @@ def test_the_suggestions_name_what_would_be_read():
     with pytest.raises(ConfigError) as e:
         check_overrides(["+vae=taesd", "+vae.taesd.sorce=/w"], "run")
     assert e.value.suggestions == ["vae.taesd.source"]
-    assert "(vae.taesd (evalvae.vae.tiny.TinyAdapter) reads: config, dtype, latent_space," in str(e.value)
+    assert "(vae.taesd (evalvae.vae.tiny.TinyAdapter) reads: config, dtype, force_upcast, latent_space," in str(e.value)
     with pytest.raises(ConfigError) as e:
         check_overrides(["metrics.lpips.net=vgg"], "run")
     assert str(e.value).endswith("lpips is in metrics=all, metrics=lpips")

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,7 @@ from evalvae.data.transforms import crop_to_multiple
 from evalvae.errors import ConfigError
 from evalvae.metrics import from_uint8, to_pixels
 from evalvae.metrics.selection import Pick, pick_images, score_table
-from evalvae.recon.loop import BatchResult
-from evalvae.recon.samples import SampleKeeper, file_stem, settings
+from evalvae.recon.samples import file_stem, picks, settings
 from evalvae.recon.task import ReconTask
 from evalvae.report import write_report
 from evalvae.report.load import load_inputs
@@ -48,6 +48,15 @@ class Blemish(Identity):
             if i in self.indices:
                 y[j] = y[j] + self.amount
         return y
+
+
+class Noisy(Identity):
+    """:class:`Identity` plus noise drawn for each image from its own seed, as the consistency decoder draws it."""
+
+    def _decode_seeded(self, z, seeds):
+        y = self._decode_raw(z)
+        noise = [torch.randn(y.shape[1:], generator=torch.Generator().manual_seed(1000 + s)) for s in seeds]
+        return y + 0.05 * torch.stack(noise)  # about 6 levels of 255
 
 
 def standins(worst=2, best=1, extra=()) -> list[str]:
@@ -77,8 +86,32 @@ def standin_run(tmp_path_factory):
     cfg = helpers.compose_run([*standins(), *dataset(images), f"cache_dir={root / 'cache'}"])
     task = ReconTask(cfg, root / "run")
     task.out.mkdir(parents=True, exist_ok=True)
-    task.run()
-    return {"task": task, "out": root / "run", "images": images, "root": root}
+    with pytest.MonkeyPatch.context() as mp:
+        decoded = spy_decodes(mp)
+        task.run()
+    return {"task": task, "out": root / "run", "images": images, "root": root, "decoded": decoded}
+
+
+def spy_decodes(mp: pytest.MonkeyPatch) -> list[dict]:
+    """Each pass the samples make: the VAE, the images of its batches and how many images it encoded."""
+    from evalvae.recon import samples
+
+    passes, real = [], samples.reconstruct
+
+    def spy(vae, batches, *args, **kwargs):
+        batches, encode = list(batches), vae.encode
+        passes.append({"vae": vae.name, "images": [i for b in batches for g in b.groups for i in g.ids], "encoded": 0})
+
+        def counted(x, seeds=None):
+            passes[-1]["encoded"] += len(x)
+            return encode(x, seeds)
+
+        vae.encode = counted
+        yield from real(vae, batches, *args, **kwargs)
+        vae.encode = encode
+
+    mp.setattr(samples, "reconstruct", spy)
+    return passes
 
 
 def index_of(run_dir: Path) -> dict:
@@ -110,7 +143,7 @@ def test_a_run_saves_the_typical_worst_and_best_images_with_every_vae(standin_ru
     index = index_of(out)
     expected = expected_picks(per_image, worst=2, best=1)
     assert set(index["images"]) == set(expected)
-    assert index["settings"] == {"typical": True, "worst": 2, "best": 1, "pool_mib": 1024} and index["metric"] == "psnr"
+    assert index["settings"] == {"typical": True, "worst": 2, "best": 1} and index["metric"] == "psnr"
     recorded = per_image.set_index(["vae", "image"])["psnr"]
     for image, entry in index["images"].items():
         assert set(entry["reasons"]) == expected[image]
@@ -122,38 +155,17 @@ def test_a_run_saves_the_typical_worst_and_best_images_with_every_vae(standin_ru
             psnr = 10 * math.log10(255**2 / np.mean((original.astype(float) - recon.astype(float)) ** 2))
             assert psnr == pytest.approx(recorded[(vae, image)], abs=1e-5)  # torchmetrics takes log(255) in float32
             assert saved["psnr_saved"] == pytest.approx(recorded[(vae, image)], abs=1e-12)  # the scored pixels
-    # "b"'s worst images are none of "a"'s own picks: "a"'s pixels of them come from the run's pool, as scored
+    # "b"'s worst images are none of "a"'s own picks: "a" decodes them after scoring all the same
     blemished = {f"img{i:02d}.{'jpg' if i % 2 else 'png'}" for i in BLEMISHED}
     assert blemished <= set(index["images"])
     for image in blemished:
         assert not any(r.endswith("for a") for r in index["images"][image]["reasons"])
-        assert index["images"][image]["vaes"]["a"]["source"] == "scored"
-        assert index["images"][image]["vaes"]["b"]["source"] == "scored"
-    assert standin_run["task"].samples.redecoded == {}, "nothing decoded again"
-    assert not (out / ".samples-pool").exists(), "the pool is removed at the end of the run"
+        assert index["images"][image]["vaes"]["a"]["source"] == "encoded"  # in-memory stand-ins store no latents
     files = {p.relative_to(out / "samples").as_posix() for p in (out / "samples").rglob("*.png")}
     listed = {
         s[k] for e in index["images"].values() for s in e["vaes"].values() for k in ("original", "reconstruction")
     }
     assert files == listed  # no stray file: the intermediate picks of the first VAE were removed
-
-
-def test_without_the_pool_an_earlier_vae_is_loaded_again_for_later_picks(tmp_path, standin_run):
-    cfg = helpers.compose_run(
-        [*standins(extra=["samples.pool_mib=0"]), *dataset(standin_run["images"]), f"cache_dir={tmp_path / 'cache'}"]
-    )
-    task = ReconTask(cfg, tmp_path / "run")
-    task.out.mkdir(parents=True, exist_ok=True)
-    task.run()
-    index, pooled = index_of(tmp_path / "run"), index_of(standin_run["out"])
-    assert set(index["images"]) == set(pooled["images"])
-    blemished = {f"img{i:02d}.{'jpg' if i % 2 else 'png'}" for i in BLEMISHED}
-    for image in blemished:
-        assert index["images"][image]["vaes"]["a"]["source"] == "re-decoded"
-        a, b = (tmp_path / "run" / "samples", standin_run["out"] / "samples")
-        entry, other = index["images"][image]["vaes"]["a"], pooled["images"][image]["vaes"]["a"]
-        assert np.array_equal(rgb(a / entry["reconstruction"]), rgb(b / other["reconstruction"]))
-    assert task.samples.redecoded.get("a", 0) >= len(blemished)
 
 
 def test_saved_reconstructions_equal_a_direct_encode_decode(standin_run):
@@ -172,33 +184,35 @@ def test_saved_reconstructions_equal_a_direct_encode_decode(standin_run):
             np.testing.assert_array_equal(rgb(out / "samples" / saved["original"]), x[0].permute(1, 2, 0).numpy())
 
 
-def test_the_keeper_holds_at_most_the_configured_images_per_vae(standin_run):
-    keeper = standin_run["task"].samples
-    n = len(SIZES)
-    assert keeper.peaks["a"] <= 2 + 1 < n  # worst + best, of 12 images
-    assert keeper.peaks["b"] <= 2 + 1 + len(keeper.wanted)  # and the images "a" had picked
-    assert keeper.held == 0 and keeper.candidates == {"worst": [], "best": []}  # released with each VAE
+def test_after_scoring_each_vae_decodes_exactly_the_picked_images_once(standin_run):
+    picked = sorted(index_of(standin_run["out"])["images"])
+    passes = standin_run["decoded"]
+    assert [p["vae"] for p in passes] == ["b", "a"]  # one pass each, the VAE still loaded first
+    for p in passes:
+        assert sorted(p["images"]) == picked  # read and decoded: the picks, each once, and nothing else
+        assert p["encoded"] == len(picked)  # in-memory stand-ins store no latents: the picks are encoded again
+    assert len(picked) < len(SIZES)
 
 
-def test_a_long_pass_keeps_only_its_candidates():
-    cfg = OmegaConf.create({"samples": {"worst": 2, "best": 1, "typical": True}, "metrics": {"quantize": True}})
-
-    class Psnr:
-        name, higher_is_better = "psnr", True
-
-    keeper = SampleKeeper(cfg, Path("/nonexistent"), dataset=None, metrics=[Psnr()])
-    rng = np.random.default_rng(0)
-    values = rng.normal(30, 3, 400)
-    for start in range(0, 400, 8):
-        ids = [f"im{i:03d}" for i in range(start, start + 8)]
-        pixels = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
-        rows = [{"vae": "v", "image": i, "psnr": float(values[int(i[2:])])} for i in ids]
-        keeper.observe("v", BatchResult(rows, [], [pixels], [pixels.clone()], [torch.ones(8, dtype=torch.bool)]))
-        assert keeper.held <= 3 and all(len(c) <= k for c, k in zip(keeper.candidates.values(), (2, 1)))
-    order = np.argsort(values, kind="stable")
-    assert [i for _, i in keeper.candidates["worst"]] == [f"im{i:03d}" for i in order[:2]]
-    assert [i for _, i in keeper.candidates["best"]] == [f"im{order[-1]:03d}"]
-    assert set(keeper.pixels) == {f"im{i:03d}" for i in (*order[:2], order[-1])}
+def test_picks_follow_the_rule_on_a_table_worked_by_hand():
+    x = {"i1": 30, "i2": 25, "i3": 25, "i4": 35, "i5": math.nan}
+    y = {"i1": 20, "i2": 28, "i3": 22, "i4": 26, "i5": 24}
+    rows = [{"vae": v, "image": i, "psnr": float(s)} for v, scores in (("x", x), ("y", y)) for i, s in scores.items()]
+    per_image = pd.DataFrame(rows)
+    # means over the images both scored: i1 25, i2 26.5, i3 23.5, i4 30.5; median 25.75; i1 and i2 tie at
+    # 0.75 from it (i1 first by id); x's worst tie at 25 (i2 before i3); i5 (NaN for x) is never x's pick
+    assert picks(per_image, "psnr", True, {"typical": True, "worst": 2, "best": 1}) == {
+        "i1": ["typical: median mean PSNR", "worst PSNR #1 for y"],
+        "i2": ["worst PSNR #1 for x", "best PSNR #1 for y"],
+        "i3": ["worst PSNR #2 for x", "worst PSNR #2 for y"],
+        "i4": ["best PSNR #1 for x"],
+    }
+    per_image["lpips"] = per_image["psnr"] / 100  # lower is better: the highest are the worst
+    assert picks(per_image, "lpips", False, {"typical": False, "worst": 2, "best": 0}) == {
+        "i4": ["worst LPIPS #1 for x", "worst LPIPS #2 for y"],
+        "i1": ["worst LPIPS #2 for x"],
+        "i2": ["worst LPIPS #1 for y"],
+    }
 
 
 def test_the_report_builds_with_the_weights_and_the_dataset_gone(tmp_path, tiny_pth_dir, tiny_ae_dir):
@@ -307,30 +321,154 @@ def test_file_names_are_portable_for_any_image_id(tmp_path):
     assert not reasons and all(rec.matches for rec in got.values())
 
 
-def test_a_rerun_reads_its_samples_from_the_cache(tmp_path, tiny_pth_dir, tiny_ae_dir, caplog):
-    images = helpers.write_images(tmp_path / "images")
-    overrides = [
+def tiny_vaes(images: Path, pth: Path, ae: Path, cache: Path, *extra: str) -> list[str]:
+    """Two real-architecture tiny VAEs read from files (so their results and latents are cached)."""
+    return [
         "+vae=[taef2,taesd]",
-        f"vae.taef2.source={tiny_pth_dir}",
+        f"vae.taef2.source={pth}",
         "vae.taef2.sha256=null",
         "vae.taef2.weights_prefix=tiny",
-        f"vae.taesd.source={tiny_ae_dir}",
+        f"vae.taesd.source={ae}",
         *dataset(images),
         "workers=0",
         "progress=false",
-        f"cache_dir={tmp_path / 'cache'}",
+        f"cache_dir={cache}",
+        *extra,
     ]
-    first = run(helpers.compose_run(overrides), out_dir=tmp_path / "first").out_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_pth_dir, tiny_ae_dir):
+    """A first run of the tiny VAEs, its cache kept for the reruns of the tests below."""
+    root = tmp_path_factory.mktemp("tiny-samples")
+    overrides = tiny_vaes(helpers.write_images(root / "images"), tiny_pth_dir, tiny_ae_dir, root / "cache")
+    with pytest.MonkeyPatch.context() as mp:
+        decoded = spy_decodes(mp)
+        out = run(helpers.compose_run(overrides), out_dir=root / "run").out_dir
+    return {"out": out, "overrides": overrides, "decoded": decoded}
+
+
+def saved_files(run_dir: Path) -> dict[str, bytes]:
+    return {p.relative_to(run_dir).as_posix(): p.read_bytes() for p in sorted((run_dir / "samples").rglob("*.png"))}
+
+
+def no_loading(name, *args, **kwargs):
+    raise AssertionError(f"VAE '{name}' was loaded")
+
+
+def test_samples_are_decoded_from_the_latents_the_run_cached(tiny_run, tmp_path, monkeypatch):
+    out, index = tiny_run["out"], index_of(tiny_run["out"])
+    assert [p["vae"] for p in tiny_run["decoded"]] == ["taesd", "taef2"]  # the VAE still loaded first
+    assert all(p["encoded"] == 0 and sorted(p["images"]) == sorted(index["images"]) for p in tiny_run["decoded"])
+    recorded = pd.read_parquet(out / "per_image.parquet").set_index(["vae", "image"])["psnr"]
+    for image, entry in index["images"].items():
+        for vae, saved in entry["vaes"].items():
+            assert saved["source"] == "from the cached latents"
+            # decoded in a batch of its own: measured equal here; a level off at a few pixels moves it < 0.01 dB
+            assert saved["psnr_saved"] == pytest.approx(recorded[(vae, image)], abs=0.01)
+    # cache.latents=false: the run's own latents are read before they are removed with the run's end
+    decoded = spy_decodes(monkeypatch)
+    overrides = [*tiny_run["overrides"][:-1], f"cache_dir={tmp_path / 'cache'}", "cache.latents=false"]
+    own = run(helpers.compose_run(overrides), out_dir=tmp_path / "own").out_dir
+    assert [p["encoded"] for p in decoded] == [0, 0] and not (own / ".latents").exists()
+
+
+def test_a_run_continued_in_its_directory_keeps_its_samples(tiny_run, tmp_path, monkeypatch, caplog):
+    out = shutil.copytree(tiny_run["out"], tmp_path / "run")
+    before, files = index_of(out), saved_files(out)
+    monkeypatch.setattr("evalvae.recon.task.load", no_loading)
+    monkeypatch.setattr("evalvae.recon.samples.load", no_loading)
+    decoded = spy_decodes(monkeypatch)
     with caplog.at_level(logging.INFO, logger="evalvae.recon.samples"):
-        again = run(helpers.compose_run(overrides), out_dir=tmp_path / "again").out_dir
-    assert "decoded again: none" in caplog.text
-    a, b = index_of(first)["images"], index_of(again)["images"]
-    assert a.keys() == b.keys()
-    for image in a:
-        for vae, saved in a[image]["vaes"].items():
-            assert b[image]["vaes"][vae]["source"] == saved["source"]
-            for k in ("original", "reconstruction"):
-                np.testing.assert_array_equal(rgb(first / "samples" / saved[k]), rgb(again / "samples" / saved[k]))
+        run(helpers.compose_run(tiny_run["overrides"]), out_dir=out)
+    assert decoded == [] and index_of(out) == before and saved_files(out) == files
+    n = len(before["images"])
+    assert f"taef2 {n} kept; taesd {n} kept)" in caplog.text  # the log line says so
+    # fewer picks: the others' files go, nothing is decoded; more picks: only the new ones are decoded
+    run(helpers.compose_run([*tiny_run["overrides"], "samples.worst=1", "samples.best=0"]), out_dir=out)
+    fewer = index_of(out)["images"]
+    assert decoded == [] and set(fewer) < set(before["images"])
+    assert len(list((out / "samples").rglob("*.png"))) == 3 * len(fewer)  # an original and two reconstructions each
+    monkeypatch.undo()
+    decoded = spy_decodes(monkeypatch)
+    run(helpers.compose_run([*tiny_run["overrides"], "samples.worst=4", "samples.best=0"]), out_dir=out)
+    more = index_of(out)["images"]
+    assert {p["vae"] for p in decoded} == {"taef2", "taesd"}
+    assert all(sorted(p["images"]) == sorted(set(more) - set(fewer)) and p["images"] for p in decoded)
+    for image in fewer:
+        assert {s["source"] for s in more[image]["vaes"].values()} == {"from the cached latents"}
+        assert more[image]["vaes"] == fewer[image]["vaes"]  # kept as they were
+
+
+def test_a_rerun_in_a_new_directory_loads_each_vae_for_its_samples(tiny_run, tmp_path, monkeypatch):
+    from evalvae.jobs.vaes import load
+
+    loads = []
+
+    def load_but_taef2(name, *args, **kwargs):
+        loads.append(name)
+        if name == "taef2":
+            raise RuntimeError("weights gone")
+        return load(name, *args, **kwargs)
+
+    monkeypatch.setattr("evalvae.recon.task.load", no_loading)  # every batch is read from the result chunks
+    monkeypatch.setattr("evalvae.recon.samples.load", load_but_taef2)
+    decoded = spy_decodes(monkeypatch)
+    again = run(helpers.compose_run(tiny_run["overrides"]), out_dir=tmp_path / "again").out_dir
+    assert sorted(loads) == ["taef2", "taesd"]  # the cost of a rerun with samples: one load per VAE
+    assert [(p["vae"], p["encoded"]) for p in decoded] == [("taesd", 0)]
+    first, second = index_of(tiny_run["out"])["images"], index_of(again)["images"]
+    assert first.keys() == second.keys()
+    for image, entry in first.items():
+        saved = entry["vaes"]["taesd"]
+        assert second[image]["vaes"]["taesd"]["key"] == saved["key"]
+        for k in ("original", "reconstruction"):
+            np.testing.assert_array_equal(
+                rgb(tiny_run["out"] / "samples" / saved[k]), rgb(again / "samples" / saved[k])
+            )
+        # a VAE that cannot be loaded again: its pictures are not saved, with the reason; its results stand
+        assert set(second[image]["vaes"]) == {"taesd"}
+        assert second[image]["not_saved"] == {"taef2": "RuntimeError: weights gone"}
+    assert set(pd.read_parquet(again / "per_image.parquet")["vae"]) == {"taef2", "taesd"}
+    got, reasons = reconstruct_images(load_inputs([again]).runs[0], "taef2", list(second))
+    assert not got and all(r.endswith("RuntimeError: weights gone") for r in reasons.values())
+
+
+def test_a_seeded_decoder_decodes_its_picks_as_it_scored_them(standin_run, tmp_path):
+    overrides = ["+vae.n._target_=tests.test_report_samples.Noisy", "samples.worst=3", "samples.best=2"]
+    cfg = helpers.compose_run([*overrides, "batch_size=5", "workers=0", *dataset(standin_run["images"])])
+    out = run(cfg, out_dir=tmp_path / "run").out_dir
+    recorded = pd.read_parquet(out / "per_image.parquet").set_index("image")["psnr"]
+    data = instantiate(cfg.dataset)
+    position, vae = {rec.id: i for i, rec in enumerate(data.records)}, instantiate(cfg.vae.n, name="n")
+    saved = index_of(out)["images"]
+    assert len(saved) >= 5 and {position[i] // 5 for i in saved} == {0, 1, 2}  # picks from every batch
+    for image, entry in saved.items():
+        s = entry["vaes"]["n"]
+        assert s["psnr_saved"] == pytest.approx(recorded[image], abs=1e-9)  # the noise of the scored decode
+        x, seeds = from_uint8(data[position[image]].image[None]), [position[image]]
+        direct = to_pixels(vae.decode(vae.encode(x, seeds=seeds), seeds=seeds), True).to(torch.uint8)[0]
+        np.testing.assert_array_equal(rgb(out / "samples" / s["reconstruction"]), direct.permute(1, 2, 0).numpy())
+
+
+def test_a_streamed_dataset_is_read_again_for_its_picks(standin_run, tmp_path):
+    pytest.importorskip("webdataset")
+    with tarfile.open(tmp_path / "shard.tar", "w") as tar:
+        for f in sorted(standin_run["images"].iterdir()):
+            tar.add(f, arcname=f.name)
+    overrides = [
+        "+vae.b._target_=tests.test_report_samples.Blemish",
+        "+vae.b.gain=0.9",
+        f"+vae.b.indices=[{BLEMISHED[0]}]",
+    ]
+    data = ["dataset=webdataset", f"dataset.urls={tmp_path / 'shard.tar'}", "dataset.resolution=32"]
+    out = run(helpers.compose_run([*overrides, *data, "batch_size=4", "workers=0"]), out_dir=tmp_path / "run").out_dir
+    per_image = pd.read_parquet(out / "per_image.parquet")
+    index = index_of(out)["images"]
+    assert set(index) == set(expected_picks(per_image, worst=3, best=1)) and len(index) > 1
+    recorded = per_image.set_index("image")["psnr"]
+    for image, entry in index.items():
+        assert not entry["not_saved"] and entry["vaes"]["b"]["psnr_saved"] == pytest.approx(recorded[image], abs=1e-9)
 
 
 def test_no_samples_when_none_are_asked_for(tmp_path):
@@ -341,7 +479,9 @@ def test_no_samples_when_none_are_asked_for(tmp_path):
 
 
 def test_samples_settings_name_the_key_and_value():
-    assert settings(None) == {"typical": True, "worst": 3, "best": 1, "pool_mib": 1024}
+    assert settings(None) == {"typical": True, "worst": 3, "best": 1}
+    with pytest.raises(ConfigError, match="samples.pool_mib"):
+        settings({"pool_mib": 1024})
     with pytest.raises(ConfigError, match="samples.worst") as e:
         settings({"worst": -1})
     assert e.value.value == -1

@@ -16,10 +16,11 @@ from evalvae.config import compose, instantiate
 from evalvae.errors import ConfigError
 from evalvae.jobs.overrides import check_overrides
 from evalvae.jobs.schema import Check, ReducedDType, validate
-from evalvae.robust.checks import CHECKS, TIME
+from evalvae.robust.checks import TIME
 from evalvae.run import run
 from evalvae.vae.seams import band_mask, diffusers_kl_seams, generic_decode_seams, generic_seams, max_abs_split
 from evalvae.vae.tiling import tiled_apply
+from evalvae.vocab import ROBUSTNESS_CHECKS
 from tests.helpers import evalvae_cli, write_images
 
 POINTWISE = "tests.robust_standins.Pointwise"
@@ -326,7 +327,7 @@ def test_sweep_rows_against_independent_psnr(image_dir, tmp_path):
 def test_config_composes_and_validates_and_choices_match_the_domain():
     cfg = compose(["+vae=taesd"], "robustness")
     assert validate(cfg, "robustness") is cfg
-    assert tuple(c.value for c in Check) == CHECKS
+    assert tuple(c.value for c in Check) == ROBUSTNESS_CHECKS
     assert [d.value for d in ReducedDType] == ["fp16", "bf16"]
     assert cfg.task._target_ == "evalvae.robust.task.RobustnessTask"
 
@@ -336,7 +337,7 @@ def test_unknown_check_and_bad_values_are_refused_naming_the_choices():
         validate(compose(["robustness.checks=[tiled,seams]"], "robustness"), "robustness")
     text = str(e.value)
     assert "robustness.checks" in text and "seams" in text
-    assert all(c in text for c in CHECKS)
+    assert all(c in text for c in ROBUSTNESS_CHECKS)
     with pytest.raises(ConfigError) as e:
         validate(compose(["robustness.dtypes=[fp8]", "robustness.tile_size=4"], "robustness"), "robustness")
     assert "fp8" in str(e.value) and "bf16" in str(e.value) and "tile_size" in str(e.value)

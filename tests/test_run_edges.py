@@ -1,7 +1,8 @@
-"""The run job at its edges: non-finite reconstructions, force_upcast, a VAE failing part-way, crop=none references."""
+"""The run job at its edges: non-finite reconstructions, upcast and force_upcast, a VAE failing part-way, crop=none references."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from evalvae.errors import ConfigError
 from evalvae.run import run
 from tests.helpers import TinyExtractor, compose_run
 
@@ -169,6 +171,63 @@ def test_force_upcast_policy_follows_diffusers(tmp_path, tiny_kl_dir):
         vae = loaded(folder, "fp16")
         assert (vae.dtype_name, vae.dtype_requested, vae.upcast_reason) == ("fp16", "fp16", None), name
     assert loaded(tmp_path / "unset", "fp16", force_upcast=True).dtype_name == "fp32"
+
+
+def test_upcast_never_and_always_override_the_config(tiny_kl_dir, monkeypatch):
+    """never: fp16 as asked though the config sets force_upcast; always: fp32 for fp16 and bf16 alike, loading
+    only the fp32 copy; fp32 asked: nothing to do. vaes.json (describe) records each; a bad value is one line."""
+    from evalvae.jobs import policy
+
+    loads = []
+    real = policy.load_vae
+    monkeypatch.setattr(
+        policy, "load_vae", lambda name, spec, **kw: loads.append(spec["dtype"]) or real(name, spec, **kw)
+    )
+
+    def loaded(dtype, upcast):
+        loads.clear()
+        return policy.load_for_run("v", kl_spec(tiny_kl_dir, dtype, upcast=upcast), device="cpu", cache_dir=None)
+
+    never = loaded("fp16", "never").describe()
+    assert (never["dtype"], never["dtype_requested"], never["upcast"], "upcast_reason" in never) == (
+        "fp16",
+        "fp16",
+        "never",
+        False,
+    )
+    for dtype in ("fp16", "bf16"):
+        up = loaded(dtype, "always")
+        assert loads == ["fp32"] and next(up.module.parameters()).dtype == torch.float32
+        d = up.describe()
+        assert (d["dtype"], d["dtype_requested"], d["upcast"]) == ("fp32", dtype, "always")
+        assert d["upcast_reason"] == "vae.v.upcast=always"
+    same = loaded("fp32", "always")
+    assert (same.dtype_name, same.dtype_requested, same.upcast_reason, loads) == ("fp32", "fp32", None, ["fp32"])
+    auto = loaded("fp16", "auto")  # the config's force_upcast: the fp16 copy, released, then fp32
+    assert (auto.dtype_name, auto.describe()["upcast"], loads) == ("fp32", "auto", ["fp16", "fp32"])
+    with pytest.raises(ConfigError, match=r"^invalid vae\.v\.upcast='sometimes'; choose one of auto, never, always$"):
+        loaded("fp16", "sometimes")
+
+
+def test_no_file_in_the_cache_changes_a_vaes_dtype_or_its_memo_key(tmp_path, tiny_kl_dir):
+    """A finding of evalvae bench for these weights in bf16, in the cache folder where the bench once kept them,
+    is read by nothing: the run evaluates bf16 as asked, and the VAE's memo key is unchanged."""
+    from evalvae.jobs.memo import VAEMemo
+    from evalvae.jobs.policy import load_for_run
+
+    cache, cpu = tmp_path / "cache", torch.device("cpu")
+    spec = kl_spec(tiny_kl_dir, "bf16")
+    memo = VAEMemo(tmp_path / "memo", str(cache))
+    key = memo.key(spec, cpu)
+    vae = load_for_run("v", spec, device="cpu", cache_dir=str(cache))
+    assert vae.dtype_name == "bf16"
+    where = {"adapter": "evalvae.vae.kl.KLAdapter", "kind": "dir", "location": vae.weights.location, "files": {}}
+    identity = hashlib.sha256(json.dumps(where, sort_keys=True).encode()).hexdigest()[:16]
+    finding = {"vae": "v", "dtype": "bf16", "nonfinite": [{"op": "decode", "resolution": 32, "mode": "plain"}]}
+    (cache / "bench").mkdir(parents=True)
+    (cache / "bench" / "nonfinite.json").write_text(json.dumps({f"{identity}:bf16": finding}))
+    assert load_for_run("v", spec, device="cpu", cache_dir=str(cache)).dtype_name == "bf16"
+    assert memo.key(spec, cpu) == key
 
 
 def test_load_for_run_stays_importable_from_the_bench():

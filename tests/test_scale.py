@@ -21,6 +21,8 @@ from evalvae.run import run
 from tests.helpers import compose_run, save_tiny_kl
 
 N_IMAGES, BATCH = 6, 4  # two batches, the second one short
+# a rerun in a new directory loads each VAE to decode the report's few images (tests/test_report_samples.py)
+NO_SAMPLES = ["samples.typical=false", "samples.worst=0", "samples.best=0"]
 SET_LEVEL = [
     "metrics=all",
     "~metrics.lpips",
@@ -253,13 +255,14 @@ def test_a_folder_rewritten_with_other_weights_is_another_vae(tmp_path, image_di
 
 
 def test_a_rerun_with_every_batch_done_does_not_load_the_vae(tmp_path, image_dir, kl_dirs, monkeypatch, caplog):
-    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *SET_LEVEL, *vae("a", kl_dirs["a"])))
+    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *SET_LEVEL, *NO_SAMPLES, *vae("a", kl_dirs["a"])))
     first = run(cfg, out_dir=tmp_path / "r1").out_dir
 
     def no_load(*args, **kwargs):
         raise AssertionError("the VAE was loaded")
 
     monkeypatch.setattr("evalvae.recon.task.load", no_load)
+    monkeypatch.setattr("evalvae.recon.samples.load", no_load)
     with caplog.at_level(logging.INFO):
         second = run(cfg, out_dir=tmp_path / "r2").out_dir
     assert "every batch is done (result chunks); it is not loaded" in caplog.text
@@ -326,9 +329,12 @@ def test_a_recorded_identity_makes_the_keys_of_the_computed_one():
 
 
 def test_a_rerun_of_real_taef2_with_pinned_hashes_does_not_load_it(tmp_path, image_dir, taef2_dir, monkeypatch):
-    cfg = compose_run(overrides(image_dir, tmp_path / "cache", "+vae=taef2", f"vae.taef2.source={taef2_dir}"))
+    cfg = compose_run(
+        overrides(image_dir, tmp_path / "cache", *NO_SAMPLES, "+vae=taef2", f"vae.taef2.source={taef2_dir}")
+    )
     first = run(cfg, out_dir=tmp_path / "r1").out_dir
-    monkeypatch.setattr("evalvae.recon.task.load", lambda *a, **k: pytest.fail("taef2 was loaded again"))
+    for where in ("evalvae.recon.task.load", "evalvae.recon.samples.load"):
+        monkeypatch.setattr(where, lambda *a, **k: pytest.fail("taef2 was loaded again"))
     second = run(cfg, out_dir=tmp_path / "r2").out_dir
     assert timings(second).loc["taef2", "batches_cached"] == 2
     assert_same_results(first, second)

@@ -15,7 +15,6 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from evalvae.bench.nonfinite import update_findings, weights_identity
 from evalvae.config import compose
 from evalvae.device import resolve_device
 from evalvae.errors import ConfigError
@@ -412,47 +411,34 @@ def test_a_missing_latent_is_regenerated_in_its_own_chunk_with_identical_bytes(t
     assert third == [first[1]] and stored_latent(cached_latents(cache)[images[-1]]) == before[images[-1]]
 
 
-def test_a_vae_found_nonfinite_is_decoded_in_fp32(tmp_path, tiny_pipeline_dir, three_vaes, caplog):  # noqa: F811
-    """task=t2i loads VAEs with recon's policy: a bench finding for the weights in bf16 makes the run decode in fp32."""
+def test_an_upcast_vae_is_decoded_in_fp32(tmp_path, tiny_pipeline_dir, three_vaes, caplog):  # noqa: F811
+    """task=t2i loads VAEs with recon's policy: vae.<name>.upcast=always (what the bench prints for a VAE it
+    found non-finite in bf16) makes the run decode that VAE in fp32."""
     cache = tmp_path / "cache"
     two = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
-    cfg = compose(
-        overrides(
-            tiny_pipeline_dir, two, "device=cpu", "vae.ft-mse.dtype=bf16", f"cache_dir={cache}", "t2i.save_images=false"
-        )
-    )
 
-    plain = run(cfg, out_dir=tmp_path / "plain").out_dir  # no finding yet: bf16 as asked
+    def cfg(*extra):
+        common = ["device=cpu", "vae.ft-mse.dtype=bf16", f"cache_dir={cache}", "t2i.save_images=false"]
+        return compose(overrides(tiny_pipeline_dir, two, *common, *extra))
+
+    plain = run(cfg(), out_dir=tmp_path / "plain").out_dir  # upcast=auto: bf16 as asked
     assert pd.read_csv(plain / "timings.csv")["dtype"].tolist() == ["fp32", "bf16"]
 
-    vae = load_vae("ft-mse", cfg.vae["ft-mse"], device="cpu", cache_dir=str(cache))
-    assert vae.dtype_name == "bf16"
-    row = {
-        "vae": "ft-mse",
-        "status": "ok",
-        "dtype": "bf16",
-        "op": "decode",
-        "resolution": 64,
-        "mode": "plain",
-        "nonfinite": True,
-    }
-    update_findings(
-        str(cache),
-        {"ft-mse": {"identity": weights_identity(vae), "source": vae.weights.location}},
-        [row],
-        str(tmp_path / "bench"),
-    )
-    with caplog.at_level(logging.WARNING):
-        out = run(cfg, out_dir=tmp_path / "upcast").out_dir
-    assert (
-        "VAE 'ft-mse'" in caplog.text
-        and "found non-finite bf16 outputs" in caplog.text
-        and "evaluating it in fp32 instead" in caplog.text
-    )
+    with caplog.at_level(logging.INFO):
+        out = run(cfg("vae.ft-mse.upcast=always"), out_dir=tmp_path / "upcast").out_dir
+    assert "VAE 'ft-mse': vae.ft-mse.upcast=always; evaluating it in fp32 instead of bf16." in caplog.text
     assert pd.read_csv(out / "timings.csv")["dtype"].tolist() == ["fp32", "fp32"]
     vaes = {v["vae"]: v for v in json.loads((out / "vaes.json").read_text())}
-    assert (vaes["ft-mse"]["dtype"], vaes["ft-mse"]["dtype_requested"]) == ("fp32", "bf16")
-    assert (vaes["kl-f8"]["dtype"], vaes["kl-f8"]["dtype_requested"]) == ("fp32", "fp32")
+    assert (vaes["ft-mse"]["upcast"], vaes["ft-mse"]["dtype"], vaes["ft-mse"]["dtype_requested"]) == (
+        "always",
+        "fp32",
+        "bf16",
+    )
+    assert (vaes["kl-f8"]["upcast"], vaes["kl-f8"]["dtype"], vaes["kl-f8"]["dtype_requested"]) == (
+        "auto",
+        "fp32",
+        "fp32",
+    )
     per = pd.read_csv(out / "per_image.csv")
     assert per.loc[per.vae == "ft-mse", "psnr"].notna().all()
 

@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 
 from evalvae.data.textchart import textchart
-from evalvae.metrics.regions import REGIONS, Region, SizeBins
+from evalvae.metrics.regions import REGIONS, SizeBins
 from evalvae.run import run
+from evalvae.vocab import Region
 from tests.helpers import compose_run
 from tests.prerequisites import require_module
 from tests.run_standins import Identity

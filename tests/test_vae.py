@@ -13,9 +13,11 @@ import pytest
 import torch
 import yaml
 
+from evalvae import checkpoints
+from evalvae.checkpoints import state_dict_sha256
 from evalvae.errors import ConfigError, WeightsUnavailable
 from evalvae.run import available_vaes
-from evalvae.vae import load_vae, sources, state_dict_sha256
+from evalvae.vae import load_vae
 from evalvae.vae.kl import KLAdapter
 from evalvae.vae.taesd import TinyAutoencoder
 from evalvae.vae.tiny import TinyAdapter
@@ -45,6 +47,8 @@ def test_zoo_is_complete_and_each_file_names_itself():
         assert "_target_" in doc[name]
         if name in ZOO:  # the models; codecs and files (reconstructions read from a folder) have neither
             assert "source" in doc[name] and "latent_space" in doc[name]
+        if "dtype" in doc[name]:  # every model says when it runs in fp32 instead (evalvae.jobs.policy)
+            assert doc[name]["upcast"] == "auto", name
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -85,6 +89,26 @@ def test_kl_applies_scaling_and_shift(tiny_kl_dir):
     torch.testing.assert_close(vae.decode(z), expected_img, rtol=1e-5, atol=1e-5)
     over = KLAdapter("k", str(tiny_kl_dir), latent_space="test", scaling_factor=2.0, shift_factor=0.0)
     torch.testing.assert_close(over.encode(x), mean * 2.0)
+
+
+def test_a_family_normalization_hook_sets_the_diffusion_space(tiny_kl_dir):
+    """Per-channel means and stds (as later families have) replace the scaling and shift, in encode and decode."""
+    mean = torch.tensor([0.1, -0.2, 0.3, 0.0]).view(1, -1, 1, 1)
+    std = torch.tensor([0.5, 1.0, 2.0, 4.0]).view(1, -1, 1, 1)
+
+    class PerChannel(KLAdapter):
+        def normalize(self, z):
+            return (z - mean) / std
+
+        def denormalize(self, latents):
+            return latents * std + mean
+
+    vae = PerChannel("p", str(tiny_kl_dir), latent_space="sd")
+    raw = KLAdapter("k", str(tiny_kl_dir), latent_space="sd", scaling_factor=1.0, shift_factor=0.0)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    z = raw.encode(x)
+    torch.testing.assert_close(vae.encode(x), (z - mean) / std)
+    torch.testing.assert_close(vae.decode(vae.encode(x)), raw.decode(z))
 
 
 def test_posterior_sample_is_seeded_per_image_not_per_batch(tiny_kl_dir):
@@ -233,15 +257,15 @@ def test_local_then_hub_downloads_only_where_allowed_and_reachable(monkeypatch):
             raise OSError("not in the local cache")
         return "downloaded"
 
-    monkeypatch.setattr(sources, "hub_reachable", lambda: False)
+    monkeypatch.setattr(checkpoints, "hub_reachable", lambda: False)
     with pytest.raises(OSError, match="not in the local cache"):
-        sources.local_then_hub(load)
-    monkeypatch.setattr(sources, "hub_reachable", lambda: True)
+        checkpoints.local_then_hub(load)
+    monkeypatch.setattr(checkpoints, "hub_reachable", lambda: True)
     with pytest.raises(OSError, match="not in the local cache"):
-        sources.local_then_hub(load, may_download=False)
-    assert sources.local_then_hub(load) == "downloaded"
+        checkpoints.local_then_hub(load, may_download=False)
+    assert checkpoints.local_then_hub(load) == "downloaded"
     assert calls == [True, True, True, False]
-    assert sources.local_then_hub(lambda local: ("cached", local)) == ("cached", True)
+    assert checkpoints.local_then_hub(lambda local: ("cached", local)) == ("cached", True)
 
 
 # PSNR (dB) of the round trip of skimage's astronaut at 256 px (PIL bicubic), measured with the bf16 copies

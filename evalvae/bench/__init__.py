@@ -6,5 +6,5 @@ The modules, in the order a configuration meets them: :mod:`~evalvae.bench.grid`
 process per configuration on CPU), :mod:`~evalvae.bench.worker` (one configuration, measured with
 :mod:`~evalvae.bench.timing`, :mod:`~evalvae.bench.memory` and :mod:`~evalvae.bench.fidelity`),
 :mod:`~evalvae.bench.results` and :mod:`~evalvae.bench.plots` (outputs), and
-:mod:`~evalvae.bench.nonfinite` (findings that ``run`` acts on).
+:mod:`~evalvae.bench.nonfinite` (the non-finite findings, with the override that upcasts them).
 """

@@ -9,17 +9,14 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from evalvae.device import DTYPES
 from evalvae.errors import ConfigError, check_choice
-from evalvae.vae.base import MEMORY_MODES
-
-OPS = ("encode", "decode", "roundtrip")
-ISOLATION = ("auto", "process", "none")
+from evalvae.vocab import BENCH_OPS, ISOLATION, MEMORY_MODES
 
 
 @dataclass(frozen=True)
 class Options:
     """How each configuration is measured (``bench.*`` in conf/bench.yaml)."""
 
-    ops: tuple[str, ...] = OPS
+    ops: tuple[str, ...] = BENCH_OPS
     warmup: int = 2
     repeats: int = 10
     min_repeats: int = 3
@@ -67,7 +64,7 @@ class Grid:
         """Validate ``cfg.bench``; each error names the option, the value and what it accepts."""
         b = cfg.bench
         options = Options(
-            ops=tuple(_choices("bench.ops", b.ops, OPS)),
+            ops=tuple(_choices("bench.ops", b.ops, BENCH_OPS)),
             warmup=_int("bench.warmup", b.warmup, 1 if b.compile else 0),
             repeats=_int("bench.repeats", b.repeats, 1),
             min_repeats=_int("bench.min_repeats", b.min_repeats, 1),

@@ -14,10 +14,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, NullLocator
 
-from evalvae.bench.grid import OPS
 from evalvae.bench.results import flagged
 from evalvae.io import atomic_path
-from evalvae.vae.base import MEMORY_MODES
+from evalvae.vocab import BENCH_OPS, MEMORY_MODES
 
 STYLES = {"fp32": ("-", "o"), "fp16": ("--", "s"), "bf16": (":", "^")}
 # file stem -> (column, y label, title)
@@ -70,7 +69,7 @@ def _device(df: pd.DataFrame) -> str:
 
 def figure(df: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
     """Panels of ops x modes with one line per (vae, dtype)."""
-    ops = [o for o in OPS if o in set(df["op"])]
+    ops = [o for o in BENCH_OPS if o in set(df["op"])]
     modes = [m for m in MEMORY_MODES if m in set(df["mode"])]
     vaes = list(dict.fromkeys(df["vae"]))
     colors = {v: f"C{i % 10}" for i, v in enumerate(vaes)}

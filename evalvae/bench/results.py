@@ -12,9 +12,9 @@ import pandas as pd
 import torch
 
 from evalvae import provenance
-from evalvae.bench.grid import OPS
 from evalvae.bench.schema import COLUMNS, EXTRA_COLUMNS
 from evalvae.io import atomic_path
+from evalvae.vocab import BENCH_OPS
 
 
 def environment(device: torch.device) -> dict:
@@ -101,5 +101,5 @@ def console_table(df: pd.DataFrame) -> str:
     keys = ["vae", "resolution", "batch", "mode", "dtype"]
     table = df.assign(cell=df.apply(_cell, axis=1)).pivot(index=keys, columns="op", values="cell")
     order = pd.MultiIndex.from_frame(df[keys].drop_duplicates())  # the order configurations ran in
-    ops = [op for op in OPS if op in table.columns]
+    ops = [op for op in BENCH_OPS if op in table.columns]
     return table.reindex(order)[ops].reset_index().to_string(index=False)

@@ -17,7 +17,7 @@ from evalvae import provenance
 from evalvae.bench.grid import Config, Grid
 from evalvae.bench.inputs import bench_images, reference_latents
 from evalvae.bench.isolate import run_isolated, save_inputs
-from evalvae.bench.nonfinite import update_findings, weights_identity
+from evalvae.bench.nonfinite import log_findings, nonfinite_findings
 from evalvae.bench.results import BenchWriter, console_table, environment
 from evalvae.bench.schema import status_rows
 from evalvae.bench.worker import Job, is_oom, message, run_config
@@ -52,9 +52,8 @@ class BenchTask(Task):
 
 @dataclass
 class Prepared:
-    """What one VAE contributes before its grid runs: its identity and its decode inputs."""
+    """What one VAE contributes before its grid runs: its decode inputs."""
 
-    identity: dict
     latents: dict[int, torch.Tensor]  # resolution -> (max batch, C, h, w) fp32 latents
     latent_errors: dict[int, str]
 
@@ -96,18 +95,19 @@ def bench(cfg: DictConfig, out_dir: str | Path | None = None) -> BenchOutcome:
     )
 
     try:
-        failed, identities = _run_grid(specs, grid, images, device, isolate, cfg.cache_dir, writer, out / ".work")
+        failed = _run_grid(specs, grid, images, device, isolate, cfg.cache_dir, writer, out / ".work")
     finally:
         gc.unfreeze()
 
     results = writer.flush()
-    if identities:
-        update_findings(cfg.cache_dir, identities, writer.rows, str(out))
+    info["nonfinite"] = nonfinite_findings(writer.rows)  # each with the override that makes a run upcast
+    atomic_write_text(out / "bench.json", json.dumps(info, indent=2, default=str) + "\n")
     if cfg.bench.plots and not results.empty:
         from evalvae.bench.plots import write_plots
 
         write_plots(results, out)
     log.info("\n%s", console_table(results))
+    log_findings(info["nonfinite"])
     log.info("results in %s", out)
     return BenchOutcome(out, results, failed)
 
@@ -124,7 +124,6 @@ def _run_grid(
 ):
     """Every configuration of every VAE, in order; rows go to ``writer`` (flushed after each)."""
     failed: dict[str, str] = {}
-    identities: dict[str, dict] = {}
     n = 0
     for name, spec in specs.items():
         spec = OmegaConf.to_container(spec, resolve=True)
@@ -139,7 +138,6 @@ def _run_grid(
                 writer.add(status_rows(c, grid.options.ops, str(device), "oom" if is_oom(e) else "failed", error))
             writer.flush()
             continue
-        identities[name] = prepared.identity
         for c in configs:
             # Everything alive now (modules, inputs) leaves the cyclic collector's view (reference
             # counting still frees it), so each gc.collect() before a measurement takes
@@ -162,7 +160,7 @@ def _run_grid(
             writer.flush()
         del prepared
     shutil.rmtree(work, ignore_errors=True)
-    return failed, identities
+    return failed
 
 
 def prepare(name: str, spec: dict, grid: Grid, images: dict, device: torch.device, cache: str | None) -> Prepared:
@@ -182,10 +180,9 @@ def prepare(name: str, spec: dict, grid: Grid, images: dict, device: torch.devic
                 "ran out of memory" if is_oom(e) else f"failed ({message(e)})"
             )
             release_memory(device)
-    identity = {"identity": weights_identity(vae), "source": vae.weights.location}
     del vae
     release_memory(device)
-    return Prepared(identity, latents, errors)
+    return Prepared(latents, errors)
 
 
 def _log_config(c: Config, rows: list[dict]) -> None:

@@ -20,10 +20,9 @@ from evalvae.data.images import UnreadableImage, load_rgb8
 from evalvae.data.transforms import Geometry, TooSmall
 from evalvae.errors import ConfigError, DatasetError, check_positive_int
 from evalvae.io import sha256_file
+from evalvae.vocab import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 # scikit-image's bundled RGB photographs (no download needed), by file in skimage.data.data_dir.
 BUILTIN_IMAGES = {
@@ -53,7 +52,7 @@ class Sample:
     image: torch.Tensor | None = None  # (3, H, W) uint8
     upscaled: bool = False
     reason: str = ""  # why it was skipped, when image is None
-    truth: list | None = None  # ground-truth regions (evalvae.metrics.regions.Region) where the dataset knows them
+    truth: list | None = None  # ground-truth regions (evalvae.vocab.Region) where the dataset knows them
 
 
 class ImageDataset(Dataset):

@@ -18,7 +18,7 @@ from evalvae.data.streaming import Item, StreamingDataset, require
 from evalvae.data.transforms import Geometry
 from evalvae.errors import ConfigError, DatasetError
 
-IMAGE_KEY = "jpg;jpeg;png;webp;bmp;tif;tiff"  # the extensions of evalvae.data.datasets.IMAGE_EXTENSIONS, jpg first
+IMAGE_KEY = "jpg;jpeg;png;webp;bmp;tif;tiff"  # the extensions of evalvae.vocab.IMAGE_EXTENSIONS, jpg first
 
 
 class TarShards(StreamingDataset):

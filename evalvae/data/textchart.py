@@ -2,7 +2,7 @@
 
 A smoke-and-signal set for text fidelity, not a benchmark: it needs no download, runs at any
 resolution and carries its ground truth (each sample's ``truth``: one
-:class:`~evalvae.metrics.regions.Region` per line, its box, its font size in px and its string).
+:class:`~evalvae.vocab.Region` per line, its box, its font size in px and its string).
 The fonts are the DejaVu fonts matplotlib ships (``matplotlib/mpl-data/fonts/ttf``): DejaVu Sans,
 Sans Bold, Serif and Sans Mono. Each font has one page per size group (6–7, 8–14, 16–24 and
 32–64 px), filled top to bottom with lines of up to three random words (seeded by page and line) over the
@@ -25,7 +25,7 @@ import torch
 from evalvae.data.datasets import ImageDataset, ImageRecord, Sample
 from evalvae.data.transforms import Geometry
 from evalvae.errors import ConfigError, DatasetError, check_positive_int
-from evalvae.metrics.regions import Region
+from evalvae.vocab import Region
 
 VERSION = 1  # bump when the layout or the strings change
 FONTS = {

@@ -25,9 +25,8 @@ from PIL import Image
 
 from evalvae.errors import ConfigError, check_choice
 from evalvae.provenance import versions
+from evalvae.vocab import CROPS, SMALL
 
-CROPS = ("center", "none")
-SMALL = ("upscale", "skip")
 # The version of how a file becomes the 8-bit image every latent, metric and feature starts from
 # (decoding, :mod:`evalvae.data.images`; the geometry here). Bump it with any change that moves those
 # pixels: every cache keyed on the images then misses (evalvae.jobs.store, evalvae.metrics.refstats).

@@ -10,12 +10,11 @@ results    each VAE's finished batches: per-image rows, set-level features,     
            the report's sample images, what each loaded VAE is known by
 refstats   the originals' rFID/KID statistics per dataset and extractor         ``evalvae ref``
 weights    downloaded VAE weights                                               downloading
-bench      the bench's non-finite findings (they make runs upcast)              ``evalvae bench``
 ========== ==================================================================== ==============
 
 ``prune`` removes whole kinds (by default the two that grow with every run: latents and results)
 or only their files not used for ``--older-than`` days, and always the temporary files a killed
-write leaves behind. ``weights`` and ``bench`` are pruned only when named.
+write leaves behind. ``weights`` is pruned only when named.
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from evalvae.io import cache_dir
 
-KINDS = ("latents", "results", "refstats", "weights", "bench")
+KINDS = ("latents", "results", "refstats", "weights")
 DEFAULT_PRUNE = ("latents", "results")
 
 

@@ -1,7 +1,8 @@
 """What a loaded VAE is known by, remembered so that a VAE whose every batch is finished is not loaded again.
 
 A rerun of a finished run reads its result chunks (:mod:`evalvae.jobs.store`), but their keys hold
-the VAE's identity: the sha256 of its weights' content and the dtype the precision policy chose.
+the VAE's identity: the sha256 of its weights' content and the dtype the precision policy chose
+(from the config's ``upcast`` and the model config's ``force_upcast``).
 Learning those means loading the VAE (seconds for an SD-size one, most of a rerun's time). So
 after a load the identity is stored under a key that can be computed without loading:
 
@@ -11,8 +12,7 @@ after a load the identity is stored under a key that can be computed without loa
   inode: every file under a local ``source`` folder (or that file; a ``pkg://`` source is the
   package folder it names), any other local path in the
   config (a single file's ``config`` folder), the snapshot a hub id resolves to in the local
-  Hugging Face cache (a new revision there is another snapshot);
-* the bench's findings file, which can change the dtype the policy chooses.
+  Hugging Face cache (a new revision there is another snapshot).
 
 A URL source is pinned only by the sha256 its config gives for each file; one without it, or a
 hub id not in the local cache, has no key, and is always loaded. A weights file rewritten or
@@ -43,7 +43,6 @@ from evalvae.hub import PACKAGED, packaged
 from evalvae.jobs.chunks import ChunkStore, digest
 from evalvae.jobs.store import VAE_LIBRARIES
 from evalvae.provenance import versions
-from evalvae.vae.findings import registry_path
 
 log = logging.getLogger(__name__)
 FORMAT = 1
@@ -160,7 +159,6 @@ class VAEMemo:
         if files is None:
             return None
         config = {k: v for k, v in plain.items() if k not in ("cache_dir", "device")}
-        findings = _stat(registry_path(self.cache_dir))
         where = str(device)
         if device.type == "cuda" and torch.cuda.is_available():
             where += f" ({torch.cuda.get_device_name(device)})"
@@ -172,7 +170,6 @@ class VAEMemo:
                 "config": config,
                 "device": where,
                 "files": files,
-                "findings": findings[1:] if findings else None,
             }
         )
 

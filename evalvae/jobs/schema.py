@@ -54,16 +54,35 @@ from evalvae.jobs.checking import (
     raise_problems,
     value_of,
 )
+from evalvae.vocab import (
+    BENCH_OPS,
+    CROPS,
+    DEVICES,
+    DTYPE_NAMES,
+    ISOLATION,
+    MEMORY_MODES,
+    ROBUSTNESS_CHECKS,
+    SMALL,
+    T2I_LATENTS,
+)
 
-# The choices below are the domain's (evalvae.device.DTYPES and DEVICES, evalvae.data.transforms,
-# evalvae.vae.base.MEMORY_MODES, evalvae.t2i.latents.MODES, evalvae.bench.grid); they are spelt
-# out so that checking a command line never imports torch. tests/test_config_schema.py keeps them equal.
+
+def _choices(name: str, values) -> type[Enum]:
+    """An Enum whose members are ``values`` (member name = value), for a field's annotation."""
+    return Enum(name, [(v, v) for v in values])
 
 
-class DType(Enum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+# The choices are the domain's, spelt once in evalvae.vocab (which imports no torch, so checking a
+# command line never does).
+DType = _choices("DType", DTYPE_NAMES)
+Crop = _choices("Crop", CROPS)
+Small = _choices("Small", SMALL)
+Latents = _choices("Latents", T2I_LATENTS)
+Mode = _choices("Mode", MEMORY_MODES)
+Op = _choices("Op", BENCH_OPS)
+Isolate = _choices("Isolate", ISOLATION)
+Check = _choices("Check", ROBUSTNESS_CHECKS)
+ReducedDType = _choices("ReducedDType", [d for d in DTYPE_NAMES if d != "fp32"])  # robustness.dtypes
 
 
 class TaskName(Enum):
@@ -75,51 +94,6 @@ class TaskName(Enum):
     robustness = "robustness"
 
 
-class Crop(Enum):
-    center = "center"
-    none = "none"
-
-
-class Small(Enum):
-    upscale = "upscale"
-    skip = "skip"
-
-
-class Latents(Enum):
-    run = "run"
-    cache = "cache"
-
-
-class Mode(Enum):
-    plain = "plain"
-    tiled = "tiled"
-    sliced = "sliced"
-
-
-class Op(Enum):
-    encode = "encode"
-    decode = "decode"
-    roundtrip = "roundtrip"
-
-
-class Isolate(Enum):
-    auto = "auto"
-    process = "process"
-    none = "none"
-
-
-class Check(Enum):  # evalvae.robust.checks.CHECKS
-    tiled = "tiled"
-    precision = "precision"
-    resolution = "resolution"
-
-
-class ReducedDType(Enum):
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 PROGRESS = ("auto", True, False)
 
 
@@ -129,7 +103,7 @@ PROGRESS = ("auto", True, False)
 
 def _device(value) -> dict | None:
     kind, _, index = str(value).partition(":")
-    if kind in DEVICE_KINDS and (not index or (kind != "auto" and index.isdigit())):
+    if kind in DEVICES and (not index or (kind != "auto" and index.isdigit())):
         return None
     return {"choices": ["auto", "cpu", "cuda", "cuda:N", "mps"]}
 
@@ -219,7 +193,6 @@ class SamplesSchema:
     typical: bool = MISSING  # the image of median mean score
     worst: int = at_least(0, "a count of images per VAE (0 for none)")
     best: int = at_least(0, "a count of images per VAE (0 for none)")
-    pool_mib: int = at_least(0, "MiB on disk (0 for none)")
 
 
 @dataclass

@@ -38,10 +38,10 @@ from collections.abc import Mapping
 import torch
 
 import evalvae
+from evalvae.checkpoints import state_dict_sha256
 from evalvae.data.transforms import images_identity
 from evalvae.jobs.chunks import digest
 from evalvae.provenance import versions
-from evalvae.vae.base import state_dict_sha256
 
 FORMAT = 2  # of the keys and of what a chunk holds (2: rows carry image_sha256)
 # Bump with any change to evalvae's code that moves a VAE's latents (the adapters' encode, the crop to
@@ -71,7 +71,8 @@ def vae_identity(spec: Mapping, vae) -> dict | None:
     """What ``vae``'s reconstructions depend on; None for a VAE built in memory."""
     if vae.weights.kind == "module":
         return None
-    config = {k: v for k, v in dict(spec).items() if k not in ("dtype", "cache_dir", "device")}
+    # the dtype that ran is keyed below: the dtype asked for and upcast only chose it
+    config = {k: v for k, v in dict(spec).items() if k not in ("dtype", "upcast", "cache_dir", "device")}
     return {
         "adapter": _class(vae),
         "weights": {"kind": vae.weights.kind, "location": vae.weights.location, "files": dict(vae.weights.files)},

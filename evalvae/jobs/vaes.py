@@ -70,8 +70,8 @@ class Loaded:
 
 
 def load(name: str, spec: Mapping, *, device: torch.device, cache_dir: str | None, policy: bool = True) -> Loaded:
-    """Load one VAE: with the run's precision policy (:func:`evalvae.jobs.policy.load_for_run`, fp32 where
-    the asked fp16/bf16 is known to fail), or exactly as asked with ``policy=False`` (the bench measures
+    """Load one VAE: with the run's precision policy (:func:`evalvae.jobs.policy.load_for_run`, fp32 as
+    ``vae.<name>.upcast`` says), or exactly as asked with ``policy=False`` (the bench measures
     reduced precision itself). The device's peak-memory counter starts afresh."""
     reset_peak_memory(device)
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 
 Per image, the 8-bit original (centre-cropped to the VAE's downsampling factor, as ``run`` crops
 it) is encoded with the VAE's posterior setting; the statistics are of the raw latents
-(``encode``'s output undone: ``z / scaling_factor + shift_factor``), the clamp share of the
+(``encode``'s output undone by ``denormalize``: ``z / scaling_factor + shift_factor``), the clamp share of the
 latents ``encode`` returns (what a diffusion model and a TAESD-layout decoder see). Decoder
 sensitivity: each latent plus Gaussian noise of ``k × std`` of that image's latent for each ``k``,
 decoded, and PSNR (8-bit, as ``run`` scores) against the original compared with the clean decode's.
@@ -84,7 +84,7 @@ def diagnose(vae: VAEAdapter, batches: Iterable[Batch], options: Options, times:
                 images = crop_to_multiple(group.images.to(vae.device, non_blocking=True), vae.downsample)
                 z = vae.encode(from_uint8(images), seeds=seeds).float()
             with times.stage("stats"):
-                raw = z / vae.scaling_factor + vae.shift_factor
+                raw = vae.denormalize(z)
                 d.moments.update(raw)
                 d.histograms.update(raw)
                 d.latent_spectrum.update(raw)

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from evalvae.checkpoints import local_then_hub, state_dict_sha256
 from evalvae.errors import EvalvaeError, check_choice
 from evalvae.metrics.weights import MetricUnavailable, find_weights, load_network
-from evalvae.vae.base import state_dict_sha256
-from evalvae.vae.sources import local_then_hub
 
 __all__ = [
     "FeatureExtractor",

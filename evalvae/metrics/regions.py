@@ -1,6 +1,6 @@
 """Region metrics: scores of the regions of an image (text lines, faces), binned by their size.
 
-A :class:`RegionMetric` finds :class:`Region` s on the original (or takes the dataset's ground
+A :class:`RegionMetric` finds :class:`~evalvae.vocab.Region` s on the original (or takes the dataset's ground
 truth), scores each region of the reconstruction against the same region of the original, and
 returns per image the mean of each value over the image's regions (NaN where it has none, so an
 image without regions is counted but never averaged in), a count of its regions (a per-image
@@ -23,44 +23,9 @@ import torch
 
 from evalvae.errors import ConfigError
 from evalvae.metrics.base import PairMetric
+from evalvae.vocab import Region
 
 REGIONS = "regions"  # the key of a row's per-region records (split off into per_region.parquet)
-
-
-@dataclass(frozen=True)
-class Region:
-    """One region of an image.
-
-    Args:
-        box: the four corners ``((x, y), ...)`` clockwise from the top left, in pixels of the
-            evaluated image (a quadrilateral, as text detectors give them).
-        size_px: what the region is binned by: a text line's height, a face's size.
-        truth: the region's ground-truth string, where the dataset knows it.
-    """
-
-    box: tuple[tuple[float, float], ...]
-    size_px: float
-    truth: str | None = None
-
-    @classmethod
-    def rect(cls, x0: float, y0: float, x1: float, y1: float, size_px: float, truth: str | None = None) -> Region:
-        """An axis-aligned region from its left, top, right and bottom edges."""
-        return cls(((x0, y0), (x1, y0), (x1, y1), (x0, y1)), float(size_px), truth)
-
-    def shifted(self, dx: float, dy: float) -> Region:
-        return Region(tuple((x + dx, y + dy) for x, y in self.box), self.size_px, self.truth)
-
-    def flat_box(self) -> list[float]:
-        """``[x0, y0, x1, y1, x2, y2, x3, y3]``, as records store it."""
-        return [float(v) for point in self.box for v in point]
-
-    def to_dict(self) -> dict:
-        return {"box": self.flat_box(), "size_px": self.size_px, "truth": self.truth}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Region:
-        b = [float(v) for v in data["box"]]
-        return cls(tuple(zip(b[0::2], b[1::2])), float(data["size_px"]), data.get("truth"))
 
 
 def shift_all(regions: Sequence[Region] | None, dx: float, dy: float) -> list[Region] | None:

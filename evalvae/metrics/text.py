@@ -22,8 +22,9 @@ import torch
 from evalvae.io import sha256_file
 from evalvae.metrics import info as shipped
 from evalvae.metrics.regioncache import RegionCache, pixels_sha256, region_key
-from evalvae.metrics.regions import Region, RegionMetric, SizeBins
+from evalvae.metrics.regions import RegionMetric, SizeBins
 from evalvae.metrics.weights import MetricUnavailable
+from evalvae.vocab import Region
 
 log = logging.getLogger(__name__)
 INSTALL = 'pip install "evalvae[regions]"'

@@ -7,7 +7,7 @@ is given with ``weights_only=False``.
 A network is identified by a hash of the tensors the metric actually uses (LPIPS: the
 backbone's ``features.*`` convolutions; FID: every Inception tensor up to pool3, without the
 classifier and BatchNorm's unused ``num_batches_tracked``), as float32 with their names and
-shapes (:func:`evalvae.vae.base.state_dict_sha256`). So torchvision's full ImageNet files and
+shapes (:func:`evalvae.checkpoints.state_dict_sha256`). So torchvision's full ImageNet files and
 copies that hold only the features are recognised as the same network, and anything else is
 reported as non-standard weights: in ``metrics.json``, in ``summary.csv``'s note and in the report.
 """
@@ -22,10 +22,9 @@ from pathlib import Path
 
 import torch
 
+from evalvae.checkpoints import read_tensors, state_dict_sha256
 from evalvae.errors import EvalvaeError
 from evalvae.io import sha256_file
-from evalvae.vae.base import state_dict_sha256
-from evalvae.vae.sources import read_tensors
 
 log = logging.getLogger(__name__)
 

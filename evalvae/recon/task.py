@@ -52,7 +52,7 @@ from evalvae.metrics.refstats import References, ReferenceStore
 from evalvae.provenance import environment, software
 from evalvae.recon.loop import reconstruct
 from evalvae.recon.rate import Rate
-from evalvae.recon.samples import SampleKeeper
+from evalvae.recon.samples import Samples
 from evalvae.recon.unmatched import UnmatchedLog
 from evalvae.results import RunWriter, console_table
 from evalvae.vae import VAEAdapter
@@ -81,6 +81,7 @@ class VAEPass:
     # output): taken out of the reference, so that it is scored against the originals of what it reconstructed
     dropped: SetStates
     multiple: int
+    identity: dict | None = None  # what its results are keyed by (None: known to this process only)
     batches: list[tuple[int, list[dict], list]] = field(default_factory=list)  # (position, rows, skipped)
     order: list[tuple[int, int]] = field(default_factory=list)  # (batch, group) of each update of ``fakes``
     orig_order: list[tuple[int, int]] = field(default_factory=list)  # ... and of ``pending``
@@ -150,9 +151,7 @@ class ReconTask(Task):
         }
         self.writer.add_skipped(self.dataset.listing_skipped)
         self.unmatched = UnmatchedLog(self.files)  # images a VAE could not reconstruct (evalvae.vae.files)
-        self.samples = SampleKeeper(
-            cfg, self.out, self.dataset, self.pair, self.results, self.shard.main, n_vaes=len(self.specs)
-        )
+        self.samples = Samples(cfg, self.out, self.pair, self.shard.main)  # the report's images, saved at the end
 
     def protocol(self) -> dict:
         metrics = {}
@@ -242,6 +241,7 @@ class ReconTask(Task):
             identity = vae_identity(spec, vae)
             if identity is not None and self.memo is not None:
                 self.memo.remember(spec, self.device, vae, identity)
+        p.identity = identity
         mine = self.shard.batches(len(self.plan)) if self.plan is not None else None
         hits = {}
         if identity is not None:
@@ -289,7 +289,7 @@ class ReconTask(Task):
                 channels_last=cfg.channels_last,
                 seed=cfg.seed,
                 times=p.times,
-                keep_pixels=bool(self.sets) or self.samples.keeps_pixels,
+                keep_pixels=bool(self.sets),
                 encode=encode,
                 rate=self.rate,
             )
@@ -300,7 +300,6 @@ class ReconTask(Task):
                 if b in hits:
                     rows, skipped, fakes, originals, dropped = hits[b]
                     rows = [{**r, "vae": name} for r in rows]
-                    self.samples.observe(name, rows, keys[b])
                     p.counts["batches_cached"] += 1
                     for f in fakes:
                         p.fakes.add(f)
@@ -314,7 +313,6 @@ class ReconTask(Task):
                         break  # a stream came to its end
                     b = b if mine is not None else len(p.batches)
                     rows, skipped = result.rows, result.skipped
-                    self.samples.observe(name, result, keys[b] if identity is not None else None)
                     with p.times.stage("features"):
                         fakes = [
                             p.fakes.update(rec, index)
@@ -593,21 +591,22 @@ class ReconTask(Task):
                 release_memory(self.device)
                 continue
             self.finish(p)
-            self.samples.finish_vae(name, None if isinstance(p.vae, Recorded) else p.vae, p.rows)
+            last = name == list(self.specs)[-1] and not isinstance(p.vae, Recorded)
+            self.samples.scored(name, p.identity, self.scoring(), p.vae if last else None)  # the last stays loaded
             if main:
                 writer.flush()
                 writer.write_json("metrics.json", self.protocol())
             del loaded, p
             release_memory(self.device)
-        if not self.keep_latents:
-            shutil.rmtree(self.out / ".latents", ignore_errors=True)
         if not main:
             shutil.rmtree(self.files, ignore_errors=True)
             with contextlib.suppress(OSError):  # the last process out removes the folder
                 self.files.parent.rmdir()
             return RunOutcome(out, pd.DataFrame(), failed, report=False)
         summary = writer.flush()
-        self.samples.finish_run()
+        self.samples.save(self)
+        if not self.keep_latents:
+            shutil.rmtree(self.out / ".latents", ignore_errors=True)
         log_failures(failed, len(self.specs))
         if writer.skipped:
             log.warning("skipped %d file(s); reasons in %s", len(writer.skipped), out / "skipped.csv")

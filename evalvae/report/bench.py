@@ -23,8 +23,8 @@ import pandas as pd
 from evalvae.report.sections import Section
 from evalvae.report.tables import SPEED_OPS
 from evalvae.report.verdict import join
+from evalvae.vocab import BENCH_OPS
 
-OPS = ("encode", "decode", "roundtrip")  # the order evalvae bench measures them in
 KEYS = ("vae", "resolution", "batch", "dtype", "mode")  # one configuration, all its ops
 PLOT = re.compile(r"^bench_(time|memory)_b\d+\.png$")  # the plots evalvae bench writes beside bench.csv
 
@@ -170,7 +170,7 @@ def overview_speed(sections: list[Section], bench: pd.DataFrame) -> Speed | None
 
 def _table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     keys = [k for k in KEYS if k in df]
-    ops = [o for o in OPS if o in set(df["op"])] + sorted(set(df["op"].astype(str)) - set(OPS))
+    ops = [o for o in BENCH_OPS if o in set(df["op"])] + sorted(set(df["op"].astype(str)) - set(BENCH_OPS))
     header = ["VAE", "px", "batch", "dtype", "mode"][: len(keys)] if keys == list(KEYS) else keys
     header = header + [f"{op} ms/image" for op in ops] + ["peak MiB"]
     rows = []

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from evalvae.data.datasets import IMAGE_EXTENSIONS
 from evalvae.io import atomic_path
 from evalvae.report import grids
 from evalvae.report.format import num
 from evalvae.report.recreate import Reconstruction, Unavailable, reconstruct_images
 from evalvae.report.sections import Section
+from evalvae.vocab import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 

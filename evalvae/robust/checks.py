@@ -37,7 +37,6 @@ from evalvae.vae import VAEAdapter
 from evalvae.vae.base import UnsupportedMemoryMode
 from evalvae.vae.seams import band_mask, max_abs_split
 
-CHECKS = ("tiled", "precision", "resolution")
 TILED_METRICS = ("psnr", "max_abs", "seam_max_abs", "off_seam_max_abs", "seam_fraction")
 PRECISION_METRICS = ("psnr", "max_abs", "nonfinite_images", "nonfinite_values")
 TIME = "s_per_image"

@@ -39,6 +39,7 @@ from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.metrics import build_metrics, split_metrics
 from evalvae.robust import checks
 from evalvae.robust.results import RobustnessWriter
+from evalvae.vocab import ROBUSTNESS_CHECKS
 
 log = logging.getLogger(__name__)
 STAGES = ("encode", "decode", "tiled_decode", "fp16", "bf16")
@@ -52,7 +53,7 @@ class RobustnessTask(Task):
     def __init__(self, cfg: DictConfig, out: Path):
         super().__init__(cfg, out)
         rc = cfg.robustness
-        self.checks = [check_choice("robustness.checks", c, checks.CHECKS) for c in rc.checks]
+        self.checks = [check_choice("robustness.checks", c, ROBUSTNESS_CHECKS) for c in rc.checks]
         self.specs = selected_vaes(cfg)
         self.device = resolve_device(cfg.device)
         self.batch_size = check_positive_int("batch_size", cfg.batch_size)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import torch
 
+from evalvae.checkpoints import local_then_hub, state_dict_sha256
 from evalvae.metrics import info as shipped
 from evalvae.metrics.features import MetricUnavailable
-from evalvae.vae.base import state_dict_sha256
-from evalvae.vae.sources import local_then_hub
 
 log = logging.getLogger(__name__)
 

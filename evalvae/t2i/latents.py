@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 from evalvae.errors import check_choice
 from evalvae.io import atomic_path
 from evalvae.provenance import versions
+from evalvae.vocab import T2I_LATENTS
 
-MODES = ("run", "cache")
 FORMAT = 1
 LIBRARIES = ("torch", "diffusers", "transformers")  # the denoiser and scheduler, the text encoders
 
@@ -45,7 +45,7 @@ class LatentStore:
     """Where each (prompt, seed)'s latent lives, and reading and writing it atomically."""
 
     def __init__(self, mode: str, run_dir: Path, cache_root: Path, generation: dict):
-        self.mode = check_choice("t2i.latents", mode, MODES)
+        self.mode = check_choice("t2i.latents", mode, T2I_LATENTS)
         self.root = Path(run_dir) / "latents" if self.mode == "run" else Path(cache_root) / "latents"
         self.generation = generation
 

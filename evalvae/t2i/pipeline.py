@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
+from evalvae.checkpoints import local_then_hub
 from evalvae.device import parse_dtype, synchronize
 from evalvae.errors import ConfigError, WeightsUnavailable, check_positive_int, error_reason
+from evalvae.hub import source_kind
 from evalvae.vae.base import LatentSpace
-from evalvae.vae.sources import local_then_hub, source_kind
 
 log = logging.getLogger(__name__)
 

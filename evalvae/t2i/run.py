@@ -239,7 +239,7 @@ class T2IJob:
         for name in [self.reference, *(n for n in self.specs if n != self.reference)]:
             start = time.perf_counter()
             try:
-                # task=recon's loading policy: fp32 where the asked fp16/bf16 is known to fail, with a warning
+                # task=recon's loading policy: fp32 instead of fp16/bf16 as vae.<name>.upcast says
                 vae = load_for_run(name, self.specs[name], device=self.device, cache_dir=self.cfg.cache_dir)
             except VAE_FAILURES as e:
                 self.fail(name, record_load_failure(self.writer, name, e))

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from evalvae.checkpoints import download
 from evalvae.errors import ConfigError, DatasetError, EvalvaeError, check_positive_int, error_reason
 from evalvae.io import cache_dir as cache_root
 from evalvae.io import sha256_file
-from evalvae.vae.sources import download
 
 log = logging.getLogger(__name__)
 

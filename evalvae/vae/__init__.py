@@ -8,9 +8,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.errors import ConfigError
-from evalvae.vae.base import LatentSpace, VAEAdapter, state_dict_sha256
+from evalvae.vae.base import LatentSpace, VAEAdapter
 
-__all__ = ["LatentSpace", "VAEAdapter", "load_vae", "state_dict_sha256"]
+__all__ = ["LatentSpace", "VAEAdapter", "load_vae"]
 
 
 def load_vae(name: str, spec: Mapping | DictConfig, *, device, cache_dir: str | None = None) -> VAEAdapter:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,15 +10,18 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from evalvae.checkpoints import state_dict_sha256
 from evalvae.device import parse_dtype
 from evalvae.errors import ConfigError, EvalvaeError, check_choice
 from evalvae.vae.rate import stored_bits
 from evalvae.vae.seams import generic_decode_seams
 from evalvae.vae.tiling import tiled_apply
+from evalvae.vocab import MEMORY_MODES
 
 POSTERIORS = ("mode", "sample")
-# plain: the whole batch at once; sliced: one image at a time; tiled: overlapping spatial tiles
-MEMORY_MODES = ("plain", "tiled", "sliced")
+# fp32 instead of a reduced dtype: as the model config's force_upcast says (auto), never, or always
+# (evalvae.jobs.policy applies it when a job loads the VAE)
+UPCAST = ("auto", "never", "always")
 
 
 class UnsupportedMemoryMode(EvalvaeError):
@@ -48,27 +50,13 @@ class LoadedWeights:
     stored_dtype: str | None = None  # the floating dtype(s) the files hold, e.g. "bf16" (None: not known)
 
 
-def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """A content hash of tensors (as float32), independent of device, memory format and key order.
-
-    Two encoders with equal weights (for example the shared encoder of sd-vae-ft-ema and
-    sd-vae-ft-mse) hash equally, which lets later stages encode once for both.
-    """
-    h = hashlib.sha256()
-    for key in sorted(state):
-        t = state[key].detach().to("cpu", torch.float32).contiguous().reshape(-1)
-        h.update(key.encode())
-        h.update(str(tuple(state[key].shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 class VAEAdapter(ABC):
     """An image autoencoder seen uniformly: images in [-1, 1] in, diffusion-space latents out, and back.
 
     Subclasses implement :meth:`_moments` and :meth:`_decode_raw` in the model's own (unscaled)
-    latent space and own input range; this class applies ``scaling_factor`` and ``shift_factor``
-    (``latent = (z - shift) * scale``, as diffusers pipelines do) and the posterior choice.
+    latent space and own input range; this class applies the posterior choice and the family's
+    latent normalization (:meth:`normalize`; by default ``scaling_factor`` and ``shift_factor``,
+    ``latent = (z - shift) * scale``, as diffusers pipelines do).
     """
 
     family: str = "abstract"
@@ -76,8 +64,8 @@ class VAEAdapter(ABC):
     # _set_memory_mode) only for fully convolutional networks, so families opt in to it.
     memory_modes: tuple[str, ...] = ("plain", "sliced")
     tile_overlap: Fraction = Fraction(1, 4)  # of the tile side, for the generic tiling
-    # The model asks to run in fp32 when loaded in fp16 (diffusers' ``config.force_upcast``); the
-    # run's loading policy (evalvae.vae.policy) honours it. Families whose config says so set it.
+    # The model asks to run in fp32 when loaded in fp16 (diffusers' ``config.force_upcast``); a job's
+    # loading policy (evalvae.jobs.policy) honours it under upcast=auto. Families whose config says so set it.
     force_upcast: bool = False
     # False: the job stores no latents of this VAE (evalvae.jobs.store) and keeps no record of it to skip
     # its loading (evalvae.jobs.memo); for adapters with nothing to gain from either (evalvae.vae.files)
@@ -98,10 +86,12 @@ class VAEAdapter(ABC):
         posterior: str = "mode",
         seed: int = 0,
         dtype: str = "fp32",
+        upcast: str = "auto",
         device: str | torch.device = "cpu",
         weights: LoadedWeights | None = None,
     ):
         self.name = name
+        self.upcast = check_choice(f"vae.{name}.upcast", upcast, UPCAST)
         self.latent_space = latent_space
         self.scaling_factor = float(scaling_factor)
         self.shift_factor = float(shift_factor)
@@ -135,6 +125,19 @@ class VAEAdapter(ABC):
         """The tensors that determine the encoder's output (encoder and any quant conv)."""
 
     # -- what subclasses may override --------------------------------------------------------
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw latents (the model's own) to the diffusion space that :meth:`encode` returns.
+
+        ``(z - shift_factor) * scaling_factor``; a family with per-channel means and stds or batch-norm
+        statistics overrides this and :meth:`denormalize`, reports them in :meth:`describe` and includes
+        them in :meth:`encoder_state_dict` (which, with the factors, keys the latent cache).
+        """
+        return (z - self.shift_factor) * self.scaling_factor
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        """Diffusion-space latents back to the model's own: the inverse of :meth:`normalize`."""
+        return latents / self.scaling_factor + self.shift_factor
+
     def _decode_seeded(self, z: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """Decode raw latents; a stochastic decoder seeds image ``i``'s noise with ``seed + seeds[i]``."""
         return self._decode_raw(z)
@@ -219,7 +222,7 @@ class VAEAdapter(ABC):
                 [torch.randn(mean.shape[1:], generator=torch.Generator().manual_seed(int(s))) for s in seeds]
             )
             z = mean + std * noise.to(device=mean.device, dtype=mean.dtype)
-        return (z - self.shift_factor) * self.scaling_factor
+        return self.normalize(z)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
@@ -229,7 +232,7 @@ class VAEAdapter(ABC):
         plus ``seeds[i]`` (default: ``i``), so a decode never depends on batch composition; other
         decoders ignore ``seeds``.
         """
-        z = latents.to(device=self.device, dtype=self.dtype) / self.scaling_factor + self.shift_factor
+        z = self.denormalize(latents.to(device=self.device, dtype=self.dtype))
         seeds = list(range(len(z))) if seeds is None else [int(s) for s in seeds]
         return self._decode_in_mode(z, seeds).float()
 
@@ -266,6 +269,7 @@ class VAEAdapter(ABC):
             "posterior": self.posterior,
             "dtype": self.dtype_name,
             "dtype_requested": self.dtype_requested,
+            "upcast": self.upcast,
             **({"upcast_reason": self.upcast_reason} if self.upcast_reason else {}),
             "device": str(self.device),
             "parameters": sum(p.numel() for p in self.module.parameters()),

@@ -1,7 +1,7 @@
 """``files``: reconstructions made elsewhere, read from a folder and scored as they are.
 
 Matching. A dataset image's *key* is its id with an image extension (see
-:data:`~evalvae.data.datasets.IMAGE_EXTENSIONS`, any case) removed: ``a/b/img.jpg`` -> ``a/b/img``
+:data:`~evalvae.vocab.IMAGE_EXTENSIONS`, any case) removed: ``a/b/img.jpg`` -> ``a/b/img``
 (an id without one, such as the built-in ``astronaut``, is its own key). A file under the folder
 has the key of its relative path less its image extension, so ``DIR/a/b/img.png`` (or ``.webp``,
 ``.JPG``, ...) is the reconstruction of ``a/b/img.jpg``. Keys are compared exactly (case matters);
@@ -39,10 +39,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from evalvae.data.datasets import IMAGE_EXTENSIONS
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import sha256_file
-from evalvae.vae.base import MEMORY_MODES, LatentSpace, LoadedWeights, VAEAdapter
+from evalvae.vae.base import LatentSpace, LoadedWeights, VAEAdapter
+from evalvae.vocab import IMAGE_EXTENSIONS, MEMORY_MODES
 
 log = logging.getLogger(__name__)
 MODES = ("RGB", "L", "P")  # read as they are; a palette only without transparency

@@ -5,39 +5,19 @@ Weights are only ever read through safetensors or ``torch.load(weights_only=True
 
 from __future__ import annotations
 
-import logging
-import shutil
 import urllib.error
-import urllib.request
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
+from evalvae.checkpoints import download, local_then_hub, read_tensors
 from evalvae.errors import ConfigError, WeightsUnavailable, error_reason
 from evalvae.hub import PAIR_SUFFIXES, hub_reachable, not_in_hub_cache, source_kind, unavailable_message
-from evalvae.io import atomic_path, cache_dir, sha256_file
+from evalvae.io import cache_dir, sha256_file
 from evalvae.vae.base import LoadedWeights
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
-
-
-def download(url: str, dest: Path, sha256: str | None = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``dest`` once (atomically), checking ``sha256`` when given."""
-    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256):
-        return dest
-    log.info("downloading %s -> %s", url, dest)
-    with atomic_path(dest) as tmp:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as f:
-            shutil.copyfileobj(response, f)
-        if sha256 is not None and (got := sha256_file(tmp)) != sha256:
-            raise WeightsUnavailable(f"downloaded {url} has sha256 {got}, expected {sha256}; the file was discarded")
-    return dest
 
 
 def pair_suffix(folder: Path, prefix: str) -> str | None:
@@ -50,15 +30,6 @@ def pair_suffix(folder: Path, prefix: str) -> str | None:
         ),
         None,
     )
-
-
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a ``.safetensors`` file, or from a torch file read with ``weights_only=True``."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def pth_pair(
@@ -187,19 +158,6 @@ def diffusers_model(
         raise
     except Exception as e:  # hub, network and format errors all end in the same actionable line
         raise WeightsUnavailable(unavailable_message(name, kind, source, subfolder, config, e)) from None
-
-
-def local_then_hub(load: Callable[[bool], T], *, may_download: bool = True) -> T:
-    """``load(local_files_only=True)``; if that fails, ``load(False)`` where downloading is allowed and the hub reachable.
-
-    A local folder (``may_download=False``) or an offline machine re-raises the local failure at once.
-    """
-    try:
-        return load(True)
-    except Exception:
-        if not may_download or not hub_reachable():
-            raise
-        return load(False)
 
 
 def _location(kind: str, source: str, subfolder: str | None, revision: str | None) -> str:

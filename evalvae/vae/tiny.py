@@ -8,22 +8,21 @@ from pathlib import Path
 
 import torch
 
-from evalvae.device import parse_dtype
 from evalvae.errors import WeightsUnavailable
-from evalvae.hub import holds_pair, packaged
-from evalvae.vae.base import LatentSpace, VAEAdapter
-from evalvae.vae.sources import PAIR_SUFFIXES, SINGLE_FILE_SUFFIXES, diffusers_model, pth_pair, source_kind
+from evalvae.hub import holds_pair
+from evalvae.vae.diffusers import DiffusersFamily
+from evalvae.vae.sources import PAIR_SUFFIXES, SINGLE_FILE_SUFFIXES, pth_pair, source_kind
 from evalvae.vae.taesd import TinyAutoencoder, decoder_stages, encoder_stages
 from evalvae.vae.tiling import tiled_apply
 
 
-class TinyAdapter(VAEAdapter):
+class TinyAdapter(DiffusersFamily):
     """A tiny autoencoder; deterministic (no posterior), 8x downsampling.
 
-    ``source`` may be a hub id, a diffusers folder or a single file (loaded as diffusers'
-    ``AutoencoderTiny``, which takes [-1, 1]), or a folder holding ``{weights_prefix}_encoder`` and
-    ``{weights_prefix}_decoder`` as ``.safetensors`` or ``.pth`` (a base URL: the ``.pth`` pair),
-    in the TAESD layout (loaded into :class:`~evalvae.vae.taesd.TinyAutoencoder`, which takes [0, 1]).
+    ``source`` may be a hub id or a diffusers folder (loaded as diffusers' ``AutoencoderTiny``, which
+    takes [-1, 1]), or a folder holding ``{weights_prefix}_encoder`` and ``{weights_prefix}_decoder``
+    as ``.safetensors`` or ``.pth`` (a base URL: the ``.pth`` pair), in the TAESD layout (loaded into
+    :class:`~evalvae.vae.taesd.TinyAutoencoder`, which takes [0, 1]).
 
     Both formats slice and tile through :class:`~evalvae.vae.base.VAEAdapter`'s generic
     implementations (any latent channel count), except that the ``.pth`` layout tiles only its
@@ -33,72 +32,52 @@ class TinyAdapter(VAEAdapter):
     untiled one this way, and 27 dB when every stage is tiled.
     """
 
+    cls = "AutoencoderTiny"
     family = "tiny"
-    memory_modes = ("plain", "tiled", "sliced")
+    native_modes = False
 
     def __init__(
         self,
         name: str,
         source: str,
         latent_space: str,
-        subfolder: str | None = None,
-        revision: str | None = None,
-        config: str | None = None,
         weights_prefix: str | None = None,
         sha256: Mapping[str, str] | None = None,
-        scaling_factor: float | None = None,
-        shift_factor: float | None = None,
-        cache_dir: str | None = None,
         **kwargs,
     ):
-        source = packaged(source, f"vae.{name}.source")
+        self._prefix, self._sha256 = weights_prefix or name, sha256
+        self._unit_range = False  # the TAESD layout: images in [0, 1]
+        super().__init__(name, source, latent_space, **kwargs)
+
+    def _load(self, name, source, subfolder, revision, config, cache_dir, dtype):
         kind = source_kind(source, f"vae.{name}.source")
-        prefix = weights_prefix or name
         if kind == "url":
             is_pair = not source.endswith(SINGLE_FILE_SUFFIXES)  # a base URL of the .pth pair
         else:
             # one half of a pair is enough to mean a pair: the missing half is then named in the error
-            is_pair = kind == "dir" and holds_pair(source, prefix)
+            is_pair = kind == "dir" and holds_pair(source, self._prefix)
         if kind == "dir" and not is_pair:
-            _check_diffusers_folder(name, Path(source).expanduser(), prefix, subfolder)
-        if is_pair:
-            states, weights = pth_pair(name, source, prefix=prefix, sha256=sha256, cache=cache_dir)
-            model = TinyAutoencoder.from_state_dicts(states["encoder"], states["decoder"])
-            self._unit_range = True
-            channels, scale, shift = model.encoder[-1].out_channels, 1.0, 0.0
-        else:
-            model, weights = diffusers_model(
-                "AutoencoderTiny",
-                name,
-                source,
-                subfolder=subfolder,
-                revision=revision,
-                config=config,
-                cache=cache_dir,
-                torch_dtype=parse_dtype(kwargs.get("dtype", "fp32"), f"vae.{name}.dtype"),
-            )
-            self._unit_range = False
-            cfg = model.config
-            channels, scale, shift = cfg.latent_channels, cfg.scaling_factor, getattr(cfg, "shift_factor", 0.0) or 0.0
-        super().__init__(
-            name,
-            model,
-            latent_space=LatentSpace(latent_space, channels, 8),
-            scaling_factor=scale if scaling_factor is None else scaling_factor,
-            shift_factor=shift if shift_factor is None else shift_factor,
-            weights=weights,
-            **kwargs,
-        )
+            _check_diffusers_folder(name, Path(source).expanduser(), self._prefix, subfolder)
+        if not is_pair:
+            return super()._load(name, source, subfolder, revision, config, cache_dir, dtype)
+        states, weights = pth_pair(name, source, prefix=self._prefix, sha256=self._sha256, cache=cache_dir)
+        self._unit_range = True
+        return TinyAutoencoder.from_state_dicts(states["encoder"], states["decoder"]), weights
+
+    def _model_facts(self, name, model):
+        if self._unit_range:
+            return model.encoder[-1].out_channels, 8, 1.0, 0.0, False
+        return super()._model_facts(name, model)
 
     def _moments(self, images: torch.Tensor):
         if self._unit_range:
             return self.module.encoder(images * 0.5 + 0.5), None
-        return self.module.encode(images).latents, None
+        return super()._moments(images)
 
     def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
         if self._unit_range:
             return self.module.decoder(z) * 2 - 1
-        return self.module.decode(z).sample
+        return super()._decode_raw(z)
 
     def _moments_tiled(self, images: torch.Tensor):
         if not self._unit_range:
@@ -116,9 +95,6 @@ class TinyAdapter(VAEAdapter):
         low, high = decoder_stages(self.module.decoder)
         tile = self.tile_size // self.downsample
         return tiled_apply(high, low(z), tile=tile, overlap=self._latent_overlap(), scale=self.downsample) * 2 - 1
-
-    def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
-        return {k: v for k, v in self.module.state_dict().items() if k.startswith("encoder.")}
 
 
 def _check_diffusers_folder(name: str, folder: Path, prefix: str, subfolder: str | None) -> None:
