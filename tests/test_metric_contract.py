@@ -27,9 +27,17 @@ from omegaconf import OmegaConf
 
 import evalvae.conf
 from evalvae.metrics import Unavailable, build_metrics, declared, unavailable
+from evalvae.metrics.color import DeltaE
+from evalvae.metrics.distribution import FIDKID
+from evalvae.metrics.faces import FaceFidelity
 from evalvae.metrics.info import METRICS, registered, registered_info
+from evalvae.metrics.lpips import LPIPS
+from evalvae.metrics.pixel import PSNR, SSIM
 from evalvae.metrics.regions import REGIONS
+from evalvae.metrics.text import TextFidelity
+from evalvae.metrics.weights import MetricUnavailable
 from evalvae.recon.loop import score
+from evalvae.t2i.clipscore import CLIPScore
 from tests.helpers import compose_run, photo
 from tests.prerequisites import missing, require_module
 from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
@@ -81,67 +89,35 @@ def text_pages() -> tuple[torch.Tensor, torch.Tensor, dict]:
 
 def face_squares(request) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Kodak's two portraits and a landscape without a face at 256², and blurred copies."""
-    from PIL import Image, ImageFilter
+    from tests.test_face_fidelity import blur, pixels, squares
 
-    kodak = request.getfixturevalue("assets") / "images" / "kodak"
-    crops = [
-        np.asarray(Image.open(kodak / f"{name}.png").convert("RGB"))[rows, cols]
-        for name, rows, cols in (
-            ("kodim04", slice(128, 640), slice(None)),
-            ("kodim15", slice(None), slice(256, None)),
-            ("kodim01", slice(None), slice(None, 512)),
-        )
-    ]
-    images = [Image.fromarray(a).resize((256, 256), Image.BICUBIC) for a in crops]
-    o = torch.from_numpy(np.stack([np.asarray(a) for a in images])).permute(0, 3, 1, 2).double()
-    b = [np.asarray(a.filter(ImageFilter.GaussianBlur(2))) for a in images]
-    return o, torch.from_numpy(np.stack(b)).permute(0, 3, 1, 2).double(), {}
+    images = squares(request.getfixturevalue("assets"))
+    return pixels(images), pixels(blur(images, 2)), {}
 
 
-def lpips_of(net: str) -> Callable:
-    def build(request):
-        from evalvae.metrics.lpips import LPIPS
+def prompts(request) -> tuple[torch.Tensor, list[str], dict]:
+    images = torch.randint(0, 256, (4, 3, 48, 48), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return images, ["a red car", "line art of a cat", "neon sign at night", "a bowl of fruit"], {}
 
-        weights = (
-            request.getfixturevalue("real_weights")
-            / "lpips"
-            / f"{'alexnet' if net == 'alex' else 'vgg16'}_features.pth"
-        )
-        return LPIPS(net=net, backbone_weights=str(weights))
 
-    return build
+def five(request) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    return noisy(n=5, h=40, w=40)
+
+
+def weights(request, path: str) -> str:
+    return str(request.getfixturevalue("real_weights") / path)
 
 
 def build_text(request):
     require_module("rapidocr_onnxruntime", 'pip install "evalvae[regions]"')
-    from evalvae.metrics.text import TextFidelity
-
     return TextFidelity(cache=False)
 
 
 def build_faces(request):
-    from evalvae.metrics.faces import FaceFidelity
-    from evalvae.metrics.weights import MetricUnavailable
-
     try:
         return FaceFidelity(cache=False)
     except MetricUnavailable as e:
         missing(str(e))
-
-
-def build_fid(request, real: bool = False):
-    from evalvae.metrics.distribution import FIDKID
-
-    if not real:
-        return FIDKID(extractor="tests.helpers.TinyExtractor", kid_subsets=5)
-    weights = request.getfixturevalue("real_weights") / "fid" / "pt_inception-2015-12-05_torch-fidelity.pth"
-    return FIDKID(weights=str(weights), kid_subsets=5)
-
-
-def build_clip(request):
-    from evalvae.t2i.clipscore import CLIPScore
-
-    return CLIPScore(str(request.getfixturevalue("tiny_clip_dir")), batch_size=32)
 
 
 @dataclass
@@ -163,14 +139,15 @@ class Case:
     pickles: bool = True
 
 
+INCEPTION = "fid/pt_inception-2015-12-05_torch-fidelity.pth"
 CASES = [
-    Case("psnr", "psnr", lambda r: plain("pixel", "PSNR"), tol=1e-12),
-    Case("ssim-skimage", "ssim", lambda r: ssim("skimage"), tol=1e-12),  # measured: 0 (one image at a time)
-    Case("ssim-torchmetrics", "ssim", lambda r: ssim("torchmetrics"), tol=1e-12),  # measured: 0
+    Case("psnr", "psnr", lambda r: PSNR(), tol=1e-12),
+    Case("ssim-skimage", "ssim", lambda r: SSIM(backend="skimage"), tol=1e-12),  # measured: 0 (one image at a time)
+    Case("ssim-torchmetrics", "ssim", lambda r: SSIM(backend="torchmetrics"), tol=1e-12),  # measured: 0
     # float32 convolutions over batches of other sizes: measured 1.3e-8 (alex), 7.5e-9 (vgg)
-    Case("lpips-alex", "lpips", lpips_of("alex"), tol=1e-6),
-    Case("lpips-vgg", "lpips", lpips_of("vgg"), tol=1e-6),
-    Case("color", "color", lambda r: plain("color", "DeltaE"), tol=1e-12),
+    Case("lpips-alex", "lpips", lambda r: LPIPS("alex", weights(r, "lpips/alexnet_features.pth")), tol=1e-6),
+    Case("lpips-vgg", "lpips", lambda r: LPIPS("vgg", weights(r, "lpips/vgg16_features.pth")), tol=1e-6),
+    Case("color", "color", lambda r: DeltaE(), tol=1e-12),
     # readings are discrete: a crop is read alike in any batch (padded to its own width)
     Case("text", "text", build_text, lambda r: text_pages(), pickles=False),  # onnxruntime sessions
     Case("faces", "faces", build_faces, face_squares, tol=1e-6, pickles=False),  # measured 0; holds the dlib module
@@ -178,28 +155,13 @@ CASES = [
     # through a stand-in extractor (rFID's and KID's computation, 0.1 s), and through the real Inception under
     # slow (its 2048-d Fréchet distance takes 20-30 s on two cores). Features of an image alone vs in a batch
     # of 5: measured 1.8e-15 (stand-in, float64 products), 0 (Inception).
-    Case("fid", "fid", build_fid, lambda r: noisy(n=5, h=40, w=40), kind="set", tol=1e-12),
-    Case("fid-inception", "fid", lambda r: build_fid(r, real=True), lambda r: noisy(n=5, h=40, w=40), "set", 1e-6),
+    Case("fid", "fid", lambda r: FIDKID(extractor="tests.helpers.TinyExtractor", kid_subsets=5), five, "set", 1e-12),
+    Case("fid-inception", "fid", lambda r: FIDKID(weights=weights(r, INCEPTION), kid_subsets=5), five, "set", 1e-6),
     # scores on a 0..100 scale; float32 kernels of other batch sizes: measured 1.2e-5
-    Case("clip_score", "clip_score", build_clip, lambda r: prompts(), kind="text", tol=1e-4),
+    Case(
+        "clip_score", "clip_score", lambda r: CLIPScore(str(r.getfixturevalue("tiny_clip_dir"))), prompts, "text", 1e-4
+    ),
 ]
-
-
-def plain(module: str, name: str):
-    """A metric of ``evalvae.metrics.<module>`` built with its defaults."""
-    return getattr(__import__(f"evalvae.metrics.{module}", fromlist=[name]), name)()
-
-
-def ssim(backend: str):
-    from evalvae.metrics.pixel import SSIM
-
-    return SSIM(backend=backend)
-
-
-def prompts() -> tuple[torch.Tensor, list[str], dict]:
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (4, 3, 48, 48), generator=g, dtype=torch.uint8)
-    return images, ["a red car", "line art of a cat", "neon sign at night", "a bowl of fruit"], {}
 
 
 SLOW = ("lpips-vgg", "fid-inception")  # a second LPIPS backbone; Inception's 2048-d statistics
@@ -285,9 +247,9 @@ def test_every_yaml_names_the_registered_class_under_its_key():
     assert seen == set(METRICS) - {"clip_score", "rate"}
 
 
-def test_the_registry_tells_a_specs_results_without_importing_the_metric():
+def test_the_registry_tells_a_specs_results_and_compare_reads_infos_without_importing_torch():
     code = (
-        "import sys; from omegaconf import OmegaConf; from evalvae.metrics import declared\n"
+        "import sys, evalvae.compare.cli; from omegaconf import OmegaConf; from evalvae.metrics import declared\n"
         "spec = OmegaConf.create({'_target_': 'evalvae.metrics.distribution.FIDKID', 'kid': False})\n"
         "infos, set_level = declared(spec)\n"
         "text, _ = declared(OmegaConf.create({'_target_': 'evalvae.metrics.text.TextFidelity'}))\n"
