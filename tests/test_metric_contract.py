@@ -26,7 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 import evalvae.conf
-from evalvae.metrics import Unavailable, build_metrics, declared, unavailable
+from evalvae.metrics import Unavailable, build_metrics, declared, fact_columns, result_columns, unavailable
 from evalvae.metrics.color import DeltaE
 from evalvae.metrics.distribution import FIDKID
 from evalvae.metrics.faces import FaceFidelity
@@ -389,8 +389,8 @@ def test_the_rate_columns_are_its_declared_infos_and_do_not_depend_on_the_batch(
     _, whole = rate.decode(vae, z, images, ["a", "b", "c"])
     assert set(whole) == {i.name for i in rate.infos}
     assert rate.infos == METRICS["rate"].infos_for({"latent_bits": latent_bits})
-    assert rate.metrics == ["bpp", *(["latent_bits_psnr_drop"] if latent_bits else [])]
-    assert rate.facts == ["bpp_target", "codec_quality"]
+    assert result_columns(rate) == ["bpp", *(["latent_bits_psnr_drop"] if latent_bits else [])]
+    assert fact_columns(rate) == ["bpp_target", "codec_quality"]
     parts = [rate.decode(vae, z[i : i + 1], images[i : i + 1], ["abc"[i]])[1] for i in range(3)]
     for name, column in whole.items():
         np.testing.assert_allclose([p[name][0] for p in parts], column, rtol=0, atol=1e-9)  # measured: 0

@@ -159,8 +159,8 @@ class MetricInfo:
         return self.tie or Tolerance()
 
     @classmethod
-    def from_dict(cls, name: str, data: dict, base: MetricInfo | None = None, where: str = "info") -> MetricInfo:
-        """The info stated by ``data`` (as :meth:`to_dict` writes it); fields it lacks come from ``base``.
+    def from_dict(cls, name: str, data: dict, where: str = "info") -> MetricInfo:
+        """The info stated by ``data`` (as :meth:`to_dict` writes it); fields it lacks are neutral (:func:`neutral_info`).
 
         Invalid values raise a :class:`ConfigError` naming ``where.<field>``; unknown fields are
         ignored (written by a later evalvae).
@@ -169,20 +169,20 @@ class MetricInfo:
             raise ConfigError(
                 where, data, hint="a mapping of title, unit, higher_is_better, decimals, tolerance, tie, quality"
             )
-        base = neutral_info(name) if base is None else replace(base, name=name)
         stated = {f.name: data[f.name] for f in fields(cls) if f.name != "name" and f.name in data}
         for key in ("tolerance", "tie"):
             if stated.get(key) is not None:
                 stated[key] = Tolerance.from_dict(stated[key], f"{where}.{key}")
-        if "quality" in stated and stated["quality"] is None:  # null: as the base says
+        if "quality" in stated and stated["quality"] is None:  # null: a quality
             del stated["quality"]
         _check(where, stated)
-        return replace(base, **stated)
+        return replace(neutral_info(name), **stated)
 
 
-def neutral_info(name: str, higher_is_better: bool | None = None) -> MetricInfo:
-    """A metric nothing is known about: titled by its name, 4 significant digits, the default tolerance."""
-    return MetricInfo(name, name, higher_is_better)
+def neutral_info(name: str) -> MetricInfo:
+    """A metric nothing is known about: titled by its name, no direction, 4 significant digits, the default
+    tolerance, ties only between equal values, a quality."""
+    return MetricInfo(name, name, None)
 
 
 # The infos of the metrics evalvae ships (the registry, METRICS, below says which class produces each).

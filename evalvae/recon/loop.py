@@ -12,7 +12,7 @@ from evalvae.data.loader import Batch, Group
 from evalvae.data.transforms import below_factor, crop_offsets, crop_to_multiple, rgb8_sha256
 from evalvae.jobs.runtime import StageTimes
 from evalvae.memory import HeapTrimmer
-from evalvae.metrics import PairMetric, from_uint8, to_pixels
+from evalvae.metrics import PairMetric, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
 from evalvae.recon.rate import Rate
 from evalvae.vae import VAEAdapter
@@ -192,7 +192,7 @@ def reconstruct(
                 values = score(metrics, original, recon, finite, truth)
                 flags = finite.cpu().tolist()
                 # a non-finite reconstruction is left out of every metric, the rate's too (its facts stay)
-                for name in rate.metrics:
+                for name in result_columns(rate):
                     rated[name] = [v if ok else math.nan for v, ok in zip(rated[name], flags)]
                 values.update(rated)
                 if keep_pixels:

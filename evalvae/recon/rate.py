@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 
 from evalvae.errors import ConfigError
-from evalvae.metrics import fact_columns, result_columns, to_pixels
+from evalvae.metrics import to_pixels
 from evalvae.metrics.info import BPP, BPP_TARGET, CODEC_QUALITY, LATENT_BITS_PSNR_DROP, METRICS, MetricInfo
 from evalvae.metrics.pixel import psnr
 from evalvae.vae import VAEAdapter
@@ -58,15 +58,6 @@ class Rate:
     @classmethod
     def from_config(cls, metrics) -> Rate:
         return cls(metrics.get("latent_bits"), bool(metrics.get("quantize", True)))
-
-    @property
-    def metrics(self) -> list[str]:
-        """The columns of :attr:`infos` that are summarised."""
-        return result_columns(self)
-
-    @property
-    def facts(self) -> list[str]:
-        return fact_columns(self)
 
     def protocol(self) -> dict:
         """``metrics.json``'s entries of ``bpp`` (and the PSNR drop), without their info."""

@@ -139,8 +139,8 @@ class ReconTask(Task):
         self.batches_done = 0  # over every VAE, for the line Ctrl-C prints
         self.scored_nothing: list[str] = []  # VAEs that ran and scored no image
         self.cropped_factors: set[int] = set()  # downsampling factors warned of (dataset.resolution not a multiple)
-        columns = [c for m in self.pair for c in result_columns(m)] + self.rate.metrics
-        facts = [c for m in self.pair for c in fact_columns(m)] + self.rate.facts
+        columns = [c for m in [*self.pair, self.rate] for c in result_columns(m)]
+        facts = [c for m in [*self.pair, self.rate] for c in fact_columns(m)]
         self.writer = RunWriter(self.files, columns, facts=facts)
         # why a metric is unavailable, or non-standard weights
         self.writer.notes = {c: m.note for m in self.pair if m.note for c in result_columns(m)}
