@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from evalvae.metrics.info import metric_entry, registered_info
 from evalvae.results import summarize
 from evalvae.vae.base import LatentSpace, LoadedWeights, VAEAdapter
 
@@ -29,9 +30,12 @@ PROTOCOL = {
     "pixels": "8-bit originals vs reconstructions clamped and rounded to 8 bits",
     "quantize": True,
     "metrics": {
-        "psnr": {"higher_is_better": True, "implementation": "torchmetrics (float64)", "data_range": 255.0},
-        "ssim": {"higher_is_better": True, "implementation": "skimage", "window": "gaussian, sigma=1.5, 11x11"},
-        "lpips": {"higher_is_better": False, "implementation": "lpips 0.1.4", "net": "alex"},
+        name: metric_entry(registered_info(name), protocol)
+        for name, protocol in {
+            "psnr": {"implementation": "torchmetrics (float64)", "data_range": 255.0},
+            "ssim": {"implementation": "skimage", "window": "gaussian, sigma=1.5, 11x11"},
+            "lpips": {"implementation": "lpips 0.1.4", "net": "alex"},
+        }.items()
     },
 }
 BENCH_COLUMNS = [

@@ -1,17 +1,13 @@
-"""Colour fidelity (CIEDE2000 ΔE): the published test pairs, a float64 reference written here, invariances, NaN rows."""
+"""Colour fidelity (CIEDE2000 ΔE): the published test pairs, a float64 reference written here, a run (the contract,
+tests/test_metric_contract.py, checks identical inputs, batch and order, and non-finite reconstructions)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 import torch
 
-from evalvae.metrics import build_metrics, result_columns
 from evalvae.metrics.color import DeltaE, ciede2000, delta_e_map, lab
-from evalvae.metrics.info import info_of
-from evalvae.recon.loop import score
 from tests.helpers import compose_run, photo
 
 # Sharma, Wu and Dalal, "The CIEDE2000 color-difference formula: implementation notes, supplementary
@@ -169,42 +165,6 @@ def test_metric_equals_the_independent_reference():
         assert out["delta_e"].item() == pytest.approx(want.mean(), rel=0, abs=DELTA_E_TOL)
         assert out["delta_e_p95"].item() == pytest.approx(np.percentile(want, 95), rel=0, abs=DELTA_E_TOL)
         assert out["delta_e"].item() > 0.5  # the change is visible, so the metric cannot be trivially 0
-
-
-def test_identical_images_give_zero_and_batch_size_does_not_matter():
-    images = [photo(48, 40, seed=i) for i in range(4)]
-    noisy = [
-        np.clip(x.astype(int) + np.random.default_rng(i).integers(-9, 10, x.shape), 0, 255)
-        for i, x in enumerate(images)
-    ]
-    a, b = _batch(images), _batch(noisy)
-    same = DeltaE()(a, a)
-    assert same["delta_e"].tolist() == [0.0] * 4 and same["delta_e_p95"].tolist() == [0.0] * 4
-    whole = DeltaE()(a, b)
-    parts = [DeltaE()(a[i : i + 1], b[i : i + 1]) for i in range(4)]
-    for k in ("delta_e", "delta_e_p95"):
-        np.testing.assert_allclose(whole[k].numpy(), [p[k].item() for p in parts], rtol=1e-12)
-        assert (whole[k] > 0).all()
-    assert (whole["delta_e_p95"] >= whole["delta_e"]).all()
-    m = delta_e_map(images[0], noisy[0])
-    assert m.shape == (48, 40)
-
-
-def test_nonfinite_reconstructions_get_nan_from_the_recon_loop():
-    a = _batch([photo(16, 16, seed=i) for i in range(3)])
-    finite = torch.tensor([True, False, True])
-    values = score([DeltaE()], a, a.clone(), finite)
-    assert values["delta_e"][0] == 0.0 and values["delta_e"][2] == 0.0
-    assert math.isnan(values["delta_e"][1]) and math.isnan(values["delta_e_p95"][1])
-
-
-def test_metrics_color_config_builds_the_metric_with_its_info():
-    cfg = compose_run(["+vae=taesd", "metrics=color"])
-    built = build_metrics(cfg.metrics)
-    color = [m for m in built if isinstance(m, DeltaE)]
-    assert len(color) == 1 and result_columns(color[0]) == ["delta_e", "delta_e_p95"]
-    assert info_of(color[0], "delta_e_p95").higher_is_better is False
-    assert "color" not in compose_run(["+vae=taesd", "metrics=all"]).metrics
 
 
 def test_a_run_with_metrics_color_writes_both_columns_and_their_info(tmp_path, image_dir):

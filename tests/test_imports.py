@@ -45,7 +45,7 @@ cfg = compose(["+vae=ft-mse"])
 validate(cfg, "run")
 assert task_class(cfg).__name__ == "ReconTask"
 built = split_metrics(build_metrics(cfg.metrics))
-assert [m.name for m in built.pair] == ["psnr", "ssim"]
+assert [m.key for m in built.pair] == ["psnr", "ssim"]
 print(json.dumps(sorted(sys.modules)))
 """
 

@@ -1,34 +1,30 @@
 """Metric info (direction, title, decimals, default tolerance): declared by each metric class, written into
-metrics.json by the run, read from there by ``report`` and ``compare``; results without it read through
-the shipped metrics' info. A metric defined here, outside evalvae, proves that adding one takes a class
-and a YAML file."""
+metrics.json by the run, read from there by ``report`` and ``compare``; results written before metrics.json
+recorded it are refused. A metric defined here, outside evalvae, proves that adding one of your own takes a
+class and a YAML file."""
 
 from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from evalvae.compare import Verdict, compare, load_snapshot, write_baseline
+from evalvae.compare.baseline import UnusableInput
 from evalvae.compare.tolerances import default_tolerances, load_tolerances
 from evalvae.config import compose
 from evalvae.errors import ConfigError
-from evalvae.metrics import Unavailable, build_metrics
+from evalvae.metrics import build_metrics, unavailable
 from evalvae.metrics.base import PairMetric
-from evalvae.metrics.distribution import FIDKID
-from evalvae.metrics.info import BUILTIN, MetricInfo, Tolerance, builtin_info, info_of, recorded_info
-from evalvae.metrics.lpips import LPIPS
-from evalvae.metrics.pixel import PSNR, SSIM
+from evalvae.metrics.info import MetricInfo, Tolerance, recorded_info, registered_info
 from evalvae.report import write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
 from evalvae.run import run
-from evalvae.t2i.clipscore import CLIPScore
 from evalvae.t2i.metrics import T2IMetrics
 from tests.compare_helpers import PROTOCOL, base_values, write_run
 from tests.helpers import compose_run
@@ -41,10 +37,10 @@ MAE_INFO = MetricInfo("mae", "MAE (8-bit levels)", False, decimals=3, tolerance=
 class MAE(PairMetric):
     """Mean absolute error over pixels and channels, in 8-bit levels: a metric evalvae does not ship."""
 
-    info = MAE_INFO
+    infos = (MAE_INFO,)
 
-    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        return (original - reconstruction).abs().mean(dim=(1, 2, 3))
+    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"mae": (original - reconstruction).abs().mean(dim=(1, 2, 3))}
 
     def protocol(self) -> dict:
         return {"implementation": "mean |original - reconstruction| over H, W and RGB, float64"}
@@ -74,36 +70,12 @@ def entries(out) -> dict:
 # --- declared, and written into metrics.json -----------------------------------------------------------
 
 
-def test_each_shipped_metric_class_declares_the_info_builtin_info_serves():
-    for cls in (PSNR, SSIM, LPIPS, CLIPScore):
-        assert cls.info is builtin_info(cls.name)
-        assert (cls.name, cls.higher_is_better) == (cls.info.name, cls.info.higher_is_better)
-    assert [i.name for i in FIDKID.infos] == FIDKID.result_names(kid=True) == ["rfid", "kid"]
-    assert all(i is builtin_info(i.name) for i in FIDKID.infos)
-    assert builtin_info("fid").title == "FID" and builtin_info("PSNR") is BUILTIN["psnr"]
-    assert builtin_info("mae") is None  # only what evalvae ships
-
-
-def test_a_subclass_name_and_direction_follow_its_info():
-    assert (MAE.name, MAE.higher_is_better) == ("mae", False)
-    assert info_of(MAE()) is MAE_INFO and info_of(MAE, "mae") is MAE_INFO
-
-
-def test_an_unavailable_metric_carries_its_class_info_without_being_built(tmp_path):
-    cfg = compose(
-        [
-            "metrics=all",
-            f"metrics.lpips.backbone_weights={tmp_path / 'absent.pth'}",
-            f"metrics.fid.weights={tmp_path / 'absent-inception.pth'}",
-            "metrics.fid.kid=false",
-            f"+metrics.mae._target_={__name__}.MAE",
-        ]
-    ).metrics
-    built = {m.name: m for m in build_metrics(cfg)}
-    assert isinstance(built["lpips"], Unavailable) and isinstance(built["rfid"], Unavailable)
-    assert built["lpips"].infos == (LPIPS.info,) and built["lpips"].higher_is_better is False
-    assert built["rfid"].names == ["rfid"] and built["rfid"].infos == (builtin_info("rfid"),)  # kid=false: no kid
-    assert info_of(built["mae"]) is MAE_INFO
+def test_an_unavailable_metric_of_your_own_carries_its_class_info_without_being_built():
+    # the registered metrics' (read from the registry): tests/test_metric_contract.py
+    built = build_metrics(compose([f"+metrics.mae._target_={__name__}.MAE"]).metrics)
+    assert [m.infos for m in built if isinstance(m, MAE)] == [(MAE_INFO,)]
+    gone = unavailable("mae", OmegaConf.create({"_target_": f"{__name__}.MAE"}), "no weights")
+    assert (gone.infos, gone.set_level, gone.note) == ((MAE_INFO,), False, "no weights")
 
 
 @pytest.mark.parametrize("fid", ["computed", "unavailable"])
@@ -125,8 +97,8 @@ def test_metrics_json_holds_the_info_of_every_metric_of_a_run(tmp_path, image_di
     found = entries(out)
     assert set(found) == {"psnr", "ssim", "lpips", "rfid", "kid", "bpp"}
     for name, entry in found.items():
-        assert entry["info"] == builtin_info(name).to_dict(), name
-        assert entry["higher_is_better"] is builtin_info(name).higher_is_better, name  # for readers before "info"
+        assert entry["info"] == registered_info(name).to_dict(), name
+        assert entry["higher_is_better"] is registered_info(name).higher_is_better, name
     assert found["lpips"]["available"] is False
     assert ("available" in found["rfid"]) == (fid == "unavailable")
     assert found["psnr"]["info"] == {
@@ -164,17 +136,21 @@ def test_t2i_protocol_holds_the_info_of_clip_score_and_of_fid_under_its_name(tmp
     for found in (with_reference, without):
         assert set(found) == {"psnr", "ssim", "lpips", "clip_score", "fid", "kid"}
         for name, entry in found.items():
-            assert entry["info"] == builtin_info(name).to_dict(), name
-            assert entry["higher_is_better"] is builtin_info(name).higher_is_better, name
+            assert entry["info"] == registered_info(name).to_dict(), name
+            assert entry["higher_is_better"] is registered_info(name).higher_is_better, name
     assert with_reference["fid"]["info"]["title"] == "FID" and "available" not in with_reference["clip_score"]
     assert without["clip_score"]["available"] is False and without["fid"]["available"] is False
 
 
-def test_recorded_info_layers_the_entry_over_the_shipped_info():
-    assert recorded_info("psnr") == builtin_info("psnr")
-    assert recorded_info("psnr", {"higher_is_better": False}).higher_is_better is False  # an old entry's direction
-    stated = recorded_info("psnr", {"higher_is_better": True, "info": {"decimals": 3, "higher_is_better": False}})
+def test_recorded_info_reads_the_entry_and_refuses_an_entry_written_before_info():
+    assert recorded_info("psnr") == registered_info("psnr")  # a name without an entry: the registered info
+    psnr = registered_info("psnr").to_dict()
+    stated = recorded_info(
+        "psnr", {"higher_is_better": True, "info": {**psnr, "decimals": 3, "higher_is_better": False}}
+    )
     assert (stated.decimals, stated.higher_is_better, stated.title) == (3, False, "PSNR (dB)")  # info wins
+    with pytest.raises(ConfigError, match=r"run/metrics\.json: metrics\.psnr\.info=None; results written before"):
+        recorded_info("psnr", {"higher_is_better": True}, "run/metrics.json: metrics.psnr.info")
     unknown = recorded_info("sharpness")
     assert (unknown.title, unknown.higher_is_better, unknown.decimals, unknown.tolerance) == (
         "sharpness",
@@ -196,14 +172,14 @@ def test_recorded_info_layers_the_entry_over_the_shipped_info():
 def protocol_with(**infos) -> dict:
     p = copy.deepcopy(PROTOCOL)
     for name, info in infos.items():
-        p["metrics"][name]["info"] = info
+        p["metrics"][name]["info"] = {**p["metrics"][name]["info"], **info}
     return p
 
 
 def test_the_report_shows_the_title_and_decimals_metrics_json_states(tmp_path):
     values = {"a": base_values(seed=0), "b": base_values(seed=1)}
     stated = write_run(tmp_path / "stated", values, protocol_with(psnr={"decimals": 3, "title": "Peak SNR"}))
-    old = write_run(tmp_path / "old", values)  # metrics.json without info: the shipped PSNR's 2 decimals
+    old = write_run(tmp_path / "old", values)  # metrics.json with PSNR's own info: 2 decimals
     means = pd.read_csv(stated / "summary.csv").set_index(["vae", "metric"])["mean"]
     a = means[("a", "psnr")]
     md = (write_report([stated], tmp_path / "rep", grids=False).parent / "report.md").read_text(encoding="utf-8")
@@ -258,7 +234,7 @@ def test_compare_takes_the_default_tolerance_from_the_info_and_a_file_still_over
     row = compare_dirs(write_run(tmp_path / "b", before, wide), write_run(tmp_path / "c", after, wide))[("v", "psnr")]
     assert row.tolerance == "±0.1" and row.verdict is Verdict.PASS
     row = compare_dirs(write_run(tmp_path / "b0", before), write_run(tmp_path / "c0", after))[("v", "psnr")]
-    assert row.tolerance == "±0.01" and row.verdict is Verdict.REGRESSED  # old metrics.json: the shipped PSNR's
+    assert row.tolerance == "±0.01" and row.verdict is Verdict.REGRESSED  # the info PSNR records
     user = tmp_path / "tol.yaml"
     user.write_text("metrics:\n  psnr: {abs: 0.001}\n")
     row = compare_dirs(tmp_path / "b", tmp_path / "c", load_tolerances(user))[("v", "psnr")]
@@ -274,7 +250,7 @@ def test_info_changes_are_not_protocol_mismatches(tmp_path):
     assert not comparison.mismatches and comparison.exit_code == 0
 
 
-def test_a_baseline_file_carries_the_info_and_old_baselines_read_through_builtin_info(tmp_path):
+def test_a_baseline_file_carries_the_info_and_results_written_before_info_are_refused(tmp_path):
     before = {"v": base_values(seed=0)}
     after = copy.deepcopy(before)
     after["v"]["ssim"] = before["v"]["ssim"] - 0.001
@@ -285,25 +261,24 @@ def test_a_baseline_file_carries_the_info_and_old_baselines_read_through_builtin
     # the current run states nothing: the baseline's info decides (within ±0.01, and lower is better here)
     row = compare_dirs(path, write_run(tmp_path / "c", after))[("v", "ssim")]
     assert row.tolerance == "±0.01" and row.higher_is_better is False and row.verdict is Verdict.PASS
-    # a baseline written before "info": the direction its protocol states, the shipped metric's tolerance
+    # a baseline, and a run directory, written before metrics.json recorded the info: refused, naming the file
     del data["info"]
-    for metric in data["protocol"]["metrics"].values():
-        metric.pop("info", None)
-    for metric in data["results"]["v"].values():
-        metric["higher_is_better"] = None
     old = tmp_path / "old.json"
     old.write_text(json.dumps(data))
-    row = compare_dirs(old, tmp_path / "c")[("v", "ssim")]
-    assert row.tolerance == "±0.0002" and row.higher_is_better is True and row.verdict is Verdict.REGRESSED
+    with pytest.raises(
+        UnusableInput, match=r"old\.json is a malformed .*old\.json: info\.lpips=None; results written before"
+    ):
+        load_snapshot(old)
+    protocol = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    del protocol["metrics"]["ssim"]["info"]
+    (tmp_path / "c" / "metrics.json").write_text(json.dumps(protocol))
+    with pytest.raises(ConfigError, match=r"c/metrics\.json: metrics\.ssim\.info=None; results written before"):
+        load_snapshot(tmp_path / "c")
+    with pytest.raises(ConfigError, match=r"c/metrics\.json: metrics\.ssim\.info=None; results written before"):
+        group_sections(load_inputs([tmp_path / "c"]).runs)
 
 
-def test_compare_reads_metric_info_without_importing_torch():
-    code = "import sys, evalvae.compare.cli, evalvae.metrics.info; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
-
-
-# --- adding a metric: one module (MAE above) and one YAML ------------------------------------------------
+# --- adding a metric of your own: one module (MAE above) and one YAML -------------------------------------
 
 
 def test_a_metric_added_by_a_class_and_a_yaml_is_run_reported_and_compared(tmp_path, image_dir):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evalvae.metrics.info import metric_entry, registered_info
 from evalvae.report import write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
@@ -20,12 +21,14 @@ from tests.helpers import compose_run
 NONSTANDARD = (
     "non-standard weights: LPIPS-alex backbone tensors sha256 0123456789ab, not comparable to published numbers"
 )
-RFID = {
-    "higher_is_better": False,
-    "implementation": "evalvae float64 Fréchet distance",
-    "extractor": {"name": "inception-v3-fid-clean", "resize": "clean"},
-    "reference": {"key": "ab" * 32, "source": "computed", "n": 12, "path": "/cache/refstats/ab/abab.safetensors"},
-}
+RFID = metric_entry(
+    registered_info("rfid"),
+    {
+        "implementation": "evalvae float64 Fréchet distance",
+        "extractor": {"name": "inception-v3-fid-clean", "resize": "clean"},
+        "reference": {"key": "ab" * 32, "source": "computed", "n": 12, "path": "/cache/refstats/ab/abab.safetensors"},
+    },
+)
 
 
 def protocol(n=12, lpips_net="alex", fid="clean", **lpips_extra) -> dict:

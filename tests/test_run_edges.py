@@ -317,7 +317,7 @@ def test_reference_keys_include_the_crop_multiple_only_where_it_crops(tmp_path, 
     from evalvae.metrics.refstats import References
 
     class Metric:
-        extractor = TinyExtractor()
+        extractor, features_version, libraries = TinyExtractor(), 1, ("torch",)
 
         def reference_identity(self):
             return self.extractor.identity()

@@ -319,13 +319,3 @@ def test_compare_gates_the_text_metrics(tmp_path):
     assert rows["text_ned"].tolerance == "±0.005"  # the info's default tolerance
     assert "text_regions" not in rows  # a count of the original's lines, not a score
     assert worse.exit_code == 1
-
-
-def test_a_non_finite_reconstruction_gets_nan_and_no_regions(ocr, chart):
-    from evalvae.recon.loop import score
-
-    pixels, truth = chart
-    values = score([ocr], pixels[2:4], pixels[2:4].clone(), torch.tensor([False, True]), truth[2:4])
-    assert math.isnan(values["text_ned"][0]) and math.isnan(values["text_regions"][0]) and values[REGIONS][0] == []
-    assert values["text_ned"][1] == 0 and values["text_regions"][1] == len(truth[3]) == len(values[REGIONS][1])
-    assert "text" not in values  # the metric's key is not a column

@@ -21,7 +21,7 @@ import pytest
 
 from evalvae.compare import Verdict, compare, load_snapshot, parse_tolerances, write_baseline
 from evalvae.metrics import stats
-from evalvae.metrics.info import BPP, BUILTIN, RATE_FACTS, MetricInfo, Tolerance, builtin_info, recorded_info
+from evalvae.metrics.info import BPP, RATE_FACTS, MetricInfo, Tolerance, metric_entry, recorded_info, registered_info
 from evalvae.report import tables, views, write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
@@ -53,7 +53,7 @@ def rfid_row(vae, mean, n=4):
 def self_report(tmp_path, n=4):
     v = base_values(n=n)
     protocol = copy.deepcopy(PROTOCOL)
-    protocol["metrics"]["rfid"] = {"higher_is_better": False, "implementation": "evalvae float64 Fréchet distance"}
+    protocol["metrics"]["rfid"] = metric_entry(registered_info("rfid"), {"implementation": "evalvae float64 Fréchet"})
     run = write_run(
         tmp_path / "run",
         {"batch1": v, "batch8": noisy_twin(v)},
@@ -105,10 +105,10 @@ def test_noise_beyond_the_tie_tolerance_is_still_a_difference(tmp_path):
 
 
 def test_values_within_the_tie_of_the_best_share_the_mark_and_all_tied_mark_none():
-    info = builtin_info("psnr")
+    info = registered_info("psnr")
     assert stats.top_tier({"a": 30.0, "b": 30.0 + 4e-4, "c": 29.0}, info) == ["a", "b"]
     assert stats.top_tier({"a": 30.0, "b": 30.0 + 6e-4}, info) == ["b"]
-    assert stats.top_tier({"a": 1.0, "b": 2.0}, builtin_info("bpp")) == []  # a fact: never a best
+    assert stats.top_tier({"a": 1.0, "b": 2.0}, registered_info("bpp")) == []  # a fact: never a best
 
 
 def test_compare_calls_a_move_within_the_tie_unchanged_whatever_the_tolerance(tmp_path):
@@ -152,10 +152,10 @@ def test_report_and_compare_give_the_same_p_and_verdict_on_the_same_images(tmp_p
 
 def test_bits_per_pixel_and_region_counts_are_facts_declared_in_the_metric_info():
     for name in ("bpp", "text_regions", "face_regions", *RATE_FACTS):
-        assert BUILTIN[name].quality is False, name
-    assert all(BUILTIN[m].quality for m in ("psnr", "ssim", "lpips", "rfid", "kid", "delta_e", "text_ned"))
+        assert registered_info(name).quality is False, name
+        assert recorded_info(name).quality is False, name  # a per-image fact metrics.json does not list
+    assert all(registered_info(m).quality for m in ("psnr", "ssim", "lpips", "rfid", "kid", "delta_e", "text_ned"))
     assert BPP.to_dict()["quality"] is False
-    assert recorded_info("bpp", {"higher_is_better": False}).quality is False  # results before the field
     stated = recorded_info("mae", {"info": {"title": "MAE", "quality": False}})
     assert stated.quality is False and stated.title == "MAE"
 
@@ -170,7 +170,7 @@ def test_facts_are_never_best_tested_or_plotted_as_quality(tmp_path, monkeypatch
     facts = {"bpp": np.full(8, 0.5), "text_regions": np.arange(8.0), "face_regions": np.ones(8)}
     worse = {**facts, "bpp": np.full(8, 2.0), "text_regions": np.arange(8.0) + 1}
     protocol = copy.deepcopy(PROTOCOL)
-    protocol["metrics"]["mae"] = {"higher_is_better": False, "info": {"title": "MAE", "quality": False}}
+    protocol["metrics"]["mae"] = metric_entry(MetricInfo("mae", "MAE", False, quality=False), {})
     run = write_run(
         tmp_path / "run",
         {
@@ -234,7 +234,7 @@ def test_set_level_values_over_different_numbers_of_images_are_not_ranked(tmp_pa
 @pytest.mark.parametrize("subset_size, ranked", [(1000, False), (12, False), (10, True)])
 def test_kid_whose_every_subset_is_the_whole_set_is_not_ranked(tmp_path, subset_size, ranked):
     protocol = copy.deepcopy(PROTOCOL)
-    protocol["metrics"]["kid"] = {"higher_is_better": False, "subsets": 100, "subset_size": subset_size}
+    protocol["metrics"]["kid"] = metric_entry(registered_info("kid"), {"subsets": 100, "subset_size": subset_size})
     kid = [
         {"vae": v, "metric": "kid", "mean": k, "std": np.nan, "n": 12, "note": ""}
         for v, k in (("a", 1e-3), ("b", 5e-3))
@@ -304,20 +304,19 @@ def test_smallest_p_is_the_exact_wilcoxon_floor():
 
 def test_tie_tolerances_sit_above_the_measured_noise_and_below_compares_tolerance():
     for name, noise in {**NOISE, "rfid": RFID_NOISE}.items():
-        info = builtin_info(name)
+        info = registered_info(name)
         tie = info.tie.allowed(1.0)  # rFID's is relative
         assert noise * 5 <= tie < info.tolerance.allowed(1.0), name
     # and below the smallest real change measured (docs/ci.md: bf16 instead of fp32, TAEF2's means)
-    assert builtin_info("psnr").tie.abs < 0.0119 and builtin_info("ssim").tie.abs < 1.9e-5
+    assert registered_info("psnr").tie.abs < 0.0119 and registered_info("ssim").tie.abs < 1.9e-5
 
 
-def test_a_recorded_tie_is_read_back_by_report_and_compare_and_older_files_get_the_shipped_one(tmp_path):
+def test_a_recorded_tie_is_read_back_by_report_and_compare(tmp_path):
     assert MetricInfo.from_dict("psnr", {"tie": {"abs": 0.1}}).tie == Tolerance(abs=0.1)
-    assert recorded_info("psnr", {"higher_is_better": True}).tie == builtin_info("psnr").tie  # before the field
-    assert recorded_info("x", {}).tie is None and recorded_info("x", {}).tie_tolerance == Tolerance()
+    assert recorded_info("x").tie is None and recorded_info("x").tie_tolerance == Tolerance()
     v = base_values(n=12)
     protocol = copy.deepcopy(PROTOCOL)
-    protocol["metrics"]["psnr"]["info"] = dict(builtin_info("psnr").to_dict(), tie={"abs": 0.1, "rel": 0.0})
+    protocol["metrics"]["psnr"]["info"] = dict(registered_info("psnr").to_dict(), tie={"abs": 0.1, "rel": 0.0})
     moved = dict(v, psnr=v["psnr"] + 0.05)  # beyond PSNR's shipped tie, within the recorded one
     base = write_run(tmp_path / "base", {"v": v}, protocol)
     cur = write_run(tmp_path / "cur", {"v": moved}, protocol)

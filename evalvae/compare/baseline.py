@@ -14,8 +14,8 @@ A baseline file is a small JSON meant to be committed next to the code it guards
      "speed": [{"vae": .., "op": .., ..., "ms_per_image_median": .., "ms_per_image_iqr": ..}]}
 
 ``info`` is each metric's :class:`~evalvae.metrics.info.MetricInfo` as the results recorded it
-(``metrics.json``; for results written before it held any, evalvae's shipped metrics' own), so
-a baseline compares with its directions and default tolerances without the run directory.
+(``metrics.json``), so a baseline compares with its directions and default tolerances without the
+run directory.
 ``images`` holds, per VAE, the sha256 of each original's pixels as scored (``per_image.image_sha256``),
 and ``files`` the sha256 of each image's file (``per_image.file_sha256``; none for a stream), so
 that images changed under the same names are told apart from a change of the VAE (both are absent
@@ -68,9 +68,12 @@ class MetricResult:
     mean: float
     std: float
     n: int
-    higher_is_better: bool | None = None
+    info: MetricInfo  # as the results record it
     values: dict[str, float] | None = None
-    info: MetricInfo | None = None  # as the results record it; None: not read from results
+
+    @property
+    def higher_is_better(self) -> bool | None:
+        return self.info.higher_is_better
 
 
 @dataclass
@@ -154,9 +157,8 @@ def _quality_from_run(run: Path, snap: Snapshot) -> None:
         if row.metric not in infos:
             where = f"{run / 'metrics.json'}: metrics.{row.metric}.info"
             infos[row.metric] = recorded_info(row.metric, entries.get(row.metric), where)
-        info = infos[row.metric]
         snap.results.setdefault(row.vae, {})[row.metric] = MetricResult(
-            _float(row.mean), _float(row.std), int(row.n), info.higher_is_better, values, info
+            _float(row.mean), _float(row.std), int(row.n), infos[row.metric], values
         )
     if (run / "vaes.json").is_file():
         for info in _read_json(run / "vaes.json"):
@@ -216,22 +218,16 @@ def _parse_baseline(path: Path, data: dict) -> Snapshot:
         str(v): {str(i): str(h) for i, h in hashes.items()} for v, hashes in (data.get("images") or {}).items()
     }
     snap.files = {str(i): str(h) for i, h in (data.get("files") or {}).items()}
-    entries, stated = snap.protocol.get("metrics", {}), data.get("info") or {}
+    stated = data.get("info") or {}
     for vae, metrics in data.get("results", {}).items():
         for metric, r in metrics.items():
-            # the file's "info"; in a baseline written before it, the protocol's entry and the result's direction
-            entry = dict(entries.get(metric) or {})
-            entry["info"] = stated.get(metric, entry.get("info"))
-            if entry.get("higher_is_better") is None:
-                entry["higher_is_better"] = r.get("higher_is_better")
-            info = recorded_info(metric, entry, f"{path}: info.{metric}")
+            info = recorded_info(metric, {"info": stated.get(metric)}, f"{path}: info.{metric}")
             snap.results.setdefault(vae, {})[metric] = MetricResult(
                 _float(r["mean"]),
                 _float(r.get("std")),
                 int(r["n"]),
-                info.higher_is_better,
-                {k: _float(v) for k, v in r["values"].items()} if r.get("values") is not None else None,
                 info,
+                {k: _float(v) for k, v in r["values"].items()} if r.get("values") is not None else None,
             )
     for rec in data.get("speed", []):
         key = tuple(str(rec[k]) for k in SPEED_KEY)
@@ -291,7 +287,7 @@ def _result_dict(r: MetricResult) -> dict:
 def baseline_dict(snap: Snapshot, reason: str | None = None) -> dict:
     """The baseline-file form of ``snap``."""
     results = {vae: {metric: _result_dict(r) for metric, r in metrics.items()} for vae, metrics in snap.results.items()}
-    infos = {m: r.info.to_dict() for metrics in snap.results.values() for m, r in metrics.items() if r.info is not None}
+    infos = {m: r.info.to_dict() for metrics in snap.results.values() for m, r in metrics.items()}
     speed = [
         {**dict(zip(SPEED_KEY, key)), "device": s.device, "status": s.status, **s.values}
         for key, s in sorted(snap.speed.items())

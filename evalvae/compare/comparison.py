@@ -10,7 +10,7 @@ import numpy as np
 from evalvae.compare.baseline import SPEED_KEY, MetricResult, Snapshot, SpeedResult, round_value, value_resolution
 from evalvae.compare.tolerances import Tolerances, default_tolerances
 from evalvae.compare.verdict import Verdict, judge, paired_test
-from evalvae.metrics.info import MetricInfo, Tolerance, recorded_info
+from evalvae.metrics.info import MetricInfo, Tolerance
 
 # Protocol fields that do not change what a number means: where the images sat on disk, and the
 # prose restatement of `quantize`.
@@ -220,13 +220,9 @@ def content_differences(baseline: Snapshot, current: Snapshot) -> tuple[dict[str
 
 
 def metric_info(metric: str, *results: MetricResult) -> MetricInfo:
-    """The info a (vae, metric) is judged by: the first side's (the baseline's) that knows the direction.
-
-    A result read from files carries its recorded info; one without (built in code) gets the
-    shipped info of its name with the direction it states.
-    """
-    infos = [r.info or recorded_info(metric, {"higher_is_better": r.higher_is_better}) for r in results]
-    return next((i for i in infos if i.higher_is_better is not None), infos[0])
+    """The info a (vae, metric) is judged by, as its results record it: the first side's (the baseline's) that
+    knows the direction."""
+    return next((r.info for r in results if r.info.higher_is_better is not None), results[0].info)
 
 
 def _no_longer_finite(b: MetricResult, c: MetricResult) -> list[str]:

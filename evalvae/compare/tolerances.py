@@ -4,7 +4,8 @@ The defaults live in ``conf/compare/tolerances.yaml``; a user's file (YAML or JS
 is laid over them entry by entry: its ``default``, each ``metrics.<name>`` and each
 ``vaes.<vae>.<name>`` replaces the entry it names as a whole, and ``alpha`` / ``improvements``
 replace the scalars. A quality metric no file names gets the tolerance of its metric info
-(``metrics.json``'s ``info.tolerance``, else the shipped metric's, :mod:`evalvae.metrics.info`).
+(``metrics.json``'s ``info.tolerance``; for a result without one, the registered metric's of that
+name, :mod:`evalvae.metrics.info`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from evalvae.errors import ConfigError, check_choice
-from evalvae.metrics.info import MetricInfo, Tolerance, builtin_info
+from evalvae.metrics.info import MetricInfo, Tolerance, registered_info
 
 KEYS = ("default", "metrics", "vaes", "alpha", "improvements")
 FIELDS = ("abs", "rel")
@@ -36,9 +37,9 @@ class Tolerances:
 
     def get(self, vae: str, metric: str, info: MetricInfo | None = None) -> Tolerance:
         """The tolerance of one (vae, metric), the first of: per VAE, per metric (a file's, or a shipped
-        speed entry), the metric's ``info`` (as its results record it; without one, the shipped
-        metric's), the default."""
-        info = builtin_info(metric) if info is None else info
+        speed entry), the metric's ``info`` (as its results record it; without one, the registered
+        metric's of that name), the default."""
+        info = registered_info(metric) if info is None else info
         found = self.vaes.get(vae, {}).get(metric) or self.metrics.get(metric)
         return found or (info.tolerance if info is not None else None) or self.default
 

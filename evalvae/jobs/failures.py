@@ -73,9 +73,9 @@ def log_failures(failed: dict[str, str], n_vaes: int) -> None:
 def unavailable_metrics(metrics) -> list[str]:
     """``"<names> unavailable"`` for each metric of ``metrics`` that could not be built (its weights are
     missing): a metric asked for and not measured (:attr:`evalvae.jobs.runtime.RunOutcome.missing`)."""
-    from evalvae.metrics import Unavailable
+    from evalvae.metrics import Unavailable, result_columns
 
-    return [f"{'/'.join(m.names)} unavailable" for m in metrics if isinstance(m, Unavailable)]
+    return [f"{'/'.join(result_columns(m))} unavailable" for m in metrics if isinstance(m, Unavailable)]
 
 
 def closing_line(incomplete: list[str], strict: bool, out=None) -> str:

@@ -22,7 +22,7 @@ from evalvae.data.transforms import below_factor, crop_to_multiple
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics.base import from_uint8, to_pixels
 from evalvae.metrics.latentstats import Histograms, Moments, Spectrum, add_latent_noise, saturated_counts
-from evalvae.metrics.pixel import PSNR
+from evalvae.metrics.pixel import psnr
 from evalvae.vae import VAEAdapter
 
 STAGES = ("data", "encode", "stats", "decode")
@@ -51,10 +51,10 @@ class Diagnosis:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _psnr(metric: PSNR, original: torch.Tensor, y: torch.Tensor) -> list[float]:
+def _psnr(original: torch.Tensor, y: torch.Tensor) -> list[float]:
     """8-bit PSNR per image; NaN where the decoder's output is not finite."""
     finite = torch.isfinite(y).flatten(1).all(1)
-    values = metric(original, to_pixels(y)).cpu().tolist()
+    values = psnr(original, to_pixels(y)).cpu().tolist()
     return [v if ok else math.nan for v, ok in zip(values, finite.cpu().tolist())]
 
 
@@ -67,7 +67,6 @@ def diagnose(vae: VAEAdapter, batches: Iterable[Batch], options: Options, times:
         Spectrum(options.spectrum_bins),
         noisy={k: [] for k in options.noise},
     )
-    psnr = PSNR()
     batches = iter(batches)
     while True:
         with times.stage("data"):
@@ -94,7 +93,7 @@ def diagnose(vae: VAEAdapter, batches: Iterable[Batch], options: Options, times:
                 d.saturated = counts if d.saturated is None else d.saturated + counts
             with times.stage("decode"):
                 original = images.double()
-                d.psnr += _psnr(psnr, original, vae.decode(z))
+                d.psnr += _psnr(original, vae.decode(z))
                 for k in options.noise:
-                    d.noisy[k] += _psnr(psnr, original, vae.decode(add_latent_noise(z, k, seeds)))
+                    d.noisy[k] += _psnr(original, vae.decode(add_latent_noise(z, k, seeds)))
             d.n_images += len(images)

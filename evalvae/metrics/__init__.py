@@ -10,13 +10,13 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from hydra.utils import get_class
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from evalvae.config import instantiate
-from evalvae.metrics.info import MetricInfo, info_of
+from evalvae.metrics.info import MetricInfo, registered
 
 if TYPE_CHECKING:
     import torch
@@ -49,39 +49,37 @@ def __getattr__(name: str):
 class Unavailable:
     """A metric whose weights are missing: NaN values and the reason, never a number from random weights.
 
-    ``infos`` is the info of its result names, as the metric's class declares it.
+    ``infos`` is the info of its results, as the registry or the metric's class declares them; ``key``
+    is its key in ``cfg.metrics``.
     """
 
     key: str
-    names: list[str]
     reason: str
+    infos: tuple[MetricInfo, ...]
     set_level: bool = False
-    infos: tuple[MetricInfo, ...] = ()
-
-    @property
-    def name(self) -> str:
-        return self.names[0]
+    takes_truth: ClassVar[bool] = False
+    min_side: ClassVar[int] = 1
+    version: ClassVar[int] = 1
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)
 
     @property
     def note(self) -> str:
         return self.reason
 
-    @property
-    def higher_is_better(self) -> bool | None:
-        return info_of(self).higher_is_better
-
-    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         import torch
 
-        return torch.full((len(original),), math.nan, dtype=torch.float64)
+        nan = (len(original),), math.nan
+        return {i.name: torch.full(*nan, dtype=torch.float64, device=original.device) for i in self.infos}
 
     def protocol(self) -> dict:
         return {"available": False, "reason": self.reason}
 
     def nan_rows(self, rename: Callable[[str], str] = str) -> list[dict]:
-        """Set-level summary rows: NaN values, n=0 and the reason, one per result name."""
+        """Set-level summary rows: NaN values, n=0 and the reason, one per result."""
         return [
-            {"metric": rename(k), "mean": math.nan, "std": math.nan, "n": 0, "note": self.reason} for k in self.names
+            {"metric": rename(i.name), "mean": math.nan, "std": math.nan, "n": 0, "note": self.reason}
+            for i in self.infos
         ]
 
 
@@ -105,32 +103,30 @@ def split_metrics(metrics: list) -> MetricSet:
 
 
 def result_columns(metric) -> list[str]:
-    """The per-image columns a per-image metric's values go into: its ``names`` where it has several
-    (a region metric, :mod:`evalvae.metrics.regions`), else its ``name``."""
-    return list(getattr(metric, "names", None) or [metric.name])
+    """The results of a metric that ``summary.csv`` summarises (every declared info but the facts without a
+    direction: :attr:`~evalvae.metrics.info.MetricInfo.summarised`)."""
+    return [i.name for i in metric.infos if i.summarised]
 
 
 def fact_columns(metric) -> list[str]:
-    """Per-image columns a metric writes that are facts, not scores (a region metric's region count)."""
-    count = getattr(metric, "count_name", None)
-    return [count] if count else []
+    """The per-image columns of a metric that are facts, never summarised (a region metric's region count)."""
+    return [i.name for i in metric.infos if not i.summarised]
 
 
-def _names(key: str, spec: DictConfig) -> tuple[list[str], bool]:
-    """Result names of a metric spec without building it (for the unavailable case), and whether it is set-level."""
+def declared(spec: DictConfig) -> tuple[tuple[MetricInfo, ...], bool]:
+    """The infos of the results the metric of ``spec`` produces, and whether it is set-level, without building
+    it: from the registry (:data:`~evalvae.metrics.info.METRICS`, nothing imported), else from its class."""
+    entry = registered(spec._target_)
+    if entry is not None:
+        return entry.infos_for(spec), entry.set_level
     cls = get_class(spec._target_)
-    set_level = bool(getattr(cls, "set_level", False))
-    if set_level or hasattr(cls, "result_names"):  # set-level metrics, and per-image ones with several columns
-        kwargs = {k: v for k, v in OmegaConf.to_container(spec, resolve=True).items() if k != "_target_"}
-        return cls.result_names(**kwargs), set_level
-    return [key], False
+    return tuple(cls.infos), bool(cls.set_level)
 
 
 def unavailable(key: str, spec: DictConfig, reason: str) -> Unavailable:
-    """The stand-in of the metric ``spec`` describes, with its result names and their info from its class (not built)."""
-    names, set_level = _names(key, spec)
-    cls = get_class(spec._target_)
-    return Unavailable(key, names, reason, set_level, tuple(info_of(cls, n) for n in names))
+    """The stand-in of the metric ``spec`` describes, with the infos of its results (not built)."""
+    infos, set_level = declared(spec)
+    return Unavailable(key, reason, infos, set_level)
 
 
 def build_metrics(cfg: DictConfig, set_level_only: bool = False) -> list:
@@ -144,11 +140,11 @@ def build_metrics(cfg: DictConfig, set_level_only: bool = False) -> list:
     for key, spec in cfg.items():
         if not (isinstance(spec, DictConfig) and "_target_" in spec):
             continue
-        if set_level_only and not _names(key, spec)[1]:
+        if set_level_only and not declared(spec)[1]:
             continue
         try:
             metrics.append(instantiate(spec))
         except MetricUnavailable as e:
             metrics.append(unavailable(key, spec, str(e)))
-            log.warning("%s unavailable: %s", "/".join(metrics[-1].names), e)
+            log.warning("%s unavailable: %s", "/".join(result_columns(metrics[-1])), e)
     return metrics

@@ -1,9 +1,13 @@
 """What every metric shares: the pixel convention, the per-image interface and the set-level contract.
 
+Every metric declares ``infos``, a :class:`~evalvae.metrics.info.MetricInfo` per result it produces,
+and returns its values as a dict keyed by those names: per image, ``{name: (N,) float64}``
+(:class:`PairMetric`); of a set, ``{name: {mean, std, n, note}}`` (:meth:`SetMetric.compute`).
+
 A set-level metric (:class:`SetMetric`) is modelled on torchmetrics' ``Metric``, with the state
 kept outside the metric so that one metric object serves every VAE of a run: ``new_state()`` makes
 an empty state, ``update(state, images)`` adds a batch, ``compute(reference, state)`` gives the
-result rows. ``features(images)`` and ``add(state, features)`` are the two halves of ``update``, so
+results. ``features(images)`` and ``add(state, features)`` are the two halves of ``update``, so
 per-item features can be stored (resume) or computed on another process (sharding) and added later;
 states also ``merge``. :meth:`SetMetric.reference_identity` is what the originals' statistics depend
 on, the key of their cache. :class:`SetStates` holds one image set's states of every metric.
@@ -46,17 +50,16 @@ def from_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 class PairMetric(ABC):
-    """A full-reference metric scored per image: ``(original, reconstruction) -> (N,) float64``.
+    """A full-reference metric scored per image: ``(original, reconstruction) -> {result name: (N,) float64}``.
 
-    Both inputs are ``(N, 3, H, W)`` float64 pixels in [0, 255] on the same device. A subclass
-    declares ``info`` (:class:`~evalvae.metrics.info.MetricInfo`); its ``name`` (the result
-    column) and ``higher_is_better`` follow from it.
+    Both inputs are ``(N, 3, H, W)`` float64 pixels in [0, 255] on the same device; the values are on
+    that device, one tensor per declared info (``infos``, :class:`~evalvae.metrics.info.MetricInfo`),
+    keyed by its name. An image's values do not depend on the other images of its batch.
     """
 
-    info: ClassVar[MetricInfo]
-    name: str
-    higher_is_better: bool
+    infos: ClassVar[tuple[MetricInfo, ...]]
     set_level = False
+    takes_truth = False  # whether __call__ takes the dataset's ground-truth regions (``truth=``)
     note = ""  # a caveat for summary.csv's note, such as non-standard weights
     # The smallest image side, in pixels, the metric is defined on. ``__call__`` returns NaN for images
     # with a side below it (``too_small``, ``undefined``), and summary.csv's note counts them (``size_note``).
@@ -66,27 +69,26 @@ class PairMetric(ABC):
     # The packages (as pip names them) whose versions can move its values: part of the same keys.
     libraries: ClassVar[tuple[str, ...]] = ("torch",)
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "info" in cls.__dict__:
-            cls.name, cls.higher_is_better = cls.info.name, cls.info.higher_is_better
+    @property
+    def key(self) -> str:
+        """The name its stored values go under in result keys: its first result's."""
+        return self.infos[0].name
 
     def too_small(self, images: torch.Tensor) -> bool:
         """Whether ``(N, 3, H, W)`` images have a side below :attr:`min_side`."""
         return min(images.shape[-2:]) < self.min_side
 
-    @staticmethod
-    def undefined(images: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` float64 NaN on the images' device: the value of images the metric is not defined on."""
-        return torch.full((len(images),), float("nan"), dtype=torch.float64, device=images.device)
+    def undefined(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(N,)`` float64 NaN on the images' device for every result: the values of images the metric is not
+        defined on."""
+        nan = torch.full((len(images),), float("nan"), dtype=torch.float64, device=images.device)
+        return {i.name: nan.clone() for i in self.infos}
 
     def size_note(self, count: int) -> str:
         """summary.csv's note for ``count`` images with a side below :attr:`min_side` (no value), or ``""``."""
         if not count:
             return ""
-        return (
-            f"{count} image(s) with a side below {self.min_side} px have no {self.info.title} ({self.min_side_reason})"
-        )
+        return f"{count} image(s) with a side below {self.min_side} px have no {self.infos[0].title} ({self.min_side_reason})"
 
     @property
     def min_side_reason(self) -> str:
@@ -94,7 +96,7 @@ class PairMetric(ABC):
         return "too small for the metric"
 
     @abstractmethod
-    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
     @abstractmethod
     def protocol(self) -> dict:
@@ -109,21 +111,16 @@ class PairMetric(ABC):
 class SetMetric(ABC):
     """A metric of a set of reconstructions against the set of originals (rFID, KID).
 
-    ``names`` are the result rows it produces; ``state`` objects must support ``merge``. ``infos``
-    declares the :class:`~evalvae.metrics.info.MetricInfo` of every name it can produce.
+    ``infos`` declares the :class:`~evalvae.metrics.info.MetricInfo` of every result it produces;
+    :meth:`compute` returns a row per declared name. ``state`` objects must support ``merge``.
     """
 
-    infos: ClassVar[tuple[MetricInfo, ...]] = ()
+    infos: tuple[MetricInfo, ...]
     set_level = True
-    higher_is_better = False
     note = ""
     version: ClassVar[int] = 1  # of compute(): bump with any change that moves the values computed from features
     features_version: ClassVar[int] = 1  # of features(): bump with any change that moves the features
     libraries: ClassVar[tuple[str, ...]] = ("torch",)  # the packages whose versions can move the features
-
-    @property
-    @abstractmethod
-    def names(self) -> list[str]: ...
 
     @abstractmethod
     def new_state(self): ...
@@ -144,8 +141,9 @@ class SetMetric(ABC):
         return f
 
     @abstractmethod
-    def compute(self, reference, state) -> list[dict]:
-        """Rows ``{metric, mean, std, n, note}`` of ``state`` against the originals' ``reference`` state."""
+    def compute(self, reference, state) -> dict[str, dict]:
+        """``{result name: {mean, std, n, note}}`` of ``state`` against the originals' ``reference`` state,
+        one per declared info."""
 
     @abstractmethod
     def reference_identity(self) -> dict:
@@ -158,7 +156,7 @@ class SetMetric(ABC):
     @property
     def key(self) -> str:
         """A stable name for this metric's state in stored chunks and logs."""
-        return "+".join(self.names)
+        return "+".join(i.name for i in self.infos)
 
 
 def pair_identity(metric) -> dict:
@@ -166,8 +164,8 @@ def pair_identity(metric) -> dict:
     its libraries' versions (a result chunk's key)."""
     return {
         "protocol": metric.protocol(),
-        "version": getattr(metric, "version", 1),
-        "libraries": versions(getattr(metric, "libraries", ("torch",))),
+        "version": metric.version,
+        "libraries": versions(metric.libraries),
     }
 
 
@@ -176,8 +174,8 @@ def features_identity(metric) -> dict:
     the features' version and the libraries' versions (the keys of result chunks and of reference statistics)."""
     return {
         "reference": metric.reference_identity(),
-        "version": getattr(metric, "features_version", 1),
-        "libraries": versions(getattr(metric, "libraries", ("torch",))),
+        "version": metric.features_version,
+        "libraries": versions(metric.libraries),
     }
 
 

@@ -42,18 +42,9 @@ class DeltaE(PairMetric):
     """Mean (``delta_e``) and 95th percentile (``delta_e_p95``) of per-pixel CIEDE2000 ΔE; identical images give 0."""
 
     infos = (shipped.DELTA_E, shipped.DELTA_E_P95)
-    info = shipped.DELTA_E
     libraries = ("scikit-image", "numpy")
 
     percentile = 95.0
-
-    @classmethod
-    def result_names(cls, **_) -> list[str]:
-        return [i.name for i in cls.infos]
-
-    @property
-    def names(self) -> list[str]:
-        return self.result_names()
 
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         a = original.detach().cpu().double().permute(0, 2, 3, 1).numpy()
@@ -62,10 +53,7 @@ class DeltaE(PairMetric):
         mean = np.array([m.mean() for m in maps], dtype=np.float64)
         high = np.array([np.percentile(m, self.percentile) for m in maps], dtype=np.float64)
         device = original.device
-        return {
-            self.names[0]: torch.from_numpy(mean).to(device),
-            self.names[1]: torch.from_numpy(high).to(device),
-        }
+        return {"delta_e": torch.from_numpy(mean).to(device), "delta_e_p95": torch.from_numpy(high).to(device)}
 
     def protocol(self) -> dict:
         return {

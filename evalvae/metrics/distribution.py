@@ -42,8 +42,7 @@ class FIDKID(SetMetric):
     reference set) :meth:`unpaired` makes KID independent whatever was asked.
     """
 
-    set_level = True
-    infos = (shipped.RFID, shipped.KID)
+    infos = (shipped.RFID, shipped.KID)  # kid=false: rFID alone (see __init__)
     version = 1  # of compute(): the Fréchet distance and KID from the features
 
     def __init__(
@@ -62,6 +61,7 @@ class FIDKID(SetMetric):
         self.fallbacks: set[str] = set()  # why a paired KID fell back to the independent estimator
         self.extractor: FeatureExtractor = build_extractor(extractor, weights, resize)
         self.with_kid, self.kid_subsets, self.kid_subset_size, self.seed = bool(kid), kid_subsets, kid_subset_size, seed
+        self.infos = (shipped.RFID, shipped.KID) if self.with_kid else (shipped.RFID,)
 
     def unpaired(self, reason: str) -> FIDKID:
         """The two sets this metric will compare are not paired image by image (``reason`` says why): KID
@@ -79,15 +79,6 @@ class FIDKID(SetMetric):
         """Whether the kept features must carry their images' dataset positions (the paired KID pairs by them)."""
         return self.with_kid and self.estimator == "paired"
 
-    @staticmethod
-    def result_names(kid: bool = True, **_) -> list[str]:
-        """The rows a spec with these arguments produces (known before the extractor loads)."""
-        return ["rfid", "kid"] if kid else ["rfid"]
-
-    @property
-    def names(self) -> list[str]:
-        return self.result_names(self.with_kid)
-
     @property
     def keeps_features(self) -> bool:
         """Whether the statistics keep the features themselves (KID's subsets need them; rFID does not)."""
@@ -95,8 +86,6 @@ class FIDKID(SetMetric):
 
     def new_state(self) -> FeatureStats:
         return FeatureStats(self.extractor.dim, keep_features=self.keeps_features)
-
-    new_stats = new_state  # the name the statistics had before the set-level contract
 
     def features(self, images_u8: torch.Tensor) -> np.ndarray:
         return self.extractor(images_u8)
@@ -116,8 +105,8 @@ class FIDKID(SetMetric):
     def libraries(self) -> tuple[str, ...]:
         return tuple(getattr(self.extractor, "libraries", ("torch",)))
 
-    def compute(self, real: FeatureStats, fake: FeatureStats) -> list[dict]:
-        """Rows ``{metric, mean, std, n, note}`` for rFID and KID."""
+    def compute(self, real: FeatureStats, fake: FeatureStats) -> dict[str, dict]:
+        """``{mean, std, n, note}`` of rFID and KID."""
         note = "; ".join(filter(None, [f"extractor {self.extractor.name}", getattr(self.extractor, "note", "")]))
         if fake.n < self.extractor.dim:
             log.warning(
@@ -127,21 +116,14 @@ class FIDKID(SetMetric):
                 self.extractor.dim,
             )
             note += f"; N={fake.n} < feature dim {self.extractor.dim}: rank-deficient covariance, rFID biased upward"
-        rows = [
-            {
-                "metric": "rfid",
-                "mean": frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n),
-                "std": math.nan,
-                "n": fake.n,
-                "note": note,
-            }
-        ]
+        fid = frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n)
+        out = {"rfid": {"mean": fid, "std": math.nan, "n": fake.n, "note": note}}
         if self.with_kid:
-            rows.append(self.kid_row(real, fake))
-        return rows
+            out["kid"] = self.kid_row(real, fake)
+        return out
 
     def kid_row(self, real: FeatureStats, fake: FeatureStats) -> dict:
-        """The KID row: the configured estimator where the sets pair, with a note on the pairs and the std."""
+        """KID's ``{mean, std, n, note}``: the configured estimator where the sets pair, with a note on the pairs and the std."""
         estimator, x, y, caveats = self.estimator, real.features, fake.features, []
         if estimator == "paired":
             try:
@@ -175,7 +157,7 @@ class FIDKID(SetMetric):
             *caveats,
             spread,
         ]
-        return {"metric": "kid", "mean": k.mean, "std": k.std, "n": fake.n, "note": "; ".join(filter(None, note))}
+        return {"mean": k.mean, "std": k.std, "n": fake.n, "note": "; ".join(filter(None, note))}
 
     def protocol(self) -> dict:
         weights = getattr(self.extractor, "weights", None)

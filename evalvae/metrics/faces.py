@@ -237,8 +237,7 @@ class FaceFidelity(RegionMetric):
     """
 
     kind = "faces"
-    infos = (shipped.FACE_SIM, shipped.FACE_BELOW)
-    count_name = shipped.FACE_REGIONS.name  # a fact (quality false in its info)
+    infos = (shipped.FACE_SIM, shipped.FACE_BELOW, shipped.FACE_REGIONS)
     libraries = ("numpy",)  # dlib's own version is in identity() and the protocol (whichever package installed it)
     takes_truth = False  # no dataset gives faces; they are always detected on the original
 

@@ -1,13 +1,10 @@
 """What a metric's numbers are to their readers: direction, title, decimals, unit, default tolerance,
-the float noise within which two values tie, and whether the column is a quality at all.
+the float noise within which two values tie, and whether the column is a quality at all; and the
+registry of the metrics evalvae ships.
 
-Each metric class declares the :class:`MetricInfo` of the result names it produces (``info`` on a
-per-image metric, ``infos`` on a set-level one). The run writes it into ``metrics.json`` beside
-each metric's protocol (``"info"``), and ``report`` and ``compare`` read it from there
-(:func:`recorded_info`). Results written before ``metrics.json`` carried it fall back to
-:func:`builtin_info`, the info of the metrics evalvae ships; any other metric reads neutrally
-(:func:`neutral_info`: its own name, 4 significant digits, the direction ``metrics.json`` states
-if any, compare's ``default`` tolerance, ties only between equal values, a quality).
+Every metric declares the :class:`MetricInfo` of each result it produces (``infos``). The run writes
+it into ``metrics.json`` beside each metric's protocol (``"info"``), and ``report`` and ``compare``
+read it from there (:func:`recorded_info`).
 
 Two tolerances, for two questions. ``tolerance`` is how far compare lets a mean move before it
 counts (about ten times the noise of re-running the same weights on other hardware, below what a
@@ -15,27 +12,30 @@ real change moves). ``tie`` is the float noise itself, with a stated margin: two
 are the same number computed twice (the same VAE at another batch size), so the report and compare
 call them a tie everywhere: no win, no best, no favoured side, no regression.
 
-The shipped metrics' info is declared here and their classes point to it, so that ``compare`` and
-``report`` read it without importing torch or a metric library. Nothing here does I/O.
+:data:`METRICS` maps each shipped metric's key in ``conf/metrics`` to its class, as a
+``"module:Class"`` string imported only when asked for, and to the infos of its results, so that
+``compare``, ``report`` and the run read them without importing torch or a metric library. Nothing
+here does I/O.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
-from dataclasses import dataclass, fields, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 
 from evalvae.errors import ConfigError
 
 __all__ = [
-    "BUILTIN",
+    "METRICS",
     "MetricInfo",
+    "Registered",
     "Tolerance",
-    "builtin_info",
-    "declared_infos",
-    "info_of",
     "metric_entry",
     "neutral_info",
     "recorded_info",
+    "registered_info",
 ]
 
 
@@ -148,13 +148,19 @@ class MetricInfo:
         }
 
     @property
+    def summarised(self) -> bool:
+        """Whether ``summary.csv`` holds its mean: a quality, or a fact with a direction (``bpp``, which
+        compare gates); a fact without one (a region count, a codec's target) is a per-image column only."""
+        return self.quality or self.higher_is_better is not None
+
+    @property
     def tie_tolerance(self) -> Tolerance:
         """:attr:`tie`, or exact ties (``Tolerance()``) where none is stated."""
         return self.tie or Tolerance()
 
     @classmethod
-    def from_dict(cls, name: str, data: dict, base: MetricInfo | None = None, where: str = "info") -> MetricInfo:
-        """The info stated by ``data`` (as :meth:`to_dict` writes it); fields it lacks come from ``base``.
+    def from_dict(cls, name: str, data: dict, where: str = "info") -> MetricInfo:
+        """The info stated by ``data`` (as :meth:`to_dict` writes it); fields it lacks are neutral (:func:`neutral_info`).
 
         Invalid values raise a :class:`ConfigError` naming ``where.<field>``; unknown fields are
         ignored (written by a later evalvae).
@@ -163,23 +169,23 @@ class MetricInfo:
             raise ConfigError(
                 where, data, hint="a mapping of title, unit, higher_is_better, decimals, tolerance, tie, quality"
             )
-        base = neutral_info(name) if base is None else replace(base, name=name)
         stated = {f.name: data[f.name] for f in fields(cls) if f.name != "name" and f.name in data}
         for key in ("tolerance", "tie"):
             if stated.get(key) is not None:
                 stated[key] = Tolerance.from_dict(stated[key], f"{where}.{key}")
-        if "quality" in stated and stated["quality"] is None:  # null: as the base says
+        if "quality" in stated and stated["quality"] is None:  # null: a quality
             del stated["quality"]
         _check(where, stated)
-        return replace(base, **stated)
+        return replace(neutral_info(name), **stated)
 
 
-def neutral_info(name: str, higher_is_better: bool | None = None) -> MetricInfo:
-    """A metric nothing is known about: titled by its name, 4 significant digits, the default tolerance."""
-    return MetricInfo(name, name, higher_is_better)
+def neutral_info(name: str) -> MetricInfo:
+    """A metric nothing is known about: titled by its name, no direction, 4 significant digits, the default
+    tolerance, ties only between equal values, a quality."""
+    return MetricInfo(name, name, None)
 
 
-# The metrics evalvae ships (evalvae.metrics.pixel, .lpips, .distribution; evalvae.t2i.clipscore).
+# The infos of the metrics evalvae ships (the registry, METRICS, below says which class produces each).
 # Quality tolerances sit ~10x above the float noise of re-running the same weights on another
 # machine (a few flipped 8-bit pixels) and well below what a decoder fine-tune or a precision
 # change moves (docs/ci.md).
@@ -238,7 +244,6 @@ KID = MetricInfo(
 FID = replace(RFID, name="fid", title="FID")
 # not measured (no CLIP weights offline): only equal scores tie
 CLIP_SCORE = MetricInfo("clip_score", "CLIP score", True, decimals=2, tolerance=Tolerance(rel=0.001))
-BUILTIN = {i.name: i for i in (PSNR, SSIM, LPIPS, RFID, KID, FID, CLIP_SCORE)}
 # evalvae.metrics.text: per image, the mean over its text lines of the OCR readings' agreement, the
 # reconstruction's against the original's and (T-) against the ground truth. One line of 20 read
 # otherwise (one character of 20) in one image of 12 moves the set's NED by 2e-4 and its accuracy by 0.004.
@@ -247,7 +252,6 @@ TEXT_NED = MetricInfo("text_ned", "Text NED", False, decimals=4, tolerance=Toler
 TEXT_ACC = MetricInfo("text_acc", "Text accuracy", True, decimals=4, tolerance=Tolerance(abs=0.01))
 TEXT_T_NED = MetricInfo("text_t_ned", "T-NED (vs truth)", False, decimals=4, tolerance=Tolerance(abs=0.005))
 TEXT_T_ACC = MetricInfo("text_t_acc", "T-ACC (vs truth)", True, decimals=4, tolerance=Tolerance(abs=0.01))
-BUILTIN.update({i.name: i for i in (TEXT_NED, TEXT_ACC, TEXT_T_NED, TEXT_T_ACC)})
 # evalvae.metrics.faces: per image, the mean over its faces of the cosine of the original's and the
 # reconstruction's dlib descriptors, and the share of its faces dlib calls another person. Flipping
 # 1% of a reconstruction's 8-bit pixels by one level moves a face's similarity by 3e-5; TAESD and
@@ -260,11 +264,9 @@ FACE_SIM = MetricInfo(
 FACE_BELOW = MetricInfo(
     "face_below", "Faces below identity threshold", False, decimals=3, tolerance=Tolerance(abs=0.01)
 )
-BUILTIN.update({i.name: i for i in (FACE_SIM, FACE_BELOW)})
 # How many text lines and faces an image has (found on the original, the same for every VAE): facts.
 TEXT_REGIONS = MetricInfo("text_regions", "Text lines", None, decimals=0, quality=False)
 FACE_REGIONS = MetricInfo("face_regions", "Faces", None, decimals=0, quality=False)
-BUILTIN.update({i.name: i for i in (TEXT_REGIONS, FACE_REGIONS)})
 # evalvae.recon.rate: bits per pixel of what the decoder reads (fewer is better at equal quality), and
 # with metrics.latent_bits the PSNR the quantized latents lose. A VAE's bpp is exact; a codec's target
 # search lands within its tolerance (5%), so reruns on another libjpeg may move it by a few percent.
@@ -280,16 +282,10 @@ LATENT_BITS_PSNR_DROP = MetricInfo(
     unit="dB",
     tie=Tolerance(abs=5e-4),  # measured: 5.0e-5 dB per image
 )
-BUILTIN.update({i.name: i for i in (BPP, LATENT_BITS_PSNR_DROP)})
 # per-image facts beside bpp, not metrics: a codec's target bpp and the quality it used (NaN for VAEs)
-BPP_TARGET, CODEC_QUALITY = "bpp_target", "codec_quality"
-RATE_FACTS = (BPP_TARGET, CODEC_QUALITY)
-BUILTIN.update(
-    {
-        BPP_TARGET: MetricInfo(BPP_TARGET, "Target bpp", None, decimals=3, unit="bpp", quality=False),
-        CODEC_QUALITY: MetricInfo(CODEC_QUALITY, "Codec quality", None, decimals=0, quality=False),
-    }
-)
+BPP_TARGET = MetricInfo("bpp_target", "Target bpp", None, decimals=3, unit="bpp", quality=False)
+CODEC_QUALITY = MetricInfo("codec_quality", "Codec quality", None, decimals=0, quality=False)
+RATE_FACTS = (BPP_TARGET.name, CODEC_QUALITY.name)
 # evalvae.metrics.color: per image, the mean and 95th percentile of pixel CIEDE2000 ΔE. Flipping 1% of
 # a 256² reconstruction's 8-bit pixels by one level moves the mean by about 0.003.
 DELTA_E = MetricInfo(
@@ -308,54 +304,103 @@ DELTA_E_P95 = MetricInfo(
     tolerance=Tolerance(abs=0.02),
     tie=Tolerance(abs=3e-3),  # measured: 3.2e-4 per image (a flipped pixel can move the percentile)
 )
-BUILTIN.update({i.name: i for i in (DELTA_E, DELTA_E_P95)})
 
 
-def builtin_info(name: str) -> MetricInfo | None:
-    """The info of a result name evalvae's own metrics produce (any case), else None."""
-    return BUILTIN.get(str(name).lower())
+# -- the registry --------------------------------------------------------------------------------------
 
 
-def declared_infos(metric) -> dict[str, MetricInfo]:
-    """What a metric class or object declares, by result name: its ``infos`` (set-level), else its ``info``."""
-    infos = getattr(metric, "infos", None)
-    if infos is None:
-        info = getattr(metric, "info", None)
-        infos = () if info is None else (info,)
-    return {i.name: i for i in infos}
+@dataclass(frozen=True)
+class Registered:
+    """A metric evalvae ships, known without importing it.
 
-
-def info_of(metric, name: str | None = None) -> MetricInfo:
-    """The info of result ``name`` (default: the metric's ``name``) of a metric class or object.
-
-    A metric that declares none (a class written before metric info) gets the shipped info of that
-    name, else a neutral one with the metric's own ``higher_is_better``.
+    Args:
+        key: its key in ``conf/metrics`` (``metrics.<key>``), such as ``fid``.
+        target: its class as ``"module:Class"``, imported by :meth:`load` only.
+        infos: the info of every result it can produce, in the order of its columns or rows.
+        set_level: a metric of the set of images (:class:`~evalvae.metrics.base.SetMetric`), not per image.
+        optional: results that a boolean argument of the class turns off, as ``{result name: argument}``
+            (``{"kid": "kid"}``: ``kid=false`` gives rFID alone).
     """
-    name = name or metric.name
-    declared = declared_infos(metric)
-    if name in declared:
-        return declared[name]
-    if len(declared) == 1 and not getattr(metric, "set_level", False):  # a per-image metric under another key
-        return replace(next(iter(declared.values())), name=name)
-    return builtin_info(name) or neutral_info(name, getattr(metric, "higher_is_better", None))
+
+    key: str
+    target: str
+    infos: tuple[MetricInfo, ...]
+    set_level: bool = False
+    optional: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def dotted(self) -> str:
+        """The class as a ``_target_`` spells it: ``evalvae.metrics.pixel.PSNR``."""
+        return self.target.replace(":", ".")
+
+    def load(self) -> type:
+        """The class itself (imports its module)."""
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def infos_for(self, arguments: Mapping) -> tuple[MetricInfo, ...]:
+        """The infos of the results the class built with ``arguments`` produces."""
+        on = {name: bool(arguments.get(argument, True)) for name, argument in self.optional.items()}
+        return tuple(i for i in self.infos if on.get(i.name, True))
+
+
+METRICS = {
+    m.key: m
+    for m in (
+        Registered("psnr", "evalvae.metrics.pixel:PSNR", (PSNR,)),
+        Registered("ssim", "evalvae.metrics.pixel:SSIM", (SSIM,)),
+        Registered("lpips", "evalvae.metrics.lpips:LPIPS", (LPIPS,)),
+        Registered("fid", "evalvae.metrics.distribution:FIDKID", (RFID, KID), set_level=True, optional={"kid": "kid"}),
+        Registered("color", "evalvae.metrics.color:DeltaE", (DELTA_E, DELTA_E_P95)),
+        Registered(
+            "text", "evalvae.metrics.text:TextFidelity", (TEXT_NED, TEXT_ACC, TEXT_T_NED, TEXT_T_ACC, TEXT_REGIONS)
+        ),
+        Registered("faces", "evalvae.metrics.faces:FaceFidelity", (FACE_SIM, FACE_BELOW, FACE_REGIONS)),
+        # t2i.clip_score: each decode against its prompt
+        Registered("clip_score", "evalvae.t2i.clipscore:CLIPScore", (CLIP_SCORE,)),
+        # every run's rate columns (metrics.latent_bits adds the PSNR drop)
+        Registered(
+            "rate",
+            "evalvae.recon.rate:Rate",
+            (BPP, LATENT_BITS_PSNR_DROP, BPP_TARGET, CODEC_QUALITY),
+            optional={LATENT_BITS_PSNR_DROP.name: "latent_bits"},
+        ),
+    )
+}
+# by result name; task=t2i names rFID's statistic fid
+_BY_NAME = {i.name: i for m in METRICS.values() for i in m.infos} | {FID.name: FID}
+
+
+def registered(target: str) -> Registered | None:
+    """The registry's entry of the class a ``_target_`` names (``module.Class`` or ``module:Class``), else None."""
+    dotted = str(target).replace(":", ".")
+    return next((m for m in METRICS.values() if m.dotted == dotted), None)
+
+
+def registered_info(name: str) -> MetricInfo | None:
+    """The info of a result name evalvae's own metrics produce, else None."""
+    return _BY_NAME.get(name)
 
 
 def metric_entry(info: MetricInfo, protocol: dict) -> dict:
-    """A metric's ``metrics.json`` entry: ``higher_is_better`` (as read before ``"info"``), its protocol, its info."""
+    """A metric's ``metrics.json`` entry: ``higher_is_better`` (the direction, which is protocol), its protocol, its info."""
     return {"higher_is_better": info.higher_is_better, **protocol, "info": info.to_dict()}
 
 
 def recorded_info(name: str, entry: dict | None = None, where: str | None = None) -> MetricInfo:
-    """The info of result ``name`` as its ``metrics.json`` entry records it.
+    """The info of result ``name``: as its ``metrics.json`` entry records it (``"info"``); for a name without
+    an entry (a per-image fact such as ``text_regions``, which ``metrics.json`` does not list), the
+    registered info of that name, else a neutral one. ``where`` names the entry in errors.
 
-    Field by field, later sources win: the shipped info (:func:`builtin_info`, else neutral), the
-    entry's ``higher_is_better``, then its ``"info"``. ``where`` names the entry in errors.
+    An entry without ``"info"`` was written before ``metrics.json`` recorded it, and is refused.
     """
-    info = builtin_info(name)
-    info = neutral_info(name) if info is None else replace(info, name=name)
-    entry = entry if isinstance(entry, dict) else {}
-    if entry.get("higher_is_better") is not None:
-        info = replace(info, higher_is_better=bool(entry["higher_is_better"]))
-    if entry.get("info") is not None:
-        info = MetricInfo.from_dict(name, entry["info"], info, where or f"metrics.{name}.info")
-    return info
+    where = where or f"metrics.{name}.info"
+    if entry is None:
+        return registered_info(name) or neutral_info(name)
+    if not isinstance(entry, dict) or entry.get("info") is None:
+        raise ConfigError(
+            where,
+            None,
+            hint="results written before metrics.json recorded each metric's info; rerun them with this evalvae",
+        )
+    return MetricInfo.from_dict(name, entry["info"], where=where)

@@ -87,7 +87,7 @@ class LPIPS(PairMetric):
     ``vgg``) has no LPIPS: NaN, counted in summary.csv's note.
     """
 
-    info = shipped.LPIPS
+    infos = (shipped.LPIPS,)
     NETS = tuple(BACKBONES)
     # The smallest image side each backbone takes: AlexNet's stride-4 11x11 convolution and three 3x3
     # stride-2 poolings leave no feature map below 31 px, VGG16's four poolings before relu5_3 below 16 px.
@@ -133,7 +133,7 @@ class LPIPS(PairMetric):
         return f"the {self.net} backbone's poolings leave no feature map"
 
     @torch.inference_mode()
-    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.too_small(original):
             return self.undefined(original)
         self.model.to(original.device)
@@ -142,7 +142,7 @@ class LPIPS(PairMetric):
             x0 = (o / 127.5 - 1).float()
             x1 = (r / 127.5 - 1).float()
             out.append(self.model(x1, x0).reshape(-1).double())
-        return torch.cat(out)
+        return {"lpips": torch.cat(out)}
 
     def protocol(self) -> dict:
         return {

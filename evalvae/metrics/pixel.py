@@ -16,19 +16,24 @@ from evalvae.metrics.base import PairMetric
 DATA_RANGE = 255.0
 
 
+def psnr(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` float64 ``10 log10(255^2 / MSE)`` of ``(N, 3, H, W)`` pixels in [0, 255]; identical images give inf."""
+    diff = reconstruction.double() - original.double()
+    mse = (diff * diff).mean(dim=(1, 2, 3))
+    return (10.0 * torch.log10(DATA_RANGE**2 / mse)).reshape(-1)
+
+
 class PSNR(PairMetric):
-    """``10 log10(255^2 / MSE)`` over all pixels and channels of each image, in float64.
+    """``10 log10(255^2 / MSE)`` over all pixels and channels of each image, in float64 (:func:`psnr`).
 
     Equals ``skimage.metrics.peak_signal_noise_ratio(data_range=255)`` and torchmetrics'
     ``peak_signal_noise_ratio`` (whose float32 constants differ by ~1e-6 dB); identical images give inf.
     """
 
-    info = shipped.PSNR
+    infos = (shipped.PSNR,)
 
-    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-        diff = reconstruction.double() - original.double()
-        mse = (diff * diff).mean(dim=(1, 2, 3))
-        return (10.0 * torch.log10(DATA_RANGE**2 / mse)).reshape(-1)
+    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"psnr": psnr(original, reconstruction)}
 
     def protocol(self) -> dict:
         return {
@@ -54,7 +59,7 @@ class SSIM(PairMetric):
     counts these images.
     """
 
-    info = shipped.SSIM
+    infos = (shipped.SSIM,)
     BACKENDS = ("auto", "torchmetrics", "skimage")
     PACKAGES = {"skimage": ("scikit-image",), "torchmetrics": ("torchmetrics", "torch")}
 
@@ -94,9 +99,12 @@ class SSIM(PairMetric):
         ran = ", ".join(sorted(self.backends_ran)) or self.backend_for(device)
         return {"backend": ran, "backend_requested": self.backend}
 
-    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.too_small(original):
             return self.undefined(original)
+        return {"ssim": self._ssim(original, reconstruction)}
+
+    def _ssim(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
         backend = self.backend_for(original.device)
         self.backends_ran.add(backend)
         if backend == "torchmetrics":

@@ -23,7 +23,6 @@ import torch
 
 from evalvae.errors import ConfigError
 from evalvae.metrics.base import PairMetric
-from evalvae.metrics.info import MetricInfo
 from evalvae.vocab import Region
 
 REGIONS = "regions"  # the key of a row's per-region records (split off into per_region.parquet)
@@ -76,35 +75,23 @@ def mean_or_nan(values: Sequence[float]) -> float:
 class RegionMetric(PairMetric):
     """A per-image metric over the regions of each image, with several result columns.
 
-    A subclass declares ``kind`` (the records' ``metric``, such as ``text``), ``infos`` (one
-    :class:`MetricInfo` per per-image value column, whose names are also the value keys of its
-    records), ``count_name`` (the per-image column counting the image's regions) and ``bins``, and
-    implements :meth:`score_regions`. Called as a :class:`PairMetric`, it returns a dict of columns:
-    ``{name: (N,) float64, count_name: (N,) float64, REGIONS: [records of image 0, ...]}``.
+    A subclass declares ``kind`` (the records' ``metric``, such as ``text``), ``infos`` and ``bins``,
+    and implements :meth:`score_regions`. Its infos are of the per-image values (each the mean of the
+    records' value of that name over the image's regions) and of one fact (``summarised`` false: no
+    direction, not a quality), the number of the image's regions. Called as a :class:`PairMetric`, it
+    returns a dict of columns, one per info, and the records under :data:`REGIONS`:
+    ``{name: (N,) float64, ..., REGIONS: [records of image 0, ...]}``.
     ``truth`` (per image, a list of :class:`Region`, or None where the dataset gives none) replaces
     detection where given.
     """
 
     kind: ClassVar[str]
-    infos: ClassVar[tuple[MetricInfo, ...]]
-    count_name: ClassVar[str]
     takes_truth = True  # the loop passes the dataset's ground-truth regions (``Group.truth``)
     bins: SizeBins
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "kind" in cls.__dict__:
-            cls.name = cls.kind
-            cls.higher_is_better = cls.infos[0].higher_is_better
-
-    @classmethod
-    def result_names(cls, **_) -> list[str]:
-        """The per-image value columns (known before the metric is built)."""
-        return [i.name for i in cls.infos]
-
     @property
-    def names(self) -> list[str]:
-        return self.result_names()
+    def key(self) -> str:
+        return self.kind
 
     @abstractmethod
     def score_regions(
@@ -120,11 +107,12 @@ class RegionMetric(PairMetric):
             [{"metric": self.kind, "bin": self.bins.bin_of(r["size_px"]), **r} for r in image]
             for image in self.score_regions(original, reconstruction, truth)
         ]
-        out: dict = {name: [] for name in self.names}
-        out[self.count_name] = []
-        for image in records:
-            for name in self.names:
-                out[name].append(mean_or_nan([r.get(name, math.nan) for r in image]))
-            out[self.count_name].append(float(len(image)))
-        columns = {k: torch.tensor(v, dtype=torch.float64).reshape(n) for k, v in out.items()}
-        return {**columns, REGIONS: records}
+        columns = {
+            i.name: [
+                mean_or_nan([r.get(i.name, math.nan) for r in image]) if i.summarised else len(image)
+                for image in records
+            ]
+            for i in self.infos
+        }
+        values = {k: torch.tensor(v, dtype=torch.float64).reshape(n).to(original.device) for k, v in columns.items()}
+        return {**values, REGIONS: records}

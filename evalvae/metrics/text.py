@@ -93,8 +93,7 @@ class TextFidelity(RegionMetric):
     """
 
     kind = "text"
-    infos = (shipped.TEXT_NED, shipped.TEXT_ACC, shipped.TEXT_T_NED, shipped.TEXT_T_ACC)
-    count_name = shipped.TEXT_REGIONS.name  # a fact (quality false in its info)
+    infos = (shipped.TEXT_NED, shipped.TEXT_ACC, shipped.TEXT_T_NED, shipped.TEXT_T_ACC, shipped.TEXT_REGIONS)
     libraries = ("rapidocr-onnxruntime", "onnxruntime", "opencv-python", "opencv-python-headless", "numpy")
 
     def __init__(

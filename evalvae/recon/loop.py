@@ -12,7 +12,7 @@ from evalvae.data.loader import Batch, Group
 from evalvae.data.transforms import below_factor, crop_offsets, crop_to_multiple, rgb8_sha256
 from evalvae.jobs.runtime import StageTimes
 from evalvae.memory import HeapTrimmer
-from evalvae.metrics import PairMetric, fact_columns, from_uint8, result_columns, to_pixels
+from evalvae.metrics import PairMetric, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
 from evalvae.recon.rate import Rate
 from evalvae.vae import VAEAdapter
@@ -61,14 +61,9 @@ def finite_images(y: torch.Tensor) -> torch.Tensor:
 
 
 def _call(m: PairMetric, original: torch.Tensor, recon: torch.Tensor, truth: list | None) -> dict[str, list]:
-    """One metric's values by column: its tensor under its name, or the columns a region metric returns
-    (with its per-region records under :data:`~evalvae.metrics.regions.REGIONS`, a list per image)."""
-    if getattr(m, "takes_truth", False):
-        out = m(original, recon, truth=truth)
-    else:
-        out = m(original, recon)
-    if not isinstance(out, dict):
-        return {m.name: out.cpu().tolist()}
+    """One metric's values by column (a region metric's per-region records under
+    :data:`~evalvae.metrics.regions.REGIONS`, a list per image)."""
+    out = m(original, recon, truth=truth) if m.takes_truth else m(original, recon)
     return {k: v if k == REGIONS else v.cpu().tolist() for k, v in out.items()}
 
 
@@ -94,7 +89,7 @@ def score(
             got = _call(m, original, recon, truth)
         else:
             got = _call(m, original[keep], recon[keep], None if truth is None else [truth[j] for j in keep])
-        declared = [*result_columns(m), *fact_columns(m), *([REGIONS] if isinstance(m, RegionMetric) else [])]
+        declared = [*(i.name for i in m.infos), *([REGIONS] if isinstance(m, RegionMetric) else [])]
         for name in dict.fromkeys([*declared, *got]):
             column = values.setdefault(name, [[] for _ in range(n)] if name == REGIONS else [math.nan] * n)
             for j, v in zip(keep, got.get(name, [])):
@@ -197,7 +192,7 @@ def reconstruct(
                 values = score(metrics, original, recon, finite, truth)
                 flags = finite.cpu().tolist()
                 # a non-finite reconstruction is left out of every metric, the rate's too (its facts stay)
-                for name in rate.metrics:
+                for name in result_columns(rate):
                     rated[name] = [v if ok else math.nan for v, ok in zip(rated[name], flags)]
                 values.update(rated)
                 if keep_pixels:

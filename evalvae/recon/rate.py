@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from evalvae.errors import ConfigError
 from evalvae.metrics import to_pixels
-from evalvae.metrics.info import BPP, BPP_TARGET, LATENT_BITS_PSNR_DROP, RATE_FACTS
-from evalvae.metrics.pixel import PSNR
+from evalvae.metrics.info import BPP, BPP_TARGET, CODEC_QUALITY, LATENT_BITS_PSNR_DROP, METRICS, MetricInfo
+from evalvae.metrics.pixel import psnr
 from evalvae.vae import VAEAdapter
 from evalvae.vae.rate import MAX_LATENT_BITS, SIDE_BITS, quantize_latents, quantized_bits
 
@@ -47,25 +48,16 @@ class Rate:
 
     latent_bits: int | None = None
     quantize: bool = True
+    # the per-image columns it adds: bpp (and, with latent_bits, the PSNR drop), then the codecs' facts
+    infos: ClassVar[tuple[MetricInfo, ...]] = (BPP, LATENT_BITS_PSNR_DROP, BPP_TARGET, CODEC_QUALITY)
 
     def __post_init__(self):
         self.latent_bits = check_latent_bits(self.latent_bits)
+        self.infos = METRICS["rate"].infos_for({"latent_bits": self.latent_bits})
 
     @classmethod
     def from_config(cls, metrics) -> Rate:
         return cls(metrics.get("latent_bits"), bool(metrics.get("quantize", True)))
-
-    @property
-    def metrics(self) -> list[str]:
-        """The per-image metric columns it adds (summarised)."""
-        return [BPP.name] + ([LATENT_BITS_PSNR_DROP.name] if self.latent_bits else [])
-
-    @property
-    def facts(self) -> list[str]:
-        return list(RATE_FACTS)
-
-    def infos(self) -> dict:
-        return {BPP.name: BPP, LATENT_BITS_PSNR_DROP.name: LATENT_BITS_PSNR_DROP}
 
     def protocol(self) -> dict:
         """``metrics.json``'s entries of ``bpp`` (and the PSNR drop), without their info."""
@@ -102,14 +94,14 @@ class Rate:
             y = vae.decode(z, seeds=seeds)
             bits = vae.rate_bits(z).to(torch.float64).cpu()
         columns = {BPP.name: (bits / pixels).tolist(), **vae.rate_facts(z)}
-        for name in self.facts:
+        for name in (BPP_TARGET.name, CODEC_QUALITY.name):
             columns.setdefault(name, [math.nan] * len(z))
         if self.latent_bits:
             # not applicable where nothing was quantized (a codec's pixels or file, integer latents)
             columns[LATENT_BITS_PSNR_DROP.name] = (
                 self._drop(vae, z, y, images, seeds) if quantized else [math.nan] * len(z)
             )
-        for image, why, bpp, target in zip(ids, vae.rate_warnings(z), columns[BPP.name], columns[BPP_TARGET]):
+        for image, why, bpp, target in zip(ids, vae.rate_warnings(z), columns[BPP.name], columns[BPP_TARGET.name]):
             if why:
                 log.warning(
                     "VAE '%s': image %s: target %g bpp not reached (%.4g bpp): %s", vae.name, image, target, bpp, why
@@ -117,7 +109,7 @@ class Rate:
         return y, columns
 
     def _drop(self, vae: VAEAdapter, z: torch.Tensor, y: torch.Tensor, images: torch.Tensor, seeds) -> list[float]:
-        psnr, original = PSNR(), images.double()
+        original = images.double()
         full = vae.decode(z, seeds=seeds)
         ok = torch.isfinite(y).flatten(1).all(1) & torch.isfinite(full).flatten(1).all(1)
         drop = psnr(original, to_pixels(full, self.quantize)) - psnr(original, to_pixels(y, self.quantize))

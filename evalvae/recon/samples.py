@@ -46,7 +46,7 @@ from evalvae.io import atomic_path, atomic_write_text
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.store import encoder_identity, latent_key
 from evalvae.jobs.vaes import load
-from evalvae.metrics.pixel import PSNR
+from evalvae.metrics.pixel import psnr
 from evalvae.metrics.selection import pick_images, score_table
 from evalvae.recon.loop import reconstruct
 from evalvae.results import read_per_image
@@ -127,8 +127,9 @@ class Samples:
     def __init__(self, cfg, out: str | Path, metrics: list, main: bool = True):
         self.settings = s = settings(cfg.get("samples"))
         self.root, self.quantize = Path(out) / FOLDER, bool(cfg.metrics.get("quantize", True))
-        self.metric = metrics[0].name if metrics else None
-        self.higher = bool(getattr(metrics[0], "higher_is_better", True)) if metrics else True
+        first = metrics[0].infos[0] if metrics else None  # the first per-image metric's first result
+        self.metric = first.name if first is not None else None
+        self.higher = bool(first.higher_is_better) if first is not None else True
         self.enabled = main and self.metric is not None and (s["typical"] or s["worst"] > 0 or s["best"] > 0)
         self.keys: dict[str, str | None] = {}  # VAE -> digest of its identity and the scoring protocol
         self.held: tuple[str, VAEAdapter] | None = None  # the run's last VAE, still loaded
@@ -268,7 +269,7 @@ class Samples:
             write_png(self.root / entry["originals"][shape], original)
         rel = f"{file_stem(vae)}/{file_stem(image)}.png"
         write_png(self.root / rel, recon)
-        saved = PSNR()(original[None].double(), recon[None].double()).item()  # of the saved 8-bit pixels
+        saved = psnr(original[None].double(), recon[None].double()).item()  # of the saved 8-bit pixels
         entry["vaes"][vae] = {
             "original": entry["originals"][shape],
             "reconstruction": rel,

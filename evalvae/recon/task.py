@@ -46,7 +46,7 @@ from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import Loaded, load, selected_vaes
 from evalvae.metrics import build_metrics, fact_columns, result_columns, split_metrics
 from evalvae.metrics.base import INDEX, SetStates, features_identity, pair_identity, recorded
-from evalvae.metrics.info import info_of, metric_entry
+from evalvae.metrics.info import metric_entry
 from evalvae.metrics.refstats import References
 from evalvae.provenance import environment, software
 from evalvae.recon.loop import reconstruct
@@ -138,15 +138,15 @@ class ReconTask(Task):
         self.batches_done = 0  # over every VAE, for the line Ctrl-C prints
         self.scored_nothing: list[str] = []  # VAEs that ran and scored no image
         self.cropped_factors: set[int] = set()  # downsampling factors warned of (dataset.resolution not a multiple)
-        columns = [c for m in self.pair for c in result_columns(m)] + self.rate.metrics
-        facts = [c for m in self.pair for c in fact_columns(m)] + self.rate.facts
+        columns = [c for m in [*self.pair, self.rate] for c in result_columns(m)]
+        facts = [c for m in [*self.pair, self.rate] for c in fact_columns(m)]
         self.writer = RunWriter(self.files, columns, facts=facts)
         # why a metric is unavailable, or non-standard weights
         self.writer.notes = {c: m.note for m in self.pair if m.note for c in result_columns(m)}
         # images too small for a metric have NaN: summary.csv's n leaves them out and its note counts them
         # (an unavailable metric has no value for any image, and its note says why)
         self.writer.min_sides = {
-            c: (m.min_side, m.size_note) for m in self.pair if getattr(m, "min_side", 1) > 1 for c in result_columns(m)
+            c: (m.min_side, m.size_note) for m in self.pair if m.min_side > 1 for c in result_columns(m)
         }
         self.writer.add_skipped(self.dataset.listing_skipped)
         self.unmatched = UnmatchedLog(self.files)  # images a VAE could not reconstruct (evalvae.vae.files)
@@ -156,17 +156,19 @@ class ReconTask(Task):
         metrics = {}
         for m in self.pair:
             entry = {**m.protocol(), **recorded(m, self.device)}
-            metrics.update({c: metric_entry(info_of(m, c), entry) for c in result_columns(m)})
-        metrics.update({c: metric_entry(self.rate.infos()[c], p) for c, p in self.rate.protocol().items()})
+            metrics.update({i.name: metric_entry(i, entry) for i in m.infos if i.summarised})
+        rate = self.rate.protocol()
+        metrics.update({i.name: metric_entry(i, rate[i.name]) for i in self.rate.infos if i.name in rate})
         for m in self.sets:
-            for name, proto in m.protocol().items():
+            protocol = m.protocol()
+            for info in m.infos:
                 reference = self.refs.info.get(m.extractor.name)
                 if reference is not None and self.subsets.get(m.extractor.name):
                     reference = {**reference, "subsets": self.subsets[m.extractor.name]}
-                entry = {**proto, **recorded(m, self.device), "reference": reference}
-                metrics[name] = metric_entry(info_of(m, name), entry)
+                entry = {**protocol[info.name], **recorded(m, self.device), "reference": reference}
+                metrics[info.name] = metric_entry(info, entry)
         for m in self.unavailable_sets:
-            metrics.update({name: metric_entry(info_of(m, name), m.protocol()) for name in m.names})
+            metrics.update({i.name: metric_entry(i, m.protocol()) for i in m.infos})
         pixels = "clamped and rounded to 8 bits" if self.quantize else "clamped to [0, 255], not rounded"
         return {
             "task": "recon",
@@ -182,7 +184,7 @@ class ReconTask(Task):
     def scoring(self) -> dict:
         """What a VAE's per-image rows and features depend on besides the VAE and the images (result keys)."""
         return {
-            "metrics": {m.name: pair_identity(m) for m in self.pair},
+            "metrics": {m.key: pair_identity(m) for m in self.pair},
             "sets": {m.key: features_identity(m) for m in self.sets},
             "quantize": self.quantize,
             "rate": self.rate.protocol(),
@@ -487,7 +489,8 @@ class ReconTask(Task):
                 if state.n < 2:
                     reason = f"{state.n} finite reconstruction(s); a set-level metric needs at least 2"
                     rows = [
-                        {"metric": k, "mean": math.nan, "std": math.nan, "n": state.n, "note": reason} for k in m.names
+                        {"metric": i.name, "mean": math.nan, "std": math.nan, "n": state.n, "note": reason}
+                        for i in m.infos
                     ]
                 else:
                     rows = self.set_rows(p, m)
@@ -522,13 +525,13 @@ class ReconTask(Task):
                 f"the reference statistics do not cover the images this VAE saw: {e}; delete {path} to recompute them"
             )
             log.warning("VAE '%s': %s", p.name, reason)
-            return [{"metric": k, "mean": math.nan, "std": math.nan, "n": fake.n, "note": reason} for k in m.names]
-        rows = m.compute(subset, fake)
+            return [{"metric": i.name, "mean": math.nan, "std": math.nan, "n": fake.n, "note": reason} for i in m.infos]
+        values = m.compute(subset, fake)
+        rows = [{"metric": i.name, **values[i.name]} for i in m.infos]
         if gone.n:
             self.subsets.setdefault(m.extractor.name, {})[p.name] = {"n": fake.n, "of": real.n}
-            for row in rows:
-                title = info_of(m, row["metric"]).title
-                said = f"{title} over {fake.n} of {real.n} images, against the originals of those {fake.n}"
+            for row, info in zip(rows, m.infos):
+                said = f"{info.title} over {fake.n} of {real.n} images, against the originals of those {fake.n}"
                 row["note"] = "; ".join(filter(None, [said, row.get("note", "")]))
         return rows
 

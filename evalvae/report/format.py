@@ -2,7 +2,7 @@
 
 A metric is named by its :class:`~evalvae.metrics.info.MetricInfo` (a section's, as ``metrics.json``
 records it: :meth:`Section.info <evalvae.report.sections.Section.info>`) or by its result name
-alone, which reads as the shipped metric of that name, else as itself with 4 significant digits.
+alone, which reads as the registered metric of that name, else as itself with 4 significant digits.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from evalvae.errors import EvalvaeError
-from evalvae.metrics.pixel import PSNR
+from evalvae.metrics.pixel import psnr
 from evalvae.report.load import Run
 
 PSNR_TOLERANCE_DB = 0.05  # recomputed vs recorded: the saved pixels are the scored ones (a re-decode flips a few)
@@ -61,7 +61,7 @@ def _rgb(path: Path) -> np.ndarray:
 
 
 def _psnr(original: np.ndarray, recon: np.ndarray) -> float:
-    return PSNR()(*(torch.from_numpy(a).permute(2, 0, 1)[None] for a in (original, recon))).item()
+    return psnr(*(torch.from_numpy(a).permute(2, 0, 1)[None] for a in (original, recon))).item()
 
 
 def read_index(run: Run) -> dict:

@@ -80,7 +80,7 @@ class Section:
     infos: dict[str, MetricInfo] = field(default_factory=dict)  # as metrics.json records them
 
     def info(self, metric: str) -> MetricInfo:
-        """How ``metric`` reads: its recorded info, else the shipped metric's, else neutral."""
+        """How ``metric`` reads: its recorded info, else the registered metric's of that name, else neutral."""
         return self.infos.get(metric) or recorded_info(metric, self.metric_protocols.get(metric))
 
     @property

@@ -211,7 +211,7 @@ def resolution_rows(
     facts.append(skipped_note(vae, skipped))
     out = []
     for m in metrics:
-        note = "; ".join(filter(None, [getattr(m, "note", "") or "", *facts]))
+        note = "; ".join(filter(None, [m.note, *facts]))
         for column in result_columns(m):
             values = [float(r[column]) for r in finite if not math.isnan(float(r.get(column, math.nan)))]
             value = _mean(values) if values else math.nan

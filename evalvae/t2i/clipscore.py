@@ -30,8 +30,9 @@ class CLIPScore:
     hub cache or a local folder; without them the metric is unavailable.
     """
 
-    info = shipped.CLIP_SCORE
-    name, higher_is_better = info.name, info.higher_is_better
+    infos = (shipped.CLIP_SCORE,)
+    set_level = False
+    note = ""
 
     def __init__(self, model: str = "openai/clip-vit-large-patch14", batch_size: int = 32):
         from transformers import CLIPModel, CLIPProcessor
@@ -97,8 +98,9 @@ class CLIPScore:
         """Per-pair scores ``(N,)`` float64 from unit-norm features."""
         return (100 * (image_features * text_features.to(image_features.device)).sum(-1)).clamp_(min=0).cpu()
 
-    def __call__(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
-        return self.score(self.image_features(images), self.text_features(texts))
+    def __call__(self, images: torch.Tensor, texts: list[str]) -> dict[str, torch.Tensor]:
+        """``{"clip_score": (N,) float64}`` of ``(N, 3, H, W)`` uint8 images against their prompts (on the CPU)."""
+        return {"clip_score": self.score(self.image_features(images), self.text_features(texts))}
 
     def protocol(self) -> dict:
         return {

@@ -20,7 +20,7 @@ from evalvae.device import peak_memory_mb, reset_peak_memory
 from evalvae.io import atomic_path
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.runtime import StageTimes
-from evalvae.metrics import Unavailable, to_pixels
+from evalvae.metrics import Unavailable, result_columns, to_pixels
 from evalvae.metrics.base import SetStates
 from evalvae.t2i.metrics import T2IMetrics
 from evalvae.t2i.suites import Prompt
@@ -118,7 +118,8 @@ def decode_one(
         u8 = (pixels if metrics.quantize else pixels.round()).to(torch.uint8)
         values: dict[str, list[float]] = {}
         for m in metrics.pair:
-            values[m.name] = [math.nan] * len(items) if ref_pixels is None else m(ref_pixels, pixels).cpu().tolist()
+            got = {} if ref_pixels is None else m(ref_pixels, pixels)
+            values.update({c: got[c].cpu().tolist() if got else [math.nan] * len(items) for c in result_columns(m)})
         if metrics.clip is not None:
             clip = (
                 [math.nan] * len(items)

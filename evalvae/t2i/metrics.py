@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import pandas as pd
 import torch
@@ -22,10 +21,10 @@ from evalvae import results
 from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.errors import ConfigError
-from evalvae.metrics import Unavailable, build_metrics, split_metrics, unavailable
+from evalvae.metrics import Unavailable, build_metrics, result_columns, split_metrics, unavailable
 from evalvae.metrics.base import recorded
 from evalvae.metrics.features import MetricUnavailable
-from evalvae.metrics.info import MetricInfo, builtin_info, info_of, metric_entry
+from evalvae.metrics.info import FID, MetricInfo, metric_entry
 from evalvae.metrics.refstats import References
 from evalvae.results import summarize
 
@@ -36,10 +35,9 @@ SET_NAMES = {"rfid": "fid", "kid": "kid"}
 UNPAIRED = "task=t2i: decodes of generated latents against a reference image set, two independent samples"
 
 
-def set_info(metric, name: str) -> MetricInfo:
+def set_info(info: MetricInfo) -> MetricInfo:
     """The info of a set-level result under its t2i name (:data:`SET_NAMES`: rFID's statistic is ``fid`` here)."""
-    info, renamed = info_of(metric, name), SET_NAMES.get(name, name)
-    return info if renamed == name else builtin_info(renamed) or replace(info, name=renamed)
+    return FID if info.name == "rfid" else info
 
 
 def reject_region_metrics(metrics: DictConfig) -> None:
@@ -80,9 +78,7 @@ class T2IMetrics:
         if self.sets and spec is None:
             reason = "no reference image set; add dataset@t2i.reference=coco t2i.reference.path=DIR (or folder)"
             log.warning("fid/kid unavailable: %s", reason)
-            self.unavailable_sets += [
-                Unavailable("fid", m.names, reason, True, tuple(info_of(m, k) for k in m.names)) for m in self.sets
-            ]
+            self.unavailable_sets += [Unavailable("fid", reason, m.infos, True) for m in self.sets]
             self.sets = []
         for m in self.sets:  # the decodes and the reference images are two independent samples, not pairs
             m.unpaired(UNPAIRED)
@@ -100,13 +96,18 @@ class T2IMetrics:
                 self.clip = unavailable("clip_score", cfg.t2i.clip_score, str(e))
 
     @property
+    def agreement_names(self) -> list[str]:
+        """The per-image columns of the agreement with the reference decoder."""
+        return [c for m in self.pair for c in result_columns(m)]
+
+    @property
     def per_image_names(self) -> list[str]:
-        return [m.name for m in self.pair] + (["clip_score"] if self.clip is not None else [])
+        return self.agreement_names + (["clip_score"] if self.clip is not None else [])
 
     def notes(self) -> dict[str, str]:
-        return {
-            m.name: m.note for m in [*self.pair, self.clip] if getattr(m, "note", "")
-        }  # unavailable, or non-standard weights
+        """Per column, why its metric is unavailable, or a caveat such as non-standard weights."""
+        metrics = [*self.pair, *([self.clip] if self.clip is not None else [])]
+        return {c: m.note for m in metrics if m.note for c in result_columns(m)}
 
     def reference_statistics(self, batch_size: int, workers: int, device: torch.device) -> None:
         """Reference features for every set-level metric: from the cache, else computed once and cached."""
@@ -116,33 +117,34 @@ class T2IMetrics:
         """FID/KID rows of one VAE from its accumulated states (a :class:`evalvae.metrics.base.SetStates`)."""
         rows = []
         for m in self.sets:
-            rows += [{**r, "metric": SET_NAMES[r["metric"]]} for r in m.compute(self.refs.get(m), fakes[m])]
+            rows += [{"metric": SET_NAMES[k], **v} for k, v in m.compute(self.refs.get(m), fakes[m]).items()]
         for m in self.unavailable_sets:
             rows += m.nan_rows(lambda k: SET_NAMES.get(k, k))
         return rows
 
     def protocol(self) -> dict:
         compared = "each VAE's decode vs the reference decoder's decode of the same latent"
-        out = {
-            m.name: metric_entry(info_of(m), {**m.protocol(), **recorded(m, self.device), "compared_with": compared})
-            for m in self.pair
-        }
+        out = {}
+        for m in self.pair:
+            entry = {**m.protocol(), **recorded(m, self.device), "compared_with": compared}
+            out.update({i.name: metric_entry(i, entry) for i in m.infos if i.summarised})
         if self.clip is not None:
-            out["clip_score"] = metric_entry(info_of(self.clip, "clip_score"), self.clip.protocol())
+            out.update({i.name: metric_entry(i, self.clip.protocol()) for i in self.clip.infos})
         for m in self.sets:
-            for name, proto in m.protocol().items():
-                proto = (
-                    {**proto, "quantization": "8-bit reference images vs 8-bit decodes"} if name == "rfid" else proto
-                )
+            protocol = m.protocol()
+            for info in m.infos:
+                proto = protocol[info.name]
+                if info.name == "rfid":
+                    proto = {**proto, "quantization": "8-bit reference images vs 8-bit decodes"}
                 reference = {
                     "dataset": self.reference_set.describe(),
                     "statistics": self.refs.info.get(m.extractor.name),
                 }
-                out[SET_NAMES[name]] = metric_entry(
-                    set_info(m, name), {**proto, **recorded(m, self.device), "reference": reference}
+                out[SET_NAMES[info.name]] = metric_entry(
+                    set_info(info), {**proto, **recorded(m, self.device), "reference": reference}
                 )
         for m in self.unavailable_sets:
-            out.update({SET_NAMES.get(k, k): metric_entry(set_info(m, k), m.protocol()) for k in m.names})
+            out.update({SET_NAMES.get(i.name, i.name): metric_entry(set_info(i), m.protocol()) for i in m.infos})
         return out
 
 

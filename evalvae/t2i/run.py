@@ -141,7 +141,7 @@ class T2IJob:
         self.items: list[Item] = items_of(self.suite.prompts, self.pipeline.seeds)
         self.cache = cache_dir(cfg.cache_dir)
         self.metrics = T2IMetrics(cfg, self.cache, self.device)
-        self.writer = T2IWriter(out, self.metrics.per_image_names, self.reference, [m.name for m in self.metrics.pair])
+        self.writer = T2IWriter(out, self.metrics.per_image_names, self.reference, self.metrics.agreement_names)
         self.writer.notes = self.metrics.notes()
         self.store: LatentStore | None = None
         self.todo: list[Item] | None = None  # latents to generate, once known
