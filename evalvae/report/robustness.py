@@ -72,11 +72,8 @@ def section(path: Path, slug: str) -> dict:
         for (vae, setting, note), _ in part.groupby(["vae", "setting", "note"], sort=False, dropna=True):
             if str(note).strip():
                 notes.append(f"{vae} · {check} {setting}: {note}")
-    plots = []
-    for vae in dict.fromkeys(df["vae"]):
-        png = path.parent / f"robustness-{re.sub(r'[^A-Za-z0-9._-]+', '_', str(vae))}.png"
-        if png.is_file():
-            plots.append({"vae": vae, "path": png})
+    pngs = {vae: path.parent / f"robustness-{re.sub(r'[^A-Za-z0-9._-]+', '_', str(vae))}.png" for vae in df["vae"]}
+    plots = [{"vae": vae, "path": png} for vae, png in pngs.items() if png.is_file()]
     return {
         "title": f"Robustness · {path.parent.name}",
         "slug": slug,
