@@ -59,12 +59,7 @@ class ImageDataset(Dataset):
     """Images decoded to 8-bit RGB and put through the protocol geometry, in a fixed order."""
 
     def __init__(
-        self,
-        name: str,
-        root: str,
-        records: list[ImageRecord],
-        geometry: Geometry,
-        skipped: list[tuple[str, str]] | None = None,
+        self, name: str, root: str, records: list[ImageRecord], geometry: Geometry, skipped: list | None = None
     ):
         self.name, self.root, self.records, self.geometry = name, root, records, geometry
         self.listing_skipped = list(skipped or [])  # files rejected before decoding, (file, reason)
@@ -128,6 +123,15 @@ def _limit(records: list[ImageRecord], limit: int | None) -> list[ImageRecord]:
     return records[:limit]
 
 
+def _root(path: str | None, hint: str) -> Path:
+    if path is None:
+        raise ConfigError("dataset.path", path, hint=hint)
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset.path={path!r} is not a directory")
+    return root
+
+
 def folder(
     path: str,
     resolution: int = 256,
@@ -140,11 +144,7 @@ def folder(
 
     Hidden files are ignored; other files are recorded as skipped with the reason.
     """
-    if path is None:
-        raise ConfigError("dataset.path", path, hint="set dataset.path=/dir/with/images")
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"dataset.path={path!r} is not a directory")
+    root = _root(path, "set dataset.path=/dir/with/images")
     records, skipped = [], []
     for p in sorted(root.rglob("*"), key=lambda q: q.relative_to(root).as_posix()):
         rel = p.relative_to(root).as_posix()
@@ -181,11 +181,7 @@ def coco(
 
     ``captions`` defaults to ``<path>/captions.json``. Listed files missing from ``path`` are skipped.
     """
-    if path is None:
-        raise ConfigError("dataset.path", path, hint="set dataset.path=/dir/with/coco/images")
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"dataset.path={path!r} is not a directory")
+    root = _root(path, "set dataset.path=/dir/with/coco/images")
     cap_path = Path(captions).expanduser() if captions else root / "captions.json"
     if not cap_path.is_file():
         raise DatasetError(

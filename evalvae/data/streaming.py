@@ -142,14 +142,8 @@ class StreamingDataset(IterableDataset):
         return Sample(index, image_id, image, upscaled)
 
     def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "root": self.root,
-            "n_files": self.size,
-            "streaming": True,
-            "source": self.identity(),
-            **self.geometry.describe(),
-        }
+        head = {"name": self.name, "root": self.root, "n_files": self.size, "streaming": True}
+        return {**head, "source": self.identity(), **self.geometry.describe()}
 
     def fingerprint(self) -> str:
         """sha256 of the declared identity (:meth:`identity`: source, subset, split, revision, limit,
