@@ -22,6 +22,7 @@ ICONS = {
     Verdict.MISMATCH: "⚠️",
 }
 FORMATS = ("text", "md", "json", "junit")
+SPEED = "Speed and memory (bench.csv: median ms per image, peak MB):"
 HEADWORDS = {0: "passed", 1: "failed", 2: "unusable input"}
 HEAD_ICONS = {0: "✅", 1: "❌", 2: "⚠️"}
 OUTCOMES = {"failures": "failure", "errors": "error", "skipped": "skipped"}  # JUnit's counts and elements
@@ -63,6 +64,10 @@ def _protocol_line(protocol: dict) -> str:
     return f"Protocol: dataset `{ds.get('name')}` ({ds.get('n_files')} files) at {size}, quantize={protocol.get('quantize')}."
 
 
+def _kinds(c: Comparison) -> tuple[list[Row], list[Row]]:
+    return [r for r in c.rows if r.kind == "quality"], [r for r in c.rows if r.kind == "speed"]
+
+
 def _cells(r: Row, speed: bool, verdict: str) -> list[str]:
     """A row's cells: name, A, B, Δ, Δ %, tolerance, noise and ``verdict`` with the row's detail."""
     arrow = "" if r.higher_is_better is None else (" ↑" if r.higher_is_better else " ↓")
@@ -96,12 +101,11 @@ def to_markdown(c: Comparison) -> str:
             "**Protocol mismatch: the results were not compared.** Re-run under the baseline's protocol, or update the baseline on purpose:",
         ]
         out += [f"- `{m}`" for m in c.mismatches]
-    quality = [r for r in c.rows if r.kind == "quality"]
-    speed = [r for r in c.rows if r.kind == "speed"]
+    quality, speed = _kinds(c)
     if quality:
         out += ["", *_table(c, quality, speed=False)]
     if speed:
-        out += ["", "Speed and memory (bench.csv: median ms per image, peak MB):", "", *_table(c, speed, speed=True)]
+        out += ["", SPEED, "", *_table(c, speed, speed=True)]
     if c.notes:
         out += ["", "Notes:", *[f"- {n}" for n in c.notes]]
     return "\n".join(out) + "\n"
@@ -144,12 +148,11 @@ def to_text(c: Comparison) -> str:
     if c.mismatches:
         out += ["", "Protocol mismatch: the results were not compared (re-run under A's protocol, or update it):"]
         out += [f"  {m}" for m in c.mismatches]
-    quality = [r for r in c.rows if r.kind == "quality"]
-    speed = [r for r in c.rows if r.kind == "speed"]
+    quality, speed = _kinds(c)
     if quality:
         out += ["", *_text_table(c, quality, speed=False)]
     if speed:
-        out += ["", "Speed and memory (bench.csv: median ms per image, peak MB):", *_text_table(c, speed, speed=True)]
+        out += ["", SPEED, *_text_table(c, speed, speed=True)]
     if c.notes:
         out += ["", "Notes:", *[f"  - {n}" for n in c.notes]]
     return "\n".join(out) + "\n"

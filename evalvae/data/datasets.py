@@ -86,9 +86,7 @@ class ImageDataset(Dataset):
 
         ``records``, :meth:`describe` and :meth:`fingerprint` stay the whole dataset's.
         """
-        check_positive_int("world_size", world_size)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ConfigError("rank", rank, hint=f"an integer in 0..{world_size - 1} (world_size={world_size})")
+        check_shard(rank, world_size)
         view = copy.copy(self)
         view.indices = self.indices[rank::world_size]
         return view
@@ -110,6 +108,13 @@ class ImageDataset(Dataset):
         if getattr(self, "_file_digests", None) is None:
             self._file_digests = [sha256_file(rec.path) for rec in self.records]
         return self._file_digests
+
+
+def check_shard(rank: int, world_size: int) -> None:
+    """Raise a :class:`ConfigError` unless ``rank`` is an integer in ``0..world_size - 1``."""
+    check_positive_int("world_size", world_size)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ConfigError("rank", rank, hint=f"an integer in 0..{world_size - 1} (world_size={world_size})")
 
 
 def _geometry(resolution, crop, small) -> Geometry:
