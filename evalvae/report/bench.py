@@ -266,18 +266,7 @@ def bench_sections(bench: pd.DataFrame, plot_dir: Path) -> list[dict]:
             title = "Time per image" if "_time_" in png.name else "Peak memory"
             plots.append({"title": f"{title} vs resolution", "path": dst, "caption": png.name, "wide": True})
         devices = df.get("device_name", df.get("device", pd.Series(dtype=str))).dropna().astype(str).unique()
-        views.append(
-            {
-                "title": f"Benchmark · {folder.resolve().name}",
-                "slug": f"bench-{i}",
-                "source": str(source),
-                "device": ", ".join(devices) or "?",
-                "header": header,
-                "rows": rows,
-                "plots": plots,
-                "notes": _notes(df),
-                "recommendation": bench_recommendation(df),
-                "vaes": df["vae"].nunique(),
-            }
-        )
+        view = dict(title=f"Benchmark · {folder.resolve().name}", slug=f"bench-{i}", source=str(source))
+        view |= dict(device=", ".join(devices) or "?", header=header, rows=rows, plots=plots, notes=_notes(df))
+        views.append(view | dict(recommendation=bench_recommendation(df), vaes=df["vae"].nunique()))
     return views

@@ -122,15 +122,6 @@ def latent_sections(dirs: list[Path], plot_dir: Path) -> tuple[list[dict], list[
                 dst = plot_dir / f"{slug}-{name}"
                 shutil.copyfile(src, dst)
                 plots.append({"title": title, "path": dst, "caption": caption, "wide": False})
-        views.append(
-            {
-                "title": f"Latent diagnostics · {label}",
-                "slug": slug,
-                "source": str(d),
-                "tables": tables,
-                "recommendation": latents_recommendation(frame),
-                "vaes": len(frame),
-                "plots": plots,
-            }
-        )
+        view = dict(title=f"Latent diagnostics · {label}", slug=slug, source=str(d), tables=tables)
+        views.append(view | dict(recommendation=latents_recommendation(frame), vaes=len(frame), plots=plots))
     return views, problems

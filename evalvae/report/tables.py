@@ -94,20 +94,10 @@ def summary_table(section: Section) -> pd.DataFrame:
             ci = stats.bootstrap_ci(values) if finite else stats.NAN_INTERVAL
             ranked = values if same else mine.loc[mine["image"].astype(str).isin(shared), metric].to_numpy(float)
             ranked = ranked[~np.isnan(ranked)]
-            block.append(
-                {
-                    **row,
-                    "mean": float(values.mean()),
-                    "std": float(values.std(ddof=1)) if values.size > 1 and finite else math.nan,
-                    "n": int(values.size),
-                    "ci_low": ci.low,
-                    "ci_high": ci.high,
-                    "status": "ok",
-                    "infinite": int(np.isinf(values).sum()),
-                    "rank_mean": float(ranked.mean()) if ranked.size else math.nan,
-                    "n_rank": int(ranked.size),
-                }
-            )
+            std = float(values.std(ddof=1)) if values.size > 1 and finite else math.nan
+            row |= dict(mean=float(values.mean()), std=std, n=int(values.size), ci_low=ci.low, ci_high=ci.high)
+            row |= dict(status="ok", infinite=int(np.isinf(values).sum()), n_rank=int(ranked.size))
+            block.append(row | {"rank_mean": float(ranked.mean()) if ranked.size else math.nan})
         _mark_best(block, section.info(metric))
         rows += block
     for metric in section.set_metrics:
@@ -122,16 +112,8 @@ def summary_table(section: Section) -> pd.DataFrame:
             mean = float(r["mean"]) if pd.notna(r["mean"]) else math.nan
             n = int(r["n"]) if pd.notna(r["n"]) else 0
             std = float(r["std"]) if pd.notna(r["std"]) else math.nan
-            block.append(
-                {
-                    **row,
-                    "mean": mean,
-                    "std": std,
-                    "n": n,
-                    "status": "unavailable" if math.isnan(mean) else "ok",
-                    "infinite": int(math.isinf(mean)),
-                }
-            )
+            status = "unavailable" if math.isnan(mean) else "ok"
+            block.append(row | dict(mean=mean, std=std, n=n, status=status, infinite=int(math.isinf(mean))))
         ok = [r for r in block if r["status"] == "ok"]
         # One value per VAE over its own images: ranked only where every VAE had the same number of
         # images, and not where every subset of KID is the whole set (no spread to tell VAEs apart).
