@@ -134,17 +134,11 @@ def measure(row: dict, fn, device: torch.device, probe: MemoryProbe, opt: Option
         return None
     median, iqr = median_iqr(t.seconds)
     row.update(
-        ms_per_image_median=median * 1000 / batch,
-        ms_per_image_iqr=iqr * 1000 / batch,
-        images_per_s=batch / median,
-        peak_mem_mb=probe.peak_mb(),
-        peak_reserved_mb=probe.peak_reserved_mb(),
-        repeats=len(t.seconds),
-        first_call_ms=t.first_call_s * 1000,
-        compile_s=t.first_call_s - median if opt.compile else math.nan,
-        nonfinite=not bool(torch.isfinite(t.output).all()),
-        status="ok",
+        ms_per_image_median=median * 1000 / batch, ms_per_image_iqr=iqr * 1000 / batch, images_per_s=batch / median
     )
+    row.update(peak_mem_mb=probe.peak_mb(), peak_reserved_mb=probe.peak_reserved_mb(), repeats=len(t.seconds))
+    row.update(first_call_ms=t.first_call_s * 1000, compile_s=t.first_call_s - median if opt.compile else math.nan)
+    row.update(nonfinite=not bool(torch.isfinite(t.output).all()), status="ok")
     return t.output
 
 

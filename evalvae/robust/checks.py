@@ -43,15 +43,7 @@ TIME = "s_per_image"
 
 
 def row(vae: str, check: str, setting, metric: str, value, n: int, note: str = "") -> dict:
-    return {
-        "vae": vae,
-        "check": check,
-        "setting": str(setting),
-        "metric": metric,
-        "value": float(value),
-        "n": n,
-        "note": note,
-    }
+    return dict(vae=vae, check=check, setting=str(setting), metric=metric, value=float(value), n=n, note=note)
 
 
 def unavailable(vae: str, check: str, setting, metrics, reason: str) -> list[dict]:
