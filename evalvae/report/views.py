@@ -22,15 +22,7 @@ def mark(number: int) -> str:
 
 def _cell(r: dict, m: MetricInfo) -> dict:
     if r["status"] != "ok":
-        return {
-            "main": r["status"],
-            "mean": r["status"],
-            "sub": "",
-            "best": False,
-            "ok": False,
-            "marks": "",
-            "warn": False,
-        }
+        return dict(main=r["status"], mean=r["status"], sub="", best=False, ok=False, marks="", warn=False)
     main = mean = num(m, r["mean"])
     if math.isfinite(r["std"]):
         main += f" ± {num(m, r['std'])}"
@@ -189,10 +181,8 @@ def protocol_view(section: Section) -> dict:
         ips = t.get("images_per_s")
         speed = f"{ips:.2f} img/s" if ips is not None and pd.notna(ips) else "–"
         view = dict(label=e.label, run=e.run.label, path=str(e.run.path), source=str(info.get("source", "?")))
-        view |= dict(latent=latent, dtype=dtype, device=str(t.get("device") or info.get("device") or "?"))
-        vaes.append(
-            view | dict(posterior=str(info.get("posterior", "")), params=_count(info.get("parameters")), speed=speed)
-        )
+        view |= dict(latent=latent, dtype=dtype, device=str(t.get("device") or info.get("device") or "?"), speed=speed)
+        vaes.append(view | dict(posterior=str(info.get("posterior", "")), params=_count(info.get("parameters"))))
     return {"facts": facts, "metrics": metrics, "metric_details": details, "vaes": vaes}
 
 
