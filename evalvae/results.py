@@ -101,21 +101,12 @@ def summarize(
             n = int(values.size)
             side, size_note = min_sides.get(metric, (1, None))
             small = below_min_side(group, metric, side)
+            std = float(values.std(ddof=1)) if n > 1 and np.isfinite(values).all() else math.nan  # none for +inf
+            note = join_notes(
+                notes.get(metric, ""), size_note(small) if small else "", nonfinite_note(bad.get(str(vae), 0))
+            )
             rows.append(
-                {
-                    "vae": vae,
-                    "metric": metric,
-                    "mean": float(values.mean()) if n else math.nan,
-                    "std": float(values.std(ddof=1))
-                    if n > 1 and np.isfinite(values).all()
-                    else math.nan,  # none for a mean of +inf
-                    "n": n,
-                    "note": join_notes(
-                        notes.get(metric, ""),
-                        size_note(small) if small else "",
-                        nonfinite_note(bad.get(str(vae), 0)),
-                    ),
-                }
+                dict(vae=vae, metric=metric, mean=float(values.mean()) if n else math.nan, std=std, n=n, note=note)
             )
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
@@ -135,9 +126,7 @@ def summarize_by_size(per_region: pd.DataFrame, metrics: list[str]) -> pd.DataFr
                     v = group.loc[group["bin"] == b, metric].astype(float).dropna()
                     if v.size:
                         std = float(v.std(ddof=1)) if v.size > 1 else math.nan
-                        rows.append(
-                            {"vae": vae, "metric": metric, "bin": b, "mean": float(v.mean()), "std": std, "n": v.size}
-                        )
+                        rows.append(dict(vae=vae, metric=metric, bin=b, mean=float(v.mean()), std=std, n=v.size))
     return pd.DataFrame(rows, columns=BY_SIZE_COLUMNS)
 
 
@@ -244,29 +233,24 @@ class RunWriter:
         table = pd.DataFrame(records)
         return table.reindex(columns=[*first, *(c for c in table.columns if c not in first)])
 
+    def _write(self, name: str, frame: pd.DataFrame) -> None:
+        with atomic_path(self.out / name) as tmp:
+            (frame.to_parquet if name.endswith(".parquet") else frame.to_csv)(tmp, index=False)
+
     def write_json(self, name: str, obj) -> None:
         atomic_write_text(self.out / name, json.dumps(obj, indent=2, default=str) + "\n")
 
     def flush(self) -> pd.DataFrame:
         """Rewrite all tables from what has been collected; return the summary."""
         per_image = self.per_image()
-        with atomic_path(self.out / "per_image.parquet") as tmp:
-            per_image.to_parquet(tmp, index=False)
-        with atomic_path(self.out / "per_image.csv") as tmp:
-            per_image.to_csv(tmp, index=False)
-        summary = self.summary()
-        with atomic_path(self.out / "summary.csv") as tmp:
-            summary.to_csv(tmp, index=False)
-        regions = self.per_region()
-        if regions is not None:
-            with atomic_path(self.out / "per_region.parquet") as tmp:
-                regions.to_parquet(tmp, index=False)
-            with atomic_path(self.out / "summary_by_region_size.csv") as tmp:
-                summarize_by_size(regions, self.metrics).to_csv(tmp, index=False)
-        with atomic_path(self.out / "timings.csv") as tmp:
-            pd.DataFrame(self.timings).to_csv(tmp, index=False)
-        with atomic_path(self.out / "skipped.csv") as tmp:
-            pd.DataFrame(sorted(self.skipped.items()), columns=["file", "reason"]).to_csv(tmp, index=False)
+        self._write("per_image.parquet", per_image)
+        self._write("per_image.csv", per_image)
+        self._write("summary.csv", summary := self.summary())
+        if (regions := self.per_region()) is not None:
+            self._write("per_region.parquet", regions)
+            self._write("summary_by_region_size.csv", summarize_by_size(regions, self.metrics))
+        self._write("timings.csv", pd.DataFrame(self.timings))
+        self._write("skipped.csv", pd.DataFrame(sorted(self.skipped.items()), columns=["file", "reason"]))
         self.write_json("vaes.json", self.vaes)
         self._partial.unlink(missing_ok=True)
         return summary

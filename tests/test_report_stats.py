@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from evalvae.report import stats
+from evalvae.metrics import stats
 
 RNG = np.random.default_rng(1234)
 PSNR_A = RNG.normal(29.4, 2.5, 24)  # Kodak-sized sample

@@ -54,10 +54,8 @@ class Grid:
 
     def configs(self, vae: str) -> list[Config]:
         """Every configuration of ``vae``, by resolution, batch, mode, then dtype as listed."""
-        return [
-            Config(vae, r, b, d, m)
-            for r, b, m, d in itertools.product(self.resolutions, self.batch_sizes, self.modes, self.dtypes)
-        ]
+        grid = itertools.product(self.resolutions, self.batch_sizes, self.modes, self.dtypes)
+        return [Config(vae, r, b, d, m) for r, b, m, d in grid]
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Grid:

@@ -66,9 +66,8 @@ def run_isolated(job: Job, inputs: Path, work_dir: Path, index: int) -> list[dic
     if process.exitcode == -signal.SIGKILL:
         error = "the worker process was killed (SIGKILL), most likely by the kernel's out-of-memory killer"
         return status_rows(c, ops, job.device, "oom", error)
-    return status_rows(
-        c, ops, job.device, "failed", f"the worker process exited with code {process.exitcode}; its log is above"
-    )
+    error = f"the worker process exited with code {process.exitcode}; its log is above"
+    return status_rows(c, ops, job.device, "failed", error)
 
 
 def _child(job: Job, inputs_path: str, result_path: str) -> None:

@@ -31,15 +31,8 @@ def log_findings(findings: list[dict]) -> None:
     for f in findings:
         where = ", ".join(f"{w['op']} at {w['resolution']} px ({w['mode']})" for w in f["nonfinite"][:3])
         more = f" and {len(f['nonfinite']) - 3} more" if len(f["nonfinite"]) > 3 else ""
-        log.warning(
-            "VAE '%s' gave non-finite %s outputs (%s%s); to evaluate it in fp32 when %s is asked for, run with %s",
-            f["vae"],
-            f["dtype"],
-            where,
-            more,
-            f["dtype"],
-            f["override"],
-        )
+        what = "VAE '%s' gave non-finite %s outputs (%s%s); to evaluate it in fp32 when %s is asked for, run with %s"
+        log.warning(what, f["vae"], f["dtype"], where, more, f["dtype"], f["override"])
 
 
 def __getattr__(name: str):

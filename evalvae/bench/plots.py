@@ -85,38 +85,18 @@ def figure(df: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
             for (vae, dtype), line in panel.groupby(["vae", "dtype"], sort=False):
                 style, marker = STYLES.get(dtype, ("-.", "d"))
                 ok = line[(line["status"] == "ok") & (line[column] > 0)].sort_values("resolution")
-                (h,) = ax.plot(
-                    ok["resolution"],
-                    ok[column],
-                    linestyle=style,
-                    marker=marker,
-                    color=colors[vae],
-                    label=f"{vae} {dtype}",
-                )
+                look = dict(linestyle=style, marker=marker, color=colors[vae], label=f"{vae} {dtype}")
+                (h,) = ax.plot(ok["resolution"], ok[column], **look)
                 handles.setdefault(f"{vae} {dtype}", h)
                 bad = ok[ok["nonfinite"].map(flagged)]
                 if len(bad):
-                    ax.scatter(
-                        bad["resolution"],
-                        bad[column],
-                        s=160,
-                        facecolors="none",
-                        edgecolors="red",
-                        linewidths=1.5,
-                        zorder=3,
-                    )
+                    ring = dict(s=160, facecolors="none", edgecolors="red", linewidths=1.5, zorder=3)
+                    ax.scatter(bad["resolution"], bad[column], **ring)
                     marks.add("nonfinite")
                 oom = line[line["status"] == "oom"]
                 if len(oom):
-                    ax.plot(
-                        oom["resolution"],
-                        [0.95] * len(oom),
-                        "x",
-                        color=colors[vae],
-                        markersize=9,
-                        transform=ax.get_xaxis_transform(),
-                        clip_on=False,
-                    )
+                    top = dict(transform=ax.get_xaxis_transform(), clip_on=False)
+                    ax.plot(oom["resolution"], [0.95] * len(oom), "x", color=colors[vae], markersize=9, **top)
                     marks.add("oom")
             if len(panel[(panel["status"] == "ok") & (panel[column] > 0)]):
                 ax.set_yscale("log")
@@ -135,17 +115,8 @@ def figure(df: pd.DataFrame, column: str, ylabel: str, title: str) -> Figure:
     if "oom" in marks:
         extra.append(Line2D([], [], linestyle="none", marker="x", color="grey", label="out of memory"))
     if "nonfinite" in marks:
-        extra.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markerfacecolor="none",
-                markeredgecolor="red",
-                label="non-finite output",
-            )
-        )
+        ring = dict(marker="o", markerfacecolor="none", markeredgecolor="red", label="non-finite output")
+        extra.append(Line2D([], [], linestyle="none", **ring))
     fig.legend(handles=[*handles.values(), *extra], loc="outside right center", fontsize=9)
     fig.suptitle(title, fontsize=11)
     return fig

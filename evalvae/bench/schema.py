@@ -46,16 +46,8 @@ STATUSES = ("ok", "oom", "unsupported", "failed")
 def empty_row(config: Config, op: str, device: str) -> dict:
     """A row with its key columns set and every measurement still missing."""
     row = dict.fromkeys(COLUMNS + EXTRA_COLUMNS, math.nan)
-    row.update(
-        vae=config.vae,
-        op=op,
-        resolution=config.resolution,
-        batch=config.batch,
-        dtype=config.dtype,
-        mode=config.mode,
-        device=device,
-    )
-    row.update(nonfinite=None, status="failed", mem_metric="", error="", note="")
+    row.update(vae=config.vae, op=op, resolution=config.resolution, batch=config.batch, dtype=config.dtype)
+    row.update(mode=config.mode, device=device, nonfinite=None, status="failed", mem_metric="", error="", note="")
     return row
 
 

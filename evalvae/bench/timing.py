@@ -42,13 +42,7 @@ def timed_call(fn: Callable[[], object], device: torch.device) -> tuple[float, o
 
 
 def time_calls(
-    fn: Callable[[], object],
-    device: torch.device,
-    *,
-    warmup: int,
-    repeats: int,
-    min_repeats: int = 1,
-    max_seconds: float | None = None,
+    fn: Callable[[], object], device, *, warmup: int, repeats: int, min_repeats=1, max_seconds=None
 ) -> Timing:
     """Call ``fn`` ``warmup`` times untimed, then time up to ``repeats`` calls.
 

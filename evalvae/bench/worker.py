@@ -81,9 +81,7 @@ def run_config(job: Job, images: torch.Tensor, latents: torch.Tensor | None, lat
     return list(rows.values())
 
 
-def time_ops(
-    job: Job, vae: VAEAdapter, images: torch.Tensor, latents: torch.Tensor | None, latents_error: str
-) -> tuple[dict, dict]:
+def time_ops(job: Job, vae: VAEAdapter, images: torch.Tensor, latents, latents_error: str) -> tuple[dict, dict]:
     """One row per op; and, for fp16/bf16, each op's last output (on the CPU) for :func:`add_fidelity`."""
     cfg, opt, device = job.config, job.options, torch.device(job.device)
     fmt = torch.channels_last if opt.channels_last else torch.contiguous_format
@@ -103,9 +101,8 @@ def time_ops(
     probe = MemoryProbe(device)
     outputs = {}
     for op in opt.ops:
-        rows[op].update(
-            tile_size=vae.tile_size, channels_last=opt.channels_last, compile=opt.compile, mem_metric=probe.metric
-        )
+        rows[op].update(tile_size=vae.tile_size, channels_last=opt.channels_last, compile=opt.compile)
+        rows[op]["mem_metric"] = probe.metric
         if op == "decode" and z is None:
             rows[op]["error"] = latents_error or "no latents to decode"
             continue
@@ -122,43 +119,26 @@ def measure(row: dict, fn, device: torch.device, probe: MemoryProbe, opt: Option
     probe.reset()
     row["mem_before_mb"] = probe.current_mb()
     try:
-        t = time_calls(
-            fn, device, warmup=opt.warmup, repeats=opt.repeats, min_repeats=opt.min_repeats, max_seconds=opt.max_seconds
-        )
+        repeats = dict(repeats=opt.repeats, min_repeats=opt.min_repeats, max_seconds=opt.max_seconds)
+        t = time_calls(fn, device, warmup=opt.warmup, **repeats)
     except Exception as e:
         oom = is_oom(e)
-        row.update(
-            status="oom" if oom else "failed",
-            error=message(e),
-            note=f"peak before the error: {probe.peak_mb():.0f} MiB",
-        )
+        row.update(status="oom" if oom else "failed", error=message(e))
+        row["note"] = f"peak before the error: {probe.peak_mb():.0f} MiB"
         if not oom:
-            log.warning(
-                "%s %s at %d px, %s, %s: %s",
-                row["vae"],
-                row["op"],
-                row["resolution"],
-                row["dtype"],
-                row["mode"],
-                message(e),
-            )
+            where = [row[k] for k in ("vae", "op", "resolution", "dtype", "mode")]
+            log.warning("%s %s at %d px, %s, %s: %s", *where, message(e))
         t = None
     if t is None:
         probe.reset()  # the failed call's tensors were released with the exception
         return None
     median, iqr = median_iqr(t.seconds)
     row.update(
-        ms_per_image_median=median * 1000 / batch,
-        ms_per_image_iqr=iqr * 1000 / batch,
-        images_per_s=batch / median,
-        peak_mem_mb=probe.peak_mb(),
-        peak_reserved_mb=probe.peak_reserved_mb(),
-        repeats=len(t.seconds),
-        first_call_ms=t.first_call_s * 1000,
-        compile_s=t.first_call_s - median if opt.compile else math.nan,
-        nonfinite=not bool(torch.isfinite(t.output).all()),
-        status="ok",
+        ms_per_image_median=median * 1000 / batch, ms_per_image_iqr=iqr * 1000 / batch, images_per_s=batch / median
     )
+    row.update(peak_mem_mb=probe.peak_mb(), peak_reserved_mb=probe.peak_reserved_mb(), repeats=len(t.seconds))
+    row.update(first_call_ms=t.first_call_s * 1000, compile_s=t.first_call_s - median if opt.compile else math.nan)
+    row.update(nonfinite=not bool(torch.isfinite(t.output).all()), status="ok")
     return t.output
 
 

@@ -181,9 +181,12 @@ def read_bench(path: Path) -> dict[tuple[str, ...], SpeedResult]:
         key = tuple(str(rec[k]) for k in SPEED_KEY)
         if key in out:
             raise UnusableInput(f"{path} holds two rows for {dict(zip(SPEED_KEY, key))}")
-        status = "ok" if pd.isna(rec.get("status")) else str(rec["status"])
-        out[key] = SpeedResult(str(rec["device"]), status, {k: _float(rec.get(k)) for k in SPEED_VALUES if k in rec})
+        out[key] = _speed(rec, "ok" if pd.isna(rec.get("status")) else str(rec["status"]))
     return out
+
+
+def _speed(rec: dict, status: str) -> SpeedResult:
+    return SpeedResult(str(rec["device"]), status, {k: _float(rec.get(k)) for k in SPEED_VALUES if k in rec})
 
 
 def from_directory(path: Path) -> Snapshot:
@@ -222,18 +225,11 @@ def _parse_baseline(path: Path, data: dict) -> Snapshot:
     for vae, metrics in data.get("results", {}).items():
         for metric, r in metrics.items():
             info = recorded_info(metric, {"info": stated.get(metric)}, f"{path}: info.{metric}")
-            snap.results.setdefault(vae, {})[metric] = MetricResult(
-                _float(r["mean"]),
-                _float(r.get("std")),
-                int(r["n"]),
-                info,
-                {k: _float(v) for k, v in r["values"].items()} if r.get("values") is not None else None,
-            )
+            values = {k: _float(v) for k, v in r["values"].items()} if r.get("values") is not None else None
+            mean, std = _float(r["mean"]), _float(r.get("std"))
+            snap.results.setdefault(vae, {})[metric] = MetricResult(mean, std, int(r["n"]), info, values)
     for rec in data.get("speed", []):
-        key = tuple(str(rec[k]) for k in SPEED_KEY)
-        snap.speed[key] = SpeedResult(
-            str(rec["device"]), str(rec.get("status", "ok")), {k: _float(rec.get(k)) for k in SPEED_VALUES if k in rec}
-        )
+        snap.speed[tuple(str(rec[k]) for k in SPEED_KEY)] = _speed(rec, str(rec.get("status", "ok")))
     return snap
 
 

@@ -30,25 +30,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("baseline", type=Path, help="baseline .json (or a run/bench directory)")
     p.add_argument("current", type=Path, nargs="+", help="run directory and/or bench directory (or a baseline .json)")
-    p.add_argument(
-        "--tolerances", type=Path, metavar="FILE", help="YAML or JSON laid over conf/compare/tolerances.yaml"
-    )
-    p.add_argument(
-        "--format",
-        choices=FORMATS,
-        default="text",
-        help="what to print on stdout: text (an A/B table, the default), md (markdown), json or junit",
-    )
+    tolerances = "YAML or JSON laid over conf/compare/tolerances.yaml"
+    p.add_argument("--tolerances", type=Path, metavar="FILE", help=tolerances)
+    formats = "what to print on stdout: text (an A/B table, the default), md (markdown), json or junit"
+    p.add_argument("--format", choices=FORMATS, default="text", help=formats)
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
     p.add_argument(
         "--update-baseline", action="store_true", help="write BASELINE (a .json) from CURRENT after comparing"
     )
     p.add_argument("--reason", help="why the baseline changes; stored in it (with --update-baseline)")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="with --update-baseline: replace it even on a protocol mismatch or missing results",
-    )
+    force = "with --update-baseline: replace it even on a protocol mismatch or missing results"
+    p.add_argument("--force", action="store_true", help=force)
     return p
 
 
@@ -124,21 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     if (args.reason or args.force) and not args.update_baseline:
         p.error("--reason and --force go with --update-baseline")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    a = args
     try:
-        code = run_compare(
-            args.baseline,
-            args.current,
-            args.tolerances,
-            args.format,
-            args.junit,
-            args.update_baseline,
-            args.reason,
-            args.force,
-        )
-    except EvalvaeError as e:
-        log.error("evalvae: %s", e)
-        code = 2
-    except OSError as e:  # a file that cannot be read or written
+        code = run_compare(a.baseline, a.current, a.tolerances, a.format, a.junit, a.update_baseline, a.reason, a.force)
+    except (EvalvaeError, OSError) as e:  # OSError: a file that cannot be read or written
         log.error("evalvae: %s", e)
         code = 2
     sys.exit(code)

@@ -44,12 +44,6 @@ def is_provenance_field(field: str) -> bool:
     return any(field == p or field.startswith(p + ".") for p in PROVENANCE)
 
 
-def is_provenance(key: str) -> bool:
-    """Whether a flattened protocol key (``metrics.<name>.<field...>``) records provenance, not protocol."""
-    parts = key.split(".")
-    return parts[0] == "metrics" and len(parts) > 2 and is_provenance_field(".".join(parts[2:]))
-
-
 def is_noted(key: str) -> bool:
     """Whether a flattened protocol key records how a number was computed (noted when it differs, not refused)."""
     return key.split(".")[-1] in NOTED
@@ -65,10 +59,10 @@ def is_info_field(field: str) -> bool:
     return field == INFO or field.startswith(INFO + ".")
 
 
-def is_info(key: str) -> bool:
-    """Whether a flattened protocol key (``metrics.<name>.info.<field>``) is metric info, not protocol."""
+def _metric_field(key: str) -> str:
+    """The field of a flattened protocol key ``metrics.<name>.<field...>`` (``""`` for other keys)."""
     parts = key.split(".")
-    return parts[0] == "metrics" and len(parts) > 2 and is_info_field(".".join(parts[2:]))
+    return ".".join(parts[2:]) if parts[0] == "metrics" and len(parts) > 2 else ""
 
 
 def number(x: float | None, fmt: str = ".6g") -> str:
@@ -157,7 +151,10 @@ def protocol_differences(baseline: dict, current: dict) -> tuple[list[str], list
         return {
             k: v
             for k, v in flatten(p).items()
-            if k not in IGNORED and not is_recorded(k) and not is_provenance(k) and not is_info(k)
+            if k not in IGNORED
+            and not is_recorded(k)
+            and not is_provenance_field(f := _metric_field(k))
+            and not is_info_field(f)
         }
 
     b, c = flat(baseline), flat(current)
@@ -265,9 +262,8 @@ def _quality_row(vae: str, metric: str, b: MetricResult, c: MetricResult, tol: T
         row.verdict, row.detail = Verdict.UNMEASURED, "no value on either side"
         return row
     if math.isnan(b.mean) or math.isnan(c.mean):
-        row.verdict, row.detail = (
-            (Verdict.NEW, "no value in the baseline") if math.isnan(b.mean) else (Verdict.MISSING, "no value now")
-        )
+        gone = (Verdict.NEW, "no value in the baseline") if math.isnan(b.mean) else (Verdict.MISSING, "no value now")
+        row.verdict, row.detail = gone
         return row
     mismatch = "" if protocol_ok else "protocol differs"
     lost = _no_longer_finite(b, c)
@@ -348,15 +344,7 @@ def _listed(ids: list[str], b: dict, c: dict) -> str:
     return shown + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
 
 
-def _infinite_row(
-    row: Row,
-    b: MetricResult,
-    c: MetricResult,
-    ids: list[str] | None,
-    t: Tolerance,
-    tie: Tolerance,
-    alpha: float | None,
-) -> Row:
+def _infinite_row(row: Row, b: MetricResult, c: MetricResult, ids: list[str] | None, t: Tolerance, tie, alpha) -> Row:
     """A mean of ±inf on either side: the PSNR of an exact reconstruction is +inf, and so is the mean of a set holding one.
 
     Equal infinities are unchanged; a move to or from an infinity is a move of infinite size, in the
@@ -371,9 +359,8 @@ def _infinite_row(
 
     if ids is None:
         row.noise = "no per-image values"
-        row.verdict = (
-            Verdict.PASS if b.mean == c.mean else Verdict.IMPROVED if better(b.mean, c.mean) else Verdict.REGRESSED
-        )
+        moved = Verdict.IMPROVED if better(b.mean, c.mean) else Verdict.REGRESSED
+        row.verdict = Verdict.PASS if b.mean == c.mean else moved
         return row
     bv, cv = b.values, c.values
     finite = [i for i in ids if math.isfinite(bv[i]) and math.isfinite(cv[i])]
@@ -409,19 +396,10 @@ def _infinite_row(
 
 def _speed_rows(vae: str, case: str, b: SpeedResult, c: SpeedResult, tol: Tolerances) -> list[Row]:
     if b.status != "ok" or c.status != "ok":
-        verdict = {(True, False): Verdict.REGRESSED, (False, True): Verdict.IMPROVED}.get(
-            (b.status == "ok", c.status == "ok"), Verdict.UNMEASURED
-        )
-        return [
-            Row(
-                "speed",
-                vae,
-                "status",
-                verdict,
-                case=case,
-                detail=f"status {b.status!r} in the baseline, {c.status!r} now",
-            )
-        ]
+        moves = {(True, False): Verdict.REGRESSED, (False, True): Verdict.IMPROVED}
+        verdict = moves.get((b.status == "ok", c.status == "ok"), Verdict.UNMEASURED)
+        detail = f"status {b.status!r} in the baseline, {c.status!r} now"
+        return [Row("speed", vae, "status", verdict, case=case, detail=detail)]
     rows = []
     for measure, column, spread_column in (
         ("ms_per_image", "ms_per_image_median", "ms_per_image_iqr"),
@@ -434,10 +412,7 @@ def _speed_rows(vae: str, case: str, b: SpeedResult, c: SpeedResult, tol: Tolera
         row = Row("speed", vae, measure, Verdict.PASS, bv, cv, False, case, t.allowed(bv), t.describe())
         spread = None
         if spread_column:
-            spread = max(
-                0.0 if math.isnan(v) else v
-                for v in (b.values.get(spread_column, math.nan), c.values.get(spread_column, math.nan))
-            )
+            spread = float(np.nanmax([0.0, *(x.values.get(spread_column, math.nan) for x in (b, c))]))
             row.noise = f"IQR {spread:.3g}"
         row.verdict = judge(row.delta, row.allowed, False, spread=spread)
         rows.append(row)
@@ -455,13 +430,8 @@ def _speed_case(key: tuple[str, ...]) -> str:
 def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None = None) -> Comparison:
     """Judge every (vae, metric) and bench case of ``baseline`` against ``current``."""
     tol = default_tolerances() if tolerances is None else tolerances
-    out = Comparison(
-        baseline.source,
-        current.source,
-        protocol=baseline.protocol,
-        reason=baseline.reason,
-        improvements=tol.improvements,
-    )
+    out = Comparison(baseline.source, current.source, protocol=baseline.protocol, reason=baseline.reason)
+    out.improvements = tol.improvements
     if baseline.empty:
         out.mismatches.append(f"the baseline {baseline.source} holds no results")
 
@@ -488,20 +458,11 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
         for metric, b in metrics.items():
             c = current.results.get(vae, {}).get(metric)
             if c is None:
-                why = (
-                    f"{vae} failed now: {current.failed[vae]}" if vae in current.failed else f"not in {current.source}"
-                )
-                out.rows.append(
-                    Row(
-                        "quality",
-                        vae,
-                        metric,
-                        Verdict.MISSING,
-                        b.mean,
-                        higher_is_better=metric_info(metric, b).higher_is_better,
-                        detail=why,
-                    )
-                )
+                why = f"not in {current.source}"
+                if vae in current.failed:
+                    why = f"{vae} failed now: {current.failed[vae]}"
+                hib = metric_info(metric, b).higher_is_better
+                out.rows.append(Row("quality", vae, metric, Verdict.MISSING, b.mean, higher_is_better=hib, detail=why))
             else:
                 row = _quality_row(vae, metric, b, c, tol, protocol_ok and vae not in changed)
                 if vae in changed and protocol_ok and row.verdict is Verdict.MISMATCH:
@@ -510,42 +471,25 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
     for vae, metrics in current.results.items():
         for metric, c in metrics.items():
             if metric not in baseline.results.get(vae, {}):
-                out.rows.append(
-                    Row(
-                        "quality",
-                        vae,
-                        metric,
-                        Verdict.NEW,
-                        current=c.mean,
-                        higher_is_better=metric_info(metric, c).higher_is_better,
-                        detail="not in the baseline",
-                    )
-                )
+                hib = metric_info(metric, c).higher_is_better
+                row = Row("quality", vae, metric, Verdict.NEW, current=c.mean, higher_is_better=hib)
+                row.detail = "not in the baseline"
+                out.rows.append(row)
 
     for key, b in baseline.speed.items():
         vae, case = key[0], _speed_case(key)
         c = current.speed.get(key)
         if c is None:
-            out.rows.append(
-                Row("speed", vae, "ms_per_image", Verdict.MISSING, case=case, detail=f"not in {current.source}")
-            )
+            detail = f"not in {current.source}"
+            out.rows.append(Row("speed", vae, "ms_per_image", Verdict.MISSING, case=case, detail=detail))
         elif b.device != c.device:
-            out.rows.append(
-                Row(
-                    "speed",
-                    vae,
-                    "ms_per_image",
-                    Verdict.MISMATCH,
-                    case=case,
-                    detail=f"device {b.device!r} in the baseline, {c.device!r} now",
-                )
-            )
+            detail = f"device {b.device!r} in the baseline, {c.device!r} now"
+            out.rows.append(Row("speed", vae, "ms_per_image", Verdict.MISMATCH, case=case, detail=detail))
         else:
             out.rows += _speed_rows(vae, case, b, c, tol)
     for key in sorted(current.speed.keys() - baseline.speed.keys()):
-        out.rows.append(
-            Row("speed", key[0], "ms_per_image", Verdict.NEW, case=_speed_case(key), detail="not in the baseline")
-        )
+        row = Row("speed", key[0], "ms_per_image", Verdict.NEW, case=_speed_case(key), detail="not in the baseline")
+        out.rows.append(row)
 
     for vae in baseline.vaes.keys() & current.vaes.keys():
         b, c = baseline.vaes[vae], current.vaes[vae]

@@ -21,21 +21,19 @@ ICONS = {
     Verdict.MISSING: "⚠️",
     Verdict.MISMATCH: "⚠️",
 }
-HEADLINES = {0: "✅ passed", 1: "❌ failed", 2: "⚠️ unusable input"}
 FORMATS = ("text", "md", "json", "junit")
+SPEED = "Speed and memory (bench.csv: median ms per image, peak MB):"
 HEADWORDS = {0: "passed", 1: "failed", 2: "unusable input"}
+HEAD_ICONS = {0: "✅", 1: "❌", 2: "⚠️"}
+OUTCOMES = {"failures": "failure", "errors": "error", "skipped": "skipped"}  # JUnit's counts and elements
 
 
 def _delta(row: Row) -> tuple[str, str]:
     d = row.delta
     if d is None or row.verdict is Verdict.MISMATCH or math.isnan(d):
         return "", ""
-    pct = (
-        f"{100 * d / abs(row.baseline):+.2f}%"
-        if row.baseline and math.isfinite(row.baseline) and math.isfinite(d)
-        else ""
-    )
-    return number(d, "+.3g"), pct
+    relative = row.baseline and math.isfinite(row.baseline) and math.isfinite(d)
+    return number(d, "+.3g"), f"{100 * d / abs(row.baseline):+.2f}%" if relative else ""
 
 
 def _verdict(c: Comparison, row: Row) -> str:
@@ -66,32 +64,35 @@ def _protocol_line(protocol: dict) -> str:
     return f"Protocol: dataset `{ds.get('name')}` ({ds.get('n_files')} files) at {size}, quantize={protocol.get('quantize')}."
 
 
+def _kinds(c: Comparison) -> tuple[list[Row], list[Row]]:
+    return [r for r in c.rows if r.kind == "quality"], [r for r in c.rows if r.kind == "speed"]
+
+
+def _cells(r: Row, speed: bool, verdict: str) -> list[str]:
+    """A row's cells: name, A, B, Δ, Δ %, tolerance, noise and ``verdict`` with the row's detail."""
+    arrow = "" if r.higher_is_better is None else (" ↑" if r.higher_is_better else " ↓")
+    name = [r.vae, r.case, r.metric + arrow] if speed else [r.vae, r.metric + arrow]
+    allowed = f"±{number(r.allowed, '.3g')}" if r.allowed is not None else ""
+    verdict += f" ({r.detail})" if r.detail else ""
+    return [*name, number(r.baseline), number(r.current), *_delta(r), allowed, r.noise, verdict]
+
+
 def _table(c: Comparison, rows: list[Row], speed: bool) -> list[str]:
     head = ["VAE", "case", "measure"] if speed else ["VAE", "metric"]
-    lines = [
-        "| " + " | ".join([*head, "baseline", "current", "Δ", "Δ %", "allowed", "noise", "verdict"]) + " |",
-        "|" + "---|" * len(head) + "--:|--:|--:|--:|--:|---|---|",
-    ]
-    for r in rows:
-        arrow = "" if r.higher_is_better is None else (" ↑" if r.higher_is_better else " ↓")
-        name = [r.vae, r.case, r.metric + arrow] if speed else [r.vae, r.metric + arrow]
-        delta, pct = _delta(r)
-        allowed = f"±{number(r.allowed, '.3g')}" if r.allowed is not None else ""
-        verdict = _verdict(c, r) + (f" ({r.detail})" if r.detail else "")
-        lines.append(
-            "| "
-            + " | ".join([*name, number(r.baseline), number(r.current), delta, pct, allowed, r.noise, verdict])
-            + " |"
-        )
-    return lines
+    table = [[*head, "baseline", "current", "Δ", "Δ %", "allowed", "noise", "verdict"]]
+    table += [_cells(r, speed, _verdict(c, r)) for r in rows]
+    lines = ["| " + " | ".join(cells) + " |" for cells in table]
+    return [lines[0], "|" + "---|" * len(head) + "--:|--:|--:|--:|--:|---|---|", *lines[1:]]
 
 
 def to_markdown(c: Comparison) -> str:
     """The comparison as GitHub-flavoured markdown: headline, protocol, tables, notes."""
-    failures = sum(c.failed(r) for r in c.rows)
-    headline = HEADLINES[c.exit_code] + (f" ({failures} regression{'s' * (failures != 1)})" if c.exit_code == 1 else "")
     reason = f" ({c.reason})" if c.reason else ""
-    out = [f"### evalvae compare: {headline}", "", f"Baseline `{c.baseline}`{reason}, current `{c.current}`."]
+    out = [
+        f"### evalvae compare: {HEAD_ICONS[c.exit_code]} {headline(c)}",
+        "",
+        f"Baseline `{c.baseline}`{reason}, current `{c.current}`.",
+    ]
     if line := _protocol_line(c.protocol):
         out.append(line)
     if c.mismatches:
@@ -100,12 +101,11 @@ def to_markdown(c: Comparison) -> str:
             "**Protocol mismatch: the results were not compared.** Re-run under the baseline's protocol, or update the baseline on purpose:",
         ]
         out += [f"- `{m}`" for m in c.mismatches]
-    quality = [r for r in c.rows if r.kind == "quality"]
-    speed = [r for r in c.rows if r.kind == "speed"]
+    quality, speed = _kinds(c)
     if quality:
         out += ["", *_table(c, quality, speed=False)]
     if speed:
-        out += ["", "Speed and memory (bench.csv: median ms per image, peak MB):", "", *_table(c, speed, speed=True)]
+        out += ["", SPEED, "", *_table(c, speed, speed=True)]
     if c.notes:
         out += ["", "Notes:", *[f"- {n}" for n in c.notes]]
     return "\n".join(out) + "\n"
@@ -131,13 +131,8 @@ def _text_table(c: Comparison, rows: list[Row], speed: bool) -> list[str]:
     head = ["VAE", "case", "measure"] if speed else ["VAE", "metric"]
     table = [[*head, "A", "B", "Δ", "Δ %", "tolerance", "noise", "verdict"]]
     for r in rows:
-        arrow = "" if r.higher_is_better is None else (" ↑" if r.higher_is_better else " ↓")
-        name = [r.vae, r.case, r.metric + arrow] if speed else [r.vae, r.metric + arrow]
-        delta, pct = _delta(r)
-        allowed = f"±{number(r.allowed, '.3g')}" if r.allowed is not None else ""
         mark = "FAIL " if c.failed(r) else "ERROR " if r.verdict.is_error else ""
-        verdict = mark + r.verdict.value + (f" ({r.detail})" if r.detail else "")
-        table.append([*name, number(r.baseline), number(r.current), delta, pct, allowed, r.noise, verdict])
+        table.append(_cells(r, speed, mark + r.verdict.value))
     n = len(head)
     return _aligned(table, right={n, n + 1, n + 2, n + 3, n + 4})
 
@@ -153,12 +148,11 @@ def to_text(c: Comparison) -> str:
     if c.mismatches:
         out += ["", "Protocol mismatch: the results were not compared (re-run under A's protocol, or update it):"]
         out += [f"  {m}" for m in c.mismatches]
-    quality = [r for r in c.rows if r.kind == "quality"]
-    speed = [r for r in c.rows if r.kind == "speed"]
+    quality, speed = _kinds(c)
     if quality:
         out += ["", *_text_table(c, quality, speed=False)]
     if speed:
-        out += ["", "Speed and memory (bench.csv: median ms per image, peak MB):", *_text_table(c, speed, speed=True)]
+        out += ["", SPEED, *_text_table(c, speed, speed=True)]
     if c.notes:
         out += ["", "Notes:", *[f"  - {n}" for n in c.notes]]
     return "\n".join(out) + "\n"
@@ -204,14 +198,11 @@ def to_json(c: Comparison) -> str:
     return json.dumps(json_ready(to_dict(c)), indent=2, default=str, allow_nan=False) + "\n"
 
 
-def _testcase(
-    suite: ET.Element, classname: str, name: str, outcome: str | None = None, message: str = "", text: str = ""
-) -> None:
+def _testcase(suite: ET.Element, classname: str, name: str, outcome: str | None, message: str, text: str) -> None:
     case = ET.SubElement(suite, "testcase", classname=classname, name=name, time="0")
     if outcome:
-        ET.SubElement(case, outcome, message=message, type=outcome if outcome != "skipped" else "new").text = (
-            text or message
-        )
+        kind = outcome if outcome != "skipped" else "new"
+        ET.SubElement(case, outcome, message=message, type=kind).text = text or message
     elif text:
         ET.SubElement(case, "system-out").text = text
 
@@ -232,26 +223,19 @@ def to_junit(c: Comparison) -> str:
         suite = suites.get(r.kind)
         if suite is None:
             suite = suites[r.kind] = ET.SubElement(root, "testsuite", name=f"evalvae.compare.{r.kind}")
-        outcome = (
-            "error"
-            if r.verdict.is_error
-            else "failure"
-            if c.failed(r)
-            else "skipped"
-            if r.verdict in (Verdict.NEW, Verdict.UNMEASURED)
-            else None
-        )
-        _testcase(
-            suite, f"evalvae.compare.{r.kind}.{r.vae}", r.name, outcome, describe(r) if outcome else "", describe(r)
-        )
+        outcome = None
+        if r.verdict.is_error:
+            outcome = "error"
+        elif c.failed(r):
+            outcome = "failure"
+        elif r.verdict in (Verdict.NEW, Verdict.UNMEASURED):
+            outcome = "skipped"
+        text = describe(r)
+        _testcase(suite, f"evalvae.compare.{r.kind}.{r.vae}", r.name, outcome, text if outcome else "", text)
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for suite in suites.values():
-        counts = {
-            "tests": len(suite.findall("testcase")),
-            "failures": len(suite.findall("testcase/failure")),
-            "errors": len(suite.findall("testcase/error")),
-            "skipped": len(suite.findall("testcase/skipped")),
-        }
+        counts = {"tests": len(suite.findall("testcase"))}
+        counts |= {k: len(suite.findall(f"testcase/{tag}")) for k, tag in OUTCOMES.items()}
         suite.attrib.update({k: str(v) for k, v in counts.items()}, time="0")
         totals = {k: totals[k] + counts[k] for k in totals}
     root.attrib.update({k: str(v) for k, v in totals.items()})

@@ -59,12 +59,7 @@ class ImageDataset(Dataset):
     """Images decoded to 8-bit RGB and put through the protocol geometry, in a fixed order."""
 
     def __init__(
-        self,
-        name: str,
-        root: str,
-        records: list[ImageRecord],
-        geometry: Geometry,
-        skipped: list[tuple[str, str]] | None = None,
+        self, name: str, root: str, records: list[ImageRecord], geometry: Geometry, skipped: list | None = None
     ):
         self.name, self.root, self.records, self.geometry = name, root, records, geometry
         self.listing_skipped = list(skipped or [])  # files rejected before decoding, (file, reason)
@@ -91,9 +86,7 @@ class ImageDataset(Dataset):
 
         ``records``, :meth:`describe` and :meth:`fingerprint` stay the whole dataset's.
         """
-        check_positive_int("world_size", world_size)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ConfigError("rank", rank, hint=f"an integer in 0..{world_size - 1} (world_size={world_size})")
+        check_shard(rank, world_size)
         view = copy.copy(self)
         view.indices = self.indices[rank::world_size]
         return view
@@ -117,6 +110,13 @@ class ImageDataset(Dataset):
         return self._file_digests
 
 
+def check_shard(rank: int, world_size: int) -> None:
+    """Raise a :class:`ConfigError` unless ``rank`` is an integer in ``0..world_size - 1``."""
+    check_positive_int("world_size", world_size)
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ConfigError("rank", rank, hint=f"an integer in 0..{world_size - 1} (world_size={world_size})")
+
+
 def _geometry(resolution, crop, small) -> Geometry:
     return Geometry(resolution=resolution, crop=crop, small=small)
 
@@ -126,6 +126,15 @@ def _limit(records: list[ImageRecord], limit: int | None) -> list[ImageRecord]:
         return records
     check_positive_int("dataset.limit", limit, "a positive integer, or null for all images")
     return records[:limit]
+
+
+def _root(path: str | None, hint: str) -> Path:
+    if path is None:
+        raise ConfigError("dataset.path", path, hint=hint)
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset.path={path!r} is not a directory")
+    return root
 
 
 def folder(
@@ -140,11 +149,7 @@ def folder(
 
     Hidden files are ignored; other files are recorded as skipped with the reason.
     """
-    if path is None:
-        raise ConfigError("dataset.path", path, hint="set dataset.path=/dir/with/images")
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"dataset.path={path!r} is not a directory")
+    root = _root(path, "set dataset.path=/dir/with/images")
     records, skipped = [], []
     for p in sorted(root.rglob("*"), key=lambda q: q.relative_to(root).as_posix()):
         rel = p.relative_to(root).as_posix()
@@ -181,11 +186,7 @@ def coco(
 
     ``captions`` defaults to ``<path>/captions.json``. Listed files missing from ``path`` are skipped.
     """
-    if path is None:
-        raise ConfigError("dataset.path", path, hint="set dataset.path=/dir/with/coco/images")
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise DatasetError(f"dataset.path={path!r} is not a directory")
+    root = _root(path, "set dataset.path=/dir/with/coco/images")
     cap_path = Path(captions).expanduser() if captions else root / "captions.json"
     if not cap_path.is_file():
         raise DatasetError(

@@ -100,14 +100,12 @@ def image_column_of(features, image_column: str | None, datasets) -> str:
     columns = list(features) if features is not None else []
     if image_column is None:
         if features is None:
-            raise ConfigError(
-                "dataset.image_column", None, hint="the dataset declares no features; set dataset.image_column=COLUMN"
-            )
+            hint = "the dataset declares no features; set dataset.image_column=COLUMN"
+            raise ConfigError("dataset.image_column", None, hint=hint)
         images = [c for c, f in features.items() if isinstance(f, datasets.Image)]
         if not images:
-            raise ConfigError(
-                "dataset.image_column", None, columns, hint="the dataset has no Image column; name the one to read"
-            )
+            hint = "the dataset has no Image column; name the one to read"
+            raise ConfigError("dataset.image_column", None, columns, hint=hint)
         return images[0]
     if features is None:
         return image_column
@@ -116,11 +114,8 @@ def image_column_of(features, image_column: str | None, datasets) -> str:
     f = features[image_column]
     if isinstance(f, datasets.Image) or getattr(f, "dtype", None) in BYTES_TYPES + PATH_TYPES:
         return image_column
-    raise ConfigError(
-        "dataset.image_column",
-        image_column,
-        hint=f"column '{image_column}' is {f}, not an Image, binary or path column (columns: {', '.join(columns)})",
-    )
+    hint = f"column '{image_column}' is {f}, not an Image, binary or path column (columns: {', '.join(columns)})"
+    raise ConfigError("dataset.image_column", image_column, hint=hint)
 
 
 def hf(
@@ -158,29 +153,13 @@ def hf(
         check_positive_int("dataset.limit", limit, "a positive integer, or null for all images")
     geometry = Geometry(resolution=resolution, crop=crop, small=small)
     datasets = require("datasets", "hf")
-    spec = {
-        "name": _local(name),
-        "config": config,
-        "split": split,
-        "revision": revision,
-        "data_files": _plain(data_files),
-        "id_column": id_column,
-        "streaming": streaming,
-    }
-    if isinstance(spec["data_files"], list):
-        spec["data_files"] = [_local(p) for p in spec["data_files"]]
-    elif isinstance(spec["data_files"], str):
-        spec["data_files"] = _local(spec["data_files"])
+    files = _plain(data_files)
+    files = [_local(p) for p in files] if isinstance(files, list) else _local(files)
+    spec = dict(name=_local(name), config=config, split=split, revision=revision, data_files=files)
+    spec |= dict(id_column=id_column, streaming=streaming)
     try:
-        ds = datasets.load_dataset(
-            spec["name"],
-            config,
-            split=split,
-            revision=revision,
-            data_files=spec["data_files"],
-            streaming=streaming,
-            cache_dir=cache_dir,
-        )
+        where = dict(revision=revision, data_files=files, streaming=streaming, cache_dir=cache_dir)
+        ds = datasets.load_dataset(spec["name"], config, split=split, **where)
     except EvalvaeError:
         raise
     except Exception as e:  # the hub, the file system and datasets' own checks raise many types

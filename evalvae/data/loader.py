@@ -41,25 +41,15 @@ def collate(samples: list[Sample]) -> Batch:
             batch.skipped.append((s.id, s.reason))
         else:
             by_shape.setdefault(tuple(s.image.shape), []).append(s)
-    for group in by_shape.values():
-        batch.groups.append(
-            Group(
-                [s.index for s in group],
-                [s.id for s in group],
-                torch.stack([s.image for s in group]),
-                [s.upscaled for s in group],
-                [s.truth for s in group] if any(s.truth is not None for s in group) else None,
-            )
-        )
+    for g in by_shape.values():
+        truth = [s.truth for s in g] if any(s.truth is not None for s in g) else None
+        images = torch.stack([s.image for s in g])
+        batch.groups.append(Group([s.index for s in g], [s.id for s in g], images, [s.upscaled for s in g], truth))
     return batch
 
 
 def make_loader(
-    dataset: ImageDataset | StreamingDataset,
-    batch_size: int,
-    workers: int,
-    device: torch.device,
-    batches: list[list[int]] | None = None,
+    dataset: ImageDataset | StreamingDataset, batch_size: int, workers: int, device, batches=None
 ) -> DataLoader:
     """A DataLoader in dataset order; ``workers`` processes decode ahead of the model.
 
@@ -72,21 +62,8 @@ def make_loader(
         if batches is not None:
             raise ValueError("a streamed dataset is read in order; it cannot load chosen batches")
         dataset = dataset.in_blocks(batch_size)
+    common = dict(num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda")
+    common["prefetch_factor"] = 4 if workers > 0 else None
     if batches is not None:
-        return DataLoader(
-            dataset,
-            batch_sampler=batches,
-            num_workers=workers,
-            collate_fn=collate,
-            pin_memory=device.type == "cuda",
-            prefetch_factor=4 if workers > 0 else None,
-        )
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=collate,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers > 0 else None,
-    )
+        return DataLoader(dataset, batch_sampler=batches, **common)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)

@@ -32,10 +32,10 @@ from itertools import islice
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from evalvae.data.datasets import Sample
+from evalvae.data.datasets import Sample, check_shard
 from evalvae.data.images import UnreadableImage, load_rgb8
 from evalvae.data.transforms import Geometry, TooSmall
-from evalvae.errors import ConfigError, EvalvaeError, check_positive_int
+from evalvae.errors import EvalvaeError, check_positive_int
 
 INSTALL = 'pip install "evalvae[stream]"'
 
@@ -49,10 +49,8 @@ def require(module: str, dataset: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingDependency(
-            f"dataset={dataset} needs the '{module}' package, which cannot be imported ({e}); "
-            f"install it with: {INSTALL}"
-        ) from None
+        why = f"dataset={dataset} needs the '{module}' package, which cannot be imported ({e}); install it with: {INSTALL}"
+        raise MissingDependency(why) from None
 
 
 @dataclass
@@ -142,14 +140,8 @@ class StreamingDataset(IterableDataset):
         return Sample(index, image_id, image, upscaled)
 
     def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "root": self.root,
-            "n_files": self.size,
-            "streaming": True,
-            "source": self.identity(),
-            **self.geometry.describe(),
-        }
+        head = {"name": self.name, "root": self.root, "n_files": self.size, "streaming": True}
+        return {**head, "source": self.identity(), **self.geometry.describe()}
 
     def fingerprint(self) -> str:
         """sha256 of the declared identity (:meth:`identity`: source, subset, split, revision, limit,
@@ -166,9 +158,7 @@ class StreamingDataset(IterableDataset):
 
     def shard(self, rank: int, world_size: int) -> StreamingDataset:
         """A view yielding only the items with ``index % world_size == rank`` (original indices kept)."""
-        check_positive_int("world_size", world_size)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ConfigError("rank", rank, hint=f"an integer in 0..{world_size - 1} (world_size={world_size})")
+        check_shard(rank, world_size)
         view = copy.copy(self)
         view.shards = (*self.shards, (rank, world_size))
         return view

@@ -168,17 +168,10 @@ class TextChart(ImageDataset):
 
     def describe(self) -> dict:
         sizes = sorted({line.size for p in self.pages for line in p.lines})
-        return {
-            "name": self.name,
-            "root": self.root,
-            "n_files": len(self.records),
-            "generator": f"evalvae.data.textchart v{VERSION}",
-            "resolution": self.resolution,
-            "resize": "none (rendered at the resolution)",
-            "fonts": dict(FONTS),
-            "sizes_px": sizes,
-            "n_lines": sum(len(p.lines) for p in self.pages),
-        }
+        out = {"name": self.name, "root": self.root, "n_files": len(self.records)}
+        out |= {"generator": f"evalvae.data.textchart v{VERSION}", "resolution": self.resolution}
+        out |= {"resize": "none (rendered at the resolution)", "fonts": dict(FONTS), "sizes_px": sizes}
+        return out | {"n_lines": sum(len(p.lines) for p in self.pages)}
 
 
 def textchart(

@@ -80,20 +80,13 @@ class Geometry:
         of it. A resolution at or above it that is not a multiple is cropped by the VAE; ``crop=none`` checks
         each image instead (:func:`below_factor`)."""
         if self.crop == "center" and self.resolution < factor:
-            raise ConfigError(
-                "dataset.resolution",
-                self.resolution,
-                hint=f"at least {factor} with {who} (its downsampling factor): "
-                "a smaller image has no crop to a multiple of it",
-            )
+            hint = f"at least {factor} with {who} (its downsampling factor): a smaller image has no crop to a multiple of it"
+            raise ConfigError("dataset.resolution", self.resolution, hint=hint)
 
     def describe(self) -> dict:
         if self.crop == "none":
-            return {
-                "crop": "none",
-                "resize": "none",
-                "note": "native size, centre-cropped to a multiple of each VAE's downsampling factor",
-            }
+            note = "native size, centre-cropped to a multiple of each VAE's downsampling factor"
+            return {"crop": "none", "resize": "none", "note": note}
         return {
             "resolution": self.resolution,
             "resize": "torchvision Resize(shorter side = R, PIL bicubic, long side truncated)",

@@ -18,6 +18,15 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _finish(fig: Figure, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(name))
 
@@ -58,12 +67,8 @@ def spectra(spec: pd.DataFrame, path: Path) -> Path:
         img = sub[sub["signal"] == "image"]
         ax.plot(img["frequency"], img["power"], ls="--", color="0.5", lw=1, label="images" if i == 0 else None)
     ax.set_yscale("log")
-    ax.set_xlabel("radial frequency / Nyquist of its own grid")
-    ax.set_ylabel("power (normalised to sum 1)")
-    ax.set_title("Radially averaged power spectrum: latents vs images")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    title = "Radially averaged power spectrum: latents vs images"
+    return _finish(fig, ax, path, "radial frequency / Nyquist of its own grid", "power (normalised to sum 1)", title)
 
 
 def noise(rows: pd.DataFrame, path: Path) -> Path:
@@ -73,12 +78,8 @@ def noise(rows: pd.DataFrame, path: Path) -> Path:
     for i, (vae, sub) in enumerate(rows.groupby("vae", sort=False)):
         ax.plot(sub["noise_rel_std"], sub["psnr_drop"], marker="o", label=vae, color=f"C{i}")
     ax.set_xscale("log")
-    ax.set_xlabel("latent noise σ / latent std")
-    ax.set_ylabel("PSNR drop (dB)")
-    ax.set_title("Decoder sensitivity to Gaussian latent noise")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    title = "Decoder sensitivity to Gaussian latent noise"
+    return _finish(fig, ax, path, "latent noise σ / latent std", "PSNR drop (dB)", title)
 
 
 def write_plots(run_dir: str | Path) -> list[Path]:

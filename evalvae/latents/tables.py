@@ -26,17 +26,9 @@ def noise_rows(name: str, d: Diagnosis) -> list[dict]:
         ok = ~np.isnan(clean) & ~np.isnan(noisy)
         with np.errstate(invalid="ignore"):
             drop = clean[ok] - noisy[ok]  # inf - inf (a lossless stand-in at k=0) is NaN, left out
-        rows.append(
-            {
-                "vae": name,
-                "noise_rel_std": k,
-                "n": int(ok.sum()),
-                "psnr": float(clean[ok].mean()) if ok.any() else math.nan,
-                "psnr_noisy": float(noisy[ok].mean()) if ok.any() else math.nan,
-                "psnr_drop": float(np.nanmean(drop)) if ok.any() and not np.isnan(drop).all() else math.nan,
-                "nonfinite": int(len(noisy) - ok.sum()),
-            }
-        )
+        means = [_mean(list(v)) for v in (clean[ok], noisy[ok], drop)]
+        row = {"vae": name, "noise_rel_std": k, "n": int(ok.sum()), "psnr": means[0], "psnr_noisy": means[1]}
+        rows.append(row | {"psnr_drop": means[2], "nonfinite": int(len(noisy) - ok.sum())})
     return rows
 
 

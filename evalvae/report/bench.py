@@ -157,11 +157,8 @@ def overview_speed(sections: list[Section], bench: pd.DataFrame) -> Speed | None
         )
     failed = bench[~bench.index.isin(ok.index)]
     if not failed.empty:
-        counts = (
-            failed["status"].astype(str).value_counts()
-            if "status" in failed
-            else pd.Series({"unmeasured": len(failed)})
-        )
+        statuses = failed["status"].astype(str) if "status" in failed else pd.Series(["unmeasured"] * len(failed))
+        counts = statuses.value_counts()
         said = ", ".join(f"{n} {s}" for s, n in counts.items())
         notes.append(f"{len(failed)} bench row(s) that did not pass are not used ({said})")
     speed.notes = list(dict.fromkeys(notes))
@@ -222,9 +219,8 @@ def bench_recommendation(df: pd.DataFrame) -> str:
         times = []
         for r in sizes:
             row = fastest(rows[rows["resolution"] == r], vaes[0])
-            times.append(
-                f"{ms(float(row['ms_per_image_median']))} ms at {r} px ({mib(float(row.get('peak_mem_mb')))} MiB)"
-            )
+            peak = mib(float(row.get("peak_mem_mb")))
+            times.append(f"{ms(float(row['ms_per_image_median']))} ms at {r} px ({peak} MiB)")
         return f"One VAE, so nothing to compare: {vaes[0]} takes {', '.join(times)} to {op} an image."
 
     def winners(column: str, fmt) -> str:
@@ -267,25 +263,10 @@ def bench_sections(bench: pd.DataFrame, plot_dir: Path) -> list[dict]:
             dst = plot_dir / f"bench-{i}-{png.name}"
             plot_dir.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(png, dst)
-            kind = "time per image" if "_time_" in png.name else "peak memory"
-            plots.append(
-                {"title": f"{kind.capitalize()} vs resolution", "path": dst, "caption": png.name, "wide": True}
-            )
-        devices = list(
-            dict.fromkeys(df.get("device_name", df.get("device", pd.Series(dtype=str))).dropna().astype(str))
-        )
-        views.append(
-            {
-                "title": f"Benchmark · {folder.resolve().name}",
-                "slug": f"bench-{i}",
-                "source": str(source),
-                "device": ", ".join(devices) or "?",
-                "header": header,
-                "rows": rows,
-                "plots": plots,
-                "notes": _notes(df),
-                "recommendation": bench_recommendation(df),
-                "vaes": df["vae"].nunique(),
-            }
-        )
+            title = "Time per image" if "_time_" in png.name else "Peak memory"
+            plots.append({"title": f"{title} vs resolution", "path": dst, "caption": png.name, "wide": True})
+        devices = df.get("device_name", df.get("device", pd.Series(dtype=str))).dropna().astype(str).unique()
+        view = dict(title=f"Benchmark · {folder.resolve().name}", slug=f"bench-{i}", source=str(source))
+        view |= dict(device=", ".join(devices) or "?", header=header, rows=rows, plots=plots, notes=_notes(df))
+        views.append(view | dict(recommendation=bench_recommendation(df), vaes=df["vae"].nunique()))
     return views

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_path, atomic_write_text
-from evalvae.report import plots, stats, tables, verdict, views
+from evalvae.metrics import stats
+from evalvae.report import plots, tables, verdict, views
 from evalvae.report.bench import bench_sections, overview_speed
 from evalvae.report.gallery import build_gallery
 from evalvae.report.grids import select_images
@@ -178,31 +179,18 @@ def write_report(
             specs, grid_notes = select_images(section, list(images), k_worst, k_best)
             gallery, more = build_gallery(section, specs, grid_dir)
             grid_notes += more
+        runs = [run for run in section.runs if not run.skipped.empty]
         skipped = [
-            (str(f), str(r), run.label)
-            for run in section.runs
-            if not run.skipped.empty
-            for f, r in zip(run.skipped["file"], run.skipped["reason"])
+            (str(f), str(r), run.label) for run in runs for f, r in zip(run.skipped["file"], run.skipped["reason"])
         ]
-        section_views.append(
-            {
-                "title": section.title,
-                "slug": section.slug,
-                "recommendation": verdict.recommendation(section, summary, paired),
-                "notes": section.notes,
-                "grid_notes": grid_notes,
-                "summary": views.summary_view(section, summary),
-                "paired": views.paired_view(paired, section),
-                "findings": views.findings(section, summary, paired),
-                "protocol": views.protocol_view(section),
-                "plots": figures,
-                "regions": region_plots,
-                "region_notes": region_notes,
-                "grids": gallery,
-                "skipped": skipped,
-                "n_entries": len(section.entries),
-            }
+        view = dict(
+            title=section.title, slug=section.slug, recommendation=verdict.recommendation(section, summary, paired)
         )
+        view |= dict(notes=section.notes, grid_notes=grid_notes, summary=views.summary_view(section, summary))
+        view |= dict(paired=views.paired_view(paired, section), findings=views.findings(section, summary, paired))
+        view |= dict(protocol=views.protocol_view(section), plots=figures, regions=region_plots)
+        view |= dict(region_notes=region_notes, grids=gallery, skipped=skipped, n_entries=len(section.entries))
+        section_views.append(view)
     latent_views, more = latent_sections(latents, plot_dir)
     problems += more
     header, overview = views.overview_rows(section_views)
@@ -210,12 +198,8 @@ def write_report(
     for row in overview:
         row["speed"] = speed.cells.get((row["slug"], row["label"])) if speed else None
     benches = bench_sections(inputs.bench, plot_dir)
-    used = {
-        "run": [str(r.path) for r in inputs.runs],
-        "latents": [v["source"] for v in latent_views],
-        "robustness": [r["source"] for r in robust],
-        "bench": [b["source"] for b in benches],
-    }
+    used = {"run": [str(r.path) for r in inputs.runs], "latents": [v["source"] for v in latent_views]}
+    used |= {"robustness": [r["source"] for r in robust], "bench": [b["source"] for b in benches]}
     context = {
         "generated": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "inputs": {KINDS[k]: paths for k, paths in used.items() if paths},

@@ -19,43 +19,17 @@ log = logging.getLogger("evalvae")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="evalvae report",
-        description="Compare the VAEs of one or more runs: report.html, report.md, plots/, grids/ and tables/.",
-    )
-    p.add_argument(
-        "run_dirs",
-        nargs="+",
-        metavar="RUN_DIR",
-        help="run directories, multirun folders, and latents, robustness or bench output folders",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output folder (default: RUN_DIR/report for one run, else outputs/report/<date_time>)",
-    )
-    p.add_argument(
-        "--images",
-        nargs="*",
-        default=[],
-        metavar="ID",
-        help="image ids to show in grids (default: the image of median score)",
-    )
-    p.add_argument(
-        "--worst",
-        type=int,
-        default=None,
-        metavar="K",
-        help="grids for the K worst images of each VAE (default: as many as the runs saved, samples.worst; 0 for none)",
-    )
-    p.add_argument(
-        "--best",
-        type=int,
-        default=None,
-        metavar="K",
-        help="grids for the K best images of each VAE (default: as many as the runs saved, samples.best; 0 for none)",
-    )
+    what = "Compare the VAEs of one or more runs: report.html, report.md, plots/, grids/ and tables/."
+    p = argparse.ArgumentParser(prog="evalvae report", description=what)
+    inputs = "run directories, multirun folders, and latents, robustness or bench output folders"
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help=inputs)
+    out = "output folder (default: RUN_DIR/report for one run, else outputs/report/<date_time>)"
+    p.add_argument("--out", type=Path, default=None, help=out)
+    images = "image ids to show in grids (default: the image of median score)"
+    p.add_argument("--images", nargs="*", default=[], metavar="ID", help=images)
+    for which in ("worst", "best"):
+        counts = f"grids for the K {which} images of each VAE (default: as many as the runs saved, samples.{which}; 0 for none)"
+        p.add_argument(f"--{which}", type=int, default=None, metavar="K", help=counts)
     p.add_argument(
         "--no-grids", action="store_true", help="skip the image grids (drawn from the runs' saved samples/ PNGs)"
     )
@@ -76,9 +50,8 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or default_out(args.run_dirs)
     try:
         check_creatable(out, "--out")
-        html = write_report(
-            args.run_dirs, out, images=args.images, worst=args.worst, best=args.best, grids=not args.no_grids
-        )
+        a = args
+        html = write_report(a.run_dirs, out, images=a.images, worst=a.worst, best=a.best, grids=not a.no_grids)
     except EvalvaeError as e:
         log.error("evalvae: %s", e)
         sys.exit(2)

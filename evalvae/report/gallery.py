@@ -86,16 +86,8 @@ def build_grid(section: Section, spec: grids.GridSpec, recons: dict[str, Reconst
 
     h, w = original.shape[:2]
     first = str(section.dataset.get("original_label") or "original")  # t2i: the reference decoder's image
-    rows = [
-        Row(
-            first,
-            f"{w}×{h} px" + (f", shown ×{full}" if full > 1 else ""),
-            png(whole(original, True)),
-            None,
-            png(zoom(original)),
-            None,
-        )
-    ]
+    size_text = f"{w}×{h} px" + (f", shown ×{full}" if full > 1 else "")
+    rows = [Row(first, size_text, png(whole(original, True)), None, png(zoom(original)), None)]
     figure_rows = [(first, [whole(original, True), None, zoom(original), None])]
     for lab, out, err in zip(labels, outputs, errors):
         rec = recons[lab]
@@ -106,31 +98,17 @@ def build_grid(section: Section, spec: grids.GridSpec, recons: dict[str, Reconst
                 f" (the run recorded {num('psnr', rec.recorded_psnr)} dB: this picture differs from the one scored)"
             )
         boxed = whole(heat, True)
-        rows.append(
-            Row(lab, detail, png(whole(out8)), png(boxed), png(zoom(out8)), png(zoom(heat)), mismatch=not rec.matches)
-        )
+        tiles = (png(whole(out8)), png(boxed), png(zoom(out8)), png(zoom(heat)))
+        rows.append(Row(lab, detail, *tiles, mismatch=not rec.matches))
         figure_rows.append((f"{lab}\n{detail}", [whole(out8), boxed, zoom(out8), zoom(heat)]))
-    columns = [
-        "image",
-        f"|error|, scale 0–{vmax}",
-        f"×{factor} zoom: {size}×{size} px at ({left}, {top})",
-        "error, same region",
-    ]
+    columns = ["image", f"|error|, scale 0–{vmax}", f"×{factor} zoom: {size}×{size} px at ({left}, {top})"]
+    columns.append("error, same region")
     title = f"{spec.image}  ·  {section.title}  ·  " + "; ".join(spec.reasons)
     figure = grids.compose(title, columns, figure_rows, vmax)
     with atomic_path(path) as tmp:
         figure.save(tmp, format="PNG")
-    return Grid(
-        spec.image,
-        spec.reasons,
-        (top, left, size),
-        factor,
-        vmax,
-        rows,
-        path,
-        spec.focus if spec.focus in labels else None,
-        full,
-    )
+    focus = spec.focus if spec.focus in labels else None
+    return Grid(spec.image, spec.reasons, (top, left, size), factor, vmax, rows, path, focus, full)
 
 
 def build_gallery(section: Section, specs: list[grids.GridSpec], out_dir: Path) -> tuple[list[Grid], list[str]]:

@@ -22,6 +22,7 @@ CROP_DISPLAY = 256  # the zoomed crop's side on screen; the zoom factor is CROP_
 FULL_MIN = 192  # whole images smaller than this are enlarged by an integer factor to be seen at all
 BOX_COLOUR = (0, 229, 255)
 COLORMAP = "inferno"
+GREY = (90, 90, 90)
 
 
 @dataclass
@@ -121,13 +122,9 @@ def with_box(rgb: np.ndarray, top: int, left: int, size: int) -> np.ndarray:
 
 def common_crop(arrays: list[np.ndarray]) -> list[np.ndarray]:
     """Centre-crop arrays to their smallest common height and width (VAEs with other factors under crop=none)."""
-    h = min(a.shape[0] for a in arrays)
-    w = min(a.shape[1] for a in arrays)
-    out = []
-    for a in arrays:
-        top, left = int(round((a.shape[0] - h) / 2)), int(round((a.shape[1] - w) / 2))
-        out.append(a[top : top + h, left : left + w])
-    return out
+    h, w = min(a.shape[0] for a in arrays), min(a.shape[1] for a in arrays)
+    corners = [(int(round((a.shape[0] - h) / 2)), int(round((a.shape[1] - w) / 2))) for a in arrays]
+    return [a[top : top + h, left : left + w] for a, (top, left) in zip(arrays, corners)]
 
 
 @lru_cache(maxsize=8)
@@ -144,9 +141,7 @@ def compose(title: str, columns: list[str], rows: list[tuple[str, list[np.ndarra
     closes the figure.
     """
     pad, label_w, head = 12, 200, 34
-    widths = [
-        max((t.shape[1] for _, tiles in rows if (t := tiles[c]) is not None), default=0) for c in range(len(columns))
-    ]
+    widths = [max((t[c].shape[1] for _, t in rows if t[c] is not None), default=0) for c in range(len(columns))]
     heights = [max((t.shape[0] for t in tiles if t is not None), default=0) for _, tiles in rows]
     width = label_w + sum(widths) + pad * (len(widths) + 1)
     bar_h = 58
@@ -156,18 +151,14 @@ def compose(title: str, columns: list[str], rows: list[tuple[str, list[np.ndarra
     draw.text((pad, 8), title, fill=(20, 20, 20), font=font(18))
     x = label_w + pad
     for name, w in zip(columns, widths):
-        draw.text((x, head + 4), name, fill=(90, 90, 90), font=font(13))
+        draw.text((x, head + 4), name, fill=GREY, font=font(13))
         x += w + pad
     y = head + 26 + pad
     for (label, tiles), h in zip(rows, heights):
         lines = label.split("\n")
         for i, line in enumerate(lines):
-            draw.text(
-                (pad, y + 4 + 20 * i),
-                line,
-                fill=(20, 20, 20) if i == 0 else (90, 90, 90),
-                font=font(15 if i == 0 else 13),
-            )
+            first = i == 0
+            draw.text((pad, y + 4 + 20 * i), line, fill=(20, 20, 20) if first else GREY, font=font(15 if first else 13))
         x = label_w + pad
         for tile, w in zip(tiles, widths):
             if tile is not None:
@@ -177,12 +168,8 @@ def compose(title: str, columns: list[str], rows: list[tuple[str, list[np.ndarra
     bar = heatmap(np.tile(np.linspace(0, vmax, 256), (14, 1)), vmax)
     bx = label_w + pad
     canvas.paste(Image.fromarray(bar), (bx, y + 4))
-    draw.text((bx, y + 22), "0", fill=(90, 90, 90), font=font(12))
-    draw.text((bx + 256 - 6 * len(str(vmax)), y + 22), str(vmax), fill=(90, 90, 90), font=font(12))
-    draw.text(
-        (bx + 270, y + 2),
-        "|original − reconstruction|, mean over RGB, 8-bit levels (saturates above the scale)",
-        fill=(90, 90, 90),
-        font=font(12),
-    )
+    draw.text((bx, y + 22), "0", fill=GREY, font=font(12))
+    draw.text((bx + 256 - 6 * len(str(vmax)), y + 22), str(vmax), fill=GREY, font=font(12))
+    scale = "|original − reconstruction|, mean over RGB, 8-bit levels (saturates above the scale)"
+    draw.text((bx + 270, y + 2), scale, fill=GREY, font=font(12))
     return canvas

@@ -36,25 +36,13 @@ COLUMNS = {
     "psnr": ("PSNR (dB)", "{:.2f}"),
 }
 # The columns split into two tables that each fit a window's width: the factors, then how the latents behave.
+FACTORS = list(COLUMNS)[:9]  # vae ... scaled_std
 TABLES = (
-    (
-        "Scale and shift",
-        (
-            "vae",
-            "channels",
-            "n_images",
-            "std",
-            "suggested_scaling_factor",
-            "scaling_factor",
-            "suggested_shift_factor",
-            "shift_factor",
-            "scaled_std",
-        ),
-    ),
-    (
-        "Distribution, spectrum and decoder sensitivity",
-        ("vae", "kurtosis", "clamp_saturated", "spectrum_high_latent", "spectrum_high_image", "psnr"),
-    ),
+    ("Scale and shift", FACTORS),
+    ("Distribution, spectrum and decoder sensitivity", ["vae", *list(COLUMNS)[9:]]),
+)
+HIST_CAPTION = (
+    "Density of each channel's raw latents; dotted red lines at ±3, where TAESD's decoder clamp 3·tanh(z/3) saturates."
 )
 PLOTS = (
     (
@@ -124,32 +112,16 @@ def latent_sections(dirs: list[Path], plot_dir: Path) -> tuple[list[dict], list[
             tables.append({"title": title, "header": header, "rows": rows})
         plot_dir.mkdir(parents=True, exist_ok=True)
         plots = []
-        named = [(f, t, c) for f, t, c in PLOTS]
+        named = list(PLOTS)
         for vae in frame["vae"]:
             hist = f"latents_hist_{re.sub(r'[^A-Za-z0-9_.-]+', '-', str(vae))}.png"
-            named.append(
-                (
-                    hist,
-                    f"{vae}: latent histograms",
-                    "Density of each channel's raw latents; dotted red "
-                    "lines at ±3, where TAESD's decoder clamp 3·tanh(z/3) saturates.",
-                )
-            )
+            named.append((hist, f"{vae}: latent histograms", HIST_CAPTION))
         for name, title, caption in named:
             src = d / "plots" / name
             if src.is_file():
                 dst = plot_dir / f"{slug}-{name}"
                 shutil.copyfile(src, dst)
                 plots.append({"title": title, "path": dst, "caption": caption, "wide": False})
-        views.append(
-            {
-                "title": f"Latent diagnostics · {label}",
-                "slug": slug,
-                "source": str(d),
-                "tables": tables,
-                "recommendation": latents_recommendation(frame),
-                "vaes": len(frame),
-                "plots": plots,
-            }
-        )
+        view = dict(title=f"Latent diagnostics · {label}", slug=slug, source=str(d), tables=tables)
+        views.append(view | dict(recommendation=latents_recommendation(frame), vaes=len(frame), plots=plots))
     return views, problems

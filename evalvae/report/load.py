@@ -26,9 +26,8 @@ from evalvae.results import ID_COLUMNS, SIZE_COLUMNS, read_per_image
 log = logging.getLogger(__name__)
 
 CATEGORY = "category"
-NON_METRIC = (
-    set(ID_COLUMNS) | set(SIZE_COLUMNS) | {CATEGORY, "prompt_id", "prompt", "seed"} | set(RATE_FACTS)
-)  # with task=t2i's prompt columns and a codec's rate facts
+# with task=t2i's prompt columns and a codec's rate facts
+NON_METRIC = set(ID_COLUMNS) | set(SIZE_COLUMNS) | {CATEGORY, "prompt_id", "prompt", "seed"} | set(RATE_FACTS)
 
 
 @dataclass
@@ -56,11 +55,8 @@ class Run:
     @property
     def metric_columns(self) -> list[str]:
         """Per-image metric columns: every numeric column that is not an id, size or category."""
-        return [
-            c
-            for c in self.per_image.columns
-            if c not in NON_METRIC and pd.api.types.is_numeric_dtype(self.per_image[c])
-        ]
+        df = self.per_image
+        return [c for c in df.columns if c not in NON_METRIC and pd.api.types.is_numeric_dtype(df[c])]
 
     @property
     def failed_vaes(self) -> dict[str, str]:
@@ -100,16 +96,8 @@ def read_run(path: Path, label: str) -> Run:
         per_image["image"] = per_image["image"].astype(str)
     if summary.empty:
         summary = pd.DataFrame(columns=["vae", "metric", "mean", "std", "n"])
-    return Run(
-        path,
-        label,
-        protocol,
-        per_image,
-        summary,
-        _read_csv(path / "timings.csv"),
-        _read_csv(path / "skipped.csv"),
-        vaes,
-    )
+    timings, skipped = _read_csv(path / "timings.csv"), _read_csv(path / "skipped.csv")
+    return Run(path, label, protocol, per_image, summary, timings, skipped, vaes)
 
 
 SWEEP_DEPTH = 3  # folder levels searched below an input for job folders (a sweep of sweeps, a date/time layout)
@@ -127,9 +115,7 @@ def _jobs(path: Path, depth: int) -> tuple[list[Path], list[Path], list[Path]]:
     (``.hydra``, submitit's ``.submitit``) and reports written into a sweep are not searched;
     files such as Hydra's ``multirun.yaml`` are not inputs.
     """
-    runs: list[Path] = []
-    bench: list[Path] = []
-    unfinished: list[Path] = []
+    runs, bench, unfinished = [], [], []
     children = sorted((c for c in path.iterdir() if c.is_dir()), key=_natural) if path.is_dir() else []
     for child in children:
         if child.name.startswith(".") or child.name == "report":
@@ -198,9 +184,7 @@ def _labels(paths: list[Path]) -> list[str]:
 
 def load_inputs(paths: list[str | Path]) -> Inputs:
     """Every run and bench file under ``paths``; problems are collected as messages, not raised."""
-    run_dirs: list[Path] = []
-    bench_files: list[Path] = []
-    problems: list[str] = []
+    run_dirs, bench_files, problems = [], [], []
     for p in map(Path, paths):
         runs, bench, found = _expand(p.expanduser())
         run_dirs += [r for r in runs if r.resolve() not in {d.resolve() for d in run_dirs}]

@@ -99,12 +99,8 @@ def _sentences(text: str) -> list[str]:
 
 def render_markdown(context: dict) -> str:
     """The overview, then per section: protocol, summary with CIs, paired statistics, image grids and problems."""
-    out = [
-        "# VAE comparison report",
-        "",
-        f"Generated {context['generated']} by evalvae {context['version']} from {context['inputs_text']}.",
-        "",
-    ]
+    made = f"Generated {context['generated']} by evalvae {context['version']} from {context['inputs_text']}."
+    out = ["# VAE comparison report", "", made, ""]
     if len(context["contents"]) > 1:
         out += ["**Contents.**", ""]
         out += [f"- {c['title']} ({c['kind']}, {c['vaes']} VAE(s))" for c in context["contents"]] + [""]
@@ -113,9 +109,7 @@ def render_markdown(context: dict) -> str:
         out += ["**Speed from the bench** (median ms per image and peak memory at the section's resolution):", ""]
         if speed:
             head = ["section", "VAE", *context["speed_header"], "configuration"]
-            rows = [
-                [r["section"], r["label"], r["speed"]["ms"], r["speed"]["mem"], r["speed"]["detail"]] for r in speed
-            ]
+            rows = [[r["section"], r["label"], *(r["speed"][k] for k in ("ms", "mem", "detail"))] for r in speed]
             out += _table(head, rows, ["l", "l", "r", "r", "l"], keep=2) + [""]
         out += [f"- {n}" for n in context["speed_notes"]] + ([""] if context["speed_notes"] else [])
     for p in context["problems"]:
@@ -137,39 +131,20 @@ def render_markdown(context: dict) -> str:
                 cells.append(("⚠ " if c["warn"] else "") + text + c["marks"])
             rows.append([r["label"], str(r["n"])] + cells)
         out += _table(header, rows, ["l", "r"] + ["r"] * len(summary["header"]), keep=2)
-        out += (
-            [""]
-            + [
-                f"{n['mark']} {'⚠ ' if n['warn'] else ''}{n['text']} ({n['where']})"
-                + "  " * (i + 1 < len(summary["footnotes"]))
-                for i, n in enumerate(summary["footnotes"])
-            ]
-            + ([""] if summary["footnotes"] else [])
-        )
+        notes = [f"{n['mark']} {'⚠ ' if n['warn'] else ''}{n['text']} ({n['where']})" for n in summary["footnotes"]]
+        out += [""] + [n + "  " for n in notes[:-1]] + notes[-1:] + ([""] if notes else [])  # "  ": a line break
         out += [
-            "Mean ± std over images, [95% bootstrap CI]; set-level metrics give their N; **bold** is best; marks refer to the notes above.",
+            "Mean ± std over images, [95% bootstrap CI]; set-level metrics give their N; **bold** is best; "
+            "marks refer to the notes above.",
             "",
         ]
         if s["paired"]:
             header = ["metric", "A", "B", "n", "Δ (A − B)", "95% CI", "A wins", "W/T/L", "p", "p (Holm)", ""]
-            rows = [
-                [
-                    p["metric"],
-                    p["a"],
-                    p["b"],
-                    str(p["n"]),
-                    p["diff"],
-                    p["ci"],
-                    p["win_rate"],
-                    p["wtl"],
-                    p["p"],
-                    p["p_holm"],
-                    "✔ significant"
-                    if p["significant"]
-                    else (f"not significant ({p['unreachable']})" if p.get("unreachable") else ""),
-                ]
-                for p in s["paired"]
-            ]
+            rows = []
+            for p in s["paired"]:
+                why = f"not significant ({p['unreachable']})" if p.get("unreachable") else ""
+                cells = [p[k] for k in ("metric", "a", "b", "n", "diff", "ci", "win_rate", "wtl", "p", "p_holm")]
+                rows.append([*map(str, cells), "✔ significant" if p["significant"] else why])
             out += ["**Paired statistics** (same images; Wilcoxon signed-rank, Holm-adjusted per metric):", ""]
             out += _table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "l"], keep=3) + [""]
         rd = [f for f in s["plots"] if f["title"] == "Rate–distortion"]

@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 from evalvae.io import atomic_path  # noqa: E402
-from evalvae.report import stats  # noqa: E402
+from evalvae.metrics import stats  # noqa: E402
 from evalvae.report.format import metric_name, metric_title  # noqa: E402
 from evalvae.report.sections import Section  # noqa: E402
 
@@ -35,12 +35,10 @@ STYLE = {
 }
 PALETTE = plt.get_cmap("tab10").colors
 GREY = {"color": "#444444"}
+MARKER = dict(s=70, edgecolor="black", linewidth=0.6, zorder=3)
 # matplotlib 3.10 replaced vert=False with orientation="horizontal" (and deprecates vert)
-HORIZONTAL = (
-    {"orientation": "horizontal"}
-    if tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10)
-    else {"vert": False}
-)
+NEW = tuple(map(int, matplotlib.__version__.split(".")[:2])) >= (3, 10)
+HORIZONTAL = {"orientation": "horizontal"} if NEW else {"vert": False}
 
 
 def finite(values: pd.Series) -> np.ndarray:
@@ -98,19 +96,11 @@ def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
             y = np.arange(len(labels))
             ok = rows["status"] == "ok"
             shown = rows["mean"].where(ok)
-            means = shown.where(
-                np.isfinite(shown.astype(float))
-            )  # an infinite mean (an exact PSNR) gets no bar, only its label
+            means = shown.where(np.isfinite(shown.astype(float)))  # an infinite mean (an exact PSNR): no bar, a label
             xerr = np.vstack([means - rows["ci_low"], rows["ci_high"] - means]).clip(min=0)
-            ax.barh(
-                y,
-                means.fillna(0),
-                color=[colour[lab] for lab in labels],
-                alpha=0.85,
-                height=0.62,
-                edgecolor=["black" if b else "none" for b in rows["best"].fillna(False)],
-                linewidth=1.6,
-            )
+            outline = ["black" if b else "none" for b in rows["best"].fillna(False)]
+            bar = dict(alpha=0.85, height=0.62, edgecolor=outline, linewidth=1.6)
+            ax.barh(y, means.fillna(0), color=[colour[lab] for lab in labels], **bar)
             ax.errorbar(means, y, xerr=np.nan_to_num(xerr), fmt="none", ecolor="#222222", elinewidth=1.2, capsize=3)
             for yi, (m, status, hi) in enumerate(zip(shown, rows["status"], rows["ci_high"])):
                 text = (
@@ -118,14 +108,8 @@ def bars(section: Section, summary: pd.DataFrame, path: Path) -> Path | None:
                     if status == "ok"
                     else ("n/a" if status == "unavailable" else "not run")
                 )
-                ax.text(
-                    (hi if np.isfinite(hi) else (m if np.isfinite(m) else 0)),
-                    yi,
-                    "  " + text,
-                    va="center",
-                    fontsize=9.5,
-                    color="#333333",
-                )
+                x = hi if np.isfinite(hi) else (m if np.isfinite(m) else 0)
+                ax.text(x, yi, "  " + text, va="center", fontsize=9.5, color="#333333")
             ax.set_yticks(y, labels)
             ax.set_title(metric_title(section.info(metric)))
             ax.grid(axis="y", visible=False)
@@ -155,27 +139,11 @@ def distributions(section: Section, path: Path) -> Path | None:
                 for body, i in zip(parts["bodies"], pos):
                     body.set_facecolor(colour[labels[i]])
                     body.set_alpha(0.25)
-            ax.boxplot(
-                [data[i] for i in pos],
-                positions=pos,
-                **HORIZONTAL,
-                widths=0.25,
-                showfliers=False,
-                medianprops={"color": "black"},
-                boxprops=GREY,
-                whiskerprops=GREY,
-                capprops=GREY,
-            )
+            grey = dict(boxprops=GREY, whiskerprops=GREY, capprops=GREY, medianprops={"color": "black"})
+            ax.boxplot([data[i] for i in pos], positions=pos, **HORIZONTAL, widths=0.25, showfliers=False, **grey)
             for i in pos:
-                ax.scatter(
-                    data[i],
-                    i + rng.uniform(-0.12, 0.12, data[i].size),
-                    s=9,
-                    color=colour[labels[i]],
-                    alpha=0.8,
-                    linewidths=0,
-                    zorder=3,
-                )
+                y = i + rng.uniform(-0.12, 0.12, data[i].size)
+                ax.scatter(data[i], y, s=9, color=colour[labels[i]], alpha=0.8, linewidths=0, zorder=3)
             ax.set_yticks(range(len(labels)), labels)
             ax.set_title(metric_title(section.info(metric)) + " per image")
             ax.grid(axis="y", visible=False)
@@ -185,9 +153,8 @@ def distributions(section: Section, path: Path) -> Path | None:
 
 def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | None:
     """Mean paired difference (A − B) with its 95% CI per pair; filled markers are significant."""
-    paired = paired[
-        np.isfinite(paired["mean_diff"].astype(float))
-    ]  # an infinite Δ (exact reconstructions on one side) has no place on an axis
+    # an infinite Δ (exact reconstructions on one side) has no place on an axis
+    paired = paired[np.isfinite(paired["mean_diff"].astype(float))]
     if paired.empty:
         return None
     metrics = list(dict.fromkeys(paired["metric"]))
@@ -199,28 +166,13 @@ def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | 
             y = np.arange(len(rows))
             err = np.vstack([rows["mean_diff"] - rows["ci_low"], rows["ci_high"] - rows["mean_diff"]]).clip(min=0)
             ax.axvline(0, color="#999999", linewidth=1, zorder=1)
-            ax.errorbar(
-                rows["mean_diff"],
-                y,
-                xerr=np.nan_to_num(err),
-                fmt="none",
-                ecolor="#333333",
-                elinewidth=1.3,
-                capsize=3,
-                zorder=2,
-            )
+            bar = dict(fmt="none", ecolor="#333333", elinewidth=1.3, capsize=3, zorder=2)
+            ax.errorbar(rows["mean_diff"], y, xerr=np.nan_to_num(err), **bar)
             sig = rows["significant"].to_numpy(bool)
+            d = rows["mean_diff"]
+            ax.scatter(d[sig], y[sig], s=40, color="#c0392b", zorder=3, label="significant (Holm p < 0.05)")
             ax.scatter(
-                rows["mean_diff"][sig], y[sig], s=40, color="#c0392b", zorder=3, label="significant (Holm p < 0.05)"
-            )
-            ax.scatter(
-                rows["mean_diff"][~sig],
-                y[~sig],
-                s=40,
-                facecolor="white",
-                edgecolor="#333333",
-                zorder=3,
-                label="not significant",
+                d[~sig], y[~sig], s=40, facecolor="white", edgecolor="#333333", zorder=3, label="not significant"
             )
             ax.set_yticks(y, [f"{a}\n− {b}" for a, b in zip(rows["a"], rows["b"])], fontsize=9)
             ax.set_title(f"Δ {metric_title(section.info(metric))}")
@@ -229,10 +181,8 @@ def paired_forest(section: Section, paired: pd.DataFrame, path: Path) -> Path | 
             ax.xaxis.set_major_locator(MaxNLocator(6))
             ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4), useMathText=True)
             lim = np.nanmax(np.abs(np.concatenate([rows["ci_low"], rows["ci_high"], rows["mean_diff"]])))
-            if np.isfinite(lim) and lim > 0:
-                ax.set_xlim(
-                    -1.15 * lim, 1.15 * lim
-                )  # symmetric around zero, so the side that is better reads at a glance
+            if np.isfinite(lim) and lim > 0:  # symmetric around zero, so the side that is better reads at a glance
+                ax.set_xlim(-1.15 * lim, 1.15 * lim)
         handles, names = axes[0].get_legend_handles_labels()
         fig.tight_layout(rect=(0, 0.12 / len(metrics), 1, 1))
         fig.legend(handles, names, loc="lower center", ncol=2, frameon=False, fontsize=9)
@@ -250,22 +200,9 @@ def pareto(section: Section, points: pd.DataFrame, speed_note: str, path: Path) 
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(6.6, 4.4))
         for _, p in points.iterrows():
-            ax.scatter(
-                p["images_per_s"],
-                p["quality"],
-                s=70,
-                color=colour[p["entry"]],
-                edgecolor="black",
-                linewidth=0.6,
-                zorder=3,
-            )
-            ax.annotate(
-                f"{p['entry']}\n{p['detail']}",
-                (p["images_per_s"], p["quality"]),
-                xytext=(7, 4),
-                textcoords="offset points",
-                fontsize=9,
-            )
+            xy = (p["images_per_s"], p["quality"])
+            ax.scatter(*xy, color=colour[p["entry"]], **MARKER)
+            ax.annotate(f"{p['entry']}\n{p['detail']}", xy, xytext=(7, 4), textcoords="offset points", fontsize=9)
         q = points["quality"] * (1 if higher else -1)
         order = points.assign(q=q).sort_values("images_per_s", ascending=False)
         front, best = [], -np.inf
@@ -275,25 +212,14 @@ def pareto(section: Section, points: pd.DataFrame, speed_note: str, path: Path) 
                 best = p["q"]
         if len(front) > 1:
             f = pd.DataFrame(front)
-            ax.plot(
-                f["images_per_s"],
-                f["quality"],
-                color="#555555",
-                linestyle="--",
-                linewidth=1,
-                zorder=2,
-                label="Pareto front",
-            )
+            line = dict(color="#555555", linestyle="--", linewidth=1, zorder=2, label="Pareto front")
+            ax.plot(f["images_per_s"], f["quality"], **line)
             ax.legend(frameon=False, fontsize=9)
         if points["images_per_s"].max() > 10 * points["images_per_s"].min():
             ax.set_xscale("log")
         ax.set_xlabel("images / s  (" + speed_note + ")", fontsize=9.5)
         ax.set_ylabel(metric_title(section.info(metric)))
-        ax.set_title(
-            "Quality vs speed: up and to the right is better"
-            if higher
-            else "Quality vs speed: down and to the right is better"
-        )
+        ax.set_title(f"Quality vs speed: {'up' if higher else 'down'} and to the right is better")
         ax.margins(x=0.25, y=0.2)
         fig.tight_layout()
         return _save(fig, path)
@@ -324,9 +250,8 @@ def categories(section: Section, metric: str, path: Path) -> Path | None:
             x = np.arange(len(cats)) + (j - (len(labels) - 1) / 2) * width
             ax.bar(x, np.nan_to_num(means), width=width * 0.92, color=colour[lab], label=lab, alpha=0.9)
             ax.errorbar(x, means, yerr=[lo, hi], fmt="none", ecolor="#222222", elinewidth=1, capsize=2)
-        ax.set_xticks(
-            np.arange(len(cats)), cats, rotation=30 if len(cats) > 5 else 0, ha="right" if len(cats) > 5 else "center"
-        )
+        tilt = len(cats) > 5
+        ax.set_xticks(np.arange(len(cats)), cats, rotation=30 if tilt else 0, ha="right" if tilt else "center")
         ax.set_title(metric_title(section.info(metric)) + " by category")
         ax.grid(axis="x", visible=False)
         ax.legend(frameon=False, fontsize=9, ncol=min(4, len(labels)))
@@ -374,9 +299,7 @@ def rate_distortion(section: Section, summary: pd.DataFrame, path: Path) -> Path
                 if not (np.isfinite(x) and np.isfinite(y)):
                     continue
                 ys.append(y)
-                shown[label] = ax.scatter(
-                    x, y, s=70, color=colour[label], edgecolor="black", linewidth=0.6, zorder=3, label=label
-                )
+                shown[label] = ax.scatter(x, y, color=colour[label], label=label, **MARKER)
             if rate.max() > 10 * rate.min():  # every panel on one log axis of all entries' rates
                 ax.set_xscale("log")
                 ax.set_xlim(rate.min() / 1.6, rate.max() * 1.6)
@@ -394,12 +317,8 @@ def rate_distortion(section: Section, summary: pd.DataFrame, path: Path) -> Path
         fig.tight_layout()
         if shown:
             fig.subplots_adjust(right=1 - 1.6 / fig.get_figwidth())
+            anchor = (1 - 1.5 / fig.get_figwidth(), 0.5)
             fig.legend(
-                list(shown.values()),
-                list(shown),
-                loc="center left",
-                bbox_to_anchor=(1 - 1.5 / fig.get_figwidth(), 0.5),
-                frameon=False,
-                fontsize=9,
+                list(shown.values()), list(shown), loc="center left", bbox_to_anchor=anchor, frameon=False, fontsize=9
             )
         return _save(fig, path)

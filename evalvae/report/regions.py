@@ -33,6 +33,13 @@ TITLES = {
     "faces": ("Face identity by face size", "Worst faces"),
 }
 SIZE_TITLE = {"text": "text height (px)", "faces": "face size (px)"}
+WORST_CAPTIONS = {
+    "text": "The worst regions by NED (worst over the VAEs) among the images saved in samples/: original crop, then "
+    "each VAE's, enlarged by pixel repetition; under each, what OCR read on the original / the reconstruction and "
+    "the ground truth where known.",
+    "faces": "The worst faces by face similarity (worst over the VAEs) among the images saved in samples/: original "
+    "crop, then each VAE's, enlarged by pixel repetition, with its cosine similarity.",
+}
 WORST = 6  # regions per grid
 ZOOM_PX = 96  # crops are enlarged by pixel repetition to about this height
 
@@ -130,7 +137,7 @@ def worst_regions(section: Section, regions: pd.DataFrame, kind: str, path: Path
     if rows.empty or metric not in rows or not rows[metric].notna().any():
         return None, ""
     rows = rows[rows[metric].notna()].copy()
-    pics, missing = {}, set()
+    pics = {}
     for e in section.entries:
         try:
             got, _ = reconstruct_images(e.run, e.vae, sorted(set(rows["image"].astype(str))))
@@ -175,12 +182,9 @@ def worst_regions(section: Section, regions: pd.DataFrame, kind: str, path: Path
             warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
             fig.tight_layout()
             out = _save(fig, path)
-    note = (
-        f"{len(missing)} image(s) with {kind} regions were not saved under samples/ and are not searched."
-        if missing
-        else ""
-    )
-    return out, note
+    if not missing:
+        return out, ""
+    return out, f"{len(missing)} image(s) with {kind} regions were not saved under samples/ and are not searched."
 
 
 def region_figures(section: Section, plot_dir: Path, grids: bool = True) -> tuple[list[dict], list[str]]:
@@ -193,35 +197,15 @@ def region_figures(section: Section, plot_dir: Path, grids: bool = True) -> tupl
     for kind in CURVES:
         p = curves(section, table, kind, plot_dir / f"{section.slug}-{kind}-by-size.png")
         if p is not None:
-            figures.append(
-                {
-                    "title": TITLES[kind][0],
-                    "path": p,
-                    "caption": "Mean over regions per size bin (summary_by_region_size.csv), one line per VAE; "
-                    "n: regions in the bin.",
-                    "wide": False,
-                }
+            caption = (
+                "Mean over regions per size bin (summary_by_region_size.csv), one line per VAE; n: regions in the bin."
             )
-        p, note = (
-            worst_regions(section, regions, kind, plot_dir / f"{section.slug}-{kind}-worst.png")
-            if grids
-            else (None, "")
-        )
+            figures.append({"title": TITLES[kind][0], "path": p, "caption": caption, "wide": False})
+        p, note = None, ""
+        if grids:
+            p, note = worst_regions(section, regions, kind, plot_dir / f"{section.slug}-{kind}-worst.png")
         if p is not None:
-            what = "NED" if kind == "text" else "face similarity"
-            figures.append(
-                {
-                    "title": TITLES[kind][1],
-                    "path": p,
-                    "caption": f"The worst regions by {what} (worst over the VAEs) among the images saved in samples/: "
-                    "original crop, then each VAE's, enlarged by pixel repetition; under each, what OCR read on the "
-                    "original / the reconstruction and the ground truth where known."
-                    if kind == "text"
-                    else f"The worst faces by {what} (worst over the VAEs) among the images saved in samples/: "
-                    "original crop, then each VAE's, enlarged by pixel repetition, with its cosine similarity.",
-                    "wide": True,
-                }
-            )
+            figures.append({"title": TITLES[kind][1], "path": p, "caption": WORST_CAPTIONS[kind], "wide": True})
         if note:
             notes.append(note)
     return figures, notes

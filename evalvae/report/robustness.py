@@ -72,21 +72,11 @@ def section(path: Path, slug: str) -> dict:
         for (vae, setting, note), _ in part.groupby(["vae", "setting", "note"], sort=False, dropna=True):
             if str(note).strip():
                 notes.append(f"{vae} · {check} {setting}: {note}")
-    plots = []
-    for vae in dict.fromkeys(df["vae"]):
-        png = path.parent / f"robustness-{re.sub(r'[^A-Za-z0-9._-]+', '_', str(vae))}.png"
-        if png.is_file():
-            plots.append({"vae": vae, "path": png})
-    return {
-        "title": f"Robustness · {path.parent.name}",
-        "slug": slug,
-        "source": str(path),
-        "tables": tables,
-        "recommendation": robustness_recommendation(df),
-        "vaes": df["vae"].nunique(),
-        "notes": list(dict.fromkeys(notes)),
-        "plots": plots,
-    }
+    pngs = {vae: path.parent / f"robustness-{re.sub(r'[^A-Za-z0-9._-]+', '_', str(vae))}.png" for vae in df["vae"]}
+    plots = [{"vae": vae, "path": png} for vae, png in pngs.items() if png.is_file()]
+    view = dict(title=f"Robustness · {path.parent.name}", slug=slug, source=str(path), tables=tables)
+    view |= dict(recommendation=robustness_recommendation(df), vaes=df["vae"].nunique())
+    return view | dict(notes=list(dict.fromkeys(notes)), plots=plots)
 
 
 def robustness_sections(paths: Sequence[str | Path]) -> tuple[list[dict], list[str]]:

@@ -62,6 +62,11 @@ def _mark_best(rows: list[dict], info: MetricInfo) -> None:
         rows[i]["best"] = True
 
 
+def _blank(entry: str, metric: str, level: str) -> dict:
+    row = dict.fromkeys(("mean", "std", "ci_low", "ci_high", "rank_mean"), math.nan)
+    return row | dict(entry=entry, metric=metric, level=level, n=0, best=False, infinite=0, n_rank=0)
+
+
 def summary_table(section: Section) -> pd.DataFrame:
     """One row per (entry, metric): mean, sample std, N, 95% bootstrap CI (per-image metrics), best flag.
 
@@ -75,20 +80,7 @@ def summary_table(section: Section) -> pd.DataFrame:
         shared = sorted(section.shared_images(metric))
         same = len({frozenset(v) for v in section.scored(metric).values()}) <= 1
         for e in section.entries:
-            row = dict(
-                entry=e.label,
-                metric=metric,
-                level="image",
-                mean=math.nan,
-                std=math.nan,
-                n=0,
-                ci_low=math.nan,
-                ci_high=math.nan,
-                best=False,
-                infinite=0,
-                rank_mean=math.nan,
-                n_rank=0,
-            )
+            row = _blank(e.label, metric, "image")
             if metric not in e.run.metric_columns:
                 block.append({**row, "status": "not measured"})
                 continue
@@ -102,40 +94,17 @@ def summary_table(section: Section) -> pd.DataFrame:
             ci = stats.bootstrap_ci(values) if finite else stats.NAN_INTERVAL
             ranked = values if same else mine.loc[mine["image"].astype(str).isin(shared), metric].to_numpy(float)
             ranked = ranked[~np.isnan(ranked)]
-            block.append(
-                {
-                    **row,
-                    "mean": float(values.mean()),
-                    "std": float(values.std(ddof=1)) if values.size > 1 and finite else math.nan,
-                    "n": int(values.size),
-                    "ci_low": ci.low,
-                    "ci_high": ci.high,
-                    "status": "ok",
-                    "infinite": int(np.isinf(values).sum()),
-                    "rank_mean": float(ranked.mean()) if ranked.size else math.nan,
-                    "n_rank": int(ranked.size),
-                }
-            )
+            std = float(values.std(ddof=1)) if values.size > 1 and finite else math.nan
+            row |= dict(mean=float(values.mean()), std=std, n=int(values.size), ci_low=ci.low, ci_high=ci.high)
+            row |= dict(status="ok", infinite=int(np.isinf(values).sum()), n_rank=int(ranked.size))
+            block.append(row | {"rank_mean": float(ranked.mean()) if ranked.size else math.nan})
         _mark_best(block, section.info(metric))
         rows += block
     for metric in section.set_metrics:
         block = []
         for e in section.entries:
             found = section.set_level[(section.set_level["entry"] == e.label) & (section.set_level["metric"] == metric)]
-            row = dict(
-                entry=e.label,
-                metric=metric,
-                level="set",
-                mean=math.nan,
-                std=math.nan,
-                n=0,
-                ci_low=math.nan,
-                ci_high=math.nan,
-                best=False,
-                infinite=0,
-                rank_mean=math.nan,
-                n_rank=0,
-            )
+            row = _blank(e.label, metric, "set")
             if found.empty:
                 block.append({**row, "status": "not measured"})
                 continue
@@ -143,16 +112,8 @@ def summary_table(section: Section) -> pd.DataFrame:
             mean = float(r["mean"]) if pd.notna(r["mean"]) else math.nan
             n = int(r["n"]) if pd.notna(r["n"]) else 0
             std = float(r["std"]) if pd.notna(r["std"]) else math.nan
-            block.append(
-                {
-                    **row,
-                    "mean": mean,
-                    "std": std,
-                    "n": n,
-                    "status": "unavailable" if math.isnan(mean) else "ok",
-                    "infinite": int(math.isinf(mean)),
-                }
-            )
+            status = "unavailable" if math.isnan(mean) else "ok"
+            block.append(row | dict(mean=mean, std=std, n=n, status=status, infinite=int(math.isinf(mean))))
         ok = [r for r in block if r["status"] == "ok"]
         # One value per VAE over its own images: ranked only where every VAE had the same number of
         # images, and not where every subset of KID is the whole set (no spread to tell VAEs apart).
@@ -203,24 +164,9 @@ def paired_table(section: Section, alpha: float = stats.ALPHA) -> pd.DataFrame:
                     and not info.tie_tolerance.ties(mean_a, mean_b)
                 ):  # an infinite Δ favours a side too
                     favours = a if (p.mean_diff > 0) == higher else b
-                block.append(
-                    dict(
-                        metric=metric,
-                        a=a,
-                        b=b,
-                        n=p.n,
-                        mean_diff=p.mean_diff,
-                        ci_low=p.ci.low,
-                        ci_high=p.ci.high,
-                        wins=p.wins,
-                        ties=p.ties,
-                        losses=p.losses,
-                        win_rate=p.win_rate,
-                        p=p.p_value,
-                        favours=favours,
-                        untied=p.untied,
-                    )
-                )
+                stat = dict(n=p.n, mean_diff=p.mean_diff, ci_low=p.ci.low, ci_high=p.ci.high, wins=p.wins, ties=p.ties)
+                stat |= dict(losses=p.losses, win_rate=p.win_rate, p=p.p_value, untied=p.untied)
+                block.append(dict(metric=metric, a=a, b=b, favours=favours, **stat))
         adjusted = stats.holm([r["p"] for r in block])
         tests = int(np.isfinite([r["p"] for r in block]).sum())
         floors = [stats.smallest_p(r["untied"]) for r in block]
@@ -258,9 +204,13 @@ def speed_points(section: Section, summary: pd.DataFrame, bench: pd.DataFrame) -
     if metric is None:
         return empty, ""
     ok = summary[(summary["metric"] == metric) & (summary["status"] == "ok")]
-    quality = ok[np.isfinite(ok["mean"].astype(float))].set_index("entry")[
-        "mean"
-    ]  # an infinite mean has no place on an axis
+    # an infinite mean has no place on an axis
+    quality = ok[np.isfinite(ok["mean"].astype(float))].set_index("entry")["mean"]
+
+    def point(e, images_per_s, detail: str) -> dict:
+        return dict(
+            entry=e.label, metric=metric, quality=quality[e.label], images_per_s=float(images_per_s), detail=detail
+        )
 
     rows = _bench_rows(bench, section)
     bench_points, op = [], None
@@ -277,35 +227,17 @@ def speed_points(section: Section, summary: pd.DataFrame, bench: pd.DataFrame) -
             detail = ", ".join(
                 f"{k} {best[k]}" for k in ("dtype", "batch", "mode", "device") if k in best and pd.notna(best[k])
             )
-            bench_points.append(
-                dict(
-                    entry=e.label,
-                    metric=metric,
-                    quality=quality[e.label],
-                    images_per_s=float(best["images_per_s"]),
-                    detail=detail,
-                )
-            )
+            bench_points.append(point(e, best["images_per_s"], detail))
     run_points = []
     for e in section.entries:
         t = e.timing
         if t.get("images_per_s") is not None and pd.notna(t.get("images_per_s")) and e.label in quality:
             detail = f"{t.get('dtype', '')}, batch {t.get('batch_size', '?')}, {t.get('device', '')}"
-            run_points.append(
-                dict(
-                    entry=e.label,
-                    metric=metric,
-                    quality=quality[e.label],
-                    images_per_s=float(t["images_per_s"]),
-                    detail=detail,
-                )
-            )
+            run_points.append(point(e, t["images_per_s"], detail))
     if bench_points and len(bench_points) >= len(run_points):
-        return pd.DataFrame(
-            bench_points, columns=empty.columns
-        ), f"bench.csv, {op} throughput (fastest passing configuration per VAE)"
-    if run_points:
-        return pd.DataFrame(
-            run_points, columns=empty.columns
-        ), "run timings: end-to-end images/s of the evaluation (data, encode, decode, metrics)"
-    return empty, ""
+        points, note = bench_points, f"bench.csv, {op} throughput (fastest passing configuration per VAE)"
+    elif run_points:
+        points, note = run_points, "run timings: end-to-end images/s of the evaluation (data, encode, decode, metrics)"
+    else:
+        return empty, ""
+    return pd.DataFrame(points, columns=empty.columns), note

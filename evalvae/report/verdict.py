@@ -65,11 +65,8 @@ def _lead(section: Section, metric: str, leader: str, rows: pd.DataFrame, paired
 
 def _one(section: Section, ok: pd.DataFrame, failed: list[str]) -> str:
     label = section.entries[0].label
-    values = [
-        f"{short(section, m)} {_value(section, m, float(r['mean']))}"
-        for m in dict.fromkeys(ok["metric"])
-        for r in ok[ok["metric"] == m].to_dict("records")
-    ]
+    rows = [r for m in dict.fromkeys(ok["metric"]) for r in ok[ok["metric"] == m].to_dict("records")]
+    values = [f"{short(section, r['metric'])} {_value(section, r['metric'], float(r['mean']))}" for r in rows]
     head = f"One VAE, so nothing to recommend: {label}" + (
         f" scores {', '.join(values)}" if values else " has no values"
     )
@@ -153,9 +150,8 @@ def recommendation(section: Section, summary: pd.DataFrame, paired: pd.DataFrame
         parts.append(size)
     if undirected:
         many = len(undirected) > 1
-        parts.append(
-            f"{_names(section, undirected)} {'have' if many else 'has'} no direction and {'are' if many else 'is'} not judged"
-        )
+        verbs = ("have", "are") if many else ("has", "is")
+        parts.append(f"{_names(section, undirected)} {verbs[0]} no direction and {verbs[1]} not judged")
     if failed:
         parts.append(f"{join(failed)} failed and {'is' if len(failed) == 1 else 'are'} not ranked")
     return "; ".join(parts) + "."
@@ -175,8 +171,7 @@ def _head(
         clauses.append(f"{lab} {verb} on {every} ({_names(section, ms)})")
     else:
         clauses += [
-            f"{lab} {verb} on {_names(section, ms)}" if i == 0 else f"{lab} on {_names(section, ms)}"
-            for i, (lab, ms) in enumerate(groups)
+            f"{lab}{f' {verb}' if i == 0 else ''} on {_names(section, ms)}" for i, (lab, ms) in enumerate(groups)
         ]
     tied: dict[tuple[str, ...], list[str]] = {}
     for m, labs in ties.items():
@@ -305,12 +300,12 @@ def robustness_recommendation(df: pd.DataFrame) -> str:
         if one:
             shown = f"{', '.join(_db(v) for v in values['value'])} dB"
             at = f"{join(settings)}{unit}"
+            said = {
+                "tiled": f"its tiled decode is {shown} from its untiled one ({at})",
+                "precision": f"{at} is {shown} from fp32",
+            }
             parts.append(
-                {
-                    "tiled": f"its tiled decode is {shown} from its untiled one ({at})",
-                    "precision": f"{at} is {shown} from fp32",
-                    "resolution": f"PSNR {shown} at {at}",
-                }.get(check, f"{check}: PSNR {shown} at {at}")
+                said.get(check, f"PSNR {shown} at {at}" if check == "resolution" else f"{check}: PSNR {shown} at {at}")
             )
             continue
         winners: dict[tuple[str, ...], list[str]] = {}

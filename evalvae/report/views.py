@@ -22,15 +22,7 @@ def mark(number: int) -> str:
 
 def _cell(r: dict, m: MetricInfo) -> dict:
     if r["status"] != "ok":
-        return {
-            "main": r["status"],
-            "mean": r["status"],
-            "sub": "",
-            "best": False,
-            "ok": False,
-            "marks": "",
-            "warn": False,
-        }
+        return dict(main=r["status"], mean=r["status"], sub="", best=False, ok=False, marks="", warn=False)
     main = mean = num(m, r["mean"])
     if math.isfinite(r["std"]):
         main += f" ± {num(m, r['std'])}"
@@ -99,25 +91,11 @@ def paired_view(paired: pd.DataFrame, section: Section | None = None) -> list[di
     for r in paired.to_dict("records"):
         m = section.info(r["metric"]) if section is not None else r["metric"]
         spread = r["ci_high"] - r["ci_low"]
-        out.append(
-            {
-                "metric": metric_name(m),
-                "a": r["a"],
-                "b": r["b"],
-                "n": r["n"],
-                "diff": num_diff(m, r["mean_diff"], spread),
-                "ci": f"[{num_diff(m, r['ci_low'], spread)}, {num_diff(m, r['ci_high'], spread)}]"
-                if math.isfinite(r["ci_low"])
-                else "–",
-                "win_rate": percent(r["win_rate"]),
-                "wtl": f"{r['wins']}/{r['ties']}/{r['losses']}",
-                "p": p_value(r["p"]),
-                "p_holm": p_value(r["p_holm"]),
-                "significant": bool(r["significant"]),
-                "favours": r["favours"],
-                "unreachable": unreachable(r),
-            }
-        )
+        ci = f"[{num_diff(m, r['ci_low'], spread)}, {num_diff(m, r['ci_high'], spread)}]"
+        view = dict(metric=metric_name(m), a=r["a"], b=r["b"], n=r["n"], diff=num_diff(m, r["mean_diff"], spread))
+        view |= dict(ci=ci if math.isfinite(r["ci_low"]) else "–", win_rate=percent(r["win_rate"]))
+        view |= dict(wtl=f"{r['wins']}/{r['ties']}/{r['losses']}", p=p_value(r["p"]), p_holm=p_value(r["p_holm"]))
+        out.append(view | dict(significant=bool(r["significant"]), favours=r["favours"], unreachable=unreachable(r)))
     return out
 
 
@@ -151,10 +129,8 @@ def metric_details(spec: dict) -> tuple[str, list[str]]:
             continue
         if k == "weights" and isinstance(v, dict):
             sha = str(v.get("tensors_sha256", ""))[:12]
-            items.append(
-                ("standard weights" if v.get("standard") else "NON-STANDARD weights")
-                + (f" (tensors sha256 {sha}…)" if sha else "")
-            )
+            kind = "standard weights" if v.get("standard") else "NON-STANDARD weights"
+            items.append(kind + (f" (tensors sha256 {sha}…)" if sha else ""))
         elif k == "extractor" and isinstance(v, dict):
             items.append(f"extractor={v.get('name', '?')}" + (f", resize: {v['resize']}" if v.get("resize") else ""))
         elif isinstance(v, dict):
@@ -199,27 +175,14 @@ def protocol_view(section: Section) -> dict:
     vaes = []
     for e in section.entries:
         info, t = e.info, e.timing
-        vaes.append(
-            {
-                "label": e.label,
-                "run": e.run.label,
-                "path": str(e.run.path),
-                "source": str(info.get("source", "?")),
-                "latent": f"{info.get('latent_space', '?')} {info.get('latent_channels', '?')}ch f{info.get('downsample', '?')}",
-                "dtype": e.dtype
-                + (
-                    f" (weights stored {info['weights_dtype']})"
-                    if info.get("weights_dtype") not in (None, e.dtype)
-                    else ""
-                ),
-                "device": str(t.get("device") or info.get("device") or "?"),
-                "posterior": str(info.get("posterior", "")),
-                "params": _count(info.get("parameters")),
-                "speed": f"{t['images_per_s']:.2f} img/s"
-                if t.get("images_per_s") is not None and pd.notna(t.get("images_per_s"))
-                else "–",
-            }
-        )
+        latent = f"{info.get('latent_space', '?')} {info.get('latent_channels', '?')}ch f{info.get('downsample', '?')}"
+        stored = info.get("weights_dtype")
+        dtype = e.dtype + (f" (weights stored {stored})" if stored not in (None, e.dtype) else "")
+        ips = t.get("images_per_s")
+        speed = f"{ips:.2f} img/s" if ips is not None and pd.notna(ips) else "–"
+        view = dict(label=e.label, run=e.run.label, path=str(e.run.path), source=str(info.get("source", "?")))
+        view |= dict(latent=latent, dtype=dtype, device=str(t.get("device") or info.get("device") or "?"), speed=speed)
+        vaes.append(view | dict(posterior=str(info.get("posterior", "")), params=_count(info.get("parameters"))))
     return {"facts": facts, "metrics": metrics, "metric_details": details, "vaes": vaes}
 
 
@@ -279,10 +242,8 @@ def findings(section: Section, summary: pd.DataFrame, paired: pd.DataFrame) -> l
             low, high = ok.loc[ok["mean"].idxmin()], ok.loc[ok["mean"].idxmax()]
             if low["mean"] == high["mean"]:
                 continue
-            text = (
-                f"{metric_name(info)}: from {num(info, low['mean'])} ({low['entry']}) to "
-                f"{num(info, high['mean'])} ({high['entry']})"
-            )
+            text = f"{metric_name(info)}: from {num(info, low['mean'])} ({low['entry']}) to "
+            text += f"{num(info, high['mean'])} ({high['entry']})"
             rd = "; quality at equal rate is on the rate–distortion plot" if metric == BPP.name else ""
             out.append(text + rd + ".")
             continue

@@ -43,15 +43,7 @@ TIME = "s_per_image"
 
 
 def row(vae: str, check: str, setting, metric: str, value, n: int, note: str = "") -> dict:
-    return {
-        "vae": vae,
-        "check": check,
-        "setting": str(setting),
-        "metric": metric,
-        "value": float(value),
-        "n": n,
-        "note": note,
-    }
+    return dict(vae=vae, check=check, setting=str(setting), metric=metric, value=float(value), n=n, note=note)
 
 
 def unavailable(vae: str, check: str, setting, metrics, reason: str) -> list[dict]:
@@ -178,12 +170,8 @@ def precision_rows(vae: str, dtype: str, low: VAEAdapter, ref: Reference, times:
     note = f"{bad_images} of {n} output(s) not finite; PSNR and max_abs over the others" if bad_images else ""
     note = "; ".join(filter(None, [note, ref.note]))
     ok = n - bad_images
-    return [
-        row(vae, "precision", dtype, "psnr", _mean(psnrs) if ok else math.nan, ok, note),
-        row(vae, "precision", dtype, "max_abs", max_abs if ok else math.nan, ok, note),
-        row(vae, "precision", dtype, "nonfinite_images", bad_images, n, note),
-        row(vae, "precision", dtype, "nonfinite_values", bad_values, n, note),
-    ]
+    values = (_mean(psnrs) if ok else math.nan, ok), (max_abs if ok else math.nan, ok), (bad_images, n), (bad_values, n)
+    return [row(vae, "precision", dtype, m, v, count, note) for m, (v, count) in zip(PRECISION_METRICS, values)]
 
 
 def precision_unavailable(vae: str, dtype: str, device, e: BaseException) -> list[dict]:
@@ -193,7 +181,7 @@ def precision_unavailable(vae: str, dtype: str, device, e: BaseException) -> lis
 
 def resolution_rows(
     vae: VAEAdapter, name: str, resolution: int, loader, metrics: list, *, quantize: bool
-) -> tuple[list[dict], list[tuple[str, str]]]:
+) -> tuple[list, list]:
     """The VAE over ``loader`` (the dataset at ``resolution``), scored by ``metrics`` against the originals;
     and the files skipped, with their reason."""
     times = StageTimes(vae.device)

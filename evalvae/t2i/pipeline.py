@@ -36,11 +36,8 @@ def parse_seeds(seeds) -> list[int]:
         return list(range(seeds))
     if isinstance(seeds, (list, tuple)) or (hasattr(seeds, "__iter__") and not isinstance(seeds, str)):
         values = list(seeds)
-        if (
-            values
-            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values)
-            and len(set(values)) == len(values)
-        ):
+        valid = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in values)
+        if values and valid and len(set(values)) == len(values):
             return values
     raise ConfigError(
         "pipeline.seeds", seeds, hint="a count N (seeds 0..N-1) or a list of distinct non-negative integers"
@@ -109,15 +106,11 @@ class DiffusersPipeline:
         self.name, self.source, self.revision, self.family = name, str(source), revision, latent_space
         self.kind = source_kind(self.source, "pipeline.source")
         if self.kind not in ("hub", "dir"):
-            raise ConfigError(
-                "pipeline.source", source, hint="a hub id or a local diffusers pipeline folder (with model_index.json)"
-            )
+            hint = "a hub id or a local diffusers pipeline folder (with model_index.json)"
+            raise ConfigError("pipeline.source", source, hint=hint)
         if self.kind == "dir" and not (Path(self.source).expanduser() / "model_index.json").is_file():
-            raise ConfigError(
-                "pipeline.source",
-                source,
-                hint="this folder has no model_index.json; save the pipeline with save_pretrained",
-            )
+            hint = "this folder has no model_index.json; save the pipeline with save_pretrained"
+            raise ConfigError("pipeline.source", source, hint=hint)
         self.steps = check_positive_int("pipeline.steps", steps)
         if isinstance(guidance, bool) or not isinstance(guidance, (int, float)):
             raise ConfigError("pipeline.guidance", guidance, hint="a number (classifier-free guidance scale)")
@@ -125,9 +118,8 @@ class DiffusersPipeline:
         multiple = 16 if self.packed else 8
         for arg, v in (("pipeline.height", height), ("pipeline.width", width)):
             if check_positive_int(arg, v) % multiple:
-                raise ConfigError(
-                    arg, v, hint=f"a multiple of {multiple} (the latent grid{' of 2x2 patches' if self.packed else ''})"
-                )
+                grid = "the latent grid of 2x2 patches" if self.packed else "the latent grid"
+                raise ConfigError(arg, v, hint=f"a multiple of {multiple} ({grid})")
         self.height, self.width = height, width
         self.seeds = parse_seeds(seeds)
         self.batch_size = check_positive_int("pipeline.batch_size", batch_size)
@@ -140,11 +132,8 @@ class DiffusersPipeline:
 
             cls = getattr(diffusers, str(scheduler), None)
             if not (inspect.isclass(cls) and issubclass(cls, diffusers.SchedulerMixin)):
-                raise ConfigError(
-                    "pipeline.scheduler",
-                    scheduler,
-                    hint="a diffusers scheduler class name, e.g. EulerDiscreteScheduler, or null for the pipeline's own",
-                )
+                hint = "a diffusers scheduler class name, e.g. EulerDiscreteScheduler, or null for the pipeline's own"
+                raise ConfigError("pipeline.scheduler", scheduler, hint=hint)
         self.extra = dict(extra or {})
         self.pipe, self._identity = None, None
         self.loaded: dict = {}  # facts known once the pipeline is loaded
@@ -165,16 +154,8 @@ class DiffusersPipeline:
         return self._identity
 
     def settings(self) -> dict:
-        return {
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "height": self.height,
-            "width": self.width,
-            "scheduler": self.scheduler,
-            "dtype": self.dtype_name,
-            "packed": self.packed,
-            "extra": self.extra,
-        }
+        out = {"steps": self.steps, "guidance": self.guidance, "height": self.height, "width": self.width}
+        return out | {"scheduler": self.scheduler, "dtype": self.dtype_name, "packed": self.packed, "extra": self.extra}
 
     # -- loading ------------------------------------------------------------------------------
     def load(self, device: torch.device) -> None:
@@ -182,17 +163,15 @@ class DiffusersPipeline:
         import diffusers
 
         self.device = torch.device(device)
-        dtype = (
-            (torch.float16 if self.device.type == "cuda" else torch.float32)
-            if self.dtype_name == "auto"
-            else parse_dtype(self.dtype_name, "pipeline.dtype")
-        )
+        if self.dtype_name == "auto":
+            dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        else:
+            dtype = parse_dtype(self.dtype_name, "pipeline.dtype")
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-                warnings.filterwarnings(
-                    "ignore", message=".*torch_dtype.*deprecated.*"
-                )  # works in every supported diffusers; newer ones warn
+                # works in every supported diffusers; newer ones warn
+                warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated.*")
                 pipe = local_then_hub(
                     lambda local: self._from_pretrained(diffusers, dtype, local_files_only=local),
                     may_download=self.kind == "hub",
@@ -207,13 +186,9 @@ class DiffusersPipeline:
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to(self.device)
         space = self.latent_space()
-        self.loaded = {
-            "pipeline_class": type(pipe).__name__,
-            "scheduler_class": type(pipe.scheduler).__name__,
-            "torch_dtype": str(dtype).replace("torch.", ""),
-            "latent_channels": space.channels,
-            "latent_downsample": space.downsample,
-        }
+        classes = {"pipeline_class": type(pipe).__name__, "scheduler_class": type(pipe.scheduler).__name__}
+        self.loaded = classes | {"torch_dtype": str(dtype).replace("torch.", "")}
+        self.loaded |= {"latent_channels": space.channels, "latent_downsample": space.downsample}
         self._instrument()
 
     def _from_pretrained(self, diffusers, dtype, local_files_only: bool):
@@ -226,14 +201,8 @@ class DiffusersPipeline:
         if "requires_safety_checker" in params:
             off["requires_safety_checker"] = False
         with _quiet_loading():
-            return cls.from_pretrained(
-                self.source,
-                revision=self.revision,
-                torch_dtype=dtype,
-                use_safetensors=True,
-                local_files_only=local_files_only,
-                **off,
-            )
+            where = dict(revision=self.revision, local_files_only=local_files_only)
+            return cls.from_pretrained(self.source, torch_dtype=dtype, use_safetensors=True, **where, **off)
 
     def _unavailable(self, e: Exception) -> str:
         reason = error_reason(e)
@@ -285,16 +254,9 @@ class DiffusersPipeline:
         depends neither on the batch it was generated in nor on the device's random generator.
         """
         generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        out = self.pipe(
-            prompt=list(prompts),
-            num_inference_steps=self.steps,
-            guidance_scale=self.guidance,
-            height=self.height,
-            width=self.width,
-            generator=generators,
-            output_type="latent",
-            **self.extra,
-        )
+        size = dict(height=self.height, width=self.width)
+        steps = dict(num_inference_steps=self.steps, guidance_scale=self.guidance)
+        out = self.pipe(prompt=list(prompts), **steps, **size, generator=generators, output_type="latent", **self.extra)
         latents = out.images
         if self.packed:
             latents = type(self.pipe)._unpack_latents(latents, self.height, self.width, self.pipe.vae_scale_factor)
@@ -311,16 +273,7 @@ class DiffusersPipeline:
         self.pipe = None
 
     def describe(self) -> dict:
-        info = {
-            "name": self.name,
-            "source": self.source,
-            "revision": self.revision,
-            "identity": self.source_identity(),
-            "latent_space": self.family,
-            **self.settings(),
-            "seeds": self.seeds,
-            "batch_size": self.batch_size,
-            "noise": "per image, torch.Generator('cpu').manual_seed(seed)",
-            "output_type": "latent",
-        }
+        info = {"name": self.name, "source": self.source, "revision": self.revision, "identity": self.source_identity()}
+        info |= {"latent_space": self.family, **self.settings(), "seeds": self.seeds, "batch_size": self.batch_size}
+        info |= {"noise": "per image, torch.Generator('cpu').manual_seed(seed)", "output_type": "latent"}
         return {**info, **self.loaded}

@@ -56,14 +56,8 @@ class PromptSuite:
 
     def describe(self) -> dict:
         cats = pd.Series([p.category for p in self.prompts]).value_counts(sort=False).to_dict()
-        return {
-            "name": self.name,
-            "source": self.source,
-            "sha256": self.sha256,
-            "n_prompts": len(self.prompts),
-            "categories": {str(k): int(v) for k, v in cats.items()},
-            **self.filters,
-        }
+        head = {"name": self.name, "source": self.source, "sha256": self.sha256, "n_prompts": len(self.prompts)}
+        return {**head, "categories": {str(k): int(v) for k, v in cats.items()}, **self.filters}
 
 
 def make_suite(
@@ -100,12 +94,8 @@ def suite_file(path: str | None, argument: str, cache: str | None, suite: str) -
         raise ConfigError(argument, path, hint="give a local file or an http(s) URL")
     path = str(path)
     if path.startswith(("http://", "https://")):
-        dest = (
-            cache_root(cache)
-            / "suites"
-            / hashlib.sha256(path.encode()).hexdigest()[:16]
-            / path.rstrip("/").rsplit("/", 1)[-1]
-        )
+        key = hashlib.sha256(path.encode()).hexdigest()[:16]
+        dest = cache_root(cache) / "suites" / key / path.rstrip("/").rsplit("/", 1)[-1]
         try:
             return download(path, dest)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
@@ -119,9 +109,7 @@ def suite_file(path: str | None, argument: str, cache: str | None, suite: str) -
     return local
 
 
-def _column(
-    frame: pd.DataFrame, given: str | None, candidates: tuple[str, ...], argument: str, required: bool
-) -> str | None:
+def _column(frame: pd.DataFrame, given: str | None, candidates: tuple, argument: str, required: bool) -> str | None:
     if given is not None:
         if given not in frame.columns:
             raise ConfigError(argument, given, list(frame.columns))
@@ -135,12 +123,11 @@ def _column(
 def read_table(path: Path, fmt: str) -> pd.DataFrame:
     """A CSV (UTF-8, optional byte-order mark), TSV (no quoting: quotes are part of the prompt) or JSONL file."""
     try:
+        text = dict(encoding="utf-8-sig", dtype=str, keep_default_na=False)
         if fmt == "csv":
-            return pd.read_csv(path, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+            return pd.read_csv(path, **text)
         if fmt == "tsv":
-            return pd.read_csv(
-                path, sep="\t", quoting=csv.QUOTE_NONE, encoding="utf-8-sig", dtype=str, keep_default_na=False
-            )
+            return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, **text)
         with open(path, encoding="utf-8-sig") as f:
             return pd.DataFrame([json.loads(line) for line in f if line.strip()])
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
@@ -177,9 +164,8 @@ def file(
     else:
         frame = read_table(local, fmt)
         col = _column(frame, column, PROMPT_COLUMNS, "suite.column", required=True)
-        rows = _rows(
-            frame, col, _column(frame, category_column, CATEGORY_COLUMNS, "suite.category_column", required=False)
-        )
+        cat = _column(frame, category_column, CATEGORY_COLUMNS, "suite.category_column", required=False)
+        rows = _rows(frame, col, cat)
     return make_suite(name, str(path), sha256_file(local), rows, categories, limit)
 
 
@@ -189,35 +175,26 @@ def builtin(categories=None, limit: int | None = None, name: str = "builtin") ->
     with resource.open("rb") as f:
         frame = pd.read_csv(f, dtype=str, keep_default_na=False)
     digest = hashlib.sha256(resource.read_bytes()).hexdigest()
-    return make_suite(
-        name, "evalvae/t2i/builtin_prompts.csv", digest, _rows(frame, "prompt", "category"), categories, limit
-    )
+    rows = _rows(frame, "prompt", "category")
+    return make_suite(name, "evalvae/t2i/builtin_prompts.csv", digest, rows, categories, limit)
 
 
-def parti(
-    path: str, categories=None, limit: int | None = None, name: str = "parti", cache_dir: str | None = None
-) -> PromptSuite:
+def parti(path: str, categories=None, limit: int | None = None, name="parti", cache_dir=None) -> PromptSuite:
     """PartiPrompts (TSV: Prompt, Category, Challenge, Note); category = Category."""
     return file(path, "Prompt", "Category", "tsv", categories, limit, name, cache_dir)
 
 
-def drawbench(
-    path: str, categories=None, limit: int | None = None, name: str = "drawbench", cache_dir: str | None = None
-) -> PromptSuite:
+def drawbench(path: str, categories=None, limit: int | None = None, name="drawbench", cache_dir=None) -> PromptSuite:
     """DrawBench (CSV: Prompt, Category; the published file starts with a byte-order mark)."""
     return file(path, "Prompt", "Category", "csv", categories, limit, name, cache_dir)
 
 
-def geneval(
-    path: str, categories=None, limit: int | None = None, name: str = "geneval", cache_dir: str | None = None
-) -> PromptSuite:
+def geneval(path: str, categories=None, limit: int | None = None, name="geneval", cache_dir=None) -> PromptSuite:
     """GenEval's evaluation metadata (JSONL with ``prompt`` and ``tag``); category = tag."""
     return file(path, "prompt", "tag", "jsonl", categories, limit, name, cache_dir)
 
 
-def coco(
-    path: str, categories=None, limit: int | None = None, name: str = "coco", cache_dir: str | None = None
-) -> PromptSuite:
+def coco(path: str, categories=None, limit: int | None = None, name="coco", cache_dir=None) -> PromptSuite:
     """One caption per image from a COCO-format captions JSON: the first annotation (lowest id) of
     each image, images in ``file_name`` order (the order of the ``coco`` dataset)."""
     local = suite_file(path, "suite.path", cache_dir, name)

@@ -61,9 +61,8 @@ class Codec(VAEAdapter):
     def __init__(self, name: str, latent_space: LatentSpace, settings: dict, library: str, device="cpu", **kwargs):
         kwargs.pop("cache_dir", None)
         kwargs.pop("dtype", None)  # a codec's arithmetic is its own; the run's dtype does not apply
-        super().__init__(
-            name, nn.Module(), latent_space=latent_space, device=device, weights=LoadedWeights("codec", library)
-        )
+        weights = LoadedWeights("codec", library)
+        super().__init__(name, nn.Module(), latent_space=latent_space, device=device, weights=weights)
         self.settings = settings
 
     @property
@@ -131,12 +130,10 @@ def pack(files: list[bytes], qualities: list[float], statuses: list[int]) -> tor
     width = HEADER + max((len(f) for f in files), default=0)
     out = np.zeros((len(files), 1, 1, width), dtype=np.uint8)
     for i, (data, q, status) in enumerate(zip(files, qualities, statuses)):
-        header = np.zeros(HEADER, dtype=np.uint8)
-        header[:8] = np.frombuffer(np.uint64(len(data)).tobytes(), np.uint8)
-        header[8:12] = np.frombuffer(np.float32(q).tobytes(), np.uint8)
-        header[12] = status
-        out[i, 0, 0, :HEADER] = header
-        out[i, 0, 0, HEADER : HEADER + len(data)] = np.frombuffer(data, np.uint8)
+        row = out[i, 0, 0]
+        row[:8], row[8:12] = np.array([len(data)], np.uint64).view(np.uint8), np.array([q], np.float32).view(np.uint8)
+        row[12] = status
+        row[HEADER : HEADER + len(data)] = np.frombuffer(data, np.uint8)
     return torch.from_numpy(out)
 
 
@@ -145,10 +142,8 @@ def unpack(latents: torch.Tensor) -> list[tuple[bytes, float, int]]:
     rows = latents.detach().cpu().reshape(len(latents), -1).numpy()
     out = []
     for row in rows:
-        n = int(np.frombuffer(row[:8].tobytes(), np.uint64)[0])
-        out.append(
-            (row[HEADER : HEADER + n].tobytes(), float(np.frombuffer(row[8:12].tobytes(), np.float32)[0]), int(row[12]))
-        )
+        n = int(row[:8].view(np.uint64)[0])
+        out.append((row[HEADER : HEADER + n].tobytes(), float(row[8:12].view(np.float32)[0]), int(row[12])))
     return out
 
 
@@ -186,9 +181,9 @@ def pillow_library(fmt: str) -> str:
 
     feature = {"jpeg": "jpg", "webp": "webp", "avif": "avif"}[fmt]
     if not features.check(feature):
+        avif = " (Pillow's wheels include libavif from Pillow 11.3 on: pip install -U pillow)" if fmt == "avif" else ""
         raise CodecUnavailable(
-            f"{fmt.upper()} is unavailable: this Pillow {PIL.__version__} was built without {feature} support"
-            + (" (Pillow's wheels include libavif from Pillow 11.3 on: pip install -U pillow)" if fmt == "avif" else "")
+            f"{fmt.upper()} is unavailable: this Pillow {PIL.__version__} was built without {feature} support{avif}"
         )
     return f"Pillow {PIL.__version__}, {feature} {features.version(feature)}"
 
@@ -242,14 +237,7 @@ class PillowCodec(Codec):
     """
 
     def __init__(
-        self,
-        name: str,
-        format: str,
-        quality: float | None = None,
-        bpp: float | None = None,
-        tolerance: float = 0.05,
-        options: Mapping | None = None,
-        **kwargs,
+        self, name: str, format: str, quality=None, bpp=None, tolerance=0.05, options: Mapping | None = None, **kwargs
     ):
         fmt = check_choice(f"vae.{name}.format", format, FORMATS)
         lo, hi, integer = QUALITY[fmt]
@@ -258,9 +246,8 @@ class PillowCodec(Codec):
             ("bpp", bpp, 0, math.inf),
             ("tolerance", tolerance, 0, 1),
         ):
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high
-            ):
+            number = not isinstance(value, bool) and isinstance(value, int | float)
+            if value is not None and not (number and low <= value <= high):
                 raise ConfigError(f"vae.{name}.{key}", value, hint=f"a number in [{low}, {high}]")
         if bpp is None and quality is None:
             raise ConfigError(f"vae.{name}.quality", None, hint=f"a quality in [{lo:g}, {hi:g}], or set vae.{name}.bpp")

@@ -122,7 +122,6 @@ class FilesAdapter(VAEAdapter):
         files = {f: sha256_file(self.root / f) for fs in self.listing.values() for f in fs}
         weights = LoadedWeights("files", str(self.root), files)
         super().__init__(name, nn.Module(), latent_space=LatentSpace("pixels", 3, 1), device=device, weights=weights)
-        self._matched: dict[str, str] = {}  # image id -> file, as groups are prepared
         self._pending: torch.Tensor | None = None
         log.info("VAE '%s': %d reconstruction file(s) under %s", name, len(files), self.root)
 

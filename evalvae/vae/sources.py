@@ -22,24 +22,15 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 
 def pair_suffix(folder: Path, prefix: str) -> str | None:
     """The suffix of the ``{prefix}_encoder``/``{prefix}_decoder`` pair in ``folder`` (safetensors first), if both are there."""
-    return next(
-        (
-            sfx
-            for sfx in PAIR_SUFFIXES
-            if all((folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder"))
-        ),
-        None,
+    pairs = (
+        sfx for sfx in PAIR_SUFFIXES if all((folder / f"{prefix}_{p}{sfx}").is_file() for p in ("encoder", "decoder"))
     )
+    return next(pairs, None)
 
 
 def pth_pair(
-    name: str,
-    source: str,
-    *,
-    prefix: str,
-    sha256: dict | None,
-    cache: str | None,
-) -> tuple[dict[str, dict[str, torch.Tensor]], LoadedWeights]:
+    name: str, source: str, *, prefix: str, sha256: dict | None, cache: str | None
+) -> tuple[dict, LoadedWeights]:
     """Load ``{prefix}_encoder`` and ``{prefix}_decoder`` (``.safetensors`` or ``.pth``) from a local folder, or the ``.pth`` pair from a base URL.
 
     Files from a URL are downloaded once into ``<cache>/weights/<prefix>/``. When ``sha256`` maps
@@ -48,11 +39,8 @@ def pth_pair(
     argument = f"vae.{name}.source"
     kind = source_kind(source, argument)
     if kind not in ("url", "dir"):
-        raise ConfigError(
-            argument,
-            source,
-            hint=f"expected a folder or base URL holding {prefix}_encoder.pth and {prefix}_decoder.pth",
-        )
+        hint = f"expected a folder or base URL holding {prefix}_encoder.pth and {prefix}_decoder.pth"
+        raise ConfigError(argument, source, hint=hint)
     if kind == "url":
         suffix = ".pth"
     else:  # a complete pair, safetensors first; else the suffix of the half that is there, so the error names the other
@@ -90,9 +78,7 @@ def pth_pair(
         states[part] = read_tensors(path)
         files[fname] = digest
     location = str(Path(source).expanduser().resolve()) if kind == "dir" else source
-    return states, LoadedWeights(
-        kind=f"{suffix[1:]}-{kind}", location=location, files=files, stored_dtype=stored_dtype(states)
-    )
+    return states, LoadedWeights(f"{suffix[1:]}-{kind}", location, files, stored_dtype=stored_dtype(states))
 
 
 def stored_dtype(states: dict[str, dict[str, torch.Tensor]]) -> str | None:
@@ -145,15 +131,11 @@ def diffusers_model(
             fname = source.rstrip("/").rsplit("/", 1)[-1]
             path = download(source, cache_dir(cache) / "weights" / name / fname)
         if path.suffix not in SINGLE_FILE_SUFFIXES:
-            raise ConfigError(
-                argument, source, SINGLE_FILE_SUFFIXES, hint="a single-file checkpoint needs one of these suffixes"
-            )
-        model = cls.from_single_file(
-            str(path), config=config, subfolder=subfolder if config else None, torch_dtype=torch_dtype
-        )
-        return model, LoadedWeights(
-            kind="single-file", location=str(path.resolve()), files={path.name: sha256_file(path)}
-        )
+            hint = "a single-file checkpoint needs one of these suffixes"
+            raise ConfigError(argument, source, SINGLE_FILE_SUFFIXES, hint=hint)
+        subfolder = subfolder if config else None
+        model = cls.from_single_file(str(path), config=config, subfolder=subfolder, torch_dtype=torch_dtype)
+        return model, LoadedWeights("single-file", str(path.resolve()), {path.name: sha256_file(path)})
     except (ConfigError, WeightsUnavailable):
         raise
     except Exception as e:  # hub, network and format errors all end in the same actionable line

@@ -36,15 +36,10 @@ class Block(nn.Module):
 
     def __init__(self, n_in: int = WIDTH, n_out: int = WIDTH, pool: bool = False):
         super().__init__()
+        self.pool = None
         if pool:
-            self.pool = nn.Sequential(
-                nn.Conv2d(n_in, POOL_WIDTH, 1, bias=False),
-                nn.GroupNorm(4, POOL_WIDTH),
-                nn.ReLU(),
-                nn.Conv2d(POOL_WIDTH, n_in, 1, bias=False),
-            )
-        else:
-            self.pool = None
+            squeeze, expand = nn.Conv2d(n_in, POOL_WIDTH, 1, bias=False), nn.Conv2d(POOL_WIDTH, n_in, 1, bias=False)
+            self.pool = nn.Sequential(squeeze, nn.GroupNorm(4, POOL_WIDTH), nn.ReLU(), expand)
         self.conv = nn.Sequential(conv(n_in, n_out), nn.ReLU(), conv(n_out, n_out), nn.ReLU(), conv(n_out, n_out))
         self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
         self.fuse = nn.ReLU()
@@ -57,23 +52,18 @@ class Block(nn.Module):
 
 def encoder(latent_channels: int, pool: bool = False) -> nn.Sequential:
     """Three stride-2 stages (8x down); ``pool`` adds the pool branch to the last three blocks."""
+
+    def down() -> nn.Conv2d:
+        return conv(WIDTH, WIDTH, stride=2, bias=False)
+
     return nn.Sequential(
-        conv(3, WIDTH),
-        Block(),
-        conv(WIDTH, WIDTH, stride=2, bias=False),
-        Block(),
-        Block(),
-        Block(),
-        conv(WIDTH, WIDTH, stride=2, bias=False),
-        Block(),
-        Block(),
-        Block(),
-        conv(WIDTH, WIDTH, stride=2, bias=False),
-        Block(pool=pool),
-        Block(pool=pool),
-        Block(pool=pool),
+        *(conv(3, WIDTH), Block(), down(), *_blocks(), down(), *_blocks(), down(), *_blocks(pool)),
         conv(WIDTH, latent_channels),
     )
+
+
+def _blocks(pool: bool = False) -> list[Block]:
+    return [Block(pool=pool) for _ in range(3)]
 
 
 def decoder(latent_channels: int, pool: bool = False) -> nn.Sequential:
@@ -83,23 +73,8 @@ def decoder(latent_channels: int, pool: bool = False) -> nn.Sequential:
         return [nn.Upsample(scale_factor=2), conv(WIDTH, WIDTH, bias=False)]
 
     return nn.Sequential(
-        Clamp(),
-        conv(latent_channels, WIDTH),
-        nn.ReLU(),
-        Block(pool=pool),
-        Block(pool=pool),
-        Block(pool=pool),
-        *up(),
-        Block(),
-        Block(),
-        Block(),
-        *up(),
-        Block(),
-        Block(),
-        Block(),
-        *up(),
-        Block(),
-        conv(WIDTH, 3),
+        *(Clamp(), conv(latent_channels, WIDTH), nn.ReLU(), *_blocks(pool), *up(), *_blocks(), *up(), *_blocks()),
+        *(*up(), Block(), conv(WIDTH, 3)),
     )
 
 

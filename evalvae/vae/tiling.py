@@ -63,12 +63,7 @@ def _scaled(n: int, scale: Fraction, what: str) -> int:
 
 
 def tiled_apply(
-    fn: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    *,
-    tile: int,
-    overlap: int,
-    scale: Fraction | int,
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, tile: int, overlap: int, scale
 ) -> torch.Tensor:
     """Apply ``fn`` to ``x`` (N, C, H, W) in overlapping tiles and blend the results.
 

@@ -37,13 +37,7 @@ class TinyAdapter(DiffusersFamily):
     native_modes = False
 
     def __init__(
-        self,
-        name: str,
-        source: str,
-        latent_space: str,
-        weights_prefix: str | None = None,
-        sha256: Mapping[str, str] | None = None,
-        **kwargs,
+        self, name: str, source: str, latent_space: str, weights_prefix=None, sha256: Mapping | None = None, **kwargs
     ):
         self._prefix, self._sha256 = weights_prefix or name, sha256
         self._unit_range = False  # the TAESD layout: images in [0, 1]
@@ -84,10 +78,10 @@ class TinyAdapter(DiffusersFamily):
             return super()._moments_tiled(images)
         high, low = encoder_stages(self.module.encoder)
         f = self.downsample
-        h = tiled_apply(
-            high, images * 0.5 + 0.5, tile=self.tile_size, overlap=self._latent_overlap() * f, scale=Fraction(1, f)
-        )
-        return low(h), None
+        overlap = self._latent_overlap() * f
+        return low(
+            tiled_apply(high, images * 0.5 + 0.5, tile=self.tile_size, overlap=overlap, scale=Fraction(1, f))
+        ), None
 
     def _decode_tiled(self, z: torch.Tensor) -> torch.Tensor:
         if not self._unit_range:
