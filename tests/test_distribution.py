@@ -16,7 +16,7 @@ from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
 from evalvae.metrics.refstats import ReferenceStore, reference_key
 from evalvae.reference import ref
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run, evalvae_cli
+from tests.helpers import TinyExtractor, compose_run, evalvae_main
 
 FID_RTOL = 1e-6
 
@@ -347,11 +347,11 @@ def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
         f"cache_dir={cache}",
         "metrics.fid.extractor=tests.helpers.TinyExtractor",
     ]
-    r = evalvae_cli(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
+    r = evalvae_main(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "computed from 6 images" in r.stderr and len(list((cache / "refstats").glob("*.npz"))) == 1
     no_lpips = "metrics.lpips.backbone_weights=/no/such/alexnet.pth"  # LPIPS unavailable wherever this runs
-    r = evalvae_cli(
+    r = evalvae_main(
         [
             "run",
             *set_overrides(tiny_pth_dir, image_dir, cache, no_lpips),

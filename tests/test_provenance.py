@@ -22,7 +22,7 @@ from evalvae.compare.comparison import protocol_differences
 from evalvae.compare.verdict import Verdict
 from evalvae.run import run
 from tests.compare_helpers import identity_vae
-from tests.helpers import REPO, compose_run, evalvae_cli, photo
+from tests.helpers import REPO, compose_run, evalvae_main, photo
 
 RECORDED_PACKAGES = (
     "evalvae",
@@ -263,7 +263,7 @@ def test_compare_refuses_psnr_baselines_of_other_images_under_the_same_names(tmp
     per = pd.read_parquet(first / "per_image.parquet").set_index("image")
     assert written["images"]["v"]["img01.png"] == per.loc["img01.png", "image_sha256"]
     assert written["files"]["img01.png"] == per.loc["img01.png", "file_sha256"]
-    proc = evalvae_cli(["compare", str(baseline), str(second)], cwd=tmp_path)
+    proc = evalvae_main(["compare", str(baseline), str(second)], cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "protocol mismatch" in proc.stderr and "img01.png" in proc.stderr
 

@@ -278,7 +278,7 @@ def test_a_vae_failing_mid_dataset_is_recorded_and_the_others_run(tmp_path, imag
 
 
 def test_an_out_of_memory_failure_exits_with_the_failure(tmp_path, image_dir):
-    from tests.helpers import evalvae_cli
+    from tests.helpers import evalvae_main
 
     args = [
         "run",
@@ -288,7 +288,7 @@ def test_an_out_of_memory_failure_exits_with_the_failure(tmp_path, image_dir):
         f"hydra.run.dir={tmp_path / 'run'}",
         "report=false",
     ]
-    r = evalvae_cli(args, cwd=tmp_path)
+    r = evalvae_main(args, cwd=tmp_path)
     assert r.returncode == 3 and "Traceback" not in r.stderr  # incomplete: a VAE failed
     assert "VAE 'oom' ran out of memory during evaluation" in r.stderr and "1 of 2 VAE(s) failed" in r.stderr
     assert set(pd.read_csv(tmp_path / "run" / "per_image.csv").vae) == {"ok"}
