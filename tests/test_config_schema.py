@@ -101,6 +101,7 @@ def test_the_schema_s_choices_equal_the_domain_s():
     assert choices(schema.TaskName)[:2] == options("task")  # recon, t2i; then bench, ref
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_checking_a_command_line_imports_no_torch():
     code = (
         "import sys; from evalvae.jobs.overrides import check_overrides; check_overrides(['+vae=taesd'], 'run');"

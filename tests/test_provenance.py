@@ -77,6 +77,7 @@ def identity_run(out, folder, *extra, psnr_only: bool = True):
 # -- software and machine -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_reading_versions_imports_no_library():
     code = (
         "import sys; from evalvae import provenance; v = provenance.versions(); "
