@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from evalvae.run import NoVAESelected, run
+from evalvae.run import run
 from tests.helpers import compose_run, evalvae_main, photo
 
 # Batch composition (size, workers, other images in the batch) must not change a number beyond float noise.
@@ -191,13 +191,8 @@ def test_a_vae_that_cannot_load_does_not_stop_the_others(tmp_path, tiny_pth_dir,
     assert [v["status"] for v in json.loads((tmp_path / "vaes.json").read_text())] == ["ok", "failed"]
 
 
-def test_no_vae_selected_without_a_default_lists_the_choices(tmp_path):
-    # with nothing selected a run evaluates task.default_vaes (tests/test_default_run.py); without one it stops
-    with pytest.raises(NoVAESelected, match=r"Available: .*ft-mse.*taef2"):
-        run(compose_run(["task.default_vaes=null"]), out_dir=tmp_path)
-
-
 def test_cli_without_vae_or_default_prints_names_and_fails(tmp_path):
+    # with nothing selected a run evaluates task.default_vaes (tests/test_default_run.py); without one it stops
     r = evalvae_main(["run", "task.default_vaes=null", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 2
     assert "no VAE selected" in r.stderr and "ft-mse" in r.stderr and "taef2" in r.stderr
