@@ -16,7 +16,7 @@ from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
 from evalvae.metrics.refstats import ReferenceStore, reference_key
 from evalvae.reference import ref
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run, evalvae_main
+from tests.helpers import NO_SAMPLES, TinyExtractor, compose_run, evalvae_main
 
 FID_RTOL = 1e-6
 
@@ -243,6 +243,7 @@ def set_overrides(tiny_pth_dir, image_dir, cache, *extra, vaes="taef2"):
         "metrics.fid.extractor=tests.helpers.TinyExtractor",
         "metrics.fid.kid_subsets=10",
         f"cache_dir={cache}",
+        *NO_SAMPLES,
         *extra,
     ]
 

@@ -22,7 +22,7 @@ from evalvae.compare.comparison import protocol_differences
 from evalvae.compare.verdict import Verdict
 from evalvae.run import run
 from tests.compare_helpers import identity_vae
-from tests.helpers import REPO, compose_run, evalvae_main, photo
+from tests.helpers import NO_SAMPLES, REPO, compose_run, evalvae_main, photo
 
 RECORDED_PACKAGES = (
     "evalvae",
@@ -68,6 +68,7 @@ def identity_run(out, folder, *extra, psnr_only: bool = True):
             *(["~metrics.ssim"] if psnr_only else []),
             "device=cpu",
             "workers=0",
+            *NO_SAMPLES,
             *extra,
         ]
     )
@@ -145,6 +146,7 @@ def kl_overrides(image_dir, cache, kl_dir, *extra) -> list[str]:
         "workers=0",
         "batch_size=4",
         f"cache_dir={cache}",
+        *NO_SAMPLES,
         *extra,
     ]
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from evalvae.run import run
-from tests.helpers import compose_run, evalvae_main, photo
+from tests.helpers import NO_SAMPLES, compose_run, evalvae_main, photo
 
 # Batch composition (size, workers, other images in the batch) must not change a number beyond float noise.
 # Measured with the tiny model on the six 32 px images: 0.0 difference in PSNR and SSIM between batch sizes
@@ -33,6 +33,7 @@ def tiny_overrides(tiny_pth_dir, image_dir, *extra, vaes="taef2"):
         f"dataset.path={image_dir}",
         "dataset.resolution=32",
         "workers=0",
+        *NO_SAMPLES,
         *extra,
     ]
 

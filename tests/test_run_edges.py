@@ -14,7 +14,7 @@ import torch
 
 from evalvae.errors import ConfigError
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run
+from tests.helpers import NO_SAMPLES, TinyExtractor, compose_run
 
 IDENTITY = "tests.run_standins.Identity"
 SET_LEVEL = [
@@ -37,6 +37,7 @@ def overrides(image_dir, cache, *extra) -> list[str]:
         "device=cpu",
         "workers=0",
         f"cache_dir={cache}",
+        *NO_SAMPLES,
         *extra,
     ]
 
