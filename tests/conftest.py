@@ -30,6 +30,18 @@ def own_cache(tmp_path_factory, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest, and steadiest on a shared machine, on one thread (thread start-up costs
+    more than their work): ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def assets() -> Path:
     """The real test assets in ``$EVALVAE_TEST_ASSETS``: tests that need them skip when it is unset, and fail under CI=true."""

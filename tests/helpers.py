@@ -30,6 +30,32 @@ def compose_run(overrides: list[str], config_name: str = "run", report: bool = F
     return compose(overrides, config_name)
 
 
+IDENTITY = "tests.run_standins.Identity"
+# No report images: tests/test_report_samples.py covers them; they cost a decode pass and PNG writes per run,
+# and a rerun in a new directory loads each VAE again for them.
+NO_SAMPLES = ["samples.typical=false", "samples.worst=0", "samples.best=0"]
+
+
+def standin(name: str, target: str = IDENTITY, **params) -> list[str]:
+    """The overrides that add VAE ``name`` built from class ``target`` with ``params``."""
+    return [f"+vae.{name}._target_={target}", *(f"+vae.{name}.{k}={v}" for k, v in params.items())]
+
+
+def run_args(image_dir, out, *extra) -> list[str]:
+    """``run`` on the images in ``image_dir`` at 32 px on the CPU, into ``out`` (the last argument)."""
+    return [
+        "run",
+        "dataset=folder",
+        f"dataset.path={image_dir}",
+        "dataset.resolution=32",
+        "device=cpu",
+        "workers=0",
+        "report=false",
+        *extra,
+        f"hydra.run.dir={out}",
+    ]
+
+
 def save_tiny_kl(
     path: Path, latent_channels: int = 4, blocks: int = 2, scaling: float = 0.5, shift: float = 0.1, seed: int = 0
 ) -> Path:
@@ -99,7 +125,10 @@ def write_images(root: Path, sizes=((40, 56), (48, 48), (64, 40), (36, 50), (50,
 def evalvae_cli(
     args: list[str], cwd: Path, timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m evalvae`` from this checkout, as a user would (``env``: variables to add)."""
+    """Run ``python -m evalvae`` from this checkout in a new interpreter (``env``: variables to add).
+
+    Only for what one process cannot show (import laziness, signals, torchrun): :func:`evalvae_main` is
+    seconds faster."""
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "evalvae", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
@@ -115,28 +144,36 @@ class CliResult:
     stderr: str
 
 
-def evalvae_main(args: list[str]) -> CliResult:
-    """``evalvae ARGS`` in this process, through the real entry point (``evalvae.__main__.main``): its exit
-    status, stdout and stderr. Seconds faster than :func:`evalvae_cli` (no new interpreter, no imports).
+def evalvae_main(args: list, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """``evalvae ARGS`` in this process, through the real entry point (``evalvae.__main__.main``), from
+    ``cwd`` with the variables ``env`` added: its exit status, stdout and stderr.
+
     The command configures logging as it would in its own process (pytest's handlers are set aside
-    meanwhile); the handlers it installs are taken down afterwards, and Hydra is reset."""
+    meanwhile); the handlers it installs are taken down afterwards, and Hydra, the working directory and
+    the environment are restored."""
     from hydra.core.global_hydra import GlobalHydra
 
     from evalvae.__main__ import main
 
     root = logging.getLogger()
-    handlers, level, argv = root.handlers[:], root.level, sys.argv[:]
+    handlers, level, argv, here, environ = root.handlers[:], root.level, sys.argv[:], os.getcwd(), dict(os.environ)
     for h in handlers:  # the command sets up its own (Hydra's job logging, or logging.basicConfig)
         root.removeHandler(h)
     out, err = io.StringIO(), io.StringIO()
     code = 0
     try:
+        os.environ.update(env or {})
+        if cwd is not None:
+            os.chdir(cwd)
         with redirect_stdout(out), redirect_stderr(err):
             try:
                 main(list(map(str, args)))
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     finally:
+        os.chdir(here)
+        os.environ.clear()
+        os.environ.update(environ)
         sys.argv = argv
         for h in root.handlers[:]:
             if h not in handlers:

@@ -16,17 +16,10 @@ from evalvae.bench.schema import COLUMNS, STATUSES
 from evalvae.run import run
 from tests import helpers
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FAST = ["device=cpu", "bench.isolate=none", "bench.warmup=1", "bench.repeats=2", "bench.min_repeats=1"]
 STANDIN = "tests.bench_standins.StandIn"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest, and steadiest on a shared machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +31,6 @@ def compose(images, cache, *overrides):
     return helpers.compose_run(
         [*FAST, "dataset=folder", f"dataset.path={images}", f"cache_dir={cache}", *overrides], "bench"
     )
-
-
-def standin(name: str, **params) -> list[str]:
-    return [f"+vae.{name}._target_={STANDIN}", *(f"+vae.{name}.{k}={v}" for k, v in params.items())]
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +106,9 @@ def test_an_injected_oom_is_a_row_and_the_grid_goes_on(tmp_path, images):
     cfg = compose(
         images,
         tmp_path / "cache",
-        *standin("cuda-oom", fail_op="decode", fail_from=64),
-        *standin("cpu-oom", fail_op="encode", failure="runtime_oom"),
-        *standin("broken", fail_op="decode", failure="error"),
+        *helpers.standin("cuda-oom", STANDIN, fail_op="decode", fail_from=64),
+        *helpers.standin("cpu-oom", STANDIN, fail_op="encode", failure="runtime_oom"),
+        *helpers.standin("broken", STANDIN, fail_op="decode", failure="error"),
         "bench.resolutions=[32,64]",
         "bench.batch_sizes=[1,2]",
         "bench.dtypes=[fp32]",
@@ -154,7 +143,7 @@ def test_an_injected_oom_is_a_row_and_the_grid_goes_on(tmp_path, images):
 def test_an_injected_nan_is_flagged_with_the_override_that_makes_runs_upcast(tmp_path, images, caplog):
     """The bench says where fp16 is non-finite and prints the override; a run reads no finding, it takes the override."""
     cache = tmp_path / "cache"
-    params = standin("xl", nan_dtype="fp16")
+    params = helpers.standin("xl", STANDIN, nan_dtype="fp16")
     cfg = compose(
         images, cache, *params, "bench.resolutions=[32]", "bench.dtypes=[fp32,fp16,bf16]", "bench.modes=[plain]"
     )
@@ -226,8 +215,8 @@ def test_isolated_processes_measure_each_configuration_and_survive_a_killed_work
     cfg = compose(
         images,
         tmp_path / "cache",
-        *standin("plain"),
-        *standin("killed", fail_op="decode", fail_from=64, failure="sigkill"),
+        *helpers.standin("plain", STANDIN),
+        *helpers.standin("killed", STANDIN, fail_op="decode", fail_from=64, failure="sigkill"),
         "bench.isolate=process",
         "bench.resolutions=[32,64]",
         "bench.dtypes=[fp32]",
@@ -250,7 +239,7 @@ def test_compile_reports_its_cost_separately(tmp_path, images):
     cfg = compose(
         images,
         tmp_path / "cache",
-        *standin("s"),
+        *helpers.standin("s", STANDIN),
         "bench.compile=true",
         "bench.compile_backend=eager",
         "bench.resolutions=[32]",
@@ -267,7 +256,7 @@ def test_a_vae_that_cannot_load_fails_alone(tmp_path, images):
         tmp_path / "cache",
         "+vae=taef2",
         f"vae.taef2.source={tmp_path / 'missing'}",
-        *standin("s"),
+        *helpers.standin("s", STANDIN),
         "bench.resolutions=[32]",
         "bench.dtypes=[fp32]",
         "bench.modes=[plain]",
@@ -318,11 +307,11 @@ def test_cli(tmp_path, images, tiny_pth_dir, monkeypatch):
         f"cache_dir={tmp_path / 'cache'}",
         f"hydra.run.dir={out}",
     ]
-    proc = helpers.evalvae_cli(args, cwd=tmp_path)
+    proc = helpers.evalvae_main(args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "roundtrip" in proc.stderr and "ms" in proc.stderr  # the console table
     assert len(read_bench_csv(out / "bench.csv")) == 3
-    proc = helpers.evalvae_cli(
+    proc = helpers.evalvae_main(
         ["bench", "+vae=taef2", "bench.modes=[fast]", f"hydra.run.dir={tmp_path / 'bad'}"], cwd=tmp_path
     )
     assert proc.returncode == 2 and "invalid bench.modes='fast'; choose one of plain, tiled, sliced" in proc.stderr

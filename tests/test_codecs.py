@@ -20,7 +20,7 @@ from evalvae.recon.rate import Rate, check_latent_bits
 from evalvae.run import run
 from evalvae.vae import codecs, load_vae
 from evalvae.vae.rate import SIDE_BITS, quantize_latents, quantized_bits, stored_bits
-from tests.helpers import compose_run, photo
+from tests.helpers import NO_SAMPLES, compose_run, photo
 
 CODECS = ["identity", "bicubic-f8", "jpeg", "webp", "avif"]
 
@@ -250,6 +250,7 @@ def run_overrides(tiny_pth_dir, image_dir, *extra):
         f"dataset.path={image_dir}",
         "dataset.resolution=32",
         "workers=0",
+        *NO_SAMPLES,
         *extra,
     ]
 

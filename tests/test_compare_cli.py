@@ -13,7 +13,7 @@ from evalvae.compare import compare, load_snapshot, to_junit, to_markdown, to_te
 from evalvae.compare.cli import run_compare
 from evalvae.errors import ConfigError
 from tests.compare_helpers import PROTOCOL, base_values, bench_row, write_bench, write_run
-from tests.helpers import evalvae_cli, evalvae_main
+from tests.helpers import evalvae_main
 
 
 @pytest.fixture()
@@ -91,7 +91,7 @@ def test_cli_exit_codes_and_step_summary(dirs, monkeypatch, current, code, word)
     summary.write_text("earlier step\n")
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     junit = dirs["tmp"] / "reports" / "junit.xml"
-    proc = evalvae_cli(["compare", str(dirs["base"]), str(dirs[current]), "--junit", str(junit)], cwd=dirs["tmp"])
+    proc = evalvae_main(["compare", str(dirs["base"]), str(dirs[current]), "--junit", str(junit)], cwd=dirs["tmp"])
     assert proc.returncode == code, proc.stderr
     assert proc.stdout.startswith(f"A (baseline): {dirs['base']}\nB (current):  {dirs[current]}\n")  # the A/B table
     assert proc.stderr.splitlines()[-1].startswith(f"evalvae compare: {word}")
@@ -139,13 +139,13 @@ def test_compare_prints_the_ab_table_and_its_verdict_line(dirs):
 
 
 def test_cli_json_format_and_usage_errors(dirs):
-    out = evalvae_cli(["compare", str(dirs["base"]), str(dirs["worse"]), "--format", "json"], cwd=dirs["tmp"])
+    out = evalvae_main(["compare", str(dirs["base"]), str(dirs["worse"]), "--format", "json"], cwd=dirs["tmp"])
     data = json.loads(out.stdout)
     assert out.returncode == 1 and data["exit_code"] == 1 and data["status"] == "failed"
     assert {r["metric"]: r["verdict"] for r in data["rows"]} == {"psnr": "regressed", "ssim": "pass", "lpips": "pass"}
-    missing = evalvae_cli(["compare", str(dirs["tmp"] / "nope.json"), str(dirs["same"])], cwd=dirs["tmp"])
+    missing = evalvae_main(["compare", str(dirs["tmp"] / "nope.json"), str(dirs["same"])], cwd=dirs["tmp"])
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
-    usage = evalvae_cli(["compare", str(dirs["base"]), str(dirs["same"]), "--reason", "x"], cwd=dirs["tmp"])
+    usage = evalvae_main(["compare", str(dirs["base"]), str(dirs["same"]), "--reason", "x"], cwd=dirs["tmp"])
     assert usage.returncode == 2 and "--reason and --force go with --update-baseline" in usage.stderr
 
 
@@ -177,11 +177,11 @@ def test_update_baseline(dirs, capsys):
     )
     # a protocol change is refused unless forced; the file is left as it was
     before = path.read_bytes()
-    proc = evalvae_cli(
+    proc = evalvae_main(
         ["compare", str(path), str(dirs["other"]), str(dirs["bench"]), "--update-baseline"], cwd=dirs["tmp"]
     )
     assert proc.returncode == 2 and "refusing to update" in proc.stderr and path.read_bytes() == before
-    proc = evalvae_cli(
+    proc = evalvae_main(
         ["compare", str(path), str(dirs["other"]), str(dirs["bench"]), "--update-baseline", "--force"], cwd=dirs["tmp"]
     )
     assert proc.returncode == 0 and json.loads(path.read_text())["protocol"]["dataset"]["resolution"] == 512
@@ -189,11 +189,11 @@ def test_update_baseline(dirs, capsys):
 
 
 def test_update_baseline_needs_a_json_path(dirs):
-    proc = evalvae_cli(
+    proc = evalvae_main(
         ["compare", str(dirs["tmp"] / "b.yaml"), str(dirs["same"]), "--update-baseline"], cwd=dirs["tmp"]
     )
     assert proc.returncode == 2 and "must end in .json" in proc.stderr
-    proc = evalvae_cli(["compare", str(dirs["same"]), str(dirs["same"]), "--update-baseline"], cwd=dirs["tmp"])
+    proc = evalvae_main(["compare", str(dirs["same"]), str(dirs["same"]), "--update-baseline"], cwd=dirs["tmp"])
     assert proc.returncode == 2 and "is a directory" in proc.stderr
 
 

@@ -15,7 +15,7 @@ from evalvae.compare.render import to_json
 from evalvae.compare.verdict import Verdict
 from evalvae.run import run
 from tests.compare_helpers import base_values, identity_vae, write_run
-from tests.helpers import compose_run, evalvae_cli
+from tests.helpers import compose_run, evalvae_main
 
 
 def strict_json(text: str):
@@ -65,7 +65,7 @@ def test_reruns_with_rfid_and_kid_compare_clean_with_or_without_a_shared_cache(t
     assert reference(first)["source"] == "computed" and reference(again)["source"] == "cache"
     assert reference(first)["path"] != reference(apart)["path"] and reference(first)["key"] == reference(apart)["key"]
 
-    proc = evalvae_cli(["compare", str(first), str(again), "--format", "md"], cwd=tmp_path)
+    proc = evalvae_main(["compare", str(first), str(again), "--format", "md"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "protocol mismatch" not in proc.stderr and "| v | rfid ↓ |" in proc.stdout
     for a, b in ((first, apart), (apart, again)):
@@ -131,7 +131,7 @@ def test_exact_reconstructions_compare_as_unchanged_in_every_output(tmp_path, im
     again = evaluate(tmp_path / "again", image_dir, noise=0.0)
     assert load_snapshot(exact).results["v"]["psnr"].mean == np.inf
 
-    proc = evalvae_cli(
+    proc = evalvae_main(
         ["compare", str(exact), str(again), "--format", "json", "--junit", str(tmp_path / "junit.xml")], cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stderr

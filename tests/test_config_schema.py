@@ -17,7 +17,7 @@ from evalvae.jobs import schema
 from evalvae.jobs.checking import InvalidConfig, UnknownName, choices
 from evalvae.jobs.overrides import check_overrides
 from evalvae.jobs.schema import validate
-from tests.helpers import REPO, evalvae_cli
+from tests.helpers import REPO, evalvae_main
 
 
 def options(group: str) -> list[str]:
@@ -101,6 +101,7 @@ def test_the_schema_s_choices_equal_the_domain_s():
     assert choices(schema.TaskName)[:2] == options("task")  # recon, t2i; then bench, ref
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_checking_a_command_line_imports_no_torch():
     code = (
         "import sys; from evalvae.jobs.overrides import check_overrides; check_overrides(['+vae=taesd'], 'run');"
@@ -260,19 +261,19 @@ def test_cli_did_you_mean_is_one_line_with_status_2(tmp_path):
         (["run", "batchsize=4", "+vae=taesd"], "unknown key 'batchsize' in batchsize=4; did you mean batch_size?"),
         (["bench", "dataset=foldr"], "unknown dataset 'foldr' in dataset=foldr; did you mean folder?"),
     ]:
-        r = evalvae_cli([*args, f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path, timeout=120)
+        r = evalvae_main([*args, f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path)
         assert r.returncode == 2, r.stderr
         assert r.stderr.splitlines() == [r.stderr.splitlines()[0]] and r.stderr.startswith(f"evalvae: {expected}")
         assert not (tmp_path / "out").exists()  # refused before Hydra made a run directory
 
 
 def test_cli_lists_every_wrong_value_and_cfg_job_still_prints(tmp_path):
-    r = evalvae_cli(["run", "+vae=taesd", "batch_size=0", "dtype=fp8", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    r = evalvae_main(["run", "+vae=taesd", "batch_size=0", "dtype=fp8", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "evalvae: 2 problems in the run configuration:" in r.stderr
     assert "  invalid dtype='fp8'; choose one of fp32, fp16, bf16" in r.stderr
     assert "  invalid batch_size=0; a positive integer" in r.stderr
-    r = evalvae_cli(["run", "--cfg", "job", "+vae=taesd", "batch_size=0"], cwd=tmp_path)
+    r = evalvae_main(["run", "--cfg", "job", "+vae=taesd", "batch_size=0"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     printed = OmegaConf.create(r.stdout)  # the composed config, unvalidated, for inspection
     assert printed.batch_size == 0 and printed.vae.taesd.source == "madebyollin/taesd"

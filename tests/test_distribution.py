@@ -17,7 +17,7 @@ from evalvae.metrics.refstats import load_stats, reference_key, save_stats
 from evalvae.reference import ref
 from evalvae.run import run
 from evalvae.store import Store
-from tests.helpers import TinyExtractor, compose_run, evalvae_cli, read_entry, reference_entries
+from tests.helpers import NO_SAMPLES, TinyExtractor, compose_run, evalvae_main, read_entry, reference_entries
 
 FID_RTOL = 1e-6
 
@@ -245,6 +245,7 @@ def set_overrides(tiny_pth_dir, image_dir, cache, *extra, vaes="taef2"):
         "metrics.fid.extractor=tests.helpers.TinyExtractor",
         "metrics.fid.kid_subsets=10",
         f"cache_dir={cache}",
+        *NO_SAMPLES,
         *extra,
     ]
 
@@ -336,11 +337,11 @@ def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
         f"cache_dir={cache}",
         "metrics.fid.extractor=tests.helpers.TinyExtractor",
     ]
-    r = evalvae_cli(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
+    r = evalvae_main(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "computed from 6 images" in r.stderr and len(reference_entries(cache)) == 1
     no_lpips = "metrics.lpips.backbone_weights=/no/such/alexnet.pth"  # LPIPS unavailable wherever this runs
-    r = evalvae_cli(
+    r = evalvae_main(
         [
             "run",
             *set_overrides(tiny_pth_dir, image_dir, cache, no_lpips),

@@ -17,29 +17,9 @@ import time
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, evalvae_main
+from tests.helpers import REPO, evalvae_main, run_args, standin
 
-IDENTITY = "tests.run_standins.Identity"
 CLOSING = "evalvae: incomplete run (exit status 3): "
-
-
-def standin(name: str, target: str = IDENTITY, **params) -> list[str]:
-    return [f"+vae.{name}._target_={target}", *(f"+vae.{name}.{k}={v}" for k, v in params.items())]
-
-
-def run_args(image_dir, out, *extra) -> list[str]:
-    """``run`` on the six test images at 32 px on the CPU, into ``out`` (the last argument)."""
-    return [
-        "run",
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        "report=false",
-        *extra,
-        f"hydra.run.dir={out}",
-    ]
 
 
 def lines(text: str, prefix: str = "evalvae:") -> list[str]:

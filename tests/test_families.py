@@ -26,14 +26,7 @@ from evalvae.vae.kl import KLAdapter
 from tests.family_standins import save_tiny_asymmetric, save_tiny_consistency, save_tiny_dcae, save_tiny_flux2
 from tests.helpers import compose_run, photo, save_tiny_kl
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest, and steadiest on a shared machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

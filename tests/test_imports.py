@@ -1,7 +1,7 @@
 """What a run imports: the libraries of metrics, VAE families and the report it does not use stay unloaded.
 
-Each check runs a fresh interpreter (this process has imported everything already) and reads its
-``sys.modules`` as it exits; no timings are asserted (benchmarks/startup.py measures them).
+Each import check runs a fresh interpreter (this process has imported everything already; slow) and reads
+its ``sys.modules`` as it exits; no timings are asserted (benchmarks/startup.py measures them).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from evalvae.errors import WeightsUnavailable
 from evalvae.vae import sources
-from tests.helpers import REPO, save_tiny_kl
+from tests.helpers import REPO, evalvae_main, save_tiny_kl
 
 # Seconds each to import; loaded only by the metric, VAE family or report that uses them.
 LAZY = (
@@ -69,6 +69,7 @@ runpy.run_module("evalvae", run_name="__main__", alter_sys=True)
 """
 
 
+@pytest.mark.slow
 def test_building_a_run_imports_no_metric_vae_or_report_library(tmp_path):
     """The entry, the composed and validated config, the recon task's module and the default metrics."""
     r = run_python(["-c", BUILD_RUN], cwd=tmp_path)
@@ -78,6 +79,7 @@ def test_building_a_run_imports_no_metric_vae_or_report_library(tmp_path):
     assert loaded(modules, (*LAZY, "skimage", "scipy")) == []  # no dataset is read yet: not even skimage.data
 
 
+@pytest.mark.slow
 def test_offline_hub_vae_fails_in_one_line_before_torch_is_imported(tmp_path):
     """``evalvae run +vae=ft-mse`` offline with empty caches: its one error line, and not even torch imported."""
     hf = tmp_path / "hf"
@@ -99,14 +101,14 @@ def test_offline_hub_vae_fails_in_one_line_before_torch_is_imported(tmp_path):
     assert loaded(modules, (*LAZY, "torch", "evalvae.recon")) == []
 
 
-def test_a_run_with_one_loadable_vae_goes_ahead_and_records_the_unloadable_one(tmp_path, tiny_ae_dir, image_dir):
+def test_a_run_with_one_loadable_vae_goes_ahead_and_records_the_unloadable_one(
+    hub_cache, tmp_path, tiny_ae_dir, image_dir
+):
     """Offline, ``ft-mse`` (an uncached hub id) beside a local VAE: the run evaluates the local one and
     records ft-mse's failure with the loader's message (exit status 3: incomplete)."""
-    hf = tmp_path / "hf"
-    env = {"HF_HOME": str(hf), "HF_HUB_CACHE": str(hf / "hub"), "EVALVAE_CACHE": str(tmp_path / "cache")}
-    args = ["-m", "evalvae", "run", "+vae=[ft-mse,taesd]", f"vae.taesd.source={tiny_ae_dir}", "dataset=folder"]
+    args = ["run", "+vae=[ft-mse,taesd]", f"vae.taesd.source={tiny_ae_dir}", "dataset=folder"]
     args += [f"dataset.path={image_dir}", "dataset.resolution=32", "report=false", f"hydra.run.dir={tmp_path / 'r'}"]
-    r = run_python(args, cwd=tmp_path, env=env)
+    r = evalvae_main(args, cwd=tmp_path)
     assert r.returncode == 3, r.stderr[-2000:]
     vaes = {v["vae"]: v for v in json.loads((tmp_path / "r" / "vaes.json").read_text())}
     assert vaes["ft-mse"]["status"] == "failed" and "could not load hub id" in vaes["ft-mse"]["error"]

@@ -12,7 +12,7 @@ from scipy.stats import norm
 
 from evalvae.report import write_report
 from evalvae.run import run
-from tests.helpers import compose_run, evalvae_cli
+from tests.helpers import compose_run, evalvae_main
 
 GAUSS = "tests.latent_standins.GaussianLatents"
 IDENTITY = "tests.run_standins.Identity"
@@ -88,7 +88,7 @@ def test_latents_tables_and_suggested_factors(tmp_path, image_dir):
 
 
 def test_latents_cli_records_a_failed_vae_and_goes_on(tmp_path, image_dir):
-    proc = evalvae_cli(
+    proc = evalvae_main(
         [
             "latents",
             f"+vae.g._target_={GAUSS}",
@@ -102,7 +102,6 @@ def test_latents_cli_records_a_failed_vae_and_goes_on(tmp_path, image_dir):
             f"hydra.run.dir={tmp_path / 'cli'}",
         ],
         cwd=tmp_path,
-        timeout=300,
     )
     assert proc.returncode == 3, proc.stderr[-2000:]  # incomplete: a VAE failed
     out = tmp_path / "cli"
@@ -113,7 +112,7 @@ def test_latents_cli_records_a_failed_vae_and_goes_on(tmp_path, image_dir):
 
 
 def test_latents_config_errors_name_the_key(tmp_path, image_dir):
-    proc = evalvae_cli(["latents", f"+vae.g._target_={GAUSS}", "latents.noise=[0.1,-1]"], cwd=tmp_path)
+    proc = evalvae_main(["latents", f"+vae.g._target_={GAUSS}", "latents.noise=[0.1,-1]"], cwd=tmp_path)
     assert proc.returncode == 2 and "latents.noise" in proc.stderr and "-1" in proc.stderr
 
 

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from evalvae.report import NothingToReport, write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
-from tests.helpers import evalvae_cli
+from tests.helpers import evalvae_main
 from tests.prerequisites import require_module
 
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
@@ -49,7 +49,7 @@ def standin_conf(root: Path) -> Path:
 def multirun(tmp: Path, sweep: Path, *launcher: str, vaes: str = "sa,sb"):
     args = ["run", "-m", f"+vae={vaes}", f"hydra.searchpath=[file://{standin_conf(tmp / 'conf')}]", *SMALL]
     args += ["report=false", *launcher, f"hydra.sweep.dir={sweep}"]
-    return evalvae_cli(args, cwd=tmp)
+    return evalvae_main(args, cwd=tmp)
 
 
 # -- composition ----------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def test_slurm_multirun_submits_one_array_task_per_vae_with_the_preset(tmp_path,
     record = tmp_path / "submitted.sh"
     sweep = tmp_path / "sweep"
     launcher = ["hydra/launcher=slurm-gpu", "hydra.launcher.partition=gpu", "hydra.launcher.account=proj"]
-    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", record))  # evalvae_cli passes os.environ on
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", record))  # the command reads os.environ
     r = multirun(tmp_path, sweep, *launcher, vaes="sa,sb,sa")
     assert r.returncode != 0 and "test stand-in, nothing queued" in r.stderr  # the stand-in sbatch refuses
     script = record.read_text()
@@ -179,7 +179,7 @@ def test_report_of_a_sweep_folder_puts_its_vaes_side_by_side_as_one_run_would(jo
     # the same two VAEs evaluated by one run: the same section, value for value
     one = tmp_path / "one"
     args = ["run", "+vae=[sa,sb]", f"hydra.searchpath=[file://{standin_conf(tmp_path / 'conf')}]", *SMALL]
-    r = evalvae_cli([*args, "report=false", f"hydra.run.dir={one}"], cwd=tmp_path)
+    r = evalvae_main([*args, "report=false", f"hydra.run.dir={one}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     (single,) = group_sections(load_inputs([one]).runs)
     assert single.labels == section.labels
@@ -192,7 +192,7 @@ def test_report_of_a_sweep_folder_puts_its_vaes_side_by_side_as_one_run_would(jo
 
     # the CLI: one report, one section, both VAEs in its table
     out = tmp_path / "report"
-    res = evalvae_cli(["report", str(joblib_sweep), "--out", str(out)], cwd=tmp_path)
+    res = evalvae_main(["report", str(joblib_sweep), "--out", str(out)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     md = (out / "report.md").read_text(encoding="utf-8")
     assert md.count("\n## ") == 1 and "from 2 run(s)" in md

@@ -15,14 +15,7 @@ from evalvae.vae.base import UnsupportedMemoryMode
 from evalvae.vae.tiling import blend_weights, tile_starts, tiled_apply
 from tests.helpers import photo
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest, and steadiest on a shared machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def photos(n: int, size: int) -> torch.Tensor:

@@ -15,27 +15,7 @@ import pytest
 
 from evalvae.errors import ConfigError
 from evalvae.jobs.overrides import check_overrides
-from tests.helpers import compose_run, evalvae_main, save_pth_pair
-
-IDENTITY = "tests.run_standins.Identity"
-
-
-def standin(name: str, **params) -> list[str]:
-    return [f"+vae.{name}._target_={IDENTITY}", *(f"+vae.{name}.{k}={v}" for k, v in params.items())]
-
-
-def run_args(image_dir, out, *extra) -> list[str]:
-    return [
-        "run",
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        "report=false",
-        *extra,
-        f"hydra.run.dir={out}",
-    ]
+from tests.helpers import compose_run, evalvae_main, run_args, save_pth_pair, standin
 
 
 def one_error(r) -> str:

@@ -9,10 +9,13 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from tests.helpers import REPO
 from tests.test_default_run import UPSTREAM_SHA256
 
 
+@pytest.mark.slow  # builds and installs a wheel
 def test_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path):
     wheels = tmp_path / "wheels"
     subprocess.run(

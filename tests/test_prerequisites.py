@@ -73,6 +73,7 @@ PROBE_TESTS = {
 }
 
 
+@pytest.mark.slow  # pytest in a fresh interpreter
 @pytest.mark.parametrize("ci", [None, "true"], ids=["local", "ci"])
 def test_a_suite_missing_its_prerequisites_is_skipped_locally_and_fails_in_ci(tmp_path, ci):
     """The module-level import check and the ``assets``/``real_weights`` fixtures, seen by pytest itself."""

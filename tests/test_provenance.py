@@ -22,7 +22,7 @@ from evalvae.compare.comparison import protocol_differences
 from evalvae.compare.verdict import Verdict
 from evalvae.run import run
 from tests.compare_helpers import identity_vae
-from tests.helpers import REPO, compose_run, evalvae_cli, photo
+from tests.helpers import NO_SAMPLES, REPO, compose_run, evalvae_main, photo
 
 RECORDED_PACKAGES = (
     "evalvae",
@@ -68,6 +68,7 @@ def identity_run(out, folder, *extra, psnr_only: bool = True):
             *(["~metrics.ssim"] if psnr_only else []),
             "device=cpu",
             "workers=0",
+            *NO_SAMPLES,
             *extra,
         ]
     )
@@ -77,6 +78,7 @@ def identity_run(out, folder, *extra, psnr_only: bool = True):
 # -- software and machine -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_reading_versions_imports_no_library():
     code = (
         "import sys; from evalvae import provenance; v = provenance.versions(); "
@@ -144,6 +146,7 @@ def kl_overrides(image_dir, cache, kl_dir, *extra) -> list[str]:
         "workers=0",
         "batch_size=4",
         f"cache_dir={cache}",
+        *NO_SAMPLES,
         *extra,
     ]
 
@@ -263,7 +266,7 @@ def test_compare_refuses_psnr_baselines_of_other_images_under_the_same_names(tmp
     per = pd.read_parquet(first / "per_image.parquet").set_index("image")
     assert written["images"]["v"]["img01.png"] == per.loc["img01.png", "image_sha256"]
     assert written["files"]["img01.png"] == per.loc["img01.png", "file_sha256"]
-    proc = evalvae_cli(["compare", str(baseline), str(second)], cwd=tmp_path)
+    proc = evalvae_main(["compare", str(baseline), str(second)], cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "protocol mismatch" in proc.stderr and "img01.png" in proc.stderr
 

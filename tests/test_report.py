@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import html as html_lib
 import json
-import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,7 @@ from evalvae.report.load import load_inputs
 from evalvae.report.recreate import reconstruct_images
 from evalvae.report.sections import group_sections
 from evalvae.run import run
-from tests import helpers
-from tests.prerequisites import require_program
+from tests import browser, helpers
 
 
 def make_run(
@@ -288,7 +284,7 @@ def test_failed_and_missing_inputs(runs, tmp_path):
         write_report([tmp_path / "nowhere"], tmp_path / "rep")
     out = write_report([failed, runs["r32"]], tmp_path / "rep", grids=False)
     assert "VAE flux failed" in out.read_text(encoding="utf-8")
-    res = helpers.evalvae_cli(["report", str(failed), "--out", str(tmp_path / "cli")], cwd=tmp_path)
+    res = helpers.evalvae_main(["report", str(failed), "--out", str(tmp_path / "cli")], cwd=tmp_path)
     assert res.returncode == 2 and "nothing to report" in res.stderr and "flux" in res.stderr
 
 
@@ -313,7 +309,7 @@ def test_multirun_folder_and_cli(runs, tmp_path):
     copy_run(runs["r48"], sweep / "1")
     inputs = load_inputs([sweep])
     assert [r.label for r in inputs.runs] == ["0", "1"] and not inputs.problems
-    res = helpers.evalvae_cli(["report", str(sweep), "--out", str(tmp_path / "out"), "--no-grids"], cwd=tmp_path)
+    res = helpers.evalvae_main(["report", str(sweep), "--out", str(tmp_path / "out"), "--no-grids"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert Path(res.stdout.strip()) == tmp_path / "out" / "report.html"
     assert "VAE comparison report" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
@@ -361,7 +357,6 @@ def test_win_rates_equal_hand_counts(tmp_path):
     assert (paired["p"] <= paired["p_holm"]).all() and (paired["p_holm"] <= 1).all()
 
 
-CHROMIUM = ("chromium", "chromium-browser", "google-chrome")  # the first on PATH renders the report
 # Appended to a copy of the report: records, after load, whether tables and grid tiles are rendered and visible.
 PROBE = """<script>
 window.addEventListener('load', () => {
@@ -381,40 +376,13 @@ window.addEventListener('load', () => {
 </script>"""
 
 
-def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-    ]
-    return subprocess.run([require_program(*CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=120)
-
-
+@pytest.mark.slow
 def test_html_renders_in_headless_chromium(report, tmp_path):
-    require_program(*CHROMIUM)  # skipped without a browser, failed under CI=true
-    probe = tmp_path / "probe.html"
-    probe.write_text(
-        (report / "report.html").read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"
-    )
-    res = chromium(["--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], tmp_path / "profile-dom")
-    match = re.search(r'<pre id="probe">(.*?)</pre>', res.stdout, re.S)
-    assert match, f"no probe output; stderr: {res.stderr[-2000:]}"
-    seen = json.loads(html_lib.unescape(match.group(1)))
+    seen = browser.probe(report / "report.html", PROBE, 1400, tmp_path)
     assert seen["tables"] == seen["tables_shown"] == 2 and seen["rows"] == [2, 2]
     assert seen["tiles"] >= 6 and seen["tiles_shown"] == seen["tiles"]
     assert seen["plots_shown"] >= 8
-
-    shot = tmp_path / "shot.png"
-    res = chromium(
-        ["--hide-scrollbars", "--window-size=1400,2600", f"--screenshot={shot}", (report / "report.html").as_uri()],
-        tmp_path / "profile-shot",
-    )
-    assert shot.is_file(), res.stderr[-2000:]
+    shot = browser.screenshot(report / "report.html", tmp_path / "shot.png", 1400, 2600, tmp_path)
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.shape[:2] == (2600, 1400)
     assert pixels.std() > 20  # not a blank page

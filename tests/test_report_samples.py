@@ -234,7 +234,7 @@ def test_the_report_builds_with_the_weights_and_the_dataset_gone(tmp_path, tiny_
     saved = index_of(out)["images"]
     for gone in (pth, ae, images):
         shutil.rmtree(gone)
-    res = helpers.evalvae_cli(["report", str(out)], cwd=tmp_path)
+    res = helpers.evalvae_main(["report", str(out)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     report = out / "report"
     grids = sorted((report / "grids").glob("*.png"))

@@ -21,7 +21,7 @@ from evalvae.run import run
 from evalvae.vae.seams import band_mask, diffusers_kl_seams, generic_decode_seams, generic_seams, max_abs_split
 from evalvae.vae.tiling import tiled_apply
 from evalvae.vocab import ROBUSTNESS_CHECKS
-from tests.helpers import evalvae_cli, write_images
+from tests.helpers import evalvae_main, write_images
 
 POINTWISE = "tests.robust_standins.Pointwise"
 SPATIAL = "tests.robust_standins.Spatial"
@@ -400,11 +400,11 @@ def test_command_line(tmp_path):
         "robustness.resolutions=[32]",
         f"hydra.run.dir={out}",
     ]
-    done = evalvae_cli(args, tmp_path)
+    done = evalvae_main(args, tmp_path)
     assert done.returncode == 3, done.stderr[-3000:]  # incomplete: a VAE failed
     assert set(table(out).vae) == {"sp"} and "taesd" in done.stderr
     assert (out / "robustness-sp.png").is_file() and (out / "report" / "report.html").is_file()
-    bad = evalvae_cli(["robustness", "robustness.checks=[tiled,seam]"], tmp_path)
+    bad = evalvae_main(["robustness", "robustness.checks=[tiled,seam]"], tmp_path)
     assert bad.returncode == 2 and "precision" in bad.stderr and "seam" in bad.stderr
 
 

@@ -14,7 +14,7 @@ import torch
 
 from evalvae.errors import ConfigError
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run
+from tests.helpers import NO_SAMPLES, TinyExtractor, compose_run
 
 IDENTITY = "tests.run_standins.Identity"
 SET_LEVEL = [
@@ -37,6 +37,7 @@ def overrides(image_dir, cache, *extra) -> list[str]:
         "device=cpu",
         "workers=0",
         f"cache_dir={cache}",
+        *NO_SAMPLES,
         *extra,
     ]
 
@@ -278,7 +279,7 @@ def test_a_vae_failing_mid_dataset_is_recorded_and_the_others_run(tmp_path, imag
 
 
 def test_an_out_of_memory_failure_exits_with_the_failure(tmp_path, image_dir):
-    from tests.helpers import evalvae_cli
+    from tests.helpers import evalvae_main
 
     args = [
         "run",
@@ -288,7 +289,7 @@ def test_an_out_of_memory_failure_exits_with_the_failure(tmp_path, image_dir):
         f"hydra.run.dir={tmp_path / 'run'}",
         "report=false",
     ]
-    r = evalvae_cli(args, cwd=tmp_path)
+    r = evalvae_main(args, cwd=tmp_path)
     assert r.returncode == 3 and "Traceback" not in r.stderr  # incomplete: a VAE failed
     assert "VAE 'oom' ran out of memory during evaluation" in r.stderr and "1 of 2 VAE(s) failed" in r.stderr
     assert set(pd.read_csv(tmp_path / "run" / "per_image.csv").vae) == {"ok"}

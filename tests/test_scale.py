@@ -18,11 +18,9 @@ import torch
 
 from evalvae.errors import ConfigError
 from evalvae.run import run
-from tests.helpers import compose_run, save_tiny_kl
+from tests.helpers import NO_SAMPLES, compose_run, save_tiny_kl
 
 N_IMAGES, BATCH = 6, 4  # two batches, the second one short
-# a rerun in a new directory loads each VAE to decode the report's few images (tests/test_report_samples.py)
-NO_SAMPLES = ["samples.typical=false", "samples.worst=0", "samples.best=0"]
 SET_LEVEL = [
     "metrics=all",
     "~metrics.lpips",

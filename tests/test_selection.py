@@ -15,7 +15,7 @@ from evalvae.errors import ConfigError
 from evalvae.jobs.checking import UnknownName
 from evalvae.run import run
 from evalvae.vae.taesd import TinyAutoencoder
-from tests.helpers import compose_run, evalvae_cli, save_pth_pair
+from tests.helpers import compose_run, evalvae_main, save_pth_pair
 
 SMALL = ["dataset.limit=2", "dataset.resolution=64", "workers=0"]
 
@@ -99,12 +99,12 @@ def test_vae_dir_end_to_end_offline(tmp_path, caplog):
 def test_cli_vae_dir_runs_offline_and_a_missing_one_is_one_line(tmp_path):
     folder = save_safetensors_pair(tmp_path / "w", "taesd")
     # offline, taesd's default (a hub id) is refused before torch is imported: vae_dir is seen first
-    ok = evalvae_cli(
+    ok = evalvae_main(
         ["run", "+vae=taesd", f"vae_dir={folder}", "dataset.limit=1", *SMALL[1:], "report=false"], cwd=tmp_path
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "taesd: taesd_encoder / taesd_decoder from vae_dir=" in ok.stderr
-    bad = evalvae_cli(["run", "+vae=taesd", f"vae_dir={tmp_path / 'nope'}"], cwd=tmp_path)
+    bad = evalvae_main(["run", "+vae=taesd", f"vae_dir={tmp_path / 'nope'}"], cwd=tmp_path)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     errors = [line for line in bad.stderr.splitlines() if line.strip()]
     assert errors == [
@@ -156,7 +156,7 @@ def test_a_variant_needs_a_known_base_and_a_name_of_its_own(tmp_path):
         resolve(compose_run(["+vae=taef2", "+vae.taef2.base=taesd"]))
     with pytest.raises(ConfigError, match=r"vae\.b\.base='a'; variants whose bases form a cycle \(a -> b -> a\)"):
         resolve(compose_run(["+vae.a={base: b}", "+vae.b={base: a}"]))
-    r = evalvae_cli(["run", "+vae.x={base: taef3}", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
+    r = evalvae_main(["run", "+vae.x={base: taef3}", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     (line,) = [line for line in r.stderr.splitlines() if line.strip()]
     assert line.startswith("evalvae: unknown VAE 'taef3' in vae.x.base=taef3; did you mean taef2, taef1?"), line
@@ -176,7 +176,7 @@ def test_a_fine_tune_beside_its_base_end_to_end(tmp_path, tiny_pth_dir):
     assert (per_image["taef2"] - per_image["taef2-ft"]).abs().min() > 1, "the variant decodes with its own weights"
     markdown = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "taef2-ft" in markdown
-    r = evalvae_cli(["compare", str(tmp_path / "run"), str(tmp_path / "run")], cwd=tmp_path)
+    r = evalvae_main(["compare", str(tmp_path / "run"), str(tmp_path / "run")], cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "taef2-ft" in r.stdout
 

@@ -143,6 +143,7 @@ def test_ref_without_kid_then_runs_with_and_without_kid(tmp_path, image_dir):
     check_set_rows(summary(with_kid), "a", True)
 
 
+@pytest.mark.slow  # the real Inception, eight runs
 def test_inception_resizes_with_and_without_kid_cold_and_warm(tmp_path, real_weights):
     """The real Inception on three 32 px images, each resize with and without KID, cold and warm.
 

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run, read_entry, reference_entries, write_entry
+from tests.helpers import NO_SAMPLES, TinyExtractor, compose_run, read_entry, reference_entries, write_entry
 
 IDENTITY = "tests.run_standins.Identity"
 SET_LEVEL = [
@@ -47,6 +47,7 @@ def overrides(image_dir, cache, *extra) -> list[str]:
         "batch_size=4",
         f"cache_dir={cache}",
         *SET_LEVEL,
+        *NO_SAMPLES,
         *extra,
     ]
 

@@ -24,8 +24,10 @@ from evalvae.t2i.pipeline import DiffusersPipeline
 from evalvae.t2i.run import LatentSpaceMismatch, generation_chunks
 from evalvae.t2i.suites import Prompt
 from evalvae.vae import load_vae
-from tests.helpers import evalvae_cli
+from tests.helpers import evalvae_main
 from tests.t2i_helpers import tiny_clip_dir, tiny_pipeline_dir, tiny_vae_dirs  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STEPS, SEEDS, PROMPTS, GEN_BATCH = 2, 2, 3, 4
 N_IMAGES = PROMPTS * SEEDS
@@ -33,15 +35,6 @@ DEVICE = resolve_device("auto")
 # Batched and single decodes may differ in the last float bits, which can flip a rounding; on CUDA,
 # cuDNN's TF32 convolutions (PyTorch's default) differ by about 1e-3 relative.
 PIXEL_TOL = 1 if DEVICE.type == "cpu" else 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: thread start-up costs more than the work, and two threads fight on a loaded machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @contextmanager
@@ -287,23 +280,29 @@ def test_latents_do_not_depend_on_the_generation_batch(tmp_path, tiny_pipeline_d
         )
 
 
-def test_a_vae_of_another_family_is_refused_before_any_work(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
-    cfg = compose(overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "taesdxl": three_vaes["taesd"]}))
-    with counting_unet_calls() as calls, pytest.raises(LatentSpaceMismatch) as e:
+@pytest.mark.parametrize(
+    "name, other, expected",
+    [
+        ("taesdxl", "taesd", r"VAE 'taesdxl' \(latent space sdxl\).*pipeline 'local' \(latent space sd\).*kl-f8"),
+        ("ft-mse", "c16", r"VAE 'ft-mse' \(latent space sd \(16ch, f8\)\).*sd \(4ch, f8\)"),
+    ],
+    ids=["family", "channels"],
+)
+def test_a_vae_of_another_latent_space_is_refused_before_any_work(
+    tmp_path,
+    tiny_pipeline_dir,
+    three_vaes,
+    tiny_vae_dirs,
+    name,
+    other,
+    expected,  # noqa: F811
+):
+    source = three_vaes[other] if other in three_vaes else tiny_vae_dirs[other]
+    cfg = compose(overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], name: source}))
+    with counting_unet_calls() as calls, pytest.raises(LatentSpaceMismatch, match=expected) as e:
         run(cfg, out_dir=tmp_path)
-    assert "VAE 'taesdxl' (latent space sdxl)" in str(e.value) and "pipeline 'local' (latent space sd)" in str(e.value)
-    assert "kl-f8" in str(e.value) and "\n" not in str(e.value)  # one line, with the VAEs that would fit
+    assert "\n" not in str(e.value)  # one line, with the VAEs that would fit
     assert calls == [] and not (tmp_path / "latents").exists()
-
-
-def test_a_vae_with_other_channels_is_refused_before_generating(tmp_path, tiny_pipeline_dir, three_vaes, tiny_vae_dirs):  # noqa: F811
-    cfg = compose(overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "ft-mse": tiny_vae_dirs["c16"]}))
-    with (
-        counting_unet_calls() as calls,
-        pytest.raises(LatentSpaceMismatch, match=r"'ft-mse' \(latent space sd \(16ch, f8\)\).*sd \(4ch, f8\)"),
-    ):
-        run(cfg, out_dir=tmp_path)
-    assert calls == []
 
 
 def test_flux_pipeline_with_sd_vaes_is_refused_without_weights(tmp_path):
@@ -509,7 +508,7 @@ def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_
 
 
 def test_cli_runs_the_tiny_pipeline(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
-    r = evalvae_cli(
+    r = evalvae_main(
         [
             "run",
             *overrides(tiny_pipeline_dir, {"kl-f8": three_vaes["kl-f8"], "ft-mse": three_vaes["ft-mse"]}),
@@ -524,7 +523,7 @@ def test_cli_runs_the_tiny_pipeline(tmp_path, tiny_pipeline_dir, three_vaes):  #
 
 
 def test_cli_offline_sd15_fails_in_one_line(tmp_path):
-    r = evalvae_cli(
+    r = evalvae_main(
         [
             "run",
             "task=t2i",
@@ -679,7 +678,7 @@ def test_a_reference_decoder_failing_leaves_agreement_empty_and_scores_the_rest(
 
 def test_a_reference_decoder_failing_to_load_exits_with_the_failure(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
     two = {"kl-f8": tmp_path / "no-such-vae", "ft-mse": three_vaes["ft-mse"]}
-    r = evalvae_cli(["run", *overrides(tiny_pipeline_dir, two), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    r = evalvae_main(["run", *overrides(tiny_pipeline_dir, two), f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
     assert r.returncode == 3 and "Traceback" not in r.stderr, r.stderr[-3000:]  # incomplete: a VAE failed
     assert "1 of 2 VAE(s) failed" in r.stderr
     records = {v["vae"]: v for v in vae_records(tmp_path / "run")}

@@ -13,7 +13,7 @@ from evalvae.metrics.features import InceptionV3
 from evalvae.metrics.lpips import LPIPS
 from evalvae.metrics.weights import MetricUnavailable
 from evalvae.run import run
-from tests.helpers import compose_run, evalvae_cli
+from tests.helpers import compose_run, evalvae_main
 
 SMALL = ["+vae=jpeg", "dataset.limit=2", "dataset.resolution=64", "workers=0"]
 
@@ -83,7 +83,7 @@ def test_metrics_all_runs_with_only_the_variable_set(tmp_path, monkeypatch, real
 def test_cli_without_the_file_scores_the_rest_and_names_the_variable(tmp_path):
     out = tmp_path / "run"
     env = {"EVALVAE_WEIGHTS": str(tmp_path / "empty"), "TORCH_HOME": str(tmp_path / "torch")}
-    r = evalvae_cli(["run", *SMALL, "metrics=lpips", "report=false", f"hydra.run.dir={out}"], cwd=tmp_path, env=env)
+    r = evalvae_main(["run", *SMALL, "metrics=lpips", "report=false", f"hydra.run.dir={out}"], cwd=tmp_path, env=env)
     summary = pd.read_csv(out / "summary.csv").set_index("metric")
     assert summary.loc["psnr", "mean"] > 20 and pd.isna(summary.loc["lpips", "mean"]), r.stderr[-2000:]
     expected = tmp_path / "empty" / "lpips" / "alexnet_features.pth"
