@@ -46,6 +46,7 @@ class Task:
 
     name = ""
     stages: tuple[str, ...] = ()
+    failures: tuple[type[BaseException], ...] = VAE_FAILURES  # what a VAE may raise without stopping the job
 
     def __init__(self, cfg: DictConfig, out: Path):
         self.cfg, self.out = cfg, Path(out)
@@ -53,6 +54,12 @@ class Task:
 
     def run(self):
         raise NotImplementedError
+
+    def record_failure(self, writer, name: str, e: BaseException) -> str:
+        """Record VAE ``name``'s failure into ``writer`` as one of loading or of evaluation
+        (:mod:`evalvae.jobs.failures`); return the reason."""
+        vae = self.loaded.vae if self.loaded is not None else None
+        return record_failure(writer, name, e, vae) if vae is not None else record_load_failure(writer, name, e)
 
     def check(self, name: str, vae) -> None:
         """Refuse a loaded VAE this task cannot evaluate (raise); its failure is then one of loading."""
@@ -71,8 +78,8 @@ class Task:
         """``one(name, spec)`` for each VAE in turn, which loads it through :meth:`load`; return the failed
         VAEs with their reasons.
 
-        A VAE failure (:data:`~evalvae.jobs.failures.VAE_FAILURES`) is recorded into ``writer`` (None:
-        not recorded) as one of loading or of evaluation, and the loop goes on; a ``one`` that returns
+        A VAE failure (``failures``) is recorded into ``writer`` (None: not recorded) by
+        :meth:`record_failure`, and the loop goes on; a ``one`` that returns
         :class:`Done` gets its row in ``timings.csv``, its seconds counted from before it loaded. The
         device's memory is released after each VAE and, with ``flush``, the results so far written.
         """
@@ -81,14 +88,9 @@ class Task:
             self.loaded, start = None, time.perf_counter()
             try:
                 done = one(name, spec)
-            except VAE_FAILURES as e:
+            except self.failures as e:
                 if writer is not None:
-                    vae = self.loaded.vae if self.loaded is not None else None
-                    failed[name] = (
-                        record_failure(writer, name, e, vae)
-                        if vae is not None
-                        else record_load_failure(writer, name, e)
-                    )
+                    failed[name] = self.record_failure(writer, name, e)
             else:
                 if done is not None:
                     total = time.perf_counter() - start
