@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,7 +74,6 @@ class VAEPass:
     vae: VAEAdapter | None  # None: every batch is read, and the VAE not loaded
     facts: dict  # what vaes.json says of it (:meth:`VAEAdapter.describe` and its encoder's sha256)
     load_s: float
-    start: float
     times: StageTimes
     fakes: SetStates
     pending: SetStates  # the originals' states of the metrics whose reference statistics are not cached
@@ -233,7 +231,7 @@ class ReconTask(Task):
     def evaluate(self, name: str, spec) -> VAEPass:
         """Run VAE ``name`` over this process's batches: stored chunks are read, the others computed and stored.
         The VAE is loaded only where a batch must be computed."""
-        cfg, start = self.cfg, time.perf_counter()
+        cfg = self.cfg
         vae, load_s, known = None, 0.0, self.recorded(name, spec)
         if known is not None:
             identity, facts = known
@@ -249,7 +247,6 @@ class ReconTask(Task):
             vae,
             facts,
             load_s,
-            start,
             StageTimes(self.device),
             SetStates(self.sets),
             SetStates([m for m in self.sets if m.key in wanted]),
