@@ -81,7 +81,7 @@ def test_cli_with_nothing_selected_evaluates_the_default_selection_says_so_and_e
 def test_a_rerun_of_the_shipped_taef2_reads_its_results_without_loading_it(tmp_path, monkeypatch):
     cfg = compose_run([*SMALL, "+vae=taef2", f"cache_dir={tmp_path / 'cache'}"])
     run(cfg, out_dir=tmp_path / "r1")
-    monkeypatch.setattr("evalvae.recon.task.load", lambda *a, **k: pytest.fail("taef2 was loaded again"))
+    monkeypatch.setattr("evalvae.jobs.task.load", lambda *a, **k: pytest.fail("taef2 was loaded again"))
     run(cfg, out_dir=tmp_path / "r2")
     first, second = (pd.read_parquet(tmp_path / r / "per_image.parquet") for r in ("r1", "r2"))
     pd.testing.assert_frame_equal(first, second)

@@ -376,7 +376,7 @@ def test_samples_are_decoded_from_the_latents_the_run_cached(tiny_run, tmp_path,
 def test_a_run_continued_in_its_directory_keeps_its_samples(tiny_run, tmp_path, monkeypatch, caplog):
     out = shutil.copytree(tiny_run["out"], tmp_path / "run")
     before, files = index_of(out), saved_files(out)
-    monkeypatch.setattr("evalvae.recon.task.load", no_loading)
+    monkeypatch.setattr("evalvae.jobs.task.load", no_loading)
     monkeypatch.setattr("evalvae.recon.samples.load", no_loading)
     decoded = spy_decodes(monkeypatch)
     with caplog.at_level(logging.INFO, logger="evalvae.recon.samples"):
@@ -411,7 +411,7 @@ def test_a_rerun_in_a_new_directory_loads_each_vae_for_its_samples(tiny_run, tmp
             raise RuntimeError("weights gone")
         return load(name, *args, **kwargs)
 
-    monkeypatch.setattr("evalvae.recon.task.load", no_loading)  # every batch is read from the result chunks
+    monkeypatch.setattr("evalvae.jobs.task.load", no_loading)  # every batch is read from the result chunks
     monkeypatch.setattr("evalvae.recon.samples.load", load_but_taef2)
     decoded = spy_decodes(monkeypatch)
     again = run(helpers.compose_run(tiny_run["overrides"]), out_dir=tmp_path / "again").out_dir

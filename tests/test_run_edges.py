@@ -147,11 +147,17 @@ def test_force_upcast_runs_an_fp16_vae_in_fp32_and_records_it(tmp_path, tiny_kl_
 
 def test_force_upcast_policy_follows_diffusers(tmp_path, tiny_kl_dir):
     """fp16 with the flag: fp32 (the weights re-read, not cast up). bf16, the flag false, or a config that
-    predates the key (SD 1.x VAEs, whose pipelines never upcast): the dtype asked for."""
+    predates the key (SD 1.x VAEs, whose pipelines never upcast): the dtype asked for. Each is told from the
+    config file before loading, so the identity results are keyed by is the same before and after loading."""
     from evalvae.jobs.policy import load_for_run
+    from evalvae.jobs.store import vae_identity
 
     def loaded(path, dtype, **extra):
-        return load_for_run("v", kl_spec(path, dtype, **extra), device="cpu", cache_dir=str(tmp_path / "cache"))
+        spec, cache = kl_spec(path, dtype, **extra), tmp_path / "cache"
+        vae = load_for_run("v", spec, device="cpu", cache_dir=str(cache))
+        assert vae_identity(spec, cache)["dtype"] == vae.dtype_name
+        assert vae_identity(spec, cache) == vae_identity(spec, cache, vae)
+        return vae
 
     up = loaded(tiny_kl_dir, "fp16")
     assert (up.dtype_name, up.dtype_requested, next(up.module.parameters()).dtype) == ("fp32", "fp16", torch.float32)
@@ -210,25 +216,24 @@ def test_upcast_never_and_always_override_the_config(tiny_kl_dir, monkeypatch):
         loaded("fp16", "sometimes")
 
 
-def test_no_file_in_the_cache_changes_a_vaes_dtype_or_its_memo_key(tmp_path, tiny_kl_dir):
+def test_no_file_in_the_cache_changes_a_vaes_dtype_or_its_identity(tmp_path, tiny_kl_dir):
     """A finding of evalvae bench for these weights in bf16, in the cache folder where the bench once kept them,
-    is read by nothing: the run evaluates bf16 as asked, and the VAE's memo key is unchanged."""
-    from evalvae.jobs.memo import VAEMemo
+    is read by nothing: the run evaluates bf16 as asked, and the VAE's identity is unchanged."""
     from evalvae.jobs.policy import load_for_run
+    from evalvae.jobs.store import vae_identity
 
-    cache, cpu = tmp_path / "cache", torch.device("cpu")
+    cache = tmp_path / "cache"
     spec = kl_spec(tiny_kl_dir, "bf16")
-    memo = VAEMemo(tmp_path / "memo", str(cache))
-    key = memo.key(spec, cpu)
+    identity = vae_identity(spec, cache)
     vae = load_for_run("v", spec, device="cpu", cache_dir=str(cache))
     assert vae.dtype_name == "bf16"
     where = {"adapter": "evalvae.vae.kl.KLAdapter", "kind": "dir", "location": vae.weights.location, "files": {}}
-    identity = hashlib.sha256(json.dumps(where, sort_keys=True).encode()).hexdigest()[:16]
+    finding_key = hashlib.sha256(json.dumps(where, sort_keys=True).encode()).hexdigest()[:16]
     finding = {"vae": "v", "dtype": "bf16", "nonfinite": [{"op": "decode", "resolution": 32, "mode": "plain"}]}
     (cache / "bench").mkdir(parents=True)
-    (cache / "bench" / "nonfinite.json").write_text(json.dumps({f"{identity}:bf16": finding}))
+    (cache / "bench" / "nonfinite.json").write_text(json.dumps({f"{finding_key}:bf16": finding}))
     assert load_for_run("v", spec, device="cpu", cache_dir=str(cache)).dtype_name == "bf16"
-    assert memo.key(spec, cpu) == key
+    assert vae_identity(spec, cache) == identity
 
 
 def test_load_for_run_stays_importable_from_the_bench():

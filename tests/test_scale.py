@@ -259,7 +259,7 @@ def test_a_rerun_with_every_batch_done_does_not_load_the_vae(tmp_path, image_dir
     def no_load(*args, **kwargs):
         raise AssertionError("the VAE was loaded")
 
-    monkeypatch.setattr("evalvae.recon.task.load", no_load)
+    monkeypatch.setattr("evalvae.jobs.task.load", no_load)
     monkeypatch.setattr("evalvae.recon.samples.load", no_load)
     with caplog.at_level(logging.INFO):
         second = run(cfg, out_dir=tmp_path / "r2").out_dir
@@ -282,48 +282,64 @@ def test_a_vae_known_from_its_record_is_loaded_when_a_batch_must_be_computed(tmp
     assert_same_results(first, second)
 
 
-def test_weights_replaced_in_place_with_the_same_times_are_loaded_again(tmp_path, image_dir, kl_dirs):
+def test_the_identity_follows_the_files_content_and_is_unknown_before_a_download(tmp_path, kl_dirs):
     import shutil
 
-    folder = tmp_path / "my-vae"
-    shutil.copytree(kl_dirs["a"], folder)
-    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *vae("m", folder)))
-    run(cfg, out_dir=tmp_path / "r1")
-    for f in kl_dirs["c"].iterdir():  # same size and modification time (cp -p), other content
-        with open(folder / f.name, "r+b") as out:
-            out.truncate(0)
-            out.write(f.read_bytes())
-        st = f.stat()
-        os.utime(folder / f.name, ns=(st.st_atime_ns, st.st_mtime_ns))
-    t = timings(run(cfg, out_dir=tmp_path / "r2").out_dir).loc["m"]
-    assert (t.batches_cached, t.images_encoded) == (0, N_IMAGES), "nothing read from the other weights' chunks"
+    from evalvae.jobs.store import vae_identity
 
-
-def test_the_vae_record_key_follows_the_files_and_refuses_unpinned_downloads(tmp_path, kl_dirs):
-    from evalvae.jobs.memo import VAEMemo, fingerprint
-
-    memo, cpu = VAEMemo(tmp_path / "memo", str(tmp_path / "cache")), torch.device("cpu")
+    cache = tmp_path / "cache"
     spec = {"_target_": "evalvae.vae.kl.KLAdapter", "source": str(kl_dirs["a"]), "latent_space": "sd"}
-    assert memo.key(spec, cpu) == memo.key(dict(spec), cpu)
-    assert memo.key(spec, cpu) != memo.key({**spec, "source": str(kl_dirs["c"])}, cpu)
-    assert memo.key(spec, cpu) != memo.key({**spec, "posterior": "sample"}, cpu)
-    url = {"source": "https://example.invalid/w", "sha256": {"encoder": "e", "decoder": None}}
-    assert fingerprint(url) is None, "a download not pinned by its hashes has no key"
-    assert fingerprint({**url, "sha256": {"encoder": "e", "decoder": "d"}}) is not None
-    assert fingerprint({"source": "someone/not-in-the-cache"}) is None
-    assert fingerprint({"source": str(tmp_path / "missing")}) is None
+    copy = tmp_path / "copy"
+    shutil.copytree(kl_dirs["a"], copy)
+    assert vae_identity(spec, cache) == vae_identity({**spec, "source": str(copy)}, cache), "content, not place"
+    assert vae_identity(spec, cache) != vae_identity({**spec, "source": str(kl_dirs["c"])}, cache)
+    assert vae_identity(spec, cache) != vae_identity({**spec, "posterior": "sample"}, cache)
+    assert len(list((cache / "hashes").iterdir())) == 3 * len(list(copy.iterdir())), "each file of 3 folders, once"
+    url = {"_target_": "x.Tiny", "source": "https://example.invalid/w", "sha256": {"encoder": "e", "decoder": None}}
+    assert vae_identity(url, cache) is None, "a download not pinned by its hashes is known only once loaded"
+    assert vae_identity({**url, "sha256": {"encoder": "e", "decoder": "d"}}, cache)["files"] == {
+        "encoder": "e",
+        "decoder": "d",
+    }
+    assert vae_identity({"source": "someone/not-in-the-cache"}, cache) is None
+    assert vae_identity({"source": str(tmp_path / "missing")}, cache) is None
 
 
-def test_a_recorded_identity_makes_the_keys_of_the_computed_one():
-    from omegaconf import OmegaConf
+def test_hugging_face_blobs_are_known_by_their_names_and_other_files_by_path_and_stat(tmp_path):
+    """A weights file rewritten in place with the same size and modification time is hashed again (its change
+    time differs), so the VAE is another one; a run whose folder is rewritten: the test above."""
+    from evalvae.checkpoints import file_sha256
+    from evalvae.io import sha256_file
 
-    from evalvae.jobs.memo import as_keyed
-    from evalvae.store import digest
+    blob = tmp_path / "hub" / "blobs" / ("ab" * 32)
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"not what the name says")  # the cache's name is taken, never re-read
+    link = tmp_path / "hub" / "snapshots" / "c0" / "model.safetensors"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(blob)
+    assert file_sha256(link, tmp_path / "cache") == "ab" * 32
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"one")
+    assert file_sha256(f, tmp_path / "cache") == sha256_file(f)
+    st = f.stat()
+    with open(f, "r+b") as out:  # same size and modification time, other content
+        out.write(b"two")
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_sha256(f, tmp_path / "cache") == sha256_file(f) != file_sha256(blob, tmp_path / "cache")
 
-    spec = OmegaConf.create({"source": "https://x/w", "sha256": {"encoder": "e", "decoder": "d"}, "dtype": "fp32"})
-    identity = {"adapter": "A", "config": dict(spec), "weights_sha256": "abc", "n": 1.5}
-    stored = json.loads(json.dumps(as_keyed(identity)))
-    assert digest(stored) == digest(identity)
+
+def test_a_copy_of_the_weights_elsewhere_reads_the_first_runs_results(tmp_path, image_dir, kl_dirs):
+    """Results are keyed by the weights' content; vaes.json still names the copy (it is loaded once to say so)."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    first = run(compose_run(overrides(image_dir, cache, *NO_SAMPLES, *vae("a", kl_dirs["a"]))), out_dir=tmp_path / "r1")
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(kl_dirs["a"], copy)
+    second = run(compose_run(overrides(image_dir, cache, *NO_SAMPLES, *vae("a", copy))), out_dir=tmp_path / "r2")
+    assert timings(second.out_dir).loc["a", ["batches_cached", "images_encoded"]].tolist() == [2, 0]
+    assert_same_results(first.out_dir, second.out_dir)
+    assert json.loads((second.out_dir / "vaes.json").read_text())[0]["source"] == str(copy.resolve())
 
 
 def test_a_rerun_of_real_taef2_with_pinned_hashes_does_not_load_it(tmp_path, image_dir, taef2_dir, monkeypatch):
@@ -331,7 +347,7 @@ def test_a_rerun_of_real_taef2_with_pinned_hashes_does_not_load_it(tmp_path, ima
         overrides(image_dir, tmp_path / "cache", *NO_SAMPLES, "+vae=taef2", f"vae.taef2.source={taef2_dir}")
     )
     first = run(cfg, out_dir=tmp_path / "r1").out_dir
-    for where in ("evalvae.recon.task.load", "evalvae.recon.samples.load"):
+    for where in ("evalvae.jobs.task.load", "evalvae.recon.samples.load"):
         monkeypatch.setattr(where, lambda *a, **k: pytest.fail("taef2 was loaded again"))
     second = run(cfg, out_dir=tmp_path / "r2").out_dir
     assert timings(second).loc["taef2", "batches_cached"] == 2

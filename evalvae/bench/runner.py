@@ -41,15 +41,6 @@ class BenchOutcome(RunOutcome):
         return self.summary
 
 
-class BenchTask(Task):
-    """``evalvae bench``: time and memory of every selected VAE over the grid (:func:`bench`)."""
-
-    name = "bench"
-
-    def run(self) -> BenchOutcome:
-        return bench(self.cfg, self.out)
-
-
 @dataclass
 class Prepared:
     """What one VAE contributes before its grid runs: its decode inputs."""
@@ -60,85 +51,88 @@ class Prepared:
 
 def bench(cfg: DictConfig, out_dir: str | Path | None = None) -> BenchOutcome:
     """Measure each VAE in ``cfg.vae`` over the grid; write ``bench.csv``, plots and ``bench.json``."""
-    specs = selected_vaes(cfg)
-    grid = Grid.from_cfg(cfg)
-    out = output_dir(out_dir)
-    device = resolve_device(cfg.device)
-    isolate = grid.isolate == "process" or (grid.isolate == "auto" and device.type == "cpu")
-    if device.type == "cpu" and "fp16" in grid.dtypes:
-        log.warning(
-            "fp16 convolutions on CPU are about 100x slower than fp32 in PyTorch; bench.dtypes=[fp32,bf16] is the useful CPU grid"
+    return BenchTask(cfg, output_dir(out_dir)).run()
+
+
+class BenchTask(Task):
+    """``evalvae bench``: time and memory of every selected VAE over the grid of ``cfg.bench``."""
+
+    name = "bench"
+    failures = (Exception,)  # one VAE that cannot load must not stop the others
+
+    def run(self) -> BenchOutcome:
+        cfg, out = self.cfg, self.out
+        specs = selected_vaes(cfg)
+        self.grid = grid = Grid.from_cfg(cfg)
+        self.device = device = resolve_device(cfg.device)
+        self.isolate = grid.isolate == "process" or (grid.isolate == "auto" and device.type == "cpu")
+        if device.type == "cpu" and "fp16" in grid.dtypes:
+            log.warning(
+                "fp16 convolutions on CPU are about 100x slower than fp32 in PyTorch; bench.dtypes=[fp32,bf16] is the useful CPU grid"
+            )
+
+        env = environment(device)
+        self.writer = writer = BenchWriter(out, env)
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+        self.images, image_ids = {}, {}
+        for r in grid.resolutions:
+            self.images[r], image_ids[r] = bench_images(cfg.dataset, r, max(grid.batch_sizes), grid.seed)
+        info = {
+            "software": provenance.software(),
+            "environment": env,
+            "grid": {k: getattr(grid, k) for k in ("resolutions", "batch_sizes", "dtypes", "modes", "isolate", "seed")},
+            "options": grid.options.to_dict(),
+            "isolated_processes": self.isolate,
+            "inputs": {
+                "dataset": str(cfg.dataset.get("name")),
+                "images": image_ids[grid.resolutions[0]],
+                "decode_latents": "each VAE's fp32 plain-mode encoding of the same images",
+            },
+        }
+        atomic_write_text(out / "bench.json", json.dumps(info, indent=2, default=str) + "\n")
+        log.info(
+            "bench on %s (%s): %d VAE(s) x %d configurations",
+            device,
+            env["device_name"],
+            len(specs),
+            len(grid.configs("")),
         )
 
-    env = environment(device)
-    writer = BenchWriter(out, env)
-    out.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-    images, image_ids = {}, {}
-    for r in grid.resolutions:
-        images[r], image_ids[r] = bench_images(cfg.dataset, r, max(grid.batch_sizes), grid.seed)
-    info = {
-        "software": provenance.software(),
-        "environment": env,
-        "grid": {k: getattr(grid, k) for k in ("resolutions", "batch_sizes", "dtypes", "modes", "isolate", "seed")},
-        "options": grid.options.to_dict(),
-        "isolated_processes": isolate,
-        "inputs": {
-            "dataset": str(cfg.dataset.get("name")),
-            "images": image_ids[grid.resolutions[0]],
-            "decode_latents": "each VAE's fp32 plain-mode encoding of the same images",
-        },
-    }
-    atomic_write_text(out / "bench.json", json.dumps(info, indent=2, default=str) + "\n")
-    log.info(
-        "bench on %s (%s): %d VAE(s) x %d configurations", device, env["device_name"], len(specs), len(grid.configs(""))
-    )
-
-    try:
-        failed = _run_grid(specs, grid, images, device, isolate, cfg.cache_dir, writer, out / ".work")
-    finally:
-        gc.unfreeze()
-
-    results = writer.flush()
-    info["nonfinite"] = nonfinite_findings(writer.rows)  # each with the override that makes a run upcast
-    atomic_write_text(out / "bench.json", json.dumps(info, indent=2, default=str) + "\n")
-    if cfg.bench.plots and not results.empty:
-        from evalvae.bench.plots import write_plots
-
-        write_plots(results, out)
-    log.info("\n%s", console_table(results))
-    log_findings(info["nonfinite"])
-    log.info("results in %s", out)
-    return BenchOutcome(out, results, failed)
-
-
-def _run_grid(
-    specs,
-    grid: Grid,
-    images: dict,
-    device: torch.device,
-    isolate: bool,
-    cache: str | None,
-    writer: BenchWriter,
-    work: Path,
-):
-    """Every configuration of every VAE, in order; rows go to ``writer`` (flushed after each)."""
-    failed: dict[str, str] = {}
-    n = 0
-    for name, spec in specs.items():
-        spec = OmegaConf.to_container(spec, resolve=True)
-        configs = grid.configs(name)
+        self.n, work = 0, out / ".work"
         try:
-            prepared = prepare(name, spec, grid, images, device, cache)
-        except Exception as e:  # noqa: BLE001 - one VAE that cannot load must not stop the others
-            error = str(e) if isinstance(e, EvalvaeError) else f"VAE '{name}': {message(e)}"
-            log.error("evalvae: %s", error)
-            failed[name] = error
-            for c in configs:
-                writer.add(status_rows(c, grid.options.ops, str(device), "oom" if is_oom(e) else "failed", error))
-            writer.flush()
-            continue
-        for c in configs:
+            failed = self.each_vae(specs, self.run_grid, writer)
+        finally:
+            gc.unfreeze()
+        shutil.rmtree(work, ignore_errors=True)
+
+        results = writer.flush()
+        info["nonfinite"] = nonfinite_findings(writer.rows)  # each with the override that makes a run upcast
+        atomic_write_text(out / "bench.json", json.dumps(info, indent=2, default=str) + "\n")
+        if cfg.bench.plots and not results.empty:
+            from evalvae.bench.plots import write_plots
+
+            write_plots(results, out)
+        log.info("\n%s", console_table(results))
+        log_findings(info["nonfinite"])
+        log.info("results in %s", out)
+        return BenchOutcome(out, results, failed)
+
+    def record_failure(self, writer: BenchWriter, name: str, e: BaseException) -> str:
+        """A VAE that could not be prepared: every configuration of its grid is a row with the reason."""
+        error = str(e) if isinstance(e, EvalvaeError) else f"VAE '{name}': {message(e)}"
+        log.error("evalvae: %s", error)
+        status = "oom" if is_oom(e) else "failed"
+        for c in self.grid.configs(name):
+            writer.add(status_rows(c, self.grid.options.ops, str(self.device), status, error))
+        return error
+
+    def run_grid(self, name: str, spec) -> None:
+        """Every configuration of VAE ``name``, in order; rows go to the writer (flushed after each)."""
+        spec = OmegaConf.to_container(spec, resolve=True)
+        grid, device, cache, work = self.grid, self.device, self.cfg.cache_dir, self.out / ".work"
+        prepared = prepare(name, spec, grid, self.images, device, cache)
+        for c in grid.configs(name):
             # Everything alive now (modules, inputs) leaves the cyclic collector's view (reference
             # counting still frees it), so each gc.collect() before a measurement takes
             # microseconds instead of ~0.3 s.
@@ -146,21 +140,18 @@ def _run_grid(
             job = Job(c, spec, str(device), cache, grid.options)
             latents = prepared.latents.get(c.resolution)
             error = prepared.latent_errors.get(c.resolution, "")
-            if isolate:
+            if self.isolate:
                 inputs = work / f"inputs-{name}-{c.resolution}.pt"
                 if not inputs.is_file():
-                    save_inputs(inputs, images[c.resolution], latents, error)
-                rows = run_isolated(job, inputs, work, n)
+                    save_inputs(inputs, self.images[c.resolution], latents, error)
+                rows = run_isolated(job, inputs, work, self.n)
             else:
-                rows = run_config(job, images[c.resolution], latents, error)
+                rows = run_config(job, self.images[c.resolution], latents, error)
                 release_memory(device)
-            n += 1
+            self.n += 1
             _log_config(c, rows)
-            writer.add(rows)
-            writer.flush()
-        del prepared
-    shutil.rmtree(work, ignore_errors=True)
-    return failed
+            self.writer.add(rows)
+            self.writer.flush()
 
 
 def prepare(name: str, spec: dict, grid: Grid, images: dict, device: torch.device, cache: str | None) -> Prepared:

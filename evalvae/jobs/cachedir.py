@@ -7,9 +7,10 @@ kind       what                                                                 
 ========== ==================================================================== ==============
 latents    each encoder's latents per batch (run) and generated latents (t2i)   encoding again
 results    each VAE's finished batches: per-image rows, set-level features,     evaluating again
-           the report's sample images, what each loaded VAE is known by
+           what vaes.json says of each VAE
 refstats   the originals' rFID/KID statistics per dataset and extractor         ``evalvae ref``
 weights    downloaded VAE weights                                               downloading
+hashes     the sha256 of local weight files, by path and stat                   hashing again
 ========== ==================================================================== ==============
 
 ``prune`` removes whole kinds (by default the two that grow with every run: latents and results)
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from evalvae.io import cache_dir
 
-KINDS = ("latents", "results", "refstats", "weights")
+KINDS = ("latents", "results", "refstats", "weights", "hashes")
 DEFAULT_PRUNE = ("latents", "results")
 
 

@@ -42,6 +42,24 @@ def upcast_reason(vae: VAEAdapter) -> str | None:
     return None
 
 
+def run_dtype(spec: Mapping, config: dict | None) -> str | None:
+    """The dtype :func:`load_for_run` gives ``spec``, told from its model ``config`` (``config.json``, without
+    loading the weights); None where it depends on a ``force_upcast`` that cannot be read (``config`` None)."""
+    asked, upcast = spec.get("dtype") or "fp32", spec.get("upcast") or "auto"
+    if asked == "fp32" or upcast == "never":
+        return asked
+    if upcast == "always":
+        return "fp32"
+    if asked != "fp16":
+        return asked
+    force = spec.get("force_upcast")
+    if force is None:
+        if config is None:
+            return None
+        force = config.get("force_upcast", False)
+    return "fp32" if force else asked
+
+
 def load_for_run(name: str, spec: Mapping, *, device, cache_dir: str | None) -> VAEAdapter:
     """``load_vae``, then the policy above: a VAE that must not run in its dtype is loaded again in fp32.
 

@@ -76,7 +76,7 @@ class StageTimes:
 
 def timing_row(
     name: str,
-    vae,
+    dtype: str,
     device: torch.device,
     batch_size: int,
     n_images: int,
@@ -92,7 +92,7 @@ def timing_row(
     return {
         "vae": name,
         "device": str(device),
-        "dtype": vae.dtype_name,
+        "dtype": dtype,
         "batch_size": batch_size,
         "n_images": n_images,
         "load_s": load_s,

@@ -9,14 +9,16 @@
   cache hit or a shard.
 * **Result chunks** (``<cache>/results/``, or ``<run>/chunks/`` with ``cache.results=false``): the
   per-image rows and per-item set-level features of one VAE on one batch, keyed by the VAE's
-  identity (adapter, where its weights came from and the sha256 of their content, its config, the
-  dtype that ran), the scoring protocol (each metric's protocol, code version and its libraries'
+  identity (:func:`vae_identity`: adapter, the content hashes of its weight files, its config, the
+  dtype it runs in; all known before loading it), the scoring protocol (each metric's protocol, code version and its libraries'
   versions, :func:`evalvae.metrics.base.pair_identity` and ``features_identity``; quantization,
   memory format, device type, seed), the reconstruction code's version (:data:`RECONSTRUCTION_VERSION`)
   with torch's and diffusers' versions, and the batch. A rerun, or a run started again after a kill,
   reads them instead of recomputing; the originals' features for the reference statistics are chunks too
   (every original of the batch the VAE's factor can crop), and a VAE's chunk holds the features of the
-  originals it has no finite reconstruction of (:data:`ORIGINALS_VERSION`).
+  originals it has no finite reconstruction of (:data:`ORIGINALS_VERSION`). Beside them, a VAE's
+  record (:func:`record_key`: what ``vaes.json`` and ``timings.csv`` say of it), so that a rerun whose
+  every batch of a VAE is done reads its results without loading it.
 * **Latent shards** (``<cache>/latents/``): the latents of one encoder on one batch, keyed by the
   encoder's identity: the sha256 of its weights (not its name), the adapter, the latent
   convention (scaling, shift, posterior), dtype, memory mode, memory format and device type, the
@@ -34,12 +36,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 import evalvae
-from evalvae.checkpoints import state_dict_sha256
+from evalvae.checkpoints import weight_files
 from evalvae.data.transforms import images_identity
+from evalvae.jobs.policy import run_dtype
 from evalvae.provenance import versions
 from evalvae.store import digest
 
@@ -67,21 +72,36 @@ def _class(obj) -> str:
     return f"{type(obj).__module__}.{type(obj).__qualname__}"
 
 
-def vae_identity(spec: Mapping, vae) -> dict | None:
-    """What ``vae``'s reconstructions depend on; None for a VAE built in memory."""
-    if vae.weights.kind == "module":
+def vae_identity(spec: Mapping, cache: Path, vae=None) -> dict | None:
+    """What a VAE's reconstructions depend on: its adapter, its config, the content hashes of the files its
+    weights are read from (:func:`evalvae.checkpoints.weight_files`) and the dtype it runs in.
+
+    Before loading (``vae`` None) the dtype is :func:`evalvae.jobs.policy.run_dtype`'s; None where the files
+    or the dtype cannot be told yet. After loading, the dtype that ran, and the files the adapter read where
+    the spec does not tell them (an unpinned download, reconstructions read from files); None for a VAE
+    built in memory.
+    """
+    plain = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+    if vae is not None and vae.weights.kind == "module":
         return None
-    # the dtype that ran is keyed below: the dtype asked for and upcast only chose it
-    config = {k: v for k, v in dict(spec).items() if k not in ("dtype", "upcast", "cache_dir", "device")}
-    return {
-        "adapter": _class(vae),
-        "weights": {"kind": vae.weights.kind, "location": vae.weights.location, "files": dict(vae.weights.files)},
-        # the content, not just the place: a folder or hub revision rewritten with other weights is another VAE
-        "weights_sha256": state_dict_sha256(vae.module.state_dict()),
-        "config": config,
-        "dtype": vae.dtype_name,
-        "memory_mode": [vae.memory_mode, vae.tile_size],
-    }
+    found = weight_files(plain, cache)
+    if vae is None:
+        dtype = run_dtype(plain, found[1]) if found is not None else None
+        if dtype is None:
+            return None
+        files = found[0]
+    else:
+        files, dtype = (found[0] if found is not None else dict(vae.weights.files)), vae.dtype_name
+    # the dtype that runs is keyed: the dtype asked for and upcast only choose it; the files, not where they are
+    config = {k: v for k, v in plain.items() if k not in ("source", "dtype", "upcast", "cache_dir", "device")}
+    return {"adapter": plain.get("_target_"), "files": files, "config": config, "dtype": dtype}
+
+
+def record_key(identity: dict, spec: Mapping, device: torch.device) -> str:
+    """The key of what ``vaes.json`` and ``timings.csv`` say of a VAE read from ``spec``'s source and run on
+    ``device`` (they name both), so that a VAE whose every batch is done is described without loading it."""
+    where = [str(spec.get("source")), str(device)]
+    return digest({"format": FORMAT, "record": identity, "where": where, "evalvae": evalvae.__version__})
 
 
 def encoder_identity(vae, *, device: torch.device, channels_last: bool, seed: int) -> dict | None:

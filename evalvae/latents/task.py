@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,12 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
-from evalvae.device import release_memory, resolve_device
+from evalvae.device import resolve_device
 from evalvae.io import atomic_path, atomic_write_text
-from evalvae.jobs.failures import VAE_FAILURES, log_failures, record_failure, record_load_failure
-from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
-from evalvae.jobs.task import Task
-from evalvae.jobs.vaes import load, selected_vaes
+from evalvae.jobs.failures import log_failures
+from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar
+from evalvae.jobs.task import Done, Task
+from evalvae.jobs.vaes import selected_vaes
 from evalvae.latents import tables
 from evalvae.latents.diagnose import STAGES, Options, diagnose
 from evalvae.metrics.latentstats import CLAMP
@@ -40,16 +39,23 @@ TABLES = {  # file -> how its rows are made
 
 
 class Records:
-    """What :mod:`evalvae.jobs.failures` records a VAE into: ``vaes.json``'s entries (no per-image rows here)."""
+    """``vaes.json`` and ``timings.csv`` (no per-image rows here), as :meth:`Task.each_vae` records them."""
 
-    def __init__(self):
-        self.vaes: list[dict] = []
+    def __init__(self, out: Path):
+        self.out, self.vaes, self.timings = out, [], []
 
     def add_vae(self, info: dict) -> None:
         self.vaes.append(info)
 
+    def add_timing(self, row: dict) -> None:
+        self.timings.append(row)
+
     def discard(self, vae: str) -> int:
         return 0
+
+    def flush(self) -> None:
+        _write_csv(self.out / "timings.csv", pd.DataFrame(self.timings))
+        atomic_write_text(self.out / "vaes.json", json.dumps(self.vaes, indent=2, default=str) + "\n")
 
 
 def options(cfg: DictConfig) -> Options:
@@ -90,53 +96,45 @@ class LatentsTask(Task):
     """``evalvae latents``: every selected VAE over the dataset (:func:`evalvae.latents.diagnose.diagnose`)."""
 
     name = "latents"
+    stages = STAGES
+
+    def check(self, name: str, vae) -> None:
+        self.dataset.geometry.check_factor(vae.downsample, f"VAE '{name}'")
 
     def run(self) -> RunOutcome:
         cfg, out = self.cfg, self.out
         specs = selected_vaes(cfg)
-        device = resolve_device(cfg.device)
+        self.device = device = resolve_device(cfg.device)
         batch_size = cfg.batch_size
         workers = loader_workers(cfg.workers)
         opts = options(cfg)
-        dataset = instantiate(cfg.dataset)
+        self.dataset = dataset = instantiate(cfg.dataset)
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
         described = {**protocol(cfg, dataset, opts), "software": software(), "environment": environment(device)}
         atomic_write_text(out / "latents.json", json.dumps(described, indent=2) + "\n")
-        records, failed = Records(), {}
-        rows, timings, more = [], [], {f: [] for f in TABLES}
-        for name, spec in specs.items():
-            try:
-                loaded = load(name, spec, device=device, cache_dir=cfg.cache_dir)
-                dataset.geometry.check_factor(loaded.vae.downsample, f"VAE '{name}'")
-            except VAE_FAILURES as e:
-                failed[name] = record_load_failure(records, name, e)
-                continue
-            vae, start, times = loaded.vae, time.perf_counter(), StageTimes(device)
-            try:
-                loader = make_loader(dataset, batch_size, workers, device)
-                with progress_bar(cfg.progress, known_len(dataset), name) as bar:
-                    d = diagnose(vae, _counting(loader, bar), opts, times)
-                if d.n_images == 0:
-                    raise RuntimeError(f"no image of the dataset could be read ({len(d.skipped)} skipped)")
-                if d.skipped:
-                    log.warning(
-                        "VAE '%s': %d image(s) skipped, e.g. %s",
-                        name,
-                        len(d.skipped),
-                        "; ".join(f"{f}: {why}" for f, why in d.skipped[:3]),
-                    )
-            except VAE_FAILURES as e:
-                failed[name] = record_failure(records, name, e, vae)
-                continue
-            finally:
-                release_memory(device)
+        records = Records(out)
+        rows, more = [], {f: [] for f in TABLES}
+
+        def one(name: str, spec) -> Done:
+            loaded = self.load(name, spec)
+            vae, times = loaded.vae, StageTimes(device)
+            loader = make_loader(dataset, batch_size, workers, device)
+            with progress_bar(cfg.progress, known_len(dataset), name) as bar:
+                d = diagnose(vae, _counting(loader, bar), opts, times)
+            if d.n_images == 0:
+                raise RuntimeError(f"no image of the dataset could be read ({len(d.skipped)} skipped)")
+            if d.skipped:
+                log.warning(
+                    "VAE '%s': %d image(s) skipped, e.g. %s",
+                    name,
+                    len(d.skipped),
+                    "; ".join(f"{f}: {why}" for f, why in d.skipped[:3]),
+                )
             row = tables.summary_row(name, vae, d)
             rows.append(row)
             for f, make in TABLES.items():
                 more[f] += make(name, d)
-            total = time.perf_counter() - start + loaded.load_s
-            timings.append(timing_row(name, vae, device, batch_size, d.n_images, loaded.load_s, times, STAGES, total))
             records.add_vae({**vae.describe(), "status": "ok"})
             log.info(
                 "%s: %d images; raw latents' std %.4g: scaling_factor 1/std = %.4g (configured %.4g); mean %.4g = "
@@ -150,12 +148,14 @@ class LatentsTask(Task):
                 row["shift_factor"],
                 100 * row["clamp_saturated"],
             )
+            return Done(vae.dtype_name, d.n_images, loaded.load_s, times)
+
+        failed = self.each_vae(specs, one, records, flush=False)
         summary = pd.DataFrame(rows)
         _write_csv(out / "latents.csv", summary)
         for f, frame_rows in more.items():
             _write_csv(out / f, pd.DataFrame(frame_rows))
-        _write_csv(out / "timings.csv", pd.DataFrame(timings))
-        atomic_write_text(out / "vaes.json", json.dumps(records.vaes, indent=2, default=str) + "\n")
+        records.flush()
         if cfg.latents.plots and rows:
             from evalvae.latents.plots import write_plots
 

@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,22 +27,23 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
-from evalvae.device import release_memory, resolve_device
+from evalvae.device import resolve_device
 from evalvae.errors import ConfigError, Interrupted
 from evalvae.io import cache_dir
 from evalvae.jobs import shard as dist
-from evalvae.jobs.failures import (
-    VAE_FAILURES,
-    log_failures,
-    record_failure,
-    record_load_failure,
-    unavailable_metrics,
+from evalvae.jobs.failures import VAE_FAILURES, log_failures, unavailable_metrics
+from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar
+from evalvae.jobs.store import (
+    BatchPlan,
+    encoder_identity,
+    latent_key,
+    originals_key,
+    record_key,
+    result_key,
+    vae_identity,
 )
-from evalvae.jobs.memo import Recorded, VAEMemo
-from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
-from evalvae.jobs.store import BatchPlan, encoder_identity, latent_key, originals_key, result_key, vae_identity
-from evalvae.jobs.task import Task
-from evalvae.jobs.vaes import Loaded, load, selected_vaes
+from evalvae.jobs.task import Done, Task
+from evalvae.jobs.vaes import selected_vaes
 from evalvae.metrics import build_metrics, fact_columns, result_columns, split_metrics
 from evalvae.metrics.base import INDEX, SetStates, features_identity, pair_identity, recorded
 from evalvae.metrics.info import metric_entry
@@ -71,9 +71,9 @@ class VAEPass:
     """One VAE's pass over this process's batches: its rows by batch, set-level states and counts."""
 
     name: str
-    vae: VAEAdapter
+    vae: VAEAdapter | None  # None: every batch is read, and the VAE not loaded
+    facts: dict  # what vaes.json says of it (:meth:`VAEAdapter.describe` and its encoder's sha256)
     load_s: float
-    start: float
     times: StageTimes
     fakes: SetStates
     pending: SetStates  # the originals' states of the metrics whose reference statistics are not cached
@@ -100,6 +100,7 @@ class ReconTask(Task):
     stores, results), then each VAE in turn."""
 
     name = "recon"
+    stages = STAGES
 
     def __init__(self, cfg: DictConfig, out: Path):
         super().__init__(cfg, out)
@@ -128,8 +129,9 @@ class ReconTask(Task):
         self.file_hashes = (
             {rec.id: h for rec, h in zip(self.dataset.records, self.dataset.file_digests())} if self.plan else {}
         )
-        remembers = self.plan is not None and cache.get("results", True)
-        self.memo = VAEMemo(root / "results" / "vaes", cfg.cache_dir) if remembers else None
+        self.cache = root  # also of the weight files' hashes (evalvae.checkpoints.file_sha256)
+        # a VAE whose every batch is done is not loaded (its record, evalvae.jobs.store.record_key)
+        self.remembers = bool(cache.get("results", True))
         if self.shard.active and self.plan is None:
             raise ConfigError(
                 "dataset", cfg.dataset.get("name"), hint="torchrun sharding needs a dataset of files, not a stream"
@@ -198,49 +200,62 @@ class ReconTask(Task):
         return int(counts.max()) if len(counts) else None
 
     # -- one VAE ---------------------------------------------------------------------------------
-    def recall(self, name: str, spec) -> Loaded | None:
-        """VAE ``name`` known from its record (:mod:`evalvae.jobs.memo`), not loaded, when every batch of this
-        process has a result chunk; else None."""
-        if self.memo is None:
+    def check(self, name: str, vae) -> None:
+        self.dataset.geometry.check_factor(vae.downsample, f"VAE '{name}'")
+
+    def loaded_vae(self, name: str, spec) -> tuple[VAEAdapter, float, dict | None, dict]:
+        """Load VAE ``name``: the VAE, the seconds it took, its identity after loading and its record."""
+        loaded = self.load(name, spec)
+        vae = loaded.vae
+        identity = vae_identity(spec, self.cache, vae) if self.plan is not None else None
+        facts = {**vae.describe(), "encoder_sha256": vae.encoder_hash}
+        if identity is not None and self.remembers:
+            try:  # a record only saves a load; never a reason to stop
+                self.results.write(record_key(identity, spec, self.device), {}, {"vae": json.dumps(facts, default=str)})
+            except OSError as e:
+                log.warning("VAE '%s': its record was not stored (%s: %s)", name, type(e).__name__, e)
+        return vae, loaded.load_s, identity, json.loads(json.dumps(facts, default=str))
+
+    def recorded(self, name: str, spec) -> tuple[dict, dict] | None:
+        """The identity and record of VAE ``name``, told without loading it, when every batch of this process
+        has a result chunk; else None."""
+        identity = vae_identity(spec, self.cache) if self.plan is not None and self.remembers else None
+        got = self.results.read(record_key(identity, spec, self.device)) if identity is not None else None
+        if got is None:
             return None
-        start = time.perf_counter()
-        vae = self.memo.recall(name, spec, self.device)
-        if vae is None:
-            return None
-        scoring = self.scoring()
-        mine = self.shard.batches(len(self.plan))
-        if not all(self.results.exists(result_key(vae.identity, scoring, self.plan.keys[b])) for b in mine):
+        scoring, mine = self.scoring(), self.shard.batches(len(self.plan))
+        if not all(self.results.exists(result_key(identity, scoring, self.plan.keys[b])) for b in mine):
             return None
         log.info("VAE '%s': every batch is done (result chunks); it is not loaded", name)
-        return Loaded(name, vae, time.perf_counter() - start)
+        return identity, json.loads(got[1]["vae"])
 
-    def evaluate(self, name: str, spec, vae: VAEAdapter, load_s: float) -> VAEPass:
-        """Run ``vae`` over this process's batches: stored chunks are read, the others computed and stored."""
+    def evaluate(self, name: str, spec) -> VAEPass:
+        """Run VAE ``name`` over this process's batches: stored chunks are read, the others computed and stored.
+        The VAE is loaded only where a batch must be computed."""
         cfg = self.cfg
-        multiple = vae.downsample  # the references are the originals as this VAE sees them, cropped to its factor
+        vae, load_s, known = None, 0.0, self.recorded(name, spec)
+        if known is not None:
+            identity, facts = known
+            self.dataset.geometry.check_factor(facts["downsample"], f"VAE '{name}'")
+        else:
+            vae, load_s, identity, facts = self.loaded_vae(name, spec)
+        multiple = facts["downsample"]  # the references are the originals as this VAE sees them, cropped to its factor
         self.warn_cropped(name, multiple)
         wanted = [m.key for m in self.refs.missing(self.sets, multiple).metrics] if self.shard.main else None
         wanted = dist.broadcast(self.shard, wanted)
         p = VAEPass(
             name,
             vae,
+            facts,
             load_s,
-            time.perf_counter() - load_s,
             StageTimes(self.device),
             SetStates(self.sets),
             SetStates([m for m in self.sets if m.key in wanted]),
             SetStates(self.sets),
             multiple,
+            identity,
         )
         crop = self.refs.crop_multiple(multiple)
-        identity = None
-        if isinstance(vae, Recorded):
-            identity = vae.identity
-        elif self.plan is not None:
-            identity = vae_identity(spec, vae)
-            if identity is not None and self.memo is not None:
-                self.memo.remember(spec, self.device, vae, identity)
-        p.identity = identity
         mine = self.shard.batches(len(self.plan)) if self.plan is not None else None
         hits = {}
         if identity is not None:
@@ -257,13 +272,15 @@ class ReconTask(Task):
                     len(hits),
                     len(mine),
                 )
-        if isinstance(vae, Recorded) and (mine is None or len(hits) < len(mine)):
+        if vae is None and len(hits) < len(mine):
             log.info("VAE '%s': %d batch(es) to compute after all; loading it", name, len(mine) - len(hits))
-            loaded = load(name, spec, device=self.device, cache_dir=cfg.cache_dir)
-            return self.evaluate(name, spec, loaded.vae, load_s + loaded.load_s)
-        if cfg.channels_last and not isinstance(vae, Recorded):
+            vae, load_s, identity, facts = self.loaded_vae(name, spec)
+            if identity != p.identity:  # told otherwise before loading: what was read under it does not count
+                hits, keys = {}, {b: result_key(identity, scoring, self.plan.keys[b]) for b in mine} if identity else {}
+            p.vae, p.load_s, p.identity = vae, load_s, identity
+        if vae is not None and cfg.channels_last:
             vae.module.to(memory_format=torch.channels_last)
-        encode = self.latent_encoder(p, vae) if self.plan is not None and not isinstance(vae, Recorded) else None
+        encode = self.latent_encoder(p, vae) if self.plan is not None and vae is not None else None
         if mine is None:
             loader, todo = make_loader(self.dataset, cfg.batch_size, self.workers, self.device), None
         else:
@@ -452,7 +469,7 @@ class ReconTask(Task):
 
         return encode
 
-    def finish(self, p: VAEPass) -> None:
+    def finish(self, p: VAEPass) -> Done | None:
         """Combine the processes' parts of ``p`` (rank 0 gathers), compute the set-level metrics, record the VAE."""
         name, writer = p.name, self.writer
         if self.shard.active:
@@ -461,7 +478,7 @@ class ReconTask(Task):
                 for m in state.metrics:
                     dist.combine_stats(self.shard, state[m], order)
             if not self.shard.main:
-                return
+                return None
             writer.discard(name)
             p.batches = sorted((b for part in parts for b in part), key=lambda b: b[0])
             for _, rows, skipped in p.batches:
@@ -477,7 +494,7 @@ class ReconTask(Task):
                 "VAE '%s' (%s): %d of %d reconstruction(s) held NaN or inf; they are excluded from every metric "
                 "(per_image.nonfinite, summary.csv's note)",
                 name,
-                p.vae.dtype_name,
+                p.facts["dtype"],
                 n_nonfinite,
                 n,
             )
@@ -498,10 +515,8 @@ class ReconTask(Task):
         for m in self.unavailable_sets:
             writer.add_set_rows(name, m.nan_rows())
         self.unmatched.add(name, p.vae, p.batches, self.dataset)
-        total = time.perf_counter() - p.start
-        row = timing_row(name, p.vae, self.device, self.cfg.batch_size, n, p.load_s, p.times, STAGES, total, **p.counts)
-        writer.add_timing(row)
-        writer.add_vae({"status": "ok", **p.vae.describe(), "encoder_sha256": p.vae.encoder_hash})
+        writer.add_vae({"status": "ok", **p.facts})
+        return Done(p.facts["dtype"], n, p.load_s, p.times, p.counts)
 
     def set_rows(self, p: VAEPass, m) -> list[dict]:
         """``m``'s rows for VAE ``p``: its reconstructions against the originals of the same images.
@@ -560,43 +575,29 @@ class ReconTask(Task):
                 ds.root,
                 ds.geometry.describe().get("resolution", "native size"),
             )
-        failed: dict[str, str] = {}
-        for name, spec in self.specs.items():
-            p, error = None, None
+        last = list(self.specs)[-1]
+
+        def one(name: str, spec) -> Done | None:
+            error = p = None
             try:
-                loaded = self.recall(name, spec) or load(name, spec, device=self.device, cache_dir=cfg.cache_dir)
-                self.dataset.geometry.check_factor(loaded.vae.downsample, f"VAE '{name}'")
+                p = self.evaluate(name, spec)
             except VAE_FAILURES as e:
-                error, loaded = e, None
-            if loaded is not None:
-                try:
-                    p = self.evaluate(name, spec, loaded.vae, loaded.load_s)
-                except VAE_FAILURES as e:
-                    error = e
+                error = e
             errors = dist.all_gather(self.shard, None if error is None else f"{type(error).__name__}: {error}")
-            if error is None and any(errors):  # another process failed: this one's part is dropped too
-                rank = next(i for i, e in enumerate(errors) if e)
-                error = RuntimeError(f"process {rank} of {self.shard.world}: {errors[rank]}")
             if error is not None:
-                if main:
-                    vae = loaded.vae if loaded is not None else None
-                    reason = (
-                        record_failure(writer, name, error, vae)
-                        if vae is not None
-                        else record_load_failure(writer, name, error)
-                    )
-                    failed[name] = reason
-                del loaded, p
-                release_memory(self.device)
-                continue
-            self.finish(p)
-            last = name == list(self.specs)[-1] and not isinstance(p.vae, Recorded)
-            self.samples.scored(name, p.identity, self.scoring(), p.vae if last else None)  # the last stays loaded
+                raise error
+            if any(errors):  # another process failed: this one's part is dropped too
+                rank = next(i for i, e in enumerate(errors) if e)
+                raise RuntimeError(f"process {rank} of {self.shard.world}: {errors[rank]}")
+            done = self.finish(p)
+            self.samples.scored(
+                name, p.identity, self.scoring(), p.vae if name == last else None
+            )  # the last stays loaded
             if main:
-                writer.flush()
                 writer.write_json("metrics.json", self.protocol())
-            del loaded, p
-            release_memory(self.device)
+            return done
+
+        failed = self.each_vae(self.specs, one, writer if main else None)
         if not main:
             shutil.rmtree(self.files, ignore_errors=True)
             with contextlib.suppress(OSError):  # the last process out removes the folder

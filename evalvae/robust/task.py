@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,16 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.data import make_loader
 from evalvae.device import cpu_has_native_bf16, release_memory, resolve_device
-from evalvae.jobs.failures import (
-    VAE_FAILURES,
-    is_out_of_memory,
-    log_failures,
-    record_failure,
-    record_load_failure,
-    unavailable_metrics,
-)
-from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, timing_row
-from evalvae.jobs.task import Task
+from evalvae.jobs.failures import is_out_of_memory, log_failures, unavailable_metrics
+from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers
+from evalvae.jobs.task import Done, Task
 from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.metrics import build_metrics, split_metrics
 from evalvae.robust import checks
@@ -47,6 +39,7 @@ class RobustnessTask(Task):
     """``evalvae robustness``: the checks of ``cfg.robustness`` for every selected VAE."""
 
     name = "robustness"
+    stages = STAGES
 
     def __init__(self, cfg: DictConfig, out: Path):
         super().__init__(cfg, out)
@@ -68,23 +61,7 @@ class RobustnessTask(Task):
         cfg, out = self.cfg, self.out
         out.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, out / "config.yaml", resolve=True)
-        failed: dict[str, str] = {}
-        for name, spec in self.specs.items():
-            spec = OmegaConf.to_container(spec, resolve=True)
-            loaded = None
-            try:
-                loaded = load(name, {**spec, "dtype": "fp32"}, device=self.device, cache_dir=cfg.cache_dir)
-                self.check_vae(name, spec, loaded)
-            except VAE_FAILURES as e:
-                vae = loaded.vae if loaded is not None else None
-                failed[name] = (
-                    record_failure(self.writer, name, e, vae)
-                    if vae is not None
-                    else record_load_failure(self.writer, name, e)
-                )
-            del loaded
-            release_memory(self.device)
-            self.writer.flush()
+        failed = self.each_vae(self.specs, self.check_vae, self.writer)
         table = self.writer.flush()
         if cfg.robustness.plots and not table.empty:
             from evalvae.robust.plots import write_plots
@@ -96,9 +73,11 @@ class RobustnessTask(Task):
             log.info("results in %s", out)
         return RunOutcome(out, table, failed, report=bool(cfg.report), missing=unavailable_metrics(self.pair))
 
-    def check_vae(self, name: str, spec: dict, loaded) -> None:
+    def check_vae(self, name: str, spec) -> Done:
+        spec = OmegaConf.to_container(spec, resolve=True)
+        loaded = self.load(name, {**spec, "dtype": "fp32"})
         cfg, rc, vae, writer = self.cfg, self.cfg.robustness, loaded.vae, self.writer
-        start, times, rows = time.perf_counter() - loaded.load_s, StageTimes(self.device), []
+        times, rows = StageTimes(self.device), []
         skipped: list[tuple[str, str]] = []  # the files a check left out, with the reason
         n = 0
         if "tiled" in self.checks or "precision" in self.checks:
@@ -129,10 +108,9 @@ class RobustnessTask(Task):
                     rows += checks.unavailable(name, "resolution", r, names, f"out of memory at {r} px: {e}")
         writer.add_rows(rows)
         writer.add_skipped(skipped)
-        total = time.perf_counter() - start
-        writer.add_timing(timing_row(name, vae, self.device, self.batch_size, n, loaded.load_s, times, STAGES, total))
         writer.add_vae({"status": "ok", **vae.describe(), "encoder_sha256": vae.encoder_hash})
         log.info("VAE '%s': %s", name, _brief(rows))
+        return Done(vae.dtype_name, n, loaded.load_s, times)
 
     def precision(self, name: str, spec: dict, dtype: str, ref, times: StageTimes) -> list[dict]:
         """``dtype`` exactly as asked (no upcasting: the point is to measure it); unavailable with the reason

@@ -32,13 +32,10 @@ from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, re
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_path, cache_dir
 from evalvae.jobs.failures import (
-    VAE_FAILURES,
     log_failures,
     record_failure,
-    record_load_failure,
     unavailable_metrics,
 )
-from evalvae.jobs.policy import load_for_run
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar, timing_row
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import selected_vaes
@@ -119,9 +116,9 @@ class T2IWriter(RunWriter):
         return summary
 
 
-class T2IJob:
+class T2IJob(Task):
     def __init__(self, cfg: DictConfig, out: Path):
-        self.cfg, self.out = cfg, out
+        super().__init__(cfg, out)
         self.device = resolve_device(cfg.device)
         self.batch_size = cfg.t2i.batch_size
         self.specs = selected_vaes(cfg)
@@ -234,20 +231,21 @@ class T2IJob:
         return LatentSpace(self.pipeline.family, int(c), self.pipeline.height // int(h))
 
     def load_vaes(self, space: LatentSpace) -> None:
-        """Load every VAE (the reference first); refuse any whose latent space differs from ``space``."""
-        for name in [self.reference, *(n for n in self.specs if n != self.reference)]:
-            start = time.perf_counter()
-            try:
-                # task=recon's loading policy: fp32 instead of fp16/bf16 as vae.<name>.upcast says
-                vae = load_for_run(name, self.specs[name], device=self.device, cache_dir=self.cfg.cache_dir)
-            except VAE_FAILURES as e:
-                self.fail(name, record_load_failure(self.writer, name, e))
-                continue
-            vs = vae.latent_space
+        """Load every VAE (the reference first) with task=recon's policy (fp32 instead of fp16/bf16 as
+        vae.<name>.upcast says); refuse any whose latent space differs from ``space``."""
+
+        def one(name: str, spec) -> None:
+            loaded = self.load(name, spec)
+            fakes = SetStates(self.metrics.sets)
+            self.vaes[name] = VAEState(loaded.vae, StageTimes(self.device), fakes, load_s=loaded.load_s)
+
+        order = [self.reference, *(n for n in self.specs if n != self.reference)]
+        for name, reason in self.each_vae({n: self.specs[n] for n in order}, one, self.writer, flush=False).items():
+            self.fail(name, reason)
+        for name, state in self.vaes.items():
+            vs = state.vae.latent_space
             if (vs.family, vs.channels, vs.downsample) != (space.family, space.channels, space.downsample):
                 raise mismatch(name, vs, self.pipeline.name, space)
-            fakes = SetStates(self.metrics.sets)
-            self.vaes[name] = VAEState(vae, StageTimes(self.device), fakes, load_s=time.perf_counter() - start)
 
     def fail(self, name: str, reason: str) -> None:
         self.failed[name] = reason
@@ -353,7 +351,7 @@ class T2IJob:
             w.add_timing(
                 timing_row(
                     name,
-                    st.vae,
+                    st.vae.dtype_name,
                     self.device,
                     self.batch_size,
                     st.n,

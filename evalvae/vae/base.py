@@ -67,10 +67,9 @@ class VAEAdapter(ABC):
     # The model asks to run in fp32 when loaded in fp16 (diffusers' ``config.force_upcast``); a job's
     # loading policy (evalvae.jobs.policy) honours it under upcast=auto. Families whose config says so set it.
     force_upcast: bool = False
-    # False: the job stores no latents of this VAE (evalvae.jobs.store) and keeps no record of it to skip
-    # its loading (evalvae.jobs.memo); for adapters with nothing to gain from either (evalvae.vae.files)
+    # False: the job stores no latents of this VAE (evalvae.jobs.store); for adapters with nothing to gain
+    # from them (evalvae.vae.files)
     stores_latents: bool = True
-    remembered: bool = True
     # metrics.latent_bits quantizes this adapter's floating latents (evalvae.recon.rate); False where
     # the latents are not a model's (a codec's pixels or file, reconstructions read from elsewhere)
     quantizable_latents: bool = True

@@ -109,7 +109,6 @@ class FilesAdapter(VAEAdapter):
     family = "files"
     memory_modes = MEMORY_MODES  # nothing to run: every mode is the same
     stores_latents = False  # the latents are the reconstructions: reading the files again is as cheap
-    remembered = False  # loading is listing and hashing the folder; a record would not know the dataset
     quantizable_latents = False  # the "latents" are the reconstructions themselves
 
     def __init__(self, name: str, path: str, *, device="cpu", cache_dir: str | None = None, dtype: str = "fp32"):
