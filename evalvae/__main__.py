@@ -31,7 +31,7 @@ COMMANDS = {
         "HTML and markdown report of runs, side by side: evalvae report RUN_DIR [RUN_DIR ...] [--out DIR]",
     ),
     "cache": (
-        "evalvae.jobs.cachedir:main",
+        "evalvae.cache:main",
         "show or clean the cache (latents, results, ...): evalvae cache ls | prune [KIND ...] [--older-than DAYS]",
     ),
     "bench": (

@@ -24,7 +24,6 @@ LAYERS = {
         "evalvae.conf",
         "evalvae.hub",
         "evalvae.provenance",
-        "evalvae.memory",
         "evalvae.checkpoints",
         "evalvae.vocab",
         "evalvae.store",
@@ -35,19 +34,19 @@ LAYERS = {
         "evalvae.recon",
         "evalvae.t2i",
         "evalvae.bench",
-        "evalvae.reference",
+        "evalvae.ref",
         "evalvae.latents",
-        "evalvae.robust",
+        "evalvae.robustness",
     ],
     "views": ["evalvae.report", "evalvae.compare"],
-    "entry": ["evalvae.run", "evalvae.cli", "evalvae.__main__"],
+    "entry": ["evalvae.run", "evalvae.cli", "evalvae.cache", "evalvae.__main__"],
 }
 RANK = {layer: i for i, layer in enumerate(LAYERS)}
 # Above the core, the packages of one layer are independent but for these imports (the core's small
 # modules may import one another, acyclically). In the domain: vae and data need only the core.
 WITHIN_LAYER = {
     "evalvae.metrics": {"evalvae.data"},  # reference statistics see the images as the protocol crops them
-    "evalvae.robust": {"evalvae.recon", "evalvae.bench"},  # the reconstruction loop, the bench's fidelity
+    "evalvae.robustness": {"evalvae.recon", "evalvae.bench"},  # the reconstruction loop, the bench's fidelity
     "evalvae.report": {"evalvae.compare"},  # a report's verdicts against a baseline
     "evalvae.cli": {"evalvae.run"},
     "evalvae.__main__": {"evalvae.cli"},

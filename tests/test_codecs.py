@@ -1,4 +1,4 @@
-"""Codec baselines as VAEs (evalvae.vae.codecs), bits per pixel (evalvae.vae.rate, evalvae.recon.rate) and
+"""Codec baselines as VAEs (evalvae.vae.codecs), bits per pixel (evalvae.vae.bits, evalvae.recon.rate) and
 ``metrics.latent_bits``: round trips, rate formulas against Pillow and numpy, the target-bpp search, a run."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from evalvae.metrics import from_uint8
 from evalvae.recon.rate import Rate, check_latent_bits
 from evalvae.run import run
 from evalvae.vae import codecs, load_vae
-from evalvae.vae.rate import SIDE_BITS, quantize_latents, quantized_bits, stored_bits
+from evalvae.vae.bits import SIDE_BITS, quantize_latents, quantized_bits, stored_bits
 from tests.helpers import NO_SAMPLES, compose_run, photo
 
 CODECS = ["identity", "bicubic-f8", "jpeg", "webp", "avif"]

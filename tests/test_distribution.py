@@ -14,7 +14,7 @@ import torch
 from evalvae.metrics.features import MetricUnavailable, pil_bicubic_299
 from evalvae.metrics.frechet import FeatureStats, frechet_distance, kid
 from evalvae.metrics.refstats import load_stats, reference_key, save_stats
-from evalvae.reference import ref
+from evalvae.ref.task import ref
 from evalvae.run import run
 from evalvae.store import Store
 from tests.helpers import NO_SAMPLES, TinyExtractor, compose_run, evalvae_main, read_entry, reference_entries

@@ -271,7 +271,7 @@ def test_references_from_ref_in_another_order_pair_with_the_right_reconstruction
     with batches of 1 stores the originals in dataset order. Pairing by position must still match them."""
     from evalvae.data import folder
     from evalvae.metrics import from_uint8, to_pixels
-    from evalvae.reference import ref
+    from evalvae.ref.task import ref
 
     images = write_images(tmp_path / "images", sizes=((40, 56), (48, 48), (40, 56), (48, 48), (40, 56), (32, 64)))
     cache = tmp_path / "cache"
@@ -300,7 +300,7 @@ def test_references_from_ref_in_another_order_pair_with_the_right_reconstruction
 def test_missing_files_leave_their_originals_out_of_the_pairs(tmp_path):
     """``+vae=files`` with two of five reconstructions missing and the others exact copies: KID over 3 pairs is 0."""
     from evalvae.data.transforms import center_crop, resize_shorter
-    from evalvae.reference import ref
+    from evalvae.ref.task import ref
 
     images = tmp_path / "images"
     names = ["a.png", "b.jpg", "c.png", "d.png", "e.jpg"]

@@ -1,4 +1,4 @@
-"""evalvae.memory: the heap trimmer that keeps a long run's memory flat."""
+"""evalvae.recon.heap: the heap trimmer that keeps a long run's memory flat."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from evalvae import memory
+from evalvae.recon import heap as memory
 
 glibc = pytest.mark.skipif(memory._libc() is None, reason="glibc only (Linux)")
 
@@ -17,7 +17,7 @@ glibc = pytest.mark.skipif(memory._libc() is None, reason="glibc only (Linux)")
 # nothing), then let the trimmer see the growth.
 PROBE = r"""
 import ctypes, json
-from evalvae import memory
+from evalvae.recon import heap as memory
 libc = memory._libc()
 libc.malloc.restype = ctypes.c_void_p
 libc.malloc.argtypes = [ctypes.c_size_t]

@@ -15,7 +15,7 @@ from evalvae.errors import ConfigError
 from evalvae.report import NothingToReport, write_report
 from evalvae.report.grids import select_images
 from evalvae.report.load import load_inputs
-from evalvae.report.recreate import reconstruct_images
+from evalvae.report.saved import reconstruct_images
 from evalvae.report.sections import group_sections
 from evalvae.run import run
 from tests import browser, helpers

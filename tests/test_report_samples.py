@@ -25,7 +25,7 @@ from evalvae.recon.samples import file_stem, picks, settings
 from evalvae.recon.task import ReconTask
 from evalvae.report import write_report
 from evalvae.report.load import load_inputs
-from evalvae.report.recreate import reconstruct_images
+from evalvae.report.saved import reconstruct_images
 from evalvae.run import run
 from tests import helpers
 from tests.run_standins import Identity

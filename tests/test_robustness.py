@@ -16,7 +16,7 @@ from evalvae.config import compose, instantiate
 from evalvae.errors import ConfigError
 from evalvae.jobs.overrides import check_overrides
 from evalvae.jobs.schema import Check, ReducedDType, validate
-from evalvae.robust.checks import TIME
+from evalvae.robustness.checks import TIME
 from evalvae.run import run
 from evalvae.vae.seams import band_mask, diffusers_kl_seams, generic_decode_seams, generic_seams, max_abs_split
 from evalvae.vae.tiling import tiled_apply
@@ -250,7 +250,7 @@ def test_fp16_on_cpu_runs_when_asked(image_dir, tmp_path):
 
 
 def test_bf16_on_cpu_runs_where_the_cpu_has_bf16_instructions_or_when_asked(image_dir, tmp_path, monkeypatch):
-    from evalvae.robust import task
+    from evalvae.robustness import task
 
     common = (*vae_args("pw", POINTWISE), "robustness.checks=[precision]", "robustness.dtypes=[bf16]")
     common = (*common, "dataset.limit=1", "dataset.resolution=16")
@@ -279,7 +279,7 @@ def test_bf16_on_cpu_runs_where_the_cpu_has_bf16_instructions_or_when_asked(imag
     ],
 )
 def test_slow_bf16_reason_for_every_combination(native, asked, expected):
-    from evalvae.robust.task import slow_bf16_reason
+    from evalvae.robustness.task import slow_bf16_reason
 
     reason = slow_bf16_reason(asked, native)
     assert reason is None if expected is None else expected in reason
@@ -329,7 +329,7 @@ def test_config_composes_and_validates_and_choices_match_the_domain():
     assert validate(cfg, "robustness") is cfg
     assert tuple(c.value for c in Check) == ROBUSTNESS_CHECKS
     assert [d.value for d in ReducedDType] == ["fp16", "bf16"]
-    assert cfg.task._target_ == "evalvae.robust.task.RobustnessTask"
+    assert cfg.task._target_ == "evalvae.robustness.task.RobustnessTask"
 
 
 def test_unknown_check_and_bad_values_are_refused_naming_the_choices():

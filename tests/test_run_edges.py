@@ -341,7 +341,7 @@ def test_reference_keys_include_the_crop_multiple_only_where_it_crops(tmp_path, 
 
 def test_ref_command_fills_the_entry_run_reads(tmp_path, image_dir):
     """``ref`` with crop=none computes for factor 8 (its crop_multiple); a run of an f8 VAE then hits the cache."""
-    from evalvae.reference import ref
+    from evalvae.ref.task import ref
 
     cache = tmp_path / "cache"
     geometry = [

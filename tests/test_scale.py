@@ -214,7 +214,7 @@ def test_chunk_store_detects_damage_and_keeps_exact_values(tmp_path):
 
 
 def test_cache_ls_and_prune(tmp_path, image_dir, kl_dirs, capsys):
-    from evalvae.jobs.cachedir import main
+    from evalvae.cache import main
 
     cache = tmp_path / "cache"
     cfg = compose_run(overrides(image_dir, cache, *vae("a", kl_dirs["a"])))

@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 
-from evalvae.reference import ref
+from evalvae.ref.task import ref
 from evalvae.run import run
 from tests.helpers import TinyExtractor, compose_run, reference_entries
 

@@ -303,7 +303,7 @@ def test_small_images_get_nan_ssim_with_a_note_and_too_small_ones_are_skipped_pe
 def test_references_leave_out_the_images_a_vae_of_that_factor_skips(tmp_path):
     """A perfect f8 stand-in on crop=none images, one 5x30: rFID 0 over the 4 others, whether the
     references come from the run's own pass or from ``evalvae ref`` (crop_multiple 8) beforehand."""
-    from evalvae.reference import ref
+    from evalvae.ref.task import ref
     from tests.helpers import TinyExtractor
 
     images = write(tmp_path / "images", {**NORMAL, **TINY, **UNDER})
@@ -353,7 +353,7 @@ def test_a_resolution_below_a_vaes_factor_fails_that_vae_by_name_and_the_others_
 
 def test_ref_refuses_a_resolution_below_its_crop_multiple(tmp_path):
     from evalvae.errors import ConfigError
-    from evalvae.reference import ref
+    from evalvae.ref.task import ref
 
     images = write(tmp_path / "images", NORMAL)
     cfg = ["dataset=folder", f"dataset.path={images}", "device=cpu", "workers=0", "dataset.resolution=16"]

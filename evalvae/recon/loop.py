@@ -11,9 +11,9 @@ import torch
 from evalvae.data.loader import Batch, Group
 from evalvae.data.transforms import below_factor, crop_offsets, crop_to_multiple, rgb8_sha256
 from evalvae.jobs.runtime import StageTimes
-from evalvae.memory import HeapTrimmer
 from evalvae.metrics import PairMetric, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
+from evalvae.recon.heap import HeapTrimmer
 from evalvae.recon.rate import Rate
 from evalvae.vae import VAEAdapter
 

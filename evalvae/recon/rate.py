@@ -3,7 +3,7 @@
 ``bpp`` is the bits :meth:`VAEAdapter.rate_bits` counts for an image's latents divided by the
 pixels of the image scored (NaN where the adapter cannot tell). With ``latent_bits=N`` floating
 latents of a model (``VAEAdapter.quantizable_latents``) are quantized to N bits
-(:func:`evalvae.vae.rate.quantize_latents`) before they are decoded, ``bpp`` counts N bits per element plus the side information, and the unquantized
+(:func:`evalvae.vae.bits.quantize_latents`) before they are decoded, ``bpp`` counts N bits per element plus the side information, and the unquantized
 latents are decoded too: ``latent_bits_psnr_drop`` is the PSNR of that decode minus the PSNR of
 the quantized one, both against the original (dB; the quality quantization cost). Codecs'
 latents (pixels and files) are already what their decoder reads and are left alone (drop NaN:
@@ -24,7 +24,7 @@ from evalvae.metrics import to_pixels
 from evalvae.metrics.info import BPP, BPP_TARGET, CODEC_QUALITY, LATENT_BITS_PSNR_DROP, METRICS, MetricInfo
 from evalvae.metrics.pixel import psnr
 from evalvae.vae import VAEAdapter
-from evalvae.vae.rate import MAX_LATENT_BITS, SIDE_BITS, quantize_latents, quantized_bits
+from evalvae.vae.bits import MAX_LATENT_BITS, SIDE_BITS, quantize_latents, quantized_bits
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from evalvae.report.gallery import build_gallery
 from evalvae.report.grids import select_images
 from evalvae.report.latents import latent_dirs, latent_sections
 from evalvae.report.load import load_inputs
-from evalvae.report.recreate import PSNR_TOLERANCE_DB, saved_settings
 from evalvae.report.regions import region_figures
 from evalvae.report.robustness import robustness_sections
+from evalvae.report.saved import PSNR_TOLERANCE_DB, saved_settings
 from evalvae.report.sections import Section, group_sections
 
 log = logging.getLogger(__name__)

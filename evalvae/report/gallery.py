@@ -14,7 +14,7 @@ from PIL import Image
 from evalvae.io import atomic_path
 from evalvae.report import grids
 from evalvae.report.format import num
-from evalvae.report.recreate import Reconstruction, Unavailable, reconstruct_images
+from evalvae.report.saved import Reconstruction, Unavailable, reconstruct_images
 from evalvae.report.sections import Section
 from evalvae.vocab import IMAGE_EXTENSIONS
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from evalvae.report.plots import STYLE, _save, colours, plt
-from evalvae.report.recreate import Unavailable, reconstruct_images
+from evalvae.report.saved import Unavailable, reconstruct_images
 from evalvae.report.sections import Section
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from torch import nn
 from evalvae.checkpoints import state_dict_sha256
 from evalvae.device import parse_dtype
 from evalvae.errors import ConfigError, EvalvaeError, check_choice
-from evalvae.vae.rate import stored_bits
+from evalvae.vae.bits import stored_bits
 from evalvae.vae.seams import generic_decode_seams
 from evalvae.vae.tiling import tiled_apply
 from evalvae.vocab import MEMORY_MODES

@@ -2,7 +2,7 @@
 
 Per VAE: load it in fp32 (the job layer's loading, with its failure recording), run the plain
 pass over the dataset at ``dataset.resolution`` (decoding the same latents tiled as well), then
-each reduced precision, then the resolution sweep (:mod:`evalvae.robust.checks`). A VAE that cannot
+each reduced precision, then the resolution sweep (:mod:`evalvae.robustness.checks`). A VAE that cannot
 be loaded, or fails part-way, is recorded in ``vaes.json`` and the others go on; a check that cannot
 run for a VAE (no tiled mode, a dtype the device lacks, out of memory at 1024 px) gives rows with
 the reason instead. An image too small for a VAE (a side below its downsampling factor) is skipped
@@ -28,8 +28,8 @@ from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers
 from evalvae.jobs.task import Done, Task
 from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.metrics import build_metrics, split_metrics
-from evalvae.robust import checks
-from evalvae.robust.results import RobustnessWriter
+from evalvae.robustness import checks
+from evalvae.robustness.results import RobustnessWriter
 
 log = logging.getLogger(__name__)
 STAGES = ("encode", "decode", "tiled_decode", "fp16", "bf16")
@@ -64,7 +64,7 @@ class RobustnessTask(Task):
         failed = self.each_vae(self.specs, self.check_vae, self.writer)
         table = self.writer.flush()
         if cfg.robustness.plots and not table.empty:
-            from evalvae.robust.plots import write_plots
+            from evalvae.robustness.plots import write_plots
 
             write_plots(table, out)
         log_failures(failed, len(self.specs))

@@ -1,0 +1,1 @@
+"""``evalvae ref``: the originals' feature statistics (rFID/KID references) precomputed into the cache."""
