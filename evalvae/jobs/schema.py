@@ -119,10 +119,6 @@ def _vae_dir(value) -> dict | None:
     return {"hint": f"{what}; give a folder holding <name>_encoder / <name>_decoder (.safetensors or .pth)"}
 
 
-def vae_dir_field() -> Any:
-    return field(default=None, metadata={"check": _vae_dir})
-
-
 def _vae_entry(key: str, node, out: list[ConfigError]) -> None:
     """``vae.<name>``: a spec naming its adapter class, or field overrides for a VAE another job selects."""
     if not isinstance(node, DictConfig):
@@ -240,13 +236,19 @@ class CommonSchema:
 
 
 @dataclass
-class RunSchema(CommonSchema):
-    """``conf/run.yaml`` with ``task=recon`` or ``task=t2i`` (the latter adds ``t2i``, ``pipeline``, ``suite``)."""
+class VaeJobSchema(CommonSchema):
+    """Keys every app that loads VAEs has."""
 
     vae: dict[str, Any] = entries(_vae_entry)
-    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
-    metrics: MetricsSchema = MISSING
+    vae_dir: str | None = field(default=None, metadata={"check": _vae_dir})  # the tiny VAEs' weights folder
     dtype: DType = MISSING
+
+
+@dataclass
+class RunSchema(VaeJobSchema):
+    """``conf/run.yaml`` with ``task=recon`` or ``task=t2i`` (the latter adds ``t2i``, ``pipeline``, ``suite``)."""
+
+    metrics: MetricsSchema = MISSING
     batch_size: int = at_least(1, "a positive integer")
     workers: Any = checked(_workers)
     channels_last: bool = MISSING
@@ -270,12 +272,9 @@ class RunSchema(CommonSchema):
 
 
 @dataclass
-class BenchSchema(CommonSchema):
+class BenchSchema(VaeJobSchema):
     """``conf/bench.yaml``."""
 
-    vae: dict[str, Any] = entries(_vae_entry)
-    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
-    dtype: DType = MISSING
     bench: BenchGridSchema = MISSING
 
 
@@ -311,12 +310,9 @@ class RobustnessChecksSchema:
 
 
 @dataclass
-class LatentsSchema(CommonSchema):
+class LatentsSchema(VaeJobSchema):
     """``conf/latents.yaml``."""
 
-    vae: dict[str, Any] = entries(_vae_entry)
-    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
-    dtype: DType = MISSING
     batch_size: int = at_least(1, "a positive integer")
     workers: Any = checked(_workers)
     progress: Any = checked(_progress)
@@ -324,13 +320,10 @@ class LatentsSchema(CommonSchema):
 
 
 @dataclass
-class RobustnessSchema(CommonSchema):
+class RobustnessSchema(VaeJobSchema):
     """``conf/robustness.yaml``."""
 
-    vae: dict[str, Any] = entries(_vae_entry)
-    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
     metrics: MetricsSchema = MISSING
-    dtype: DType = MISSING
     batch_size: int = at_least(1, "a positive integer")
     workers: Any = checked(_workers)
     channels_last: bool = MISSING
