@@ -236,6 +236,15 @@ class CommonSchema:
 
 
 @dataclass
+class LoaderSchema(CommonSchema):
+    """Keys every app that streams a dataset through a loader has."""
+
+    batch_size: int = at_least(1, "a positive integer")
+    workers: Any = checked(_workers)
+    progress: Any = checked(_progress)
+
+
+@dataclass
 class VaeJobSchema(CommonSchema):
     """Keys every app that loads VAEs has."""
 
@@ -245,15 +254,12 @@ class VaeJobSchema(CommonSchema):
 
 
 @dataclass
-class RunSchema(VaeJobSchema):
+class RunSchema(LoaderSchema, VaeJobSchema):
     """``conf/run.yaml`` with ``task=recon`` or ``task=t2i`` (the latter adds ``t2i``, ``pipeline``, ``suite``)."""
 
     metrics: MetricsSchema = MISSING
-    batch_size: int = at_least(1, "a positive integer")
-    workers: Any = checked(_workers)
     channels_last: bool = MISSING
     seed: int = MISSING
-    progress: Any = checked(_progress)
     report: bool = MISSING
     resume: str | None = None  # a run directory to continue
     cache: CacheSchema | None = None
@@ -279,13 +285,10 @@ class BenchSchema(VaeJobSchema):
 
 
 @dataclass
-class RefSchema(CommonSchema):
+class RefSchema(LoaderSchema):
     """``conf/ref.yaml``."""
 
     metrics: MetricsSchema = MISSING
-    batch_size: int = at_least(1, "a positive integer")
-    workers: Any = checked(_workers)
-    progress: Any = checked(_progress)
     crop_multiple: int = at_least(1, "the downsampling factor of the VAEs to compare (8; 32 for dc-ae-f32c32)")
 
 
@@ -310,24 +313,18 @@ class RobustnessChecksSchema:
 
 
 @dataclass
-class LatentsSchema(VaeJobSchema):
+class LatentsSchema(LoaderSchema, VaeJobSchema):
     """``conf/latents.yaml``."""
 
-    batch_size: int = at_least(1, "a positive integer")
-    workers: Any = checked(_workers)
-    progress: Any = checked(_progress)
     latents: LatentOptionsSchema = MISSING
 
 
 @dataclass
-class RobustnessSchema(VaeJobSchema):
+class RobustnessSchema(LoaderSchema, VaeJobSchema):
     """``conf/robustness.yaml``."""
 
     metrics: MetricsSchema = MISSING
-    batch_size: int = at_least(1, "a positive integer")
-    workers: Any = checked(_workers)
     channels_last: bool = MISSING
-    progress: Any = checked(_progress)
     report: bool = MISSING
     robustness: RobustnessChecksSchema = MISSING
 
