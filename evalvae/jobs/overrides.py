@@ -16,7 +16,7 @@ from dataclasses import fields, is_dataclass
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,11 +39,6 @@ def config_groups() -> dict[str, tuple[str, ...]]:
             if names:
                 groups[d.name] = tuple(names)
     return groups
-
-
-def schema_keys(schema: type) -> dict[str, Any]:
-    """Field name -> its annotation."""
-    return get_type_hints(schema)
 
 
 def check_overrides(overrides: list[str], app: str) -> None:
@@ -113,7 +108,7 @@ def _check_path(parts: list[str], schema: type, given: str, out: list[ConfigErro
     """A dotted key down the typed sections of ``schema``; stops at an open mapping."""
     prefix = ""
     for part in parts:
-        keys = schema_keys(schema)
+        keys = get_type_hints(schema)  # field name -> its annotation
         if part not in keys:
             if not getattr(schema, "OPEN", False):
                 name = key_path(prefix, part)

@@ -119,10 +119,6 @@ def _vae_dir(value) -> dict | None:
     return {"hint": f"{what}; give a folder holding <name>_encoder / <name>_decoder (.safetensors or .pth)"}
 
 
-def vae_dir_field() -> Any:
-    return field(default=None, metadata={"check": _vae_dir})
-
-
 def _vae_entry(key: str, node, out: list[ConfigError]) -> None:
     """``vae.<name>``: a spec naming its adapter class, or field overrides for a VAE another job selects."""
     if not isinstance(node, DictConfig):
@@ -240,18 +236,30 @@ class CommonSchema:
 
 
 @dataclass
-class RunSchema(CommonSchema):
-    """``conf/run.yaml`` with ``task=recon`` or ``task=t2i`` (the latter adds ``t2i``, ``pipeline``, ``suite``)."""
+class LoaderSchema(CommonSchema):
+    """Keys every app that streams a dataset through a loader has."""
 
-    vae: dict[str, Any] = entries(_vae_entry)
-    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
-    metrics: MetricsSchema = MISSING
-    dtype: DType = MISSING
     batch_size: int = at_least(1, "a positive integer")
     workers: Any = checked(_workers)
+    progress: Any = checked(_progress)
+
+
+@dataclass
+class VaeJobSchema(CommonSchema):
+    """Keys every app that loads VAEs has."""
+
+    vae: dict[str, Any] = entries(_vae_entry)
+    vae_dir: str | None = field(default=None, metadata={"check": _vae_dir})  # the tiny VAEs' weights folder
+    dtype: DType = MISSING
+
+
+@dataclass
+class RunSchema(LoaderSchema, VaeJobSchema):
+    """``conf/run.yaml`` with ``task=recon`` or ``task=t2i`` (the latter adds ``t2i``, ``pipeline``, ``suite``)."""
+
+    metrics: MetricsSchema = MISSING
     channels_last: bool = MISSING
     seed: int = MISSING
-    progress: Any = checked(_progress)
     report: bool = MISSING
     resume: str | None = None  # a run directory to continue
     cache: CacheSchema | None = None
@@ -270,23 +278,17 @@ class RunSchema(CommonSchema):
 
 
 @dataclass
-class BenchSchema(CommonSchema):
+class BenchSchema(VaeJobSchema):
     """``conf/bench.yaml``."""
 
-    vae: dict[str, Any] = entries(_vae_entry)
-    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
-    dtype: DType = MISSING
     bench: BenchGridSchema = MISSING
 
 
 @dataclass
-class RefSchema(CommonSchema):
+class RefSchema(LoaderSchema):
     """``conf/ref.yaml``."""
 
     metrics: MetricsSchema = MISSING
-    batch_size: int = at_least(1, "a positive integer")
-    workers: Any = checked(_workers)
-    progress: Any = checked(_progress)
     crop_multiple: int = at_least(1, "the downsampling factor of the VAEs to compare (8; 32 for dc-ae-f32c32)")
 
 
@@ -311,30 +313,18 @@ class RobustnessChecksSchema:
 
 
 @dataclass
-class LatentsSchema(CommonSchema):
+class LatentsSchema(LoaderSchema, VaeJobSchema):
     """``conf/latents.yaml``."""
 
-    vae: dict[str, Any] = entries(_vae_entry)
-    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
-    dtype: DType = MISSING
-    batch_size: int = at_least(1, "a positive integer")
-    workers: Any = checked(_workers)
-    progress: Any = checked(_progress)
     latents: LatentOptionsSchema = MISSING
 
 
 @dataclass
-class RobustnessSchema(CommonSchema):
+class RobustnessSchema(LoaderSchema, VaeJobSchema):
     """``conf/robustness.yaml``."""
 
-    vae: dict[str, Any] = entries(_vae_entry)
-    vae_dir: str | None = vae_dir_field()  # the tiny VAEs' weights folder (evalvae.jobs.selection)
     metrics: MetricsSchema = MISSING
-    dtype: DType = MISSING
-    batch_size: int = at_least(1, "a positive integer")
-    workers: Any = checked(_workers)
     channels_last: bool = MISSING
-    progress: Any = checked(_progress)
     report: bool = MISSING
     robustness: RobustnessChecksSchema = MISSING
 

@@ -21,18 +21,6 @@ from evalvae.metrics.info import MetricInfo, registered
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "MetricSet",
-    "PairMetric",
-    "Unavailable",
-    "build_metrics",
-    "fact_columns",
-    "from_uint8",
-    "result_columns",
-    "split_metrics",
-    "to_pixels",
-    "unavailable",
-]
 log = logging.getLogger(__name__)
 _BASE = ("PairMetric", "from_uint8", "to_pixels")  # from evalvae.metrics.base (torch), on first use
 

@@ -162,11 +162,7 @@ class SetMetric(ABC):
 def pair_identity(metric) -> dict:
     """What a per-image metric's stored values depend on besides the images: its protocol, its version and
     its libraries' versions (a result chunk's key)."""
-    return {
-        "protocol": metric.protocol(),
-        "version": metric.version,
-        "libraries": versions(metric.libraries),
-    }
+    return {"protocol": metric.protocol(), "version": metric.version, "libraries": versions(metric.libraries)}
 
 
 def features_identity(metric) -> dict:

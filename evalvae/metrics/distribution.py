@@ -75,11 +75,6 @@ class FIDKID(SetMetric):
         return "independent" if self.unpaired_reason else self.kid_estimator
 
     @property
-    def needs_index(self) -> bool:
-        """Whether the kept features must carry their images' dataset positions (the paired KID pairs by them)."""
-        return self.with_kid and self.estimator == "paired"
-
-    @property
     def keeps_features(self) -> bool:
         """Whether the statistics keep the features themselves (KID's subsets need them; rFID does not)."""
         return self.with_kid

@@ -41,7 +41,7 @@ from evalvae.errors import ConfigError
 from evalvae.io import sha256_file
 from evalvae.metrics import info as shipped
 from evalvae.metrics.regioncache import RegionCache, pixels_sha256, region_key
-from evalvae.metrics.regions import RegionMetric, SizeBins
+from evalvae.metrics.regions import RegionMetric, SizeBins, to_hwc_u8
 from evalvae.metrics.weights import MetricUnavailable
 from evalvae.vocab import Region
 
@@ -122,18 +122,6 @@ class Face:
     @classmethod
     def from_dict(cls, data: dict) -> Face:
         return cls(tuple(data["box"]), tuple(tuple(p) for p in data["landmarks"]), float(data.get("score", math.nan)))
-
-
-def to_hwc_uint8(images) -> list[np.ndarray]:
-    """``(N, 3, H, W)`` pixels in [0, 255] (a tensor, any device) -> N contiguous ``(H, W, 3)`` uint8 arrays, rounded."""
-    x = images.detach().round().clamp(0, 255).byte().cpu().numpy()
-    return [np.ascontiguousarray(a.transpose(1, 2, 0)) for a in x]
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two ``(n, d)`` arrays, in float64."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.einsum("ij,ij->i", a, b) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
 @functools.lru_cache(maxsize=4)
@@ -310,7 +298,7 @@ class FaceFidelity(RegionMetric):
         return entries
 
     def score_regions(self, original, reconstruction, truth=None) -> list[list[dict]]:
-        originals, recons = to_hwc_uint8(original), to_hwc_uint8(reconstruction)
+        originals, recons = to_hwc_u8(original), to_hwc_u8(reconstruction)
         entries = self.originals(originals)
         faces = [[Face.from_dict(f) for f in e["faces"]] for e in entries]
         chips = [c for rec, fs in zip(recons, faces) for c in self.models.chips(rec, fs)]
@@ -326,7 +314,7 @@ class FaceFidelity(RegionMetric):
                 image.append(
                     {
                         "size_px": float(face.size_px),
-                        "face_sim": float(cosine(ref[None], d[None])[0]),
+                        "face_sim": float(ref @ d / (np.linalg.norm(ref) * np.linalg.norm(d))),
                         "face_below": float(distance >= self.threshold),
                         "face_distance": distance,
                         "box": Region.rect(left, top, right + 1, bottom + 1, face.size_px).flat_box(),

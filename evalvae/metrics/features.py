@@ -18,16 +18,6 @@ from evalvae.checkpoints import local_then_hub, state_dict_sha256
 from evalvae.errors import EvalvaeError, check_choice
 from evalvae.metrics.weights import MetricUnavailable, find_weights, load_network
 
-__all__ = [
-    "FeatureExtractor",
-    "HFVision",
-    "InceptionV3",
-    "MetricUnavailable",
-    "build_extractor",
-    "find_weights",
-    "pil_bicubic_299",
-]
-
 log = logging.getLogger(__name__)
 
 # The FID Inception weights (TF "2015-12-05" graph ported to PyTorch), as torch-fidelity and

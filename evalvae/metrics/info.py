@@ -27,17 +27,6 @@ from dataclasses import dataclass, field, fields, replace
 
 from evalvae.errors import ConfigError
 
-__all__ = [
-    "METRICS",
-    "MetricInfo",
-    "Registered",
-    "Tolerance",
-    "metric_entry",
-    "neutral_info",
-    "recorded_info",
-    "registered_info",
-]
-
 
 def _number(where: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or math.isinf(value):
@@ -56,12 +45,10 @@ def _check(where: str, values: dict) -> None:
     d = values.get("decimals")
     if d is not None and (isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 12):
         raise ConfigError(f"{where}.decimals", d, hint="an integer from 0 to 12, or null for 4 significant digits")
-    tol = values.get("tolerance")
-    if tol is not None and not isinstance(tol, Tolerance):
-        raise ConfigError(f"{where}.tolerance", tol, hint="a Tolerance(abs=..., rel=...), or null for the default")
-    tie = values.get("tie")
-    if tie is not None and not isinstance(tie, Tolerance):
-        raise ConfigError(f"{where}.tie", tie, hint="a Tolerance(abs=..., rel=...), or null for ties of equal values")
+    for key, null in (("tolerance", "the default"), ("tie", "ties of equal values")):
+        tol = values.get(key)
+        if tol is not None and not isinstance(tol, Tolerance):
+            raise ConfigError(f"{where}.{key}", tol, hint=f"a Tolerance(abs=..., rel=...), or null for {null}")
     quality = values.get("quality")
     if quality is not None and not isinstance(quality, bool):
         raise ConfigError(f"{where}.quality", quality, (True, False))
@@ -199,47 +186,18 @@ def neutral_info(name: str) -> MetricInfo:
 # 8-bit pixels (PSNR: ~4e-6 dB each at 256²); docs/ci.md's other CPUs and thread counts stay
 # within the same per-image 5.4e-5 dB. TF32 convolutions on a GPU are a precision change, not noise,
 # and can exceed a tie (3.3e-3 dB per image measured on an H200).
+# tie: measured 5.4e-5 dB per image (5.3e-5 with latent_bits=8)
 PSNR = MetricInfo(
-    "psnr",
-    "PSNR (dB)",
-    True,
-    decimals=2,
-    tolerance=Tolerance(abs=0.01),
-    unit="dB",
-    tie=Tolerance(abs=5e-4),  # measured: 5.4e-5 dB per image (5.3e-5 with latent_bits=8)
+    "psnr", "PSNR (dB)", True, decimals=2, tolerance=Tolerance(abs=0.01), unit="dB", tie=Tolerance(abs=5e-4)
 )
-SSIM = MetricInfo(
-    "ssim",
-    "SSIM",
-    True,
-    decimals=4,
-    tolerance=Tolerance(abs=0.0002),
-    tie=Tolerance(abs=1e-5),  # measured: 1.5e-6 per image, 5.0e-6 with latent_bits=8; bf16 moves the mean 1.9e-5
-)
-LPIPS = MetricInfo(
-    "lpips",
-    "LPIPS",
-    False,
-    decimals=4,
-    tolerance=Tolerance(abs=0.0002),
-    tie=Tolerance(abs=3e-5),  # measured: 2.5e-6 per image (3e-6 seen on 4 images)
-)
-RFID = MetricInfo(
-    "rfid",
-    "rFID",
-    False,
-    decimals=2,
-    tolerance=Tolerance(rel=0.01),
-    tie=Tolerance(rel=1e-3),  # measured: 4.8e-5 relative at N = 24 (8.7e-5 seen on another set)
-)
-KID = MetricInfo(
-    "kid",
-    "KID",
-    False,
-    decimals=5,
-    tolerance=Tolerance(abs=0.0001, rel=0.02),
-    tie=Tolerance(abs=2e-5),  # measured: 1.5e-6 at N = 8, 1.9e-7 at 24 (KID can be ~0: no relative tie)
-)
+# tie: measured 1.5e-6 per image, 5.0e-6 with latent_bits=8; bf16 moves the mean 1.9e-5
+SSIM = MetricInfo("ssim", "SSIM", True, decimals=4, tolerance=Tolerance(abs=0.0002), tie=Tolerance(abs=1e-5))
+# tie: measured 2.5e-6 per image (3e-6 seen on 4 images)
+LPIPS = MetricInfo("lpips", "LPIPS", False, decimals=4, tolerance=Tolerance(abs=0.0002), tie=Tolerance(abs=3e-5))
+# tie: measured 4.8e-5 relative at N = 24 (8.7e-5 seen on another set)
+RFID = MetricInfo("rfid", "rFID", False, decimals=2, tolerance=Tolerance(rel=0.01), tie=Tolerance(rel=1e-3))
+# tie: measured 1.5e-6 at N = 8, 1.9e-7 at 24 (KID can be ~0: no relative tie)
+KID = MetricInfo("kid", "KID", False, decimals=5, tolerance=Tolerance(abs=0.0001, rel=0.02), tie=Tolerance(abs=2e-5))
 # task=t2i names rFID's statistic ``fid``: its reference is an image set, not the originals.
 FID = replace(RFID, name="fid", title="FID")
 # not measured (no CLIP weights offline): only equal scores tie
@@ -273,6 +231,7 @@ FACE_REGIONS = MetricInfo("face_regions", "Faces", None, decimals=0, quality=Fal
 # bpp is a fact of the encoding, not a quality: compare gates it (lower is better at equal quality), the
 # report states it and plots quality against it, but never ranks, tests or plots it as a quality.
 BPP = MetricInfo("bpp", "Bits per pixel", False, decimals=3, tolerance=Tolerance(rel=0.05), unit="bpp", quality=False)
+# tie: measured 5.0e-5 dB per image
 LATENT_BITS_PSNR_DROP = MetricInfo(
     "latent_bits_psnr_drop",
     "PSNR lost to latent_bits (dB)",
@@ -280,7 +239,7 @@ LATENT_BITS_PSNR_DROP = MetricInfo(
     decimals=3,
     tolerance=Tolerance(abs=0.01),
     unit="dB",
-    tie=Tolerance(abs=5e-4),  # measured: 5.0e-5 dB per image
+    tie=Tolerance(abs=5e-4),
 )
 # per-image facts beside bpp, not metrics: a codec's target bpp and the quality it used (NaN for VAEs)
 BPP_TARGET = MetricInfo("bpp_target", "Target bpp", None, decimals=3, unit="bpp", quality=False)
@@ -288,21 +247,13 @@ CODEC_QUALITY = MetricInfo("codec_quality", "Codec quality", None, decimals=0, q
 RATE_FACTS = (BPP_TARGET.name, CODEC_QUALITY.name)
 # evalvae.metrics.color: per image, the mean and 95th percentile of pixel CIEDE2000 ΔE. Flipping 1% of
 # a 256² reconstruction's 8-bit pixels by one level moves the mean by about 0.003.
+# tie: measured 4.4e-5 per image
 DELTA_E = MetricInfo(
-    "delta_e",
-    "ΔE2000 (mean)",
-    False,
-    decimals=3,
-    tolerance=Tolerance(abs=0.01),
-    tie=Tolerance(abs=5e-4),  # measured: 4.4e-5 per image
+    "delta_e", "ΔE2000 (mean)", False, decimals=3, tolerance=Tolerance(abs=0.01), tie=Tolerance(abs=5e-4)
 )
+# tie: measured 3.2e-4 per image (a flipped pixel can move the percentile)
 DELTA_E_P95 = MetricInfo(
-    "delta_e_p95",
-    "ΔE2000 (95th pct)",
-    False,
-    decimals=3,
-    tolerance=Tolerance(abs=0.02),
-    tie=Tolerance(abs=3e-3),  # measured: 3.2e-4 per image (a flipped pixel can move the percentile)
+    "delta_e_p95", "ΔE2000 (95th pct)", False, decimals=3, tolerance=Tolerance(abs=0.02), tie=Tolerance(abs=3e-3)
 )
 
 

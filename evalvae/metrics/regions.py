@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from evalvae.errors import ConfigError
@@ -31,6 +32,11 @@ REGIONS = "regions"  # the key of a row's per-region records (split off into per
 def shift_all(regions: Sequence[Region] | None, dx: float, dy: float) -> list[Region] | None:
     """``regions`` moved by ``(dx, dy)`` (the crop of an image to a multiple moves its origin)."""
     return None if regions is None else [r.shifted(dx, dy) for r in regions]
+
+
+def to_hwc_u8(images: torch.Tensor) -> np.ndarray:
+    """``(N, 3, H, W)`` float pixels in [0, 255] -> ``(N, H, W, 3)`` uint8 RGB, rounded (detectors read 8-bit images)."""
+    return images.detach().round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _edge(v: float) -> str:

@@ -31,20 +31,14 @@ class Pick:
     entry: str | None = None  # None for the typical image (all entries)
 
 
-def order_key(value: float, image: str, higher: bool, kind: str) -> tuple[float, str]:
-    """Sort key of one score for ``kind`` (worst or best): the first keys are the images picked."""
-    if kind not in ("worst", "best"):
-        raise ValueError(f"invalid kind={kind!r}; choose worst or best")
-    first = value if (kind == "worst") == higher else -value
-    return first, image
-
-
 def ranked(scores: pd.Series, higher: bool, kind: str, k: int) -> list[str]:
     """The ``k`` worst or best images of one entry's ``scores`` (image -> value); NaN never ranks."""
     if k < 1:
         return []
-    keys = sorted(order_key(float(v), str(i), higher, kind) for i, v in scores.items() if not math.isnan(v))
-    return [image for _, image in keys[:k]]
+    if kind not in ("worst", "best"):
+        raise ValueError(f"invalid kind={kind!r}; choose worst or best")
+    sign = 1.0 if (kind == "worst") == higher else -1.0
+    return [i for _, i in sorted((sign * float(v), str(i)) for i, v in scores.items() if not math.isnan(v))[:k]]
 
 
 def typical_image(wide: pd.DataFrame) -> str | None:

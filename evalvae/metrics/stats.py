@@ -29,23 +29,6 @@ from scipy import stats
 
 from evalvae.metrics.info import MetricInfo, Tolerance
 
-__all__ = [
-    "top_tier",
-    "ALPHA",
-    "CONFIDENCE",
-    "N_RESAMPLES",
-    "NAN_INTERVAL",
-    "SEED",
-    "Interval",
-    "Paired",
-    "bootstrap_ci",
-    "holm",
-    "paired",
-    "smallest_p",
-    "tied",
-    "wilcoxon_p",
-]
-
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999
 SEED = 0

@@ -17,12 +17,11 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from evalvae.io import sha256_file
 from evalvae.metrics import info as shipped
 from evalvae.metrics.regioncache import RegionCache, pixels_sha256, region_key
-from evalvae.metrics.regions import RegionMetric, SizeBins
+from evalvae.metrics.regions import RegionMetric, SizeBins, to_hwc_u8
 from evalvae.metrics.weights import MetricUnavailable
 from evalvae.vocab import Region
 
@@ -60,11 +59,6 @@ def ned(a: str, b: str) -> float:
     """Normalised edit distance ``levenshtein(a, b) / max(len(a), len(b))``, 0 for two empty strings."""
     longest = max(len(a), len(b))
     return levenshtein(a, b) / longest if longest else 0.0
-
-
-def to_hwc_u8(images: torch.Tensor) -> np.ndarray:
-    """``(N, 3, H, W)`` float pixels in [0, 255] -> ``(N, H, W, 3)`` uint8 RGB (rounded: OCR reads 8-bit images)."""
-    return images.detach().round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def turned(crop: np.ndarray) -> np.ndarray:
@@ -139,9 +133,7 @@ class TextFidelity(RegionMetric):
 
     def identity(self) -> dict:
         """What the originals' lines and readings depend on besides the pixels (their cache key)."""
-        models = {
-            k: {"file": m["file"], "sha256": m["sha256"], "settings": m["settings"]} for k, m in self.models.items()
-        }
+        models = self._described()
         if not self.use_cls:
             models.pop("cls")
         return {
@@ -152,10 +144,11 @@ class TextFidelity(RegionMetric):
             "version": self.version,
         }
 
+    def _described(self) -> dict:
+        return {k: {n: m[n] for n in ("file", "sha256", "settings")} for k, m in self.models.items()}
+
     def protocol(self) -> dict:
-        models = {
-            k: {"file": m["file"], "sha256": m["sha256"], "settings": m["settings"]} for k, m in self.models.items()
-        }
+        models = self._described()
         return {
             "implementation": "rapidocr-onnxruntime {rapidocr-onnxruntime} (PP-OCRv4 det/rec, PP-OCR mobile v2.0 cls), "
             "onnxruntime {onnxruntime}, CPU".format(**self.versions),
