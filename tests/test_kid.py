@@ -198,33 +198,64 @@ def tiny_features(images: torch.Tensor) -> np.ndarray:
     return TinyExtractor()(images).astype(np.float32).astype(np.float64)
 
 
-def test_a_perfect_autoencoder_has_zero_kid_with_no_std(tmp_path, image_dir):
-    out = run(compose_run([*overrides(image_dir, tmp_path / "c"), *standin("perfect")]), out_dir=tmp_path / "r").out_dir
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Two runs of a perfect stand-in on six images, one per KID estimator, sharing a cache."""
+    root = tmp_path_factory.mktemp("kid")
+    images = write_images(root / "images")
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EVALVAE_CACHE", str(root / "evalvae-cache"))
+        for estimator, extra in (("paired", []), ("independent", ["metrics.fid.kid_estimator=independent"])):
+            args = [*overrides(images, root / "c", *extra), *standin("perfect")]  # paired: the default
+            out[estimator] = run(compose_run(args), out_dir=root / estimator).out_dir
+    return {"images": images, **out}
+
+
+def test_a_perfect_autoencoder_has_zero_kid_with_no_std_and_metrics_json_states_the_protocol(runs):
+    from evalvae.report.load import read_run
+    from evalvae.report.sections import group_sections
+
+    out = runs["paired"]
     row = kid_row(out)
     assert abs(row["mean"]) <= 1e-6 and row["n"] == 6 and pd.isna(row["std"])
     assert "no std: every subset is the whole set of 6 pairs" in row["note"]
     assert "paired estimator over 6 image pairs" in row["note"]
-    from evalvae.report.load import read_run
-    from evalvae.report.sections import group_sections
-
     (section,) = group_sections([read_run(out, "r")])
     notes = section.cell_notes[("perfect", "kid")]  # the report's footnotes: the caveat, not the protocol restated
     assert notes == ["no std: every subset is the whole set of 6 pairs, so the subsets do not vary"]
+    entry = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
+    assert entry["estimator"] == "paired" and entry["std_ddof"] == 0
+    assert entry["subsets"] == 100 and entry["subset_size"] == 1000 and entry["seed"] == 0
+    assert "k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i)" in entry["formula"]
+    assert "i!=j" in entry["formula"] and "(a.b / d + 1)^3" in entry["formula"]
+    assert entry["pairing"] == "each reconstruction with its own original, by dataset position"
 
 
-def test_the_independent_option_is_the_biased_estimator_of_the_two_tools(tmp_path, image_dir):
+def test_the_independent_option_is_the_biased_estimator_of_the_two_tools(runs):
     from evalvae.data import folder
 
-    out = run(
-        compose_run([*overrides(image_dir, tmp_path / "c", "metrics.fid.kid_estimator=independent"), *standin("p")]),
-        out_dir=tmp_path / "r",
-    ).out_dir
-    ds = folder(str(image_dir), resolution=32)
+    out = runs["independent"]
+    ds = folder(str(runs["images"]), resolution=32)
     f = tiny_features(torch.stack([ds[i].image for i in range(len(ds))]))
     row = kid_row(out)
     assert row["mean"] == pytest.approx(independent_double_sum(f, f), rel=1e-9) and row["mean"] < 0
     assert "independent-samples estimator" in row["note"] and pd.isna(row["std"])
     assert json.loads((out / "metrics.json").read_text())["metrics"]["kid"]["estimator"] == "independent"
+
+
+def test_compare_refuses_runs_with_different_kid_estimators(runs, caplog):
+    from evalvae.compare.cli import run_compare
+    from evalvae.report.load import read_run
+    from evalvae.report.sections import group_sections
+
+    paired, independent = runs["paired"], runs["independent"]
+    with caplog.at_level("ERROR"):
+        assert run_compare(paired, [independent]) == 2
+    assert "metrics.kid.estimator: 'paired' in the baseline, 'independent' now" in caplog.text
+    assert run_compare(paired, [paired]) == 0
+    sections = group_sections([read_run(paired, "paired"), read_run(independent, "independent")])
+    assert len(sections) == 2, "the report does not put runs with different KID estimators in one table"
 
 
 def test_a_bad_estimator_names_the_argument_value_and_choices(tmp_path, image_dir):
@@ -302,11 +333,11 @@ def test_missing_files_leave_their_originals_out_of_the_pairs(tmp_path):
     from evalvae.data.transforms import center_crop, resize_shorter
     from evalvae.reference import ref
 
-    images = tmp_path / "images"
+    images, rec = tmp_path / "images", tmp_path / "rec"
+    images.mkdir(), rec.mkdir()
     names = ["a.png", "b.jpg", "c.png", "d.png", "e.jpg"]
     for i, (name, (h, w)) in enumerate(zip(names, [(40, 56), (48, 48), (64, 40), (36, 50), (44, 44)])):
-        Image.fromarray(photo(h, w, seed=i)).save(images / name if images.is_dir() else _mkdir(images) / name)
-    rec = _mkdir(tmp_path / "rec")
+        Image.fromarray(photo(h, w, seed=i)).save(images / name)
     for name in ("a.png", "c.png", "e.jpg"):
         crop = center_crop(resize_shorter(Image.open(images / name).convert("RGB"), 32), 32)
         crop.save(rec / (os.path.splitext(name)[0] + ".png"))
@@ -320,11 +351,6 @@ def test_missing_files_leave_their_originals_out_of_the_pairs(tmp_path):
     rfid = pd.read_csv(out / "summary.csv").set_index("metric").loc["rfid"]
     # exact copies against their own 3 originals: measured -5e-15
     assert rfid["n"] == 3 and abs(rfid["mean"]) <= 1e-9
-
-
-def _mkdir(path):
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def test_stored_chunks_without_image_positions_are_redone(tmp_path, image_dir, tiny_pth_dir):
@@ -372,36 +398,6 @@ def test_cached_references_without_image_positions_are_recomputed(tmp_path, imag
     assert read_entry(entry)[0]["index"].tolist() == list(range(6))
     assert kid_row(out)["mean"] == pytest.approx(kid_row(first)["mean"], rel=1e-12)
     assert "could not be paired" not in kid_row(out)["note"]
-
-
-# -- protocol and compare --------------------------------------------------------------------------
-def test_metrics_json_states_the_estimator_and_formula(tmp_path, image_dir):
-    out = run(compose_run([*overrides(image_dir, tmp_path / "c"), *standin("p")]), out_dir=tmp_path / "r").out_dir
-    entry = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
-    assert entry["estimator"] == "paired" and entry["std_ddof"] == 0
-    assert entry["subsets"] == 100 and entry["subset_size"] == 1000 and entry["seed"] == 0
-    assert "k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i)" in entry["formula"]
-    assert "i!=j" in entry["formula"] and "(a.b / d + 1)^3" in entry["formula"]
-    assert entry["pairing"] == "each reconstruction with its own original, by dataset position"
-
-
-def test_compare_refuses_runs_with_different_kid_estimators(tmp_path, image_dir, caplog):
-    from evalvae.compare.cli import run_compare
-    from evalvae.report.load import read_run
-    from evalvae.report.sections import group_sections
-
-    cache = tmp_path / "c"
-    paired = run(compose_run([*overrides(image_dir, cache), *standin("p", gain=0.9)]), out_dir=tmp_path / "a").out_dir
-    independent = run(
-        compose_run([*overrides(image_dir, cache, "metrics.fid.kid_estimator=independent"), *standin("p", gain=0.9)]),
-        out_dir=tmp_path / "b",
-    ).out_dir
-    with caplog.at_level("ERROR"):
-        assert run_compare(paired, [independent]) == 2
-    assert "metrics.kid.estimator: 'paired' in the baseline, 'independent' now" in caplog.text
-    assert run_compare(paired, [paired]) == 0
-    sections = group_sections([read_run(paired, "paired"), read_run(independent, "independent")])
-    assert len(sections) == 2, "the report does not put runs with different KID estimators in one table"
 
 
 # -- the real Inception ----------------------------------------------------------------------------
