@@ -48,18 +48,9 @@ class MAE(PairMetric):
 
 def standin_run(out, image_dir, gain: float, *extra):
     """A run of one stand-in VAE (``gain`` times the image) named ``v`` on the six test images."""
-    overrides = [
-        f"+vae.v._target_={IDENTITY}",
-        f"+vae.v.gain={gain}",
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        f"cache_dir={out.parent / 'cache'}",
-        *extra,
-    ]
-    run(compose_run(overrides), out_dir=out)
+    dataset = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0"]
+    vae = [f"+vae.v._target_={IDENTITY}", f"+vae.v.gain={gain}"]
+    run(compose_run([*vae, *dataset, f"cache_dir={out.parent / 'cache'}", *extra]), out_dir=out)
     return out
 
 
@@ -80,20 +71,10 @@ def test_an_unavailable_metric_of_your_own_carries_its_class_info_without_being_
 
 @pytest.mark.parametrize("fid", ["computed", "unavailable"])
 def test_metrics_json_holds_the_info_of_every_metric_of_a_run(tmp_path, image_dir, fid):
-    extractor = (
-        ["metrics.fid.extractor=tests.helpers.TinyExtractor"]
-        if fid == "computed"
-        else [f"metrics.fid.weights={tmp_path / 'absent.pth'}"]
-    )
-    out = standin_run(
-        tmp_path / "run",
-        image_dir,
-        0.9,
-        "metrics=all",
-        "metrics.fid.kid_subsets=5",
-        f"metrics.lpips.backbone_weights={tmp_path / 'absent-alexnet.pth'}",  # unavailable: info all the same
-        *extractor,
-    )
+    absent = f"metrics.fid.weights={tmp_path / 'absent.pth'}"
+    extractor = "metrics.fid.extractor=tests.helpers.TinyExtractor" if fid == "computed" else absent
+    no_lpips = f"metrics.lpips.backbone_weights={tmp_path / 'absent-alexnet.pth'}"  # unavailable: info all the same
+    out = standin_run(tmp_path / "run", image_dir, 0.9, "metrics=all", "metrics.fid.kid_subsets=5", no_lpips, extractor)
     found = entries(out)
     assert set(found) == {"psnr", "ssim", "lpips", "rfid", "kid", "bpp"}
     for name, entry in found.items():
@@ -152,12 +133,7 @@ def test_recorded_info_reads_the_entry_and_refuses_an_entry_written_before_info(
     with pytest.raises(ConfigError, match=r"run/metrics\.json: metrics\.psnr\.info=None; results written before"):
         recorded_info("psnr", {"higher_is_better": True}, "run/metrics.json: metrics.psnr.info")
     unknown = recorded_info("sharpness")
-    assert (unknown.title, unknown.higher_is_better, unknown.decimals, unknown.tolerance) == (
-        "sharpness",
-        None,
-        None,
-        None,
-    )
+    assert (unknown.title, unknown.higher_is_better, unknown.decimals, unknown.tolerance) == ("sharpness", *[None] * 3)
     with pytest.raises(ConfigError, match=r"metrics\.psnr\.info\.decimals=-1.*integer from 0 to 12"):
         recorded_info("psnr", {"info": {"decimals": -1}})
     with pytest.raises(ConfigError, match=r"run/metrics\.json: metrics\.x\.info\.tolerance\.abs='0\.1'"):
