@@ -69,14 +69,8 @@ def test_independent_subsets_equal_torch_fidelitys_kid_with_subsets_smaller_than
     real, fake = features(50, 16, 0), features(40, 16, 1, shift=0.1)
     for seed, subsets, m in ((2020, 20, 10), (0, 7, 25), (5, 3, 40)):
         ours = kid(real, fake, subsets=subsets, subset_size=m, seed=seed, estimator="independent")
-        ref = kid_features_to_metric(
-            torch.from_numpy(real),
-            torch.from_numpy(fake),
-            kid_subsets=subsets,
-            kid_subset_size=m,
-            rng_seed=seed,
-            verbose=False,
-        )
+        args = {"kid_subsets": subsets, "kid_subset_size": m, "rng_seed": seed, "verbose": False}
+        ref = kid_features_to_metric(torch.from_numpy(real), torch.from_numpy(fake), **args)
         # measured: equal to 2e-16 relative (the same float64 matrix products in another order)
         assert ours.mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-12, abs=1e-15)
         assert ours.std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-12, abs=1e-15)
@@ -177,16 +171,8 @@ def standin(name: str, **params) -> list[str]:
 
 
 def overrides(image_dir, cache, *extra) -> list[str]:
-    return [
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        f"cache_dir={cache}",
-        *SET_LEVEL,
-        *extra,
-    ]
+    dataset = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0"]
+    return [*dataset, f"cache_dir={cache}", *SET_LEVEL, *extra]
 
 
 def kid_row(out) -> pd.Series:
@@ -272,16 +258,9 @@ def test_nonfinite_reconstructions_drop_their_originals_from_the_pairs(tmp_path,
     from evalvae.data import folder
     from evalvae.metrics import from_uint8, to_pixels
 
-    out = run(
-        compose_run(
-            [
-                *overrides(image_dir, tmp_path / "c", "batch_size=4", "metrics.fid.kid_subsets=7"),
-                "metrics.fid.kid_subset_size=3",
-                *standin("bad", gain=0.9, nan_images="[1]", inf_images="[4]"),
-            ]
-        ),
-        out_dir=tmp_path / "r",
-    ).out_dir
+    kid = ["batch_size=4", "metrics.fid.kid_subsets=7", "metrics.fid.kid_subset_size=3"]
+    bad = standin("bad", gain=0.9, nan_images="[1]", inf_images="[4]")
+    out = run(compose_run([*overrides(image_dir, tmp_path / "c", *kid), *bad]), out_dir=tmp_path / "r").out_dir
     ds = folder(str(image_dir), resolution=32)
     originals = torch.stack([ds[i].image for i in range(len(ds))])
     kept = [0, 2, 3, 5]
@@ -405,17 +384,9 @@ def test_cached_references_without_image_positions_are_recomputed(tmp_path, imag
 def test_identity_on_four_kodak_photos_has_zero_kid_with_the_real_inception(tmp_path, assets, real_weights):
     """``+vae=identity metrics=all`` with the real FID Inception on 4 Kodak photos: KID 0 (the independent
     estimator gave -0.215 here), and the float64 double sum on the run's own stored features agrees."""
-    args = [
-        "+vae=identity",
-        "metrics=all",
-        "~metrics.lpips",
-        f"metrics.fid.weights={real_weights / 'fid' / 'pt_inception-2015-12-05_torch-fidelity.pth'}",
-        "dataset=folder",
-        f"dataset.path={assets / 'images' / 'kodak'}",
-        "dataset.limit=4",
-        "workers=0",
-        f"cache_dir={tmp_path / 'c'}",
-    ]
+    inception = f"metrics.fid.weights={real_weights / 'fid' / 'pt_inception-2015-12-05_torch-fidelity.pth'}"
+    kodak = ["dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}", "dataset.limit=4", "workers=0"]
+    args = ["+vae=identity", "metrics=all", "~metrics.lpips", inception, *kodak, f"cache_dir={tmp_path / 'c'}"]
     out = run(compose_run(args), out_dir=tmp_path / "r").out_dir
     row = kid_row(out)
     assert abs(row["mean"]) <= 1e-6 and row["n"] == 4 and pd.isna(row["std"])
