@@ -24,18 +24,9 @@ def standin(name: str, gain: float) -> list[str]:
 
 
 def common(image_dir, cache, kid: bool, *extra) -> list[str]:
-    return [
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        f"cache_dir={cache}",
-        "metrics=all",
-        f"metrics.fid.kid={str(kid).lower()}",
-        "metrics.fid.kid_subsets=10",
-        *extra,
-    ]
+    dataset = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0"]
+    fid = [f"metrics.fid.kid={str(kid).lower()}", "metrics.fid.kid_subsets=10"]
+    return [*dataset, f"cache_dir={cache}", "metrics=all", *fid, *extra]
 
 
 def tiny_extractor(image_dir, cache, kid: bool, *extra) -> list[str]:

@@ -38,17 +38,8 @@ RFID_RTOL = 1e-11
 
 
 def overrides(image_dir, cache, *extra) -> list[str]:
-    return [
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        "batch_size=4",
-        f"cache_dir={cache}",
-        *SET_LEVEL,
-        *extra,
-    ]
+    dataset = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0"]
+    return [*dataset, "batch_size=4", f"cache_dir={cache}", *SET_LEVEL, *extra]
 
 
 def standin(name: str = "g", gain: float = 0.9, **params) -> list[str]:
