@@ -182,15 +182,14 @@ def test_unavailable_without_rapidocr(monkeypatch, tmp_path):
 
 # -- in a run ---------------------------------------------------------------------------------------
 def run_overrides(tmp_path, *extra) -> list[str]:
+    no_samples = ["samples.worst=0", "samples.best=0", "samples.typical=false"]
     return [
         "metrics=text",
         "device=cpu",
         "workers=0",
         "batch_size=2",
         f"cache_dir={tmp_path / 'cache'}",
-        "samples.worst=0",
-        "samples.best=0",
-        "samples.typical=false",
+        *no_samples,
         *extra,
     ]
 
@@ -227,17 +226,11 @@ def test_detection_runs_once_per_image_for_two_vaes_and_is_cached_across_runs(tm
 
 
 def test_per_region_files_and_a_rerun_from_the_result_chunks(tmp_path, tiny_pth_dir):
-    overrides = run_overrides(
-        tmp_path,
-        "dataset=textchart",
-        "dataset.resolution=64",
-        "dataset.limit=3",
-        f"+vae.id._target_={IDENTITY}",
-        "+vae.tiny._target_=evalvae.vae.tiny.TinyAdapter",  # random weights, on disk: its batches are cached
-        f"+vae.tiny.source={tiny_pth_dir}",
-        "+vae.tiny.weights_prefix=tiny",
-        "+vae.tiny.latent_space=flux2",
-    )
+    # random weights, on disk: its batches are cached
+    tiny = ["+vae.tiny._target_=evalvae.vae.tiny.TinyAdapter", f"+vae.tiny.source={tiny_pth_dir}"]
+    tiny += ["+vae.tiny.weights_prefix=tiny", "+vae.tiny.latent_space=flux2"]
+    chart = ["dataset=textchart", "dataset.resolution=64", "dataset.limit=3"]
+    overrides = run_overrides(tmp_path, *chart, f"+vae.id._target_={IDENTITY}", *tiny)
     first = run(compose_run(overrides), out_dir=tmp_path / "first").out_dir
     regions = pd.read_parquet(first / "per_region.parquet")
     assert list(regions.columns[:5]) == ["vae", "image", "metric", "bin", "size_px"]
