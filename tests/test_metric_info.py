@@ -176,12 +176,15 @@ def test_a_direction_metrics_json_states_decides_the_reports_best(tmp_path):
         assert f"PSNR (dB): best {best} " in md
 
 
-def test_runs_differing_only_in_info_share_a_section(tmp_path):
-    values = {"a": base_values(seed=0)}
-    one = write_run(tmp_path / "one", values)
-    two = write_run(tmp_path / "two", {"b": base_values(seed=1)}, protocol_with(ssim={"decimals": 6}))
+def test_runs_differing_only_in_info_share_a_section_and_are_no_protocol_mismatch(tmp_path):
+    one = write_run(tmp_path / "one", {"a": base_values(seed=0)})
+    info = protocol_with(ssim={"decimals": 6, "title": "structural similarity"})
+    two = write_run(tmp_path / "two", {"b": base_values(seed=1)}, info)
     (section,) = group_sections(load_inputs([one, two]).runs)
     assert section.labels == ["a", "b"] and section.info("ssim").decimals == 4  # the first run's info
+    same = write_run(tmp_path / "same", {"a": base_values(seed=0)}, info)
+    comparison = compare(load_snapshot(one), load_snapshot(same))
+    assert not comparison.mismatches and comparison.exit_code == 0
 
 
 def compare_dirs(baseline, current, tolerances=None):
@@ -216,14 +219,6 @@ def test_compare_takes_the_default_tolerance_from_the_info_and_a_file_still_over
     row = compare_dirs(tmp_path / "b", tmp_path / "c", load_tolerances(user))[("v", "psnr")]
     assert row.tolerance == "±0.001" and row.verdict is Verdict.REGRESSED  # the file beats the info
     assert default_tolerances().get("v", "psnr") == Tolerance(abs=0.01)  # without results: the shipped info
-
-
-def test_info_changes_are_not_protocol_mismatches(tmp_path):
-    values = {"v": base_values(seed=0)}
-    b = write_run(tmp_path / "b", values)
-    c = write_run(tmp_path / "c", values, protocol_with(ssim={"decimals": 6, "title": "structural similarity"}))
-    comparison = compare(load_snapshot(b), load_snapshot(c))
-    assert not comparison.mismatches and comparison.exit_code == 0
 
 
 def test_a_baseline_file_carries_the_info_and_results_written_before_info_are_refused(tmp_path):
