@@ -16,7 +16,6 @@ from evalvae.metrics.info import metric_entry, registered_info
 from evalvae.results import summarize
 from evalvae.vae.base import LatentSpace, LoadedWeights, VAEAdapter
 
-DIRECTIONS = {"psnr": True, "ssim": True, "lpips": False}
 PROTOCOL = {
     "dataset": {
         "name": "kodak",
@@ -38,22 +37,6 @@ PROTOCOL = {
         }.items()
     },
 }
-BENCH_COLUMNS = [
-    "vae",
-    "op",
-    "resolution",
-    "batch",
-    "dtype",
-    "mode",
-    "device",
-    "ms_per_image_median",
-    "ms_per_image_iqr",
-    "images_per_s",
-    "peak_mem_mb",
-    "nonfinite",
-    "lowp_psnr_vs_fp32",
-    "status",
-]
 
 
 def base_values(n: int = 12, seed: int = 0) -> dict[str, np.ndarray]:
@@ -84,16 +67,8 @@ def write_run(
         n = len(next(iter(per_metric.values())))
         ids = images or [f"img{i:02d}.png" for i in range(n)]
         for i, image in enumerate(ids):
-            rows.append(
-                {
-                    "vae": vae,
-                    "image": image,
-                    **{m: float(v[i]) for m, v in per_metric.items()},
-                    "height": 256,
-                    "width": 256,
-                    "upscaled": False,
-                }
-            )
+            values_i = {m: float(v[i]) for m, v in per_metric.items()}
+            rows.append({"vae": vae, "image": image, **values_i, "height": 256, "width": 256, "upscaled": False})
     per_image = pd.DataFrame(rows)
     per_image.to_csv(path / "per_image.csv", index=False)
     with np.errstate(invalid="ignore"):  # the std of values holding +inf is NaN
@@ -135,7 +110,7 @@ def bench_row(vae: str = "tiny", op: str = "decode", median: float = 10.0, iqr: 
 
 def write_bench(path: Path, rows: list[dict]) -> Path:
     path.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows, columns=BENCH_COLUMNS).to_csv(path / "bench.csv", index=False)
+    pd.DataFrame(rows, columns=list(bench_row())).to_csv(path / "bench.csv", index=False)
     return path
 
 

@@ -92,20 +92,11 @@ def test_frechet_of_streamed_stats_equals_the_exact_value_below_and_above_the_fe
     for chunk in np.array_split(y, 3):
         fake.update(chunk)
     exact = exact_fid(x, y)
-    assert frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n) == pytest.approx(
-        exact, rel=FID_RTOL
-    )
-    assert frechet_distance(fake.mean, fake.cov, real.mean, real.cov, fake.n, real.n) == pytest.approx(
-        exact, rel=FID_RTOL
-    )
-
-
-@pytest.mark.parametrize("d,n", [(256, 30), (64, 300)])
-def test_frechet_of_covariances_alone_equals_the_exact_value(d, n):
-    """Without the sample counts, the relative eigenvalue threshold alone drops the round-off."""
-    x, y = reconstruction_like(np.random.default_rng(d), d, n, 1.0)
-    value = frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
-    assert value == pytest.approx(exact_fid(x, y), rel=FID_RTOL)
+    for a, b in ((real, fake), (fake, real)):
+        assert frechet_distance(a.mean, a.cov, b.mean, b.cov, a.n, b.n) == pytest.approx(exact, rel=FID_RTOL)
+    # without the sample counts, the relative eigenvalue threshold alone drops the round-off
+    alone = frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+    assert alone == pytest.approx(exact, rel=FID_RTOL)
 
 
 def test_frechet_of_sets_of_unequal_size_and_rank():
@@ -187,10 +178,8 @@ def test_inception_clean_path_equals_torch_fidelity_at_299(random_inception_weig
     small = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     c, d = clean(small), legacy(small)
     assert np.abs(c - d).max() > 1e-3 * np.abs(d).max()  # the two protocols differ off-size
-    assert (
-        clean.identity()["resize"] != legacy.identity()["resize"]
-        and clean.identity()["weights_sha256"] == legacy.identity()["weights_sha256"]
-    )
+    assert clean.identity()["resize"] != legacy.identity()["resize"]
+    assert clean.identity()["weights_sha256"] == legacy.identity()["weights_sha256"]
 
 
 def test_pil_bicubic_resize_is_float_and_identity_at_299():
@@ -231,23 +220,14 @@ def test_reference_store_round_trip(tmp_path):
     assert load_stats(store, "bad") is None and not store.path("bad").exists()
 
 
+def dataset(image_dir, cache, *extra) -> list[str]:
+    return ["dataset=folder", f"dataset.path={image_dir}", "workers=0", f"cache_dir={cache}", "metrics=all", *extra]
+
+
 def set_overrides(tiny_pth_dir, image_dir, cache, *extra, vaes="taef2"):
-    return [
-        f"+vae={vaes}",
-        f"++vae.taef2.source={tiny_pth_dir}",
-        "++vae.taef2.sha256=null",
-        "++vae.taef2.weights_prefix=tiny",
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "workers=0",
-        "metrics=all",
-        "metrics.fid.extractor=tests.helpers.TinyExtractor",
-        "metrics.fid.kid_subsets=10",
-        f"cache_dir={cache}",
-        *NO_SAMPLES,
-        *extra,
-    ]
+    taef2 = [f"++vae.taef2.source={tiny_pth_dir}", "++vae.taef2.sha256=null", "++vae.taef2.weights_prefix=tiny"]
+    fid = ["metrics.fid.extractor=tests.helpers.TinyExtractor", "metrics.fid.kid_subsets=10"]
+    return [f"+vae={vaes}", *taef2, *dataset(image_dir, cache, "dataset.resolution=32", *fid, *NO_SAMPLES), *extra]
 
 
 def test_set_metrics_in_a_run_and_the_cache_across_runs(tmp_path, tiny_pth_dir, tiny_ae_dir, image_dir):
@@ -292,20 +272,8 @@ def test_reference_statistics_are_of_the_uncropped_originals(tmp_path, tiny_pth_
     )
     per = pd.read_parquet(tmp_path / "a" / "per_image.parquet")
     assert set(per.height) == {32} and outcome.summary.set_index("metric").loc["rfid", "n"] == 6
-    ref(
-        compose_run(
-            [
-                "dataset=folder",
-                f"dataset.path={image_dir}",
-                "dataset.resolution=36",
-                "workers=0",
-                "metrics=all",
-                "metrics.fid.extractor=tests.helpers.TinyExtractor",
-                f"cache_dir={tmp_path / 'c2'}",
-            ],
-            "ref",
-        )
-    )
+    extractor = "metrics.fid.extractor=tests.helpers.TinyExtractor"
+    ref(compose_run(dataset(image_dir, tmp_path / "c2", "dataset.resolution=36", extractor), "ref"))
     (from_run,), (from_ref,) = (reference_entries(tmp_path / c) for c in ("c1", "c2"))
     assert from_run.name == from_ref.name, "same key"
     (a, meta_a), (b, meta_b) = read_entry(from_run), read_entry(from_ref)
@@ -321,35 +289,24 @@ def test_missing_fid_weights_give_unavailable_rows_and_the_run_goes_on(tmp_path,
     s = outcome.summary.set_index("metric")
     assert s.loc["psnr", "n"] == 6
     for name in ("rfid", "kid"):
-        assert (
-            s.loc[name, "n"] == 0
-            and pd.isna(s.loc[name, "mean"])
-            and "Inception weights not found" in s.loc[name, "note"]
-        )
+        assert s.loc[name, "n"] == 0 and pd.isna(s.loc[name, "mean"])
+        assert "Inception weights not found" in s.loc[name, "note"]
 
 
 def test_cli_ref_then_run_uses_the_cache(tmp_path, tiny_pth_dir, image_dir):
     cache = tmp_path / "cache"
-    common = [
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        f"cache_dir={cache}",
-        "metrics.fid.extractor=tests.helpers.TinyExtractor",
-    ]
+    common = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", f"cache_dir={cache}"]
+    common.append("metrics.fid.extractor=tests.helpers.TinyExtractor")
     r = evalvae_main(["ref", *common, f"hydra.run.dir={tmp_path / 'ref'}"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "computed from 6 images" in r.stderr and len(reference_entries(cache)) == 1
     no_lpips = "metrics.lpips.backbone_weights=/no/such/alexnet.pth"  # LPIPS unavailable wherever this runs
-    r = evalvae_main(
-        [
-            "run",
-            *set_overrides(tiny_pth_dir, image_dir, cache, no_lpips),
-            "report=false",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=tmp_path,
-    )
+    args = [
+        *set_overrides(tiny_pth_dir, image_dir, cache, no_lpips),
+        "report=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+    r = evalvae_main(["run", *args], cwd=tmp_path)
     assert r.returncode == 3, r.stderr[-2000:]  # incomplete: LPIPS was asked for (metrics=all) and is unavailable
     assert r.stderr.splitlines()[-1].startswith("evalvae: incomplete run (exit status 3): lpips unavailable;")
     assert "cache hit (6 images)" in r.stderr and "rfid" in r.stderr and "unavailable" in r.stderr

@@ -77,12 +77,6 @@ def test_a_strided_view_is_read_as_its_pixels(models, assets):
     np.testing.assert_array_equal(models.chips(view, found)[0], models.chips(np.ascontiguousarray(view), found)[0])
 
 
-def test_unavailable_without_dlib(monkeypatch):
-    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib raises ImportError
-    with pytest.raises(MetricUnavailable, match=r'dlib.*pip install "evalvae\[regions\]"'):
-        faces.FaceModels()
-
-
 def test_unavailable_without_the_model_files(monkeypatch, tmp_path):
     with pytest.raises(
         MetricUnavailable, match=rf'{faces.LANDMARKS}, {faces.EMBEDDING} not found.*pip install "evalvae\[regions\]"'
@@ -158,12 +152,8 @@ def test_distances_equal_dlib_aligning_and_embedding_each_face_itself(fidelity, 
     detector, predictor, net = direct.detector, direct.predictor, direct.net
     for image, rec, records in zip(images, blurred, out[REGIONS]):
         shapes = [predictor(image, r) for r in detector(image, 1)]
-        expected = [
-            np.linalg.norm(
-                np.array(net.compute_face_descriptor(image, s)) - np.array(net.compute_face_descriptor(rec, s))
-            )
-            for s in shapes
-        ]
+        descriptors = [(net.compute_face_descriptor(image, s), net.compute_face_descriptor(rec, s)) for s in shapes]
+        expected = [np.linalg.norm(np.array(a) - np.array(b)) for a, b in descriptors]
         np.testing.assert_allclose([r["face_distance"] for r in records], expected, atol=1e-6)
 
 
@@ -178,9 +168,8 @@ def test_face_below_is_the_share_of_faces_at_or_past_the_distance_threshold(mode
     for value, records in zip(out["face_below"].tolist(), out[REGIONS]):
         assert value == np.mean([r["face_distance"] >= between.threshold for r in records])
     assert sorted(out["face_below"].tolist()) == [0.0, 1.0]
-    assert faces.FaceFidelity(threshold=distances[0], cache=False)(pixels(images), pixels(blurred))[
-        "face_below"
-    ].tolist() == [1.0, 1.0]  # noqa: E501
+    strict = faces.FaceFidelity(threshold=distances[0], cache=False)
+    assert strict(pixels(images), pixels(blurred))["face_below"].tolist() == [1.0, 1.0]
 
 
 def test_the_originals_are_detected_and_embedded_once(models, assets, tmp_path):
@@ -235,7 +224,9 @@ def test_the_protocol_names_the_models_their_hashes_bins_and_threshold(fidelity)
 
 def test_metrics_faces_is_unavailable_without_dlib_with_the_install_command(monkeypatch):
     cfg = compose(["+vae=taesd", "metrics=faces"])
-    monkeypatch.setitem(sys.modules, "dlib", None)
+    monkeypatch.setitem(sys.modules, "dlib", None)  # import dlib raises ImportError
+    with pytest.raises(MetricUnavailable, match=r'dlib.*pip install "evalvae\[regions\]"'):
+        faces.FaceModels()
     (metric,) = [m for m in build_metrics(cfg.metrics) if isinstance(m, Unavailable)]
     assert result_columns(metric) == ["face_sim", "face_below"]  # summarised; face_regions is a per-image fact
     assert metric.reason.endswith('pip install "evalvae[regions]"') and "\n" not in metric.reason
@@ -262,16 +253,8 @@ def test_a_run_with_metrics_faces_writes_faces_per_image_per_region_and_in_the_s
     folder.mkdir()
     for name, image in zip(("kodim04", "kodim15", "kodim01"), squares(assets)):
         Image.fromarray(image).save(folder / f"{name}.png")
-    overrides = [
-        "+vae=taef2",
-        f"vae.taef2.source={assets / 'weights' / 'taef2'}",
-        "dataset=folder",
-        f"dataset.path={folder}",
-        "dataset.resolution=128",
-        "metrics=faces",
-        "workers=0",
-        "progress=false",
-    ]
+    overrides = ["+vae=taef2", f"vae.taef2.source={assets / 'weights' / 'taef2'}", "dataset=folder"]
+    overrides += [f"dataset.path={folder}", "dataset.resolution=128", "metrics=faces", "workers=0", "progress=false"]
     out = run(compose_run(overrides), out_dir=tmp_path / "out").out_dir
     rows = pd.read_csv(out / "per_image.csv").set_index("image")
     assert rows.face_regions.to_dict() == {"kodim01.png": 0, "kodim04.png": 1, "kodim15.png": 1}
@@ -283,12 +266,8 @@ def test_a_run_with_metrics_faces_writes_faces_per_image_per_region_and_in_the_s
     assert summary.loc["face_sim", "mean"] == pytest.approx(faces_sim.mean(), abs=1e-12)
     regions = pd.read_parquet(out / "per_region.parquet")
     assert sorted(regions.image) == ["kodim04.png", "kodim15.png"] and set(regions.metric) == {"faces"}
-    assert (regions.bin == [fidelity_bins(s) for s in regions.size_px]).all()
+    assert (regions.bin == [SizeBins(faces.SIZE_EDGES).bin_of(s) for s in regions.size_px]).all()
     by_size = pd.read_csv(out / "summary_by_region_size.csv")
     assert set(by_size.metric) == {"face_sim", "face_below"} and by_size[by_size.metric == "face_sim"].n.sum() == 2
     protocol = json.loads((out / "metrics.json").read_text())["metrics"]["face_sim"]
     assert protocol["embedding"]["sha256"] == sha256_file(faces.package_models_dir() / faces.EMBEDDING)
-
-
-def fidelity_bins(size: float) -> str:
-    return SizeBins(faces.SIZE_EDGES).bin_of(size)

@@ -28,7 +28,7 @@ from PIL import Image
 from evalvae.config import compose, instantiate
 from evalvae.metrics import from_uint8, to_pixels
 from evalvae.vae import load_vae
-from tests.helpers import evalvae_cli
+from tests.helpers import evalvae_main
 
 pytestmark = pytest.mark.slow  # python -m pytest -m slow (CI runs it after the default suite)
 
@@ -59,25 +59,12 @@ def folders(tmp_path_factory, assets, taef2_dir, real_weights):
 def cli_set_metrics(tmp_path, folders, taef2_dir, real_weights, resize: str) -> dict[str, float]:
     orig, _ = folders
     out = tmp_path / f"run-{resize}"
-    args = [
-        "run",
-        "+vae=taef2",
-        f"vae.taef2.source={taef2_dir}",
-        "dataset=folder",
-        f"dataset.path={orig}",
-        "metrics=all",
-        f"metrics.fid.weights={real_weights / INCEPTION}",
-        f"metrics.fid.resize={resize}",
-        "metrics.fid.kid_estimator=independent",  # the two tools' estimator (they assume independent samples)
-        "~metrics.lpips",
-        "batch_size=1",
-        "workers=0",
-        "channels_last=false",
-        "report=false",
-        f"cache_dir={tmp_path / 'cache'}",
-        f"hydra.run.dir={out}",
-    ]
-    proc = evalvae_cli(args, cwd=tmp_path)
+    fid = [f"metrics.fid.weights={real_weights / INCEPTION}", f"metrics.fid.resize={resize}"]
+    fid.append("metrics.fid.kid_estimator=independent")  # the two tools' estimator (they assume independent samples)
+    vae = ["+vae=taef2", f"vae.taef2.source={taef2_dir}"]
+    args = ["run", *vae, "dataset=folder", f"dataset.path={orig}", "metrics=all"]
+    args += [*fid, "~metrics.lpips", "batch_size=1", "workers=0", "channels_last=false", "report=false"]
+    proc = evalvae_main([*args, f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={out}"])
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = pd.read_csv(out / "summary.csv")
     assert not summary["note"].fillna("").str.contains("non-standard").any()
@@ -96,16 +83,14 @@ def test_legacy_equals_torch_fidelity(tmp_path, folders, taef2_dir, real_weights
     # torch-fidelity's network built from the same tensors (its path argument would unpickle with weights_only=False)
     state = inception_tensors(real_weights)
     monkeypatch.setattr(tfi, "load_state_dict_from_url", lambda *_, **__: state)
+    options = {"kid_subset_size": N, "cuda": False, "cache": False, "verbose": False}
     ref = torch_fidelity.calculate_metrics(
         input1=str(folders[0]),
         input2=str(folders[1]),
         fid=True,
         kid=True,
-        kid_subset_size=N,
-        cuda=False,
-        cache=False,
-        verbose=False,
         feature_extractor="inception-v3-compat",
+        **options,
     )
     print(
         f"legacy: rfid {ours['rfid']!r} vs torch-fidelity {ref['frechet_inception_distance']!r}; "

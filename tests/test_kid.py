@@ -69,14 +69,8 @@ def test_independent_subsets_equal_torch_fidelitys_kid_with_subsets_smaller_than
     real, fake = features(50, 16, 0), features(40, 16, 1, shift=0.1)
     for seed, subsets, m in ((2020, 20, 10), (0, 7, 25), (5, 3, 40)):
         ours = kid(real, fake, subsets=subsets, subset_size=m, seed=seed, estimator="independent")
-        ref = kid_features_to_metric(
-            torch.from_numpy(real),
-            torch.from_numpy(fake),
-            kid_subsets=subsets,
-            kid_subset_size=m,
-            rng_seed=seed,
-            verbose=False,
-        )
+        args = {"kid_subsets": subsets, "kid_subset_size": m, "rng_seed": seed, "verbose": False}
+        ref = kid_features_to_metric(torch.from_numpy(real), torch.from_numpy(fake), **args)
         # measured: equal to 2e-16 relative (the same float64 matrix products in another order)
         assert ours.mean == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-12, abs=1e-15)
         assert ours.std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-12, abs=1e-15)
@@ -177,16 +171,8 @@ def standin(name: str, **params) -> list[str]:
 
 
 def overrides(image_dir, cache, *extra) -> list[str]:
-    return [
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        f"cache_dir={cache}",
-        *SET_LEVEL,
-        *extra,
-    ]
+    dataset = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0"]
+    return [*dataset, f"cache_dir={cache}", *SET_LEVEL, *extra]
 
 
 def kid_row(out) -> pd.Series:
@@ -198,33 +184,64 @@ def tiny_features(images: torch.Tensor) -> np.ndarray:
     return TinyExtractor()(images).astype(np.float32).astype(np.float64)
 
 
-def test_a_perfect_autoencoder_has_zero_kid_with_no_std(tmp_path, image_dir):
-    out = run(compose_run([*overrides(image_dir, tmp_path / "c"), *standin("perfect")]), out_dir=tmp_path / "r").out_dir
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """Two runs of a perfect stand-in on six images, one per KID estimator, sharing a cache."""
+    root = tmp_path_factory.mktemp("kid")
+    images = write_images(root / "images")
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EVALVAE_CACHE", str(root / "evalvae-cache"))
+        for estimator, extra in (("paired", []), ("independent", ["metrics.fid.kid_estimator=independent"])):
+            args = [*overrides(images, root / "c", *extra), *standin("perfect")]  # paired: the default
+            out[estimator] = run(compose_run(args), out_dir=root / estimator).out_dir
+    return {"images": images, **out}
+
+
+def test_a_perfect_autoencoder_has_zero_kid_with_no_std_and_metrics_json_states_the_protocol(runs):
+    from evalvae.report.load import read_run
+    from evalvae.report.sections import group_sections
+
+    out = runs["paired"]
     row = kid_row(out)
     assert abs(row["mean"]) <= 1e-6 and row["n"] == 6 and pd.isna(row["std"])
     assert "no std: every subset is the whole set of 6 pairs" in row["note"]
     assert "paired estimator over 6 image pairs" in row["note"]
-    from evalvae.report.load import read_run
-    from evalvae.report.sections import group_sections
-
     (section,) = group_sections([read_run(out, "r")])
     notes = section.cell_notes[("perfect", "kid")]  # the report's footnotes: the caveat, not the protocol restated
     assert notes == ["no std: every subset is the whole set of 6 pairs, so the subsets do not vary"]
+    entry = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
+    assert entry["estimator"] == "paired" and entry["std_ddof"] == 0
+    assert entry["subsets"] == 100 and entry["subset_size"] == 1000 and entry["seed"] == 0
+    assert "k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i)" in entry["formula"]
+    assert "i!=j" in entry["formula"] and "(a.b / d + 1)^3" in entry["formula"]
+    assert entry["pairing"] == "each reconstruction with its own original, by dataset position"
 
 
-def test_the_independent_option_is_the_biased_estimator_of_the_two_tools(tmp_path, image_dir):
+def test_the_independent_option_is_the_biased_estimator_of_the_two_tools(runs):
     from evalvae.data import folder
 
-    out = run(
-        compose_run([*overrides(image_dir, tmp_path / "c", "metrics.fid.kid_estimator=independent"), *standin("p")]),
-        out_dir=tmp_path / "r",
-    ).out_dir
-    ds = folder(str(image_dir), resolution=32)
+    out = runs["independent"]
+    ds = folder(str(runs["images"]), resolution=32)
     f = tiny_features(torch.stack([ds[i].image for i in range(len(ds))]))
     row = kid_row(out)
     assert row["mean"] == pytest.approx(independent_double_sum(f, f), rel=1e-9) and row["mean"] < 0
     assert "independent-samples estimator" in row["note"] and pd.isna(row["std"])
     assert json.loads((out / "metrics.json").read_text())["metrics"]["kid"]["estimator"] == "independent"
+
+
+def test_compare_refuses_runs_with_different_kid_estimators(runs, caplog):
+    from evalvae.compare.cli import run_compare
+    from evalvae.report.load import read_run
+    from evalvae.report.sections import group_sections
+
+    paired, independent = runs["paired"], runs["independent"]
+    with caplog.at_level("ERROR"):
+        assert run_compare(paired, [independent]) == 2
+    assert "metrics.kid.estimator: 'paired' in the baseline, 'independent' now" in caplog.text
+    assert run_compare(paired, [paired]) == 0
+    sections = group_sections([read_run(paired, "paired"), read_run(independent, "independent")])
+    assert len(sections) == 2, "the report does not put runs with different KID estimators in one table"
 
 
 def test_a_bad_estimator_names_the_argument_value_and_choices(tmp_path, image_dir):
@@ -241,16 +258,9 @@ def test_nonfinite_reconstructions_drop_their_originals_from_the_pairs(tmp_path,
     from evalvae.data import folder
     from evalvae.metrics import from_uint8, to_pixels
 
-    out = run(
-        compose_run(
-            [
-                *overrides(image_dir, tmp_path / "c", "batch_size=4", "metrics.fid.kid_subsets=7"),
-                "metrics.fid.kid_subset_size=3",
-                *standin("bad", gain=0.9, nan_images="[1]", inf_images="[4]"),
-            ]
-        ),
-        out_dir=tmp_path / "r",
-    ).out_dir
+    kid = ["batch_size=4", "metrics.fid.kid_subsets=7", "metrics.fid.kid_subset_size=3"]
+    bad = standin("bad", gain=0.9, nan_images="[1]", inf_images="[4]")
+    out = run(compose_run([*overrides(image_dir, tmp_path / "c", *kid), *bad]), out_dir=tmp_path / "r").out_dir
     ds = folder(str(image_dir), resolution=32)
     originals = torch.stack([ds[i].image for i in range(len(ds))])
     kept = [0, 2, 3, 5]
@@ -302,11 +312,11 @@ def test_missing_files_leave_their_originals_out_of_the_pairs(tmp_path):
     from evalvae.data.transforms import center_crop, resize_shorter
     from evalvae.ref.task import ref
 
-    images = tmp_path / "images"
+    images, rec = tmp_path / "images", tmp_path / "rec"
+    images.mkdir(), rec.mkdir()
     names = ["a.png", "b.jpg", "c.png", "d.png", "e.jpg"]
     for i, (name, (h, w)) in enumerate(zip(names, [(40, 56), (48, 48), (64, 40), (36, 50), (44, 44)])):
-        Image.fromarray(photo(h, w, seed=i)).save(images / name if images.is_dir() else _mkdir(images) / name)
-    rec = _mkdir(tmp_path / "rec")
+        Image.fromarray(photo(h, w, seed=i)).save(images / name)
     for name in ("a.png", "c.png", "e.jpg"):
         crop = center_crop(resize_shorter(Image.open(images / name).convert("RGB"), 32), 32)
         crop.save(rec / (os.path.splitext(name)[0] + ".png"))
@@ -320,11 +330,6 @@ def test_missing_files_leave_their_originals_out_of_the_pairs(tmp_path):
     rfid = pd.read_csv(out / "summary.csv").set_index("metric").loc["rfid"]
     # exact copies against their own 3 originals: measured -5e-15
     assert rfid["n"] == 3 and abs(rfid["mean"]) <= 1e-9
-
-
-def _mkdir(path):
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def test_stored_chunks_without_image_positions_are_redone(tmp_path, image_dir, tiny_pth_dir):
@@ -374,52 +379,14 @@ def test_cached_references_without_image_positions_are_recomputed(tmp_path, imag
     assert "could not be paired" not in kid_row(out)["note"]
 
 
-# -- protocol and compare --------------------------------------------------------------------------
-def test_metrics_json_states_the_estimator_and_formula(tmp_path, image_dir):
-    out = run(compose_run([*overrides(image_dir, tmp_path / "c"), *standin("p")]), out_dir=tmp_path / "r").out_dir
-    entry = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
-    assert entry["estimator"] == "paired" and entry["std_ddof"] == 0
-    assert entry["subsets"] == 100 and entry["subset_size"] == 1000 and entry["seed"] == 0
-    assert "k(x_i,x_j) + k(y_i,y_j) - k(x_i,y_j) - k(x_j,y_i)" in entry["formula"]
-    assert "i!=j" in entry["formula"] and "(a.b / d + 1)^3" in entry["formula"]
-    assert entry["pairing"] == "each reconstruction with its own original, by dataset position"
-
-
-def test_compare_refuses_runs_with_different_kid_estimators(tmp_path, image_dir, caplog):
-    from evalvae.compare.cli import run_compare
-    from evalvae.report.load import read_run
-    from evalvae.report.sections import group_sections
-
-    cache = tmp_path / "c"
-    paired = run(compose_run([*overrides(image_dir, cache), *standin("p", gain=0.9)]), out_dir=tmp_path / "a").out_dir
-    independent = run(
-        compose_run([*overrides(image_dir, cache, "metrics.fid.kid_estimator=independent"), *standin("p", gain=0.9)]),
-        out_dir=tmp_path / "b",
-    ).out_dir
-    with caplog.at_level("ERROR"):
-        assert run_compare(paired, [independent]) == 2
-    assert "metrics.kid.estimator: 'paired' in the baseline, 'independent' now" in caplog.text
-    assert run_compare(paired, [paired]) == 0
-    sections = group_sections([read_run(paired, "paired"), read_run(independent, "independent")])
-    assert len(sections) == 2, "the report does not put runs with different KID estimators in one table"
-
-
 # -- the real Inception ----------------------------------------------------------------------------
 @pytest.mark.slow  # about 1-2 min on a shared 2-core CPU (the Inception on 8 images, plus loading)
 def test_identity_on_four_kodak_photos_has_zero_kid_with_the_real_inception(tmp_path, assets, real_weights):
     """``+vae=identity metrics=all`` with the real FID Inception on 4 Kodak photos: KID 0 (the independent
     estimator gave -0.215 here), and the float64 double sum on the run's own stored features agrees."""
-    args = [
-        "+vae=identity",
-        "metrics=all",
-        "~metrics.lpips",
-        f"metrics.fid.weights={real_weights / 'fid' / 'pt_inception-2015-12-05_torch-fidelity.pth'}",
-        "dataset=folder",
-        f"dataset.path={assets / 'images' / 'kodak'}",
-        "dataset.limit=4",
-        "workers=0",
-        f"cache_dir={tmp_path / 'c'}",
-    ]
+    inception = f"metrics.fid.weights={real_weights / 'fid' / 'pt_inception-2015-12-05_torch-fidelity.pth'}"
+    kodak = ["dataset=folder", f"dataset.path={assets / 'images' / 'kodak'}", "dataset.limit=4", "workers=0"]
+    args = ["+vae=identity", "metrics=all", "~metrics.lpips", inception, *kodak, f"cache_dir={tmp_path / 'c'}"]
     out = run(compose_run(args), out_dir=tmp_path / "r").out_dir
     row = kid_row(out)
     assert abs(row["mean"]) <= 1e-6 and row["n"] == 4 and pd.isna(row["std"])

@@ -12,25 +12,18 @@ import torchvision
 
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.metrics.lpips import BACKBONES, LPIPS
-from tests.helpers import photo
+from tests.test_metrics import pair
+from tests.test_real_weights import BACKBONE_FILE, STATED, example
 
 # evalvae against the package's own model on the same photos: measured max |difference| 0.0 for alex and vgg
 # (the same float32 kernels on the same batch); 1e-6 is ~10x float32 rounding at these values, should the two
 # ever take different convolution paths.
 LPIPS_TOL = 1e-6
-BACKBONE_FILE = {"alex": "lpips/alexnet_features.pth", "vgg": "lpips/vgg16_features.pth"}
 # torchvision's ImageNet classifier shapes: the package builds the whole network, then keeps the features
 CLASSIFIER = {
     "alex": {"classifier.1": (4096, 9216), "classifier.4": (4096, 4096), "classifier.6": (1000, 4096)},
     "vgg": {"classifier.0": (4096, 25088), "classifier.3": (4096, 4096), "classifier.6": (1000, 4096)},
 }
-
-
-def pixels(n=3, h=64, w=64, noise=20.0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    o = torch.stack([torch.from_numpy(photo(h, w, seed + i)).permute(2, 0, 1) for i in range(n)]).double()
-    r = (o + torch.randn(o.shape, generator=g, dtype=torch.float64) * noise).clamp(0, 255).round()
-    return o, r
 
 
 @pytest.fixture(scope="module", params=["alex", "vgg"])
@@ -55,8 +48,6 @@ def package_lpips(request, real_weights):
 
 def test_the_package_model_reproduces_the_stated_values(package_lpips, assets):
     """The reference itself: the assets' LPIPS example pairs with the values their README states."""
-    from tests.test_real_weights import STATED, example
-
     net, model, _ = package_lpips
     ref, p0, p1 = (example(assets, n) / 127.5 - 1 for n in ("ref", "p0", "p1"))
     with torch.no_grad():
@@ -68,7 +59,7 @@ def test_equals_the_lpips_package_fed_minus_one_to_one(package_lpips):
     net, model, backbone = package_lpips
     ours = LPIPS(net=net, backbone_weights=str(backbone))
     for noise in (3.0, 40.0):
-        o, r = pixels(n=3, noise=noise)
+        o, r = pair(n=3, h=64, w=64, noise=noise)
         got = ours(o, r)["lpips"]
         with torch.no_grad():
             ref = model((r / 127.5 - 1).float(), (o / 127.5 - 1).float()).flatten().double()

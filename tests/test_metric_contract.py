@@ -38,9 +38,10 @@ from evalvae.metrics.text import TextFidelity
 from evalvae.metrics.weights import MetricUnavailable
 from evalvae.recon.loop import score
 from evalvae.t2i.clipscore import CLIPScore
-from tests.helpers import compose_run, photo
+from tests.helpers import compose_run
 from tests.prerequisites import missing, require_module
 from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
+from tests.test_metrics import pair
 
 CONF = Path(evalvae.conf.__file__).parent
 # What identical inputs score, per result: a number (within its stated tolerance), or None where a
@@ -71,9 +72,7 @@ PERFECT = {
 
 def noisy(n=4, h=48, w=64, noise=12.0, seed=0) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """``n`` photo-like originals and noisy reconstructions, float64 pixels ``(n, 3, h, w)``."""
-    g = torch.Generator().manual_seed(seed)
-    o = torch.stack([torch.from_numpy(photo(h, w, seed + i)).permute(2, 0, 1) for i in range(n)]).double()
-    return o, (o + torch.randn(o.shape, generator=g, dtype=torch.float64) * noise).clamp(0, 255).round(), {}
+    return *pair(n, h, w, noise, seed), {}
 
 
 def text_pages() -> tuple[torch.Tensor, torch.Tensor, dict]:

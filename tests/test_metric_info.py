@@ -48,18 +48,9 @@ class MAE(PairMetric):
 
 def standin_run(out, image_dir, gain: float, *extra):
     """A run of one stand-in VAE (``gain`` times the image) named ``v`` on the six test images."""
-    overrides = [
-        f"+vae.v._target_={IDENTITY}",
-        f"+vae.v.gain={gain}",
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        f"cache_dir={out.parent / 'cache'}",
-        *extra,
-    ]
-    run(compose_run(overrides), out_dir=out)
+    dataset = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0"]
+    vae = [f"+vae.v._target_={IDENTITY}", f"+vae.v.gain={gain}"]
+    run(compose_run([*vae, *dataset, f"cache_dir={out.parent / 'cache'}", *extra]), out_dir=out)
     return out
 
 
@@ -80,20 +71,10 @@ def test_an_unavailable_metric_of_your_own_carries_its_class_info_without_being_
 
 @pytest.mark.parametrize("fid", ["computed", "unavailable"])
 def test_metrics_json_holds_the_info_of_every_metric_of_a_run(tmp_path, image_dir, fid):
-    extractor = (
-        ["metrics.fid.extractor=tests.helpers.TinyExtractor"]
-        if fid == "computed"
-        else [f"metrics.fid.weights={tmp_path / 'absent.pth'}"]
-    )
-    out = standin_run(
-        tmp_path / "run",
-        image_dir,
-        0.9,
-        "metrics=all",
-        "metrics.fid.kid_subsets=5",
-        f"metrics.lpips.backbone_weights={tmp_path / 'absent-alexnet.pth'}",  # unavailable: info all the same
-        *extractor,
-    )
+    absent = f"metrics.fid.weights={tmp_path / 'absent.pth'}"
+    extractor = "metrics.fid.extractor=tests.helpers.TinyExtractor" if fid == "computed" else absent
+    no_lpips = f"metrics.lpips.backbone_weights={tmp_path / 'absent-alexnet.pth'}"  # unavailable: info all the same
+    out = standin_run(tmp_path / "run", image_dir, 0.9, "metrics=all", "metrics.fid.kid_subsets=5", no_lpips, extractor)
     found = entries(out)
     assert set(found) == {"psnr", "ssim", "lpips", "rfid", "kid", "bpp"}
     for name, entry in found.items():
@@ -152,12 +133,7 @@ def test_recorded_info_reads_the_entry_and_refuses_an_entry_written_before_info(
     with pytest.raises(ConfigError, match=r"run/metrics\.json: metrics\.psnr\.info=None; results written before"):
         recorded_info("psnr", {"higher_is_better": True}, "run/metrics.json: metrics.psnr.info")
     unknown = recorded_info("sharpness")
-    assert (unknown.title, unknown.higher_is_better, unknown.decimals, unknown.tolerance) == (
-        "sharpness",
-        None,
-        None,
-        None,
-    )
+    assert (unknown.title, unknown.higher_is_better, unknown.decimals, unknown.tolerance) == ("sharpness", *[None] * 3)
     with pytest.raises(ConfigError, match=r"metrics\.psnr\.info\.decimals=-1.*integer from 0 to 12"):
         recorded_info("psnr", {"info": {"decimals": -1}})
     with pytest.raises(ConfigError, match=r"run/metrics\.json: metrics\.x\.info\.tolerance\.abs='0\.1'"):
@@ -200,12 +176,15 @@ def test_a_direction_metrics_json_states_decides_the_reports_best(tmp_path):
         assert f"PSNR (dB): best {best} " in md
 
 
-def test_runs_differing_only_in_info_share_a_section(tmp_path):
-    values = {"a": base_values(seed=0)}
-    one = write_run(tmp_path / "one", values)
-    two = write_run(tmp_path / "two", {"b": base_values(seed=1)}, protocol_with(ssim={"decimals": 6}))
+def test_runs_differing_only_in_info_share_a_section_and_are_no_protocol_mismatch(tmp_path):
+    one = write_run(tmp_path / "one", {"a": base_values(seed=0)})
+    info = protocol_with(ssim={"decimals": 6, "title": "structural similarity"})
+    two = write_run(tmp_path / "two", {"b": base_values(seed=1)}, info)
     (section,) = group_sections(load_inputs([one, two]).runs)
     assert section.labels == ["a", "b"] and section.info("ssim").decimals == 4  # the first run's info
+    same = write_run(tmp_path / "same", {"a": base_values(seed=0)}, info)
+    comparison = compare(load_snapshot(one), load_snapshot(same))
+    assert not comparison.mismatches and comparison.exit_code == 0
 
 
 def compare_dirs(baseline, current, tolerances=None):
@@ -240,14 +219,6 @@ def test_compare_takes_the_default_tolerance_from_the_info_and_a_file_still_over
     row = compare_dirs(tmp_path / "b", tmp_path / "c", load_tolerances(user))[("v", "psnr")]
     assert row.tolerance == "±0.001" and row.verdict is Verdict.REGRESSED  # the file beats the info
     assert default_tolerances().get("v", "psnr") == Tolerance(abs=0.01)  # without results: the shipped info
-
-
-def test_info_changes_are_not_protocol_mismatches(tmp_path):
-    values = {"v": base_values(seed=0)}
-    b = write_run(tmp_path / "b", values)
-    c = write_run(tmp_path / "c", values, protocol_with(ssim={"decimals": 6, "title": "structural similarity"}))
-    comparison = compare(load_snapshot(b), load_snapshot(c))
-    assert not comparison.mismatches and comparison.exit_code == 0
 
 
 def test_a_baseline_file_carries_the_info_and_results_written_before_info_are_refused(tmp_path):

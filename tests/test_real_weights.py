@@ -58,9 +58,8 @@ def test_lpips_knows_the_network_whatever_file_holds_it(assets, real_weights, tm
 
 def test_lpips_refuses_files_that_are_not_the_backbone(real_weights, tmp_path):
     torch.save({"layer.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(
-        MetricUnavailable, match=r"metrics\.lpips\.backbone_weights=.*none of the LPIPS-alex backbone tensors"
-    ):
+    not_backbone = r"metrics\.lpips\.backbone_weights=.*none of the LPIPS-alex backbone tensors"
+    with pytest.raises(MetricUnavailable, match=not_backbone):
         LPIPS(net="alex", backbone_weights=str(tmp_path / "other.pth"))
     vgg_for_alex = real_weights / BACKBONE_FILE["vgg"]
     with pytest.raises(MetricUnavailable, match=r"metrics\.lpips\.backbone_weights"):
@@ -70,25 +69,15 @@ def test_lpips_refuses_files_that_are_not_the_backbone(real_weights, tmp_path):
         LPIPS(net="alex", backbone_weights=str(tmp_path / "pickle.pth"))
 
 
-def test_inception_is_read_by_evalvae_and_never_unpickled_by_torch_fidelity(real_weights, monkeypatch):
-    calls = []
-    real_load = torch.load
-
-    def watched_load(*args, **kwargs):
-        calls.append(kwargs.get("weights_only"))
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", watched_load)
-    net = InceptionV3(weights=str(real_weights / INCEPTION), resize="legacy")
-    assert calls == [True], f"torch.load calls (weights_only): {calls}"
-    assert net.weights.standard and net.note == "" and net.identity()["weights_standard"] is True
-
-
-def test_inception_features_equal_torch_fidelity_loading_the_same_file(real_weights):
+def test_inception_is_read_safely_and_its_features_equal_torch_fidelity_loading_the_same_file(real_weights):
     import torch_fidelity.feature_extractor_inceptionv3 as tfi
 
-    path = real_weights / INCEPTION
-    ours = InceptionV3(weights=str(path), resize="legacy")
+    path, calls, real_load = real_weights / INCEPTION, [], torch.load
+    with pytest.MonkeyPatch.context() as mp:  # evalvae reads the file itself, never unpickling it
+        mp.setattr(torch, "load", lambda *a, **k: calls.append(k.get("weights_only")) or real_load(*a, **k))
+        ours = InceptionV3(weights=str(path), resize="legacy")
+    assert calls == [True], f"torch.load calls (weights_only): {calls}"
+    assert ours.weights.standard and ours.note == "" and ours.identity()["weights_standard"] is True
     # torch-fidelity's own loading, handed the tensors (its path argument would unpickle with weights_only=False)
     state = torch.load(path, map_location="cpu", weights_only=True)
     with pytest.MonkeyPatch.context() as mp:

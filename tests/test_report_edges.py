@@ -43,14 +43,8 @@ def protocol(n=12, lpips_net="alex", fid="clean", **lpips_extra) -> dict:
 
 
 def rfid_row(vae, mean, n=12):
-    return {
-        "vae": vae,
-        "metric": "rfid",
-        "mean": mean,
-        "std": np.nan,
-        "n": n,
-        "note": f"extractor inception-v3-fid-clean; N={n} < feature dim 2048: rank-deficient covariance, rFID biased upward",
-    }
+    note = f"extractor inception-v3-fid-clean; N={n} < feature dim 2048: rank-deficient covariance, rFID biased upward"
+    return {"vae": vae, "metric": "rfid", "mean": mean, "std": np.nan, "n": n, "note": note}
 
 
 def test_sections_keep_apart_runs_that_differ_in_images_n_or_metric_settings(tmp_path):
@@ -87,9 +81,8 @@ def test_sections_keep_apart_runs_that_differ_in_images_n_or_metric_settings(tmp
     assert by_entries[("c",)] == "kodak · 256×256 · N = 8"
     assert re.fullmatch(r"kodak · 256×256 · image set [0-9a-f]{8}", by_entries[("g",)])
     assert by_entries[("h",)].startswith("kodak · 256×256 · rFID extractor name inception-v3-fid-legacy")
-    assert by_entries[("a", "e", "f")].startswith(
-        "kodak · 256×256 · N = 12 · image set "
-    )  # its own values of what the others cite
+    # its own values of what the others cite
+    assert by_entries[("a", "e", "f")].startswith("kodak · 256×256 · N = 12 · image set ")
     two = group_sections(load_inputs([d["alex"], d["vgg"]]).runs)
     assert [s.title for s in two] == ["kodak · 256×256 · LPIPS net alex", "kodak · 256×256 · LPIPS net vgg"]
 
@@ -116,16 +109,8 @@ def test_runs_whose_metric_settings_differ_only_in_implementation_share_a_sectio
 
 
 def test_exact_reconstructions_show_as_infinity_everywhere(tmp_path, image_dir):
-    cfg = compose_run(
-        [
-            *identity_vae("exact"),
-            *identity_vae("close", 0.02),
-            "dataset=folder",
-            f"dataset.path={image_dir}",
-            "dataset.resolution=32",
-            "workers=0",
-        ]
-    )
+    dataset = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "workers=0"]
+    cfg = compose_run([*identity_vae("exact"), *identity_vae("close", 0.02), *dataset])
     out = run(cfg, out_dir=tmp_path / "run").out_dir
     html = write_report([out], tmp_path / "rep", worst=1).read_text(encoding="utf-8")
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
@@ -137,12 +122,8 @@ def test_exact_reconstructions_show_as_infinity_everywhere(tmp_path, image_dir):
     close = table.loc[("close", "psnr")]
     assert np.isfinite(close["mean"]) and close["ci_low"] <= close["mean"] <= close["ci_high"] and not close["best"]
     paired = pd.read_csv(tmp_path / "rep" / "tables" / "images-32x32-paired.csv").set_index("metric").loc["psnr"]
-    assert (
-        paired["mean_diff"] == np.inf
-        and paired["wins"] == 6
-        and paired["favours"] == "exact"
-        and np.isnan(paired["ci_low"])
-    )
+    assert (paired["mean_diff"], paired["wins"], paired["favours"]) == (np.inf, 6, "exact")
+    assert np.isnan(paired["ci_low"])
     assert 0 < paired["p"] < 0.05  # six infinite wins rank above everything: the signed-rank test still applies
 
     note = "PSNR (dB) is ∞ on 6 of 6 images (exact reconstructions): the mean is ∞, with no std or CI; plots leave those images out"
@@ -177,12 +158,8 @@ def test_notes_on_values_show_next_to_them(tmp_path):
     v = base_values()
     p = protocol()
     p["metrics"]["lpips"]["weights"] = {"standard": False, "tensors_sha256": "0123456789ab" + "0" * 52}
-    d = write_run(
-        tmp_path / "r",
-        {"a": v, "b": dict(v, psnr=v["psnr"] - 1)},
-        p,
-        extra_summary=[rfid_row("a", 20.0), rfid_row("b", 30.0)],
-    )
+    rfid = [rfid_row("a", 20.0), rfid_row("b", 30.0)]
+    d = write_run(tmp_path / "r", {"a": v, "b": dict(v, psnr=v["psnr"] - 1)}, p, extra_summary=rfid)
     summary = pd.read_csv(d / "summary.csv")
     summary["note"] = summary["note"].fillna("").astype(object)
     summary.loc[summary.metric == "lpips", "note"] = NONSTANDARD
@@ -192,25 +169,21 @@ def test_notes_on_values_show_next_to_them(tmp_path):
     html = write_report([d], tmp_path / "rep", grids=False).read_text(encoding="utf-8")
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     rfid_note = "N=12 &lt; feature dim 2048: rank-deficient covariance, rFID biased upward"
-    assert (
+    lpips_note = (
         f'<sup class="fn">²</sup> ⚠ {html_lib.escape(NONSTANDARD)} <span class="small">(LPIPS, every VAE)</span>'
-        in html
     )
+    assert lpips_note in html
     assert '3 non-finite reconstruction(s) excluded <span class="small">(PSNR (dB), b)</span>' in html
     assert f'{rfid_note} <span class="small">(rFID, every VAE)</span>' in html
-    assert (
-        "extractor inception-v3-fid-clean</li>" not in html and "extractor inception-v3-fid-clean (" not in md
-    )  # restates the protocol
-    summary_table = html[
-        html.index('id="summary-kodak-256x256"') : html.index("</table>", html.index('id="summary-kodak-256x256"'))
-    ]
+    # restates the protocol
+    assert "extractor inception-v3-fid-clean</li>" not in html and "extractor inception-v3-fid-clean (" not in md
+    start = html.index('id="summary-kodak-256x256"')
+    summary_table = html[start : html.index("</table>", start)]
     assert summary_table.count('class="warnmark"') == 2 and summary_table.count('<sup class="fn">') == 2 + 1 + 2
     row_b = next(line for line in md.splitlines() if line.startswith("| b |"))
     cells = [c.strip() for c in row_b.strip("|").split("|")]
     assert cells[2].endswith("¹")  # PSNR of b: excluded reconstructions (notes are numbered in the metrics' order)
     assert cells[4].startswith("⚠ ") and cells[4].endswith("²")  # LPIPS: non-standard weights
     assert cells[5].endswith("³")  # rFID at N < 2048
-    assert (
-        f"² ⚠ {NONSTANDARD} (LPIPS, every VAE)" in md
-        and "¹ 3 non-finite reconstruction(s) excluded (PSNR (dB), b)" in md
-    )
+    assert f"² ⚠ {NONSTANDARD} (LPIPS, every VAE)" in md
+    assert "¹ 3 non-finite reconstruction(s) excluded (PSNR (dB), b)" in md

@@ -24,22 +24,18 @@ def standin(name: str, gain: float) -> list[str]:
 
 
 def common(image_dir, cache, kid: bool, *extra) -> list[str]:
-    return [
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        f"cache_dir={cache}",
-        "metrics=all",
-        f"metrics.fid.kid={str(kid).lower()}",
-        "metrics.fid.kid_subsets=10",
-        *extra,
-    ]
+    dataset = ["dataset=folder", f"dataset.path={image_dir}", "dataset.resolution=32", "device=cpu", "workers=0"]
+    fid = [f"metrics.fid.kid={str(kid).lower()}", "metrics.fid.kid_subsets=10"]
+    return [*dataset, f"cache_dir={cache}", "metrics=all", *fid, *extra]
 
 
 def tiny_extractor(image_dir, cache, kid: bool, *extra) -> list[str]:
     return common(image_dir, cache, kid, "metrics.fid.extractor=tests.helpers.TinyExtractor", *extra)
+
+
+def run_a(out_dir, image_dir, cache, kid: bool):
+    """The gain-0.9 stand-in ``a`` with the stand-in extractor and no LPIPS."""
+    return run(compose_run([*tiny_extractor(image_dir, cache, kid, "~metrics.lpips"), *standin("a", 0.9)]), out_dir)
 
 
 def reference(out) -> dict:
@@ -74,11 +70,12 @@ def test_set_metrics_complete_with_a_cold_then_a_warm_cache(tmp_path, image_dir,
     cache = tmp_path / "cache"
     vaes = [*standin("a", 0.9), *standin("b", 0.8)]
     TinyExtractor.calls = 0
-    cold = run(compose_run([*tiny_extractor(image_dir, cache, kid), *lpips, *vaes]), out_dir=tmp_path / "cold")
+    args = [*tiny_extractor(image_dir, cache, kid), *lpips, *vaes]
+    cold = run(compose_run(args), out_dir=tmp_path / "cold")
     assert TinyExtractor.calls == 18, "6 originals once, 6 reconstructions per VAE"
     assert reference(cold.out_dir)["source"] == "computed" and not cold.failed
     TinyExtractor.calls = 0
-    warm = run(compose_run([*tiny_extractor(image_dir, cache, kid), *lpips, *vaes]), out_dir=tmp_path / "warm")
+    warm = run(compose_run(args), out_dir=tmp_path / "warm")
     assert TinyExtractor.calls == 12, "reconstructions only: the references come from the cache"
     assert reference(warm.out_dir)["source"] == "cache"
     c, w = summary(cold), summary(warm)
@@ -95,31 +92,20 @@ def test_set_metrics_complete_with_a_cold_then_a_warm_cache(tmp_path, image_dir,
 def test_a_cache_written_without_kid_is_recomputed_for_kid_and_then_serves_both(tmp_path, image_dir):
     """A kid=false entry holds no features; a kid=true run recomputes and overwrites it, and then both read it."""
     cache, fresh = tmp_path / "cache", tmp_path / "fresh"
-    vae = standin("a", 0.9)
-    without = run(
-        compose_run([*tiny_extractor(image_dir, cache, False, "~metrics.lpips"), *vae]), out_dir=tmp_path / "no-kid"
-    )
+    without = run_a(tmp_path / "no-kid", image_dir, cache, False)
     (entry,) = reference_entries(cache)
     TinyExtractor.calls = 0
-    with_kid = run(
-        compose_run([*tiny_extractor(image_dir, cache, True, "~metrics.lpips"), *vae]), out_dir=tmp_path / "kid"
-    )
+    with_kid = run_a(tmp_path / "kid", image_dir, cache, True)
     assert TinyExtractor.calls == 12, "the originals' features were recomputed"
     assert reference(with_kid.out_dir)["source"] == "computed" and reference_entries(cache) == [entry]
-    expected = run(
-        compose_run([*tiny_extractor(image_dir, fresh, True, "~metrics.lpips"), *vae]), out_dir=tmp_path / "fresh-kid"
-    )
+    expected = run_a(tmp_path / "fresh-kid", image_dir, fresh, True)
     pd.testing.assert_series_equal(summary(with_kid)["mean"], summary(expected)["mean"], rtol=1e-9)
-    assert summary(with_kid).loc[("a", "rfid"), "mean"] == pytest.approx(
-        summary(without).loc[("a", "rfid"), "mean"], rel=1e-12
-    )
+    rfid = [summary(o).loc[("a", "rfid"), "mean"] for o in (with_kid, without)]
+    assert rfid[0] == pytest.approx(rfid[1], rel=1e-12)
 
     for kid in (True, False):
         TinyExtractor.calls = 0
-        again = run(
-            compose_run([*tiny_extractor(image_dir, cache, kid, "~metrics.lpips"), *vae]),
-            out_dir=tmp_path / f"again-{kid}",
-        )
+        again = run_a(tmp_path / f"again-{kid}", image_dir, cache, kid)
         assert TinyExtractor.calls == 6 and reference(again.out_dir)["source"] == "cache"
         check_set_rows(summary(again), "a", kid)
 
@@ -129,16 +115,10 @@ def test_ref_without_kid_then_runs_with_and_without_kid(tmp_path, image_dir):
     info = ref(compose_run(tiny_extractor(image_dir, cache, False), "ref"))
     assert info[TinyExtractor.name]["source"] == "computed" and info[TinyExtractor.name]["n"] == 6
     TinyExtractor.calls = 0
-    plain = run(
-        compose_run([*tiny_extractor(image_dir, cache, False, "~metrics.lpips"), *standin("a", 0.9)]),
-        out_dir=tmp_path / "a",
-    )
+    plain = run_a(tmp_path / "a", image_dir, cache, False)
     assert TinyExtractor.calls == 6 and reference(plain.out_dir)["source"] == "cache"
     TinyExtractor.calls = 0
-    with_kid = run(
-        compose_run([*tiny_extractor(image_dir, cache, True, "~metrics.lpips"), *standin("a", 0.9)]),
-        out_dir=tmp_path / "b",
-    )
+    with_kid = run_a(tmp_path / "b", image_dir, cache, True)
     assert TinyExtractor.calls == 12 and reference(with_kid.out_dir)["source"] == "computed"
     check_set_rows(summary(with_kid), "a", True)
 

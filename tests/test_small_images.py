@@ -23,6 +23,7 @@ from PIL import Image
 from evalvae.run import run
 from evalvae.store import Store
 from tests.helpers import compose_run, photo
+from tests.test_metrics import sk_ssim
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -66,24 +67,6 @@ def pair(h: int, w: int, n: int = 2, noise: float = 15.0):
     return orig, (orig + torch.randn(orig.shape, generator=g, dtype=torch.float64) * noise).clamp(0, 255).round()
 
 
-def skimage_ssim(o: torch.Tensor, r: torch.Tensor) -> list[float]:
-    """scikit-image's SSIM of each pair, NaN where it refuses the image (a side below its 11 px window)."""
-    from skimage.metrics import structural_similarity
-
-    out = []
-    for a, b in zip(o.permute(0, 2, 3, 1).numpy(), r.permute(0, 2, 3, 1).numpy()):
-        try:
-            out.append(
-                structural_similarity(
-                    a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=-1, data_range=255
-                )
-            )
-        except ValueError as e:
-            assert "win_size exceeds image extent" in str(e)
-            out.append(math.nan)
-    return out
-
-
 @pytest.mark.parametrize("backend", ["skimage", "torchmetrics", "auto"])
 @pytest.mark.parametrize(
     "size", [(1, 30), (5, 5), (8, 8), (10, 40), (40, 10), (11, 11), (11, 40), (40, 11), (12, 13), (24, 32)]
@@ -96,7 +79,7 @@ def test_ssim_is_nan_below_its_window_with_every_backend_and_skimage_elsewhere(b
     o, r = pair(*size)
     got = metric(o, r)["ssim"]
     assert got.shape == (2,) and got.dtype == torch.float64 and metric.min_side == 11
-    expected = skimage_ssim(o, r)
+    expected = sk_ssim(o, r)
     if min(size) < 11:
         assert all(math.isnan(v) for v in expected) and torch.isnan(got).all()
     else:
@@ -327,7 +310,9 @@ def test_references_leave_out_the_images_a_vae_of_that_factor_skips(tmp_path):
 # -- dataset.resolution against the VAEs' factors ----------------------------------------------------
 def test_a_resolution_below_a_vaes_factor_fails_that_vae_by_name_and_the_others_run(tmp_path, tiny_kl_dir):
     """crop=center at 16 px: the f32 DC-AE has no crop to a multiple of 32, so it fails before any image, with an
-    error naming the argument, its value and the smallest allowed; the f2 VAE runs. At 40 px DC-AE scores 32x32."""
+    error naming the argument, its value and the smallest allowed; the f2 VAE runs. At 40 px DC-AE scores 32x32; ``ref`` with crop_multiple=32 refuses 16 px."""
+    from evalvae.errors import ConfigError
+    from evalvae.ref.task import ref
     from tests.family_standins import save_tiny_dcae
 
     dc = ["+vae=dc-ae-f32c32", f"vae.dc-ae-f32c32.source={save_tiny_dcae(tmp_path / 'dc')}"]
@@ -349,16 +334,15 @@ def test_a_resolution_below_a_vaes_factor_fails_that_vae_by_name_and_the_others_
 
     at_40 = run(compose_run([*dc, *square, "dataset.resolution=40"]), out_dir=tmp_path / "r40")
     assert not at_40.failed and (per_image(at_40.out_dir)[["height", "width"]] == 32).all().all()
-
-
-def test_ref_refuses_a_resolution_below_its_crop_multiple(tmp_path):
-    from evalvae.errors import ConfigError
-    from evalvae.ref.task import ref
-
-    images = write(tmp_path / "images", NORMAL)
-    cfg = ["dataset=folder", f"dataset.path={images}", "device=cpu", "workers=0", "dataset.resolution=16"]
+    # ``evalvae ref`` refuses a resolution below its crop multiple
+    ref_args = [
+        *square,
+        "dataset.resolution=16",
+        "crop_multiple=32",
+        "metrics.fid.extractor=tests.helpers.TinyExtractor",
+    ]
     with pytest.raises(ConfigError, match=r"invalid dataset.resolution=16; at least 32 with crop_multiple=32"):
-        ref(compose_run([*cfg, "crop_multiple=32", "metrics.fid.extractor=tests.helpers.TinyExtractor"], "ref"))
+        ref(compose_run(ref_args, "ref"))
 
 
 def test_the_latents_command_skips_images_below_a_factor_and_checks_the_resolution(tmp_path, caplog):

@@ -68,47 +68,34 @@ def test_missing_clip_weights_make_it_unavailable():
 
 
 def t2i(pipe_dir, *extra) -> list[str]:
-    return [
-        "task=t2i",
-        "pipeline=local",
-        f"pipeline.source={pipe_dir}",
-        "pipeline.steps=1",
-        "pipeline.height=64",
+    pipeline = ["pipeline=local", f"pipeline.source={pipe_dir}", "pipeline.steps=1", "pipeline.height=64"]
+    rest = [
         "pipeline.width=64",
         "suite.limit=3",
         "workers=0",
         "report=false",
         "+vae=kl-f8",
         f"vae.kl-f8.source={pipe_dir}",
-        "metrics=default",
-        *extra,
     ]
+    return ["task=t2i", *pipeline, *rest, "metrics=default", *extra]
 
 
 def test_clip_score_in_a_run(tmp_path, tiny_pipeline_dir, tiny_clip_dir):  # noqa: F811
     out = run(compose(t2i(tiny_pipeline_dir, f"t2i.clip_score.model={tiny_clip_dir}")), out_dir=tmp_path / "a").out_dir
     per = pd.read_csv(out / "per_image.csv")
-    pixels = torch.stack(
-        [
-            torch.from_numpy(np.array(Image.open(out / "images" / "kl-f8" / f"{i}.png"))).permute(2, 0, 1)
-            for i in per.image
-        ]
-    )
+    files = [out / "images" / "kl-f8" / f"{i}.png" for i in per.image]
+    pixels = torch.stack([torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1) for f in files])
     expected = CLIPScore(str(tiny_clip_dir))(pixels, list(per.prompt))["clip_score"]
     # On CUDA the run's CLIP runs with TF32 convolutions (PyTorch's cuDNN default); the reference is on the CPU.
-    np.testing.assert_allclose(
-        per.clip_score, expected.numpy(), atol=1e-5 if resolve_device("auto").type == "cpu" else 0.05
-    )
+    atol = 1e-5 if resolve_device("auto").type == "cpu" else 0.05
+    np.testing.assert_allclose(per.clip_score, expected.numpy(), atol=atol)
     # Weights that cannot be had: NaN and the reason, and the rest of the run unaffected.
     out = run(compose(t2i(tiny_pipeline_dir, "t2i.clip_score.model=nobody/no-clip")), out_dir=tmp_path / "b").out_dir
     per_b = pd.read_csv(out / "per_image.csv")
     assert per_b.clip_score.isna().all() and len(per_b) == 3
     note = pd.read_csv(out / "summary.csv").set_index("metric").loc["clip_score", "note"]
     assert "nobody/no-clip" in note
-    for image in per.image:
-        assert (out / "images" / "kl-f8" / f"{image}.png").read_bytes() == (
-            tmp_path / "a" / "images" / "kl-f8" / f"{image}.png"
-        ).read_bytes()
+    assert [(out / "images" / "kl-f8" / f.name).read_bytes() for f in files] == [f.read_bytes() for f in files]
 
 
 def test_seeds():
@@ -147,24 +134,12 @@ def test_packed_latents_are_unpacked_with_the_pipeline_class(tiny_pipeline_dir):
             self.seen = kwargs
             return types.SimpleNamespace(images=packed)
 
-    p = DiffusersPipeline(
-        "fake",
-        str(tiny_pipeline_dir),
-        "flux",
-        steps=4,
-        guidance=0.0,
-        height=64,
-        width=96,
-        packed=True,
-        extra={"max_sequence_length": 256},
-    )
+    flux = {"height": 64, "width": 96, "packed": True, "extra": {"max_sequence_length": 256}}
+    p = DiffusersPipeline("fake", str(tiny_pipeline_dir), "flux", steps=4, guidance=0.0, **flux)
     p.pipe = FakeFlux()
     out = p.generate(["a", "b"], [0, 1])
     torch.testing.assert_close(out, z)
-    assert (
-        p.latent_space().channels == 16
-        and p.pipe.seen["output_type"] == "latent"
-        and p.pipe.seen["max_sequence_length"] == 256
-    )
+    assert p.latent_space().channels == 16
+    assert (p.pipe.seen["output_type"], p.pipe.seen["max_sequence_length"]) == ("latent", 256)
     with pytest.raises(ConfigError, match=r"pipeline.height=72.*multiple of 16"):
         DiffusersPipeline("fake", str(tiny_pipeline_dir), "flux", height=72, width=96, packed=True)

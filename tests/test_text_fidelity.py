@@ -7,6 +7,7 @@ The OCR is the real PP-OCRv4 of rapidocr-onnxruntime (CPU). Images are small (th
 from __future__ import annotations
 
 import builtins
+import json
 import math
 
 import numpy as np
@@ -26,6 +27,7 @@ from tests.run_standins import Identity
 require_module("rapidocr_onnxruntime", 'pip install "evalvae[regions]"')
 from evalvae.metrics.text import TextFidelity, levenshtein, ned, normalise  # noqa: E402
 
+IDENTITY = "tests.run_standins.Identity"
 PAGES = ["sans-6-7px", "sans-8-14px", "sans-16-24px", "sans-32-64px", "blank"]
 
 
@@ -101,12 +103,8 @@ def test_normalise_folds_case_width_and_whitespace():
 def test_size_bins():
     bins = SizeBins((8, 16, 32))
     assert bins.labels == ["<8", "8–16", "16–32", "≥32"]
-    assert [bins.bin_of(s) for s in (6, 7.99, 8, 15.9, 16, 31, 32, 64)] == ["<8", "<8", "8–16", "8–16"] + [
-        "16–32",
-        "16–32",
-        "≥32",
-        "≥32",
-    ]
+    sizes = {6: "<8", 7.99: "<8", 8: "8–16", 15.9: "8–16", 16: "16–32", 31: "16–32", 32: "≥32", 64: "≥32"}
+    assert {s: bins.bin_of(s) for s in sizes} == sizes
     with pytest.raises(ValueError, match="bins"):
         SizeBins((16, 8))
 
@@ -171,19 +169,8 @@ def test_unavailable_without_rapidocr(monkeypatch, tmp_path):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_rapidocr)
-    cfg = compose_run(
-        [
-            "dataset=textchart",
-            "dataset.resolution=64",
-            "dataset.limit=2",
-            "metrics=text",
-            "device=cpu",
-            "workers=0",
-            f"cache_dir={tmp_path / 'cache'}",
-            "+vae.a._target_=tests.run_standins.Identity",
-        ]
-    )
-    out = run(cfg, out_dir=tmp_path / "run").out_dir
+    chart = ["dataset=textchart", "dataset.resolution=64", "dataset.limit=2", f"+vae.a._target_={IDENTITY}"]
+    out = run(compose_run(run_overrides(tmp_path, *chart)), out_dir=tmp_path / "run").out_dir
     summary = pd.read_csv(out / "summary.csv").set_index("metric")
     for name in ("text_ned", "text_acc", "text_t_ned", "text_t_acc"):
         assert summary.loc[name, "n"] == 0 and math.isnan(summary.loc[name, "mean"])
@@ -195,15 +182,14 @@ def test_unavailable_without_rapidocr(monkeypatch, tmp_path):
 
 # -- in a run ---------------------------------------------------------------------------------------
 def run_overrides(tmp_path, *extra) -> list[str]:
+    no_samples = ["samples.worst=0", "samples.best=0", "samples.typical=false"]
     return [
         "metrics=text",
         "device=cpu",
         "workers=0",
         "batch_size=2",
         f"cache_dir={tmp_path / 'cache'}",
-        "samples.worst=0",
-        "samples.best=0",
-        "samples.typical=false",
+        *no_samples,
         *extra,
     ]
 
@@ -224,7 +210,7 @@ def test_detection_runs_once_per_image_for_two_vaes_and_is_cached_across_runs(tm
     detect = TextFidelity.detect
     monkeypatch.setattr(TextFidelity, "detect", lambda self, bgr: calls.append(1) or detect(self, bgr))
     common = run_overrides(tmp_path, "dataset=folder", f"dataset.path={chart_folder}", "dataset.resolution=64")
-    vaes = ["+vae.a._target_=tests.run_standins.Identity", "+vae.b._target_=tests.test_text_fidelity.Blur"]
+    vaes = [f"+vae.a._target_={IDENTITY}", "+vae.b._target_=tests.test_text_fidelity.Blur"]
     out = run(compose_run([*common, *vaes]), out_dir=tmp_path / "one").out_dir
     assert len(calls) == 3, "one detection per original, not per VAE"
     per_image = pd.read_parquet(out / "per_image.parquet").set_index(["vae", "image"])
@@ -240,23 +226,16 @@ def test_detection_runs_once_per_image_for_two_vaes_and_is_cached_across_runs(tm
 
 
 def test_per_region_files_and_a_rerun_from_the_result_chunks(tmp_path, tiny_pth_dir):
-    overrides = run_overrides(
-        tmp_path,
-        "dataset=textchart",
-        "dataset.resolution=64",
-        "dataset.limit=3",
-        "+vae.id._target_=tests.run_standins.Identity",
-        "+vae.tiny._target_=evalvae.vae.tiny.TinyAdapter",  # random weights, on disk: its batches are cached
-        f"+vae.tiny.source={tiny_pth_dir}",
-        "+vae.tiny.weights_prefix=tiny",
-        "+vae.tiny.latent_space=flux2",
-    )
+    # random weights, on disk: its batches are cached
+    tiny = ["+vae.tiny._target_=evalvae.vae.tiny.TinyAdapter", f"+vae.tiny.source={tiny_pth_dir}"]
+    tiny += ["+vae.tiny.weights_prefix=tiny", "+vae.tiny.latent_space=flux2"]
+    chart = ["dataset=textchart", "dataset.resolution=64", "dataset.limit=3"]
+    overrides = run_overrides(tmp_path, *chart, f"+vae.id._target_={IDENTITY}", *tiny)
     first = run(compose_run(overrides), out_dir=tmp_path / "first").out_dir
     regions = pd.read_parquet(first / "per_region.parquet")
     assert list(regions.columns[:5]) == ["vae", "image", "metric", "bin", "size_px"]
-    assert {"text_ned", "text_acc", "text_t_ned", "text_t_acc", "truth", "original_text", "recon_text", "box"} <= set(
-        regions.columns
-    )
+    columns = {"text_ned", "text_acc", "text_t_ned", "text_t_acc", "truth", "original_text", "recon_text", "box"}
+    assert columns <= set(regions.columns)
     per_image = pd.read_parquet(first / "per_image.parquet")
     assert "regions" not in per_image.columns
     assert (
@@ -271,8 +250,6 @@ def test_per_region_files_and_a_rerun_from_the_result_chunks(tmp_path, tiny_pth_
     tiny = regions[regions["vae"] == "tiny"]
     counted = by_size[(by_size["vae"] == "tiny") & (by_size["metric"] == "text_acc")].set_index("bin")
     assert counted["mean"].to_dict() == pytest.approx(tiny.groupby("bin")["text_acc"].mean().to_dict())
-    import json
-
     entry = json.loads((first / "metrics.json").read_text())["metrics"]["text_ned"]
     assert entry["info"]["higher_is_better"] is False and entry["models"]["rec"]["sha256"]
 
@@ -305,7 +282,7 @@ def test_compare_gates_the_text_metrics(tmp_path):
     from evalvae.compare import Verdict, compare, load_snapshot, parse_tolerances
 
     common = run_overrides(tmp_path, "dataset=textchart", "dataset.resolution=64", "dataset.limit=4")
-    sharp = run(compose_run([*common, "+vae.v._target_=tests.run_standins.Identity"]), tmp_path / "sharp").out_dir
+    sharp = run(compose_run([*common, f"+vae.v._target_={IDENTITY}"]), tmp_path / "sharp").out_dir
     blurred = run(compose_run([*common, "+vae.v._target_=tests.test_text_fidelity.Blur"]), tmp_path / "blur").out_dir
     same = compare(load_snapshot(sharp), load_snapshot(sharp))
     verdicts = {r.metric: r.verdict for r in same.rows}
