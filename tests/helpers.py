@@ -31,7 +31,7 @@ def compose_run(overrides: list[str], config_name: str = "run", report: bool = F
 
 
 IDENTITY = "tests.run_standins.Identity"
-# No report images: tests/test_report_samples.py covers them; they cost a decode pass and PNG writes per run,
+# No report images: tests/recon/test_samples.py covers them; they cost a decode pass and PNG writes per run,
 # and a rerun in a new directory loads each VAE again for them.
 NO_SAMPLES = ["samples.typical=false", "samples.worst=0", "samples.best=0"]
 

@@ -12,7 +12,7 @@ import zipfile
 import pytest
 
 from tests.helpers import REPO
-from tests.test_default_run import UPSTREAM_SHA256
+from tests.integration.test_default_run import UPSTREAM_SHA256
 
 
 @pytest.mark.slow  # builds and installs a wheel

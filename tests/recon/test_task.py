@@ -193,7 +193,7 @@ def test_a_vae_that_cannot_load_does_not_stop_the_others(tmp_path, tiny_pth_dir,
 
 
 def test_cli_without_vae_or_default_prints_names_and_fails(tmp_path):
-    # with nothing selected a run evaluates task.default_vaes (tests/test_default_run.py); without one it stops
+    # with nothing selected a run evaluates task.default_vaes (tests/integration/test_default_run.py); without one it stops
     r = evalvae_main(["run", "task.default_vaes=null", f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert r.returncode == 2
     assert "no VAE selected" in r.stderr and "ft-mse" in r.stderr and "taef2" in r.stderr

@@ -128,7 +128,7 @@ def fidelity(models, tmp_path_factory) -> faces.FaceFidelity:
 
 def test_blur_scores_less_and_an_image_without_faces_is_counted_not_averaged(fidelity, direct, assets):
     images = squares(assets)
-    same = fidelity(pixels(images), pixels(images))  # the perfect score: tests/test_metric_contract.py
+    same = fidelity(pixels(images), pixels(images))  # the perfect score: tests/metrics/test_contract.py
     counts = [len(direct.detector(a, 1)) for a in images]
     assert counts[:2] == [1, 1] and counts[2] == 0
     assert same["face_regions"].tolist() == counts

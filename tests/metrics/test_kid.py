@@ -1,7 +1,7 @@
 """KID: the paired and independent estimators against float64 double sums and torch-fidelity, the pairing of
 reconstructions with their originals through runs (order, non-finite images, missing files, stored chunks),
 the std over subsets, the protocol in ``metrics.json`` and ``compare``. task=t2i's independent KID is
-tested with its run (tests/test_t2i_run.py)."""
+tested with its run (tests/t2i/test_run.py)."""
 
 from __future__ import annotations
 

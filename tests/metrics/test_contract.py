@@ -39,9 +39,9 @@ from evalvae.metrics.weights import MetricUnavailable
 from evalvae.recon.loop import score
 from evalvae.t2i.clipscore import CLIPScore
 from tests.helpers import compose_run
+from tests.metrics.test_pixel import pair
 from tests.prerequisites import missing, require_module
 from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
-from tests.test_metrics import pair
 
 CONF = Path(evalvae.conf.__file__).parent
 # What identical inputs score, per result: a number (within its stated tolerance), or None where a
@@ -88,7 +88,7 @@ def text_pages() -> tuple[torch.Tensor, torch.Tensor, dict]:
 
 def face_squares(request) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Kodak's two portraits and a landscape without a face at 256², and blurred copies."""
-    from tests.test_face_fidelity import blur, pixels, squares
+    from tests.metrics.test_faces import blur, pixels, squares
 
     images = squares(request.getfixturevalue("assets"))
     return pixels(images), pixels(blur(images, 2)), {}

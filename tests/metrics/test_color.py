@@ -1,5 +1,5 @@
 """Colour fidelity (CIEDE2000 ΔE): the published test pairs, a float64 reference written here, a run (the contract,
-tests/test_metric_contract.py, checks identical inputs, batch and order, and non-finite reconstructions)."""
+tests/metrics/test_contract.py, checks identical inputs, batch and order, and non-finite reconstructions)."""
 
 from __future__ import annotations
 

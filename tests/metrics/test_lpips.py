@@ -12,8 +12,8 @@ import torchvision
 
 from evalvae.metrics.features import MetricUnavailable
 from evalvae.metrics.lpips import BACKBONES, LPIPS
-from tests.test_metrics import pair
-from tests.test_real_weights import BACKBONE_FILE, STATED, example
+from tests.metrics.test_pixel import pair
+from tests.metrics.test_weights import BACKBONE_FILE, STATED, example
 
 # evalvae against the package's own model on the same photos: measured max |difference| 0.0 for alex and vgg
 # (the same float32 kernels on the same batch); 1e-6 is ~10x float32 rounding at these values, should the two

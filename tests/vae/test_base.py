@@ -226,7 +226,7 @@ def test_pth_pair_downloads_once_into_cache_with_checksum(tmp_path, tiny_pth_dir
 
 def test_the_shipped_taef2_reconstructs_astronaut_at_31_2_db():
     """The published check for a correct TAEF2: about 31.2 dB on skimage's astronaut at 512x512, offline, from
-    the weights inside the package (the shared assets' taef2: tests/test_default_run.py)."""
+    the weights inside the package (the shared assets' taef2: tests/integration/test_default_run.py)."""
     from skimage import data
     from skimage.metrics import peak_signal_noise_ratio
 

@@ -62,7 +62,7 @@ def entries(out) -> dict:
 
 
 def test_an_unavailable_metric_of_your_own_carries_its_class_info_without_being_built():
-    # the registered metrics' (read from the registry): tests/test_metric_contract.py
+    # the registered metrics' (read from the registry): tests/metrics/test_contract.py
     built = build_metrics(compose([f"+metrics.mae._target_={__name__}.MAE"]).metrics)
     assert [m.infos for m in built if isinstance(m, MAE)] == [(MAE_INFO,)]
     gone = unavailable("mae", OmegaConf.create({"_target_": f"{__name__}.MAE"}), "no weights")

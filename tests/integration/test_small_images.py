@@ -23,7 +23,7 @@ from PIL import Image
 from evalvae.run import run
 from evalvae.store import Store
 from tests.helpers import compose_run, photo
-from tests.test_metrics import sk_ssim
+from tests.metrics.test_pixel import sk_ssim
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,7 +15,7 @@ from evalvae.report import write_report
 from evalvae.report.markdown import MAX_LINE, _fold, _table
 from tests.compare_helpers import base_values, write_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def robustness_dir(tmp: Path) -> Path:

@@ -14,7 +14,7 @@ from tests.compare_helpers import base_values, bench_row, write_bench, write_run
 
 pytestmark = pytest.mark.slow  # headless Chromium: python -m pytest -m slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VAES = ("taesd", "taesd3", "taef2")
 WIDTHS = (1280, 1920)
 OPS = ("encode", "decode", "roundtrip")

@@ -92,7 +92,7 @@ def test_two_processes_equal_one(tmp_path, image_dir):
 
 
 def batch_chunks(root) -> int:
-    from tests.test_scale import batch_chunks as found
+    from tests.jobs.test_store import batch_chunks as found
 
     return len(found(root)) if root.exists() else 0
 

@@ -63,7 +63,7 @@ def standins(worst=2, best=1, extra=()) -> list[str]:
     return [
         "+vae.a._target_=tests.run_standins.Identity",
         "+vae.a.gain=0.9",
-        "+vae.b._target_=tests.test_report_samples.Blemish",
+        "+vae.b._target_=tests.recon.test_samples.Blemish",
         "+vae.b.gain=0.8",
         f"+vae.b.indices=[{','.join(map(str, BLEMISHED))}]",
         f"samples.worst={worst}",
@@ -435,7 +435,7 @@ def test_a_rerun_in_a_new_directory_loads_each_vae_for_its_samples(tiny_run, tmp
 
 
 def test_a_seeded_decoder_decodes_its_picks_as_it_scored_them(standin_run, tmp_path):
-    overrides = ["+vae.n._target_=tests.test_report_samples.Noisy", "samples.worst=3", "samples.best=2"]
+    overrides = ["+vae.n._target_=tests.recon.test_samples.Noisy", "samples.worst=3", "samples.best=2"]
     cfg = helpers.compose_run([*overrides, "batch_size=5", "workers=0", *dataset(standin_run["images"])])
     out = run(cfg, out_dir=tmp_path / "run").out_dir
     recorded = pd.read_parquet(out / "per_image.parquet").set_index("image")["psnr"]
@@ -457,7 +457,7 @@ def test_a_streamed_dataset_is_read_again_for_its_picks(standin_run, tmp_path):
         for f in sorted(standin_run["images"].iterdir()):
             tar.add(f, arcname=f.name)
     overrides = [
-        "+vae.b._target_=tests.test_report_samples.Blemish",
+        "+vae.b._target_=tests.recon.test_samples.Blemish",
         "+vae.b.gain=0.9",
         f"+vae.b.indices=[{BLEMISHED[0]}]",
     ]

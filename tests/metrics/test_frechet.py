@@ -127,7 +127,7 @@ def test_streamed_stats_equal_numpy_and_ignore_batching_and_order():
 
 
 def test_kid_invariances():
-    """Both estimators against their float64 double sums are in tests/test_kid.py; here, what they must not see."""
+    """Both estimators against their float64 double sums are in tests/metrics/test_kid.py; here, what they must not see."""
     rng = np.random.default_rng(4)
     x = rng.normal(size=(40, 6))
     same_dist = kid(x, rng.normal(size=(40, 6)), subsets=20, subset_size=40, estimator="independent").mean

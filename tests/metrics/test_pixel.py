@@ -1,4 +1,4 @@
-"""PSNR and SSIM against scikit-image and torchmetrics (the contract, tests/test_metric_contract.py, checks identical
+"""PSNR and SSIM against scikit-image and torchmetrics (the contract, tests/metrics/test_contract.py, checks identical
 inputs, batch and order)."""
 
 from __future__ import annotations

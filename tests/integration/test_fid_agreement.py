@@ -10,7 +10,7 @@ folders, and
 
 KID is evalvae's ``kid_estimator=independent``, the estimator both tools use. It uses subsets of all
 12 images, so every subset is the whole set and the three implementations' different random subset
-draws cannot matter (tests/test_kid.py checks the draws against torch-fidelity's). Tolerance: 1e-4
+draws cannot matter (tests/metrics/test_kid.py checks the draws against torch-fidelity's). Tolerance: 1e-4
 relative. Measured: rFID 9.0e-6 (legacy) and 8.8e-6 (clean; with N=12 the covariances are rank-deficient,
 which makes the matrix square root sensitive), KID 3.1e-6 (legacy) and 5e-15 (clean).
 """

@@ -31,7 +31,7 @@ def test_lpips_reproduces_the_stated_values(assets, real_weights, net):
     ref, p0, p1 = (example(assets, n) for n in ("ref", "p0", "p1"))
     got = torch.cat([metric(ref, p0)["lpips"], metric(ref, p1)["lpips"]])
     torch.testing.assert_close(got, torch.tensor(STATED[net], dtype=torch.float64), rtol=0, atol=1e-5)
-    # batch and order: tests/test_metric_contract.py (case lpips-alex, these weights)
+    # batch and order: tests/metrics/test_contract.py (case lpips-alex, these weights)
     assert metric.weights.standard and metric.note == ""
     assert metric.protocol()["weights"] == {"standard": True, "tensors_sha256": metric.weights.tensors_sha256}
 

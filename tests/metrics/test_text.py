@@ -210,7 +210,7 @@ def test_detection_runs_once_per_image_for_two_vaes_and_is_cached_across_runs(tm
     detect = TextFidelity.detect
     monkeypatch.setattr(TextFidelity, "detect", lambda self, bgr: calls.append(1) or detect(self, bgr))
     common = run_overrides(tmp_path, "dataset=folder", f"dataset.path={chart_folder}", "dataset.resolution=64")
-    vaes = [f"+vae.a._target_={IDENTITY}", "+vae.b._target_=tests.test_text_fidelity.Blur"]
+    vaes = [f"+vae.a._target_={IDENTITY}", "+vae.b._target_=tests.metrics.test_text.Blur"]
     out = run(compose_run([*common, *vaes]), out_dir=tmp_path / "one").out_dir
     assert len(calls) == 3, "one detection per original, not per VAE"
     per_image = pd.read_parquet(out / "per_image.parquet").set_index(["vae", "image"])
@@ -221,7 +221,7 @@ def test_detection_runs_once_per_image_for_two_vaes_and_is_cached_across_runs(tm
     assert summary.loc[("a", "text_ned"), "mean"] == 0 and summary.loc[("a", "text_acc"), "mean"] == 1
     assert summary.loc[("b", "text_ned"), "mean"] > 0
     # a later run with another VAE finds the originals' lines in the cache
-    run(compose_run([*common, "+vae.c._target_=tests.test_text_fidelity.Blur", "+vae.c.sigma=1.0"]), tmp_path / "two")
+    run(compose_run([*common, "+vae.c._target_=tests.metrics.test_text.Blur", "+vae.c.sigma=1.0"]), tmp_path / "two")
     assert len(calls) == 3
 
 
@@ -283,7 +283,7 @@ def test_compare_gates_the_text_metrics(tmp_path):
 
     common = run_overrides(tmp_path, "dataset=textchart", "dataset.resolution=64", "dataset.limit=4")
     sharp = run(compose_run([*common, f"+vae.v._target_={IDENTITY}"]), tmp_path / "sharp").out_dir
-    blurred = run(compose_run([*common, "+vae.v._target_=tests.test_text_fidelity.Blur"]), tmp_path / "blur").out_dir
+    blurred = run(compose_run([*common, "+vae.v._target_=tests.metrics.test_text.Blur"]), tmp_path / "blur").out_dir
     same = compare(load_snapshot(sharp), load_snapshot(sharp))
     verdicts = {r.metric: r.verdict for r in same.rows}
     assert {verdicts[m] for m in ("text_ned", "text_acc", "text_t_ned", "text_t_acc")} == {Verdict.PASS}

@@ -40,7 +40,7 @@ def overrides(tmp_path, *extra) -> list[str]:
         f"samples.worst={PAGES}",  # every page saved: the worst regions are searched on all of them
         "samples.best=0",
         "+vae.exact._target_=tests.run_standins.Identity",
-        "+vae.blur._target_=tests.test_text_fidelity.Blur",
+        "+vae.blur._target_=tests.metrics.test_text.Blur",
         "+vae.blur.sigma=2.0",
         *extra,
     ]
@@ -109,7 +109,7 @@ def test_a_run_without_region_metrics_has_no_region_section(tmp_path):
 
 def test_a_sweep_of_runs_reports_every_vae_by_size(text_run, tmp_path):
     common = [o for o in overrides(tmp_path, "metrics=text") if not o.startswith("+vae.")]
-    soft = ["+vae.soft._target_=tests.test_text_fidelity.Blur", "+vae.soft.sigma=1.0"]
+    soft = ["+vae.soft._target_=tests.metrics.test_text.Blur", "+vae.soft.sigma=1.0"]
     other = run(compose_run([*common, *soft]), out_dir=tmp_path / "other").out_dir
     sections = group_sections(load_inputs([text_run, other]).runs)
     assert len(sections) == 1
@@ -131,7 +131,7 @@ def test_t2i_refuses_a_region_metric_before_building_it():
 def test_the_report_shows_face_identity_by_size_and_the_worst_faces(assets, tmp_path):
     """Kodak's two portraits and a landscape at 128 px, an exact and a blurring stand-in VAE, dlib's real models."""
     require_module("dlib", 'pip install "evalvae[regions]"')
-    from tests.test_face_fidelity import squares
+    from tests.metrics.test_faces import squares
 
     folder = tmp_path / "images"
     folder.mkdir()
