@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from evalvae.report import NothingToReport, write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
-from tests.helpers import evalvae_main
+from tests.helpers import REPO, evalvae_main
 from tests.prerequisites import require_module
 
 SUBMITIT = "hydra_plugins.hydra_submitit_launcher.submitit_launcher"
@@ -49,7 +49,8 @@ def standin_conf(root: Path) -> Path:
 def multirun(tmp: Path, sweep: Path, *launcher: str, vaes: str = "sa,sb"):
     args = ["run", "-m", f"+vae={vaes}", f"hydra.searchpath=[file://{standin_conf(tmp / 'conf')}]", *SMALL]
     args += ["report=false", *launcher, f"hydra.sweep.dir={sweep}"]
-    return evalvae_main(args, cwd=tmp)
+    # a launcher's job processes import the stand-ins by name, as their own interpreters
+    return evalvae_main(args, cwd=tmp, env={"PYTHONPATH": str(REPO)})
 
 
 # -- composition ----------------------------------------------------------------------------------
