@@ -53,6 +53,9 @@ def main() -> None:
         f"batch_size={args.batch_size}",
         "progress=false",
         "report=false",
+        # every repeat computes: no result chunk or latent shard of an earlier repeat is read
+        "cache.results=false",
+        "cache.latents=false",
     ]
     if args.limit:
         overrides.append(f"dataset.limit={args.limit}")
