@@ -205,7 +205,8 @@ def test_a_real_sigint_mid_run_prints_one_line_and_exits_130(tmp_path, image_dir
         [*cmd, f"hydra.run.dir={out}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
-    while len(list((cache / "results").rglob("*.safetensors"))) < 2 and time.monotonic() < deadline:
+    # the VAE's record (what vaes.json says of it, stored once it is loaded) and two finished batches
+    while len(list((cache / "results").rglob("*.safetensors"))) < 3 and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
