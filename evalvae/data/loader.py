@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -9,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from evalvae.data.datasets import ImageDataset, Sample
 from evalvae.data.streaming import StreamingDataset
+from evalvae.data.transforms import below_factor
 
 
 @dataclass
@@ -30,6 +32,16 @@ class Batch:
     @property
     def n_images(self) -> int:
         return sum(len(g.ids) for g in self.groups)
+
+    def groups_for(self, factor: int, who: str, skipped: list[tuple[str, str]]) -> Iterator[Group]:
+        """The groups a model of downsampling ``factor`` can crop; each other group's images go to ``skipped``
+        as ``(id, "<who>: <reason>")`` (:func:`~evalvae.data.transforms.below_factor`)."""
+        for group in self.groups:
+            too_small = below_factor(*group.images.shape[-2:], factor)  # the group's images share a size
+            if too_small:
+                skipped += [(i, f"{who}: {too_small}") for i in group.ids]
+            else:
+                yield group
 
 
 def collate(samples: list[Sample]) -> Batch:

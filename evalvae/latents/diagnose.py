@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from evalvae.data.loader import Batch
-from evalvae.data.transforms import below_factor, crop_to_multiple
+from evalvae.data.transforms import crop_to_multiple
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics.base import from_uint8, to_pixels
 from evalvae.metrics.latentstats import Histograms, Moments, Spectrum, add_latent_noise, saturated_counts
@@ -74,11 +74,7 @@ def diagnose(vae: VAEAdapter, batches: Iterable[Batch], options: Options, times:
         if batch is None:
             return d
         d.skipped += batch.skipped
-        for group in batch.groups:
-            too_small = below_factor(*group.images.shape[-2:], vae.downsample)  # the group's images share a size
-            if too_small:
-                d.skipped += [(i, f"vae '{vae.name}': {too_small}") for i in group.ids]
-                continue
+        for group in batch.groups_for(vae.downsample, f"vae '{vae.name}'", d.skipped):
             seeds = [options.seed + i for i in group.indices]
             with times.stage("encode"):
                 images = crop_to_multiple(group.images.to(vae.device, non_blocking=True), vae.downsample)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from evalvae.data.loader import Batch, Group
-from evalvae.data.transforms import below_factor, crop_offsets, crop_to_multiple, rgb8_sha256
+from evalvae.data.transforms import crop_offsets, crop_to_multiple, rgb8_sha256
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import PairMetric, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
@@ -151,16 +151,12 @@ def reconstruct(
             batch = next(batches, None)
         if batch is None:
             return
-        result = BatchResult([], batch.skipped)
-        for group in batch.groups:
-            too_small = below_factor(*group.images.shape[-2:], vae.downsample)  # the group's images share a size
-            if too_small:
-                result.skipped = [*result.skipped, *((i, f"vae '{vae.name}': {too_small}") for i in group.ids)]
-                continue
+        result = BatchResult([], list(batch.skipped))
+        for group in batch.groups_for(vae.downsample, f"vae '{vae.name}'", result.skipped):
             left_out = vae.prepare_group(group.ids, group.images)  # {id: reason}: e.g. evalvae.vae.files' missing
             whole = group
             if left_out:
-                result.skipped = [*result.skipped, *((i, f"vae '{vae.name}': {why}") for i, why in left_out.items())]
+                result.skipped += [(i, f"vae '{vae.name}': {why}") for i, why in left_out.items()]
                 group = _without(group, left_out)
                 if not group.ids:
                     if keep_pixels:

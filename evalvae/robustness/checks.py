@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from evalvae.bench.fidelity import image_psnr
-from evalvae.data.transforms import below_factor, crop_to_multiple
+from evalvae.data.transforms import crop_to_multiple
 from evalvae.errors import ConfigError, error_reason
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import from_uint8, result_columns, to_pixels
@@ -93,11 +93,7 @@ def reference_pass(vae: VAEAdapter, loader, *, tile_size: int | None, times: Sta
     ref, tiled_error = Reference(), "" if tile_size is not None else "not asked"
     for batch in loader:
         ref.skipped += batch.skipped
-        for group in batch.groups:
-            too_small = below_factor(*group.images.shape[-2:], vae.downsample)  # the group's images share a size
-            if too_small:
-                ref.skipped += [(i, f"vae '{vae.name}': {too_small}") for i in group.ids]
-                continue
+        for group in batch.groups_for(vae.downsample, f"vae '{vae.name}'", ref.skipped):
             images = crop_to_multiple(group.images.to(vae.device), vae.downsample)
             seeds = [vae.seed + i for i in group.indices]
             with times.stage("encode"):
