@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.helpers import REPO, evalvae_cli, save_tiny_kl
+from tests.helpers import REPO, evalvae_cli, run_args, save_tiny_kl
 
 pytestmark = pytest.mark.slow  # python -m pytest -m slow (CI runs it after the default suite)
 
@@ -35,22 +35,8 @@ def free_port() -> int:
 
 
 def args(image_dir, kl, cache, out) -> list[str]:
-    return [
-        "run",
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        "batch_size=2",
-        f"cache_dir={cache}",
-        f"hydra.run.dir={out}",
-        "report=false",
-        *SET_LEVEL,
-        "+vae.a._target_=evalvae.vae.kl.KLAdapter",
-        f"+vae.a.source={kl}",
-        "+vae.a.latent_space=sd",
-    ]
+    kl_vae = ["+vae.a._target_=evalvae.vae.kl.KLAdapter", f"+vae.a.source={kl}", "+vae.a.latent_space=sd"]
+    return run_args(image_dir, out, "batch_size=2", f"cache_dir={cache}", *SET_LEVEL, *kl_vae)
 
 
 @pytest.mark.timeout(600)

@@ -14,19 +14,14 @@ import torch
 
 from evalvae.errors import ConfigError
 from evalvae.run import run
-from tests.helpers import NO_SAMPLES, TinyExtractor, compose_run
+from tests.helpers import NO_SAMPLES, TinyExtractor, compose_run, standin
 
-IDENTITY = "tests.run_standins.Identity"
 SET_LEVEL = [
     "metrics=all",
     "~metrics.lpips",
     "metrics.fid.extractor=tests.helpers.TinyExtractor",
     "metrics.fid.kid_subsets=10",
 ]
-
-
-def standin(name: str, **params) -> list[str]:
-    return [f"+vae.{name}._target_={IDENTITY}", *(f"+vae.{name}.{k}={v}" for k, v in params.items())]
 
 
 def overrides(image_dir, cache, *extra) -> list[str]:
