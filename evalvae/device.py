@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import resource
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -47,9 +49,31 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+_in_job = False
+
+
+@contextmanager
+def job_heap() -> Iterator[None]:
+    """While a job runs, what outlives each :func:`release_memory` (modules, the job's own state) leaves
+    the cyclic collector's view, so the next collection walks only what was made since: a dropped VAE
+    is found in milliseconds, not the 0.2-0.3 s a walk over torch's and diffusers' objects takes.
+    Reference counting still frees frozen objects; on exit they are all handed back to the collector."""
+    global _in_job
+    outer, _in_job = _in_job, True
+    gc.freeze()
+    try:
+        yield
+    finally:
+        _in_job = outer
+        if not outer:
+            gc.unfreeze()
+
+
 def release_memory(device: torch.device) -> None:
     """Collect garbage and hand cached CUDA blocks back, after a model is dropped."""
     gc.collect()
+    if _in_job:
+        gc.freeze()  # see job_heap
     if device.type == "cuda":
         torch.cuda.empty_cache()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from evalvae.device import release_memory
+from evalvae.device import job_heap, release_memory
 from evalvae.errors import ConfigError
 from evalvae.jobs.failures import VAE_FAILURES, record_failure, record_load_failure
 from evalvae.jobs.runtime import StageTimes, output_dir, timing_row
@@ -125,7 +125,8 @@ def task_class(cfg: DictConfig) -> type[Task]:
 def execute(cfg: DictConfig, out_dir: str | Path | None = None):
     """Build the task the config selects and run it; return its outcome."""
     cls = task_class(cfg)
-    return cls(cfg, resume_dir(cfg) or output_dir(out_dir)).run()
+    with job_heap():
+        return cls(cfg, resume_dir(cfg) or output_dir(out_dir)).run()
 
 
 def resume_dir(cfg: DictConfig) -> Path | None:
