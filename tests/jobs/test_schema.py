@@ -31,9 +31,12 @@ def missing_keys(node, prefix: str) -> list[str]:
     return [f"{prefix}.{k}" for k in node if OmegaConf.is_missing(node, k)]
 
 
-def filled(app: str, overrides: list[str], section: str) -> list[str]:
-    """``overrides`` plus a value for each ``???`` of ``section``, after checking that validation names them."""
-    keys = missing_keys(OmegaConf.select(compose(overrides, app), section), section)
+def filled(app: str, overrides: list[str], section: str, depth: int = 1) -> list[str]:
+    """``overrides`` plus a value for each ``???`` of ``section`` (``depth`` 2: of each entry below it),
+    after checking that validation names them."""
+    node = OmegaConf.select(compose(overrides, app), section)
+    nodes = {section: node} if depth == 1 else {f"{section}.{k}": node[k] for k in node}
+    keys = [key for prefix, n in nodes.items() for key in missing_keys(n, prefix)]
     if keys:
         with pytest.raises(ConfigError) as e:
             validate(compose(overrides, app), app)
@@ -53,10 +56,13 @@ def test_each_app_composes_and_validates(app, overrides):
     assert validate(cfg, app) is cfg
 
 
-@pytest.mark.parametrize("vae", options("vae"))
-def test_each_vae_config_validates(vae):
-    for app in ("run", "bench"):
-        validate(compose(filled(app, [f"+vae={vae}"], f"vae.{vae}"), app), app)
+@pytest.mark.parametrize("app", ["run", "bench"])
+def test_each_vae_config_validates(app):
+    """Every ``conf/vae`` file selected at once: a problem is named by its ``vae.<name>.`` key."""
+    vaes = options("vae")
+    overrides = filled(app, [f"+vae=[{','.join(vaes)}]"], "vae", depth=2)
+    cfg = validate(compose(overrides, app), app)
+    assert list(cfg.vae) == vaes
 
 
 @pytest.mark.parametrize("dataset", options("dataset"))
