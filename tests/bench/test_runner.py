@@ -18,7 +18,7 @@ from tests import helpers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAST = ["device=cpu", "bench.isolate=none", "bench.warmup=1", "bench.repeats=2", "bench.min_repeats=1"]
+FAST = ["device=cpu", "bench.isolate=none", "bench.warmup=0", "bench.repeats=2", "bench.min_repeats=1"]
 STANDIN = "tests.bench_standins.StandIn"
 
 
@@ -242,6 +242,7 @@ def test_compile_reports_its_cost_separately(tmp_path, images):
         *helpers.standin("s", STANDIN),
         "bench.compile=true",
         "bench.compile_backend=eager",
+        "bench.warmup=1",
         "bench.resolutions=[32]",
         "bench.dtypes=[fp32]",
         "bench.modes=[plain]",
