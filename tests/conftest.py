@@ -116,3 +116,14 @@ def image_dir(tmp_path) -> Path:
     from tests import helpers
 
     return helpers.write_images(tmp_path / "images")
+
+
+@pytest.fixture(scope="session")
+def golden_recon(tmp_path_factory) -> dict:
+    """Two runs of two real-architecture tiny VAEs with their samples (``r32``, ``r48``; read, never
+    written), their images, weights (``pth``, ``ae``), shared cache, the 32 px run's overrides and the
+    passes its samples made (:func:`tests.golden.build_recon`)."""
+    from tests import golden
+
+    for facts in golden.golden(tmp_path_factory, "recon", golden.build_recon):
+        yield {k: Path(v) if k not in ("overrides", "decoded") else v for k, v in facts.items()}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -15,6 +17,7 @@ from evalvae.bench.runner import bench
 from evalvae.bench.schema import COLUMNS, STATUSES
 from evalvae.run import run
 from tests import helpers
+from tests.golden import golden
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -33,16 +36,16 @@ def compose(images, cache, *overrides):
     )
 
 
-@pytest.fixture(scope="module")
-def grid_run(tmp_path_factory, images, tiny_kl_dir, tiny_pth_dir):
-    """Both real families over 2 resolutions x 2 dtypes x 3 modes, at batch size 2 (so sliced differs from plain)."""
-    tmp = tmp_path_factory.mktemp("grid")
+def build_grid(root: Path) -> dict:
+    """Both real families over 2 resolutions x 2 dtypes x 3 modes, at batch size 2 (so sliced differs from
+    plain); the rows the bench returned are kept beside its folder, to be compared with its bench.csv."""
+    torch.set_num_threads(1)
     cfg = compose(
-        images,
-        tmp / "cache",
+        helpers.write_images(root / "images"),
+        root / "cache",
         "+vae=[ft-mse,taef2]",
-        f"vae.ft-mse.source={tiny_kl_dir}",
-        f"vae.taef2.source={tiny_pth_dir}",
+        f"vae.ft-mse.source={helpers.save_tiny_kl(root / 'kl')}",
+        f"vae.taef2.source={helpers.save_pth_pair(root / 'pth', prefix='tiny')}",
         "vae.taef2.sha256=null",
         "vae.taef2.weights_prefix=tiny",
         "bench.resolutions=[32,64]",
@@ -51,7 +54,19 @@ def grid_run(tmp_path_factory, images, tiny_kl_dir, tiny_pth_dir):
         "bench.modes=[plain,tiled,sliced]",
         "bench.tile_size=32",
     )
-    return bench(cfg, out_dir=tmp / "out")
+    done = bench(cfg, out_dir=root / "out")
+    done.results.to_parquet(root / "returned.parquet")
+    return {"out": str(done.out_dir), "failed": done.failed}
+
+
+@pytest.fixture(scope="session")
+def grid_run(tmp_path_factory):
+    """The golden bench (read, never written): its folder, the rows it returned and its failures."""
+    for facts in golden(tmp_path_factory, "bench", build_grid):
+        out = Path(facts["out"])
+        yield SimpleNamespace(
+            out_dir=out, results=pd.read_parquet(out.parent / "returned.parquet"), failed=facts["failed"]
+        )
 
 
 def test_the_grid_runs_completely(grid_run):

@@ -28,6 +28,7 @@ from evalvae.report.load import load_inputs
 from evalvae.report.saved import reconstruct_images
 from evalvae.run import run
 from tests import helpers
+from tests.golden import sample_passes
 from tests.run_standins import Identity
 from tests.test_architecture import graph
 
@@ -87,31 +88,9 @@ def standin_run(tmp_path_factory):
     task = ReconTask(cfg, root / "run")
     task.out.mkdir(parents=True, exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
-        decoded = spy_decodes(mp)
+        decoded = sample_passes(mp)
         task.run()
     return {"task": task, "out": root / "run", "images": images, "root": root, "decoded": decoded}
-
-
-def spy_decodes(mp: pytest.MonkeyPatch) -> list[dict]:
-    """Each pass the samples make: the VAE, the images of its batches and how many images it encoded."""
-    from evalvae.recon import samples
-
-    passes, real = [], samples.reconstruct
-
-    def spy(vae, batches, *args, **kwargs):
-        batches, encode = list(batches), vae.encode
-        passes.append({"vae": vae.name, "images": [i for b in batches for g in b.groups for i in g.ids], "encoded": 0})
-
-        def counted(x, seeds=None):
-            passes[-1]["encoded"] += len(x)
-            return encode(x, seeds)
-
-        vae.encode = counted
-        yield from real(vae, batches, *args, **kwargs)
-        vae.encode = encode
-
-    mp.setattr(samples, "reconstruct", spy)
-    return passes
 
 
 def index_of(run_dir: Path) -> dict:
@@ -215,25 +194,13 @@ def test_picks_follow_the_rule_on_a_table_worked_by_hand():
     }
 
 
-def test_the_report_builds_with_the_weights_and_the_dataset_gone(tmp_path, tiny_pth_dir, tiny_ae_dir):
-    images = helpers.write_images(tmp_path / "images")
-    pth, ae = shutil.copytree(tiny_pth_dir, tmp_path / "pth"), shutil.copytree(tiny_ae_dir, tmp_path / "ae")
-    overrides = [
-        "+vae=[taef2,taesd]",
-        f"vae.taef2.source={pth}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
-        f"vae.taesd.source={ae}",
-        *dataset(images),
-        "workers=0",
-        "progress=false",
-        "samples.worst=1",
-        f"cache_dir={tmp_path / 'cache'}",
-    ]
-    out = run(helpers.compose_run(overrides), out_dir=tmp_path / "run").out_dir
+def test_the_report_builds_with_the_weights_and_the_dataset_gone(golden_recon, tmp_path):
+    out = shutil.copytree(golden_recon["r32"], tmp_path / "run")
+    for f in out.glob("*.*"):  # every path into the golden folder (weights, images, cache) now leads nowhere
+        if f.suffix in (".yaml", ".json", ".csv"):
+            text = f.read_text(encoding="utf-8").replace(str(golden_recon["r32"].parent), str(tmp_path / "gone"))
+            f.write_text(text, encoding="utf-8")
     saved = index_of(out)["images"]
-    for gone in (pth, ae, images):
-        shutil.rmtree(gone)
     res = helpers.evalvae_main(["report", str(out)], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     report = out / "report"
@@ -321,31 +288,10 @@ def test_file_names_are_portable_for_any_image_id(tmp_path):
     assert not reasons and all(rec.matches for rec in got.values())
 
 
-def tiny_vaes(images: Path, pth: Path, ae: Path, cache: Path, *extra: str) -> list[str]:
-    """Two real-architecture tiny VAEs read from files (so their results and latents are cached)."""
-    return [
-        "+vae=[taef2,taesd]",
-        f"vae.taef2.source={pth}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
-        f"vae.taesd.source={ae}",
-        *dataset(images),
-        "workers=0",
-        "progress=false",
-        f"cache_dir={cache}",
-        *extra,
-    ]
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_pth_dir, tiny_ae_dir):
-    """A first run of the tiny VAEs, its cache kept for the reruns of the tests below."""
-    root = tmp_path_factory.mktemp("tiny-samples")
-    overrides = tiny_vaes(helpers.write_images(root / "images"), tiny_pth_dir, tiny_ae_dir, root / "cache")
-    with pytest.MonkeyPatch.context() as mp:
-        decoded = spy_decodes(mp)
-        out = run(helpers.compose_run(overrides), out_dir=root / "run").out_dir
-    return {"out": out, "overrides": overrides, "decoded": decoded}
+def copied_cache(golden: dict, tmp_path: Path) -> list[str]:
+    """The golden 32 px run's overrides with a copy of its cache (a rerun may add to the cache it reads)."""
+    cache = shutil.copytree(golden["cache"], tmp_path / "cache")
+    return [*golden["overrides"][:-1], f"cache_dir={cache}"]
 
 
 def saved_files(run_dir: Path) -> dict[str, bytes]:
@@ -356,10 +302,10 @@ def no_loading(name, *args, **kwargs):
     raise AssertionError(f"VAE '{name}' was loaded")
 
 
-def test_samples_are_decoded_from_the_latents_the_run_cached(tiny_run, tmp_path, monkeypatch):
-    out, index = tiny_run["out"], index_of(tiny_run["out"])
-    assert [p["vae"] for p in tiny_run["decoded"]] == ["taesd", "taef2"]  # the VAE still loaded first
-    assert all(p["encoded"] == 0 and sorted(p["images"]) == sorted(index["images"]) for p in tiny_run["decoded"])
+def test_samples_are_decoded_from_the_latents_the_run_cached(golden_recon, tmp_path, monkeypatch):
+    out, index = golden_recon["r32"], index_of(golden_recon["r32"])
+    assert [p["vae"] for p in golden_recon["decoded"]] == ["taesd", "taef2"]  # the VAE still loaded first
+    assert all(p["encoded"] == 0 and sorted(p["images"]) == sorted(index["images"]) for p in golden_recon["decoded"])
     recorded = pd.read_parquet(out / "per_image.parquet").set_index(["vae", "image"])["psnr"]
     for image, entry in index["images"].items():
         for vae, saved in entry["vaes"].items():
@@ -367,31 +313,32 @@ def test_samples_are_decoded_from_the_latents_the_run_cached(tiny_run, tmp_path,
             # decoded in a batch of its own: measured equal here; a level off at a few pixels moves it < 0.01 dB
             assert saved["psnr_saved"] == pytest.approx(recorded[(vae, image)], abs=0.01)
     # cache.latents=false: the run's own latents are read before they are removed with the run's end
-    decoded = spy_decodes(monkeypatch)
-    overrides = [*tiny_run["overrides"][:-1], f"cache_dir={tmp_path / 'cache'}", "cache.latents=false"]
+    decoded = sample_passes(monkeypatch)
+    overrides = [*golden_recon["overrides"][:-1], f"cache_dir={tmp_path / 'cache'}", "cache.latents=false"]
     own = run(helpers.compose_run(overrides), out_dir=tmp_path / "own").out_dir
     assert [p["encoded"] for p in decoded] == [0, 0] and not (own / ".latents").exists()
 
 
-def test_a_run_continued_in_its_directory_keeps_its_samples(tiny_run, tmp_path, monkeypatch, caplog):
-    out = shutil.copytree(tiny_run["out"], tmp_path / "run")
+def test_a_run_continued_in_its_directory_keeps_its_samples(golden_recon, tmp_path, monkeypatch, caplog):
+    out = shutil.copytree(golden_recon["r32"], tmp_path / "run")
+    overrides = copied_cache(golden_recon, tmp_path)
     before, files = index_of(out), saved_files(out)
     monkeypatch.setattr("evalvae.jobs.task.load", no_loading)
     monkeypatch.setattr("evalvae.recon.samples.load", no_loading)
-    decoded = spy_decodes(monkeypatch)
+    decoded = sample_passes(monkeypatch)
     with caplog.at_level(logging.INFO, logger="evalvae.recon.samples"):
-        run(helpers.compose_run(tiny_run["overrides"]), out_dir=out)
+        run(helpers.compose_run(overrides), out_dir=out)
     assert decoded == [] and index_of(out) == before and saved_files(out) == files
     n = len(before["images"])
     assert f"taef2 {n} kept; taesd {n} kept)" in caplog.text  # the log line says so
     # fewer picks: the others' files go, nothing is decoded; more picks: only the new ones are decoded
-    run(helpers.compose_run([*tiny_run["overrides"], "samples.worst=1", "samples.best=0"]), out_dir=out)
+    run(helpers.compose_run([*overrides, "samples.worst=1", "samples.best=0"]), out_dir=out)
     fewer = index_of(out)["images"]
     assert decoded == [] and set(fewer) < set(before["images"])
     assert len(list((out / "samples").rglob("*.png"))) == 3 * len(fewer)  # an original and two reconstructions each
     monkeypatch.undo()
-    decoded = spy_decodes(monkeypatch)
-    run(helpers.compose_run([*tiny_run["overrides"], "samples.worst=4", "samples.best=0"]), out_dir=out)
+    decoded = sample_passes(monkeypatch)
+    run(helpers.compose_run([*overrides, "samples.worst=4", "samples.best=0"]), out_dir=out)
     more = index_of(out)["images"]
     assert {p["vae"] for p in decoded} == {"taef2", "taesd"}
     assert all(sorted(p["images"]) == sorted(set(more) - set(fewer)) and p["images"] for p in decoded)
@@ -400,7 +347,7 @@ def test_a_run_continued_in_its_directory_keeps_its_samples(tiny_run, tmp_path, 
         assert more[image]["vaes"] == fewer[image]["vaes"]  # kept as they were
 
 
-def test_a_rerun_in_a_new_directory_loads_each_vae_for_its_samples(tiny_run, tmp_path, monkeypatch):
+def test_a_rerun_in_a_new_directory_loads_each_vae_for_its_samples(golden_recon, tmp_path, monkeypatch):
     from evalvae.jobs.vaes import load
 
     loads = []
@@ -413,18 +360,18 @@ def test_a_rerun_in_a_new_directory_loads_each_vae_for_its_samples(tiny_run, tmp
 
     monkeypatch.setattr("evalvae.jobs.task.load", no_loading)  # every batch is read from the result chunks
     monkeypatch.setattr("evalvae.recon.samples.load", load_but_taef2)
-    decoded = spy_decodes(monkeypatch)
-    again = run(helpers.compose_run(tiny_run["overrides"]), out_dir=tmp_path / "again").out_dir
+    decoded = sample_passes(monkeypatch)
+    again = run(helpers.compose_run(copied_cache(golden_recon, tmp_path)), out_dir=tmp_path / "again").out_dir
     assert sorted(loads) == ["taef2", "taesd"]  # the cost of a rerun with samples: one load per VAE
     assert [(p["vae"], p["encoded"]) for p in decoded] == [("taesd", 0)]
-    first, second = index_of(tiny_run["out"])["images"], index_of(again)["images"]
+    first, second = index_of(golden_recon["r32"])["images"], index_of(again)["images"]
     assert first.keys() == second.keys()
     for image, entry in first.items():
         saved = entry["vaes"]["taesd"]
         assert second[image]["vaes"]["taesd"]["key"] == saved["key"]
         for k in ("original", "reconstruction"):
             np.testing.assert_array_equal(
-                rgb(tiny_run["out"] / "samples" / saved[k]), rgb(again / "samples" / saved[k])
+                rgb(golden_recon["r32"] / "samples" / saved[k]), rgb(again / "samples" / saved[k])
             )
         # a VAE that cannot be loaded again: its pictures are not saved, with the reason; its results stand
         assert set(second[image]["vaes"]) == {"taesd"}

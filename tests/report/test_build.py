@@ -21,37 +21,10 @@ from evalvae.run import run
 from tests import browser, helpers
 
 
-def make_run(
-    out: Path, images: Path, pth: Path, ae: Path, resolution: int = 32, vaes=("taef2", "taesd"), extra=()
-) -> Path:
-    overrides = [
-        f"+vae=[{','.join(vaes)}]",
-        f"vae.taef2.source={pth}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
-        f"vae.taesd.source={ae}",
-        "dataset=folder",
-        f"dataset.path={images}",
-        f"dataset.resolution={resolution}",
-        "workers=0",
-        "progress=false",
-        *extra,
-    ]
-    overrides = [o for o in overrides if not o.startswith("vae.") or o.split(".")[1] in vaes]
-    run(helpers.compose_run(overrides), out_dir=out)
-    return out
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_pth_dir, tiny_ae_dir):
-    root = tmp_path_factory.mktemp("runs")
-    images = helpers.write_images(root / "images")
-    return {
-        "r32": make_run(root / "r32", images, tiny_pth_dir, tiny_ae_dir, 32),
-        "r48": make_run(root / "r48", images, tiny_pth_dir, tiny_ae_dir, 48),
-        "images": images,
-        "pth": tiny_pth_dir,
-    }
+def runs(golden_recon):
+    """The golden runs of the tiny pair at 32 and 48 px (``r32``, ``r48``): copied before any change."""
+    return golden_recon
 
 
 @pytest.fixture(scope="module")

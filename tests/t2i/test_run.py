@@ -6,6 +6,7 @@ import json
 import logging
 import math
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,8 +25,9 @@ from evalvae.t2i.pipeline import DiffusersPipeline
 from evalvae.t2i.run import LatentSpaceMismatch, generation_chunks
 from evalvae.t2i.suites import Prompt
 from evalvae.vae import load_vae
-from tests.helpers import evalvae_main
-from tests.t2i_helpers import tiny_clip_dir, tiny_pipeline_dir, tiny_vae_dirs  # noqa: F401 (fixtures)
+from tests.golden import golden
+from tests.helpers import evalvae_main, save_tiny_autoencoder_tiny
+from tests.t2i_helpers import save_tiny_sd_pipeline, save_tiny_vae, tiny_clip_dir, tiny_pipeline_dir, tiny_vae_dirs  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,28 +120,44 @@ def three_vaes(tiny_pipeline_dir, tiny_vae_dirs, tiny_ae_dir):  # noqa: F811
     return {"kl-f8": tiny_pipeline_dir, "ft-mse": tiny_vae_dirs["a"], "taesd": tiny_ae_dir}
 
 
-@pytest.fixture(scope="module")
-def t2i_run(tmp_path_factory, tiny_pipeline_dir, three_vaes):  # noqa: F811
-    out = tmp_path_factory.mktemp("t2i-run")
+def build_t2i(root: Path) -> dict:
+    """The three decoders on the tiny pipeline's shared latents, with the report; the UNet's batch sizes."""
+    pipe = save_tiny_sd_pipeline(root / "pipeline")
+    vaes = {
+        "kl-f8": pipe,
+        "ft-mse": save_tiny_vae(root / "a", seed=1),
+        "taesd": save_tiny_autoencoder_tiny(root / "ae"),
+    }
     with counting_unet_calls() as calls:
-        outcome = run(compose(overrides(tiny_pipeline_dir, three_vaes, "report=true")), out_dir=out)
-    return outcome, calls
+        run(compose(overrides(pipe, vaes, "report=true", f"cache_dir={root / 'cache'}")), out_dir=root / "run")
+    return {
+        "out": str(root / "run"),
+        "calls": calls,
+        "pipeline": str(pipe),
+        "vaes": {k: str(v) for k, v in vaes.items()},
+    }
+
+
+@pytest.fixture(scope="session")
+def t2i_run(tmp_path_factory):
+    """The golden t2i run (read, never written): its folder and the UNet calls that made its latents."""
+    for facts in golden(tmp_path_factory, "t2i", build_t2i):
+        yield Path(facts["out"]), facts["calls"], facts
 
 
 def test_latents_are_generated_once_not_once_per_vae(t2i_run):
-    outcome, calls = t2i_run
+    out, calls, _ = t2i_run
     batches = math.ceil(N_IMAGES / GEN_BATCH)
     assert len(calls) == STEPS * batches, "one UNet call per step per pipeline batch, for all three VAEs together"
     assert sum(calls) == 2 * STEPS * N_IMAGES  # classifier-free guidance: conditional and unconditional halves
-    assert len(list((outcome.out_dir / "latents").glob("*.safetensors"))) == N_IMAGES
-    gen = pd.read_csv(outcome.out_dir / "generation.csv").iloc[0]
+    assert len(list((out / "latents").glob("*.safetensors"))) == N_IMAGES
+    gen = pd.read_csv(out / "generation.csv").iloc[0]
     assert gen.n_generated == N_IMAGES and gen.n_cached == 0 and gen.denoiser_calls == len(calls)
     assert gen.text_encode_s > 0 and gen.denoise_s > 0 and gen.generate_s >= gen.text_encode_s + gen.denoise_s - 1e-9
 
 
 def test_results_schema(t2i_run):
-    outcome, _ = t2i_run
-    out = outcome.out_dir
+    out, _, _ = t2i_run
     for name in [
         "config.yaml",
         "per_image.parquet",
@@ -209,11 +227,10 @@ def test_results_schema(t2i_run):
     ]
 
 
-def test_every_vae_decoded_the_same_stored_latents(t2i_run, three_vaes):
-    outcome, _ = t2i_run
-    out = outcome.out_dir
-    cfg = compose(overrides("unused", three_vaes))
-    for name in three_vaes:
+def test_every_vae_decoded_the_same_stored_latents(t2i_run):
+    out, _, facts = t2i_run
+    cfg = compose(overrides("unused", facts["vaes"]))
+    for name in facts["vaes"]:
         vae = load_vae(name, cfg.vae[name], device=DEVICE)
         for image in pd.read_csv(out / "prompts.csv").image:
             z = load_file(out / "latents" / f"{image}.safetensors")["latent"]
@@ -222,16 +239,16 @@ def test_every_vae_decoded_the_same_stored_latents(t2i_run, three_vaes):
             assert np.abs(mine - saved).max() <= PIXEL_TOL, (name, image)
 
 
-def test_decode_follows_the_pipelines_own_latent_convention(t2i_run, tiny_pipeline_dir):  # noqa: F811
+def test_decode_follows_the_pipelines_own_latent_convention(t2i_run):
     """The pipeline's own VAE through evalvae equals diffusers decoding the pipeline's output itself."""
     from diffusers import StableDiffusionPipeline
 
-    outcome, _ = t2i_run
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_pipeline_dir, safety_checker=None, feature_extractor=None).to(
+    out, _, facts = t2i_run
+    pipe = StableDiffusionPipeline.from_pretrained(facts["pipeline"], safety_checker=None, feature_extractor=None).to(
         DEVICE
     )
     pipe.set_progress_bar_config(disable=True)
-    prompts = pd.read_csv(outcome.out_dir / "prompts.csv").head(2)
+    prompts = pd.read_csv(out / "prompts.csv").head(2)
     images = pipe(
         list(prompts.prompt),
         num_inference_steps=STEPS,
@@ -242,15 +259,14 @@ def test_decode_follows_the_pipelines_own_latent_convention(t2i_run, tiny_pipeli
         generator=[torch.Generator().manual_seed(int(s)) for s in prompts.seed],
     ).images
     for image, reference in zip(prompts.image, images):
-        saved = np.asarray(Image.open(outcome.out_dir / "images" / "kl-f8" / f"{image}.png"), dtype=np.int16)
+        saved = np.asarray(Image.open(out / "images" / "kl-f8" / f"{image}.png"), dtype=np.int16)
         assert np.abs(saved - np.asarray(reference, dtype=np.int16)).max() <= PIXEL_TOL
 
 
 def test_agreement_equals_an_independent_computation(t2i_run):
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-    outcome, _ = t2i_run
-    out = outcome.out_dir
+    out, _, _ = t2i_run
     per = pd.read_csv(out / "per_image.csv").set_index(["vae", "image"])
     for image in per.loc["ft-mse"].index:
         ref = np.asarray(Image.open(out / "images" / "kl-f8" / f"{image}.png"))
@@ -546,15 +562,15 @@ def test_cli_offline_sd15_fails_in_one_line(tmp_path):
 
 def test_the_report_shows_the_decoders_side_by_side(t2i_run):
     """The run's report (report=true) groups the VAEs in one section and builds its grids from the saved PNGs."""
-    outcome, _ = t2i_run
-    md = (outcome.out_dir / "report" / "report.md").read_text()
+    out, _, _ = t2i_run
+    md = (out / "report" / "report.md").read_text()
     assert "## builtin prompts · local · 64×64" in md
     header = next(line for line in md.splitlines() if line.startswith("| VAE |"))
     assert "seed" not in header and "PSNR" in header  # prompt columns are not metrics
     assert all(f"| {v} |" in md for v in ("kl-f8", "ft-mse", "taesd"))
-    grids = sorted((outcome.out_dir / "report" / "grids").glob("*.png"))
+    grids = sorted((out / "report" / "grids").glob("*.png"))
     assert grids and "could not be shown" not in md
-    assert "reference decoder kl-f8" in (outcome.out_dir / "report" / "report.html").read_text()
+    assert "reference decoder kl-f8" in (out / "report" / "report.html").read_text()
 
 
 # -- a VAE failing ---------------------------------------------------------------------------------
