@@ -226,6 +226,7 @@ def test_a_real_fp16_overflow_is_flagged(tmp_path, images):
     )
 
 
+@pytest.mark.slow  # worker processes
 def test_isolated_processes_measure_each_configuration_and_survive_a_killed_worker(tmp_path, images):
     cfg = compose(
         images,

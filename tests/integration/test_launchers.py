@@ -164,6 +164,7 @@ def joblib_sweep(tmp_path_factory):
     return sweep
 
 
+@pytest.mark.slow  # worker processes
 def test_joblib_multirun_gives_one_run_folder_per_vae(joblib_sweep):
     assert (joblib_sweep / "multirun.yaml").is_file()
     jobs = sorted(p.name for p in joblib_sweep.iterdir() if p.is_dir())
@@ -171,6 +172,7 @@ def test_joblib_multirun_gives_one_run_folder_per_vae(joblib_sweep):
     assert [set(pd.read_csv(joblib_sweep / j / "summary.csv").vae) for j in jobs] == [{"sa"}, {"sb"}]
 
 
+@pytest.mark.slow  # worker processes
 def test_report_of_a_sweep_folder_puts_its_vaes_side_by_side_as_one_run_would(joblib_sweep, tmp_path):
     inputs = load_inputs([joblib_sweep])
     assert [r.label for r in inputs.runs] == ["0", "1"] and inputs.problems == []  # multirun.yaml is no input
@@ -208,6 +210,7 @@ def copy_job(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow  # worker processes
 def test_report_finds_jobs_below_sweep_folders_and_names_those_without_results(joblib_sweep, tmp_path):
     root = tmp_path / "multirun"
     # a date/time layout with eleven jobs: found two levels down, in number order (10 after 9)
@@ -240,6 +243,7 @@ def test_report_finds_jobs_below_sweep_folders_and_names_those_without_results(j
         write_report([tmp_path / "empty"], tmp_path / "r2")
 
 
+@pytest.mark.slow  # worker processes
 def test_submitit_local_multirun_runs_a_job_and_the_report_skips_its_logs(tmp_path):
     plugin("hydra_submitit_launcher")
     sweep = tmp_path / "sweep"
