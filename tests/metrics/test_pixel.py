@@ -68,6 +68,20 @@ def test_ssim_equals_skimage(backend, shape):
     np.testing.assert_allclose(SSIM(backend=backend)(o, r)["ssim"].numpy(), sk_ssim(o, r), rtol=0, atol=SSIM_TOL)
 
 
+def test_ssim_on_the_cpu_does_not_depend_on_the_threads():
+    o, r = pair(n=5, noise=15.0)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = SSIM(backend="skimage")(o, r)["ssim"]
+        torch.set_num_threads(2)  # the images shared out between two threads
+        two = SSIM(backend="skimage")(o, r)["ssim"]
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+    np.testing.assert_allclose(one.numpy(), sk_ssim(o, r), rtol=0, atol=SSIM_TOL)
+
+
 def test_ssim_backends_agree_to_1e9():
     o, r = pair(n=3, noise=25.0)
     a, b = SSIM(backend="torchmetrics")(o, r)["ssim"], SSIM(backend="skimage")(o, r)["ssim"]
