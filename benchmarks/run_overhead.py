@@ -1,7 +1,8 @@
 """End-to-end cost of `run` against a bare encode+decode loop of the same model on the same tensors.
 
     python benchmarks/run_overhead.py --images $EVALVAE_TEST_ASSETS/images/coco-val2017-mini \
-        --weights $EVALVAE_TEST_ASSETS/weights/taef2 [--resolution 256] [--batch-size 8] [--repeats 2]
+        --weights $EVALVAE_TEST_ASSETS/weights/taef2 [--resolution 256] [--batch-size 8] [--repeats 2] \
+        [--set samples.worst=0 ...]
 
 The bare loop gets every advantage: images already decoded, resized and stacked in memory, no
 metrics, no result files. (`run`'s end-of-run report is switched off here: it is measured on its
@@ -42,6 +43,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="another override of the run")
     args = p.parse_args()
 
     overrides = [
@@ -59,6 +61,7 @@ def main() -> None:
     ]
     if args.limit:
         overrides.append(f"dataset.limit={args.limit}")
+    overrides += args.set
     cfg = compose(overrides)
 
     ds = folder(args.images, resolution=args.resolution, limit=args.limit)
