@@ -241,6 +241,7 @@ def test_bad_settings_name_the_argument():
         faces.FaceFidelity(threshold=0)
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_importing_the_metric_loads_no_dlib():
     code = "import sys, evalvae.metrics.faces; assert 'dlib' not in sys.modules and 'face_recognition_models' not in sys.modules"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -37,6 +37,7 @@ print(json.dumps({"held_mib": held / 2**20, "after_mib": memory.resident_bytes()
 
 
 @glibc
+@pytest.mark.slow  # a fresh process's heap
 def test_the_trimmer_hands_freed_heap_back_once_the_process_has_grown():
     out = json.loads(subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True).stdout)
     assert out["trimmed"] is True
