@@ -37,17 +37,16 @@ def compose(images, cache, *overrides):
 
 
 def build_grid(root: Path) -> dict:
-    """Both real families over 2 resolutions x 2 dtypes x 3 modes, at batch size 2 (so sliced differs from
-    plain); the rows the bench returned are kept beside its folder, to be compared with its bench.csv."""
+    """Both diffusers families (KL, and the tiny autoencoder with 8-channel blocks) over 2 resolutions x 2
+    dtypes x 3 modes, at batch size 2 (so sliced differs from plain); the rows the bench returned are kept
+    beside its folder, to be compared with its bench.csv."""
     torch.set_num_threads(1)
     cfg = compose(
         helpers.write_images(root / "images"),
         root / "cache",
-        "+vae=[ft-mse,taef2]",
+        "+vae=[ft-mse,taesd]",
         f"vae.ft-mse.source={helpers.save_tiny_kl(root / 'kl')}",
-        f"vae.taef2.source={helpers.save_pth_pair(root / 'pth', prefix='tiny')}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
+        f"vae.taesd.source={helpers.save_tiny_autoencoder_tiny(root / 'ae')}",
         "bench.resolutions=[32,64]",
         "bench.batch_sizes=[2]",
         "bench.dtypes=[fp32,bf16]",
