@@ -19,6 +19,7 @@ from evalvae.report.saved import reconstruct_images
 from evalvae.report.sections import group_sections
 from evalvae.run import run
 from tests import browser, helpers
+from tests.compare_helpers import bench_row, write_bench
 
 
 @pytest.fixture(scope="module")
@@ -204,34 +205,9 @@ def test_single_vae_and_bench_and_categories(runs, tmp_path):
         "Paired comparisons" not in html and html.count('class="full grid-tile') == 2 * 2
     )  # original + taef2, two grids
 
-    bench_dir = tmp_path / "bench"
-    bench_dir.mkdir()
-    pd.DataFrame(
-        [
-            {
-                "vae": v,
-                "op": op,
-                "resolution": 32,
-                "batch": 4,
-                "dtype": "fp32",
-                "mode": "eager",
-                "device": "cpu",
-                "ms_per_image_median": ms,
-                "ms_per_image_iqr": 0.1,
-                "images_per_s": 1000 / ms,
-                "peak_mem_mb": 10.0,
-                "nonfinite": 0,
-                "lowp_psnr_vs_fp32": np.nan,
-                "status": "ok",
-            }
-            for v, op, ms in [
-                ("taef2", "decode", 2.0),
-                ("taesd", "decode", 0.5),
-                ("taef2", "encode", 1.0),
-                ("taesd", "encode", 0.25),
-            ]
-        ]
-    ).to_csv(bench_dir / "bench.csv", index=False)
+    speeds = [("taef2", "decode", 2.0), ("taesd", "decode", 0.5), ("taef2", "encode", 1.0), ("taesd", "encode", 0.25)]
+    rows = [bench_row(v, op, ms, iqr=0.1, resolution=32, batch=4, dtype="fp32", device="cpu") for v, op, ms in speeds]
+    bench_dir = write_bench(tmp_path / "bench", [dict(r, peak_mem_mb=10.0, lowp_psnr_vs_fp32=np.nan) for r in rows])
     write_report([runs["r32"], bench_dir], tmp_path / "rep2", grids=False)
     assert (tmp_path / "rep2" / "plots" / "images-32x32-pareto.png").is_file()
     from evalvae.report import tables
