@@ -194,30 +194,6 @@ def test_several_failures_are_summed_up_once_without_their_reasons_again(tmp_pat
 
 
 # -- a sweep's ++vae.X overrides ------------------------------------------------------------------
-def test_the_sweep_idiom_names_no_vae_as_unselected(tmp_path, image_dir, tiny_pth_dir, tiny_ae_dir):
-    """README: ``run -m +vae=taesd,taef2 ++vae.taef2.source=DIR``: each job selects one; no note in either."""
-    args = [
-        "run",
-        "-m",
-        "+vae=taef2,taesd",
-        f"++vae.taef2.source={tiny_pth_dir}",
-        "++vae.taef2.sha256=null",
-        "++vae.taef2.weights_prefix=tiny",
-        f"++vae.taesd.source={tiny_ae_dir}",
-        "dataset=folder",
-        f"dataset.path={image_dir}",
-        "dataset.resolution=32",
-        "device=cpu",
-        "workers=0",
-        "report=false",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    ]
-    r = evalvae_main(args)
-    assert r.returncode == 0, r.stderr
-    assert "not selected" not in r.stderr and "did you mean" not in r.stderr
-    assert [set(pd.read_csv(tmp_path / "sweep" / j / "summary.csv").vae) for j in "01"] == [{"taef2"}, {"taesd"}]
-
-
 def test_outside_a_sweep_the_note_suggests_no_vae_it_names(caplog):
     from evalvae.jobs.vaes import selected_vaes
 

@@ -208,7 +208,8 @@ def test_cli_offline_hub_fails_in_one_line_without_traceback(tmp_path):
 
 
 def test_cli_multirun_sweeps_vaes(tmp_path, tiny_pth_dir, tiny_ae_dir, image_dir):
-    # ++ sets a field in the jobs that select the VAE and is ignored (with a note) in the others.
+    """README: ``run -m +vae=taesd,taef2 ++vae.taef2.source=DIR``: each job selects one VAE; ``++`` sets a
+    field in the job that selects it, and no job calls the other VAE unselected."""
     args = [
         "run",
         "-m",
@@ -224,6 +225,7 @@ def test_cli_multirun_sweeps_vaes(tmp_path, tiny_pth_dir, tiny_ae_dir, image_dir
     ]
     r = evalvae_main(args, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "not selected" not in r.stderr and "did you mean" not in r.stderr
     summaries = sorted((tmp_path / "sweep").glob("*/summary.csv"))
     assert [set(pd.read_csv(p).vae) for p in summaries] == [{"taef2"}, {"taesd"}]
     for job in ("0", "1"):  # each job ends with its own report
