@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import tiny_taef2
+
 RECORD = "golden.json"
 
 
@@ -80,9 +82,7 @@ def tiny_pair(images: Path, pth: Path, ae: Path, cache: Path, resolution: int = 
     diffusers AutoencoderTiny as ``taesd``) on ``images``, with ``cache_dir`` last."""
     return [
         "+vae=[taef2,taesd]",
-        f"vae.taef2.source={pth}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
+        *tiny_taef2(pth),
         f"vae.taesd.source={ae}",
         "dataset=folder",
         f"dataset.path={images}",

@@ -41,6 +41,12 @@ def standin(name: str, target: str = IDENTITY, **params) -> list[str]:
     return [f"+vae.{name}._target_={target}", *(f"+vae.{name}.{k}={v}" for k, v in params.items())]
 
 
+def tiny_taef2(pth, plus: str = "") -> list[str]:
+    """The overrides that make ``taef2`` the random TAEF2-layout pair in ``pth`` (:func:`save_pth_pair`
+    with prefix ``tiny``); ``plus="++"`` for a sweep's jobs."""
+    return [f"{plus}vae.taef2.source={pth}", f"{plus}vae.taef2.sha256=null", f"{plus}vae.taef2.weights_prefix=tiny"]
+
+
 def run_args(image_dir, out, *extra) -> list[str]:
     """``run`` on the images in ``image_dir`` at 32 px on the CPU, into ``out`` (the last argument)."""
     return [

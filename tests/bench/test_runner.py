@@ -311,9 +311,7 @@ def test_cli(tmp_path, images, tiny_pth_dir, monkeypatch):
     args = [
         "bench",
         "+vae=taef2",
-        f"vae.taef2.source={tiny_pth_dir}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
+        *helpers.tiny_taef2(tiny_pth_dir),
         *FAST,
         "dataset=folder",
         f"dataset.path={images}",

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from evalvae.run import run
-from tests.helpers import NO_SAMPLES, compose_run, evalvae_main, photo
+from tests.helpers import NO_SAMPLES, compose_run, evalvae_main, photo, tiny_taef2
 
 # Batch composition (size, workers, other images in the batch) must not change a number beyond float noise.
 # Measured with the tiny model on the six 32 px images: 0.0 difference in PSNR and SSIM between batch sizes
@@ -26,9 +26,7 @@ BATCH_SSIM = 8e-5
 def tiny_overrides(tiny_pth_dir, image_dir, *extra, vaes="taef2"):
     return [
         f"+vae={vaes}",
-        f"vae.taef2.source={tiny_pth_dir}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
+        *tiny_taef2(tiny_pth_dir),
         "dataset=folder",
         f"dataset.path={image_dir}",
         "dataset.resolution=32",
@@ -214,9 +212,7 @@ def test_cli_multirun_sweeps_vaes(tmp_path, tiny_pth_dir, tiny_ae_dir, image_dir
         "run",
         "-m",
         "+vae=taef2,taesd",
-        f"++vae.taef2.source={tiny_pth_dir}",
-        "++vae.taef2.sha256=null",
-        "++vae.taef2.weights_prefix=tiny",
+        *tiny_taef2(tiny_pth_dir, "++"),
         f"++vae.taesd.source={tiny_ae_dir}",
         "dataset=folder",
         f"dataset.path={image_dir}",

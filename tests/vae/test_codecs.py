@@ -20,7 +20,7 @@ from evalvae.recon.rate import Rate, check_latent_bits
 from evalvae.run import run
 from evalvae.vae import codecs, load_vae
 from evalvae.vae.bits import SIDE_BITS, quantize_latents, quantized_bits, stored_bits
-from tests.helpers import NO_SAMPLES, compose_run, photo
+from tests.helpers import NO_SAMPLES, compose_run, photo, tiny_taef2
 
 CODECS = ["identity", "bicubic-f8", "jpeg", "webp", "avif"]
 
@@ -243,9 +243,7 @@ def test_rate_decode_quantizes_counts_and_measures_the_loss():
 def run_overrides(tiny_pth_dir, image_dir, *extra):
     return [
         "+vae=[taef2,jpeg,bicubic-f8]",
-        f"vae.taef2.source={tiny_pth_dir}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
+        *tiny_taef2(tiny_pth_dir),
         "dataset=folder",
         f"dataset.path={image_dir}",
         "dataset.resolution=32",

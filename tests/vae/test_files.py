@@ -26,7 +26,7 @@ from evalvae.report import write_report
 from evalvae.run import run
 from evalvae.vae import load_vae
 from evalvae.vae.files import list_images, match, read_reconstruction
-from tests.helpers import REPO, compose_run, photo
+from tests.helpers import REPO, compose_run, photo, tiny_taef2
 
 
 def save(path, array, **kw):
@@ -104,9 +104,7 @@ def nested_images(tmp_path):
 def standin(tiny_pth_dir, images, *extra):
     return [
         "+vae=taef2",
-        f"vae.taef2.source={tiny_pth_dir}",
-        "vae.taef2.sha256=null",
-        "vae.taef2.weights_prefix=tiny",
+        *tiny_taef2(tiny_pth_dir),
         "dataset=folder",
         f"dataset.path={images}",
         "dataset.resolution=32",
