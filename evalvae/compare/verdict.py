@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
@@ -27,27 +26,11 @@ class Verdict(str, Enum):
         return self in (Verdict.MISSING, Verdict.MISMATCH)
 
 
-@dataclass(frozen=True)
-class PairedTest:
-    """The paired test of per-image differences ``current - baseline`` on the same images: the one
-    the report uses (:func:`evalvae.metrics.stats.paired`), a two-sided Wilcoxon signed-rank test
-    with differences within the tie tolerance counted as 0, and the BCa bootstrap interval of the
-    mean difference."""
-
-    n: int
-    mean_delta: float
-    p_value: float  # two-sided
-    untied: int = 0  # images that moved beyond the tie tolerance
-    ci: stats.Interval = stats.NAN_INTERVAL
-
-    @property
-    def smallest_p(self) -> float:
-        """The smallest p the test could give on these images, whatever their values."""
-        return stats.smallest_p(self.untied)
-
-
-def paired_test(baseline: np.ndarray, current: np.ndarray, tie: Tolerance | None = None) -> PairedTest | None:
-    """The shared paired test of ``current`` against ``baseline``; ``None`` with fewer than 2 pairs.
+def paired_test(baseline: np.ndarray, current: np.ndarray, tie: Tolerance | None = None) -> stats.Paired | None:
+    """The paired test of per-image differences ``current - baseline`` on the same images, the one the
+    report uses (:func:`evalvae.metrics.stats.paired`: a two-sided Wilcoxon signed-rank test with
+    differences within the tie tolerance counted as 0, and the BCa bootstrap interval of the mean
+    difference); ``None`` with fewer than 2 pairs.
 
     ``tie``: per-image moves within it are no move (the metric's float noise, and the precision a
     baseline keeps its values at); None: only equal values.
@@ -59,8 +42,7 @@ def paired_test(baseline: np.ndarray, current: np.ndarray, tie: Tolerance | None
         )
     if baseline.size < 2:
         return None
-    p = stats.paired(current, baseline, None, tie=tie)
-    return PairedTest(p.n, p.mean_diff, p.p_value, p.untied, p.ci)
+    return stats.paired(current, baseline, None, tie=tie)
 
 
 def judge(

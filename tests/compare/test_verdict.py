@@ -29,9 +29,9 @@ def test_paired_test_is_the_two_sided_wilcoxon_test(shift):
     c = b + shift + rng.normal(0, 0.1, 12)
     test = paired_test(b, c)
     assert test.n == 12 and test.untied == 12
-    assert test.mean_delta == pytest.approx((c - b).mean(), rel=1e-12)
+    assert test.mean_diff == pytest.approx((c - b).mean(), rel=1e-12)
     assert test.p_value == pytest.approx(wilcoxon_exact(c - b), rel=1e-12)
-    assert test.ci.low <= test.mean_delta <= test.ci.high
+    assert test.ci.low <= test.mean_diff <= test.ci.high
 
 
 def test_paired_test_ignores_pair_order():
@@ -49,7 +49,7 @@ def test_paired_test_degenerate_cases():
     assert paired_test(b, b - 0.5).smallest_p == pytest.approx(2 / 2**7)
     jitter = np.array([0.0, 1e-9, -1e-9, 2e-9, 0.0, -3e-9, 1e-9])
     moved = paired_test(b, b + jitter, tie=Tolerance(abs=1e-6))  # within the tie: no move at all
-    assert (moved.p_value, moved.mean_delta, moved.untied) == (1.0, 0.0, 0)
+    assert (moved.p_value, moved.mean_diff, moved.untied) == (1.0, 0.0, 0)
     assert paired_test(b[:1], b[:1] + 1) is None  # one pair: no test
     with pytest.raises(ValueError, match="one length"):
         paired_test(b, b[:2])
