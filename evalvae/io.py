@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -101,3 +102,17 @@ def writable_dir(path: str | os.PathLike, argument: str) -> Path:
     except OSError as e:
         raise ConfigError(argument, str(path), hint=f"cannot write a folder there: {e.strerror or e}") from None
     return p
+
+
+def json_ready(x):
+    """Strict-JSON-ready, recursively: NaN -> null, +inf -> ``"inf"``, -inf -> ``"-inf"`` (as
+    metrics.json, baselines and samples/index.json store them)."""
+    if isinstance(x, float):
+        if math.isnan(x):
+            return None
+        return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: json_ready(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [json_ready(v) for v in x]
+    return x

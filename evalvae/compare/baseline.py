@@ -41,7 +41,7 @@ import pandas as pd
 
 from evalvae.bench.schema import KEY_COLUMNS, MEASURE_COLUMNS
 from evalvae.errors import EvalvaeError
-from evalvae.io import atomic_write_text
+from evalvae.io import atomic_write_text, json_ready
 from evalvae.metrics.info import MetricInfo, recorded_info
 from evalvae.results import read_per_image
 
@@ -258,19 +258,6 @@ def merge(snapshots: list[Snapshot]) -> Snapshot:
             out.images, out.files = s.images, s.files
         out.speed = out.speed or s.speed
     return out
-
-
-def json_ready(x):
-    """Strict-JSON-ready, recursively: NaN -> null, +inf -> ``"inf"``, -inf -> ``"-inf"``."""
-    if isinstance(x, float):
-        if math.isnan(x):
-            return None
-        return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, dict):
-        return {k: json_ready(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [json_ready(v) for v in x]
-    return x
 
 
 def _result_dict(r: MetricResult) -> dict:

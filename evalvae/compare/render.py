@@ -7,9 +7,9 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
-from evalvae.compare.baseline import json_ready
 from evalvae.compare.comparison import Comparison, Row, number
 from evalvae.compare.verdict import Verdict
+from evalvae.io import json_ready
 
 ICONS = {
     Verdict.PASS: "✅",

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import re
 import time
 from collections import Counter
@@ -42,7 +41,7 @@ from PIL import Image
 
 from evalvae.data.loader import collate
 from evalvae.device import release_memory
-from evalvae.io import atomic_path, atomic_write_text
+from evalvae.io import atomic_path, atomic_write_text, json_ready
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.store import encoder_identity, latent_key
 from evalvae.jobs.vaes import load
@@ -74,14 +73,6 @@ def file_stem(name: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-")[:60]
     digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:10]
     return f"{slug}-{digest}" if slug else digest
-
-
-def json_float(value: float) -> float | str | None:
-    """A float for JSON: +/-inf as "inf"/"-inf" (as in metrics.json), NaN as null."""
-    value = float(value)
-    if math.isnan(value):
-        return None
-    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
 
 
 def write_png(path: Path, chw: torch.Tensor) -> None:
@@ -200,7 +191,7 @@ class Samples:
         except (KeyError, TypeError, AttributeError, StopIteration):  # not there, or from another version
             return False
         self.images[image]["originals"].setdefault(shape, files[0])
-        self.images[image]["vaes"][name] = {**saved, self.metric: json_float(score)}
+        self.images[image]["vaes"][name] = {**saved, self.metric: json_ready(float(score))}
         return True
 
     def _decode(self, task, name: str, rows: pd.DataFrame, images: list[str], keys: dict) -> None:
@@ -273,9 +264,9 @@ class Samples:
         entry["vaes"][vae] = {
             "original": entry["originals"][shape],
             "reconstruction": rel,
-            self.metric: json_float(score),
+            self.metric: json_ready(float(score)),
         }
-        entry["vaes"][vae].update(psnr_saved=json_float(saved), source=source, key=key)
+        entry["vaes"][vae].update(psnr_saved=json_ready(saved), source=source, key=key)
 
     def _prune(self) -> None:
         """Remove every file of the folder the index does not name (an earlier run's, a failed VAE's)."""
