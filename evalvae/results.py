@@ -154,11 +154,43 @@ def console_table(summary: pd.DataFrame, labels: dict[str, str] | None = None, s
     return table.to_string()
 
 
-class RunWriter:
+def write_frame(path: Path, frame: pd.DataFrame) -> None:
+    """``frame`` into ``path`` atomically: parquet for a ``.parquet`` file, else CSV (no index)."""
+    with atomic_path(path) as tmp:
+        (frame.to_parquet if path.suffix == ".parquet" else frame.to_csv)(tmp, index=False)
+
+
+class Records:
+    """What every task writes beside its results: ``vaes.json`` and ``timings.csv``, as
+    :meth:`evalvae.jobs.task.Task.each_vae` and :mod:`evalvae.jobs.failures` record them."""
+
+    def __init__(self, out: str | Path):
+        self.out, self.vaes, self.timings = Path(out), [], []
+
+    def add_vae(self, info: dict) -> None:
+        self.vaes.append(info)
+
+    def add_timing(self, row: dict) -> None:
+        self.timings.append(row)
+
+    def discard(self, vae: str) -> int:
+        """Drop what ``vae`` recorded (a VAE that failed part-way); return how many result rows went."""
+        self.timings = [t for t in self.timings if t.get("vae") != vae]
+        return 0
+
+    def write_json(self, name: str, obj) -> None:
+        atomic_write_text(self.out / name, json.dumps(obj, indent=2, default=str) + "\n")
+
+    def flush(self) -> None:
+        write_frame(self.out / "timings.csv", pd.DataFrame(self.timings))
+        self.write_json("vaes.json", self.vaes)
+
+
+class RunWriter(Records):
     """Collects a run's rows and rewrites every result file after each VAE."""
 
     def __init__(self, out_dir: str | Path, metrics: list[str], facts: list[str] = ()):
-        self.out = Path(out_dir)
+        super().__init__(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.metrics = list(metrics)
         self.columns = ID_COLUMNS + self.metrics + list(facts) + SIZE_COLUMNS  # facts: per-image counts, not summarised
@@ -166,9 +198,7 @@ class RunWriter:
         self.set_rows: list[dict] = []
         self.notes: dict[str, str] = {}  # metric -> why it is unavailable
         self.min_sides: dict[str, tuple[int, Callable[[int], str]]] = {}  # metric -> (smallest side, note of a count)
-        self.timings: list[dict] = []
         self.skipped: dict[str, str] = {}
-        self.vaes: list[dict] = []
         self._partial = self.out / "per_image.partial.csv"
 
     def add_rows(self, rows: list[dict]) -> None:
@@ -189,19 +219,12 @@ class RunWriter:
         for file, reason in items:
             self.skipped.setdefault(file, reason)
 
-    def add_timing(self, timing: dict) -> None:
-        self.timings.append(timing)
-
-    def add_vae(self, info: dict) -> None:
-        self.vaes.append(info)
-
     def discard(self, vae: str) -> int:
         """Drop every row of ``vae`` (a VAE that failed part-way), so it contributes to no table; the rows dropped."""
         before = len(self.rows)
         self.rows = [r for r in self.rows if r["vae"] != vae]
         self.set_rows = [r for r in self.set_rows if r["vae"] != vae]
-        self.timings = [t for t in self.timings if t.get("vae") != vae]
-        return before - len(self.rows)
+        return super().discard(vae) + before - len(self.rows)
 
     def per_image(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=self.columns)
@@ -234,11 +257,7 @@ class RunWriter:
         return table.reindex(columns=[*first, *(c for c in table.columns if c not in first)])
 
     def _write(self, name: str, frame: pd.DataFrame) -> None:
-        with atomic_path(self.out / name) as tmp:
-            (frame.to_parquet if name.endswith(".parquet") else frame.to_csv)(tmp, index=False)
-
-    def write_json(self, name: str, obj) -> None:
-        atomic_write_text(self.out / name, json.dumps(obj, indent=2, default=str) + "\n")
+        write_frame(self.out / name, frame)
 
     def flush(self) -> pd.DataFrame:
         """Rewrite all tables from what has been collected; return the summary."""
@@ -249,8 +268,7 @@ class RunWriter:
         if (regions := self.per_region()) is not None:
             self._write("per_region.parquet", regions)
             self._write("summary_by_region_size.csv", summarize_by_size(regions, self.metrics))
-        self._write("timings.csv", pd.DataFrame(self.timings))
         self._write("skipped.csv", pd.DataFrame(sorted(self.skipped.items()), columns=["file", "reason"]))
-        self.write_json("vaes.json", self.vaes)
+        super().flush()
         self._partial.unlink(missing_ok=True)
         return summary

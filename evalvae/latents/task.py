@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
@@ -19,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
 from evalvae.device import resolve_device
-from evalvae.io import atomic_path, atomic_write_text
+from evalvae.io import atomic_write_text
 from evalvae.jobs.failures import log_failures
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar
 from evalvae.jobs.task import Done, Task
@@ -28,6 +27,7 @@ from evalvae.latents import tables
 from evalvae.latents.diagnose import STAGES, Options, diagnose
 from evalvae.metrics.latentstats import CLAMP
 from evalvae.provenance import environment, software
+from evalvae.results import Records, write_frame
 
 log = logging.getLogger(__name__)
 TABLES = {  # file -> how its rows are made
@@ -36,26 +36,6 @@ TABLES = {  # file -> how its rows are made
     "latents_spectra.csv": tables.spectrum_rows,
     "latents_histograms.csv": tables.histogram_rows,
 }
-
-
-class Records:
-    """``vaes.json`` and ``timings.csv`` (no per-image rows here), as :meth:`Task.each_vae` records them."""
-
-    def __init__(self, out: Path):
-        self.out, self.vaes, self.timings = out, [], []
-
-    def add_vae(self, info: dict) -> None:
-        self.vaes.append(info)
-
-    def add_timing(self, row: dict) -> None:
-        self.timings.append(row)
-
-    def discard(self, vae: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        _write_csv(self.out / "timings.csv", pd.DataFrame(self.timings))
-        atomic_write_text(self.out / "vaes.json", json.dumps(self.vaes, indent=2, default=str) + "\n")
 
 
 def options(cfg: DictConfig) -> Options:
@@ -152,9 +132,9 @@ class LatentsTask(Task):
 
         failed = self.each_vae(specs, one, records, flush=False)
         summary = pd.DataFrame(rows)
-        _write_csv(out / "latents.csv", summary)
+        write_frame(out / "latents.csv", summary)
         for f, frame_rows in more.items():
-            _write_csv(out / f, pd.DataFrame(frame_rows))
+            write_frame(out / f, pd.DataFrame(frame_rows))
         records.flush()
         if cfg.latents.plots and rows:
             from evalvae.latents.plots import write_plots
@@ -169,8 +149,3 @@ def _counting(loader, bar):
     for batch in loader:
         bar.update(batch.n_images + len(batch.skipped))
         yield batch
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)

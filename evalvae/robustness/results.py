@@ -3,24 +3,21 @@ rewritten atomically after each VAE."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
-from evalvae.io import atomic_path, atomic_write_text
+from evalvae.results import Records, write_frame
 
 COLUMNS = ["vae", "check", "setting", "metric", "value", "n", "note"]
 
 
-class RobustnessWriter:
+class RobustnessWriter(Records):
     """Collects rows per VAE; :meth:`discard` and :meth:`add_vae` serve :mod:`evalvae.jobs.failures`."""
 
     def __init__(self, out: Path):
-        self.out = Path(out)
+        super().__init__(out)
         self.rows: list[dict] = []
-        self.timings: list[dict] = []
-        self.vaes: list[dict] = []
         self.skipped: list[tuple[str, str]] = []  # (file, reason), each once
 
     def add_skipped(self, skipped) -> None:
@@ -35,9 +32,6 @@ class RobustnessWriter:
     def add_rows(self, rows: list[dict]) -> None:
         self.rows += rows
 
-    def add_timing(self, row: dict) -> None:
-        self.timings.append(row)
-
     def add_vae(self, info: dict) -> None:
         self.vaes = [v for v in self.vaes if v.get("vae") != info.get("vae")] + [info]
 
@@ -45,19 +39,14 @@ class RobustnessWriter:
         """Drop VAE ``name``'s rows and timings; return how many rows there were."""
         n = sum(r["vae"] == name for r in self.rows)
         self.rows = [r for r in self.rows if r["vae"] != name]
-        self.timings = [t for t in self.timings if t["vae"] != name]
-        return n
+        return super().discard(name) + n
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
 
     def flush(self) -> pd.DataFrame:
         table = self.table()
-        with atomic_path(self.out / "robustness.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        with atomic_path(self.out / "skipped.csv") as tmp:
-            pd.DataFrame(self.skipped, columns=["file", "reason"]).to_csv(tmp, index=False)
-        with atomic_path(self.out / "timings.csv") as tmp:
-            pd.DataFrame(self.timings).to_csv(tmp, index=False)
-        atomic_write_text(self.out / "vaes.json", json.dumps(self.vaes, indent=2, default=str) + "\n")
+        write_frame(self.out / "robustness.csv", table)
+        write_frame(self.out / "skipped.csv", pd.DataFrame(self.skipped, columns=["file", "reason"]))
+        super().flush()
         return table
