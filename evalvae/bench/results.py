@@ -13,7 +13,7 @@ import torch
 
 from evalvae import provenance
 from evalvae.bench.schema import COLUMNS, EXTRA_COLUMNS
-from evalvae.io import atomic_path
+from evalvae.results import write_frame
 from evalvae.vocab import BENCH_OPS
 
 
@@ -68,8 +68,7 @@ class BenchWriter:
 
     def flush(self) -> pd.DataFrame:
         df = self.frame()
-        with atomic_path(self.path) as tmp:
-            df.to_csv(tmp, index=False)
+        write_frame(self.path, df)
         return df
 
 

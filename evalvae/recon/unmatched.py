@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from evalvae.io import atomic_path
+from evalvae.results import write_frame
 from evalvae.vae import VAEAdapter
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,7 @@ class UnmatchedLog:
         if not rows:
             return
         self.rows += rows
-        with atomic_path(self.path) as tmp:
-            pd.DataFrame(self.rows, columns=COLUMNS).to_csv(tmp, index=False)
+        write_frame(self.path, pd.DataFrame(self.rows, columns=COLUMNS))
         scored = sum(len(r) for _, r, _ in batches)
         counts = Counter(r["problem"] for r in rows if r["problem"] != "extra")
         n_extra = len(rows) - sum(counts.values())

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evalvae.errors import ConfigError, EvalvaeError
-from evalvae.io import atomic_path, atomic_write_text
+from evalvae.io import atomic_write_text
 from evalvae.metrics import stats
 from evalvae.report import plots, tables, verdict, views
 from evalvae.report.bench import bench_sections, overview_speed
@@ -20,6 +20,7 @@ from evalvae.report.regions import region_figures
 from evalvae.report.robustness import robustness_sections
 from evalvae.report.saved import PSNR_TOLERANCE_DB, saved_settings
 from evalvae.report.sections import Section, group_sections
+from evalvae.results import write_frame
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,7 @@ def write_report(
         summary = tables.summary_table(section)
         paired = tables.paired_table(section)
         for name, frame in (("summary", summary), ("paired", paired)):
-            with atomic_path(table_dir / f"{section.slug}-{name}.csv") as tmp:
-                frame.to_csv(tmp, index=False)
+            write_frame(table_dir / f"{section.slug}-{name}.csv", frame)
         figures = _plots(section, summary, paired, inputs.bench, plot_dir)
         region_plots, region_notes = region_figures(section, plot_dir, grids)
         gallery, grid_notes = [], []

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
 from evalvae.errors import ConfigError, EvalvaeError
-from evalvae.io import atomic_path, cache_dir
+from evalvae.io import cache_dir
 from evalvae.jobs.failures import (
     log_failures,
     record_failure,
@@ -41,7 +41,7 @@ from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import selected_vaes
 from evalvae.metrics.base import SetStates
 from evalvae.provenance import environment, software
-from evalvae.results import RunWriter, join_notes
+from evalvae.results import RunWriter, join_notes, write_frame
 from evalvae.t2i.decode import Item, VAEState, decode_and_score, items_of
 from evalvae.t2i.latents import LatentStore
 from evalvae.t2i.metrics import REFERENCE_NOTE, T2IMetrics, by_category, console_table
@@ -111,8 +111,7 @@ class T2IWriter(RunWriter):
 
     def flush(self) -> pd.DataFrame:
         summary = super().flush()
-        with atomic_path(self.out / "summary_by_category.csv") as tmp:
-            by_category(self.per_image(), self.metrics).to_csv(tmp, index=False)
+        write_frame(self.out / "summary_by_category.csv", by_category(self.per_image(), self.metrics))
         return summary
 
 
@@ -199,8 +198,9 @@ class T2IJob(Task):
             }
             for it in self.items
         ]
-        with atomic_path(self.out / "prompts.csv") as tmp:
-            pd.DataFrame(rows, columns=["image", "prompt_id", "prompt", "category", "seed"]).to_csv(tmp, index=False)
+        write_frame(
+            self.out / "prompts.csv", pd.DataFrame(rows, columns=["image", "prompt_id", "prompt", "category", "seed"])
+        )
 
     def _store(self) -> LatentStore:
         generation = {
@@ -317,8 +317,7 @@ class T2IJob(Task):
             "ms_per_image": 1000 * gen_s / n_run if n_run else float("nan"),
             "peak_mem_mb": peak_memory_mb(self.device) if n else float("nan"),
         }
-        with atomic_path(self.out / "generation.csv") as tmp:
-            pd.DataFrame([row]).to_csv(tmp, index=False)
+        write_frame(self.out / "generation.csv", pd.DataFrame([row]))
         p.unload()
         release_memory(self.device)
 
