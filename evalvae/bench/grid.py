@@ -7,9 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from evalvae.device import DTYPES
-from evalvae.errors import ConfigError, check_choice
-from evalvae.vocab import BENCH_OPS, ISOLATION, MEMORY_MODES
+from evalvae.vocab import BENCH_OPS
 
 
 @dataclass(frozen=True)
@@ -59,62 +57,26 @@ class Grid:
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> Grid:
-        """Validate ``cfg.bench``; each error names the option, the value and what it accepts."""
+        """The grid of ``cfg.bench`` as the schema checked it (:class:`evalvae.jobs.schema.BenchGridSchema`,
+        which names the option, the value and what it accepts); a single value is a list of one."""
         b = cfg.bench
         options = Options(
-            ops=tuple(_choices("bench.ops", b.ops, BENCH_OPS)),
-            warmup=_int("bench.warmup", b.warmup, 1 if b.compile else 0),
-            repeats=_int("bench.repeats", b.repeats, 1),
-            min_repeats=_int("bench.min_repeats", b.min_repeats, 1),
-            max_seconds=None if b.max_seconds is None else _positive("bench.max_seconds", b.max_seconds),
-            channels_last=_bool("bench.channels_last", b.channels_last),
-            compile=_bool("bench.compile", b.compile),
+            ops=tuple(_list(b.ops)),
+            warmup=b.warmup,
+            repeats=b.repeats,
+            min_repeats=b.min_repeats,
+            max_seconds=None if b.max_seconds is None else float(b.max_seconds),
+            channels_last=b.channels_last,
+            compile=b.compile,
             compile_backend=str(b.compile_backend),
-            fidelity=_bool("bench.fidelity", b.fidelity),
-            tile_size=None if b.tile_size is None else _int("bench.tile_size", b.tile_size, 16),
+            fidelity=b.fidelity,
+            tile_size=b.tile_size,
         )
-        if options.min_repeats > options.repeats:
-            raise ConfigError("bench.min_repeats", options.min_repeats, hint=f"at most bench.repeats={options.repeats}")
-        return cls(
-            resolutions=[_int("bench.resolutions", r, 8) for r in _list("bench.resolutions", b.resolutions)],
-            batch_sizes=[_int("bench.batch_sizes", n, 1) for n in _list("bench.batch_sizes", b.batch_sizes)],
-            dtypes=_choices("bench.dtypes", b.dtypes, DTYPES),
-            modes=_choices("bench.modes", b.modes, MEMORY_MODES),
-            options=options,
-            isolate=check_choice("bench.isolate", b.isolate, ISOLATION),
-            seed=_int("bench.seed", b.seed, 0),
-        )
+        lists = {k: _list(b[k]) for k in ("resolutions", "batch_sizes", "dtypes", "modes")}
+        return cls(**lists, options=options, isolate=b.isolate, seed=b.seed)
 
 
-def _list(argument: str, value) -> list:
+def _list(value) -> list:
     """A list option; a single value is a list of one."""
-    if isinstance(value, ListConfig):
-        value = OmegaConf.to_container(value)
-    items = value if isinstance(value, list) else [value]
-    if not items:
-        raise ConfigError(argument, value, hint="give at least one value")
-    if len(set(map(str, items))) != len(items):
-        raise ConfigError(argument, value, hint="values must not repeat")
-    return items
-
-
-def _choices(argument: str, value, choices) -> list[str]:
-    return [check_choice(argument, v, choices) for v in _list(argument, value)]
-
-
-def _int(argument: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(argument, value, hint=f"an integer >= {minimum}")
-    return value
-
-
-def _positive(argument: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(argument, value, hint="a positive number of seconds, or null for no limit")
-    return float(value)
-
-
-def _bool(argument: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(argument, value, [True, False])
-    return value
+    value = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+    return value if isinstance(value, list) else [value]

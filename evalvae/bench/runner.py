@@ -25,6 +25,7 @@ from evalvae.device import release_memory, resolve_device
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import atomic_write_text
 from evalvae.jobs.runtime import RunOutcome, output_dir
+from evalvae.jobs.schema import validate
 from evalvae.jobs.task import Task
 from evalvae.jobs.vaes import load, selected_vaes
 
@@ -50,8 +51,9 @@ class Prepared:
 
 
 def bench(cfg: DictConfig, out_dir: str | Path | None = None) -> BenchOutcome:
-    """Measure each VAE in ``cfg.vae`` over the grid; write ``bench.csv``, plots and ``bench.json``."""
-    return BenchTask(cfg, output_dir(out_dir)).run()
+    """Measure each VAE in ``cfg.vae`` over the grid; write ``bench.csv``, plots and ``bench.json``.
+    ``cfg`` is checked against the bench's schema first, as the CLI checks it."""
+    return BenchTask(validate(cfg, "bench"), output_dir(out_dir)).run()
 
 
 class BenchTask(Task):

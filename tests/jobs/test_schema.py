@@ -94,11 +94,10 @@ def test_the_schemas_name_every_key():
 
 def test_the_schema_s_choices_equal_the_domain_s():
     # the domain modules check their arguments against these (evalvae.vocab spells them once)
-    from evalvae.bench.grid import BENCH_OPS, ISOLATION
     from evalvae.data.transforms import CROPS, SMALL
     from evalvae.device import DEVICES, DTYPES
     from evalvae.vae.base import MEMORY_MODES
-    from evalvae.vocab import T2I_LATENTS
+    from evalvae.vocab import BENCH_OPS, ISOLATION, T2I_LATENTS
 
     assert choices(schema.DType) == list(DTYPES) and schema.DEVICES == DEVICES
     assert choices(schema.Crop) == list(CROPS) and choices(schema.Small) == list(SMALL)
