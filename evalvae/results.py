@@ -224,7 +224,8 @@ class RunWriter(Records):
         before = len(self.rows)
         self.rows = [r for r in self.rows if r["vae"] != vae]
         self.set_rows = [r for r in self.set_rows if r["vae"] != vae]
-        return super().discard(vae) + before - len(self.rows)
+        super().discard(vae)
+        return before - len(self.rows)
 
     def per_image(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=self.columns)

@@ -39,7 +39,8 @@ class RobustnessWriter(Records):
         """Drop VAE ``name``'s rows and timings; return how many rows there were."""
         n = sum(r["vae"] == name for r in self.rows)
         self.rows = [r for r in self.rows if r["vae"] != name]
-        return super().discard(name) + n
+        super().discard(name)
+        return n
 
     def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=COLUMNS)
