@@ -233,7 +233,7 @@ def test_a_diffusers_class_named_in_a_spec_runs_with_diffusers_own_modes(tmp_pat
     assert m.use_slicing and not m.use_tiling
 
     spec = f"{{_target_: evalvae.vae.diffusers.DiffusersAdapter, cls: AutoencoderKLFlux2, latent_space: x, source: {folder}}}"
-    out = folder_run(tmp_path, image_dir, f"+vae.f2={spec}")
+    out = folder_run(tmp_path, image_dir, f"+vae.f2={spec}", extra=["dataset.resolution=32"])
     (record,) = json.loads((out / "vaes.json").read_text())
     assert (record["status"], record["family"], record["latent_channels"]) == ("ok", "AutoencoderKLFlux2", 4)
     assert np.isfinite(pd.read_parquet(out / "per_image.parquet").psnr).all()
