@@ -192,6 +192,13 @@ PSNR = MetricInfo(
 )
 # tie: measured 1.5e-6 per image, 5.0e-6 with latent_bits=8; bf16 moves the mean 1.9e-5
 SSIM = MetricInfo("ssim", "SSIM", True, decimals=4, tolerance=Tolerance(abs=0.0002), tie=Tolerance(abs=1e-5))
+# metrics.psnr.channels=y, metrics.ssim.channels=y: the same results of BT.601 luma alone (the names stay, the
+# protocol says which); not measured separately: Y is rounded to 8 bits like the pixels, so its noise is theirs
+PSNR_Y = replace(PSNR, title="PSNR-Y (dB)")
+SSIM_Y = replace(SSIM, title="SSIM-Y")
+# evalvae.metrics.msssim: MS-SSIM (Wang et al. 2003) at 5 scales. Its float noise is SSIM's (the same windows
+# on the same pixels, then averages of them): not measured separately.
+MS_SSIM = MetricInfo("ms_ssim", "MS-SSIM", True, decimals=4, tolerance=Tolerance(abs=0.0002), tie=Tolerance(abs=1e-5))
 # tie: measured 2.5e-6 per image (3e-6 seen on 4 images)
 LPIPS = MetricInfo("lpips", "LPIPS", False, decimals=4, tolerance=Tolerance(abs=0.0002), tie=Tolerance(abs=3e-5))
 # tie: measured 4.8e-5 relative at N = 24 (8.7e-5 seen on another set)
@@ -271,6 +278,8 @@ class Registered:
         set_level: a metric of the set of images (:class:`~evalvae.metrics.base.SetMetric`), not per image.
         optional: results that a boolean argument of the class turns off, as ``{result name: argument}``
             (``{"kid": "kid"}``: ``kid=false`` gives rFID alone).
+        variants: the infos an argument's value gives instead, as ``{argument: {value: infos}}``
+            (``{"channels": {"y": (PSNR_Y,)}}``).
     """
 
     key: str
@@ -278,6 +287,7 @@ class Registered:
     infos: tuple[MetricInfo, ...]
     set_level: bool = False
     optional: Mapping[str, str] = field(default_factory=dict)
+    variants: Mapping[str, Mapping[str, tuple[MetricInfo, ...]]] = field(default_factory=dict)
 
     @property
     def dotted(self) -> str:
@@ -292,14 +302,16 @@ class Registered:
     def infos_for(self, arguments: Mapping) -> tuple[MetricInfo, ...]:
         """The infos of the results the class built with ``arguments`` produces."""
         on = {name: bool(arguments.get(argument, True)) for name, argument in self.optional.items()}
-        return tuple(i for i in self.infos if on.get(i.name, True))
+        infos = next((by[arguments[arg]] for arg, by in self.variants.items() if arguments.get(arg) in by), self.infos)
+        return tuple(i for i in infos if on.get(i.name, True))
 
 
 METRICS = {
     m.key: m
     for m in (
-        Registered("psnr", "evalvae.metrics.pixel:PSNR", (PSNR,)),
-        Registered("ssim", "evalvae.metrics.pixel:SSIM", (SSIM,)),
+        Registered("psnr", "evalvae.metrics.pixel:PSNR", (PSNR,), variants={"channels": {"y": (PSNR_Y,)}}),
+        Registered("ssim", "evalvae.metrics.pixel:SSIM", (SSIM,), variants={"channels": {"y": (SSIM_Y,)}}),
+        Registered("ms_ssim", "evalvae.metrics.msssim:MSSSIM", (MS_SSIM,)),
         Registered("lpips", "evalvae.metrics.lpips:LPIPS", (LPIPS,)),
         Registered("fid", "evalvae.metrics.distribution:FIDKID", (RFID, KID), set_level=True, optional={"kid": "kid"}),
         Registered("color", "evalvae.metrics.color:DeltaE", (DELTA_E, DELTA_E_P95)),

@@ -1,5 +1,9 @@
 """PSNR and SSIM per image: PSNR in float64 here, SSIM from scikit-image on CPU and torchmetrics elsewhere.
 
+Both score the RGB channels by default, or luma alone (``channels=y``): the MATLAB convention of the
+super-resolution literature, Y of ITU-R BT.601 as MATLAB's ``rgb2ycbcr`` gives it for 8-bit RGB
+(studio swing, 16-235, rounded to 8 bits; :func:`luma`).
+
 torchmetrics and scikit-image are imported by the SSIM backend that runs (importing torchmetrics
 takes seconds), so building these metrics loads neither.
 """
@@ -16,6 +20,23 @@ from evalvae.metrics import info as shipped
 from evalvae.metrics.base import PairMetric
 
 DATA_RANGE = 255.0
+CHANNELS = ("rgb", "y")
+# ITU-R BT.601 studio-swing luma of 8-bit R, G, B, as MATLAB's rgb2ycbcr: 16 + (65.481 R + 128.553 G + 24.966 B) / 255
+BT601_Y = (65481, 128553, 24966)  # the weights in thousandths, so that integer pixels give an exact numerator
+
+
+def luma(pixels: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, H, W)`` float64 BT.601 Y of ``(N, 3, H, W)`` RGB pixels in [0, 255]: ``16 + (65.481 R + 128.553 G
+    + 24.966 B) / 255`` rounded half up to an integer in [16, 235], as MATLAB's ``rgb2ycbcr`` returns it for
+    ``uint8`` images. For 8-bit pixels the rounding is exact (an integer numerator over 255,000), so the
+    194 colours whose Y lies exactly halfway round up on every device."""
+    weights = torch.tensor(BT601_Y, dtype=torch.float64, device=pixels.device).view(1, 3, 1, 1)
+    numerator = (pixels.double() * weights).sum(dim=1, keepdim=True)
+    return torch.floor((numerator + 127_500.0) / 255_000.0).add_(16.0)
+
+
+def _channels(argument: str, channels: str) -> str:
+    return check_choice(argument, channels, CHANNELS)
 
 
 def psnr(original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -30,19 +51,38 @@ class PSNR(PairMetric):
 
     Equals ``skimage.metrics.peak_signal_noise_ratio(data_range=255)`` and torchmetrics'
     ``peak_signal_noise_ratio`` (whose float32 constants differ by ~1e-6 dB); identical images give inf.
+    With ``channels=y``, the MSE is of the BT.601 luma (:func:`luma`), still against 255²: PSNR-Y.
     """
 
     infos = (shipped.PSNR,)
 
+    def __init__(self, channels: str = "rgb"):
+        self.channels = _channels("metrics.psnr.channels", channels)
+        if self.channels == "y":
+            self.infos = (shipped.PSNR_Y,)
+
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.channels == "y":
+            original, reconstruction = luma(original), luma(reconstruction)
         return {"psnr": psnr(original, reconstruction)}
 
     def protocol(self) -> dict:
         return {
             "implementation": "evalvae float64 10 log10(255^2 / MSE)",
             "data_range": DATA_RANGE,
-            "reduction": "per image over H, W and RGB",
+            "reduction": "per image over H, W and RGB" if self.channels == "rgb" else "per image over H, W of Y",
+            **_luma_protocol(self.channels),
         }
+
+
+def _luma_protocol(channels: str) -> dict:
+    """What ``metrics.json`` states of the channels scored (nothing for RGB, as runs before the option)."""
+    if channels == "rgb":
+        return {}
+    return {
+        "channels": "y",
+        "luma": "ITU-R BT.601 studio swing, 16 + (65.481 R + 128.553 G + 24.966 B) / 255, rounded (MATLAB rgb2ycbcr)",
+    }
 
 
 class SSIM(PairMetric):
@@ -59,15 +99,22 @@ class SSIM(PairMetric):
     An image with a side below the window (11 px at sigma 1.5) has no SSIM: NaN with either backend
     (scikit-image refuses such an image; torchmetrics' border crop leaves no pixel). summary.csv's note
     counts these images.
+
+    With ``channels=y`` the same SSIM is taken of the BT.601 luma alone (:func:`luma`), without
+    downsampling: MATLAB's ``ssim_index`` on ``rgb2ycbcr``'s Y, as the super-resolution literature and
+    pyiqa's ``ssim`` with ``color_space='ycbcr'`` compute it.
     """
 
     infos = (shipped.SSIM,)
     BACKENDS = ("auto", "torchmetrics", "skimage")
     PACKAGES = {"skimage": ("scikit-image",), "torchmetrics": ("torchmetrics", "torch")}
 
-    def __init__(self, sigma: float = 1.5, backend: str = "auto"):
+    def __init__(self, sigma: float = 1.5, backend: str = "auto", channels: str = "rgb"):
         self.sigma = float(sigma)
         self.backend = check_choice("metrics.ssim.backend", backend, self.BACKENDS)
+        self.channels = _channels("metrics.ssim.channels", channels)
+        if self.channels == "y":
+            self.infos = (shipped.SSIM_Y,)
         self.backends_ran: set[str] = set()  # the backends that computed values in this process
 
     @property
@@ -104,6 +151,8 @@ class SSIM(PairMetric):
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.too_small(original):
             return self.undefined(original)
+        if self.channels == "y":
+            original, reconstruction = luma(original), luma(reconstruction)
         return {"ssim": self._ssim(original, reconstruction)}
 
     def _ssim(self, original: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -151,5 +200,6 @@ class SSIM(PairMetric):
             "k1": 0.01,
             "k2": 0.03,
             "data_range": DATA_RANGE,
-            "reduction": "mean over RGB and pixels >= 5 px from the border",
+            "reduction": f"mean over {'RGB' if self.channels == 'rgb' else 'Y'} and pixels >= 5 px from the border",
+            **_luma_protocol(self.channels),
         }

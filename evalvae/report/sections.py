@@ -484,27 +484,29 @@ def _differences(groups: list[_Group], most: int = 2) -> list[str]:
     """
     facts = [g.describe() for g in groups]
     keys = list(dict.fromkeys(k for f in facts for k in f))
-    infos: dict[str, MetricInfo] = {}
-    for run in (r for g in groups for r in g.runs):
-        for m, spec in (run.protocol.get("metrics") or {}).items():
-            if m not in infos:
-                infos[m] = recorded_info(m, spec, f"{run.path / 'metrics.json'}: metrics.{m}.info")
+    infos: list[dict[str, MetricInfo]] = []  # each group's own (PSNR's title says whether it is of luma)
+    for g in groups:
+        infos.append({})
+        for run in g.runs:
+            for m, spec in (run.protocol.get("metrics") or {}).items():
+                if m not in infos[-1]:
+                    infos[-1][m] = recorded_info(m, spec, f"{run.path / 'metrics.json'}: metrics.{m}.info")
 
-    def words(f: dict, families: list[list[str]]) -> str:
+    def words(i: int, families: list[list[str]]) -> str:
         return " · ".join(
-            _label(ks[0], [infos.get(m, m) for m in (k.split(":", 1)[0] for k in ks if ":" in k)], f[ks[0]])
+            _label(ks[0], [infos[i].get(m, m) for m in (k.split(":", 1)[0] for k in ks if ":" in k)], facts[i][ks[0]])
             for ks in families[:most]
         )
 
     cited: dict[tuple[str, ...], int] = {}
     labels = [""]
-    for f in facts[1:]:
+    for i, f in enumerate(facts[1:], start=1):
         families = _families(keys, facts, facts[0], f)[:most]
         for ks in families:
             cited[tuple(ks)] = cited.get(tuple(ks), 0) + 1
-        labels.append(words(f, families))
+        labels.append(words(i, families))
     first = sorted(cited, key=lambda ks: (-cited[ks], _rank(ks[0])))
-    labels[0] = words(facts[0], [list(ks) for ks in first])
+    labels[0] = words(0, [list(ks) for ks in first])
     return labels
 
 

@@ -32,6 +32,7 @@ from evalvae.metrics.distribution import FIDKID
 from evalvae.metrics.faces import FaceFidelity
 from evalvae.metrics.info import METRICS, registered, registered_info
 from evalvae.metrics.lpips import LPIPS
+from evalvae.metrics.msssim import MSSSIM
 from evalvae.metrics.pixel import PSNR, SSIM
 from evalvae.metrics.regions import REGIONS
 from evalvae.metrics.text import TextFidelity
@@ -49,6 +50,7 @@ CONF = Path(evalvae.conf.__file__).parent
 PERFECT = {
     "psnr": (math.inf, 0.0),
     "ssim": (1.0, 1e-12),  # measured: exactly 1.0 with either backend
+    "ms_ssim": (1.0, 1e-12),  # measured: exactly 1.0 with either backend
     "lpips": (0.0, 0.0),  # measured: exactly 0 (equal features, the distance of each layer is 0)
     "delta_e": (0.0, 0.0),
     "delta_e_p95": (0.0, 0.0),
@@ -143,6 +145,17 @@ CASES = [
     Case("psnr", "psnr", lambda r: PSNR(), tol=1e-12),
     Case("ssim-skimage", "ssim", lambda r: SSIM(backend="skimage"), tol=1e-12),  # measured: 0 (one image at a time)
     Case("ssim-torchmetrics", "ssim", lambda r: SSIM(backend="torchmetrics"), tol=1e-12),  # measured: 0
+    Case("psnr-y", "psnr", lambda r: PSNR(channels="y"), tol=1e-12),
+    Case("ssim-y", "ssim", lambda r: SSIM(channels="y"), tol=1e-12),
+    # at 176 px, its smallest side; one image at a time with either backend: measured 0
+    Case("ms_ssim-scipy", "ms_ssim", lambda r: MSSSIM(backend="scipy"), lambda r: noisy(n=3, h=176, w=176), tol=1e-12),
+    Case(
+        "ms_ssim-torchmetrics",
+        "ms_ssim",
+        lambda r: MSSSIM(backend="torchmetrics"),
+        lambda r: noisy(n=2, h=176, w=176),
+        tol=1e-12,
+    ),
     # float32 convolutions over batches of other sizes: measured 1.3e-8 (alex), 7.5e-9 (vgg)
     Case("lpips-alex", "lpips", lambda r: LPIPS("alex", weights(r, "lpips/alexnet_features.pth")), tol=1e-6),
     Case("lpips-vgg", "lpips", lambda r: LPIPS("vgg", weights(r, "lpips/vgg16_features.pth")), tol=1e-6),
@@ -163,7 +176,8 @@ CASES = [
 ]
 
 
-SLOW = ("lpips-vgg", "fid-inception")  # a second LPIPS backbone; Inception's 2048-d statistics
+# a second LPIPS backbone; Inception's 2048-d statistics; torchmetrics' float64 convolutions on a CPU (1.3 s an image)
+SLOW = ("lpips-vgg", "fid-inception", "ms_ssim-torchmetrics")
 _BUILT: dict[str, object] = {}
 
 

@@ -1,0 +1,72 @@
+"""MS-SSIM and the luma PSNR/SSIM through ``run``, ``report`` and ``compare``: recorded, titled, kept apart from RGB."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from evalvae.compare import Verdict, compare, load_snapshot
+from evalvae.report import write_report
+from evalvae.run import run
+from tests import helpers
+
+LUMA = ("metrics=ms_ssim", "metrics.psnr.channels=y", "metrics.ssim.channels=y")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Runs of a stand-in VAE (``gain`` times the image) at 176 px, MS-SSIM's smallest side: on luma at two gains, and in RGB."""
+    tmp = tmp_path_factory.mktemp("luma")
+    images = helpers.write_images(tmp / "images")
+
+    def one(name, gain, *extra):
+        cfg = helpers.compose_run(
+            [
+                "dataset=folder",
+                f"dataset.path={images}",
+                "dataset.resolution=176",
+                "device=cpu",
+                "workers=0",
+                "+vae.v._target_=tests.run_standins.Identity",
+                f"+vae.v.gain={gain}",
+                f"cache_dir={tmp / 'cache'}",
+                *extra,
+            ]
+        )
+        return run(cfg, out_dir=tmp / name).out_dir
+
+    return {
+        "y": one("y", 0.95, *LUMA),
+        "y_worse": one("y_worse", 0.9, *LUMA),
+        "rgb": one("rgb", 0.95, "metrics=ms_ssim"),
+    }
+
+
+def test_a_luma_run_records_its_channels_and_ms_ssim(runs):
+    metrics = json.loads((runs["y"] / "metrics.json").read_text())["metrics"]
+    assert metrics["psnr"]["channels"] == "y" and metrics["psnr"]["info"]["title"] == "PSNR-Y (dB)"
+    assert metrics["ssim"]["info"]["title"] == "SSIM-Y" and metrics["ms_ssim"]["backend"] == "scipy"
+    assert metrics["ms_ssim"]["scales"] == 5 and metrics["ms_ssim"]["higher_is_better"] is True
+    summary = pd.read_csv(runs["y"] / "summary.csv").set_index("metric")
+    assert 0.99 < summary.loc["ms_ssim", "mean"] < 1 and summary.loc["ms_ssim", "n"] == 6
+    rgb = pd.read_csv(runs["rgb"] / "summary.csv").set_index("metric")
+    assert rgb.loc["ms_ssim", "mean"] == summary.loc["ms_ssim", "mean"]  # MS-SSIM is of RGB either way
+    assert abs(rgb.loc["psnr", "mean"] - summary.loc["psnr", "mean"]) > 0.5  # luma is another number
+
+
+def test_the_report_titles_luma_and_keeps_it_apart_from_rgb(runs, tmp_path):
+    md = (write_report([runs["y"], runs["rgb"]], tmp_path / "rep", grids=False).parent / "report.md").read_text()
+    assert "| VAE | images | PSNR-Y (dB) ↑ | SSIM-Y ↑ | MS-SSIM ↑ |" in md
+    assert "| VAE | images | PSNR (dB) ↑ | SSIM ↑ | MS-SSIM ↑ |" in md
+    sections = [line for line in md.splitlines() if line.startswith("## images")]
+    assert len(sections) == 2 and "PSNR-Y (dB)" in sections[0] and "PSNR (dB)" in sections[1]
+
+
+def test_compare_gates_ms_ssim_and_refuses_luma_against_rgb(runs):
+    rows = {r.metric: r for r in compare(load_snapshot(runs["y"]), load_snapshot(runs["y_worse"])).rows}
+    assert rows["ms_ssim"].verdict is Verdict.REGRESSED and rows["ms_ssim"].tolerance == "±0.0002"
+    assert rows["psnr"].verdict is Verdict.REGRESSED
+    rows = {r.metric: r for r in compare(load_snapshot(runs["rgb"]), load_snapshot(runs["y"])).rows}
+    assert rows["psnr"].verdict is Verdict.MISMATCH and rows["ssim"].verdict is Verdict.MISMATCH
