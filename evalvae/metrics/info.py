@@ -199,6 +199,9 @@ SSIM_Y = replace(SSIM, title="SSIM-Y")
 # evalvae.metrics.msssim: MS-SSIM (Wang et al. 2003) at 5 scales. Its float noise is SSIM's (the same windows
 # on the same pixels, then averages of them): not measured separately.
 MS_SSIM = MetricInfo("ms_ssim", "MS-SSIM", True, decimals=4, tolerance=Tolerance(abs=0.0002), tie=Tolerance(abs=1e-5))
+# evalvae.metrics.dists: DISTS (Ding et al. 2020), 0 for identical images; VGG16 in float32 like LPIPS-vgg.
+# Not measured on the tie protocol's TAEF2 runs yet: LPIPS's tie, the same kind of network and precision
+DISTS = MetricInfo("dists", "DISTS", False, decimals=4, tolerance=Tolerance(abs=0.0002), tie=Tolerance(abs=3e-5))
 # tie: measured 2.5e-6 per image (3e-6 seen on 4 images)
 LPIPS = MetricInfo("lpips", "LPIPS", False, decimals=4, tolerance=Tolerance(abs=0.0002), tie=Tolerance(abs=3e-5))
 # tie: measured 4.8e-5 relative at N = 24 (8.7e-5 seen on another set)
@@ -313,6 +316,7 @@ METRICS = {
         Registered("ssim", "evalvae.metrics.pixel:SSIM", (SSIM,), variants={"channels": {"y": (SSIM_Y,)}}),
         Registered("ms_ssim", "evalvae.metrics.msssim:MSSSIM", (MS_SSIM,)),
         Registered("lpips", "evalvae.metrics.lpips:LPIPS", (LPIPS,)),
+        Registered("dists", "evalvae.metrics.dists:DISTS", (DISTS,)),
         Registered("fid", "evalvae.metrics.distribution:FIDKID", (RFID, KID), set_level=True, optional={"kid": "kid"}),
         Registered("color", "evalvae.metrics.color:DeltaE", (DELTA_E, DELTA_E_P95)),
         Registered(

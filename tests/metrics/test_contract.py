@@ -29,6 +29,7 @@ import evalvae.conf
 from evalvae.metrics import Unavailable, build_metrics, declared, fact_columns, result_columns, unavailable
 from evalvae.metrics.color import DeltaE
 from evalvae.metrics.distribution import FIDKID
+from evalvae.metrics.dists import DISTS
 from evalvae.metrics.faces import FaceFidelity
 from evalvae.metrics.info import METRICS, registered, registered_info
 from evalvae.metrics.lpips import LPIPS
@@ -52,6 +53,7 @@ PERFECT = {
     "ssim": (1.0, 1e-12),  # measured: exactly 1.0 with either backend
     "ms_ssim": (1.0, 1e-12),  # measured: exactly 1.0 with either backend
     "lpips": (0.0, 0.0),  # measured: exactly 0 (equal features, the distance of each layer is 0)
+    "dists": (0.0, 1e-6),  # measured: -1.2e-7 (1 - a float32 sum of weights that is 1 up to rounding)
     "delta_e": (0.0, 0.0),
     "delta_e_p95": (0.0, 0.0),
     "text_ned": (0.0, 0.0),  # equal crops read alike
@@ -159,6 +161,8 @@ CASES = [
     # float32 convolutions over batches of other sizes: measured 1.3e-8 (alex), 7.5e-9 (vgg)
     Case("lpips-alex", "lpips", lambda r: LPIPS("alex", weights(r, "lpips/alexnet_features.pth")), tol=1e-6),
     Case("lpips-vgg", "lpips", lambda r: LPIPS("vgg", weights(r, "lpips/vgg16_features.pth")), tol=1e-6),
+    # VGG16 in float32 over batches of other sizes, as LPIPS-vgg: measured 0
+    Case("dists", "dists", lambda r: DISTS(weights(r, "lpips/vgg16_features.pth")), tol=1e-6),
     Case("color", "color", lambda r: DeltaE(), tol=1e-12),
     # readings are discrete: a crop is read alike in any batch (padded to its own width)
     Case("text", "text", build_text, lambda r: text_pages(), pickles=False),  # onnxruntime sessions

@@ -1,4 +1,5 @@
-"""MS-SSIM and the luma PSNR/SSIM through ``run``, ``report`` and ``compare``: recorded, titled, kept apart from RGB."""
+"""MS-SSIM, the luma PSNR/SSIM and DISTS through ``run``, ``report`` and ``compare``: recorded, titled, gated, and luma
+kept apart from RGB."""
 
 from __future__ import annotations
 
@@ -70,3 +71,35 @@ def test_compare_gates_ms_ssim_and_refuses_luma_against_rgb(runs):
     assert rows["psnr"].verdict is Verdict.REGRESSED
     rows = {r.metric: r for r in compare(load_snapshot(runs["rgb"]), load_snapshot(runs["y"])).rows}
     assert rows["psnr"].verdict is Verdict.MISMATCH and rows["ssim"].verdict is Verdict.MISMATCH
+
+
+@pytest.mark.slow  # two runs, each reading, hashing and building the real VGG16 (15 s)
+def test_dists_runs_reports_and_compares(real_weights, tmp_path):
+    """DISTS through run, report and compare on the real VGG16 (at 32 px: it has no smallest side)."""
+    images = helpers.write_images(tmp_path / "images")
+    vgg = real_weights / "lpips" / "vgg16_features.pth"
+    outs = []
+    for name, gain in (("a", 0.95), ("b", 0.8)):
+        cfg = helpers.compose_run(
+            [
+                "dataset=folder",
+                f"dataset.path={images}",
+                "dataset.resolution=32",
+                "device=cpu",
+                "workers=0",
+                "+vae.v._target_=tests.run_standins.Identity",
+                f"+vae.v.gain={gain}",
+                f"cache_dir={tmp_path / 'cache'}",
+                "metrics=dists",
+                f"metrics.dists.backbone_weights={vgg}",
+            ]
+        )
+        outs.append(run(cfg, out_dir=tmp_path / name).out_dir)
+    entry = json.loads((outs[0] / "metrics.json").read_text())["metrics"]["dists"]
+    assert entry["higher_is_better"] is False and entry["weights"]["standard"] is True
+    summary = pd.read_csv(outs[0] / "summary.csv").set_index("metric")
+    assert 0 < summary.loc["dists", "mean"] < 0.5 and summary.loc["dists", "n"] == 6
+    md = (write_report(outs, tmp_path / "rep", grids=False).parent / "report.md").read_text()
+    assert "| DISTS ↓ |" in md
+    rows = {r.metric: r for r in compare(load_snapshot(outs[0]), load_snapshot(outs[1])).rows}
+    assert rows["dists"].verdict is Verdict.REGRESSED and rows["dists"].current > rows["dists"].baseline
