@@ -19,7 +19,7 @@ from evalvae.report.saved import reconstruct_images
 from evalvae.report.sections import group_sections
 from evalvae.run import run
 from tests import browser, helpers
-from tests.compare_helpers import bench_row, write_bench
+from tests.compare_helpers import bench_row, set_level_row, write_bench
 
 
 @pytest.fixture(scope="module")
@@ -134,17 +134,10 @@ def test_set_level_metrics_and_unavailable_values(runs, tmp_path):
     summary = pd.read_csv(d / "summary.csv")
     extra = pd.DataFrame(
         [
-            {"vae": "taef2", "metric": "rfid", "mean": 41.5, "std": np.nan, "n": 6},
-            {"vae": "taesd", "metric": "rfid", "mean": 12.25, "std": np.nan, "n": 6},
-            {"vae": "taef2", "metric": "kid", "mean": 0.031, "std": 0.004, "n": 6},
-            {
-                "vae": "taesd",
-                "metric": "kid",
-                "mean": np.nan,
-                "std": np.nan,
-                "n": 0,
-                "note": "Inception weights not found",
-            },
+            set_level_row("taef2", "rfid", 41.5, n=6),
+            set_level_row("taesd", "rfid", 12.25, n=6),
+            set_level_row("taef2", "kid", 0.031, n=6, std=0.004),
+            set_level_row("taesd", "kid", np.nan, n=0, note="Inception weights not found"),
         ]
     )
     pd.concat([summary, extra]).to_csv(d / "summary.csv", index=False)
