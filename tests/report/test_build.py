@@ -53,6 +53,7 @@ def test_report_files_and_tables_match_the_runs(golden_recon, report):
             assert block.loc[block["best"], "entry"].tolist() == [block.loc[best, "entry"]]
         paired = pd.read_csv(report / "tables" / f"{slug}-paired.csv")
         assert set(paired["metric"]) == {"psnr", "ssim"} and len(paired) == 2
+        assert (paired["n"] == 6).all()  # each pair is within one resolution: 6 images, never 12
         wide = per_image.pivot(index="image", columns="vae", values="psnr")
         row = paired[paired["metric"] == "psnr"].iloc[0]
         assert (row["a"], row["b"]) == ("taef2", "taesd")
@@ -64,13 +65,12 @@ def test_report_files_and_tables_match_the_runs(golden_recon, report):
     assert html.count('class="full grid-tile') >= 2 * 3  # original + two VAEs, in at least two grids
     assert "## images · 32×32" in md and "**Paired statistics**" in md
     assert md.count("| taef2 |") >= 2
-
-
-def test_sections_never_mix_protocols(golden_recon, report):
-    paired = pd.concat([pd.read_csv(p) for p in (report / "tables").glob("*-paired.csv")])
-    assert (paired["n"] == 6).all()  # each pair is within one resolution: 6 images, never 12
     sections = group_sections(load_inputs([golden_recon["r32"], golden_recon["r48"]]).runs)
-    assert [s.dataset["resolution"] for s in sections] == [32, 48]
+    assert [s.dataset["resolution"] for s in sections] == [32, 48]  # sections never mix protocols
+    # no region metric in these runs: no region file, section or plot
+    assert not (golden_recon["r32"] / "per_region.parquet").exists()
+    assert "Text and face fidelity by region size" not in html and "Worst text regions" not in html
+    assert not list((report / "plots").glob("*-by-size.png")) and "region size" not in md
 
 
 def saved_images(run_dir: Path) -> list[str]:
