@@ -146,6 +146,7 @@ def test_set_level_metrics_and_unavailable_values(golden_recon, tmp_path):
     html = out.read_text(encoding="utf-8")
     assert "N = 6" in html and "rFID ↓" in html and "unavailable" in html
     assert "KID unavailable for taesd: Inception weights not found" in html
+    assert "Image grids." not in html[html.index('<footer id="methods">') :]  # no grids, nothing to explain
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     assert "**12.25" in md  # best rFID in bold
 
@@ -218,21 +219,6 @@ def test_failed_and_missing_inputs(golden_recon, tmp_path):
     assert "VAE flux failed" in out.read_text(encoding="utf-8")
     res = helpers.evalvae_main(["report", str(failed), "--out", str(tmp_path / "cli")], cwd=tmp_path)
     assert res.returncode == 2 and "nothing to report" in res.stderr and "flux" in res.stderr
-
-
-def test_grids_need_neither_weights_nor_images(golden_recon, tmp_path):
-    r = shutil.copytree(golden_recon["r32"], tmp_path / "r")
-    config = (r / "config.yaml").read_text()
-    (r / "config.yaml").write_text(config.replace(f"source: {golden_recon['pth']}", f"source: {tmp_path / 'deleted'}"))
-    (r / "metrics.json").write_text(
-        (r / "metrics.json").read_text().replace(str(golden_recon["images"]), str(tmp_path / "gone"))
-    )
-    out = write_report([r], tmp_path / "rep", worst=1)
-    html = out.read_text(encoding="utf-8")
-    assert "could not be shown" not in html and 'alt="taef2: ' in html and 'alt="taesd: ' in html
-    shutil.rmtree(r / "samples")  # a run that saved none: the grids say so, the rest of the report stands
-    html = write_report([r], tmp_path / "rep2", worst=1).read_text(encoding="utf-8")
-    assert "saved no samples" in html and "could not be shown" in html and "Results · mean" in html
 
 
 def test_multirun_folder_and_cli(golden_recon, tmp_path):
