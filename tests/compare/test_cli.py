@@ -190,33 +190,16 @@ def test_update_baseline_needs_a_json_path(dirs):
     assert proc.returncode == 2 and "is a directory" in proc.stderr
 
 
-def test_noise_free_real_run_against_its_own_baseline(tmp_path, tiny_kl_dir, image_dir):
-    """A real run directory (tiny model) makes a baseline that it passes; another resolution is refused."""
-    from evalvae.run import run
-    from tests.helpers import compose_run
-
-    def evaluate(res, out):
-        cfg = compose_run(
-            [
-                "+vae=ft-mse",
-                f"vae.ft-mse.source={tiny_kl_dir}",
-                "dataset=folder",
-                f"dataset.path={image_dir}",
-                f"dataset.resolution={res}",
-                "workers=0",
-            ]
-        )
-        return run(cfg, out_dir=tmp_path / out).out_dir
-
-    base = evaluate(32, "a")
+def test_noise_free_real_run_against_its_own_baseline(golden_recon, tmp_path):
+    """A real run directory (tiny models) makes a baseline that it passes; another resolution is refused."""
+    base = golden_recon["r32"]
     baseline = tmp_path / "b.json"
     assert run_compare(baseline, [base], update=True) == 0
     result = compare(load_snapshot(baseline), load_snapshot(base))
-    assert result.exit_code == 0 and [r.verdict.value for r in result.rows] == ["pass"] * 3  # psnr, ssim, bpp
+    assert result.exit_code == 0 and [r.verdict.value for r in result.rows] == ["pass"] * 6  # psnr, ssim, bpp of 2
     assert all(r.p_value == 1.0 for r in result.rows)  # the baseline file keeps what the run wrote
-    other = evaluate(48, "other")
-    assert compare(load_snapshot(baseline), load_snapshot(other)).mismatches == [
+    assert compare(load_snapshot(baseline), load_snapshot(golden_recon["r48"])).mismatches == [
         "dataset.resolution: 32 in the baseline, 48 now"
     ]
-    per_image = load_snapshot(base).results["ft-mse"]["psnr"].values
+    per_image = load_snapshot(base).results["taef2"]["psnr"].values
     assert len(per_image) == 6 and np.isfinite(list(per_image.values())).all()
