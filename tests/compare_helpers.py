@@ -87,6 +87,11 @@ def write_run(
     return path
 
 
+def set_level_row(vae: str, metric: str, mean: float, n: int = 12, std: float = np.nan, note: str = "") -> dict:
+    """A summary-only row of a set-level metric (rFID, KID), for :func:`write_run`'s ``extra_summary``."""
+    return {"vae": vae, "metric": metric, "mean": mean, "std": std, "n": n, "note": note}
+
+
 def bench_row(vae: str = "tiny", op: str = "decode", median: float = 10.0, iqr: float = 0.5, **overrides) -> dict:
     row = {
         "vae": vae,

@@ -12,7 +12,7 @@ import pytest
 from evalvae.compare import compare, load_snapshot, merge, parse_tolerances, write_baseline
 from evalvae.compare.baseline import UnusableInput
 from evalvae.compare.verdict import Verdict
-from tests.compare_helpers import PROTOCOL, base_values, bench_row, write_bench, write_run
+from tests.compare_helpers import PROTOCOL, base_values, bench_row, set_level_row, write_bench, write_run
 
 
 def verdicts(comparison) -> dict[tuple[str, str], Verdict]:
@@ -129,12 +129,8 @@ def test_missing_failed_and_new_results(tmp_path):
 
 def test_set_level_metric_without_per_image_values(tmp_path):
     values = {"vae": {"psnr": base_values()["psnr"]}}
-
-    def rfid(x):
-        return [{"vae": "vae", "metric": "rfid", "mean": x, "std": math.nan, "n": 12}]
-
-    base = write_run(tmp_path / "b", values, extra_summary=rfid(2.0))
-    cur = write_run(tmp_path / "c", values, extra_summary=rfid(2.5))
+    base = write_run(tmp_path / "b", values, extra_summary=[set_level_row("vae", "rfid", 2.0)])
+    cur = write_run(tmp_path / "c", values, extra_summary=[set_level_row("vae", "rfid", 2.5)])
     result = compare(load_snapshot(base), load_snapshot(cur))
     row = next(r for r in result.rows if r.metric == "rfid")
     assert row.verdict is Verdict.REGRESSED and row.higher_is_better is False  # direction from the known table

@@ -126,7 +126,7 @@ def test_reruns_with_the_real_networks_read_from_other_files_compare_clean(tmp_p
     }
 
 
-def test_exact_reconstructions_compare_as_unchanged_in_every_output(tmp_path, image_dir):
+def test_exact_runs_compare_as_unchanged_everywhere_and_moves_to_or_from_them_as_changes(tmp_path, image_dir):
     exact = evaluate(tmp_path / "exact", image_dir, noise=0.0)
     again = evaluate(tmp_path / "again", image_dir, noise=0.0)
     assert load_snapshot(exact).results["v"]["psnr"].mean == np.inf
@@ -151,9 +151,7 @@ def test_exact_reconstructions_compare_as_unchanged_in_every_output(tmp_path, im
     assert load_snapshot(baseline).results["v"]["psnr"].values == load_snapshot(exact).results["v"]["psnr"].values
     assert run_compare(baseline, [again]) == 0
 
-
-def test_moves_to_and_from_an_exact_reconstruction(tmp_path, image_dir):
-    exact = evaluate(tmp_path / "exact", image_dir, noise=0.0)
+    # a move to or from an exact reconstruction: infinitely worse or better
     close = evaluate(tmp_path / "close", image_dir, noise=0.02)
     lost = compare(load_snapshot(exact), load_snapshot(close))
     psnr = next(r for r in lost.rows if r.metric == "psnr")

@@ -19,28 +19,18 @@ from evalvae.report.saved import reconstruct_images
 from evalvae.report.sections import group_sections
 from evalvae.run import run
 from tests import browser, helpers
-from tests.compare_helpers import bench_row, write_bench
+from tests.compare_helpers import bench_row, set_level_row, write_bench
 
 
 @pytest.fixture(scope="module")
-def runs(golden_recon):
-    """The golden runs of the tiny pair at 32 and 48 px (``r32``, ``r48``): copied before any change."""
-    return golden_recon
-
-
-@pytest.fixture(scope="module")
-def report(runs, tmp_path_factory):
+def report(golden_recon, tmp_path_factory):
+    """The report of the golden runs of the tiny pair at 32 and 48 px (``r32``, ``r48``)."""
     out = tmp_path_factory.mktemp("report")
-    write_report([runs["r32"], runs["r48"]], out, worst=1)
+    write_report([golden_recon["r32"], golden_recon["r48"]], out, worst=1)
     return out
 
 
-def copy_run(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst
-
-
-def test_report_files_and_tables_match_the_runs(runs, report):
+def test_report_files_and_tables_match_the_runs(golden_recon, report):
     html = (report / "report.html").read_text(encoding="utf-8")
     md = (report / "report.md").read_text(encoding="utf-8")
     for slug in ("images-32x32", "images-48x48"):
@@ -48,7 +38,7 @@ def test_report_files_and_tables_match_the_runs(runs, report):
             assert (report / "plots" / f"{slug}-{plot}.png").stat().st_size > 5000
         assert list((report / "grids").glob(f"{slug}-*.png"))
         summary = pd.read_csv(report / "tables" / f"{slug}-summary.csv")
-        per_image = pd.read_parquet(runs["r32" if "32" in slug else "r48"] / "per_image.parquet")
+        per_image = pd.read_parquet(golden_recon["r32" if "32" in slug else "r48"] / "per_image.parquet")
         for r in summary.itertuples():
             values = per_image.loc[per_image["vae"] == r.entry, r.metric]
             assert r.mean == pytest.approx(values.mean(), rel=1e-12)
@@ -63,6 +53,7 @@ def test_report_files_and_tables_match_the_runs(runs, report):
             assert block.loc[block["best"], "entry"].tolist() == [block.loc[best, "entry"]]
         paired = pd.read_csv(report / "tables" / f"{slug}-paired.csv")
         assert set(paired["metric"]) == {"psnr", "ssim"} and len(paired) == 2
+        assert (paired["n"] == 6).all()  # each pair is within one resolution: 6 images, never 12
         wide = per_image.pivot(index="image", columns="vae", values="psnr")
         row = paired[paired["metric"] == "psnr"].iloc[0]
         assert (row["a"], row["b"]) == ("taef2", "taesd")
@@ -74,23 +65,22 @@ def test_report_files_and_tables_match_the_runs(runs, report):
     assert html.count('class="full grid-tile') >= 2 * 3  # original + two VAEs, in at least two grids
     assert "## images · 32×32" in md and "**Paired statistics**" in md
     assert md.count("| taef2 |") >= 2
-
-
-def test_sections_never_mix_protocols(runs, report):
-    paired = pd.concat([pd.read_csv(p) for p in (report / "tables").glob("*-paired.csv")])
-    assert (paired["n"] == 6).all()  # each pair is within one resolution: 6 images, never 12
-    sections = group_sections(load_inputs([runs["r32"], runs["r48"]]).runs)
-    assert [s.dataset["resolution"] for s in sections] == [32, 48]
+    sections = group_sections(load_inputs([golden_recon["r32"], golden_recon["r48"]]).runs)
+    assert [s.dataset["resolution"] for s in sections] == [32, 48]  # sections never mix protocols
+    # no region metric in these runs: no region file, section or plot
+    assert not (golden_recon["r32"] / "per_region.parquet").exists()
+    assert "Text and face fidelity by region size" not in html and "Worst text regions" not in html
+    assert not list((report / "plots").glob("*-by-size.png")) and "region size" not in md
 
 
 def saved_images(run_dir: Path) -> list[str]:
     return sorted(json.loads((run_dir / "samples" / "index.json").read_text(encoding="utf-8"))["images"])
 
 
-def test_saved_reconstructions_equal_the_scored_ones(runs):
-    r = load_inputs([runs["r32"]]).runs[0]
-    index = json.loads((runs["r32"] / "samples" / "index.json").read_text(encoding="utf-8"))["images"]
-    ids = saved_images(runs["r32"])
+def test_saved_reconstructions_equal_the_scored_ones(golden_recon):
+    r = load_inputs([golden_recon["r32"]]).runs[0]
+    index = json.loads((golden_recon["r32"] / "samples" / "index.json").read_text(encoding="utf-8"))["images"]
+    ids = saved_images(golden_recon["r32"])
     for vae in ("taef2", "taesd"):
         got, missing = reconstruct_images(r, vae, ids + ["no-such.png"])
         assert set(got) == set(ids) and missing["no-such.png"].startswith("not saved by run")
@@ -104,8 +94,8 @@ def test_saved_reconstructions_equal_the_scored_ones(runs):
             assert rec.matches
 
 
-def test_a_reconstruction_that_differs_from_the_scored_one_is_flagged(runs, tmp_path):
-    d = copy_run(runs["r32"], tmp_path / "r")
+def test_a_reconstruction_that_differs_from_the_scored_one_is_flagged(golden_recon, tmp_path):
+    d = shutil.copytree(golden_recon["r32"], tmp_path / "r")
     image = saved_images(d)[0]
     per_image = pd.read_parquet(d / "per_image.parquet")
     per_image.loc[per_image["vae"] == "taesd", "psnr"] += 0.5  # as if other weights had been scored
@@ -116,8 +106,8 @@ def test_a_reconstruction_that_differs_from_the_scored_one_is_flagged(runs, tmp_
     assert html.count("differs from the one scored") == 1  # taesd flagged, taef2 not
 
 
-def test_worst_images_are_the_lowest_scores(runs):
-    section = group_sections(load_inputs([runs["r32"]]).runs)[0]
+def test_worst_images_are_the_lowest_scores(golden_recon):
+    section = group_sections(load_inputs([golden_recon["r32"]]).runs)[0]
     specs, notes = select_images(section, ["img00.png", "missing.png"], worst=2)
     assert specs[0].image == "img00.png" and specs[0].reasons == ["chosen"]
     assert notes and "missing.png" in notes[0]
@@ -129,22 +119,15 @@ def test_worst_images_are_the_lowest_scores(runs):
         assert set(picked) == set(scores.index[:2])
 
 
-def test_set_level_metrics_and_unavailable_values(runs, tmp_path):
-    d = copy_run(runs["r32"], tmp_path / "setlevel")
+def test_set_level_metrics_and_unavailable_values(golden_recon, tmp_path):
+    d = shutil.copytree(golden_recon["r32"], tmp_path / "setlevel")
     summary = pd.read_csv(d / "summary.csv")
     extra = pd.DataFrame(
         [
-            {"vae": "taef2", "metric": "rfid", "mean": 41.5, "std": np.nan, "n": 6},
-            {"vae": "taesd", "metric": "rfid", "mean": 12.25, "std": np.nan, "n": 6},
-            {"vae": "taef2", "metric": "kid", "mean": 0.031, "std": 0.004, "n": 6},
-            {
-                "vae": "taesd",
-                "metric": "kid",
-                "mean": np.nan,
-                "std": np.nan,
-                "n": 0,
-                "note": "Inception weights not found",
-            },
+            set_level_row("taef2", "rfid", 41.5, n=6),
+            set_level_row("taesd", "rfid", 12.25, n=6),
+            set_level_row("taef2", "kid", 0.031, n=6, std=0.004),
+            set_level_row("taesd", "kid", np.nan, n=0, note="Inception weights not found"),
         ]
     )
     pd.concat([summary, extra]).to_csv(d / "summary.csv", index=False)
@@ -163,13 +146,14 @@ def test_set_level_metrics_and_unavailable_values(runs, tmp_path):
     html = out.read_text(encoding="utf-8")
     assert "N = 6" in html and "rFID ↓" in html and "unavailable" in html
     assert "KID unavailable for taesd: Inception weights not found" in html
+    assert "Image grids." not in html[html.index('<footer id="methods">') :]  # no grids, nothing to explain
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     assert "**12.25" in md  # best rFID in bold
 
 
-def test_metric_missing_from_one_of_two_runs_with_the_same_protocol(runs, tmp_path):
-    a = copy_run(runs["r32"], tmp_path / "a")
-    b = copy_run(runs["r32"], tmp_path / "b")
+def test_metric_missing_from_one_of_two_runs_with_the_same_protocol(golden_recon, tmp_path):
+    a = shutil.copytree(golden_recon["r32"], tmp_path / "a")
+    b = shutil.copytree(golden_recon["r32"], tmp_path / "b")
     pd.read_parquet(b / "per_image.parquet").drop(columns=["ssim"]).to_parquet(b / "per_image.parquet")
     write_report([a, b], tmp_path / "rep", grids=False)
     table = pd.read_csv(tmp_path / "rep" / "tables" / "images-32x32-summary.csv")
@@ -182,7 +166,7 @@ def test_metric_missing_from_one_of_two_runs_with_the_same_protocol(runs, tmp_pa
 
 def only_vae(src: Path, dst: Path, vae: str) -> Path:
     """A copy of a run as if only ``vae`` had been selected."""
-    d = copy_run(src, dst)
+    d = shutil.copytree(src, dst)
     for name in ("summary.csv", "timings.csv"):
         t = pd.read_csv(d / name)
         t[t["vae"] == vae].to_csv(d / name, index=False)
@@ -192,8 +176,8 @@ def only_vae(src: Path, dst: Path, vae: str) -> Path:
     return d
 
 
-def test_single_vae_and_bench_and_categories(runs, tmp_path):
-    single = only_vae(runs["r32"], tmp_path / "single", "taef2")
+def test_single_vae_and_bench_and_categories(golden_recon, tmp_path):
+    single = only_vae(golden_recon["r32"], tmp_path / "single", "taef2")
     per_image = pd.read_parquet(single / "per_image.parquet")
     per_image["category"] = ["faces", "text", "faces", "texture", "text", "texture"]
     per_image.to_parquet(single / "per_image.parquet")
@@ -208,19 +192,19 @@ def test_single_vae_and_bench_and_categories(runs, tmp_path):
     speeds = [("taef2", "decode", 2.0), ("taesd", "decode", 0.5), ("taef2", "encode", 1.0), ("taesd", "encode", 0.25)]
     rows = [bench_row(v, op, ms, iqr=0.1, resolution=32, batch=4, dtype="fp32", device="cpu") for v, op, ms in speeds]
     bench_dir = write_bench(tmp_path / "bench", [dict(r, peak_mem_mb=10.0, lowp_psnr_vs_fp32=np.nan) for r in rows])
-    write_report([runs["r32"], bench_dir], tmp_path / "rep2", grids=False)
+    write_report([golden_recon["r32"], bench_dir], tmp_path / "rep2", grids=False)
     assert (tmp_path / "rep2" / "plots" / "images-32x32-pareto.png").is_file()
     from evalvae.report import tables
 
-    section = group_sections(load_inputs([runs["r32"]]).runs)[0]
+    section = group_sections(load_inputs([golden_recon["r32"]]).runs)[0]
     points, note = tables.speed_points(section, tables.summary_table(section), load_inputs([bench_dir]).bench)
     assert "decode" in note and dict(zip(points["entry"], points["images_per_s"])) == {"taef2": 500.0, "taesd": 2000.0}
 
 
-def test_failed_and_missing_inputs(runs, tmp_path):
+def test_failed_and_missing_inputs(golden_recon, tmp_path):
     failed = tmp_path / "failed"
     failed.mkdir()
-    shutil.copy(runs["r32"] / "metrics.json", failed / "metrics.json")
+    shutil.copy(golden_recon["r32"] / "metrics.json", failed / "metrics.json")
     pd.DataFrame(columns=["vae", "image", "psnr", "ssim", "height", "width", "upscaled"]).to_parquet(
         failed / "per_image.parquet"
     )
@@ -231,31 +215,16 @@ def test_failed_and_missing_inputs(runs, tmp_path):
         write_report([failed], tmp_path / "rep")
     with pytest.raises(NothingToReport, match="no such directory"):
         write_report([tmp_path / "nowhere"], tmp_path / "rep")
-    out = write_report([failed, runs["r32"]], tmp_path / "rep", grids=False)
+    out = write_report([failed, golden_recon["r32"]], tmp_path / "rep", grids=False)
     assert "VAE flux failed" in out.read_text(encoding="utf-8")
     res = helpers.evalvae_main(["report", str(failed), "--out", str(tmp_path / "cli")], cwd=tmp_path)
     assert res.returncode == 2 and "nothing to report" in res.stderr and "flux" in res.stderr
 
 
-def test_grids_need_neither_weights_nor_images(runs, tmp_path):
-    r = copy_run(runs["r32"], tmp_path / "r")
-    config = (r / "config.yaml").read_text()
-    (r / "config.yaml").write_text(config.replace(f"source: {runs['pth']}", f"source: {tmp_path / 'deleted'}"))
-    (r / "metrics.json").write_text(
-        (r / "metrics.json").read_text().replace(str(runs["images"]), str(tmp_path / "gone"))
-    )
-    out = write_report([r], tmp_path / "rep", worst=1)
-    html = out.read_text(encoding="utf-8")
-    assert "could not be shown" not in html and 'alt="taef2: ' in html and 'alt="taesd: ' in html
-    shutil.rmtree(r / "samples")  # a run that saved none: the grids say so, the rest of the report stands
-    html = write_report([r], tmp_path / "rep2", worst=1).read_text(encoding="utf-8")
-    assert "saved no samples" in html and "could not be shown" in html and "Results · mean" in html
-
-
-def test_multirun_folder_and_cli(runs, tmp_path):
+def test_multirun_folder_and_cli(golden_recon, tmp_path):
     sweep = tmp_path / "sweep"
-    copy_run(runs["r32"], sweep / "0")
-    copy_run(runs["r48"], sweep / "1")
+    shutil.copytree(golden_recon["r32"], sweep / "0")
+    shutil.copytree(golden_recon["r48"], sweep / "1")
     inputs = load_inputs([sweep])
     assert [r.label for r in inputs.runs] == ["0", "1"] and not inputs.problems
     res = helpers.evalvae_main(["report", str(sweep), "--out", str(tmp_path / "out"), "--no-grids"], cwd=tmp_path)
@@ -263,7 +232,7 @@ def test_multirun_folder_and_cli(runs, tmp_path):
     assert Path(res.stdout.strip()) == tmp_path / "out" / "report.html"
     assert "VAE comparison report" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
     with pytest.raises(ConfigError, match="invalid worst=-1"):
-        write_report([runs["r32"]], tmp_path / "x", worst=-1)
+        write_report([golden_recon["r32"]], tmp_path / "x", worst=-1)
 
 
 # Eight images, three VAEs, values chosen so that wins, ties, losses and win rates can be counted by hand.

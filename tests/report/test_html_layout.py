@@ -10,7 +10,7 @@ import pytest
 
 from evalvae.report import write_report
 from tests import browser
-from tests.compare_helpers import base_values, bench_row, write_bench, write_run
+from tests.compare_helpers import base_values, bench_row, set_level_row, write_bench, write_run
 
 pytestmark = pytest.mark.slow  # headless Chromium: python -m pytest -m slow
 
@@ -23,15 +23,8 @@ OPS = ("encode", "decode", "roundtrip")
 def set_rows(vae: str, i: int, n: int) -> list[dict]:
     """rFID and KID as a run writes them: KID with a std, rFID with a caveat."""
     return [
-        {
-            "vae": vae,
-            "metric": "rfid",
-            "mean": 20.0 + 7 * i,
-            "std": np.nan,
-            "n": n,
-            "note": f"N={n} < feature dim 2048",
-        },
-        {"vae": vae, "metric": "kid", "mean": -0.021 + 0.001 * i, "std": 2.3e-16, "n": n, "note": ""},
+        set_level_row(vae, "rfid", 20.0 + 7 * i, n=n, note=f"N={n} < feature dim 2048"),
+        set_level_row(vae, "kid", -0.021 + 0.001 * i, n=n, std=2.3e-16),
     ]
 
 

@@ -8,12 +8,11 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from evalvae.report import write_report
 from evalvae.report.markdown import MAX_LINE, _fold, _table
-from tests.compare_helpers import base_values, write_run
+from tests.compare_helpers import base_values, set_level_row, write_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,12 +77,8 @@ def test_the_markdown_protocol_is_a_list_and_no_line_is_long(tmp_path):
     """The protocol of a real run (metrics=all: long LPIPS, rFID and KID settings) as a short line and a list."""
     protocol = json.loads((REPO / "reports" / "tiny-vaes" / "runs" / "kodak-256" / "metrics.json").read_text())
     v = base_values()
-    kid = [
-        {"vae": x, "metric": "kid", "mean": m, "std": 1e-3, "n": 12, "note": ""} for x, m in (("a", 0.01), ("b", 0.02))
-    ]
-    rfid = [
-        {"vae": x, "metric": "rfid", "mean": m, "std": np.nan, "n": 12, "note": ""} for x, m in (("a", 9), ("b", 12))
-    ]
+    kid = [set_level_row("a", "kid", 0.01, std=1e-3), set_level_row("b", "kid", 0.02, std=1e-3)]
+    rfid = [set_level_row("a", "rfid", 9), set_level_row("b", "rfid", 12)]
     d = write_run(tmp_path / "r", {"a": v, "b": dict(v, psnr=v["psnr"] - 1)}, protocol, extra_summary=kid + rfid)
     html = write_report([d], tmp_path / "rep", grids=False).read_text(encoding="utf-8")
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")

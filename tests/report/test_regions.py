@@ -98,15 +98,6 @@ def test_the_worst_regions_are_cropped_from_the_saved_samples(text_run):
     assert (crop[::k, ::k].repeat(k, 0).repeat(k, 1) == crop).all()  # enlarged by pixel repetition only
 
 
-def test_a_run_without_region_metrics_has_no_region_section(tmp_path):
-    out = run(compose_run(overrides(tmp_path, "metrics=default")), out_dir=tmp_path / "run").out_dir
-    assert not (out / "per_region.parquet").exists()
-    html = write_report([out], tmp_path / "report").read_text(encoding="utf-8")
-    assert "Text and face fidelity by region size" not in html and "Worst text regions" not in html
-    assert not list((tmp_path / "report" / "plots").glob("*-by-size.png"))
-    assert "region size" not in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
-
-
 def test_a_sweep_of_runs_reports_every_vae_by_size(text_run, tmp_path):
     common = [o for o in overrides(tmp_path, "metrics=text") if not o.startswith("+vae.")]
     soft = ["+vae.soft._target_=tests.metrics.test_text.Blur", "+vae.soft.sigma=1.0"]

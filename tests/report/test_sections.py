@@ -15,7 +15,7 @@ from evalvae.report import write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
 from evalvae.run import run
-from tests.compare_helpers import PROTOCOL, base_values, identity_vae, write_run
+from tests.compare_helpers import PROTOCOL, base_values, identity_vae, set_level_row, write_run
 from tests.helpers import compose_run
 
 NONSTANDARD = (
@@ -44,7 +44,7 @@ def protocol(n=12, lpips_net="alex", fid="clean", **lpips_extra) -> dict:
 
 def rfid_row(vae, mean, n=12):
     note = f"extractor inception-v3-fid-clean; N={n} < feature dim 2048: rank-deficient covariance, rFID biased upward"
-    return {"vae": vae, "metric": "rfid", "mean": mean, "std": np.nan, "n": n, "note": note}
+    return set_level_row(vae, "rfid", mean, n=n, note=note)
 
 
 def test_sections_keep_apart_runs_that_differ_in_images_n_or_metric_settings(tmp_path):

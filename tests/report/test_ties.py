@@ -25,7 +25,7 @@ from evalvae.metrics.info import BPP, RATE_FACTS, MetricInfo, Tolerance, metric_
 from evalvae.report import tables, views, write_report
 from evalvae.report.load import load_inputs
 from evalvae.report.sections import group_sections
-from tests.compare_helpers import PROTOCOL, base_values, write_run
+from tests.compare_helpers import PROTOCOL, base_values, set_level_row, write_run
 
 # The largest differences measured between TAEF2 at batch size 1 and 8 (Kodak, 256², CPU, fp32),
 # per image: the float noise a report of a VAE against itself must read as ties.
@@ -46,10 +46,6 @@ def noisy_twin(values: dict[str, np.ndarray], scale: float = 1.0) -> dict[str, n
     return {m: v + scale * NOISE[m] * steps * (1 if m != "lpips" else -1) for m, v in values.items()}
 
 
-def rfid_row(vae, mean, n=4):
-    return {"vae": vae, "metric": "rfid", "mean": mean, "std": np.nan, "n": n, "note": ""}
-
-
 # --- the same VAE twice ---------------------------------------------------------------------------
 
 
@@ -62,7 +58,7 @@ def test_a_vae_against_itself_at_another_batch_size_reads_as_ties_everywhere(tmp
     v = base_values(n=4)
     protocol = copy.deepcopy(PROTOCOL)
     protocol["metrics"]["rfid"] = metric_entry(registered_info("rfid"), {"implementation": "evalvae float64 Fréchet"})
-    rfid = [rfid_row("batch1", 25.0), rfid_row("batch8", 25.0 * (1 + RFID_NOISE))]
+    rfid = [set_level_row("batch1", "rfid", 25.0, n=4), set_level_row("batch8", "rfid", 25.0 * (1 + RFID_NOISE), n=4)]
     run = write_run(tmp_path / "run", {"batch1": v, "batch8": noisy_twin(v)}, protocol, extra_summary=rfid)
     html = write_report([run], tmp_path / "rep", grids=False)
     rep = tmp_path / "rep"
@@ -212,7 +208,7 @@ def test_set_level_values_over_different_numbers_of_images_are_not_ranked(tmp_pa
     run = write_run(
         tmp_path / "run",
         {"a": v, "b": {m: x[:10] for m, x in v.items()}},
-        extra_summary=[rfid_row("a", 20.0, n=12), rfid_row("b", 30.0, n=10)],
+        extra_summary=[set_level_row("a", "rfid", 20.0), set_level_row("b", "rfid", 30.0, n=10)],
     )
     section = section_of(run)
     summary = tables.summary_table(section)
@@ -225,10 +221,7 @@ def test_set_level_values_over_different_numbers_of_images_are_not_ranked(tmp_pa
 def test_kid_whose_every_subset_is_the_whole_set_is_not_ranked(tmp_path, subset_size, ranked):
     protocol = copy.deepcopy(PROTOCOL)
     protocol["metrics"]["kid"] = metric_entry(registered_info("kid"), {"subsets": 100, "subset_size": subset_size})
-    kid = [
-        {"vae": v, "metric": "kid", "mean": k, "std": np.nan, "n": 12, "note": ""}
-        for v, k in (("a", 1e-3), ("b", 5e-3))
-    ]
+    kid = [set_level_row("a", "kid", 1e-3), set_level_row("b", "kid", 5e-3)]
     run = write_run(tmp_path / "run", {"a": base_values(), "b": base_values(seed=1)}, protocol, extra_summary=kid)
     section = section_of(run)
     best = tables.summary_table(section).query("metric == 'kid' and best")["entry"].tolist()

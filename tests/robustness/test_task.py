@@ -21,7 +21,6 @@ from evalvae.run import run
 from evalvae.vae.seams import band_mask, diffusers_kl_seams, generic_decode_seams, generic_seams, max_abs_split
 from evalvae.vae.tiling import tiled_apply
 from evalvae.vocab import ROBUSTNESS_CHECKS
-from tests.helpers import evalvae_main, write_images
 
 POINTWISE = "tests.robust_standins.Pointwise"
 SPATIAL = "tests.robust_standins.Spatial"
@@ -330,6 +329,7 @@ def test_config_composes_and_validates_and_choices_match_the_domain():
     assert tuple(c.value for c in Check) == ROBUSTNESS_CHECKS
     assert [d.value for d in ReducedDType] == ["fp16", "bf16"]
     assert cfg.task._target_ == "evalvae.robustness.task.RobustnessTask"
+    assert cfg.report is True and cfg.robustness.plots is True  # the command writes its plots and report unasked
 
 
 def test_unknown_check_and_bad_values_are_refused_naming_the_choices():
@@ -379,33 +379,6 @@ def test_run_end_to_end_with_a_failing_vae(image_dir, tmp_path):
     assert "Robustness" in html and "Tiled vs untiled decode" in html and "data:image/png" in html
     md = (out / "report" / "report.md").read_text()
     assert "Resolution sweep" in md and "| sp | bf16 |" in md
-
-
-@pytest.mark.slow
-def test_command_line(tmp_path):
-    images = write_images(tmp_path / "images", sizes=((40, 56), (48, 48)))
-    out = tmp_path / "out"
-    args = [
-        "robustness",
-        *vae_args("sp", SPATIAL),
-        "+vae=taesd",
-        f"vae.taesd.source={tmp_path / 'missing'}",
-        "dataset=folder",
-        f"dataset.path={images}",
-        "dataset.resolution=64",
-        "metrics=default",
-        "device=cpu",
-        "workers=0",
-        "robustness.tile_size=32",
-        "robustness.resolutions=[32]",
-        f"hydra.run.dir={out}",
-    ]
-    done = evalvae_main(args, tmp_path)
-    assert done.returncode == 3, done.stderr[-3000:]  # incomplete: a VAE failed
-    assert set(table(out).vae) == {"sp"} and "taesd" in done.stderr
-    assert (out / "robustness-sp.png").is_file() and (out / "report" / "report.html").is_file()
-    bad = evalvae_main(["robustness", "robustness.checks=[tiled,seam]"], tmp_path)
-    assert bad.returncode == 2 and "precision" in bad.stderr and "seam" in bad.stderr
 
 
 # -- images too small for a VAE --------------------------------------------------------------------
