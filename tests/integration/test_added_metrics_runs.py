@@ -1,4 +1,4 @@
-"""MS-SSIM, the luma PSNR/SSIM and DISTS through ``run``, ``report`` and ``compare``: recorded, titled, gated, and luma
+"""MS-SSIM, the luma PSNR/SSIM, DISTS and CMMD through ``run``, ``report`` and ``compare``: recorded, titled, gated, and luma
 kept apart from RGB."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from evalvae.compare import Verdict, compare, load_snapshot
 from evalvae.report import write_report
 from evalvae.run import run
 from tests import helpers
+from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
 
 LUMA = ("metrics=ms_ssim", "metrics.psnr.channels=y", "metrics.ssim.channels=y")
 
@@ -103,3 +104,34 @@ def test_dists_runs_reports_and_compares(real_weights, tmp_path):
     assert "| DISTS ↓ |" in md
     rows = {r.metric: r for r in compare(load_snapshot(outs[0]), load_snapshot(outs[1])).rows}
     assert rows["dists"].verdict is Verdict.REGRESSED and rows["dists"].current > rows["dists"].baseline
+
+
+def test_cmmd_runs_reports_and_compares(tiny_clip_dir, tmp_path):
+    """CMMD through run, report and compare, on a tiny random CLIP (CLIP ViT-L/14@336 cannot be had offline)."""
+    images = helpers.write_images(tmp_path / "images")
+    outs = []
+    for name, gain in (("a", 0.95), ("b", 0.5)):
+        cfg = helpers.compose_run(
+            [
+                "dataset=folder",
+                f"dataset.path={images}",
+                "dataset.resolution=32",
+                "device=cpu",
+                "workers=0",
+                "+vae.v._target_=tests.run_standins.Identity",
+                f"+vae.v.gain={gain}",
+                f"cache_dir={tmp_path / 'cache'}",
+                "metrics=cmmd",
+                f"metrics.cmmd.model={tiny_clip_dir}",
+            ]
+        )
+        outs.append(run(cfg, out_dir=tmp_path / name).out_dir)
+    entry = json.loads((outs[0] / "metrics.json").read_text())["metrics"]["cmmd"]
+    assert entry["higher_is_better"] is False and entry["estimator"] == "paired" and entry["scale"] == 1000
+    summary = pd.read_csv(outs[0] / "summary.csv").set_index("metric")
+    assert summary.loc["cmmd", "n"] == 6 and summary.loc["cmmd", "mean"] > 0
+    assert "paired estimator over 6 image pairs" in summary.loc["cmmd", "note"]
+    md = (write_report(outs, tmp_path / "rep", grids=False).parent / "report.md").read_text()
+    assert "CMMD ↓" in md
+    rows = {r.metric: r for r in compare(load_snapshot(outs[0]), load_snapshot(outs[1])).rows}
+    assert rows["cmmd"].verdict is Verdict.REGRESSED and rows["cmmd"].current > rows["cmmd"].baseline
