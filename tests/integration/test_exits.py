@@ -26,13 +26,7 @@ def lines(text: str, prefix: str = "evalvae:") -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
 
 
-def test_a_complete_run_exits_0(tmp_path, image_dir):
-    r = evalvae_main(run_args(image_dir, tmp_path / "run", *standin("ok")))
-    assert r.returncode == 0, r.stderr
-    assert "incomplete" not in r.stderr and lines(r.stderr) == []
-
-
-def test_the_command_line_s_config_is_checked_once(tmp_path, image_dir, monkeypatch):
+def test_a_complete_run_exits_0_and_its_command_line_s_config_is_checked_once(tmp_path, image_dir, monkeypatch):
     from evalvae.jobs import schema
 
     calls = []
@@ -40,6 +34,7 @@ def test_the_command_line_s_config_is_checked_once(tmp_path, image_dir, monkeypa
     monkeypatch.setattr(schema, "check_node", lambda *a: calls.append(a[2]) or check_node(*a))
     r = evalvae_main(run_args(image_dir, tmp_path / "run", *standin("ok")))
     assert r.returncode == 0, r.stderr
+    assert "incomplete" not in r.stderr and lines(r.stderr) == []
     assert calls == [""], "the schema checks the whole config once, at the entry"
 
 

@@ -11,16 +11,10 @@ import pytest
 
 from evalvae.ref.task import ref
 from evalvae.run import run
-from tests.helpers import TinyExtractor, compose_run, reference_entries
+from tests.helpers import TinyExtractor, compose_run, reference_entries, standin
 
-IDENTITY = "tests.run_standins.Identity"
 INCEPTION = "fid/pt_inception-2015-12-05_torch-fidelity.pth"
 LPIPS_ALEX = "lpips/alexnet_features.pth"
-
-
-def standin(name: str, gain: float) -> list[str]:
-    """A cheap stand-in VAE that scales the image by ``gain``."""
-    return [f"+vae.{name}._target_={IDENTITY}", f"+vae.{name}.gain={gain}"]
 
 
 def common(image_dir, cache, kid: bool, *extra) -> list[str]:
@@ -35,7 +29,9 @@ def tiny_extractor(image_dir, cache, kid: bool, *extra) -> list[str]:
 
 def run_a(out_dir, image_dir, cache, kid: bool):
     """The gain-0.9 stand-in ``a`` with the stand-in extractor and no LPIPS."""
-    return run(compose_run([*tiny_extractor(image_dir, cache, kid, "~metrics.lpips"), *standin("a", 0.9)]), out_dir)
+    return run(
+        compose_run([*tiny_extractor(image_dir, cache, kid, "~metrics.lpips"), *standin("a", gain=0.9)]), out_dir
+    )
 
 
 def reference(out) -> dict:
@@ -68,7 +64,7 @@ def lpips(request) -> list[str]:
 def test_set_metrics_complete_with_a_cold_then_a_warm_cache(tmp_path, image_dir, kid, lpips):
     """Two VAEs per run, so the first VAE's references (computed, then cached) serve the second."""
     cache = tmp_path / "cache"
-    vaes = [*standin("a", 0.9), *standin("b", 0.8)]
+    vaes = [*standin("a", gain=0.9), *standin("b", gain=0.8)]
     TinyExtractor.calls = 0
     args = [*tiny_extractor(image_dir, cache, kid), *lpips, *vaes]
     cold = run(compose_run(args), out_dir=tmp_path / "cold")
@@ -143,7 +139,7 @@ def test_inception_resizes_with_and_without_kid_cold_and_warm(tmp_path, real_wei
         for kid, source in steps:
             extra = [weights, f"metrics.fid.resize={resize}", "~metrics.lpips"]
             outcome = run(
-                compose_run([*common(images, cache, kid, *extra), *standin("a", 0.9)]),
+                compose_run([*common(images, cache, kid, *extra), *standin("a", gain=0.9)]),
                 out_dir=tmp_path / f"{resize}-{kid}",
             )
             assert reference(outcome.out_dir)["source"] == source, (resize, kid)

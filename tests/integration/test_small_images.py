@@ -25,14 +25,7 @@ from evalvae.store import Store
 from tests.helpers import compose_run, photo
 from tests.metrics.test_pixel import sk_ssim
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on tiny images run fastest, and steadiest on a shared machine, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models on tiny images: fastest, and steadiest, on one thread
 
 
 # -- the latent cache ------------------------------------------------------------------------------

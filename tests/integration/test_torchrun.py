@@ -57,7 +57,7 @@ def test_two_processes_equal_one(tmp_path, image_dir):
         f"--master_port={free_port()}",
         "-m",
         "evalvae",
-        *args(image_dir, kl, tmp_path / "cache2", sharded)[0:],
+        *args(image_dir, kl, tmp_path / "cache2", sharded),
     ]
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -100,8 +100,7 @@ def test_a_killed_run_started_again_with_the_same_command_ends_with_the_uninterr
     kl = save_tiny_kl(tmp_path / "kl")
 
     def command(cache, out):
-        a = args(images, kl, cache, out)
-        return [*[x.replace("dataset.resolution=32", "dataset.resolution=64") for x in a]]
+        return [x.replace("dataset.resolution=32", "dataset.resolution=64") for x in args(images, kl, cache, out)]
 
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     cache = tmp_path / "cache"
@@ -126,9 +125,7 @@ def test_a_killed_run_started_again_with_the_same_command_ends_with_the_uninterr
     assert t.batches_cached >= done and t.batches_cached < 20
     fresh = evalvae_cli(command(tmp_path / "other-cache", tmp_path / "fresh"), cwd=tmp_path)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
-    for name in ("per_image.parquet",):
-        a, b = pd.read_parquet(tmp_path / "again" / name), pd.read_parquet(tmp_path / "fresh" / name)
-        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)
-    sa = pd.read_csv(tmp_path / "again" / "summary.csv").drop(columns="note")
-    sf = pd.read_csv(tmp_path / "fresh" / "summary.csv").drop(columns="note")
+    pa, pf = (pd.read_parquet(tmp_path / r / "per_image.parquet") for r in ("again", "fresh"))
+    pd.testing.assert_frame_equal(pa, pf, check_exact=False, rtol=1e-9)
+    sa, sf = (pd.read_csv(tmp_path / r / "summary.csv").drop(columns="note") for r in ("again", "fresh"))
     pd.testing.assert_frame_equal(sa, sf, check_exact=False, rtol=1e-9)

@@ -152,28 +152,24 @@ def protocol_with(**infos) -> dict:
     return p
 
 
-def test_the_report_shows_the_title_and_decimals_metrics_json_states(tmp_path):
-    values = {"a": base_values(seed=0), "b": base_values(seed=1)}
-    stated = write_run(tmp_path / "stated", values, protocol_with(psnr={"decimals": 3, "title": "Peak SNR"}))
-    old = write_run(tmp_path / "old", values)  # metrics.json with PSNR's own info: 2 decimals
-    means = pd.read_csv(stated / "summary.csv").set_index(["vae", "metric"])["mean"]
-    a = means[("a", "psnr")]
-    md = (write_report([stated], tmp_path / "rep", grids=False).parent / "report.md").read_text(encoding="utf-8")
-    assert "| Peak SNR ↑ |" in md and f"| {a:.3f} ± " in md and f"{a:.2f} ± " not in md
-    md = (write_report([old], tmp_path / "rep-old", grids=False).parent / "report.md").read_text(encoding="utf-8")
-    assert "| PSNR (dB) ↑ |" in md and f"| {a:.2f} ± " in md and "Peak SNR" not in md
-
-
-def test_a_direction_metrics_json_states_decides_the_reports_best(tmp_path):
+def test_the_report_shows_the_title_decimals_and_direction_metrics_json_states(tmp_path):
     values = {"a": base_values(seed=0), "b": base_values(seed=1)}
     values["b"]["psnr"] = values["a"]["psnr"] + 1.0  # b is 1 dB above a on every image
-    flipped = write_run(tmp_path / "flipped", values, protocol_with(psnr={"higher_is_better": False}))
-    plain = write_run(tmp_path / "plain", values)
-    for path, best in ((plain, "b"), (flipped, "a")):
+    stated = write_run(
+        tmp_path / "stated", values, protocol_with(psnr={"decimals": 3, "title": "Peak SNR", "higher_is_better": False})
+    )
+    plain = write_run(tmp_path / "plain", values)  # metrics.json with PSNR's own info: 2 decimals, higher is better
+    means = pd.read_csv(stated / "summary.csv").set_index(["vae", "metric"])["mean"]
+    a, b = means[("a", "psnr")], means[("b", "psnr")]
+    for path, best in ((plain, "b"), (stated, "a")):
         (section,) = group_sections(load_inputs([path]).runs)
         assert section.direction("psnr") is (best == "b")
-        md = (write_report([path], tmp_path / f"rep-{path.name}", grids=False).parent / "report.md").read_text()
-        assert f"PSNR (dB): best {best} " in md
+    md = (write_report([stated], tmp_path / "rep", grids=False).parent / "report.md").read_text(encoding="utf-8")
+    assert "| Peak SNR ↓ |" in md and f"| {b:.3f} ± " in md and f"{b:.2f} ± " not in md  # the best is in bold
+    assert "Peak SNR: best a " in md
+    md = (write_report([plain], tmp_path / "rep-plain", grids=False).parent / "report.md").read_text(encoding="utf-8")
+    assert "| PSNR (dB) ↑ |" in md and f"| {a:.2f} ± " in md and "Peak SNR" not in md
+    assert "PSNR (dB): best b " in md
 
 
 def test_runs_differing_only_in_info_share_a_section_and_are_no_protocol_mismatch(tmp_path):

@@ -1,7 +1,7 @@
 """KID: the paired and independent estimators against float64 double sums and torch-fidelity, the pairing of
-reconstructions with their originals through runs (order, non-finite images, missing files, stored chunks),
-the std over subsets, the protocol in ``metrics.json`` and ``compare``. task=t2i's independent KID is
-tested with its run (tests/t2i/test_run.py)."""
+reconstructions with their originals through runs (order, missing files, stored chunks; non-finite images: with rFID,
+tests/metrics/test_refstats.py), the std over subsets, the protocol in ``metrics.json`` and ``compare``. task=t2i's
+independent KID is tested with its run (tests/t2i/test_run.py)."""
 
 from __future__ import annotations
 
@@ -251,29 +251,6 @@ def test_a_bad_estimator_names_the_argument_value_and_choices(tmp_path, image_di
             out_dir=tmp_path / "r",
         )
     assert str(e.value) == "invalid metrics.fid.kid_estimator='biased'; choose one of paired, independent"
-
-
-def test_nonfinite_reconstructions_drop_their_originals_from_the_pairs(tmp_path, image_dir):
-    """Images 1 and 4 decode to NaN/inf: KID pairs the other four with their own originals, in subsets of 3."""
-    from evalvae.data import folder
-    from evalvae.metrics import from_uint8, to_pixels
-
-    kid = ["batch_size=4", "metrics.fid.kid_subsets=7", "metrics.fid.kid_subset_size=3"]
-    bad = standin("bad", gain=0.9, nan_images="[1]", inf_images="[4]")
-    out = run(compose_run([*overrides(image_dir, tmp_path / "c", *kid), *bad]), out_dir=tmp_path / "r").out_dir
-    ds = folder(str(image_dir), resolution=32)
-    originals = torch.stack([ds[i].image for i in range(len(ds))])
-    kept = [0, 2, 3, 5]
-    x = tiny_features(originals[kept])
-    y = tiny_features(to_pixels(from_uint8(originals[kept]) * 0.9).to(torch.uint8))
-    mean, std = paired_reference(x, y, subsets=7, m=3, seed=0)
-    row = kid_row(out)
-    # measured: 3e-8 relative (features stored as float32 and the float kernels' order)
-    assert row["mean"] == pytest.approx(mean, rel=1e-6) and row["std"] == pytest.approx(std, rel=1e-5)
-    assert row["n"] == 4 and "KID over 4 of 6 images, against the originals of those 4" in row["note"]
-    assert "std over subsets, ddof 0" in row["note"]
-    protocol = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
-    assert protocol["estimator"] == "paired" and protocol["std_ddof"] == 0 and protocol["subset_size"] == 3
 
 
 def test_references_from_ref_in_another_order_pair_with_the_right_reconstructions(tmp_path):

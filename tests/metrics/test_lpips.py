@@ -55,9 +55,15 @@ def test_the_package_model_reproduces_the_stated_values(package_lpips, assets):
     assert got == pytest.approx(STATED[net], abs=1e-5)  # stated to 6 decimals
 
 
-def test_equals_the_lpips_package_fed_minus_one_to_one(package_lpips):
+def test_equals_the_lpips_package_fed_minus_one_to_one_and_reproduces_the_stated_values(package_lpips, assets):
     net, model, backbone = package_lpips
     ours = LPIPS(net=net, backbone_weights=str(backbone))
+    ref, p0, p1 = (example(assets, n) for n in ("ref", "p0", "p1"))
+    got = torch.cat([ours(ref, p0)["lpips"], ours(ref, p1)["lpips"]])
+    torch.testing.assert_close(got, torch.tensor(STATED[net], dtype=torch.float64), rtol=0, atol=1e-5)
+    # batch and order: tests/metrics/test_contract.py (case lpips-alex, these weights)
+    assert ours.weights.standard and ours.note == ""
+    assert ours.protocol()["weights"] == {"standard": True, "tensors_sha256": ours.weights.tensors_sha256}
     for noise in (3.0, 40.0):
         o, r = pair(n=3, h=64, w=64, noise=noise)
         got = ours(o, r)["lpips"]

@@ -82,12 +82,6 @@ def test_ssim_on_the_cpu_does_not_depend_on_the_threads():
     np.testing.assert_allclose(one.numpy(), sk_ssim(o, r), rtol=0, atol=SSIM_TOL)
 
 
-def test_ssim_backends_agree_to_1e9():
-    o, r = pair(n=3, noise=25.0)
-    a, b = SSIM(backend="torchmetrics")(o, r)["ssim"], SSIM(backend="skimage")(o, r)["ssim"]
-    assert torch.allclose(a, b, rtol=0, atol=1e-9)
-
-
 def test_lower_quality_scores_lower():
     o, r_small = pair(noise=3.0, seed=1)
     _, r_big = pair(noise=30.0, seed=1)

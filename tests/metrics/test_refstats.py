@@ -194,17 +194,29 @@ def test_a_files_vae_with_missing_files_is_scored_against_the_originals_it_recon
 
 
 def test_non_finite_reconstructions_are_scored_against_the_originals_of_the_finite_ones(tmp_path, image_dir):
+    """Images 1 and 4 decode to NaN/inf: rFID is of the other four against their originals, and KID pairs those four
+    with their own originals, in subsets of 3."""
+    from tests.metrics.test_kid import paired_reference, tiny_features
+
     out = run(
         compose_run([*standin("bad", nan_images="[1]", inf_images="[4]"), *overrides(image_dir, tmp_path / "c")]),
         out_dir=tmp_path / "r",
     ).out_dir
     kept = [0, 2, 3, 5]
     real = originals(image_dir)[kept]
+    fake = gained(real, 0.9)
     rows = set_rows(out, "bad")
     assert rows["n"].tolist() == [4, 4]
-    assert rows["mean"]["rfid"] == pytest.approx(expected_rfid(real, gained(real, 0.9)), rel=RFID_RTOL)
+    assert rows["mean"]["rfid"] == pytest.approx(expected_rfid(real, fake), rel=RFID_RTOL)
     assert "rFID over 4 of 6 images" in rows["note"]["rfid"] and "2 non-finite" in rows["note"]["rfid"]
     assert entries(tmp_path / "c") == [6]
+    mean, std = paired_reference(tiny_features(real), tiny_features(fake), subsets=7, m=3, seed=0)
+    # measured: 3e-8 relative (features stored as float32 and the float kernels' order)
+    assert rows["mean"]["kid"] == pytest.approx(mean, rel=1e-6) and rows["std"]["kid"] == pytest.approx(std, rel=1e-5)
+    assert "KID over 4 of 6 images, against the originals of those 4" in rows["note"]["kid"]
+    assert "std over subsets, ddof 0" in rows["note"]["kid"]
+    protocol = json.loads((out / "metrics.json").read_text())["metrics"]["kid"]
+    assert protocol["estimator"] == "paired" and protocol["std_ddof"] == 0 and protocol["subset_size"] == 3
 
 
 # -- the numeric core: statistics of a set less some of its images ----------------------------------------

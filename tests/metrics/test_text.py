@@ -20,7 +20,7 @@ from evalvae.data.textchart import textchart
 from evalvae.metrics.regions import REGIONS, SizeBins
 from evalvae.run import run
 from evalvae.vocab import Region
-from tests.helpers import compose_run
+from tests.helpers import NO_SAMPLES, compose_run
 from tests.prerequisites import require_module
 from tests.run_standins import Identity
 
@@ -182,14 +182,13 @@ def test_unavailable_without_rapidocr(monkeypatch, tmp_path):
 
 # -- in a run ---------------------------------------------------------------------------------------
 def run_overrides(tmp_path, *extra) -> list[str]:
-    no_samples = ["samples.worst=0", "samples.best=0", "samples.typical=false"]
     return [
         "metrics=text",
         "device=cpu",
         "workers=0",
         "batch_size=2",
         f"cache_dir={tmp_path / 'cache'}",
-        *no_samples,
+        *NO_SAMPLES,
         *extra,
     ]
 

@@ -34,19 +34,14 @@ def no_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
 
 
-def test_lpips_reads_its_backbone_from_the_folder(tmp_path, monkeypatch, no_hub_cache):
+def test_lpips_reads_its_backbone_from_the_folder_and_an_explicit_path_wins(tmp_path, monkeypatch, no_hub_cache):
     folder = tmp_path / "weights"
     backbone = alexnet_file(folder / "lpips" / "alexnet_features.pth", seed=1)
     monkeypatch.setenv("EVALVAE_WEIGHTS", str(folder))
     metric = LPIPS()
     torch.testing.assert_close(metric.model.net.slice1[0].weight, backbone.features[0].weight, rtol=0, atol=0)
     assert metric.protocol()["provenance"]["weights"]["file"] == str(folder / "lpips" / "alexnet_features.pth")
-
-
-def test_an_explicit_path_wins_over_the_folder(tmp_path, monkeypatch):
-    alexnet_file(tmp_path / "weights" / "lpips" / "alexnet_features.pth", seed=1)
     mine = alexnet_file(tmp_path / "mine.pth", seed=2)
-    monkeypatch.setenv("EVALVAE_WEIGHTS", str(tmp_path / "weights"))
     metric = LPIPS(backbone_weights=str(tmp_path / "mine.pth"))
     torch.testing.assert_close(metric.model.net.slice1[0].weight, mine.features[0].weight, rtol=0, atol=0)
 
