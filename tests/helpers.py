@@ -120,6 +120,19 @@ def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip(img, 0, 255).round().astype(np.uint8)
 
 
+def kodak_crops(n: int = 8, side: int = 256) -> torch.Tensor:
+    """``(n, 3, side, side)`` float64 pixels: the centre crops of the first ``n`` Kodak photos."""
+    from tests.prerequisites import require_env_dir
+
+    root = require_env_dir("EVALVAE_TEST_ASSETS", "the real test assets") / "images" / "kodak"
+    out = []
+    for path in sorted(root.glob("kodim*.png"))[:n]:
+        a = np.asarray(Image.open(path).convert("RGB"))
+        top, left = (a.shape[0] - side) // 2, (a.shape[1] - side) // 2
+        out.append(torch.from_numpy(a[top : top + side, left : left + side].copy()).permute(2, 0, 1))
+    return torch.stack(out).double()
+
+
 def write_images(root: Path, sizes=((40, 56), (48, 48), (64, 40), (36, 50), (50, 70), (44, 44))) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for i, (h, w) in enumerate(sizes):

@@ -3,31 +3,19 @@ checks identical inputs, batch, order, non-finite inputs and the device)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from evalvae.metrics.msssim import MSSSIM, WEIGHTS
+from tests.helpers import kodak_crops
 from tests.metrics.test_pixel import pair
-from tests.prerequisites import require_env_dir, require_module
+from tests.prerequisites import require_module
 
 # Measured on 8 Kodak crops at 256² (the test takes 4 at 192²), noise 12 and a blur: 1.6e-14 from pytorch-msssim fed a float64 window, and
 # 7e-15 between the two backends. The tolerance leaves room for other summation orders on another CPU.
 TOL = 1e-10
 # pytorch-msssim's default window is computed in float32: measured 3.2e-6 from the float64 values
 FLOAT32_WINDOW_TOL = 1e-5
-
-
-def kodak_crops(n: int = 8, side: int = 256) -> torch.Tensor:
-    """``(n, 3, side, side)`` float64 pixels: the centre crops of the first ``n`` Kodak photos."""
-    root = require_env_dir("EVALVAE_TEST_ASSETS", "the real test assets") / "images" / "kodak"
-    out = []
-    for path in sorted(root.glob("kodim*.png"))[:n]:
-        a = np.asarray(Image.open(path).convert("RGB"))
-        top, left = (a.shape[0] - side) // 2, (a.shape[1] - side) // 2
-        out.append(torch.from_numpy(a[top : top + side, left : left + side].copy()).permute(2, 0, 1))
-    return torch.stack(out).double()
 
 
 def distorted(x: torch.Tensor) -> torch.Tensor:
