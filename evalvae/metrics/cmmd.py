@@ -28,7 +28,7 @@ from evalvae.checkpoints import local_then_hub, state_dict_sha256
 from evalvae.errors import check_choice
 from evalvae.metrics import info as shipped
 from evalvae.metrics.base import SetMetric
-from evalvae.metrics.features import FeatureExtractor
+from evalvae.metrics.features import FeatureExtractor, quiet_transformers
 from evalvae.metrics.frechet import FeatureStats, UnpairedSets, paired_features
 from evalvae.metrics.weights import MetricUnavailable
 
@@ -86,24 +86,15 @@ class ClipEmbedding(FeatureExtractor):
     def __init__(self, model: str = CLIP_L14_336, batch_size: int = 32):
         try:
             from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
-            from transformers.utils import logging as tlog
         except ImportError as e:
             raise MetricUnavailable(f"transformers is needed for CMMD ({e})") from None
 
         def load(local_files_only: bool):
-            # a full CLIP checkpoint holds the text tower too, which the vision model leaves unread: no report of it
-            verbosity, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
-            tlog.set_verbosity_error()
-            tlog.disable_progress_bar()
-            try:
+            with quiet_transformers():
                 return (
                     CLIPImageProcessor.from_pretrained(model, local_files_only=local_files_only),
                     CLIPVisionModelWithProjection.from_pretrained(model, local_files_only=local_files_only).eval(),
                 )
-            finally:
-                tlog.set_verbosity(verbosity)
-                if bars:
-                    tlog.enable_progress_bar()
 
         try:
             processor, self.model = local_then_hub(load, may_download=not Path(model).expanduser().is_dir())

@@ -104,13 +104,16 @@ class FIDKID(SetMetric):
         """``{mean, std, n, note}`` of rFID and KID."""
         note = "; ".join(filter(None, [f"extractor {self.extractor.name}", getattr(self.extractor, "note", "")]))
         if fake.n < self.extractor.dim:
+            title = self.infos[0].title
             log.warning(
-                "rFID on N=%d images < feature dimension %d: the covariance is rank-deficient and rFID is biased upward; "
+                "%s on N=%d images < feature dimension %d: the covariance is rank-deficient and %s is biased upward; "
                 "compare only at equal N",
+                title,
                 fake.n,
                 self.extractor.dim,
+                title,
             )
-            note += f"; N={fake.n} < feature dim {self.extractor.dim}: rank-deficient covariance, rFID biased upward"
+            note += f"; N={fake.n} < feature dim {self.extractor.dim}: rank-deficient covariance, {title} biased upward"
         fid = frechet_distance(real.mean, real.cov, fake.mean, fake.cov, real.n, fake.n)
         out = {"rfid": {"mean": fid, "std": math.nan, "n": fake.n, "note": note}}
         if self.with_kid:

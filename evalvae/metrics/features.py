@@ -6,6 +6,7 @@ An extractor maps ``(N, 3, H, W)`` uint8 images to ``(N, D)`` features and descr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -32,6 +33,23 @@ INCEPTION_IN_WEIGHTS_FOLDER = ("fid/pt_inception-2015-12-05_torch-fidelity.pth",
 # ``num_batches_tracked``), computed on a copy of the same network in torch-fidelity's layout.
 STANDARD_INCEPTION = "2880397385c127930be1f918f46a156bdc0843c2c6d32bf5f131cc254f21ff9a"
 RESIZES = ("clean", "legacy")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """No loading bars or load reports from transformers while a network is read (evalvae says what it loads;
+    a full CLIP checkpoint read as a vision model leaves its text tower unread, which is no news)."""
+    from transformers.utils import logging as tlog
+
+    verbosity, bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
+    tlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tlog.set_verbosity(verbosity)
+        if bars:
+            tlog.enable_progress_bar()
 
 
 class FeatureExtractor(ABC):

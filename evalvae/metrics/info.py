@@ -208,6 +208,9 @@ LPIPS = MetricInfo("lpips", "LPIPS", False, decimals=4, tolerance=Tolerance(abs=
 RFID = MetricInfo("rfid", "rFID", False, decimals=2, tolerance=Tolerance(rel=0.01), tie=Tolerance(rel=1e-3))
 # tie: measured 1.5e-6 at N = 8, 1.9e-7 at 24 (KID can be ~0: no relative tie)
 KID = MetricInfo("kid", "KID", False, decimals=5, tolerance=Tolerance(abs=0.0001, rel=0.02), tie=Tolerance(abs=2e-5))
+# evalvae.metrics.fd_dinov2: the Fréchet distance of DINOv2 ViT-L/14 features (Stein et al. 2023); rFID's
+# tolerances (a Fréchet distance too). Not measured (no DINOv2 weights offline): only equal values tie.
+RFD_DINOV2 = MetricInfo("rfd_dinov2", "FD-DINOv2", False, decimals=2, tolerance=Tolerance(rel=0.01))
 # evalvae.metrics.cmmd: CMMD (Jayasumana et al. 2024), the RBF-kernel MMD of CLIP embeddings times 1000.
 # Not measured (no CLIP weights offline): only equal values tie.
 CMMD = MetricInfo("cmmd", "CMMD", False, decimals=4, tolerance=Tolerance(abs=0.001, rel=0.02))
@@ -322,6 +325,7 @@ METRICS = {
         Registered("dists", "evalvae.metrics.dists:DISTS", (DISTS,)),
         Registered("fid", "evalvae.metrics.distribution:FIDKID", (RFID, KID), set_level=True, optional={"kid": "kid"}),
         Registered("cmmd", "evalvae.metrics.cmmd:CMMD", (CMMD,), set_level=True),
+        Registered("dinov2", "evalvae.metrics.fd_dinov2:FDDINOv2", (RFD_DINOV2,), set_level=True),
         Registered("color", "evalvae.metrics.color:DeltaE", (DELTA_E, DELTA_E_P95)),
         Registered(
             "text", "evalvae.metrics.text:TextFidelity", (TEXT_NED, TEXT_ACC, TEXT_T_NED, TEXT_T_ACC, TEXT_REGIONS)

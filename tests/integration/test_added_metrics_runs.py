@@ -1,4 +1,4 @@
-"""MS-SSIM, the luma PSNR/SSIM, DISTS and CMMD through ``run``, ``report`` and ``compare``: recorded, titled, gated, and luma
+"""MS-SSIM, the luma PSNR/SSIM, DISTS, CMMD and FD-DINOv2 through ``run``, ``report`` and ``compare``: recorded, titled, gated, and luma
 kept apart from RGB."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from evalvae.compare import Verdict, compare, load_snapshot
 from evalvae.report import write_report
 from evalvae.run import run
 from tests import helpers
+from tests.metrics.test_fd_dinov2 import tiny_dinov2  # noqa: F401 (fixture)
 from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
 
 LUMA = ("metrics=ms_ssim", "metrics.psnr.channels=y", "metrics.ssim.channels=y")
@@ -106,8 +107,9 @@ def test_dists_runs_reports_and_compares(real_weights, tmp_path):
     assert rows["dists"].verdict is Verdict.REGRESSED and rows["dists"].current > rows["dists"].baseline
 
 
-def test_cmmd_runs_reports_and_compares(tiny_clip_dir, tmp_path):
-    """CMMD through run, report and compare, on a tiny random CLIP (CLIP ViT-L/14@336 cannot be had offline)."""
+def test_cmmd_and_fd_dinov2_run_report_and_compare(tiny_clip_dir, tiny_dinov2, tmp_path):
+    """CMMD and FD-DINOv2 through run, report and compare, on a tiny random CLIP and DINOv2 (the real ones cannot be
+    had offline)."""
     images = helpers.write_images(tmp_path / "images")
     outs = []
     for name, gain in (("a", 0.95), ("b", 0.5)):
@@ -121,8 +123,9 @@ def test_cmmd_runs_reports_and_compares(tiny_clip_dir, tmp_path):
                 "+vae.v._target_=tests.run_standins.Identity",
                 f"+vae.v.gain={gain}",
                 f"cache_dir={tmp_path / 'cache'}",
-                "metrics=cmmd",
+                "metrics=[cmmd,fd_dinov2]",
                 f"metrics.cmmd.model={tiny_clip_dir}",
+                f"metrics.dinov2.model={tiny_dinov2}",
             ]
         )
         outs.append(run(cfg, out_dir=tmp_path / name).out_dir)
@@ -132,6 +135,9 @@ def test_cmmd_runs_reports_and_compares(tiny_clip_dir, tmp_path):
     assert summary.loc["cmmd", "n"] == 6 and summary.loc["cmmd", "mean"] > 0
     assert "paired estimator over 6 image pairs" in summary.loc["cmmd", "note"]
     md = (write_report(outs, tmp_path / "rep", grids=False).parent / "report.md").read_text()
-    assert "CMMD ↓" in md
+    assert "CMMD ↓" in md and "FD-DINOv2 ↓" in md
+    dinov2 = json.loads((outs[0] / "metrics.json").read_text())["metrics"]["rfd_dinov2"]
+    assert dinov2["extractor"]["resize"].startswith("PIL bicubic to 224x224") and summary.loc["rfd_dinov2", "n"] == 6
     rows = {r.metric: r for r in compare(load_snapshot(outs[0]), load_snapshot(outs[1])).rows}
     assert rows["cmmd"].verdict is Verdict.REGRESSED and rows["cmmd"].current > rows["cmmd"].baseline
+    assert rows["rfd_dinov2"].verdict is Verdict.REGRESSED

@@ -32,6 +32,7 @@ from evalvae.metrics.color import DeltaE
 from evalvae.metrics.distribution import FIDKID
 from evalvae.metrics.dists import DISTS
 from evalvae.metrics.faces import FaceFidelity
+from evalvae.metrics.fd_dinov2 import FDDINOv2
 from evalvae.metrics.info import METRICS, registered, registered_info
 from evalvae.metrics.lpips import LPIPS
 from evalvae.metrics.msssim import MSSSIM
@@ -42,6 +43,7 @@ from evalvae.metrics.weights import MetricUnavailable
 from evalvae.recon.loop import score
 from evalvae.t2i.clipscore import CLIPScore
 from tests.helpers import compose_run
+from tests.metrics.test_fd_dinov2 import tiny_dinov2  # noqa: F401 (fixture)
 from tests.metrics.test_pixel import pair
 from tests.prerequisites import missing, require_module
 from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
@@ -68,6 +70,7 @@ PERFECT = {
     "rfid": (0.0, 1e-9),  # measured: 1.4e-14 (Inception), -1e-15 (stand-in): round-off of equal statistics
     "kid": (0.0, 0.0),  # the paired estimator leaves each pair's own terms out: exactly 0
     "cmmd": (0.0, 0.0),  # the same: the paired estimator's sums cancel exactly
+    "rfd_dinov2": (0.0, 1e-9),  # rFID's computation on other features: round-off of equal statistics
     "clip_score": None,
     "bpp": None,
     "latent_bits_psnr_drop": None,
@@ -175,6 +178,8 @@ CASES = [
     # of 5: measured 1.8e-15 (stand-in, float64 products), 0 (Inception).
     Case("fid", "fid", lambda r: FIDKID(extractor="tests.helpers.TinyExtractor", kid_subsets=5), five, "set", 1e-12),
     Case("fid-inception", "fid", lambda r: FIDKID(weights=weights(r, INCEPTION), kid_subsets=5), five, "set", 1e-6),
+    # on a tiny random DINOv2 (ViT-L/14 cannot be had offline); features of an image alone vs in a batch: measured 0
+    Case("dinov2", "dinov2", lambda r: FDDINOv2(model=str(r.getfixturevalue("tiny_dinov2"))), five, "set", 1e-6),
     # on a tiny random CLIP (CLIP ViT-L/14@336 cannot be had offline); unit-norm float32 embeddings of an image
     # alone vs in a batch of 5: measured 6e-8
     Case("cmmd", "cmmd", lambda r: CMMD(model=str(r.getfixturevalue("tiny_clip_dir"))), five, "set", 1e-6),
