@@ -18,6 +18,10 @@ COMMANDS = {
         "evalvae.cli:vaes_main",
         "list the VAEs and codecs that +vae=NAME selects, with their default weights: evalvae vaes",
     ),
+    "protocols": (
+        "evalvae.cli:protocols_main",
+        "list the published protocols that protocol=NAME sets (dataset, metrics, settings): evalvae protocols",
+    ),
     "ref": (
         "evalvae.cli:ref_app",
         "cache the originals' rFID/KID statistics: evalvae ref dataset=folder dataset.path=DIR",

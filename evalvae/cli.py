@@ -142,6 +142,24 @@ def vaes_main() -> None:
         print(f"{name:<{width[0]}}  {where:<{width[1]}}  {what}")
 
 
+def protocols_main() -> None:
+    """``evalvae protocols``: every published protocol preset (``conf/protocol/*.yaml``), its title and source."""
+    from importlib.resources import files
+
+    from omegaconf import OmegaConf
+
+    if sys.argv[1:]:
+        print(f"evalvae: protocols takes no arguments (got {' '.join(sys.argv[1:])})", file=sys.stderr)
+        sys.exit(2)
+    folder = files("evalvae.conf").joinpath("protocol")
+    presets = sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    print("select with protocol=NAME (conf/protocol/NAME.yaml); docs/protocols.md gives each one's published numbers\n")
+    width = max(map(len, presets))
+    for name in presets:
+        named = OmegaConf.create(folder.joinpath(f"{name}.yaml").read_text(encoding="utf-8")).protocol
+        print(f"{name:<{width}}  {named.title}\n{'':<{width}}  source: {named.source}")
+
+
 def check_command_line(command: str, args: list[str]) -> None:
     """Before Hydra composes: misspelt keys and config-group options in ``args`` exit with status 2 and
     one line naming the closest choices (Hydra's own error would stop at a composition failure)."""

@@ -171,6 +171,15 @@ class MetricsSchema:
 
 
 @dataclass
+class ProtocolSchema:
+    """A published protocol preset (``conf/protocol/*.yaml``): what it is called and where it comes from."""
+
+    name: str = MISSING
+    title: str = MISSING
+    source: str = MISSING
+
+
+@dataclass
 class CacheSchema:
     latents: bool = MISSING  # each encoder's latents per batch, reused by later runs
     results: bool = MISSING  # each VAE's finished batches (rows and features)
@@ -264,6 +273,7 @@ class RunSchema(LoaderSchema, VaeJobSchema):
     resume: str | None = None  # a run directory to continue
     cache: CacheSchema | None = None
     samples: SamplesSchema | None = None  # recon: images saved for the report's grids
+    protocol: ProtocolSchema | None = None  # protocol=NAME: a published protocol preset (conf/protocol/)
     t2i: T2ISchema | None = None
     pipeline: dict[str, Any] | None = field(default=None, metadata={"target": True})
     suite: dict[str, Any] | None = field(default=None, metadata={"target": True})

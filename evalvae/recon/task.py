@@ -172,8 +172,10 @@ class ReconTask(Task):
         for m in self.unavailable_sets:
             metrics.update({i.name: metric_entry(i, m.protocol()) for i in m.infos})
         pixels = "clamped and rounded to 8 bits" if self.quantize else "clamped to [0, 255], not rounded"
+        named = self.cfg.get("protocol")
         return {
             "task": "recon",
+            **({"named_protocol": dict(named)} if named else {}),
             "dataset": {**self.dataset.describe(), "n_evaluated": self.n_evaluated()},
             "pixels": f"8-bit originals vs reconstructions {pixels}",
             "image_hashes": {f"per_image.{k}": v for k, v in IMAGE_HASHES.items()},

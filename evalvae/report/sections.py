@@ -148,7 +148,9 @@ def identity(run: Run) -> dict:
     dataset = {k: v for k, v in (run.protocol.get("dataset") or {}).items() if k != "n_files"}
     if dataset.get("fingerprint"):
         dataset.pop("root", None)
-    return {"dataset": dataset, "quantize": run.protocol.get("quantize"), "images": image_set(run)}
+    out = {"dataset": dataset, "quantize": run.protocol.get("quantize"), "images": image_set(run)}
+    named = (run.protocol.get("named_protocol") or {}).get("name")
+    return {"protocol": named, **out} if named else out
 
 
 def metric_settings(spec: dict, noted: bool = False) -> dict | None:
@@ -199,6 +201,12 @@ def section_title(dataset: dict, sizes: list[tuple[int, int]] = ()) -> str:
     if not res:
         return f"{name} · native size"
     return f"{name} · " + (", ".join(f"{w}×{h}" for w, h in sizes) if sizes else f"{res}×{res}")
+
+
+def _named(run: Run) -> str:
+    """``"NAME · "`` for a run of a published protocol preset (``protocol=NAME``), else ``""``."""
+    named = (run.protocol.get("named_protocol") or {}).get("name")
+    return f"{named} · " if named else ""
 
 
 def _slug(text: str, taken: set[str]) -> str:
@@ -521,7 +529,9 @@ def group_sections(runs: list[Run]) -> list[Section]:
         else:
             group.runs.append(run)
             group.settings.update({m: s for m, s in settings.items() if m not in group.settings})
-    titles = [section_title(g.runs[0].protocol.get("dataset") or {}, scored_sizes(g.runs)) for g in groups]
+    titles = [
+        _named(g.runs[0]) + section_title(g.runs[0].protocol.get("dataset") or {}, scored_sizes(g.runs)) for g in groups
+    ]
     for title in list(dict.fromkeys(titles)):
         same = [i for i, t in enumerate(titles) if t == title]
         if len(same) > 1:
