@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from evalvae import provenance
 from evalvae.compare import compare, load_snapshot
 from evalvae.compare.baseline import write_baseline
 from evalvae.compare.comparison import protocol_differences
@@ -90,8 +91,6 @@ def test_reading_versions_imports_no_library():
 
 
 def test_the_run_records_the_software_the_machine_the_ssim_backend_that_ran_and_the_pixels_it_scored(tmp_path):
-    from evalvae import provenance
-
     folder = images(tmp_path / "img")
     out = identity_run(tmp_path / "run", folder, psnr_only=False)
     meta = json.loads((out / "metrics.json").read_text())
@@ -128,7 +127,6 @@ def test_ssim_records_the_backend_auto_picks_and_the_one_that_ran():
 
 
 def test_bench_and_run_environments_come_from_one_place():
-    from evalvae import provenance
     from evalvae.bench.results import environment
 
     env = environment(torch.device("cpu"))
@@ -191,8 +189,6 @@ def test_a_latent_code_version_bump_misses_the_latent_cache_and_an_unchanged_one
     assert counts(run(cfg, out_dir=tmp_path / "r2").out_dir)["latents_cached"] == 3  # unchanged: read
     monkeypatch.setattr(store, "LATENTS_VERSION", getattr(store, "LATENTS_VERSION", 1) + 1, raising=False)
     assert counts(run(cfg, out_dir=tmp_path / "r3").out_dir)["images_encoded"] == 3
-    from evalvae import provenance
-
     monkeypatch.setattr(provenance, "version", lambda p: "0.0-other" if p == "diffusers" else installed(p))
     assert counts(run(cfg, out_dir=tmp_path / "r4").out_dir)["images_encoded"] == 3  # another diffusers
 
@@ -214,7 +210,6 @@ def references(tmp_path, image_dir):
 
 
 def test_reference_statistics_miss_on_a_features_or_library_version_change_and_hit_unchanged(references, monkeypatch):
-    from evalvae import provenance
     from tests.helpers import TinyExtractor
 
     metric, fresh = references
@@ -288,8 +283,6 @@ def test_the_same_files_decoded_to_other_pixels_are_compared_with_a_note_and_unk
 def test_the_committed_baseline_takes_the_new_provenance_fields_as_no_protocol_change():
     """metrics.json now records software, machine, metric versions and the SSIM backend: a baseline written
     before any of them still compares (no mismatch, no note for fields it never recorded)."""
-    from evalvae import provenance
-
     old = load_snapshot(REPO / "reports" / "baselines" / "taef2-kodak-256.json").protocol
     new = json.loads(json.dumps(old))
     new["software"] = provenance.software()
@@ -317,8 +310,6 @@ def test_generated_latents_are_keyed_on_the_libraries_that_generate_them(monkeyp
     generation = {"pipeline": "hub:some/model@abc", "steps": 4, "device": "cpu"}
     key = latent_key(generation, "a cat", 0)
     assert latent_key(generation, "a cat", 0) == key
-    from evalvae import provenance
-
     monkeypatch.setattr(provenance, "version", lambda p: "0.0-other" if p == "diffusers" else installed(p))
     assert latent_key(generation, "a cat", 0) != key  # another scheduler implementation: generated again
 
