@@ -210,7 +210,6 @@ def test_pth_pair_downloads_once_into_cache_with_checksum(tmp_path, tiny_pth_dir
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/weights"
-        Handler.directory = str(tiny_pth_dir)
         (tiny_pth_dir / "weights").mkdir(exist_ok=True)
         for p in ("encoder", "decoder"):
             (tiny_pth_dir / "weights" / f"tiny_{p}.pth").write_bytes((tiny_pth_dir / f"tiny_{p}.pth").read_bytes())
