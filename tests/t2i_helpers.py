@@ -162,11 +162,10 @@ def tiny_pipeline_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_vae_dirs(tmp_path_factory) -> dict[str, Path]:
-    """Two more 4-channel 8x VAEs (different weights), and a 16-channel one for the mismatch test."""
+    """One more 4-channel 8x VAE (other weights), and a 16-channel one for the mismatch test."""
     root = tmp_path_factory.mktemp("t2i-vaes")
     return {
         "a": save_tiny_vae(root / "a", seed=1),
-        "b": save_tiny_vae(root / "b", seed=2, scaling=0.7),
         "c16": save_tiny_vae(root / "c16", latent_channels=16, seed=3),
     }
 

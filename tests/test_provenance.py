@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from evalvae import provenance
 from evalvae.compare import compare, load_snapshot
 from evalvae.compare.baseline import write_baseline
 from evalvae.compare.comparison import protocol_differences
@@ -89,10 +90,9 @@ def test_reading_versions_imports_no_library():
     assert out.stdout.strip() == "[] True", out.stdout + out.stderr
 
 
-def test_metrics_json_records_the_software_the_machine_and_the_ssim_backend_that_ran(tmp_path):
-    from evalvae import provenance
-
-    out = identity_run(tmp_path / "run", images(tmp_path / "img"), psnr_only=False)
+def test_the_run_records_the_software_the_machine_the_ssim_backend_that_ran_and_the_pixels_it_scored(tmp_path):
+    folder = images(tmp_path / "img")
+    out = identity_run(tmp_path / "run", folder, psnr_only=False)
     meta = json.loads((out / "metrics.json").read_text())
     software = meta["software"]
     for package in RECORDED_PACKAGES:
@@ -105,6 +105,13 @@ def test_metrics_json_records_the_software_the_machine_and_the_ssim_backend_that
     ssim = meta["metrics"]["ssim"]
     assert (ssim["backend"], ssim["backend_requested"]) == ("skimage", "auto")
     assert meta["metrics"]["psnr"]["version"] == 1 and ssim["version"] == 1
+    # per_image: the sha256 of the scored pixels and of the file they came from
+    per = pd.read_parquet(out / "per_image.parquet").set_index("image")
+    for path in sorted(folder.iterdir()):
+        pixels = np.asarray(Image.open(path).convert("RGB"))  # crop=none, factor 1: the file's pixels are scored
+        assert per.loc[path.name, "image_sha256"] == hashlib.sha256(pixels.tobytes()).hexdigest()
+        assert per.loc[path.name, "file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert set(meta["image_hashes"]) == {"per_image.image_sha256", "per_image.file_sha256"}
 
 
 def test_ssim_records_the_backend_auto_picks_and_the_one_that_ran():
@@ -120,7 +127,6 @@ def test_ssim_records_the_backend_auto_picks_and_the_one_that_ran():
 
 
 def test_bench_and_run_environments_come_from_one_place():
-    from evalvae import provenance
     from evalvae.bench.results import environment
 
     env = environment(torch.device("cpu"))
@@ -183,8 +189,6 @@ def test_a_latent_code_version_bump_misses_the_latent_cache_and_an_unchanged_one
     assert counts(run(cfg, out_dir=tmp_path / "r2").out_dir)["latents_cached"] == 3  # unchanged: read
     monkeypatch.setattr(store, "LATENTS_VERSION", getattr(store, "LATENTS_VERSION", 1) + 1, raising=False)
     assert counts(run(cfg, out_dir=tmp_path / "r3").out_dir)["images_encoded"] == 3
-    from evalvae import provenance
-
     monkeypatch.setattr(provenance, "version", lambda p: "0.0-other" if p == "diffusers" else installed(p))
     assert counts(run(cfg, out_dir=tmp_path / "r4").out_dir)["images_encoded"] == 3  # another diffusers
 
@@ -205,19 +209,11 @@ def references(tmp_path, image_dir):
     return metric, lambda: References(cache, dataset)
 
 
-def test_reference_statistics_miss_on_a_features_version_bump_and_hit_unchanged(references, monkeypatch):
+def test_reference_statistics_miss_on_a_features_or_library_version_change_and_hit_unchanged(references, monkeypatch):
     from tests.helpers import TinyExtractor
 
     metric, fresh = references
     assert fresh().get(metric) is not None  # unchanged: served from the cache
-    monkeypatch.setattr(TinyExtractor, "version", 2, raising=False)
-    assert fresh().get(metric) is None
-
-
-def test_reference_statistics_miss_on_another_library_version(references, monkeypatch):
-    from evalvae import provenance
-
-    metric, fresh = references
     key = fresh().content_key(metric)
     for package in ("torch", "Pillow"):  # the extractor's library; the one that decodes and resizes the images
         with monkeypatch.context() as m:
@@ -226,21 +222,11 @@ def test_reference_statistics_miss_on_another_library_version(references, monkey
             assert refs.get(metric) is None, package
             assert refs.content_key(metric) == key  # what the statistics are of is unchanged (metrics.json)
     assert fresh().get(metric) is not None
+    monkeypatch.setattr(TinyExtractor, "version", 2, raising=False)
+    assert fresh().get(metric) is None
 
 
 # -- content hashes and compare -------------------------------------------------------------------
-
-
-def test_per_image_records_the_sha256_of_the_scored_pixels(tmp_path):
-    folder = images(tmp_path / "img")
-    out = identity_run(tmp_path / "run", folder)
-    per = pd.read_parquet(out / "per_image.parquet").set_index("image")
-    for path in sorted(folder.iterdir()):
-        pixels = np.asarray(Image.open(path).convert("RGB"))  # crop=none, factor 1: the file's pixels are scored
-        assert per.loc[path.name, "image_sha256"] == hashlib.sha256(pixels.tobytes()).hexdigest()
-        assert per.loc[path.name, "file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    said = json.loads((out / "metrics.json").read_text())["image_hashes"]
-    assert set(said) == {"per_image.image_sha256", "per_image.file_sha256"}
 
 
 def test_compare_refuses_psnr_baselines_of_other_images_under_the_same_names(tmp_path):
@@ -273,7 +259,8 @@ def test_compare_refuses_psnr_baselines_of_other_images_under_the_same_names(tmp
 
 def test_the_same_files_decoded_to_other_pixels_are_compared_with_a_note_and_unknown_files_are_refused(tmp_path):
     """Other software (a Pillow whose resize rounds otherwise) turns the baseline's files into other pixels:
-    the numbers are compared, with a note. Where a side did not hash the files, other pixels are refused."""
+    the numbers are compared, with a note. Where a side did not hash the files, other pixels are refused;
+    a baseline that recorded no hashes at all still compares, with a note."""
     run_dir = identity_run(tmp_path / "a", images(tmp_path / "img-a"))
     baseline, current = load_snapshot(run_dir), load_snapshot(run_dir)
     current.images = {"v": {**current.images["v"], "img02.png": "0" * 64}}
@@ -285,13 +272,10 @@ def test_the_same_files_decoded_to_other_pixels_are_compared_with_a_note_and_unk
     current.files = {}  # a stream, or results written before the files were hashed
     result = compare(baseline, current)
     assert result.exit_code == 2 and "1 have other pixels (img02.png" in result.mismatches[0]
-
-
-def test_a_baseline_without_hashes_still_compares_with_a_note(tmp_path):
-    first = identity_run(tmp_path / "a", images(tmp_path / "img-a"))
-    old = load_snapshot(first)
-    old.images, old.files = {}, {}  # as results written before evalvae recorded the hashes
-    result = compare(old, load_snapshot(first))
+    # a baseline without hashes (results written before evalvae recorded them) still compares, with a note
+    old = load_snapshot(run_dir)
+    old.images, old.files = {}, {}
+    result = compare(old, load_snapshot(run_dir))
     assert result.exit_code == 0 and not result.mismatches
     assert any("records no image content hashes" in n for n in result.notes)
 
@@ -299,8 +283,6 @@ def test_a_baseline_without_hashes_still_compares_with_a_note(tmp_path):
 def test_the_committed_baseline_takes_the_new_provenance_fields_as_no_protocol_change():
     """metrics.json now records software, machine, metric versions and the SSIM backend: a baseline written
     before any of them still compares (no mismatch, no note for fields it never recorded)."""
-    from evalvae import provenance
-
     old = load_snapshot(REPO / "reports" / "baselines" / "taef2-kodak-256.json").protocol
     new = json.loads(json.dumps(old))
     new["software"] = provenance.software()
@@ -328,8 +310,6 @@ def test_generated_latents_are_keyed_on_the_libraries_that_generate_them(monkeyp
     generation = {"pipeline": "hub:some/model@abc", "steps": 4, "device": "cpu"}
     key = latent_key(generation, "a cat", 0)
     assert latent_key(generation, "a cat", 0) == key
-    from evalvae import provenance
-
     monkeypatch.setattr(provenance, "version", lambda p: "0.0-other" if p == "diffusers" else installed(p))
     assert latent_key(generation, "a cat", 0) != key  # another scheduler implementation: generated again
 

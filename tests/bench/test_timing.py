@@ -132,9 +132,8 @@ def test_grid_defaults_and_order():
         (256, "plain", "fp16"),
         (256, "plain", "bf16"),
     ]
-    assert (
-        _grid("bench.resolutions=64", "bench.dtypes=bf16").configs("v")[0].resolution == 64
-    )  # a single value is a list of one
+    single = _grid("bench.resolutions=64", "bench.dtypes=bf16").configs("v")[0]  # a single value is a list of one
+    assert (single.resolution, single.dtype) == (64, "bf16")
 
 
 @pytest.mark.parametrize(

@@ -41,16 +41,19 @@ def write_photos(root: Path) -> Path:
     return root
 
 
-def write_tar(path: Path, files: list[Path], caption: bool = True) -> Path:
-    """A WebDataset shard: per image ``<stem>.<ext>`` and, like real shards, a ``<stem>.txt`` beside it."""
+def write_members(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A tar of ``(name, data)`` members, in this order."""
     with tarfile.open(path, "w") as tf:
-        for f in files:
-            members = [(f.name, f.read_bytes())] + ([(f"{f.stem}.txt", b"a caption")] if caption else [])
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
     return path
+
+
+def write_tar(path: Path, files: list[Path]) -> Path:
+    """A WebDataset shard: per image ``<stem>.<ext>`` and, like real shards, a ``<stem>.txt`` beside it."""
+    return write_members(path, [m for f in files for m in [(f.name, f.read_bytes()), (f"{f.stem}.txt", b"a caption")]])
 
 
 @pytest.fixture()
@@ -65,10 +68,6 @@ def shards(tmp_path, photos) -> str:
     for s, part in enumerate((files[:4], files[4:7], files[7:])):
         write_tar(tmp_path / f"shards-{s:03d}.tar", part)
     return str(tmp_path / "shards-{000..002}.tar")
-
-
-def samples(ds) -> list:
-    return list(ds)
 
 
 def assert_same_images(streamed: list, files: list, ids=None):
@@ -87,7 +86,7 @@ def assert_same_images(streamed: list, files: list, ids=None):
 def test_webdataset_tar_yields_the_folder_datasets_pixels(photos, shards, crop):
     ref = folder(str(photos), resolution=48, crop=crop)
     ds = webdataset(shards, resolution=48, crop=crop)
-    streamed = samples(ds)
+    streamed = list(ds)
     assert isinstance(ds, StreamingDataset) and len(streamed) == len(ref) == 10
     assert_same_images(streamed, [ref[i] for i in range(len(ref))], ids=[Path(r.id).stem for r in ref.records])
     assert streamed[-1].image is None and streamed[-1].id == Path(CORRUPT).stem and "identify" in streamed[-1].reason
@@ -96,15 +95,11 @@ def test_webdataset_tar_yields_the_folder_datasets_pixels(photos, shards, crop):
 
 def test_image_key_picks_the_member_and_a_sample_without_one_is_skipped(tmp_path, photos):
     png, jpg = photos / "img00.png", photos / "img01.jpg"
-    with tarfile.open(tmp_path / "mixed.tar", "w") as tf:
-        for name, data in [("a.jpg", jpg.read_bytes()), ("a.png", png.read_bytes()), ("b.json", b"{}")]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
+    write_members(tmp_path / "mixed.tar", [("a.jpg", jpg.read_bytes()), ("a.png", png.read_bytes()), ("b.json", b"{}")])
     ref = folder(str(photos), crop="none")
     by_id = {r.id: ref[i] for i, r in enumerate(ref.records)}
-    first_jpg = samples(webdataset(str(tmp_path / "mixed.tar"), crop="none"))
-    first_png = samples(webdataset(str(tmp_path / "mixed.tar"), image_key="PNG;jpg", crop="none"))
+    first_jpg = list(webdataset(str(tmp_path / "mixed.tar"), crop="none"))
+    first_png = list(webdataset(str(tmp_path / "mixed.tar"), image_key="PNG;jpg", crop="none"))
     assert torch.equal(first_jpg[0].image, by_id["img01.jpg"].image)
     assert torch.equal(first_png[0].image, by_id["img00.png"].image)
     assert [s.id for s in first_jpg] == ["a", "b"] and first_jpg[1].image is None
@@ -115,8 +110,7 @@ def test_hf_local_image_folder_streams_the_folder_datasets_pixels(photos):
     ref = folder(str(photos), resolution=40)
     ds = hf(str(photos), split="train", resolution=40)
     assert ds.image_column == "image" and ds.root == f"hf://{photos}/train" and ds.describe()["streaming"] is True
-    streamed = samples(ds)
-    assert_same_images(streamed, [ref[i] for i in range(len(ref))], ids=[f"{i:06d}" for i in range(len(ref))])
+    assert_same_images(list(ds), [ref[i] for i in range(len(ref))], ids=[f"{i:06d}" for i in range(len(ref))])
 
 
 @pytest.fixture()
@@ -150,7 +144,7 @@ def test_hf_parquet_streams_the_folder_datasets_pixels_by_id(tmp_path, photos, p
         resolution=32,
     )
     assert ds.image_column == "jpeg"  # auto-detected: the first Image feature, not the string columns before it
-    assert_same_images(samples(ds), [ref[i] for i in range(len(ref))], ids=[r.id for r in ref.records])
+    assert_same_images(list(ds), [ref[i] for i in range(len(ref))], ids=[r.id for r in ref.records])
     assert known_len(ds) == (10 if not streaming else None) and ds.describe()["n_files"] == known_len(ds)
 
 
@@ -187,8 +181,8 @@ def test_configs_compose_and_instantiate(photos, shards):
 # -- sharding and loader workers ---------------------------------------------------------------------
 def test_shard_halves_are_disjoint_and_cover_everything(photos, shards):
     for ds in (webdataset(shards, resolution=32), folder(str(photos), resolution=32)):
-        whole = samples(ds)
-        halves = [samples(ds.shard(rank, 2)) for rank in (0, 1)]
+        whole = list(ds)
+        halves = [list(ds.shard(rank, 2)) for rank in (0, 1)]
         got = sorted(s.index for h in halves for s in h)
         assert got == list(range(len(whole))) and len(halves[0]) == 5 and len(halves[1]) == 5
         for rank, half in enumerate(halves):
@@ -197,7 +191,7 @@ def test_shard_halves_are_disjoint_and_cover_everything(photos, shards):
                 ref = whole[s.index]
                 assert s.id == ref.id and s.reason == ref.reason
                 assert (s.image is None and ref.image is None) or torch.equal(s.image, ref.image)
-        assert [len(samples(ds.shard(r, 3))) for r in range(3)] == [4, 3, 3]
+        assert [len(list(ds.shard(r, 3))) for r in range(3)] == [4, 3, 3]
         assert ds.shard(1, 3).describe() == ds.describe()
         assert ds.shard(1, 2).fingerprint() == ds.fingerprint()
         with pytest.raises(ConfigError, match=r"invalid rank=2; an integer in 0\.\.1"):
@@ -300,7 +294,7 @@ def test_a_truncated_shard_is_one_clear_error_naming_it(tmp_path, photos):
     tar = write_tar(tmp_path / "cut.tar", sorted(photos.iterdir()))
     tar.write_bytes(tar.read_bytes()[:5000])  # mid-way through a member
     with pytest.raises(DatasetError) as e:
-        samples(webdataset(str(tar)))
+        list(webdataset(str(tar)))
     assert one_line(e).startswith(f"webdataset shard {tar} is not a readable tar (ReadError: unexpected end of data")
 
 

@@ -24,12 +24,9 @@ def save_safetensors_pair(folder: Path, prefix: str, latent_channels: int = 4, s
     torch.manual_seed(seed)
     model = TinyAutoencoder(latent_channels, False)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in model.encoder.state_dict().items()}, folder / f"{prefix}_encoder.safetensors"
-    )
-    save_file(
-        {k: v.contiguous() for k, v in model.decoder.state_dict().items()}, folder / f"{prefix}_decoder.safetensors"
-    )
+    for part in ("encoder", "decoder"):
+        state = getattr(model, part).state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, folder / f"{prefix}_{part}.safetensors")
     return folder
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -80,16 +81,31 @@ def assert_same_results(a, b):
     pd.testing.assert_frame_equal(sa.drop(columns="note"), sb.drop(columns="note"), check_exact=False, rtol=1e-9)
 
 
-def test_a_rerun_reads_every_batch_and_encodes_nothing(tmp_path, image_dir, kl_dirs):
-    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *SET_LEVEL, *vae("a", kl_dirs["a"])))
-    first = run(cfg, out_dir=tmp_path / "r1").out_dir
+def test_a_rerun_reads_every_batch_encodes_nothing_and_does_not_load_the_vae(
+    tmp_path, image_dir, kl_dirs, monkeypatch, caplog
+):
+    common = overrides(image_dir, tmp_path / "cache", *SET_LEVEL, *vae("a", kl_dirs["a"]))
+    first = run(compose_run(common), out_dir=tmp_path / "r1").out_dir
     t = timings(first).loc["a"]
     assert (t.images_encoded, t.latents_cached, t.batches_cached) == (N_IMAGES, 0, 0)
-    second = run(cfg, out_dir=tmp_path / "r2").out_dir
+    second = run(compose_run(common), out_dir=tmp_path / "r2").out_dir
     t = timings(second).loc["a"]
     assert (t.images_encoded, t.latents_cached, t.batches_cached) == (0, 0, 2), "nothing encoded or decoded again"
     assert_same_results(first, second)
     assert len(pd.read_parquet(second / "per_image.parquet")) == N_IMAGES
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the VAE was loaded")
+
+    # without samples to draw, a rerun needs nothing of the VAE: it is not even loaded
+    monkeypatch.setattr("evalvae.jobs.task.load", no_load)
+    monkeypatch.setattr("evalvae.recon.samples.load", no_load)
+    with caplog.at_level(logging.INFO):
+        third = run(compose_run([*common, *NO_SAMPLES]), out_dir=tmp_path / "r3").out_dir
+    assert "every batch is done (result chunks); it is not loaded" in caplog.text
+    assert timings(third).loc["a", "batches_cached"] == 2
+    assert_same_results(first, third)
+    assert json.loads((first / "vaes.json").read_text()) == json.loads((third / "vaes.json").read_text())
 
 
 def test_vaes_sharing_an_encoder_encode_each_image_once(tmp_path, image_dir, kl_dirs, caplog):
@@ -155,10 +171,20 @@ def batch_chunks(root) -> list:
     return found
 
 
-def test_a_damaged_chunk_is_redone_not_read(tmp_path, image_dir, kl_dirs, caplog):
+def test_a_damaged_chunk_is_redone_not_read_and_the_vae_known_from_its_record_is_loaded_for_it(
+    tmp_path, image_dir, kl_dirs, caplog
+):
     cache = tmp_path / "cache"
     cfg = compose_run(overrides(image_dir, cache, *SET_LEVEL, *vae("a", kl_dirs["a"])))
     first = run(cfg, out_dir=tmp_path / "r1").out_dir
+    damaged = batch_chunks(cache / "results")[0]
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x00")
+    with caplog.at_level(logging.INFO):
+        second = run(cfg, out_dir=tmp_path / "r2").out_dir
+    assert "ignoring damaged chunk" in caplog.text and "batch(es) to compute after all; loading it" in caplog.text
+    assert timings(second).loc["a", "batches_cached"] == 1
+    assert_same_results(first, second)
+    # a flipped bit and a truncated file: both chunks redone
     chunks = batch_chunks(cache / "results")
     damaged = chunks[-1]
     data = bytearray(damaged.read_bytes())
@@ -166,28 +192,25 @@ def test_a_damaged_chunk_is_redone_not_read(tmp_path, image_dir, kl_dirs, caplog
     damaged.write_bytes(bytes(data))
     truncated = chunks[0]
     truncated.write_bytes(truncated.read_bytes()[:100])
+    caplog.clear()
     with caplog.at_level(logging.WARNING):
-        second = run(cfg, out_dir=tmp_path / "r2").out_dir
+        third = run(cfg, out_dir=tmp_path / "r3").out_dir
     assert "ignoring damaged chunk" in caplog.text
-    assert timings(second).loc["a", "batches_cached"] < 2
-    assert_same_results(first, second)
+    assert timings(third).loc["a", "batches_cached"] == 0
+    assert_same_results(first, third)
 
 
 def test_resume_dir_continues_in_that_directory(tmp_path, image_dir, kl_dirs):
-    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *vae("a", kl_dirs["a"])))
-    out = run(cfg, out_dir=tmp_path / "r").out_dir
+    common = overrides(image_dir, tmp_path / "cache", *vae("a", kl_dirs["a"]))
+    out = run(compose_run(common), out_dir=tmp_path / "r").out_dir
     expected = results(out)
     for f in ("summary.csv", "per_image.parquet", "per_image.csv", "timings.csv"):
         (out / f).unlink()
-    again = run(compose_run([*overrides(image_dir, tmp_path / "cache", *vae("a", kl_dirs["a"])), f"resume={out}"]))
+    again = run(compose_run([*common, f"resume={out}"]))
     assert again.out_dir == out and timings(out).loc["a", "batches_cached"] == 2
     pd.testing.assert_frame_equal(results(out)[0], expected[0])
     with pytest.raises(ConfigError, match="resume"):
-        run(
-            compose_run(
-                [*overrides(image_dir, tmp_path / "cache", *vae("a", kl_dirs["a"])), f"resume={tmp_path / 'nope'}"]
-            )
-        )
+        run(compose_run([*common, f"resume={tmp_path / 'nope'}"]))
 
 
 def test_vaes_built_in_memory_are_never_cached(tmp_path, image_dir):
@@ -238,8 +261,6 @@ def test_cache_ls_and_prune(tmp_path, image_dir, kl_dirs, capsys):
 
 
 def test_a_folder_rewritten_with_other_weights_is_another_vae(tmp_path, image_dir, kl_dirs):
-    import shutil
-
     folder = tmp_path / "my-vae"
     shutil.copytree(kl_dirs["a"], folder)
     cfg = compose_run(overrides(image_dir, tmp_path / "cache", *vae("m", folder)))
@@ -252,39 +273,7 @@ def test_a_folder_rewritten_with_other_weights_is_another_vae(tmp_path, image_di
     assert not np.allclose(results(first)[0]["psnr"], results(second)[0]["psnr"])
 
 
-def test_a_rerun_with_every_batch_done_does_not_load_the_vae(tmp_path, image_dir, kl_dirs, monkeypatch, caplog):
-    cfg = compose_run(overrides(image_dir, tmp_path / "cache", *SET_LEVEL, *NO_SAMPLES, *vae("a", kl_dirs["a"])))
-    first = run(cfg, out_dir=tmp_path / "r1").out_dir
-
-    def no_load(*args, **kwargs):
-        raise AssertionError("the VAE was loaded")
-
-    monkeypatch.setattr("evalvae.jobs.task.load", no_load)
-    monkeypatch.setattr("evalvae.recon.samples.load", no_load)
-    with caplog.at_level(logging.INFO):
-        second = run(cfg, out_dir=tmp_path / "r2").out_dir
-    assert "every batch is done (result chunks); it is not loaded" in caplog.text
-    assert timings(second).loc["a", "batches_cached"] == 2
-    assert_same_results(first, second)
-    assert json.loads((first / "vaes.json").read_text()) == json.loads((second / "vaes.json").read_text())
-
-
-def test_a_vae_known_from_its_record_is_loaded_when_a_batch_must_be_computed(tmp_path, image_dir, kl_dirs, caplog):
-    cache = tmp_path / "cache"
-    cfg = compose_run(overrides(image_dir, cache, *SET_LEVEL, *vae("a", kl_dirs["a"])))
-    first = run(cfg, out_dir=tmp_path / "r1").out_dir
-    damaged = batch_chunks(cache / "results")[0]
-    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x00")
-    with caplog.at_level(logging.INFO):
-        second = run(cfg, out_dir=tmp_path / "r2").out_dir
-    assert "batch(es) to compute after all; loading it" in caplog.text
-    assert timings(second).loc["a", "batches_cached"] == 1
-    assert_same_results(first, second)
-
-
 def test_the_identity_follows_the_files_content_and_is_unknown_before_a_download(tmp_path, kl_dirs):
-    import shutil
-
     from evalvae.jobs.store import vae_identity
 
     cache = tmp_path / "cache"
@@ -330,8 +319,6 @@ def test_hugging_face_blobs_are_known_by_their_names_and_other_files_by_path_and
 
 def test_a_copy_of_the_weights_elsewhere_reads_the_first_runs_results(tmp_path, image_dir, kl_dirs):
     """Results are keyed by the weights' content; vaes.json still names the copy (it is loaded once to say so)."""
-    import shutil
-
     cache = tmp_path / "cache"
     first = run(compose_run(overrides(image_dir, cache, *NO_SAMPLES, *vae("a", kl_dirs["a"]))), out_dir=tmp_path / "r1")
     copy = tmp_path / "elsewhere"

@@ -40,39 +40,31 @@ PIXEL_TOL = 1 if DEVICE.type == "cpu" else 4
 
 
 @contextmanager
-def counting_unet_calls():
-    """Count every UNet forward, whoever calls it."""
-    from diffusers import UNet2DConditionModel
+def recording(cls, method: str, record):
+    """Patch ``cls.<method>`` so that each call first appends ``record(*args, **kwargs)`` to the list yielded."""
+    calls, original = [], getattr(cls, method)
 
-    calls = []
-    original = UNet2DConditionModel.forward
-
-    def forward(self, *args, **kwargs):
-        calls.append(args[0].shape[0] if args else kwargs["sample"].shape[0])
+    def patched(self, *args, **kwargs):
+        calls.append(record(*args, **kwargs))
         return original(self, *args, **kwargs)
 
-    UNet2DConditionModel.forward = forward
+    setattr(cls, method, patched)
     try:
         yield calls
     finally:
-        UNet2DConditionModel.forward = original
+        setattr(cls, method, original)
 
 
-@contextmanager
+def counting_unet_calls():
+    """Count every UNet forward (its batch size), whoever calls it."""
+    from diffusers import UNet2DConditionModel
+
+    return recording(UNet2DConditionModel, "forward", lambda *a, **kw: a[0].shape[0] if a else kw["sample"].shape[0])
+
+
 def recording_generate_calls():
     """Record the (prompt, seed) pairs of every pipeline batch, in order."""
-    batches = []
-    original = DiffusersPipeline.generate
-
-    def generate(self, prompts, seeds):
-        batches.append(list(zip(prompts, seeds)))
-        return original(self, prompts, seeds)
-
-    DiffusersPipeline.generate = generate
-    try:
-        yield batches
-    finally:
-        DiffusersPipeline.generate = original
+    return recording(DiffusersPipeline, "generate", lambda prompts, seeds: list(zip(prompts, seeds)))
 
 
 def cached_latents(cache) -> dict[str, object]:
@@ -114,6 +106,11 @@ def overrides(pipe_dir, vaes: dict, *extra) -> list[str]:
     return out + list(extra)
 
 
+def run_t2i(out_dir, pipe_dir, vaes: dict, *extra):
+    """The run of :func:`overrides` into ``out_dir``: its outcome."""
+    return run(compose(overrides(pipe_dir, vaes, *extra)), out_dir=out_dir)
+
+
 @pytest.fixture(scope="module")
 def three_vaes(tiny_pipeline_dir, tiny_vae_dirs, tiny_ae_dir):  # noqa: F811
     # kl-f8 is the pipeline's own VAE (its vae/ subfolder); ft-mse another KL; taesd a tiny autoencoder.
@@ -129,7 +126,7 @@ def build_t2i(root: Path) -> dict:
         "taesd": save_tiny_autoencoder_tiny(root / "ae"),
     }
     with counting_unet_calls() as calls:
-        run(compose(overrides(pipe, vaes, "report=true", f"cache_dir={root / 'cache'}")), out_dir=root / "run")
+        run_t2i(root / "run", pipe, vaes, "report=true", f"cache_dir={root / 'cache'}")
     return {
         "out": str(root / "run"),
         "calls": calls,
@@ -284,12 +281,8 @@ def test_agreement_equals_an_independent_computation(t2i_run):
 def test_latents_do_not_depend_on_the_generation_batch(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
     # On the CPU, where float32 is exact enough to see the seeding rather than TF32's rounding.
     one = {"kl-f8": three_vaes["kl-f8"]}
-    a = run(
-        compose(overrides(tiny_pipeline_dir, one, "pipeline.batch_size=1", "device=cpu")), out_dir=tmp_path / "a"
-    ).out_dir
-    b = run(
-        compose(overrides(tiny_pipeline_dir, one, "pipeline.batch_size=5", "device=cpu")), out_dir=tmp_path / "b"
-    ).out_dir
+    a = run_t2i(tmp_path / "a", tiny_pipeline_dir, one, "pipeline.batch_size=1", "device=cpu").out_dir
+    b = run_t2i(tmp_path / "b", tiny_pipeline_dir, one, "pipeline.batch_size=5", "device=cpu").out_dir
     for f in sorted((a / "latents").glob("*.safetensors")):
         torch.testing.assert_close(
             load_file(f)["latent"], load_file(b / "latents" / f.name)["latent"], atol=1e-4, rtol=1e-4
@@ -331,20 +324,16 @@ def test_flux_pipeline_with_sd_vaes_is_refused_without_weights(tmp_path):
 
 
 def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
-    cache = f"cache_dir={tmp_path / 'cache'}"
+    cached = ["t2i.latents=cache", f"cache_dir={tmp_path / 'cache'}"]
     first_vaes = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
     with counting_unet_calls() as calls:
-        a = run(
-            compose(overrides(tiny_pipeline_dir, first_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "a"
-        ).out_dir
+        a = run_t2i(tmp_path / "a", tiny_pipeline_dir, first_vaes, *cached).out_dir
     assert len(calls) == STEPS * math.ceil(N_IMAGES / GEN_BATCH)
     assert len(list((tmp_path / "cache" / "latents").glob("??/*.safetensors"))) == N_IMAGES
     # A later run adds a VAE: the denoiser does not run, and the shared VAE's images are identical.
     second_vaes = {k: three_vaes[k] for k in ("kl-f8", "taesd")}
     with counting_unet_calls() as calls:
-        b = run(
-            compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "b"
-        ).out_dir
+        b = run_t2i(tmp_path / "b", tiny_pipeline_dir, second_vaes, *cached).out_dir
     assert calls == []
     gen = pd.read_csv(b / "generation.csv").iloc[0]
     assert gen.n_generated == 0 and gen.n_cached == N_IMAGES
@@ -358,9 +347,7 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
     damaged[-1] ^= 0x40
     victim.write_bytes(bytes(damaged))
     with counting_unet_calls() as calls:
-        d = run(
-            compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache)), out_dir=tmp_path / "d"
-        ).out_dir
+        d = run_t2i(tmp_path / "d", tiny_pipeline_dir, second_vaes, *cached).out_dir
     gen = pd.read_csv(d / "generation.csv").iloc[0]
     assert len(calls) == STEPS and gen.n_generated == 1 and gen.n_cached == N_IMAGES - 1
     assert stored_latent(victim) == original
@@ -368,10 +355,7 @@ def test_cached_latents_are_reused_across_runs(tmp_path, tiny_pipeline_dir, thre
         assert png.read_bytes() == (d / "images" / "kl-f8" / png.name).read_bytes()
     # Other settings are other latents.
     with counting_unet_calls() as calls:
-        run(
-            compose(overrides(tiny_pipeline_dir, second_vaes, "t2i.latents=cache", cache, "pipeline.guidance=3.0")),
-            out_dir=tmp_path / "c",
-        )
+        run_t2i(tmp_path / "c", tiny_pipeline_dir, second_vaes, *cached, "pipeline.guidance=3.0")
     assert len(calls) == STEPS * math.ceil(N_IMAGES / GEN_BATCH)
 
 
@@ -461,35 +445,28 @@ def test_an_upcast_vae_is_decoded_in_fp32(tmp_path, tiny_pipeline_dir, three_vae
     assert per.loc[per.vae == "ft-mse", "psnr"].notna().all()
 
 
-def test_scheduler_choice(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
+def test_scheduler_choice_and_bad_options_name_the_argument(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
     one = {"kl-f8": three_vaes["kl-f8"]}
-    out = run(
-        compose(overrides(tiny_pipeline_dir, one, "pipeline.scheduler=EulerDiscreteScheduler")), out_dir=tmp_path / "e"
-    ).out_dir
+    out = run_t2i(tmp_path / "e", tiny_pipeline_dir, one, "pipeline.scheduler=EulerDiscreteScheduler").out_dir
     assert json.loads((out / "metrics.json").read_text())["pipeline"]["scheduler_class"] == "EulerDiscreteScheduler"
-    with pytest.raises(ConfigError, match="pipeline.scheduler='NotAScheduler'"):
-        run(compose(overrides(tiny_pipeline_dir, one, "pipeline.scheduler=NotAScheduler")), out_dir=tmp_path / "x")
-
-
-def test_bad_options_name_the_argument(tmp_path, tiny_pipeline_dir, three_vaes):  # noqa: F811
-    one = {"kl-f8": three_vaes["kl-f8"]}
     for extra, pattern in [
+        ("pipeline.scheduler=NotAScheduler", r"pipeline.scheduler='NotAScheduler'"),
         ("t2i.reference_vae=ft-ema", r"t2i.reference_vae='ft-ema'; choose one of kl-f8"),
         ("pipeline.height=60", r"pipeline.height=60.*multiple of 8"),
         ("pipeline.seeds=[1,1]", r"pipeline.seeds"),
         ("pipeline.steps=0", r"pipeline.steps=0"),
     ]:
         with pytest.raises(ConfigError, match=pattern):
-            run(compose(overrides(tiny_pipeline_dir, one, extra)), out_dir=tmp_path)
+            run_t2i(tmp_path / "x", tiny_pipeline_dir, one, extra)
 
 
 def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_vaes, image_dir):  # noqa: F811
     from tests.helpers import TinyExtractor
 
     two = {k: three_vaes[k] for k in ("kl-f8", "ft-mse")}
+    fid = ["metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor"]
     extra = [
-        "metrics=all",
-        "metrics.fid.extractor=tests.helpers.TinyExtractor",
+        *fid,
         "metrics.fid.kid_subsets=5",
         f"cache_dir={tmp_path / 'c'}",
         "dataset@t2i.reference=folder",
@@ -497,7 +474,7 @@ def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_
         "t2i.reference.resolution=32",
     ]
     TinyExtractor.calls = 0
-    out = run(compose(overrides(tiny_pipeline_dir, two, *extra)), out_dir=tmp_path / "a").out_dir
+    out = run_t2i(tmp_path / "a", tiny_pipeline_dir, two, *extra).out_dir
     assert TinyExtractor.calls == 6 + 2 * N_IMAGES  # 6 reference images once, then each VAE's decodes
     summary = pd.read_csv(out / "summary.csv").set_index(["vae", "metric"])
     for vae in two:
@@ -513,10 +490,7 @@ def test_fid_and_kid_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_
     assert kid["estimator"] == "independent" and "two independent samples" in kid["why_independent"]
     assert "independent-samples estimator" in summary.loc[("ft-mse", "kid"), "note"]
     # Without a reference set FID/KID are unavailable, with the way to add one.
-    out = run(
-        compose(overrides(tiny_pipeline_dir, two, "metrics=all", "metrics.fid.extractor=tests.helpers.TinyExtractor")),
-        out_dir=tmp_path / "b",
-    ).out_dir
+    out = run_t2i(tmp_path / "b", tiny_pipeline_dir, two, *fid).out_dir
     summary = pd.read_csv(out / "summary.csv").set_index(["vae", "metric"])
     assert (
         summary.loc[("ft-mse", "fid"), "n"] == 0 and "dataset@t2i.reference" in summary.loc[("ft-mse", "fid"), "note"]
@@ -599,10 +573,7 @@ def test_a_vae_failing_mid_decode_is_recorded_and_the_others_run(
     """ft-mse decodes its first batch of latents, then fails; kl-f8 (the reference) and taesd are complete."""
     common = shared_latents(tmp_path)
     with caplog.at_level(logging.ERROR):
-        outcome = run(
-            compose(overrides(tiny_pipeline_dir, three_vaes, *common, *failing("ft-mse", 1, failure))),
-            out_dir=tmp_path / "run",
-        )
+        outcome = run_t2i(tmp_path / "run", tiny_pipeline_dir, three_vaes, *common, *failing("ft-mse", 1, failure))
     out = outcome.out_dir
     assert set(outcome.failed) == {"ft-mse"}
     records = vae_records(out)
@@ -630,7 +601,7 @@ def test_a_vae_failing_mid_decode_is_recorded_and_the_others_run(
     assert len(list((out / "images" / "taesd").glob("*.png"))) == N_IMAGES
 
     two = {k: three_vaes[k] for k in ("kl-f8", "taesd")}
-    solo = run(compose(overrides(tiny_pipeline_dir, two, *common)), out_dir=tmp_path / "solo").out_dir
+    solo = run_t2i(tmp_path / "solo", tiny_pipeline_dir, two, *common).out_dir
     pd.testing.assert_frame_equal(summary, pd.read_csv(solo / "summary.csv"), check_exact=False, rtol=1e-9)
     pd.testing.assert_frame_equal(per, pd.read_csv(solo / "per_image.csv"), check_exact=False, rtol=1e-9)
 
@@ -650,9 +621,7 @@ def test_a_reference_decoder_failing_leaves_agreement_empty_and_scores_the_rest(
         f"t2i.reference.path={image_dir}",
         "t2i.reference.resolution=32",
     ]
-    outcome = run(
-        compose(overrides(tiny_pipeline_dir, three_vaes, *common, *failing("kl-f8", 1))), out_dir=tmp_path / "run"
-    )
+    outcome = run_t2i(tmp_path / "run", tiny_pipeline_dir, three_vaes, *common, *failing("kl-f8", 1))
     out = outcome.out_dir
     assert set(outcome.failed) == {"kl-f8"}
     records = vae_records(out)
@@ -681,7 +650,7 @@ def test_a_reference_decoder_failing_leaves_agreement_empty_and_scores_the_rest(
 
     # The same two decoders with ft-mse as the reference: the same CLIP scores and FID/KID.
     two = {k: three_vaes[k] for k in ("ft-mse", "taesd")}
-    other = run(compose(overrides(tiny_pipeline_dir, two, *common)), out_dir=tmp_path / "other").out_dir
+    other = run_t2i(tmp_path / "other", tiny_pipeline_dir, two, *common).out_dir
     theirs = pd.read_csv(other / "per_image.csv").set_index(["vae", "image"])
     np.testing.assert_allclose(
         per.set_index(["vae", "image"]).loc[theirs.index, "clip_score"], theirs["clip_score"], rtol=1e-6
@@ -711,8 +680,6 @@ def test_a_reference_decoder_failing_to_load_exits_with_the_failure(tmp_path, ti
 
 def test_no_vae_loaded_generates_nothing(tmp_path, tiny_pipeline_dir):  # noqa: F811
     with counting_unet_calls() as calls:
-        outcome = run(
-            compose(overrides(tiny_pipeline_dir, {"kl-f8": tmp_path / "no-such-vae"})), out_dir=tmp_path / "run"
-        )
+        outcome = run_t2i(tmp_path / "run", tiny_pipeline_dir, {"kl-f8": tmp_path / "no-such-vae"})
     assert set(outcome.failed) == {"kl-f8"} and outcome.summary.empty
     assert calls == [] and not (tmp_path / "run" / "latents").exists()

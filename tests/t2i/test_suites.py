@@ -88,6 +88,8 @@ def test_filters_keep_ids_stable():
     assert all(by_id[p.id] == p for p in text.prompts)  # same id, same prompt, whatever the filter
     assert text.describe()["categories_filter"] == ["text", "hands"] and text.describe()["limit"] == 8
     assert [p.id for p in suite_of(["suite.limit=3"]).prompts] == [p.id for p in full.prompts[:3]]
+    s = suites.make_suite("x", "mem", "0", [("a", "c1"), ("b", "c2"), ("c", "c1")], categories="c1")
+    assert [(p.id, p.text) for p in s.prompts] == [("x-0000", "a"), ("x-0002", "c")]  # numbered before filtering
 
 
 def test_bad_filters_name_the_choices():
@@ -166,11 +168,6 @@ def test_a_url_is_downloaded_once_into_the_cache(tmp_path, http_folder):
     assert len(list((tmp_path / "cache" / "suites").rglob("prompts.tsv"))) == 1
     with pytest.raises(SuiteUnavailable, match=r"suite parti: could not download .*missing.tsv.*suite.path="):
         suite_of(["suite=parti", f"suite.path={base}/missing.tsv", f"cache_dir={tmp_path / 'cache'}"])
-
-
-def test_make_suite_numbers_before_filtering():
-    s = suites.make_suite("x", "mem", "0", [("a", "c1"), ("b", "c2"), ("c", "c1")], categories="c1")
-    assert [(p.id, p.text) for p in s.prompts] == [("x-0000", "a"), ("x-0002", "c")]
 
 
 def test_a_download_error_without_a_message_still_reads_as_one_line(tmp_path, monkeypatch):

@@ -6,7 +6,6 @@ import hashlib
 import http.server
 import threading
 from importlib.resources import files
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +110,7 @@ def test_a_family_normalization_hook_sets_the_diffusion_space(tiny_kl_dir):
     torch.testing.assert_close(vae.decode(vae.encode(x)), raw.decode(z))
 
 
-def test_posterior_sample_is_seeded_per_image_not_per_batch(tiny_kl_dir):
+def test_posterior_sample_is_seeded_per_image_not_per_batch_and_the_choice_is_validated(tiny_kl_dir):
     vae = KLAdapter("k", str(tiny_kl_dir), latent_space="test", posterior="sample", seed=7)
     x = torch.rand(3, 3, 16, 16) * 2 - 1
     together = vae.encode(x, seeds=[10, 11, 12])
@@ -120,9 +119,6 @@ def test_posterior_sample_is_seeded_per_image_not_per_batch(tiny_kl_dir):
     assert not torch.allclose(together, vae.encode(x, seeds=[20, 21, 22]))
     mode = KLAdapter("k", str(tiny_kl_dir), latent_space="test").encode(x)
     assert not torch.allclose(together, mode)
-
-
-def test_posterior_choice_is_validated(tiny_kl_dir):
     with pytest.raises(ConfigError, match=r"vae\.k\.posterior='median'; choose one of mode, sample"):
         KLAdapter("k", str(tiny_kl_dir), latent_space="test", posterior="median")
 
@@ -166,13 +162,21 @@ def test_missing_local_source_is_a_config_error():
         TinyAdapter("x", "/no/such/dir", latent_space="sd")
 
 
-def test_offline_hub_miss_is_one_actionable_line():
-    cfg = compose_run(["+vae=ft-mse"])
+@pytest.mark.parametrize(
+    ("name", "hub_id"),
+    [
+        ("ft-mse", "stabilityai/sd-vae-ft-mse"),
+        ("consistency", "openai/consistency-decoder"),
+        ("dc-ae-f32c32", "mit-han-lab/dc-ae-f32c32-sana-1.0-diffusers"),
+    ],
+)
+def test_offline_hub_miss_is_one_actionable_line(name, hub_id):
+    cfg = compose_run([f"+vae={name}"])
     with pytest.raises(WeightsUnavailable) as err:
-        load_vae("ft-mse", cfg.vae["ft-mse"], device="cpu")
+        load_vae(name, cfg.vae[name], device="cpu")
     msg = str(err.value)
     assert "\n" not in msg
-    assert "VAE 'ft-mse'" in msg and "stabilityai/sd-vae-ft-mse" in msg and "vae.ft-mse.source=" in msg
+    assert f"VAE '{name}'" in msg and f"'{hub_id}'" in msg and f"vae.{name}.source=" in msg
 
 
 def test_single_file_checkpoint_with_local_config(tmp_path, tiny_kl_dir):
@@ -206,7 +210,6 @@ def test_pth_pair_downloads_once_into_cache_with_checksum(tmp_path, tiny_pth_dir
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/weights"
-        Handler.directory = str(tiny_pth_dir)
         (tiny_pth_dir / "weights").mkdir(exist_ok=True)
         for p in ("encoder", "decoder"):
             (tiny_pth_dir / "weights" / f"tiny_{p}.pth").write_bytes((tiny_pth_dir / f"tiny_{p}.pth").read_bytes())
@@ -239,13 +242,12 @@ def test_the_shipped_taef2_reconstructs_astronaut_at_31_2_db():
     assert peak_signal_noise_ratio(img, rec, data_range=255) == pytest.approx(31.18, abs=0.05)
 
 
-def test_taesd_module_rejects_mismatched_state_dict(tmp_path):
+def test_taesd_module_rejects_mismatched_state_dict():
     enc = TinyAutoencoder(4).encoder.state_dict()
     dec = TinyAutoencoder(4).decoder.state_dict()
     enc.pop("0.bias")
     with pytest.raises(RuntimeError, match="Missing key"):
         TinyAutoencoder.from_state_dicts(enc, dec)
-    assert Path(tmp_path).is_dir()
 
 
 def test_local_then_hub_downloads_only_where_allowed_and_reachable(monkeypatch):

@@ -25,13 +25,9 @@ from tests.helpers import NO_SAMPLES, compose_run, photo, tiny_taef2
 CODECS = ["identity", "bicubic-f8", "jpeg", "webp", "avif"]
 
 
-def spec_of(name: str, **fields) -> dict:
-    cfg = compose_run([f"+vae={name}", *(f"vae.{name}.{k}={v}" for k, v in fields.items())])
-    return dict(cfg.vae[name])
-
-
 def codec(name: str, **fields):
-    return load_vae(name, spec_of(name, **fields), device="cpu")
+    cfg = compose_run([f"+vae={name}", *(f"vae.{name}.{k}={v}" for k, v in fields.items())])
+    return load_vae(name, dict(cfg.vae[name]), device="cpu")
 
 
 def batch(*arrays: np.ndarray) -> torch.Tensor:

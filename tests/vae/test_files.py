@@ -91,12 +91,14 @@ def test_the_adapter_serves_only_its_own_files(tmp_path):
 
 
 # -- runs ------------------------------------------------------------------------------------------
+NESTED = ["a/x.png", "a/b/y.jpg", "z.png", "a/b/w.png", "v.jpg"]
+
+
 @pytest.fixture()
 def nested_images(tmp_path):
-    """Five images in nested folders, of mixed sizes and extensions."""
+    """Five images (``NESTED``) in nested folders, of mixed sizes and extensions."""
     root = tmp_path / "images"
-    names = ["a/x.png", "a/b/y.jpg", "z.png", "a/b/w.png", "v.jpg"]
-    for i, (name, (h, w)) in enumerate(zip(names, [(40, 56), (48, 48), (64, 40), (36, 50), (44, 44)])):
+    for i, (name, (h, w)) in enumerate(zip(NESTED, [(40, 56), (48, 48), (64, 40), (36, 50), (44, 44)])):
         save(root / name, photo(h, w, seed=i), quality=95)
     return root
 
@@ -172,7 +174,7 @@ def test_files_run_equals_the_vae_whose_reconstructions_were_saved(tmp_path, tin
 
 def test_missing_misshapen_unreadable_extra_are_listed_and_the_run_goes_on(tmp_path, nested_images, caplog):
     rec = tmp_path / "rec"
-    for image in ["a/x.png", "a/b/y.jpg", "z.png", "a/b/w.png", "v.jpg"]:
+    for image in NESTED:
         save(rec / (os.path.splitext(image)[0] + ".png"), original(nested_images, image))
     (rec / "a" / "x.png").unlink()  # missing
     save(rec / "a" / "b" / "y.png", original(nested_images, "a/b/y.jpg")[:30])  # misshapen
@@ -206,8 +208,7 @@ def test_missing_misshapen_unreadable_extra_are_listed_and_the_run_goes_on(tmp_p
 
 def test_a_changed_file_gives_new_numbers(tmp_path, nested_images, capsys):
     rec = tmp_path / "rec"
-    ids = ["a/x.png", "a/b/y.jpg", "z.png", "a/b/w.png", "v.jpg"]
-    for image in ids:
+    for image in NESTED:
         save(rec / (os.path.splitext(image)[0] + ".png"), original(nested_images, image) // 2)
     first = run(compose_run(files_run(rec, nested_images)), out_dir=tmp_path / "first").out_dir
     before = pd.read_parquet(first / "per_image.parquet").set_index("image").psnr
@@ -233,7 +234,7 @@ def free_port() -> int:
 @pytest.mark.timeout(600)
 def test_torchrun_two_processes_list_and_score_as_one(tmp_path, nested_images):
     rec = tmp_path / "rec"
-    for image in ["a/b/y.jpg", "z.png", "a/b/w.png", "v.jpg"]:  # a/x.png missing
+    for image in NESTED[1:]:  # a/x.png missing
         save(rec / (os.path.splitext(image)[0] + ".png"), original(nested_images, image) // 2)
     save(rec / "extra.png", original(nested_images, "v.jpg"))
     # rFID/KID too: each process's originals (the missing file's included) and the one it takes out are combined

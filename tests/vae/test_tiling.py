@@ -107,35 +107,19 @@ def test_tiled_apply_rejects_tiles_off_the_output_grid():
 
 
 # -- the adapters ----------------------------------------------------------------------------
-def _pth_vae(pth_dir, name="tiny"):
-    spec = {
-        "_target_": "evalvae.vae.tiny.TinyAdapter",
-        "source": str(pth_dir),
-        "weights_prefix": "tiny",
-        "sha256": None,
-        "latent_space": "flux2",
-    }
-    return load_vae(name, spec, device="cpu")
+def _vae(adapter: str, source, latent_space: str = "sd", **fields):
+    """``evalvae.vae.<adapter>`` (``tiny.TinyAdapter``, ``kl.KLAdapter``) loaded from ``source`` on the CPU."""
+    spec = {"_target_": f"evalvae.vae.{adapter}", "source": str(source), "latent_space": latent_space, **fields}
+    return load_vae(adapter.rpartition(".")[0], spec, device="cpu")
 
 
-def _kl_vae(kl_dir):
-    return load_vae(
-        "kl", {"_target_": "evalvae.vae.kl.KLAdapter", "source": str(kl_dir), "latent_space": "sd"}, device="cpu"
-    )
+def _pth_vae(pth_dir):
+    return _vae("tiny.TinyAdapter", pth_dir, "flux2", weights_prefix="tiny", sha256=None)
 
 
 def test_sliced_mode_equals_plain_for_each_family(tiny_pth_dir, tiny_kl_dir, tiny_ae_dir):
     x = photos(3, 32)
-    specs = [
-        _pth_vae(tiny_pth_dir),
-        _kl_vae(tiny_kl_dir),
-        load_vae(
-            "ae",
-            {"_target_": "evalvae.vae.tiny.TinyAdapter", "source": str(tiny_ae_dir), "latent_space": "sd"},
-            device="cpu",
-        ),
-    ]
-    for vae in specs:
+    for vae in [_pth_vae(tiny_pth_dir), _vae("kl.KLAdapter", tiny_kl_dir), _vae("tiny.TinyAdapter", tiny_ae_dir)]:
         z, y = vae.encode(x), vae.decode(vae.encode(x))
         vae.set_memory_mode("sliced")
         torch.testing.assert_close(vae.encode(x), z, rtol=1e-5, atol=1e-5)
@@ -143,7 +127,7 @@ def test_sliced_mode_equals_plain_for_each_family(tiny_pth_dir, tiny_kl_dir, tin
 
 
 def test_kl_tiling_is_diffusers_own(tiny_kl_dir):
-    vae = _kl_vae(tiny_kl_dir)
+    vae = _vae("kl.KLAdapter", tiny_kl_dir)
     assert vae.default_tile_size == 32  # the model's sample_size
     x = photos(1, 64)
     z, y = vae.encode(x), vae.decode(vae.encode(x))
@@ -176,13 +160,7 @@ def test_tiny_pth_tiling_runs_the_latent_resolution_stages_whole(tiny_pth_dir, m
 
 
 def test_real_taef2_tiled_stays_close_to_plain(taef2_dir):
-    spec = {
-        "_target_": "evalvae.vae.tiny.TinyAdapter",
-        "source": str(taef2_dir),
-        "weights_prefix": "taef2",
-        "latent_space": "flux2",
-    }
-    vae = load_vae("taef2", spec, device="cpu")
+    vae = _vae("tiny.TinyAdapter", taef2_dir, "flux2", weights_prefix="taef2")
     import skimage.data
 
     from evalvae.data.transforms import Geometry
