@@ -30,6 +30,14 @@ from evalvae.vae.sources import diffusers_model, source_kind
 BLOCKS = ("block_out_channels", "encoder_block_out_channels", "down_block_out_channels")  # config keys
 
 
+def strided_tiling(module: nn.Module, tile_size: int, factor: int) -> None:
+    """diffusers' ``enable_tiling(height, width, stride_height, stride_width)`` (AutoencoderDC, the Wan-derived
+    video autoencoders): tiles of ``tile_size`` pixels overlapping by a quarter of a tile, rounded down to a
+    multiple of the downsampling ``factor`` (at least one factor)."""
+    stride = tile_size - max(factor, tile_size // 4 // factor * factor)
+    module.enable_tiling(tile_size, tile_size, stride, stride)
+
+
 class DiffusersFamily(VAEAdapter):
     """A diffusers autoencoder of class ``cls`` (a class name in ``diffusers``); images in [-1, 1].
 
@@ -60,6 +68,12 @@ class DiffusersFamily(VAEAdapter):
     cls: str = ""  # the diffusers class
     memory_modes = ("plain", "tiled", "sliced")
     native_modes = True
+    # a video autoencoder (5-D ``(N, C, T, H, W)`` tensors): each image is encoded as a clip of one frame,
+    # and the adapter's latents are that frame's, 4-D
+    video = False
+    # describe() states the protocol's crop to a multiple of the downsampling factor (the families whose
+    # factor is not 8)
+    states_crop = False
 
     def __init__(
         self,
@@ -138,8 +152,9 @@ class DiffusersFamily(VAEAdapter):
                 raise ConfigError(f"vae.{name}.cls", self.cls, hint=f"its config names no {' or '.join(BLOCKS)}")
             ratio = 2 ** (len(blocks) - 1)
         stated = "force_upcast" in cfg and "force_upcast" not in (cfg.get("_use_default_values") or [])
+        channels = cfg.get("latent_channels") or cfg.get("z_dim")  # z_dim: the Wan-derived video autoencoders
         return (
-            int(cfg.latent_channels),
+            int(channels),
             int(ratio),
             cfg.get("scaling_factor") or 1.0,
             cfg.get("shift_factor") or 0.0,
@@ -148,14 +163,28 @@ class DiffusersFamily(VAEAdapter):
 
     # -- the model --------------------------------------------------------------------------------
     def _moments(self, images: torch.Tensor):
-        out = self.module.encode(images)[0]  # latent_dist (a diagonal Gaussian), latent or latents
-        return (out, None) if isinstance(out, torch.Tensor) else (out.mean, out.std)
+        out = self.module.encode(images.unsqueeze(2) if self.video else images)[0]  # latent_dist, latent or latents
+        mean, std = (out, None) if isinstance(out, torch.Tensor) else (out.mean, out.std)
+        if self.video:  # the one frame's latents
+            mean, std = mean[:, :, 0], None if std is None else std[:, :, 0]
+        return mean, std
 
     def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        if self.video:  # a clip of one latent frame, decoded to one image, as the video pipelines index [:, :, 0]
+            return self.module.decode(z.unsqueeze(2)).sample[:, :, 0]
         return self.module.decode(z).sample
 
     def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
         return {k: v for k, v in self.module.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
+
+    def describe(self) -> dict:
+        info = super().describe()
+        if self.video:
+            info["frames"] = "one: each image is a clip of a single frame"
+        if self.states_crop:
+            f = self.downsample
+            info["crop"] = f"centre-cropped to a multiple of {f} px (the downsampling factor)"
+        return info
 
     # -- memory modes: diffusers' own ----------------------------------------------------------------
     def _tiles_natively(self) -> bool:
