@@ -1,0 +1,139 @@
+"""The 2025-2026 families (FLUX.2, Qwen-Image, Wan, SD3.5, HunyuanImage, RAE, DC-AE f64/f128/lite) and the generic
+``+vae=diffusers`` entry: each YAML composes and fails offline in one line naming its hub id; a tiny random-init
+stand-in (tests/frontier_standins.py) loads through the YAML, round-trips images, and its diffusion-space latents
+equal what the family's diffusers pipeline code computes (the pipeline's own helpers where they can be called,
+else the quoted pipeline lines computed here independently).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from evalvae.errors import WeightsUnavailable
+from evalvae.jobs.schema import validate
+from evalvae.vae import load_vae
+from tests.frontier_standins import save_tiny_flux2_bn
+from tests.helpers import compose_run, photo
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# name: (hub id, subfolder, latent space, crop factor of the released model)
+FAMILIES = {
+    "flux2": ("black-forest-labs/FLUX.2-dev", "vae", "flux2", 16),
+}
+
+
+def loaded(name: str, source, *overrides):
+    cfg = compose_run([f"+vae={name}", f"vae.{name}.source={source}", *overrides])
+    return load_vae(name, cfg.vae[name], device="cpu")
+
+
+def images(n: int, h: int, w: int) -> torch.Tensor:
+    x = np.stack([photo(h, w, seed=i) for i in range(n)])
+    return torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def crop_line(f: int) -> str:
+    return f"centre-cropped to a multiple of {f} px (the downsampling factor)"
+
+
+def round_trip(vae, x: torch.Tensor, latent_shape: tuple) -> torch.Tensor:
+    """Encode and decode ``x``; the latents have ``latent_shape``, the decode ``x``'s shape; returns the latents."""
+    z = vae.encode(x)
+    assert tuple(z.shape) == latent_shape
+    y = vae.decode(z)
+    assert y.shape == x.shape and y.dtype == torch.float32 and torch.isfinite(y).all()
+    torch.testing.assert_close(vae.normalize(vae.denormalize(z)), z, rtol=0, atol=1e-5)  # denormalize inverts it
+    raw = vae._moments(x.to(vae.dtype))[0]
+    torch.testing.assert_close(vae.denormalize(z), raw, rtol=0, atol=1e-5)
+    return z
+
+
+# -- every family: the YAML ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_the_yaml_composes_and_validates(name):
+    hub_id, subfolder, space, _ = FAMILIES[name]
+    cfg = validate(compose_run([f"+vae={name}"]), "run")
+    spec = cfg.vae[name]
+    assert (spec.source, spec.subfolder, spec.latent_space) == (hub_id, subfolder, space)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_offline_the_load_fails_in_one_line_naming_the_hub_id(name):
+    hub_id = FAMILIES[name][0]
+    cfg = compose_run([f"+vae={name}"])
+    with pytest.raises(WeightsUnavailable) as err:
+        load_vae(name, cfg.vae[name], device="cpu")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"VAE '{name}'" in msg and f"'{hub_id}'" in msg and f"vae.{name}.source=" in msg
+
+
+# -- FLUX.2 -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def flux2_dir(tmp_path_factory):
+    return save_tiny_flux2_bn(tmp_path_factory.mktemp("flux2") / "vae")
+
+
+def test_flux2_latents_are_flux2_pipelines(flux2_dir):
+    from diffusers import AutoencoderKLFlux2
+    from diffusers.pipelines.flux2.pipeline_flux2 import Flux2Pipeline
+
+    vae = loaded("flux2", flux2_dir)
+    assert (vae.family, vae.latent_channels, vae.downsample) == ("flux2", 16, 4)  # 4 raw channels at f2, patchified
+    assert (vae.scaling_factor, vae.shift_factor) == (1.0, 0.0)
+    x = images(2, 32, 48)
+    z = round_trip(vae, x, (2, 16, 8, 12))
+
+    model = AutoencoderKLFlux2.from_pretrained(flux2_dir).eval()
+    assert not torch.allclose(model.bn.running_mean, torch.zeros(16))  # the stand-in's statistics are not identity
+    with torch.no_grad():
+        # the pipeline's own encoding: Flux2Pipeline._encode_vae_image (argmax, _patchify_latents, batch norm)
+        pipe = SimpleNamespace(vae=model, _patchify_latents=Flux2Pipeline._patchify_latents)
+        expected = Flux2Pipeline._encode_vae_image(pipe, x, generator=None)
+        torch.testing.assert_close(z, expected, rtol=0, atol=1e-6)
+        # its decoding (Flux2Pipeline.__call__, after _unpack_latents_with_ids):
+        #   latents_bn_mean = self.vae.bn.running_mean.view(1, -1, 1, 1).to(latents.device, latents.dtype)
+        #   latents_bn_std = torch.sqrt(self.vae.bn.running_var.view(1, -1, 1, 1) + self.vae.config.batch_norm_eps)
+        #   latents = latents * latents_bn_std + latents_bn_mean
+        #   latents = self._unpatchify_latents(latents)
+        #   image = self.vae.decode(latents, return_dict=False)[0]
+        mean = model.bn.running_mean.view(1, -1, 1, 1)
+        std = torch.sqrt(model.bn.running_var.view(1, -1, 1, 1) + model.config.batch_norm_eps)
+        raw = Flux2Pipeline._unpatchify_latents(expected * std + mean)
+        torch.testing.assert_close(vae.denormalize(z), raw, rtol=0, atol=1e-6)
+        torch.testing.assert_close(vae.decode(z), model.decode(raw, return_dict=False)[0], rtol=0, atol=1e-5)
+
+
+def test_flux2_states_its_crop_and_keys_its_cache_by_the_statistics(tmp_path, flux2_dir):
+    vae = loaded("flux2", flux2_dir)
+    info = vae.describe()
+    assert info["crop"] == crop_line(4) and "batch_norm_eps" in info["latent_normalization"]
+    assert {"bn.running_mean", "bn.running_var"} <= set(vae.encoder_state_dict())
+    other = save_tiny_flux2_bn(tmp_path / "other", seed=0)  # same weights
+    from diffusers import AutoencoderKLFlux2
+
+    m = AutoencoderKLFlux2.from_pretrained(other)
+    m.bn.running_mean.add_(1.0)  # other statistics: other latents, so another cache key
+    m.save_pretrained(other)
+    assert loaded("flux2", other).encoder_hash != vae.encoder_hash
+    with pytest.raises(Exception, match=r"vae\.flux2\.scaling_factor=.*batch-norm"):
+        loaded("flux2", flux2_dir, "+vae.flux2.scaling_factor=0.5")
+
+
+def test_flux2_tiles_on_raw_latents(flux2_dir):
+    vae = loaded("flux2", flux2_dir)
+    x = images(1, 32, 48)
+    plain = vae.decode(vae.encode(x))
+    vae.set_memory_mode("tiled", 16)  # 16 px tiles: 8 raw latent pixels at f2
+    m = vae.module
+    assert m.use_tiling and (m.tile_sample_min_size, m.tile_latent_min_size) == (16, 8)
+    z = vae.encode(x)
+    assert z.shape == (1, 16, 8, 12)
+    assert vae.decode(z).shape == plain.shape and vae.decode_seams(8, 12) != ([], [])
+    with pytest.raises(Exception, match="a multiple of 4"):
+        vae.set_memory_mode("tiled", 18)
