@@ -38,3 +38,57 @@ def save_tiny_flux2_bn(path: Path, seed: int = 0) -> Path:
     model.bn.running_var.copy_(torch.tensor(var))
     model.save_pretrained(path)
     return path
+
+
+def _wan_like(cls_name: str, path: Path, seed: int, z_dim: int, **config) -> Path:
+    """A Wan-derived video autoencoder with one 2x downsampling (two stages of 8 channels, the second 16 wide
+    in the plain layout), one residual block per stage, and random per-channel ``latents_mean``/``latents_std``."""
+    import diffusers
+
+    torch.manual_seed(seed)
+    mean, std = _stats(z_dim, seed + 1)
+    cls = getattr(diffusers, cls_name)
+    model = cls(
+        base_dim=8,
+        z_dim=z_dim,
+        dim_mult=[1, 1] if config.get("is_residual", cls_name.endswith("21")) else [1, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False],
+        latents_mean=mean,
+        latents_std=std,
+        **config,
+    )
+    model.save_pretrained(path)
+    return path
+
+
+def save_tiny_qwen_image(path: Path, seed: int = 0) -> Path:
+    """An ``AutoencoderKLQwenImage`` (Qwen-Image's layout): 4 channels at f2."""
+    return _wan_like("AutoencoderKLQwenImage", path, seed, z_dim=4)
+
+
+def save_tiny_wan21(path: Path, seed: int = 0) -> Path:
+    """An ``AutoencoderKLWan`` in Wan 2.1's layout (no patchify): 4 channels at f2."""
+    return _wan_like("AutoencoderKLWan", path, seed, z_dim=4, scale_factor_spatial=2)
+
+
+def save_tiny_wan22(path: Path, seed: int = 0) -> Path:
+    """An ``AutoencoderKLWan`` in Wan 2.2 TI2V-5B's layout (residual, a 2x2 pixel patchify, 12 input channels):
+    6 channels at f4."""
+    return _wan_like(
+        "AutoencoderKLWan",
+        path,
+        seed,
+        z_dim=6,
+        decoder_base_dim=12,
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=4,
+    )
+
+
+def save_tiny_qwen_image21(path: Path, seed: int = 0) -> Path:
+    """An ``AutoencoderKLQwenImage21`` (Qwen-Image 2.1's layout: RGBA, residual): 8 channels at f2."""
+    return _wan_like("AutoencoderKLQwenImage21", path, seed, z_dim=8, decoder_base_dim=12, scale_factor_spatial=2)

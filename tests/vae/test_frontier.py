@@ -16,7 +16,12 @@ import torch
 from evalvae.errors import WeightsUnavailable
 from evalvae.jobs.schema import validate
 from evalvae.vae import load_vae
-from tests.frontier_standins import save_tiny_flux2_bn
+from tests.frontier_standins import (
+    save_tiny_flux2_bn,
+    save_tiny_qwen_image,
+    save_tiny_wan21,
+    save_tiny_wan22,
+)
 from tests.helpers import compose_run, photo
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,6 +29,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # name: (hub id, subfolder, latent space, crop factor of the released model)
 FAMILIES = {
     "flux2": ("black-forest-labs/FLUX.2-dev", "vae", "flux2", 16),
+    "qwen-image": ("Qwen/Qwen-Image", "vae", "qwen-image", 8),
+    "wan21": ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "vae", "wan21", 8),
+    "wan22": ("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "vae", "wan22", 16),
 }
 
 
@@ -57,9 +65,9 @@ def round_trip(vae, x: torch.Tensor, latent_shape: tuple) -> torch.Tensor:
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_the_yaml_composes_and_validates(name):
     hub_id, subfolder, space, _ = FAMILIES[name]
-    cfg = validate(compose_run([f"+vae={name}"]), "run")
+    cfg = validate(compose_run([f"+vae={name}", f"vae.{name}.dtype=bf16"]), "run")  # a name Hydra keys can address
     spec = cfg.vae[name]
-    assert (spec.source, spec.subfolder, spec.latent_space) == (hub_id, subfolder, space)
+    assert (spec.source, spec.subfolder, spec.latent_space, spec.dtype) == (hub_id, subfolder, space, "bf16")
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -137,3 +145,103 @@ def test_flux2_tiles_on_raw_latents(flux2_dir):
     assert vae.decode(z).shape == plain.shape and vae.decode_seams(8, 12) != ([], [])
     with pytest.raises(Exception, match="a multiple of 4"):
         vae.set_memory_mode("tiled", 18)
+
+
+# -- the Wan-derived video autoencoders: one frame, per-channel statistics ---------------------------------
+def pipeline_decode_input(model, latents: torch.Tensor) -> torch.Tensor:
+    """What QwenImagePipeline.__call__ and WanPipeline.__call__ hand vae.decode (diffusers 0.42), for 4-D latents:
+
+    latents_mean = torch.tensor(self.vae.config.latents_mean).view(1, self.vae.config.z_dim, 1, 1, 1).to(...)
+    latents_std = 1.0 / torch.tensor(self.vae.config.latents_std).view(1, self.vae.config.z_dim, 1, 1, 1).to(...)
+    latents = latents / latents_std + latents_mean
+    """
+    cfg = model.config
+    mean = torch.tensor(cfg.latents_mean).view(1, cfg.z_dim, 1, 1, 1)
+    latents_std = 1.0 / torch.tensor(cfg.latents_std).view(1, cfg.z_dim, 1, 1, 1)
+    return latents.unsqueeze(2) / latents_std + mean
+
+
+def check_one_frame_decode(vae, model, z: torch.Tensor) -> None:
+    """The adapter decodes ``z`` as the pipelines do: ``vae.decode(latents, return_dict=False)[0][:, :, 0]``."""
+    raw = pipeline_decode_input(model, z)
+    assert not torch.allclose(raw, z.unsqueeze(2))  # the stand-in's statistics are not identity
+    torch.testing.assert_close(vae.denormalize(z), raw[:, :, 0], rtol=0, atol=1e-6)
+    with torch.no_grad():
+        expected = model.decode(raw, return_dict=False)[0][:, :, 0]
+    torch.testing.assert_close(vae.decode(z), expected, rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def qwen_dir(tmp_path_factory):
+    return save_tiny_qwen_image(tmp_path_factory.mktemp("qwen") / "vae")
+
+
+def test_qwen_image_latents_are_the_qwen_image_pipelines(qwen_dir):
+    from diffusers import AutoencoderKLQwenImage
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import QwenImageEditPipeline
+    from diffusers.pipelines.qwenimage.pipeline_qwenimage_img2img import QwenImageImg2ImgPipeline
+
+    vae = loaded("qwen-image", qwen_dir)
+    assert (vae.family, vae.latent_channels, vae.downsample) == ("qwen-image", 4, 2)
+    x = images(2, 32, 48)
+    z = round_trip(vae, x, (2, 4, 16, 24))
+    model = AutoencoderKLQwenImage.from_pretrained(qwen_dir).eval()
+    with torch.no_grad():
+        # the edit pipeline's own encoding (argmax; it divides by the std where img2img multiplies by its inverse)
+        pipe = SimpleNamespace(vae=model, latent_channels=4)
+        expected = QwenImageEditPipeline._encode_vae_image(pipe, x.unsqueeze(2), generator=None)
+        torch.testing.assert_close(z, expected[:, :, 0], rtol=1e-6, atol=1e-6)
+        # img2img's, which samples: posterior=sample draws image i's noise as it does from a generator seeded seed + i
+        sampled = loaded("qwen-image", qwen_dir, "vae.qwen-image.posterior=sample", "+vae.qwen-image.seed=7")
+        zs = sampled.encode(x)
+        for i in range(2):
+            g = torch.Generator().manual_seed(7 + i)
+            ref = QwenImageImg2ImgPipeline._encode_vae_image(SimpleNamespace(vae=model), x[i : i + 1, :, None], g)
+            torch.testing.assert_close(zs[i : i + 1], ref[:, :, 0], rtol=0, atol=1e-6)
+    assert (zs - z).abs().max() > 1e-3
+    check_one_frame_decode(vae, model, z)
+    info = vae.describe()
+    assert info["crop"] == crop_line(2) and "latents_std" in info["latent_normalization"] and "frames" in info
+    assert {"latents_mean", "latents_std"} <= set(vae.encoder_state_dict())
+
+
+@pytest.mark.parametrize(
+    ("name", "save", "factor", "channels"), [("wan21", save_tiny_wan21, 2, 4), ("wan22", save_tiny_wan22, 4, 6)]
+)
+def test_wan_latents_are_the_wan_pipelines(tmp_path, name, save, factor, channels):
+    from diffusers import AutoencoderKLWan
+    from diffusers.pipelines.wan.pipeline_wan_video2video import WanVideoToVideoPipeline
+
+    folder = save(tmp_path / "vae")
+    vae = loaded(name, folder)
+    assert (vae.family, vae.latent_channels, vae.downsample) == ("wan", channels, factor)
+    x = images(2, 32, 48)
+    z = round_trip(vae, x, (2, channels, 32 // factor, 48 // factor))
+    model = AutoencoderKLWan.from_pretrained(folder).eval()
+    with torch.no_grad():
+        # the video-to-video pipeline's own encoding (argmax, then (z - mean) * (1 / std)), its noising switched off
+        pipe = SimpleNamespace(
+            vae=model,
+            vae_scale_factor_temporal=model.config.scale_factor_temporal,
+            vae_scale_factor_spatial=model.config.scale_factor_spatial,
+            scheduler=SimpleNamespace(scale_noise=lambda latents, timestep, noise: latents),
+        )
+        expected = WanVideoToVideoPipeline.prepare_latents(
+            pipe, x.unsqueeze(2), 2, channels, 32, 48, torch.float32, torch.device("cpu"), timestep=0
+        )
+    torch.testing.assert_close(z, expected[:, :, 0], rtol=0, atol=1e-6)
+    check_one_frame_decode(vae, model, z)
+    assert vae.describe()["crop"] == crop_line(factor)
+
+
+def test_wan_tiles_and_slices_with_diffusers_own_modes(tmp_path):
+    vae = loaded("wan21", save_tiny_wan21(tmp_path / "vae"))
+    x = images(2, 32, 48)
+    plain = vae.decode(vae.encode(x))
+    vae.set_memory_mode("sliced")
+    assert vae.module.use_slicing
+    torch.testing.assert_close(vae.decode(vae.encode(x)), plain, rtol=0, atol=1e-5)
+    vae.set_memory_mode("tiled", 16)  # 48 px wide: tiles of 16 overlapping by 4
+    m = vae.module
+    assert m.use_tiling and (m.tile_sample_min_width, m.tile_sample_stride_width) == (16, 12)
+    assert vae.decode(vae.encode(x[:1])).shape == (1, 3, 32, 48)
