@@ -92,3 +92,28 @@ def save_tiny_wan22(path: Path, seed: int = 0) -> Path:
 def save_tiny_qwen_image21(path: Path, seed: int = 0) -> Path:
     """An ``AutoencoderKLQwenImage21`` (Qwen-Image 2.1's layout: RGBA, residual): 8 channels at f2."""
     return _wan_like("AutoencoderKLQwenImage21", path, seed, z_dim=8, decoder_base_dim=12, scale_factor_spatial=2)
+
+
+def save_tiny_dcae_f(path: Path, factor: int, seed: int = 0) -> Path:
+    """An ``AutoencoderDC`` of ``log2(factor) + 1`` stages of 8 channels (f64: 7, f128: 8; attention at the
+    bottom), 4 latent channels, scaling factor 0.3."""
+    from diffusers import AutoencoderDC
+
+    torch.manual_seed(seed)
+    n = factor.bit_length()  # 2 ** (n - 1) == factor
+    blocks = ("ResBlock",) * (n - 1) + ("EfficientViTBlock",)
+    model = AutoencoderDC(
+        latent_channels=4,
+        attention_head_dim=4,
+        encoder_block_types=blocks,
+        decoder_block_types=blocks,
+        encoder_block_out_channels=(8,) * n,
+        decoder_block_out_channels=(8,) * n,
+        encoder_layers_per_block=(1,) * n,
+        decoder_layers_per_block=(1,) * n,
+        encoder_qkv_multiscales=((),) * (n - 1) + ((5,),),
+        decoder_qkv_multiscales=((),) * (n - 1) + ((5,),),
+        scaling_factor=0.3,
+    )
+    model.save_pretrained(path)
+    return path

@@ -16,13 +16,15 @@ import torch
 from evalvae.errors import WeightsUnavailable
 from evalvae.jobs.schema import validate
 from evalvae.vae import load_vae
+from tests.family_standins import save_tiny_dcae
 from tests.frontier_standins import (
+    save_tiny_dcae_f,
     save_tiny_flux2_bn,
     save_tiny_qwen_image,
     save_tiny_wan21,
     save_tiny_wan22,
 )
-from tests.helpers import compose_run, photo
+from tests.helpers import compose_run, photo, save_tiny_kl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,6 +34,10 @@ FAMILIES = {
     "qwen-image": ("Qwen/Qwen-Image", "vae", "qwen-image", 8),
     "wan21": ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "vae", "wan21", 8),
     "wan22": ("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "vae", "wan22", 16),
+    "sd35": ("stabilityai/stable-diffusion-3.5-large", "vae", "sd3", 8),
+    "dc-ae-f64c128": ("mit-han-lab/dc-ae-f64c128-mix-1.0-diffusers", None, "dc-ae-f64c128-mix", 64),
+    "dc-ae-f128c512": ("mit-han-lab/dc-ae-f128c512-mix-1.0-diffusers", None, "dc-ae-f128c512-mix", 128),
+    "dc-ae-lite-f32c32": ("dc-ai/dc-ae-lite-f32c32-diffusers", None, "sana", 32),
 }
 
 
@@ -245,3 +251,49 @@ def test_wan_tiles_and_slices_with_diffusers_own_modes(tmp_path):
     m = vae.module
     assert m.use_tiling and (m.tile_sample_min_width, m.tile_sample_stride_width) == (16, 12)
     assert vae.decode(vae.encode(x[:1])).shape == (1, 3, 32, 48)
+
+
+# -- SD3.5 ----------------------------------------------------------------------------------------------
+def test_sd35_latents_are_the_sd3_pipelines(tmp_path):
+    from diffusers import AutoencoderKL
+
+    folder = save_tiny_kl(tmp_path / "vae", latent_channels=16, scaling=1.5305, shift=0.0609)
+    vae = loaded("sd35", folder)
+    assert (vae.family, vae.latent_channels, vae.downsample) == ("autoencoder-kl", 16, 2)
+    x = images(2, 32, 48)
+    z = round_trip(vae, x, (2, 16, 16, 24))
+    model = AutoencoderKL.from_pretrained(folder).eval()
+    with torch.no_grad():
+        # StableDiffusion3Img2ImgPipeline.prepare_latents (diffusers 0.42), after retrieve_latents (argmax here):
+        #   init_latents = (init_latents - self.vae.config.shift_factor) * self.vae.config.scaling_factor
+        mean = model.encode(x).latent_dist.mode()
+        torch.testing.assert_close(z, (mean - 0.0609) * 1.5305, rtol=0, atol=1e-6)
+        # StableDiffusion3Pipeline.__call__:
+        #   latents = (latents / self.vae.config.scaling_factor) + self.vae.config.shift_factor
+        #   image = self.vae.decode(latents, return_dict=False)[0]
+        expected = model.decode((z / 1.5305) + 0.0609, return_dict=False)[0]
+        torch.testing.assert_close(vae.decode(z), expected, rtol=0, atol=1e-5)
+
+
+# -- DC-AE f64, f128, lite ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "factor"), [("dc-ae-f64c128", 64), ("dc-ae-f128c512", 128), ("dc-ae-lite-f32c32", 32)]
+)
+def test_dcae_variants_crop_to_their_factor_with_the_sana_scaling(tmp_path, name, factor):
+    from diffusers import AutoencoderDC
+
+    folder = save_tiny_dcae(tmp_path / "vae") if factor == 32 else save_tiny_dcae_f(tmp_path / "vae", factor)
+    vae = loaded(name, folder)
+    assert (vae.family, vae.downsample) == ("dc-ae", factor)
+    assert vae.describe()["crop"] == crop_line(factor)
+    x = images(1, factor, 2 * factor)
+    z = round_trip(vae, x, (1, 4, 1, 2))
+    model = AutoencoderDC.from_pretrained(folder).eval()
+    scale = model.config.scaling_factor
+    with torch.no_grad():
+        # the SANA pipelines decode (SanaPipeline.__call__):
+        #   image = self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
+        # and encode with the inverse, latent * scaling_factor (SanaSprintImg2ImgPipeline, before sigma_data)
+        torch.testing.assert_close(z, model.encode(x).latent * scale, rtol=0, atol=1e-6)
+        expected = model.decode(z / scale, return_dict=False)[0]
+        torch.testing.assert_close(vae.decode(z), expected, rtol=0, atol=1e-5)
