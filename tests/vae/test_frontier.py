@@ -21,6 +21,7 @@ from tests.frontier_standins import (
     save_tiny_dcae_f,
     save_tiny_flux2_bn,
     save_tiny_qwen_image,
+    save_tiny_qwen_image21,
     save_tiny_wan21,
     save_tiny_wan22,
 )
@@ -34,6 +35,7 @@ FAMILIES = {
     "qwen-image": ("Qwen/Qwen-Image", "vae", "qwen-image", 8),
     "wan21": ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "vae", "wan21", 8),
     "wan22": ("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "vae", "wan22", 16),
+    "qwen-image-21": ("Qwen/Qwen-Image-2.1", "vae", "qwen-image-21", 16),
     "sd35": ("stabilityai/stable-diffusion-3.5-large", "vae", "sd3", 8),
     "dc-ae-f64c128": ("mit-han-lab/dc-ae-f64c128-mix-1.0-diffusers", None, "dc-ae-f64c128-mix", 64),
     "dc-ae-f128c512": ("mit-han-lab/dc-ae-f128c512-mix-1.0-diffusers", None, "dc-ae-f128c512-mix", 128),
@@ -251,6 +253,34 @@ def test_wan_tiles_and_slices_with_diffusers_own_modes(tmp_path):
     m = vae.module
     assert m.use_tiling and (m.tile_sample_min_width, m.tile_sample_stride_width) == (16, 12)
     assert vae.decode(vae.encode(x[:1])).shape == (1, 3, 32, 48)
+
+
+def test_qwen_image_21_latents_are_its_pipelines_with_an_opaque_alpha(tmp_path):
+    from diffusers import AutoencoderKLQwenImage21
+    from diffusers.pipelines.qwenimage21.pipeline_qwenimage21 import QwenImage21Pipeline
+
+    folder = save_tiny_qwen_image21(tmp_path / "vae")
+    vae = loaded("qwen-image-21", folder)
+    assert (vae.family, vae.latent_channels, vae.downsample) == ("qwen-image-2.1", 8, 2)
+    x = images(2, 32, 48)
+    z = round_trip(vae, x, (2, 8, 16, 24))
+    model = AutoencoderKLQwenImage21.from_pretrained(folder).eval()
+    rgba = torch.cat([x, torch.ones_like(x[:, :1])], 1)  # the pipeline's RGBA conversion: alpha 255, 1 in [-1, 1]
+    with torch.no_grad():
+        pipe = SimpleNamespace(vae=model, latent_channels=8)
+        expected = QwenImage21Pipeline._encode_vae_image(pipe, rgba.unsqueeze(2), generator=None)
+        torch.testing.assert_close(z, expected[:, :, 0], rtol=0, atol=1e-6)
+        # QwenImage21Pipeline.__call__:
+        #   latents = latents * latents_std + latents_mean
+        #   image = self.vae.decode(latents, return_dict=False)[0][:, :, 0]
+        cfg = model.config
+        mean = torch.tensor(cfg.latents_mean).view(1, 8, 1, 1, 1)
+        std = torch.tensor(cfg.latents_std).view(1, 8, 1, 1, 1)
+        image = model.decode(z.unsqueeze(2) * std + mean, return_dict=False)[0][:, :, 0]
+    assert image.shape[1] == 4
+    torch.testing.assert_close(vae.decode(z), image[:, :3], rtol=0, atol=1e-5)  # the alpha dropped
+    info = vae.describe()
+    assert info["crop"] == crop_line(2) and "alpha" in info and "/ latents_std" in info["latent_normalization"]
 
 
 # -- SD3.5 ----------------------------------------------------------------------------------------------
