@@ -117,3 +117,23 @@ def save_tiny_dcae_f(path: Path, factor: int, seed: int = 0) -> Path:
     )
     model.save_pretrained(path)
     return path
+
+
+def save_tiny_hunyuanimage(path: Path, seed: int = 0) -> Path:
+    """An ``AutoencoderKLHunyuanImage``: 3 blocks of 32 channels (its group norms take 32 groups), f4, 4 latent
+    channels, scaling factor 0.75."""
+    from diffusers import AutoencoderKLHunyuanImage
+
+    torch.manual_seed(seed)
+    model = AutoencoderKLHunyuanImage(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=(32, 32, 32),
+        layers_per_block=1,
+        spatial_compression_ratio=4,
+        sample_size=32,
+        scaling_factor=0.75,
+    )
+    model.save_pretrained(path)
+    return path

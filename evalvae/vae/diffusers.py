@@ -145,7 +145,7 @@ class DiffusersFamily(VAEAdapter):
     def _model_facts(self, name: str, model: nn.Module) -> tuple[int, int, float, float, bool]:
         """Latent channels, downsampling factor, scaling and shift factors and ``force_upcast``, from the model."""
         cfg = model.config
-        ratio = getattr(model, "spatial_compression_ratio", None) or cfg.get("spatial_compression_ratio")
+        ratio = cfg.get("spatial_compression_ratio") or getattr(model, "spatial_compression_ratio", None)
         if not ratio:  # one 2x downsampling between consecutive encoder blocks
             blocks = next((cfg[k] for k in BLOCKS if cfg.get(k)), None)
             if blocks is None:

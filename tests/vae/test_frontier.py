@@ -15,11 +15,13 @@ import torch
 
 from evalvae.errors import WeightsUnavailable
 from evalvae.jobs.schema import validate
+from evalvae.vae.base import UnsupportedMemoryMode
 from evalvae.vae import load_vae
 from tests.family_standins import save_tiny_dcae
 from tests.frontier_standins import (
     save_tiny_dcae_f,
     save_tiny_flux2_bn,
+    save_tiny_hunyuanimage,
     save_tiny_qwen_image,
     save_tiny_qwen_image21,
     save_tiny_wan21,
@@ -36,6 +38,7 @@ FAMILIES = {
     "wan21": ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "vae", "wan21", 8),
     "wan22": ("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "vae", "wan22", 16),
     "qwen-image-21": ("Qwen/Qwen-Image-2.1", "vae", "qwen-image-21", 16),
+    "hunyuanimage-21": ("hunyuanvideo-community/HunyuanImage-2.1-Diffusers", "vae", "hunyuanimage-21", 32),
     "sd35": ("stabilityai/stable-diffusion-3.5-large", "vae", "sd3", 8),
     "dc-ae-f64c128": ("mit-han-lab/dc-ae-f64c128-mix-1.0-diffusers", None, "dc-ae-f64c128-mix", 64),
     "dc-ae-f128c512": ("mit-han-lab/dc-ae-f128c512-mix-1.0-diffusers", None, "dc-ae-f128c512-mix", 128),
@@ -327,3 +330,29 @@ def test_dcae_variants_crop_to_their_factor_with_the_sana_scaling(tmp_path, name
         torch.testing.assert_close(z, model.encode(x).latent * scale, rtol=0, atol=1e-6)
         expected = model.decode(z / scale, return_dict=False)[0]
         torch.testing.assert_close(vae.decode(z), expected, rtol=0, atol=1e-5)
+
+
+# -- HunyuanImage 2.1 ------------------------------------------------------------------------------------
+def test_hunyuanimage_latents_are_the_hunyuanimage_pipelines(tmp_path):
+    from diffusers import AutoencoderKLHunyuanImage
+
+    folder = save_tiny_hunyuanimage(tmp_path / "vae")
+    vae = loaded("hunyuanimage-21", folder)
+    assert (vae.family, vae.latent_channels, vae.downsample, vae.scaling_factor) == ("hunyuanimage", 4, 4, 0.75)
+    x = images(2, 32, 48)
+    z = round_trip(vae, x, (2, 4, 8, 12))
+    model = AutoencoderKLHunyuanImage.from_pretrained(folder).eval()
+    with torch.no_grad():
+        # HunyuanImagePipeline.__call__ (diffusers 0.42; it encodes no images, so encoding is the inverse):
+        #   latents = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
+        #   image = self.vae.decode(latents, return_dict=False)[0]
+        torch.testing.assert_close(z, model.encode(x).latent_dist.mode() * 0.75, rtol=0, atol=1e-6)
+        expected = model.decode(z / 0.75, return_dict=False)[0]
+    torch.testing.assert_close(vae.decode(z), expected, rtol=0, atol=1e-5)
+    assert vae.describe()["crop"] == crop_line(4)
+    with pytest.raises(UnsupportedMemoryMode, match="has no tiled mode"):
+        vae.set_memory_mode("tiled", 16)
+    plain = vae.decode(z)
+    vae.set_memory_mode("sliced")
+    assert vae.module.use_slicing
+    torch.testing.assert_close(vae.decode(vae.encode(x)), plain, rtol=0, atol=1e-5)
