@@ -15,8 +15,8 @@ import torch
 
 from evalvae.errors import WeightsUnavailable
 from evalvae.jobs.schema import validate
-from evalvae.vae.base import UnsupportedMemoryMode
 from evalvae.vae import load_vae
+from evalvae.vae.base import UnsupportedMemoryMode
 from tests.family_standins import save_tiny_dcae
 from tests.frontier_standins import (
     save_tiny_dcae_f,
