@@ -137,3 +137,30 @@ def save_tiny_hunyuanimage(path: Path, seed: int = 0) -> Path:
     )
     model.save_pretrained(path)
     return path
+
+
+def save_tiny_rae(path: Path, seed: int = 0) -> Path:
+    """An ``AutoencoderRAE`` with a one-layer DINOv2 (with registers) encoder of 64 channels reading 28 px
+    (2x2 tokens of 14 px) and a one-layer ViT decoder writing 32 px (16 px patches); random latent statistics
+    and scaling factor 0.8."""
+    from diffusers import AutoencoderRAE
+
+    torch.manual_seed(seed)
+    mean, std = _stats(64, seed + 1)
+    model = AutoencoderRAE(
+        encoder_type="dinov2",
+        encoder_hidden_size=64,
+        encoder_patch_size=14,
+        encoder_num_hidden_layers=1,
+        decoder_hidden_size=32,
+        decoder_num_hidden_layers=1,
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=64,
+        patch_size=16,
+        encoder_input_size=28,
+        latents_mean=torch.tensor(mean).view(64, 1, 1).tolist(),
+        latents_std=torch.tensor(std).view(64, 1, 1).tolist(),
+        scaling_factor=0.8,
+    )
+    model.save_pretrained(path)
+    return path

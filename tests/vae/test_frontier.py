@@ -24,6 +24,7 @@ from tests.frontier_standins import (
     save_tiny_hunyuanimage,
     save_tiny_qwen_image,
     save_tiny_qwen_image21,
+    save_tiny_rae,
     save_tiny_wan21,
     save_tiny_wan22,
 )
@@ -39,6 +40,7 @@ FAMILIES = {
     "wan22": ("Wan-AI/Wan2.2-TI2V-5B-Diffusers", "vae", "wan22", 16),
     "qwen-image-21": ("Qwen/Qwen-Image-2.1", "vae", "qwen-image-21", 16),
     "hunyuanimage-21": ("hunyuanvideo-community/HunyuanImage-2.1-Diffusers", "vae", "hunyuanimage-21", 32),
+    "rae-dinov2-b": ("nyu-visionx/RAE-dinov2-wReg-base-ViTXL-n08", None, "rae-dinov2-b", 16),
     "sd35": ("stabilityai/stable-diffusion-3.5-large", "vae", "sd3", 8),
     "dc-ae-f64c128": ("mit-han-lab/dc-ae-f64c128-mix-1.0-diffusers", None, "dc-ae-f64c128-mix", 64),
     "dc-ae-f128c512": ("mit-han-lab/dc-ae-f128c512-mix-1.0-diffusers", None, "dc-ae-f128c512-mix", 128),
@@ -356,3 +358,36 @@ def test_hunyuanimage_latents_are_the_hunyuanimage_pipelines(tmp_path):
     vae.set_memory_mode("sliced")
     assert vae.module.use_slicing
     torch.testing.assert_close(vae.decode(vae.encode(x)), plain, rtol=0, atol=1e-5)
+
+
+# -- RAE ------------------------------------------------------------------------------------------------
+def test_rae_latents_are_the_models_own_normalized_tokens(tmp_path):
+    from diffusers import AutoencoderRAE
+
+    folder = save_tiny_rae(tmp_path / "vae")
+    vae = loaded("rae-dinov2-b", folder)
+    assert (vae.family, vae.latent_channels, vae.downsample, vae.image_size) == ("rae", 64, 16, 32)
+    x = images(2, 32, 32)
+    z = round_trip(vae, x, (2, 64, 2, 2))
+    model = AutoencoderRAE.from_pretrained(folder).eval()
+    with torch.no_grad():
+        # no RAE pipeline in diffusers 0.42: the diffusion space is the class's own encode (images in [0, 1], as its
+        # tests feed to_tensor(image)), which normalizes the tokens itself:
+        #   z = (z - latents_mean) / (latents_std + 1e-5);  z = z * scaling_factor
+        tokens = model.encoder(model._resize_and_normalize((x + 1) / 2), output_hidden_states=True)
+        grid = tokens.last_hidden_state[:, 5:].transpose(1, 2).reshape(2, 64, 2, 2)  # 1 CLS + 4 registers dropped
+        mean, std = model._latents_mean, model._latents_std
+        assert not torch.allclose(mean, torch.zeros_like(mean))  # the stand-in's statistics are not identity
+        torch.testing.assert_close(z, (grid - mean) / (std + 1e-5) * 0.8, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(vae.decode(z), model.decode(z).sample * 2 - 1, rtol=0, atol=1e-5)
+    assert {"_latents_mean", "_latents_std", "encoder_mean"} <= set(vae.encoder_state_dict())
+    info = vae.describe()
+    assert info["crop"].startswith(crop_line(16) + "; only 32x32 images are reconstructed")
+    # an image the decoder cannot write at its size is left out with the reason, before the encoder sees it
+    small = torch.zeros(1, 3, 48, 40, dtype=torch.uint8)
+    assert vae.prepare_group(["a"], small) == {
+        "a": "an RAE decodes 32x32 px images only, not 32x48 (set dataset.resolution=32)"
+    }
+    assert vae.prepare_group(["b"], torch.zeros(1, 3, 40, 47, dtype=torch.uint8)) == {}  # cropped to 32x32
+    with pytest.raises(UnsupportedMemoryMode, match="has no tiled mode"):
+        vae.set_memory_mode("tiled", 32)
