@@ -228,14 +228,42 @@ class DiffusersFamily(VAEAdapter):
         return diffusers_kl_seams(latent_h, t, px, f), diffusers_kl_seams(latent_w, t, px, f)
 
 
-class DiffusersAdapter(DiffusersFamily):
-    """Any autoencoder class of diffusers, named by the spec's ``cls`` (also the family's name in the results)."""
+def is_video(model: nn.Module) -> bool:
+    """Whether ``model`` reads clips: the first convolution of its encoder (else of the model) is 3-D, as in
+    the video autoencoders of diffusers (Wan, CogVideoX, HunyuanVideo, LTX, Mochi)."""
+    root = getattr(model, "encoder", None)
+    for m in (root if isinstance(root, nn.Module) else model).modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            return isinstance(m, nn.Conv3d)
+    return False
 
-    def __init__(self, name: str, source: str, latent_space: str, cls: str | None = None, **kwargs):
+
+class DiffusersAdapter(DiffusersFamily):
+    """Any autoencoder class of diffusers, named by the spec's ``cls`` (also the family's name in the results,
+    and the latent space's unless the spec names one).
+
+    A video class takes each image as a clip of one frame: ``video`` true, false, or None to tell it from the
+    model (:func:`is_video`). The protocol's crop to the downsampling factor is stated in :meth:`describe`.
+    """
+
+    states_crop = True
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        latent_space: str | None = None,
+        cls: str | None = None,
+        video: bool | None = None,
+        **kwargs,
+    ):
         if not isinstance(cls, str) or not cls.isidentifier():
             raise ConfigError(f"vae.{name}.cls", cls, hint="a diffusers autoencoder class, e.g. AutoencoderKL")
+        if video not in (None, True, False):
+            raise ConfigError(f"vae.{name}.video", video, ["null", "true", "false"])
         self.cls = self.family = cls
-        super().__init__(name, source, latent_space, **kwargs)
+        super().__init__(name, source, latent_space or cls, **kwargs)
+        self.video = is_video(self.module) if video is None else video
 
     @property
     def encoder_kind(self) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from evalvae.errors import WeightsUnavailable
+from evalvae.errors import ConfigError, WeightsUnavailable
 from evalvae.jobs.schema import validate
 from evalvae.vae import load_vae
 from evalvae.vae.base import UnsupportedMemoryMode
@@ -391,3 +391,55 @@ def test_rae_latents_are_the_models_own_normalized_tokens(tmp_path):
     assert vae.prepare_group(["b"], torch.zeros(1, 3, 40, 47, dtype=torch.uint8)) == {}  # cropped to 32x32
     with pytest.raises(UnsupportedMemoryMode, match="has no tiled mode"):
         vae.set_memory_mode("tiled", 32)
+
+
+# -- the generic entry: +vae=diffusers --------------------------------------------------------------------
+def generic(source, cls: str, *overrides):
+    return loaded("diffusers", source, f"vae.diffusers.cls={cls}", *overrides)
+
+
+def test_the_generic_entry_needs_a_class_and_a_source():
+    with pytest.raises(ConfigError) as err:
+        validate(compose_run(["+vae=diffusers"]), "run")
+    named = [p.argument for p in getattr(err.value, "problems", [err.value])]
+    assert named == ["vae.diffusers.cls", "vae.diffusers.source"]
+    cfg = compose_run(["+vae=diffusers", "vae.diffusers.cls=AutoencoderKLWan", "vae.diffusers.source=Org/Some-Model"])
+    with pytest.raises(WeightsUnavailable) as err:  # offline
+        load_vae("diffusers", cfg.vae.diffusers, device="cpu")
+    assert "\n" not in str(err.value) and "VAE 'diffusers'" in str(err.value) and "'Org/Some-Model'" in str(err.value)
+
+
+def test_the_generic_entry_takes_a_video_class_one_frame_at_a_time(tmp_path):
+    from diffusers import AutoencoderKLWan
+
+    folder = save_tiny_wan21(tmp_path / "vae")
+    vae = generic(folder, "AutoencoderKLWan")
+    assert vae.video and (vae.family, vae.latent_space.family, vae.latent_channels, vae.downsample) == (
+        "AutoencoderKLWan",
+        "AutoencoderKLWan",
+        4,
+        2,
+    )
+    x = images(2, 32, 48)
+    z = vae.encode(x)
+    model = AutoencoderKLWan.from_pretrained(folder).eval()
+    with torch.no_grad():  # raw latents: the config has no factors (and the generic entry reads no latents_mean)
+        torch.testing.assert_close(z, model.encode(x.unsqueeze(2)).latent_dist.mode()[:, :, 0], rtol=0, atol=1e-6)
+        expected = model.decode(z.unsqueeze(2), return_dict=False)[0][:, :, 0]
+    torch.testing.assert_close(vae.decode(z), expected, rtol=0, atol=1e-5)
+    info = vae.describe()
+    assert info["crop"] == crop_line(2) and info["frames"].startswith("one")
+    assert not generic(folder, "AutoencoderKLWan", "vae.diffusers.video=false").video  # told, not guessed
+
+
+def test_the_generic_entry_takes_an_image_class_whole(tmp_path):
+    from diffusers import AutoencoderKLHunyuanImage
+
+    folder = save_tiny_hunyuanimage(tmp_path / "vae")
+    vae = generic(folder, "AutoencoderKLHunyuanImage", "vae.diffusers.latent_space=hy")
+    assert not vae.video and (vae.latent_space.family, vae.downsample, vae.scaling_factor) == ("hy", 4, 0.75)
+    x = images(1, 32, 32)
+    model = AutoencoderKLHunyuanImage.from_pretrained(folder).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(vae.encode(x), model.encode(x).latent_dist.mode() * 0.75, rtol=0, atol=1e-6)
+    assert "frames" not in vae.describe()
