@@ -30,6 +30,22 @@ from evalvae.vae.sources import diffusers_model, source_kind
 BLOCKS = ("block_out_channels", "encoder_block_out_channels", "down_block_out_channels")  # config keys
 
 
+def keep_5d_weights(model: nn.Module) -> None:
+    """Let ``model.to(memory_format=torch.channels_last)`` (what the tasks do for ``channels_last=true``) leave a
+    model with 3-D convolutions as it is: torch refuses channels_last for their 5-D weights, and a video model
+    runs on 5-D clips, which have no such format. Any other ``to`` is unchanged."""
+    own = model.to
+
+    def to(*args, **kwargs):
+        if kwargs.get("memory_format") is torch.channels_last:
+            kwargs.pop("memory_format")
+            if not args and not kwargs:
+                return model
+        return own(*args, **kwargs)
+
+    object.__setattr__(model, "to", to)
+
+
 def strided_tiling(module: nn.Module, tile_size: int, factor: int) -> None:
     """diffusers' ``enable_tiling(height, width, stride_height, stride_width)`` (AutoencoderDC, the Wan-derived
     video autoencoders): tiles of ``tile_size`` pixels overlapping by a quarter of a tile, rounded down to a
@@ -103,6 +119,8 @@ class DiffusersFamily(VAEAdapter):
             **kwargs,
         )
         self.force_upcast = upcast if force_upcast is None else bool(force_upcast)
+        if any(p.dim() == 5 for p in self.module.parameters()):
+            keep_5d_weights(self.module)
         if self.native_modes and "tiled" in self.memory_modes and not self._tiles_natively():
             self.memory_modes = tuple(m for m in self.memory_modes if m != "tiled")
 
@@ -228,9 +246,14 @@ class DiffusersFamily(VAEAdapter):
         return diffusers_kl_seams(latent_h, t, px, f), diffusers_kl_seams(latent_w, t, px, f)
 
 
+TEMPORAL = ("temperal_downsample", "scale_factor_temporal", "temporal_compression_ratio")  # video config keys
+
+
 def is_video(model: nn.Module) -> bool:
-    """Whether ``model`` reads clips: the first convolution of its encoder (else of the model) is 3-D, as in
-    the video autoencoders of diffusers (Wan, CogVideoX, HunyuanVideo, LTX, Mochi)."""
+    """Whether ``model`` reads clips: its config names a temporal factor (the Wan-derived, CogVideoX and
+    HunyuanVideo autoencoders), or the first convolution of its encoder (else of the model) is 3-D."""
+    if any(k in model.config for k in TEMPORAL):
+        return True
     root = getattr(model, "encoder", None)
     for m in (root if isinstance(root, nn.Module) else model).modules():
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):

@@ -430,6 +430,8 @@ def test_the_generic_entry_takes_a_video_class_one_frame_at_a_time(tmp_path):
     info = vae.describe()
     assert info["crop"] == crop_line(2) and info["frames"].startswith("one")
     assert not generic(folder, "AutoencoderKLWan", "vae.diffusers.video=false").video  # told, not guessed
+    # Qwen-Image 2.1's 3-D convolutions hold 4-D weights: its config's temporal factor tells it is a video class
+    assert generic(save_tiny_qwen_image21(tmp_path / "q21"), "AutoencoderKLQwenImage21").video
 
 
 def test_the_generic_entry_takes_an_image_class_whole(tmp_path):
@@ -443,3 +445,51 @@ def test_the_generic_entry_takes_an_image_class_whole(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(vae.encode(x), model.encode(x).latent_dist.mode() * 0.75, rtol=0, atol=1e-6)
     assert "frames" not in vae.describe()
+
+
+# -- a run -------------------------------------------------------------------------------------------------
+def test_a_run_scores_the_new_families_and_records_their_crops(tmp_path, image_dir):
+    import json
+
+    import pandas as pd
+
+    from evalvae.run import run
+
+    stand_ins = {
+        "flux2": save_tiny_flux2_bn,
+        "qwen-image-21": save_tiny_qwen_image21,
+        "qwen-image": save_tiny_qwen_image,
+        "wan21": save_tiny_wan21,
+        "wan22": save_tiny_wan22,
+        "hunyuanimage-21": save_tiny_hunyuanimage,
+        "rae-dinov2-b": save_tiny_rae,
+    }  # run's channels_last=true leaves the 3-D convolutions' 5-D weights as they are
+    sources = [f"vae.{name}.source={save(tmp_path / name)}" for name, save in stand_ins.items()]
+    cfg = compose_run(
+        [
+            f"+vae=[{','.join(stand_ins)}]",
+            *sources,
+            "dataset=folder",
+            f"dataset.path={image_dir}",
+            "dataset.resolution=32",
+            "device=cpu",
+            "workers=0",
+            f"cache_dir={tmp_path / 'cache'}",
+        ]
+    )
+    out = run(cfg, out_dir=tmp_path / "out").out_dir
+    records = {r["vae"]: r for r in json.loads((out / "vaes.json").read_text())}
+    assert {name: r["status"] for name, r in records.items()} == dict.fromkeys(stand_ins, "ok")
+    crops = {name: r["crop"].split(" (")[0] for name, r in records.items()}
+    assert crops == {
+        "flux2": "centre-cropped to a multiple of 4 px",
+        "qwen-image-21": "centre-cropped to a multiple of 2 px",
+        "qwen-image": "centre-cropped to a multiple of 2 px",
+        "wan21": "centre-cropped to a multiple of 2 px",
+        "wan22": "centre-cropped to a multiple of 4 px",
+        "hunyuanimage-21": "centre-cropped to a multiple of 4 px",
+        "rae-dinov2-b": "centre-cropped to a multiple of 16 px",
+    }
+    per = pd.read_parquet(out / "per_image.parquet")
+    assert (per.groupby("vae").size() == 6).all() and np.isfinite(per.psnr).all()
+    assert set(per.vae) == set(stand_ins) and (per.height == 32).all()
