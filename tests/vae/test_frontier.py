@@ -430,6 +430,12 @@ def test_the_generic_entry_takes_a_video_class_one_frame_at_a_time(tmp_path):
     info = vae.describe()
     assert info["crop"] == crop_line(2) and info["frames"].startswith("one")
     assert not generic(folder, "AutoencoderKLWan", "vae.diffusers.video=false").video  # told, not guessed
+    # a named variant of the entry, as docs/vaes.md shows it
+    from evalvae.jobs.vaes import selected_vaes
+
+    cfg = compose_run([f"+vae.wan={{base: diffusers, cls: AutoencoderKLWan, source: {folder}}}"])
+    variant = load_vae("wan", selected_vaes(validate(cfg, "run"))["wan"], device="cpu")
+    torch.testing.assert_close(variant.encode(x), z, rtol=0, atol=0)
     # Qwen-Image 2.1's 3-D convolutions hold 4-D weights: its config's temporal factor tells it is a video class
     assert generic(save_tiny_qwen_image21(tmp_path / "q21"), "AutoencoderKLQwenImage21").video
 
