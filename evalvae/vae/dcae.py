@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from evalvae.vae.base import VAEAdapter
-from evalvae.vae.diffusers import DiffusersFamily
+from evalvae.vae.diffusers import DiffusersFamily, strided_tiling
 
 
 class DCAEAdapter(DiffusersFamily):
@@ -17,16 +17,11 @@ class DCAEAdapter(DiffusersFamily):
 
     cls = "AutoencoderDC"
     family = "dc-ae"
+    states_crop = True
     decode_seams = VAEAdapter.decode_seams  # the seam bands of tiles of tile_size overlapping by a quarter
 
     def _tiles_natively(self) -> bool:
         return True
 
     def _tile(self, tile_size: int) -> None:
-        f = self.downsample
-        stride = tile_size - max(f, tile_size // 4 // f * f)
-        self.module.enable_tiling(tile_size, tile_size, stride, stride)
-
-    def describe(self) -> dict:
-        f = self.downsample
-        return {**super().describe(), "crop": f"centre-cropped to a multiple of {f} px (the downsampling factor)"}
+        strided_tiling(self.module, tile_size, self.downsample)

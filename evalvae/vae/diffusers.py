@@ -30,6 +30,30 @@ from evalvae.vae.sources import diffusers_model, source_kind
 BLOCKS = ("block_out_channels", "encoder_block_out_channels", "down_block_out_channels")  # config keys
 
 
+def keep_5d_weights(model: nn.Module) -> None:
+    """Let ``model.to(memory_format=torch.channels_last)`` (what the tasks do for ``channels_last=true``) leave a
+    model with 3-D convolutions as it is: torch refuses channels_last for their 5-D weights, and a video model
+    runs on 5-D clips, which have no such format. Any other ``to`` is unchanged."""
+    own = model.to
+
+    def to(*args, **kwargs):
+        if kwargs.get("memory_format") is torch.channels_last:
+            kwargs.pop("memory_format")
+            if not args and not kwargs:
+                return model
+        return own(*args, **kwargs)
+
+    object.__setattr__(model, "to", to)
+
+
+def strided_tiling(module: nn.Module, tile_size: int, factor: int) -> None:
+    """diffusers' ``enable_tiling(height, width, stride_height, stride_width)`` (AutoencoderDC, the Wan-derived
+    video autoencoders): tiles of ``tile_size`` pixels overlapping by a quarter of a tile, rounded down to a
+    multiple of the downsampling ``factor`` (at least one factor)."""
+    stride = tile_size - max(factor, tile_size // 4 // factor * factor)
+    module.enable_tiling(tile_size, tile_size, stride, stride)
+
+
 class DiffusersFamily(VAEAdapter):
     """A diffusers autoencoder of class ``cls`` (a class name in ``diffusers``); images in [-1, 1].
 
@@ -60,6 +84,12 @@ class DiffusersFamily(VAEAdapter):
     cls: str = ""  # the diffusers class
     memory_modes = ("plain", "tiled", "sliced")
     native_modes = True
+    # a video autoencoder (5-D ``(N, C, T, H, W)`` tensors): each image is encoded as a clip of one frame,
+    # and the adapter's latents are that frame's, 4-D
+    video = False
+    # describe() states the protocol's crop to a multiple of the downsampling factor (the families whose
+    # factor is not 8)
+    states_crop = False
 
     def __init__(
         self,
@@ -89,6 +119,8 @@ class DiffusersFamily(VAEAdapter):
             **kwargs,
         )
         self.force_upcast = upcast if force_upcast is None else bool(force_upcast)
+        if any(p.dim() == 5 for p in self.module.parameters()):
+            keep_5d_weights(self.module)
         if self.native_modes and "tiled" in self.memory_modes and not self._tiles_natively():
             self.memory_modes = tuple(m for m in self.memory_modes if m != "tiled")
 
@@ -131,15 +163,16 @@ class DiffusersFamily(VAEAdapter):
     def _model_facts(self, name: str, model: nn.Module) -> tuple[int, int, float, float, bool]:
         """Latent channels, downsampling factor, scaling and shift factors and ``force_upcast``, from the model."""
         cfg = model.config
-        ratio = getattr(model, "spatial_compression_ratio", None) or cfg.get("spatial_compression_ratio")
+        ratio = cfg.get("spatial_compression_ratio") or getattr(model, "spatial_compression_ratio", None)
         if not ratio:  # one 2x downsampling between consecutive encoder blocks
             blocks = next((cfg[k] for k in BLOCKS if cfg.get(k)), None)
             if blocks is None:
                 raise ConfigError(f"vae.{name}.cls", self.cls, hint=f"its config names no {' or '.join(BLOCKS)}")
             ratio = 2 ** (len(blocks) - 1)
         stated = "force_upcast" in cfg and "force_upcast" not in (cfg.get("_use_default_values") or [])
+        channels = cfg.get("latent_channels") or cfg.get("z_dim")  # z_dim: the Wan-derived video autoencoders
         return (
-            int(cfg.latent_channels),
+            int(channels),
             int(ratio),
             cfg.get("scaling_factor") or 1.0,
             cfg.get("shift_factor") or 0.0,
@@ -148,14 +181,28 @@ class DiffusersFamily(VAEAdapter):
 
     # -- the model --------------------------------------------------------------------------------
     def _moments(self, images: torch.Tensor):
-        out = self.module.encode(images)[0]  # latent_dist (a diagonal Gaussian), latent or latents
-        return (out, None) if isinstance(out, torch.Tensor) else (out.mean, out.std)
+        out = self.module.encode(images.unsqueeze(2) if self.video else images)[0]  # latent_dist, latent or latents
+        mean, std = (out, None) if isinstance(out, torch.Tensor) else (out.mean, out.std)
+        if self.video:  # the one frame's latents
+            mean, std = mean[:, :, 0], None if std is None else std[:, :, 0]
+        return mean, std
 
     def _decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        if self.video:  # a clip of one latent frame, decoded to one image, as the video pipelines index [:, :, 0]
+            return self.module.decode(z.unsqueeze(2)).sample[:, :, 0]
         return self.module.decode(z).sample
 
     def encoder_state_dict(self) -> Mapping[str, torch.Tensor]:
         return {k: v for k, v in self.module.state_dict().items() if k.startswith(("encoder.", "quant_conv."))}
+
+    def describe(self) -> dict:
+        info = super().describe()
+        if self.video:
+            info["frames"] = "one: each image is a clip of a single frame"
+        if self.states_crop:
+            f = self.downsample
+            info["crop"] = f"centre-cropped to a multiple of {f} px (the downsampling factor)"
+        return info
 
     # -- memory modes: diffusers' own ----------------------------------------------------------------
     def _tiles_natively(self) -> bool:
@@ -199,14 +246,47 @@ class DiffusersFamily(VAEAdapter):
         return diffusers_kl_seams(latent_h, t, px, f), diffusers_kl_seams(latent_w, t, px, f)
 
 
-class DiffusersAdapter(DiffusersFamily):
-    """Any autoencoder class of diffusers, named by the spec's ``cls`` (also the family's name in the results)."""
+TEMPORAL = ("temperal_downsample", "scale_factor_temporal", "temporal_compression_ratio")  # video config keys
 
-    def __init__(self, name: str, source: str, latent_space: str, cls: str | None = None, **kwargs):
+
+def is_video(model: nn.Module) -> bool:
+    """Whether ``model`` reads clips: its config names a temporal factor (the Wan-derived, CogVideoX and
+    HunyuanVideo autoencoders), or the first convolution of its encoder (else of the model) is 3-D."""
+    if any(k in model.config for k in TEMPORAL):
+        return True
+    root = getattr(model, "encoder", None)
+    for m in (root if isinstance(root, nn.Module) else model).modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            return isinstance(m, nn.Conv3d)
+    return False
+
+
+class DiffusersAdapter(DiffusersFamily):
+    """Any autoencoder class of diffusers, named by the spec's ``cls`` (also the family's name in the results,
+    and the latent space's unless the spec names one).
+
+    A video class takes each image as a clip of one frame: ``video`` true, false, or None to tell it from the
+    model (:func:`is_video`). The protocol's crop to the downsampling factor is stated in :meth:`describe`.
+    """
+
+    states_crop = True
+
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        latent_space: str | None = None,
+        cls: str | None = None,
+        video: bool | None = None,
+        **kwargs,
+    ):
         if not isinstance(cls, str) or not cls.isidentifier():
             raise ConfigError(f"vae.{name}.cls", cls, hint="a diffusers autoencoder class, e.g. AutoencoderKL")
+        if video not in (None, True, False):
+            raise ConfigError(f"vae.{name}.video", video, ["null", "true", "false"])
         self.cls = self.family = cls
-        super().__init__(name, source, latent_space, **kwargs)
+        super().__init__(name, source, latent_space or cls, **kwargs)
+        self.video = is_video(self.module) if video is None else video
 
     @property
     def encoder_kind(self) -> str:
