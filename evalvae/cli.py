@@ -130,7 +130,10 @@ def vaes_main() -> None:
         what = comment.split(". ")[0].rstrip(".")
         what = what if len(what) <= 100 else what[:99].rsplit(" ", 1)[0] + " …"
         source = spec.get("source")
-        where = "shipped with evalvae" if str(source).startswith(PACKAGED) else (source or "(no weights)")
+        if source == "???":  # a required field: the generic entry names its class and weights on the command line
+            where = f"(vae.{name}.source=...)"
+        else:
+            where = "shipped with evalvae" if str(source).startswith(PACKAGED) else (source or "(no weights)")
         rows.append((name, where, what))
     width = [max(len(r[i]) for r in rows) for i in range(2)]
     default = list(compose([]).task.get("default_vaes") or [])

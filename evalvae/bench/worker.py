@@ -17,6 +17,7 @@ from evalvae.bench.grid import Config, Options
 from evalvae.bench.memory import MemoryProbe
 from evalvae.bench.schema import empty_row, status_rows
 from evalvae.bench.timing import median_iqr, time_calls
+from evalvae.device import to_channels_last
 from evalvae.metrics.base import from_uint8
 from evalvae.vae import VAEAdapter, load_vae
 from evalvae.vae.base import UnsupportedMemoryMode
@@ -54,7 +55,7 @@ def load_for_bench(job: Job, dtype: str) -> VAEAdapter:
     vae = load_vae(job.config.vae, {**job.spec, "dtype": dtype}, device=job.device, cache_dir=job.cache_dir)
     vae.set_memory_mode(job.config.mode, job.options.tile_size)
     if job.options.channels_last:
-        vae.module.to(memory_format=torch.channels_last)
+        to_channels_last(vae.module)
     return vae
 
 

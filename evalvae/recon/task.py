@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
-from evalvae.device import resolve_device
+from evalvae.device import resolve_device, to_channels_last
 from evalvae.errors import ConfigError, Interrupted
 from evalvae.io import cache_dir
 from evalvae.jobs import shard as dist
@@ -281,7 +281,7 @@ class ReconTask(Task):
                 hits, keys = {}, {b: result_key(identity, scoring, self.plan.keys[b]) for b in mine} if identity else {}
             p.vae, p.load_s, p.identity = vae, load_s, identity
         if vae is not None and cfg.channels_last:
-            vae.module.to(memory_format=torch.channels_last)
+            to_channels_last(vae.module)
         encode = self.latent_encoder(p, vae) if self.plan is not None and vae is not None else None
         if mine is None:
             loader, todo = make_loader(self.dataset, cfg.batch_size, self.workers, self.device), None

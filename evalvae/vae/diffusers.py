@@ -30,22 +30,6 @@ from evalvae.vae.sources import diffusers_model, source_kind
 BLOCKS = ("block_out_channels", "encoder_block_out_channels", "down_block_out_channels")  # config keys
 
 
-def keep_5d_weights(model: nn.Module) -> None:
-    """Let ``model.to(memory_format=torch.channels_last)`` (what the tasks do for ``channels_last=true``) leave a
-    model with 3-D convolutions as it is: torch refuses channels_last for their 5-D weights, and a video model
-    runs on 5-D clips, which have no such format. Any other ``to`` is unchanged."""
-    own = model.to
-
-    def to(*args, **kwargs):
-        if kwargs.get("memory_format") is torch.channels_last:
-            kwargs.pop("memory_format")
-            if not args and not kwargs:
-                return model
-        return own(*args, **kwargs)
-
-    object.__setattr__(model, "to", to)
-
-
 def strided_tiling(module: nn.Module, tile_size: int, factor: int) -> None:
     """diffusers' ``enable_tiling(height, width, stride_height, stride_width)`` (AutoencoderDC, the Wan-derived
     video autoencoders): tiles of ``tile_size`` pixels overlapping by a quarter of a tile, rounded down to a
@@ -119,8 +103,6 @@ class DiffusersFamily(VAEAdapter):
             **kwargs,
         )
         self.force_upcast = upcast if force_upcast is None else bool(force_upcast)
-        if any(p.dim() == 5 for p in self.module.parameters()):
-            keep_5d_weights(self.module)
         if self.native_modes and "tiled" in self.memory_modes and not self._tiles_natively():
             self.memory_modes = tuple(m for m in self.memory_modes if m != "tiled")
 
