@@ -3,6 +3,7 @@
 import gc
 import weakref
 
+import pytest
 import torch
 
 from evalvae.device import job_heap, release_memory
@@ -44,3 +45,14 @@ def test_release_memory_frees_cyclic_garbage_inside_a_job_and_the_heap_is_handed
         assert survivor() is None  # handed back: collected once the job is over
     finally:
         gc.enable()
+
+
+def test_channels_last_takes_a_model_with_3d_convolutions():
+    from evalvae.device import to_channels_last
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Conv3d(4, 4, 3))
+    with pytest.raises(RuntimeError):  # what torch's own conversion does with a 5-D weight
+        torch.nn.Sequential(torch.nn.Conv3d(4, 4, 3)).to(memory_format=torch.channels_last)
+    to_channels_last(model)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last) and not model[0].weight.is_contiguous()
+    assert model[1].weight.is_contiguous() and model[1].weight.dim() == 5
