@@ -1,4 +1,4 @@
-"""The device helpers: memory release within a job."""
+"""The device helpers: memory release within a job, channels_last for 2-D convolutions."""
 
 import gc
 import weakref
