@@ -499,3 +499,12 @@ def test_a_run_scores_the_new_families_and_records_their_crops(tmp_path, image_d
     per = pd.read_parquet(out / "per_image.parquet")
     assert (per.groupby("vae").size() == 6).all() and np.isfinite(per.psnr).all()
     assert set(per.vae) == set(stand_ins) and (per.height == 32).all()
+    # the report and compare read them as any other VAE's results
+    from evalvae.compare import Verdict, compare, load_snapshot
+    from evalvae.report import write_report
+
+    md = (write_report([out], tmp_path / "rep", grids=False).parent / "report.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("| ") and "dB" not in line]
+    assert all(any(f" {name} " in line or f"**{name}**" in line for line in table) for name in stand_ins)
+    rows = compare(load_snapshot(out), load_snapshot(out)).rows
+    assert {r.vae for r in rows} == set(stand_ins) and {r.verdict for r in rows} == {Verdict.PASS}
