@@ -139,6 +139,7 @@ class CMMD(SetMetric):
 
     infos = (shipped.CMMD,)
     version = 1
+    keeps_features = True  # the MMD needs every embedding, with its image's position (the pairs)
 
     def __init__(self, model: str = CLIP_L14_336, estimator: str = "paired", batch_size: int = 32):
         self.estimator_asked = check_choice("metrics.cmmd.estimator", estimator, ESTIMATORS)
