@@ -1,9 +1,10 @@
 """CMMD (Jayasumana et al. 2024): the MMD between CLIP image embeddings of the originals and the reconstructions.
 
 The paper's reference code (google-research/cmmd) embeds images with CLIP ViT-L/14 at 336 px
-(``openai/clip-vit-large-patch14-336``, transformers' ``CLIPVisionModelWithProjection``): pixels in
-[0, 1] resized bicubically to 336x336 (torch's ``interpolate``, no antialiasing), normalised with CLIP's
-mean and std, the projected embedding divided by its norm. The distance is the MMD with the Gaussian RBF
+(``openai/clip-vit-large-patch14-336``, here transformers' ``CLIPVisionModelWithProjection``): each 8-bit
+image centre-cropped to a square and resized by PIL to 336x336, bicubic (antialiased, 8-bit again: its
+``io_util``), then in [0, 1], normalised with CLIP's mean and std; the projected embedding divided by its
+norm. The distance is the MMD with the Gaussian RBF
 kernel ``k(a, b) = exp(-|a - b|² / (2 σ²))``, σ = 10, times 1000.
 
 The paper's estimator averages every kernel value, the diagonals included (``estimator=reference``):
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from evalvae.checkpoints import local_then_hub, state_dict_sha256
 from evalvae.errors import check_choice
@@ -113,12 +115,23 @@ class ClipEmbedding(FeatureExtractor):
         self.standard = model == CLIP_L14_336
         self.note = "" if self.standard else f"CLIP {self.name}, not the paper's {CLIP_L14_336}"
 
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, size, size)`` float32 in [0, 1] of ``(N, 3, H, W)`` uint8 images, as the reference loader: the
+        centred square of each, resized by PIL (bicubic, 8-bit)."""
+        out = np.empty((len(images), self.size, self.size, 3), np.float32)
+        for i, img in enumerate(images.cpu().permute(0, 2, 3, 1).numpy()):
+            h, w = img.shape[:2]
+            side = min(h, w)
+            top, left = (h - side) // 2, (w - side) // 2
+            square = Image.fromarray(img[top : top + side, left : left + side], mode="RGB")
+            out[i] = np.asarray(square.resize((self.size, self.size), Image.Resampling.BICUBIC), np.float32) / 255.0
+        return torch.from_numpy(out).permute(0, 3, 1, 2)
+
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         out = []
         for chunk in images.split(self.batch_size):
-            x = chunk.to(self.device).float() / 255.0
-            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
+            x = self.pixels(chunk).to(self.device)
             x = (x - self.mean.to(x.device)) / self.std.to(x.device)
             e = self.model(pixel_values=x).image_embeds.double()
             out.append((e / torch.linalg.norm(e, dim=-1, keepdim=True)).cpu().numpy())
@@ -129,7 +142,7 @@ class ClipEmbedding(FeatureExtractor):
             "name": self.name,
             "model": self.model_id,
             "weights_sha256": self.weights_sha256,
-            "resize": f"torch bicubic to {self.size}x{self.size} (align_corners=False, no antialias), pixels in [0, 1]",
+            "resize": f"centred square, PIL bicubic to {self.size}x{self.size} (8-bit), then [0, 1] (the paper's loader)",
             "implementation": f"transformers {type(self.model).__name__}, image_embeds / their norm",
         }
 

@@ -7,18 +7,22 @@ output: the class token after the final layer norm (transformers' ``pooler_outpu
 evalvae's Fréchet distance (the rFID core) of those 1024-d features.
 
 The network is transformers' ``Dinov2Model`` (``facebook/dinov2-large``, the official ViT-L/14 weights
-in transformers' layout), from the hub, a local folder (``metrics.dinov2.model=``), or a state-dict file
+in transformers' layout), with the position embeddings resized as the official torch.hub code resizes them
+(what dgm-eval runs: :class:`HubDinov2Embeddings`), from the hub, a local folder (``metrics.dinov2.model=``), or a state-dict file
 in that layout over the folder's config (``metrics.dinov2.weights=``), read with safetensors or
 ``torch.load(weights_only=True)``. Without it, FD-DINOv2 is unavailable, never computed on random weights.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
 
 from evalvae.checkpoints import local_then_hub, state_dict_sha256
 from evalvae.metrics import info as shipped
@@ -43,6 +47,28 @@ def dgm_eval_pixels(images: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+class HubDinov2Embeddings(Dinov2Embeddings):
+    """transformers' ``Dinov2Embeddings``, resizing its position embeddings as the official DINOv2 code
+    (``vision_transformer.py``'s ``interpolate_pos_encoding``, which dgm-eval and torch-fidelity load through
+    torch.hub) does: bicubic, no antialiasing, by the scale factors ``(w0 + 0.1) / M`` and ``(h0 + 0.1) / M``
+    of an ``M x M`` grid, in float32. transformers resizes to the size ``(h0, w0)`` instead, which samples other
+    points of the grid: at 224 px, ViT-L/14's 37x37 grid becomes 16x16 either way, with other values."""
+
+    def interpolate_pos_encoding(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        pos = self.position_embeddings
+        n, m = x.shape[1] - 1, pos.shape[1] - 1
+        if n == m and height == width:
+            return pos
+        ph, pw = self.patch_embeddings.patch_size
+        h0, w0 = height // ph, width // pw
+        side = int(math.sqrt(m))
+        grid = pos[:, 1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        scale = ((w0 + 0.1) / side, (h0 + 0.1) / side)  # the official code's order (its inputs here are square)
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
+        grid = grid.to(pos.dtype).permute(0, 2, 3, 1).reshape(1, -1, pos.shape[-1])
+        return torch.cat((pos[:, :1], grid), dim=1)
 
 
 class DINOv2Features(FeatureExtractor):
@@ -83,6 +109,7 @@ class DINOv2Features(FeatureExtractor):
                     f"({str(e).strip().splitlines()[0]}); give a state dict in transformers' Dinov2Model layout"
                 ) from None
         self.model.eval().requires_grad_(False)
+        self.model.embeddings.__class__ = HubDinov2Embeddings  # the official code's grid resize
         self.module, self.model_id, self.weights_path, self.batch_size = self.model, model, weights, batch_size
         self.name = "dinov2-" + model.rstrip("/").split("/")[-1]
         self.dim = int(self.model.config.hidden_size)
@@ -106,7 +133,8 @@ class DINOv2Features(FeatureExtractor):
             "model": self.model_id,
             "weights_sha256": self.weights_sha256,
             "resize": "PIL bicubic to 224x224 of the 8-bit image, [0, 1], ImageNet mean/std (dgm-eval's default)",
-            "implementation": "transformers Dinov2Model, pooler_output (class token after the final layer norm)",
+            "implementation": "transformers Dinov2Model, pooler_output (class token after the final layer norm); "
+            "position embeddings resized as the official torch.hub code (scale factors (16 + 0.1) / M)",
         }
 
 

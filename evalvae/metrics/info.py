@@ -212,6 +212,8 @@ KID = MetricInfo("kid", "KID", False, decimals=5, tolerance=Tolerance(abs=0.0001
 # evalvae.metrics.fd_dinov2: the Fréchet distance of DINOv2 ViT-L/14 features (Stein et al. 2023); rFID's
 # tolerances (a Fréchet distance too). Not measured (no DINOv2 weights offline): only equal values tie.
 RFD_DINOV2 = MetricInfo("rfd_dinov2", "FD-DINOv2", False, decimals=2, tolerance=Tolerance(rel=0.01))
+# task=t2i names it fd_dinov2, as rFID fid: its reference is an image set, not the originals
+FD_DINOV2 = replace(RFD_DINOV2, name="fd_dinov2")
 # evalvae.metrics.cmmd: CMMD (Jayasumana et al. 2024), the RBF-kernel MMD of CLIP embeddings times 1000.
 # Not measured (no CLIP weights offline): only equal values tie.
 CMMD = MetricInfo("cmmd", "CMMD", False, decimals=4, tolerance=Tolerance(abs=0.001, rel=0.02))
@@ -344,7 +346,7 @@ METRICS = {
     )
 }
 # by result name; task=t2i names rFID's statistic fid
-_BY_NAME = {i.name: i for m in METRICS.values() for i in m.infos} | {FID.name: FID}
+_BY_NAME = {i.name: i for m in METRICS.values() for i in m.infos} | {FID.name: FID, FD_DINOV2.name: FD_DINOV2}
 
 
 def registered(target: str) -> Registered | None:

@@ -148,9 +148,7 @@ def identity(run: Run) -> dict:
     dataset = {k: v for k, v in (run.protocol.get("dataset") or {}).items() if k != "n_files"}
     if dataset.get("fingerprint"):
         dataset.pop("root", None)
-    out = {"dataset": dataset, "quantize": run.protocol.get("quantize"), "images": image_set(run)}
-    named = (run.protocol.get("named_protocol") or {}).get("name")
-    return {"protocol": named, **out} if named else out
+    return {"dataset": dataset, "quantize": run.protocol.get("quantize"), "images": image_set(run)}
 
 
 def metric_settings(spec: dict, noted: bool = False) -> dict | None:
@@ -203,10 +201,11 @@ def section_title(dataset: dict, sizes: list[tuple[int, int]] = ()) -> str:
     return f"{name} · " + (", ".join(f"{w}×{h}" for w, h in sizes) if sizes else f"{res}×{res}")
 
 
-def _named(run: Run) -> str:
-    """``"NAME · "`` for a run of a published protocol preset (``protocol=NAME``), else ``""``."""
-    named = (run.protocol.get("named_protocol") or {}).get("name")
-    return f"{named} · " if named else ""
+def _named(runs: list[Run]) -> str:
+    """``"NAME · "`` where every run of a section was started with the published protocol preset ``protocol=NAME``,
+    else ``""``. Runs share a section by their settings, whatever preset (or none) they were started with."""
+    names = {(run.protocol.get("named_protocol") or {}).get("name") for run in runs}
+    return f"{names.pop()} · " if len(names) == 1 and None not in names else ""
 
 
 def _slug(text: str, taken: set[str]) -> str:
@@ -530,7 +529,7 @@ def group_sections(runs: list[Run]) -> list[Section]:
             group.runs.append(run)
             group.settings.update({m: s for m, s in settings.items() if m not in group.settings})
     titles = [
-        _named(g.runs[0]) + section_title(g.runs[0].protocol.get("dataset") or {}, scored_sizes(g.runs)) for g in groups
+        _named(g.runs) + section_title(g.runs[0].protocol.get("dataset") or {}, scored_sizes(g.runs)) for g in groups
     ]
     for title in list(dict.fromkeys(titles)):
         same = [i for i, t in enumerate(titles) if t == title]

@@ -24,20 +24,20 @@ from evalvae.errors import ConfigError
 from evalvae.metrics import Unavailable, build_metrics, result_columns, split_metrics, unavailable
 from evalvae.metrics.base import recorded
 from evalvae.metrics.features import MetricUnavailable
-from evalvae.metrics.info import FID, MetricInfo, metric_entry
+from evalvae.metrics.info import FD_DINOV2, FID, MetricInfo, metric_entry
 from evalvae.metrics.refstats import References
 from evalvae.results import summarize
 
 log = logging.getLogger(__name__)
 
 REFERENCE_NOTE = "reference decoder (the others are compared with it)"
-SET_NAMES = {"rfid": "fid", "kid": "kid"}
+SET_NAMES = {"rfid": "fid", "rfd_dinov2": "fd_dinov2"}  # the others (kid, cmmd) keep their names
 UNPAIRED = "task=t2i: decodes of generated latents against a reference image set, two independent samples"
 
 
 def set_info(info: MetricInfo) -> MetricInfo:
     """The info of a set-level result under its t2i name (:data:`SET_NAMES`: rFID's statistic is ``fid`` here)."""
-    return FID if info.name == "rfid" else info
+    return {"rfid": FID, "rfd_dinov2": FD_DINOV2}.get(info.name, info)
 
 
 def reject_region_metrics(metrics: DictConfig) -> None:
@@ -117,7 +117,7 @@ class T2IMetrics:
         """FID/KID rows of one VAE from its accumulated states (a :class:`evalvae.metrics.base.SetStates`)."""
         rows = []
         for m in self.sets:
-            rows += [{"metric": SET_NAMES[k], **v} for k, v in m.compute(self.refs.get(m), fakes[m]).items()]
+            rows += [{"metric": SET_NAMES.get(k, k), **v} for k, v in m.compute(self.refs.get(m), fakes[m]).items()]
         for m in self.unavailable_sets:
             rows += m.nan_rows(lambda k: SET_NAMES.get(k, k))
         return rows
@@ -140,7 +140,7 @@ class T2IMetrics:
                     "dataset": self.reference_set.describe(),
                     "statistics": self.refs.info.get(m.extractor.name),
                 }
-                out[SET_NAMES[info.name]] = metric_entry(
+                out[SET_NAMES.get(info.name, info.name)] = metric_entry(
                     set_info(info), {**proto, **recorded(m, self.device), "reference": reference}
                 )
         for m in self.unavailable_sets:

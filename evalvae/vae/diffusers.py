@@ -139,7 +139,10 @@ class DiffusersFamily(VAEAdapter):
 
         found = getattr(diffusers, self.cls, None)
         if not isinstance(found, type):
-            raise ConfigError(f"vae.{name}.cls", self.cls, hint="a diffusers autoencoder class, e.g. AutoencoderKL")
+            hint = f"a diffusers autoencoder class, e.g. AutoencoderKL (diffusers {diffusers.__version__} has no {self.cls}"
+            raise ConfigError(
+                f"vae.{name}.cls", self.cls, hint=hint + "; the 2025-2026 families need diffusers >= 0.42)"
+            )
         return found
 
     def _model_facts(self, name: str, model: nn.Module) -> tuple[int, int, float, float, bool]:

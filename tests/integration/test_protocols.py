@@ -46,23 +46,26 @@ def test_the_preset_sets_what_its_table_says(name):
 
 def test_a_run_records_its_preset_and_the_report_titles_its_section(tmp_path, real_weights):
     images = helpers.write_images(tmp_path / "images")
-    cfg = helpers.compose_run(
-        [
-            "protocol=imagenet-256",
-            f"dataset.path={images}",
-            "dataset.resolution=32",
-            "device=cpu",
-            "workers=0",
-            *helpers.standin("v"),
-            f"cache_dir={tmp_path / 'cache'}",
-            f"metrics.lpips.backbone_weights={real_weights / 'lpips' / 'vgg16_features.pth'}",
-            "~metrics.fid",
-            "~metrics.dinov2",
-        ]
-    )
+    common = [
+        f"dataset.path={images}",
+        "dataset.resolution=32",
+        "device=cpu",
+        "workers=0",
+        *helpers.standin("v"),
+        f"cache_dir={tmp_path / 'cache'}",
+        f"metrics.lpips.backbone_weights={real_weights / 'lpips' / 'vgg16_features.pth'}",
+        "~metrics.fid",
+    ]
+    cfg = helpers.compose_run(["protocol=imagenet-256", *common, "~metrics.dinov2"])
     out = run(cfg, out_dir=tmp_path / "run").out_dir
     protocol = json.loads((out / "metrics.json").read_text())
     assert protocol["named_protocol"]["name"] == "imagenet-256" and protocol["metrics"]["lpips"]["net"] == "vgg"
     assert protocol["quantize"] is False
     md = (write_report([out], tmp_path / "rep", grids=False).parent / "report.md").read_text()
     assert re.search(r"^## imagenet-256 · images · 32×32", md, flags=re.M), md[:400]
+    # the same settings without the preset: one section (settings decide), not titled with the preset's name
+    plain = ["dataset=folder", "metrics=all", "metrics.quantize=false", "metrics.lpips.net=vgg", *common]
+    same = run(helpers.compose_run(plain), out_dir=tmp_path / "plain").out_dir
+    md = (write_report([out, same], tmp_path / "rep2", grids=False).parent / "report.md").read_text()
+    sections = re.findall(r"^## images · .*", md, flags=re.M)
+    assert sections == ["## images · 32×32"], sections

@@ -10,9 +10,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from evalvae.metrics.cmmd import CMMD, SCALE, SIGMA, ClipEmbedding, _kernel_sum, cmmd
 from evalvae.metrics.weights import MetricUnavailable
+from tests.helpers import photo
 from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
 
 # float64 sums in another order: measured 2e-16 relative
@@ -80,17 +82,28 @@ def test_the_paired_estimator_is_unbiased_where_the_papers_is_not():
     assert theirs.mean() - ours.mean() == pytest.approx(expected_bias, rel=0.2)
 
 
+def reference_loader(image: np.ndarray, size: int) -> np.ndarray:
+    """google-research/cmmd's ``io_util._read_image`` of an ``(H, W, 3)`` uint8 image: the centred square, PIL bicubic
+    to ``size``, then its ``compute_embeddings_for_dir``'s division by 255."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    im = Image.fromarray(image).crop((left, top, left + side, top + side))
+    return np.asarray(im.resize((size, size), resample=Image.BICUBIC)).astype(np.float32) / 255.0
+
+
 def test_clip_embeddings_follow_the_reference_preprocessing(tiny_clip_dir):
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     ours = ClipEmbedding(str(tiny_clip_dir))
-    images = torch.randint(0, 256, (3, 3, 40, 56), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    images = torch.from_numpy(np.stack([photo(40, 56, seed=1), photo(40, 56, seed=2), photo(40, 56, seed=3)]))
+    images = images.permute(0, 3, 1, 2)
     got = ours(images)
     processor = CLIPImageProcessor.from_pretrained(tiny_clip_dir)
     model = CLIPVisionModelWithProjection.from_pretrained(tiny_clip_dir).eval()
     size = processor.crop_size["height"]
-    x = torch.nn.functional.interpolate(images.float() / 255, size=(size, size), mode="bicubic", align_corners=False)
-    inputs = processor(images=x, do_resize=False, do_center_crop=False, do_rescale=False, return_tensors="pt")
+    x = np.stack([reference_loader(i, size) for i in images.permute(0, 2, 3, 1).numpy()])
+    inputs = processor(images=list(x), do_resize=False, do_center_crop=False, do_rescale=False, return_tensors="pt")
     with torch.no_grad():
         e = model(**inputs).image_embeds.double()
     want = (e / torch.linalg.norm(e, dim=-1, keepdim=True)).numpy()

@@ -683,3 +683,27 @@ def test_no_vae_loaded_generates_nothing(tmp_path, tiny_pipeline_dir):  # noqa: 
         outcome = run_t2i(tmp_path / "run", tiny_pipeline_dir, {"kl-f8": tmp_path / "no-such-vae"})
     assert set(outcome.failed) == {"kl-f8"} and outcome.summary.empty
     assert calls == [] and not (tmp_path / "run" / "latents").exists()
+
+
+def test_cmmd_and_fd_dinov2_against_a_reference_set(tmp_path, tiny_pipeline_dir, three_vaes, image_dir, tiny_clip_dir):  # noqa: F811
+    """The set metrics beside FID take the decodes against the reference set too, under their t2i names, with the
+    estimators of two independent samples (on a tiny random CLIP and DINOv2: the real ones cannot be had offline)."""
+    from tests.metrics.test_fd_dinov2 import save_tiny_dinov2
+
+    one = {"ft-mse": three_vaes["ft-mse"]}
+    extra = [
+        "metrics=[cmmd,fd_dinov2]",
+        f"metrics.cmmd.model={tiny_clip_dir}",
+        f"metrics.dinov2.model={save_tiny_dinov2(tmp_path / 'dinov2')}",
+        f"cache_dir={tmp_path / 'c'}",
+        "dataset@t2i.reference=folder",
+        f"t2i.reference.path={image_dir}",
+        "t2i.reference.resolution=32",
+    ]
+    out = run_t2i(tmp_path / "a", tiny_pipeline_dir, one, *extra).out_dir
+    summary = pd.read_csv(out / "summary.csv").set_index(["vae", "metric"])
+    for name in ("cmmd", "fd_dinov2"):
+        assert summary.loc[("ft-mse", name), "n"] == N_IMAGES and np.isfinite(summary.loc[("ft-mse", name), "mean"])
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert metrics["cmmd"]["estimator"] == "reference" and "why_reference" in metrics["cmmd"]
+    assert metrics["fd_dinov2"]["info"]["title"] == "FD-DINOv2" and "rfd_dinov2" not in metrics
