@@ -18,7 +18,6 @@ reference estimator is used, and the protocol says so.
 
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 
@@ -29,12 +28,10 @@ from PIL import Image
 from evalvae.checkpoints import local_then_hub, state_dict_sha256
 from evalvae.errors import check_choice
 from evalvae.metrics import info as shipped
-from evalvae.metrics.base import SetMetric
+from evalvae.metrics.distribution import FeatureSetMetric
 from evalvae.metrics.features import FeatureExtractor, quiet_transformers
-from evalvae.metrics.frechet import FeatureStats, UnpairedSets, paired_features
+from evalvae.metrics.frechet import FeatureStats
 from evalvae.metrics.weights import MetricUnavailable
-
-log = logging.getLogger(__name__)
 
 CLIP_L14_336 = "openai/clip-vit-large-patch14-336"
 SIGMA = 10.0
@@ -147,57 +144,19 @@ class ClipEmbedding(FeatureExtractor):
         }
 
 
-class CMMD(SetMetric):
+class CMMD(FeatureSetMetric):
     """CMMD, lower is better; 0 for a perfect reconstruction under the paired estimator (see the module docstring)."""
 
     infos = (shipped.CMMD,)
     version = 1
-    keeps_features = True  # the MMD needs every embedding, with its image's position (the pairs)
+    UNPAIRED = "reference"  # the paper's estimator: every pair, the diagonals too
 
     def __init__(self, model: str = CLIP_L14_336, estimator: str = "paired", batch_size: int = 32):
-        self.estimator_asked = check_choice("metrics.cmmd.estimator", estimator, ESTIMATORS)
-        self.unpaired_reason = ""
-        self.fallbacks: set[str] = set()
-        self.extractor = ClipEmbedding(model, batch_size)
-
-    def unpaired(self, reason: str) -> CMMD:
-        """The two sets are not paired image by image (``reason``): the reference estimator is used."""
-        self.unpaired_reason = reason
-        return self
-
-    @property
-    def estimator(self) -> str:
-        return "reference" if self.unpaired_reason else self.estimator_asked
-
-    @property
-    def libraries(self) -> tuple[str, ...]:
-        return self.extractor.libraries
-
-    def new_state(self) -> FeatureStats:
-        return FeatureStats(self.extractor.dim, keep_features=True)
-
-    def features(self, images_u8: torch.Tensor) -> np.ndarray:
-        return self.extractor(images_u8)
-
-    def add(self, state: FeatureStats, features: np.ndarray, index=None) -> None:
-        state.update(features, index)
-
-    def reference_identity(self) -> dict:
-        return self.extractor.identity()
+        estimator = check_choice("metrics.cmmd.estimator", estimator, ESTIMATORS)
+        super().__init__(ClipEmbedding(model, batch_size), estimator)
 
     def compute(self, real: FeatureStats, fake: FeatureStats) -> dict[str, dict]:
-        estimator, x, y, caveats = self.estimator, real.features, fake.features, []
-        if estimator == "paired":
-            try:
-                x, y, left_out = paired_features(real, fake)
-            except UnpairedSets as e:
-                caveats.append(f"the images could not be paired ({e}): the reference estimator used instead")
-                log.warning("CMMD: %s", caveats[-1])
-                self.fallbacks.add(str(e))
-                estimator = "reference"
-            else:
-                if left_out:
-                    caveats.append(f"{left_out} original(s) without a finite reconstruction left out of the pairs")
+        estimator, x, y, caveats = self.pairs(real, fake, "CMMD")
         described = f"paired estimator over {len(y)} image pairs" if estimator == "paired" else "the paper's estimator"
         clip = self.extractor.note or f"CLIP {self.extractor.name}"
         note = "; ".join(filter(None, [clip, described, *caveats]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,7 +28,78 @@ from evalvae.metrics.frechet import (
 log = logging.getLogger(__name__)
 
 
-class FIDKID(SetMetric):
+class FeatureSetMetric(SetMetric):
+    """A set-level metric of the per-image features of one extractor (:class:`FIDKID`, CMMD): its state, the
+    extractor's identity, version and libraries, and the pairing of each reconstruction with its original.
+
+    ``estimator_asked`` is the configured estimator; :meth:`unpaired` (sets that are not pairs, as task=t2i's
+    decodes against a reference set) makes :attr:`estimator` the ``UNPAIRED`` one, and :meth:`pairs` falls back to
+    it, with a caveat, where the stored features cannot be paired.
+    """
+
+    UNPAIRED: ClassVar[str]  # the estimator of two independent samples
+    keeps_features = True  # the statistics keep every feature, with its image's position (the pairs)
+
+    def __init__(self, extractor: FeatureExtractor, estimator: str):
+        self.extractor, self.estimator_asked = extractor, estimator
+        self.unpaired_reason = ""  # why the sets are not paired; "" where they are
+        self.fallbacks: set[str] = set()  # why a paired estimate fell back to the unpaired one
+
+    def unpaired(self, reason: str) -> FeatureSetMetric:
+        """The two sets this metric will compare are not paired image by image (``reason`` says why): the
+        unpaired estimator is used, and the protocol says so."""
+        self.unpaired_reason = reason
+        return self
+
+    @property
+    def estimator(self) -> str:
+        """The estimator this metric uses: the configured one, or the unpaired one for unpaired sets."""
+        return self.UNPAIRED if self.unpaired_reason else self.estimator_asked
+
+    def new_state(self) -> FeatureStats:
+        return FeatureStats(self.extractor.dim, keep_features=self.keeps_features)
+
+    def features(self, images_u8: torch.Tensor) -> np.ndarray:
+        return self.extractor(images_u8)
+
+    def add(self, state: FeatureStats, features: np.ndarray, index=None) -> None:
+        state.update(features, index)
+
+    def reference_identity(self) -> dict:
+        return self.extractor.identity()
+
+    @property
+    def features_version(self) -> int:
+        """The extractor's ``version`` (1 for one that declares none, such as a class from a dotted path)."""
+        return int(getattr(self.extractor, "version", 1))
+
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        return tuple(getattr(self.extractor, "libraries", ("torch",)))
+
+    def pairs(self, real: FeatureStats, fake: FeatureStats, what: str) -> tuple[str, np.ndarray, np.ndarray, list[str]]:
+        """``(estimator, x, y, caveats)``: under the paired estimator each reconstruction's features (``y``) with
+        its original's (``x``), else both sets as they are. Where they cannot be paired, the unpaired estimator,
+        with the reason among the caveats (and logged, naming ``what``)."""
+        estimator, x, y, caveats = self.estimator, real.features, fake.features, []
+        if estimator != "paired":
+            return estimator, x, y, caveats
+        try:
+            x, y, left_out = paired_features(real, fake)
+        except UnpairedSets as e:
+            reason = f"the images could not be paired ({e}): {FALLBACKS[self.UNPAIRED]} used instead"
+            log.warning("%s: %s", what, reason)
+            self.fallbacks.add(str(e))
+            return self.UNPAIRED, x, y, [reason]
+        if left_out:
+            caveats.append(f"{left_out} original(s) without a finite reconstruction left out of the pairs")
+        return estimator, x, y, caveats
+
+
+FALLBACKS = {"independent": "independent-samples estimator", "reference": "the reference estimator"}
+
+
+class FIDKID(FeatureSetMetric):
     """Set-level metrics ``rfid`` (lower is better) and, unless ``kid=false``, ``kid``.
 
     rFID is the Fréchet distance between Gaussian fits (float64 mean and unbiased covariance) of
@@ -56,49 +128,17 @@ class FIDKID(SetMetric):
         kid_estimator: str = "paired",
         seed: int = 0,
     ):
-        self.kid_estimator = check_choice("metrics.fid.kid_estimator", kid_estimator, KID_ESTIMATORS)
-        self.unpaired_reason = ""  # why the sets are not paired (then KID is independent); "" where they are
-        self.fallbacks: set[str] = set()  # why a paired KID fell back to the independent estimator
-        self.extractor: FeatureExtractor = build_extractor(extractor, weights, resize)
+        estimator = check_choice("metrics.fid.kid_estimator", kid_estimator, KID_ESTIMATORS)
+        super().__init__(build_extractor(extractor, weights, resize), estimator)
         self.with_kid, self.kid_subsets, self.kid_subset_size, self.seed = bool(kid), kid_subsets, kid_subset_size, seed
         self.infos = (shipped.RFID, shipped.KID) if self.with_kid else (shipped.RFID,)
 
-    def unpaired(self, reason: str) -> FIDKID:
-        """The two sets this metric will compare are not paired image by image (``reason`` says why): KID
-        uses the independent-samples estimator, and the protocol says so."""
-        self.unpaired_reason = reason
-        return self
-
-    @property
-    def estimator(self) -> str:
-        """The KID estimator this metric uses: the configured one, or ``independent`` for unpaired sets."""
-        return "independent" if self.unpaired_reason else self.kid_estimator
+    UNPAIRED = "independent"  # KID's estimator of two independent samples (torch-fidelity's, clean-fid's)
 
     @property
     def keeps_features(self) -> bool:
         """Whether the statistics keep the features themselves (KID's subsets need them; rFID does not)."""
         return self.with_kid
-
-    def new_state(self) -> FeatureStats:
-        return FeatureStats(self.extractor.dim, keep_features=self.keeps_features)
-
-    def features(self, images_u8: torch.Tensor) -> np.ndarray:
-        return self.extractor(images_u8)
-
-    def add(self, state: FeatureStats, features: np.ndarray, index=None) -> None:
-        state.update(features, index)
-
-    def reference_identity(self) -> dict:
-        return self.extractor.identity()
-
-    @property
-    def features_version(self) -> int:
-        """The extractor's ``version`` (1 for one that declares none, such as a class from a dotted path)."""
-        return int(getattr(self.extractor, "version", 1))
-
-    @property
-    def libraries(self) -> tuple[str, ...]:
-        return tuple(getattr(self.extractor, "libraries", ("torch",)))
 
     def compute(self, real: FeatureStats, fake: FeatureStats) -> dict[str, dict]:
         """``{mean, std, n, note}`` of rFID and KID."""
@@ -122,18 +162,7 @@ class FIDKID(SetMetric):
 
     def kid_row(self, real: FeatureStats, fake: FeatureStats) -> dict:
         """KID's ``{mean, std, n, note}``: the configured estimator where the sets pair, with a note on the pairs and the std."""
-        estimator, x, y, caveats = self.estimator, real.features, fake.features, []
-        if estimator == "paired":
-            try:
-                x, y, left_out = paired_features(real, fake)
-            except UnpairedSets as e:
-                reason = f"the images could not be paired ({e}): independent-samples estimator used instead"
-                log.warning("KID: %s", reason)
-                self.fallbacks.add(str(e))
-                estimator, caveats = "independent", [reason]
-            else:
-                if left_out:
-                    caveats.append(f"{left_out} original(s) without a finite reconstruction left out of the pairs")
+        estimator, x, y, caveats = self.pairs(real, fake, "KID")
         k = kid(x, y, self.kid_subsets, self.kid_subset_size, seed=self.seed, estimator=estimator)
         described = (
             f"paired estimator over {len(y)} image pairs"
