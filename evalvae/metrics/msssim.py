@@ -25,16 +25,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evalvae.errors import check_choice
 from evalvae.metrics import info as shipped
 from evalvae.metrics.base import PairMetric
-from evalvae.metrics.pixel import DATA_RANGE
+from evalvae.metrics.pixel import DATA_RANGE, CpuBackend
 
 # The exponents of the 5 scales, finest first (Wang et al. 2003, Table 1's fitted values)
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-class MSSSIM(PairMetric):
+class MSSSIM(CpuBackend, PairMetric):
     """Multi-scale SSIM, higher is better; 1 for identical images.
 
     An image needs its coarsest scale to hold the window: a side of at least ``11 x 2^4 = 176`` px at 5
@@ -45,7 +44,7 @@ class MSSSIM(PairMetric):
     """
 
     infos = (shipped.MS_SSIM,)
-    BACKENDS = ("auto", "torchmetrics", "scipy")
+    CPU = "scipy"
     PACKAGES = {"scipy": ("scipy", "numpy"), "torchmetrics": ("torchmetrics", "torch")}
 
     SIGMA = 1.5
@@ -54,22 +53,7 @@ class MSSSIM(PairMetric):
     min_side_reason = f"the {WINDOW}x{WINDOW} window does not fit its coarsest of {len(WEIGHTS)} scales"
 
     def __init__(self, backend: str = "auto"):
-        self.backend = check_choice("metrics.ms_ssim.backend", backend, self.BACKENDS)
-        self.backends_ran: set[str] = set()
-
-    @property
-    def libraries(self) -> tuple[str, ...]:
-        names = self.PACKAGES if self.backend == "auto" else [self.backend]
-        return tuple(dict.fromkeys(p for name in names for p in self.PACKAGES[name]))
-
-    def backend_for(self, device: torch.device) -> str:
-        if self.backend != "auto":
-            return self.backend
-        return "scipy" if torch.device(device).type == "cpu" else "torchmetrics"
-
-    def ran(self, device) -> dict:
-        ran = ", ".join(sorted(self.backends_ran)) or self.backend_for(device)
-        return {"backend": ran, "backend_requested": self.backend}
+        self._choose("metrics.ms_ssim.backend", backend)
 
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.too_small(original):

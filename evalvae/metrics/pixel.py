@@ -11,6 +11,7 @@ takes seconds), so building these metrics loads neither.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -85,7 +86,37 @@ def _luma_protocol(channels: str) -> dict:
     }
 
 
-class SSIM(PairMetric):
+class CpuBackend:
+    """A metric with two implementations of the same values: one fast on a CPU (``CPU``), torchmetrics in float64
+    elsewhere. ``backend=auto`` picks by the images' device; another choice forces one."""
+
+    CPU: ClassVar[str]
+    PACKAGES: ClassVar[dict[str, tuple[str, ...]]]  # backend -> the packages whose versions can move its values
+
+    def _choose(self, argument: str, backend: str) -> None:
+        self.backend = check_choice(argument, backend, ("auto", "torchmetrics", self.CPU))
+        self.backends_ran: set[str] = set()  # the backends that computed values in this process
+
+    @property
+    def libraries(self) -> tuple[str, ...]:
+        """The packages of the backend asked for (both under ``auto``: which runs follows the device)."""
+        names = self.PACKAGES if self.backend == "auto" else [self.backend]
+        return tuple(dict.fromkeys(p for name in names for p in self.PACKAGES[name]))
+
+    def backend_for(self, device: torch.device) -> str:
+        """The backend that computes the values of images on ``device``."""
+        if self.backend != "auto":
+            return self.backend
+        return self.CPU if torch.device(device).type == "cpu" else "torchmetrics"
+
+    def ran(self, device) -> dict:
+        """The backend that computed this run's values (``backend_for(device)`` where every value came from
+        stored results), and the one asked for."""
+        ran = ", ".join(sorted(self.backends_ran)) or self.backend_for(device)
+        return {"backend": ran, "backend_requested": self.backend}
+
+
+class SSIM(CpuBackend, PairMetric):
     """SSIM with an 11x11 Gaussian window (sigma 1.5), population covariance, K1=0.01, K2=0.03.
 
     Equals ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
@@ -106,16 +137,15 @@ class SSIM(PairMetric):
     """
 
     infos = (shipped.SSIM,)
-    BACKENDS = ("auto", "torchmetrics", "skimage")
+    CPU = "skimage"
     PACKAGES = {"skimage": ("scikit-image",), "torchmetrics": ("torchmetrics", "torch")}
 
     def __init__(self, sigma: float = 1.5, backend: str = "auto", channels: str = "rgb"):
         self.sigma = float(sigma)
-        self.backend = check_choice("metrics.ssim.backend", backend, self.BACKENDS)
+        self._choose("metrics.ssim.backend", backend)
         self.channels = _channels("metrics.ssim.channels", channels)
         if self.channels == "y":
             self.infos = (shipped.SSIM_Y,)
-        self.backends_ran: set[str] = set()  # the backends that computed values in this process
 
     @property
     def window(self) -> int:
@@ -129,24 +159,6 @@ class SSIM(PairMetric):
     @property
     def min_side_reason(self) -> str:
         return f"the {self.window}x{self.window} window does not fit"
-
-    @property
-    def libraries(self) -> tuple[str, ...]:
-        """The packages of the backend asked for (both under ``auto``: which runs follows the device)."""
-        names = self.PACKAGES if self.backend == "auto" else [self.backend]
-        return tuple(dict.fromkeys(p for name in names for p in self.PACKAGES[name]))
-
-    def backend_for(self, device: torch.device) -> str:
-        """The backend that computes SSIM of images on ``device``."""
-        if self.backend != "auto":
-            return self.backend
-        return "skimage" if torch.device(device).type == "cpu" else "torchmetrics"
-
-    def ran(self, device) -> dict:
-        """The backend that computed this run's values (``backend_for(device)`` where every value came from
-        stored results), and the one asked for."""
-        ran = ", ".join(sorted(self.backends_ran)) or self.backend_for(device)
-        return {"backend": ran, "backend_requested": self.backend}
 
     def __call__(self, original: torch.Tensor, reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
         if self.too_small(original):
