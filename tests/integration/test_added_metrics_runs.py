@@ -18,6 +18,23 @@ from tests.t2i_helpers import tiny_clip_dir  # noqa: F401 (fixture)
 LUMA = ("metrics=ms_ssim", "metrics.psnr.channels=y", "metrics.ssim.channels=y")
 
 
+def standin_run(root, images, name: str, gain: float, resolution: int, *extra):
+    """A run (``root / name``) of a stand-in VAE (``gain`` times the image) named ``v`` on ``images``."""
+    cfg = helpers.compose_run(
+        [
+            "dataset=folder",
+            f"dataset.path={images}",
+            f"dataset.resolution={resolution}",
+            "device=cpu",
+            "workers=0",
+            *helpers.standin("v", gain=gain),
+            f"cache_dir={root / 'cache'}",
+            *extra,
+        ]
+    )
+    return run(cfg, out_dir=root / name).out_dir
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Runs of a stand-in VAE (``gain`` times the image) at 176 px, MS-SSIM's smallest side: on luma at two gains, and in RGB."""
@@ -25,20 +42,7 @@ def runs(tmp_path_factory):
     images = helpers.write_images(tmp / "images")
 
     def one(name, gain, *extra):
-        cfg = helpers.compose_run(
-            [
-                "dataset=folder",
-                f"dataset.path={images}",
-                "dataset.resolution=176",
-                "device=cpu",
-                "workers=0",
-                "+vae.v._target_=tests.run_standins.Identity",
-                f"+vae.v.gain={gain}",
-                f"cache_dir={tmp / 'cache'}",
-                *extra,
-            ]
-        )
-        return run(cfg, out_dir=tmp / name).out_dir
+        return standin_run(tmp, images, name, gain, 176, *extra)
 
     return {
         "y": one("y", 0.95, *LUMA),
@@ -80,23 +84,8 @@ def test_dists_runs_reports_and_compares(real_weights, tmp_path):
     """DISTS through run, report and compare on the real VGG16 (at 32 px: it has no smallest side)."""
     images = helpers.write_images(tmp_path / "images")
     vgg = real_weights / "lpips" / "vgg16_features.pth"
-    outs = []
-    for name, gain in (("a", 0.95), ("b", 0.8)):
-        cfg = helpers.compose_run(
-            [
-                "dataset=folder",
-                f"dataset.path={images}",
-                "dataset.resolution=32",
-                "device=cpu",
-                "workers=0",
-                "+vae.v._target_=tests.run_standins.Identity",
-                f"+vae.v.gain={gain}",
-                f"cache_dir={tmp_path / 'cache'}",
-                "metrics=dists",
-                f"metrics.dists.backbone_weights={vgg}",
-            ]
-        )
-        outs.append(run(cfg, out_dir=tmp_path / name).out_dir)
+    extra = ("metrics=dists", f"metrics.dists.backbone_weights={vgg}")
+    outs = [standin_run(tmp_path, images, name, gain, 32, *extra) for name, gain in (("a", 0.95), ("b", 0.8))]
     entry = json.loads((outs[0] / "metrics.json").read_text())["metrics"]["dists"]
     assert entry["higher_is_better"] is False and entry["weights"]["standard"] is True
     summary = pd.read_csv(outs[0] / "summary.csv").set_index("metric")
@@ -111,24 +100,8 @@ def test_cmmd_and_fd_dinov2_run_report_and_compare(tiny_clip_dir, tiny_dinov2, t
     """CMMD and FD-DINOv2 through run, report and compare, on a tiny random CLIP and DINOv2 (the real ones cannot be
     had offline)."""
     images = helpers.write_images(tmp_path / "images")
-    outs = []
-    for name, gain in (("a", 0.95), ("b", 0.5)):
-        cfg = helpers.compose_run(
-            [
-                "dataset=folder",
-                f"dataset.path={images}",
-                "dataset.resolution=32",
-                "device=cpu",
-                "workers=0",
-                "+vae.v._target_=tests.run_standins.Identity",
-                f"+vae.v.gain={gain}",
-                f"cache_dir={tmp_path / 'cache'}",
-                "metrics=[cmmd,fd_dinov2]",
-                f"metrics.cmmd.model={tiny_clip_dir}",
-                f"metrics.dinov2.model={tiny_dinov2}",
-            ]
-        )
-        outs.append(run(cfg, out_dir=tmp_path / name).out_dir)
+    extra = ("metrics=[cmmd,fd_dinov2]", f"metrics.cmmd.model={tiny_clip_dir}", f"metrics.dinov2.model={tiny_dinov2}")
+    outs = [standin_run(tmp_path, images, name, gain, 32, *extra) for name, gain in (("a", 0.95), ("b", 0.5))]
     entry = json.loads((outs[0] / "metrics.json").read_text())["metrics"]["cmmd"]
     assert entry["higher_is_better"] is False and entry["estimator"] == "paired" and entry["scale"] == 1000
     summary = pd.read_csv(outs[0] / "summary.csv").set_index("metric")
