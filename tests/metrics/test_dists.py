@@ -15,7 +15,7 @@ from evalvae.metrics import build_metrics
 from evalvae.metrics.dists import DISTS
 from evalvae.metrics.weights import MetricUnavailable
 from tests.helpers import compose_run
-from tests.metrics.test_lpips import CLASSIFIER
+from tests.metrics.test_lpips import torchvision_file
 from tests.metrics.test_weights import BACKBONE_FILE, example
 from tests.prerequisites import require_module
 
@@ -32,10 +32,7 @@ def package_dists(real_weights):
     import torchvision.models._api as tv_api
 
     package = require_module("DISTS_pytorch", "pip install dists-pytorch")
-    state = dict(torch.load(real_weights / BACKBONE_FILE["vgg"], map_location="cpu", weights_only=True))
-    for name, shape in CLASSIFIER["vgg"].items():  # never used by DISTS: zeros that take no memory
-        state[f"{name}.weight"] = torch.zeros(()).expand(shape)
-        state[f"{name}.bias"] = torch.zeros(()).expand(shape[:1])
+    state = torchvision_file(real_weights, "vgg")
     asked = []
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecated pretrained=True

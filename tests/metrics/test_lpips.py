@@ -26,6 +26,16 @@ CLASSIFIER = {
 }
 
 
+def torchvision_file(real_weights, net: str) -> dict[str, torch.Tensor]:
+    """What torchvision's ImageNet ``net`` file holds: the real ``features.*`` tensors, and zeros that take no memory
+    for the classifier (which LPIPS and DISTS never use)."""
+    state = dict(torch.load(real_weights / BACKBONE_FILE[net], map_location="cpu", weights_only=True))
+    for name, shape in CLASSIFIER[net].items():
+        state[f"{name}.weight"] = torch.zeros(()).expand(shape)
+        state[f"{name}.bias"] = torch.zeros(()).expand(shape[:1])
+    return state
+
+
 @pytest.fixture(scope="module", params=["alex", "vgg"])
 def package_lpips(request, real_weights):
     """``lpips.LPIPS(net=...)`` as its users build it: the package's own network code and v0.1 heads, and the
@@ -33,10 +43,7 @@ def package_lpips(request, real_weights):
     import torchvision.models._api as tv_api
 
     net = request.param
-    state = dict(torch.load(real_weights / BACKBONE_FILE[net], map_location="cpu", weights_only=True))
-    for name, shape in CLASSIFIER[net].items():  # never used by LPIPS: zeros that take no memory
-        state[f"{name}.weight"] = torch.zeros(()).expand(shape)
-        state[f"{name}.bias"] = torch.zeros(()).expand(shape[:1])
+    state = torchvision_file(real_weights, net)
     asked = []
     with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's deprecated pretrained=True
