@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from tests.family_standins import save_tiny_flux2
+
 
 def _stats(n: int, seed: int) -> tuple[list[float], list[float]]:
     g = torch.Generator().manual_seed(seed)
@@ -19,20 +21,11 @@ def _stats(n: int, seed: int) -> tuple[list[float], list[float]]:
 
 
 def save_tiny_flux2_bn(path: Path, seed: int = 0) -> Path:
-    """An ``AutoencoderKLFlux2``: 2 blocks of 8 channels (f2), 4 latent channels, so 16 batch-norm channels
-    after the 2x2 patchify, whose running mean and variance are random (not 0 and 1)."""
+    """:func:`tests.family_standins.save_tiny_flux2` (2 blocks of 8 channels, f2, 4 latent channels), with the 16
+    batch-norm channels after the 2x2 patchify given random running means and variances (not 0 and 1)."""
     from diffusers import AutoencoderKLFlux2
 
-    torch.manual_seed(seed)
-    model = AutoencoderKLFlux2(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 8),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
+    model = AutoencoderKLFlux2.from_pretrained(save_tiny_flux2(path, seed))
     mean, var = _stats(16, seed + 1)
     model.bn.running_mean.copy_(torch.tensor(mean))
     model.bn.running_var.copy_(torch.tensor(var))
