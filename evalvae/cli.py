@@ -9,6 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+import evalvae.config  # noqa: F401  (registers the configs' ${evalvae.*} resolvers)
 from evalvae.errors import ConfigError, EvalvaeError, Exit, Interrupted
 from evalvae.jobs.overrides import check_overrides
 from evalvae.jobs.schema import SCHEMAS, validate

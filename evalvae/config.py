@@ -6,9 +6,14 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from evalvae.errors import EvalvaeError
+from evalvae.vocab import PRECISION_DTYPE
+
+# ``${evalvae.dtype:${precision}}`` in conf/run.yaml: the dtype a precision runs the VAEs in (an unknown
+# precision leaves fp32, and the schema names the bad value)
+OmegaConf.register_new_resolver("evalvae.dtype", lambda p: PRECISION_DTYPE.get(p, "fp32"), replace=True)
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "run") -> DictConfig:

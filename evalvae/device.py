@@ -50,6 +50,59 @@ def to_channels_last(module: torch.nn.Module) -> None:
             m.to(memory_format=torch.channels_last)
 
 
+def _tf32_settings() -> list:
+    """The float32-precision settings of CUDA's matmuls and cuDNN's convolutions and RNNs (torch 2.9+: each its
+    ``fp32_precision``; before: the ``allow_tf32`` flags). Reading the old flags after the new API set them
+    apart raises, so evalvae sets and reads them one way only."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(conv, "fp32_precision"):
+        return [torch.backends.cuda.matmul, conv, torch.backends.cudnn.rnn]
+    return []
+
+
+def tf32_state() -> dict[str, bool]:
+    """Whether CUDA's float32 matmuls and cuDNN's convolutions may round their inputs to TF32 now."""
+    settings = _tf32_settings()
+    if not settings:
+        return {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
+    root = getattr(torch.backends, "fp32_precision", "ieee")  # what "none" defers to
+    on = [(s.fp32_precision if s.fp32_precision != "none" else root) == "tf32" for s in settings]
+    return {"matmul": on[0], "cudnn": on[1]}
+
+
+def tf32_available(device: torch.device) -> bool:
+    """Whether ``device`` has TF32 tensor cores (CUDA, compute capability 8.0 and up)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
+@contextmanager
+def fp32_math(device: torch.device, tf32: bool) -> Iterator[None]:
+    """Float32 convolutions and matmuls on ``device`` in IEEE float32 (``tf32`` False) or TF32, restored after.
+
+    PyTorch lets cuDNN run float32 convolutions in TF32 by default: a run in ``precision=fp32`` turns that off,
+    so that its numbers are float32's. Nothing changes on other devices (no TF32 there).
+    """
+    if device.type != "cuda":
+        yield
+        return
+    settings = _tf32_settings()
+    if settings:
+        before = [s.fp32_precision for s in settings]
+        for s in settings:
+            s.fp32_precision = "tf32" if tf32 else "ieee"
+    else:
+        before = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        if settings:
+            for s, b in zip(settings, before):
+                s.fp32_precision = b
+        else:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued work on ``device`` so wall-clock timings are honest."""
     if device.type == "cuda":

@@ -119,5 +119,7 @@ def environment(device: torch.device) -> dict:
         "platform": platform.platform(),
     }
     if device.type == "cuda":
-        env["tf32"] = {"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32}
+        from evalvae.device import tf32_state
+
+        env["tf32"] = tf32_state()
     return env

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 DTYPE_NAMES = ("fp32", "fp16", "bf16")  # dtype, vae.<name>.dtype, bench.dtypes (evalvae.device.DTYPES)
+# precision: the VAEs' arithmetic in a run. fp32 is IEEE float32 (TF32 off, also for the convolutions that
+# PyTorch runs in TF32 on CUDA by default); tf32 keeps fp32 weights and lets CUDA's tensor cores round the
+# inputs of convolutions and matmuls to TF32; bf16 runs the VAEs in bfloat16 (dtype=bf16)
+PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISION_DTYPE = {"fp32": "fp32", "tf32": "fp32", "bf16": "bf16"}  # what ${dtype} is under each
 DEVICES = ("auto", "cpu", "cuda", "mps")  # device= (evalvae.device.resolve_device)
 CROPS = ("center", "none")  # dataset.crop
 SMALL = ("upscale", "skip")  # dataset.small

@@ -13,6 +13,7 @@ import torch
 
 from evalvae import provenance
 from evalvae.bench.schema import COLUMNS, EXTRA_COLUMNS
+from evalvae.device import tf32_state
 from evalvae.results import write_frame
 from evalvae.vocab import BENCH_OPS
 
@@ -36,8 +37,8 @@ def environment(device: torch.device) -> dict:
         "cpu_count": shared["cpu_count"],
         "torch_threads": shared["threads"],
         # fp32 convolutions use TF32 tensor cores by default on Ampere and newer, matmuls do not
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": tf32_state()["cudnn"],
+        "matmul_allow_tf32": tf32_state()["matmul"],
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         # other processes competing for the CPU make CPU timings slower and noisier
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

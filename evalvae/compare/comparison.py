@@ -216,6 +216,23 @@ def content_differences(baseline: Snapshot, current: Snapshot) -> tuple[dict[str
     return mismatches, notes
 
 
+def precision_of(facts: dict) -> str | None:
+    """A VAE's arithmetic as ``vaes.json`` records it: ``precision`` (fp32, tf32, bf16, fp16), else its dtype
+    (results written before evalvae recorded the precision, when fp32 meant float32 weights)."""
+    return facts.get("precision") or facts.get("dtype")
+
+
+def precision_differences(baseline: Snapshot, current: Snapshot) -> dict[str, str]:
+    """Per VAE that ran in another precision than in the baseline, why its numbers are not compared: bf16 or
+    TF32 move a VAE's outputs beyond any tie, so a precision is protocol, as a metric's definition is."""
+    out = {}
+    for vae in sorted(baseline.vaes.keys() & current.vaes.keys()):
+        b, c = precision_of(baseline.vaes[vae]), precision_of(current.vaes[vae])
+        if b and c and b != c:
+            out[vae] = f"{vae}: precision {b} in the baseline, {c} now: its numbers are not compared"
+    return out
+
+
 def metric_info(metric: str, *results: MetricResult) -> MetricInfo:
     """The info a (vae, metric) is judged by, as its results record it: the first side's (the baseline's) that
     knows the direction."""
@@ -446,6 +463,8 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
             out.notes.append("computed with other software or on another machine: " + "; ".join(recorded))
         protocol_ok = not mismatches
         changed, decoded = content_differences(baseline, current) if protocol_ok else ({}, [])
+        precision = precision_differences(baseline, current) if protocol_ok else {}
+        changed = {**precision, **changed}
         out.mismatches += changed.values()
         out.notes += decoded
         unhashed = sorted(v for v in baseline.results.keys() & current.results.keys() if v not in baseline.images)
@@ -466,7 +485,11 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
             else:
                 row = _quality_row(vae, metric, b, c, tol, protocol_ok and vae not in changed)
                 if vae in changed and protocol_ok and row.verdict is Verdict.MISMATCH:
-                    row.detail = "other images under the same names (per-image hashes)"
+                    row.detail = (
+                        "other images under the same names (per-image hashes)"
+                        if vae not in precision or precision[vae] != changed[vae]
+                        else "another precision (vaes.json)"
+                    )
                 out.rows.append(row)
     for vae, metrics in current.results.items():
         for metric, c in metrics.items():
@@ -493,7 +516,7 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
 
     for vae in baseline.vaes.keys() & current.vaes.keys():
         b, c = baseline.vaes[vae], current.vaes[vae]
-        changed = sorted(k for k in b.keys() | c.keys() if b.get(k) != c.get(k))
+        changed = sorted(k for k in b.keys() | c.keys() if b.get(k) != c.get(k) and k != "precision")
         if changed:
             out.notes.append(f"{vae} differs from the baseline's in: {', '.join(changed)}")
     compared = {(r.vae, r.metric) for r in out.rows}

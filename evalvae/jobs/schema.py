@@ -53,6 +53,7 @@ from evalvae.vocab import (
     DTYPE_NAMES,
     ISOLATION,
     MEMORY_MODES,
+    PRECISIONS,
     ROBUSTNESS_CHECKS,
     SMALL,
     T2I_LATENTS,
@@ -67,6 +68,7 @@ def _choices(name: str, values) -> type[Enum]:
 # The choices are the domain's, spelt once in evalvae.vocab (which imports no torch, so checking a
 # command line never does).
 DType = _choices("DType", DTYPE_NAMES)
+Precision = _choices("Precision", PRECISIONS)
 Crop = _choices("Crop", CROPS)
 Small = _choices("Small", SMALL)
 Latents = _choices("Latents", T2I_LATENTS)
@@ -104,6 +106,12 @@ def _workers(value) -> dict | None:
     if value == "auto" or (is_int(value) and value >= 0):
         return None
     return {"hint": "a count of loader processes (0 = load in the main process) or auto"}
+
+
+def _batch_size(value) -> dict | None:
+    if value == "auto" or (is_int(value) and value >= 1):
+        return None
+    return {"hint": "a positive integer (images per batch), or auto (the largest batch that fits the device's memory)"}
 
 
 def _progress(value) -> dict | None:
@@ -267,6 +275,10 @@ class RunSchema(LoaderSchema, VaeJobSchema):
     """``conf/run.yaml`` with ``task=recon`` or ``task=t2i`` (the latter adds ``t2i``, ``pipeline``, ``suite``)."""
 
     metrics: MetricsSchema = MISSING
+    batch_size: Any = checked(_batch_size)
+    precision: Precision = MISSING
+    compile: bool = MISSING
+    compile_backend: str = MISSING
     channels_last: bool = MISSING
     seed: int = MISSING
     report: bool = MISSING

@@ -119,6 +119,8 @@ def encoder_identity(vae, *, device: torch.device, channels_last: bool, seed: in
         "posterior": vae.posterior,
         "seed": seed if vae.posterior == "sample" else None,
         "dtype": vae.dtype_name,
+        **({"precision": vae.precision} if vae.precision != vae.dtype_name else {}),  # tf32
+        **({"compile": vae.compiled} if vae.compiled else {}),
         "memory_mode": [vae.memory_mode, vae.tile_size],
         "device": device.type,
         "channels_last": bool(channels_last),

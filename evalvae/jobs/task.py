@@ -20,7 +20,7 @@ from pathlib import Path
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from evalvae.device import job_heap, release_memory
+from evalvae.device import fp32_math, job_heap, release_memory, tf32_available
 from evalvae.errors import ConfigError
 from evalvae.jobs.failures import VAE_FAILURES, record_failure, record_load_failure
 from evalvae.jobs.runtime import StageTimes, output_dir, timing_row
@@ -51,6 +51,8 @@ class Task:
     def __init__(self, cfg: DictConfig, out: Path):
         self.cfg, self.out = cfg, Path(out)
         self.loaded: Loaded | None = None  # the VAE of :meth:`each_vae`'s turn, once loaded
+        self.batch_size = cfg.get("batch_size")  # a number (batch_size=auto: the task resolves it)
+        self._said_no_tf32 = False
 
     def run(self):
         raise NotImplementedError
@@ -69,6 +71,16 @@ class Task:
         failure from then on is recorded as one of its evaluation."""
         loaded = load(name, spec, device=self.device, cache_dir=self.cfg.cache_dir, **kwargs)
         self.check(name, loaded.vae)
+        if self.cfg.get("precision") == "tf32":
+            loaded.vae.tf32 = tf32_available(self.device)
+            if not loaded.vae.tf32 and not self._said_no_tf32:
+                self._said_no_tf32 = True
+                log.warning(
+                    "precision=tf32: %s has no TF32 tensor cores; the VAEs run in IEEE fp32 (vaes.json: precision fp32)",
+                    self.device,
+                )
+        if self.cfg.get("compile"):
+            loaded.vae.compile(str(self.cfg.get("compile_backend") or "inductor"))
         self.loaded = loaded
         return loaded
 
@@ -82,7 +94,13 @@ class Task:
         :meth:`record_failure`, and the loop goes on; a ``one`` that returns
         :class:`Done` gets its row in ``timings.csv``, its seconds counted from before it loaded. The
         device's memory is released after each VAE and, with ``flush``, the results so far written.
+        Float32 arithmetic outside the VAEs (metrics, feature networks) is IEEE float32, TF32 off
+        (:func:`evalvae.device.fp32_math`); a VAE with ``precision=tf32`` turns it on for its own calls.
         """
+        with fp32_math(self.device, False):
+            return self._each_vae(specs, one, writer, flush)
+
+    def _each_vae(self, specs: Mapping, one, writer, flush: bool) -> dict[str, str]:
         failed: dict[str, str] = {}
         for name, spec in specs.items():
             self.loaded, start = None, time.perf_counter()
@@ -95,7 +113,7 @@ class Task:
                 if done is not None:
                     total = time.perf_counter() - start
                     row = timing_row(
-                        name, done.dtype, self.device, self.cfg.batch_size, done.n_images, done.load_s, done.times,
+                        name, done.dtype, self.device, self.batch_size, done.n_images, done.load_s, done.times,
                         self.stages, total, **done.extra,
                     )  # fmt: skip
                     writer.add_timing(row)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from evalvae.checkpoints import local_then_hub, state_dict_sha256
 from evalvae.errors import EvalvaeError, check_choice
@@ -78,14 +77,16 @@ class FeatureExtractor(ABC):
         return self
 
 
-def pil_bicubic_299(images: torch.Tensor) -> torch.Tensor:
-    """clean-fid's resize: each channel as a float32 PIL image, bicubic to 299x299, clipped to [0, 255]."""
-    out = np.empty((len(images), 3, 299, 299), np.float32)
-    for i, img in enumerate(images.cpu().numpy()):
-        for c in range(3):
-            ch = Image.fromarray(img[c].astype(np.float32), mode="F").resize((299, 299), Image.Resampling.BICUBIC)
-            out[i, c] = np.clip(np.asarray(ch), 0, 255)
-    return torch.from_numpy(out)
+def bicubic_299(images: torch.Tensor) -> torch.Tensor:
+    """clean-fid's resize of ``(N, 3, H, W)`` uint8 to float32 299x299 in [0, 255], on the images' device.
+
+    clean-fid resizes each channel as a float32 PIL image, bicubic, and clips. torch's antialiased bicubic is
+    PIL's resampling filter (Keys' a = -0.5, its support widened by the scale when shrinking); in float64 it
+    gives PIL's values to 2.3e-5 on 0..255 (float32's rounding of PIL's output), so the images never leave
+    the device between the VAE and the network (tests/metrics/test_frechet.py holds it against PIL).
+    """
+    x = torch.nn.functional.interpolate(images.double(), size=(299, 299), mode="bicubic", antialias=True)
+    return x.clamp_(0, 255).float()
 
 
 def _pool3_tensor(key: str) -> bool:
@@ -117,14 +118,15 @@ def torch_fidelity_inception(state: dict[str, torch.Tensor]) -> torch.nn.Module:
 class InceptionV3(FeatureExtractor):
     """Inception-V3 pool3 (2048-d) features with the standard FID weights (torch-fidelity's network).
 
-    ``resize=clean`` (default) follows clean-fid: the 8-bit image is resized to 299x299 with PIL
-    bicubic in float and fed without re-quantization. ``resize=legacy`` is torch-fidelity's
+    ``resize=clean`` (default) follows clean-fid: the 8-bit image is resized to 299x299 with PIL's
+    bicubic filter in float (:func:`bicubic_299`, on the device) and fed without re-quantization. ``resize=legacy`` is torch-fidelity's
     TF1-compatible bilinear resize of the uint8 image (what torch-fidelity and older torchmetrics
     report). Weights come from ``weights``, else ``$EVALVAE_WEIGHTS/fid/`` when that is set, else
     torch's hub cache; missing weights make the metric unavailable.
     """
 
-    libraries = ("torch", "torch-fidelity", "Pillow")  # the network; Pillow resizes for resize=clean
+    libraries = ("torch", "torch-fidelity")  # the network and the resize; torch-fidelity's network code
+    version = 2  # 2: clean-fid's resize by torch on the device, not by PIL on the host
     dim = 2048
     # torch-fidelity's block order up to pool3.
     BLOCKS = (
@@ -168,7 +170,7 @@ class InceptionV3(FeatureExtractor):
             if self.resize == "legacy":
                 (f,) = self.net(chunk.to(self.device))
             else:
-                x = (pil_bicubic_299(chunk).to(self.device) - 128) / 128
+                x = (bicubic_299(chunk.to(self.device)) - 128) / 128
                 for block in self.BLOCKS:
                     x = getattr(self.net, block)(x)
                 f = torch.flatten(x, 1)
@@ -181,7 +183,8 @@ class InceptionV3(FeatureExtractor):
 
     def identity(self) -> dict:
         resize = (
-            "PIL bicubic to 299x299 in float, no re-quantization (clean-fid)"
+            "PIL's bicubic filter to 299x299 in float (torch antialiased bicubic in float64), no re-quantization "
+            "(clean-fid)"
             if self.resize == "clean"
             else "TF1-compatible bilinear of uint8 to 299x299 (torch-fidelity legacy)"
         )

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
-from evalvae.device import resolve_device, to_channels_last
+from evalvae.device import resolve_device, tf32_available, to_channels_last
 from evalvae.errors import ConfigError, Interrupted
 from evalvae.io import cache_dir
 from evalvae.jobs import shard as dist
@@ -195,6 +195,9 @@ class ReconTask(Task):
             "channels_last": bool(self.cfg.channels_last),
             "seed": self.cfg.seed,
             "device": self.device.type,
+            # TF32 (where the device has it) and compiled kernels round differently from eager IEEE float32
+            **({"tf32": True} if self.cfg.get("precision") == "tf32" and tf32_available(self.device) else {}),
+            **({"compile": str(self.cfg.compile_backend)} if self.cfg.get("compile") else {}),
         }
 
     def n_evaluated(self) -> int | None:

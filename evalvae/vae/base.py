@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from evalvae.checkpoints import state_dict_sha256
-from evalvae.device import parse_dtype
+from evalvae.device import fp32_math, parse_dtype
 from evalvae.errors import ConfigError, EvalvaeError, check_choice
 from evalvae.vae.bits import stored_bits
 from evalvae.vae.seams import generic_decode_seams
@@ -107,6 +107,10 @@ class VAEAdapter(ABC):
             module = module.to(dtype=self.dtype)
         self.module = module.to(device=self.device).eval().requires_grad_(False)
         self._encoder_hash: str | None = None
+        # precision=tf32: float32 convolutions and matmuls on TF32 tensor cores (set only where the device has
+        # them, evalvae.device.tf32_available); else IEEE float32 (evalvae.device.fp32_math)
+        self.tf32 = False
+        self.compiled: str | None = None  # the torch.compile backend of :meth:`compile`
         self.memory_mode, self.tile_size = "plain", None
         self._generic_mode = "plain"  # what encode/decode do themselves; native modes leave it plain
 
@@ -205,6 +209,20 @@ class VAEAdapter(ABC):
             self._encoder_hash = state_dict_sha256(self.encoder_state_dict())
         return self._encoder_hash
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic this VAE runs in: its dtype, or ``tf32`` for float32 weights on TF32 tensor cores."""
+        return "tf32" if self.tf32 and self.dtype_name == "fp32" else self.dtype_name
+
+    def compile(self, backend: str = "inductor") -> None:
+        """``torch.compile`` the network calls of :meth:`encode` and :meth:`decode` (the first call of each
+        input shape compiles). A VAE without weights (a codec) has nothing to compile and is left as it is."""
+        if next(self.module.parameters(), None) is None:
+            return
+        self._moments = torch.compile(self._moments, backend=backend)
+        self._decode_raw = torch.compile(self._decode_raw, backend=backend)
+        self.compiled = backend
+
     @torch.inference_mode()
     def encode(self, images: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         """Encode images in [-1, 1] (N, 3, H, W) to diffusion-space latents.
@@ -212,7 +230,8 @@ class VAEAdapter(ABC):
         With ``posterior=sample`` the noise for image ``i`` comes from a generator seeded with
         ``seeds[i]`` (default: ``seed + i``), so a sample never depends on batch composition.
         """
-        mean, std = self._moments_in_mode(images.to(device=self.device, dtype=self.dtype))
+        with fp32_math(self.device, self.tf32):
+            mean, std = self._moments_in_mode(images.to(device=self.device, dtype=self.dtype))
         z = mean
         if self.posterior == "sample" and std is not None:
             if seeds is None:
@@ -233,7 +252,8 @@ class VAEAdapter(ABC):
         """
         z = self.denormalize(latents.to(device=self.device, dtype=self.dtype))
         seeds = list(range(len(z))) if seeds is None else [int(s) for s in seeds]
-        return self._decode_in_mode(z, seeds).float()
+        with fp32_math(self.device, self.tf32):
+            return self._decode_in_mode(z, seeds).float()
 
     def rate_bits(self, latents: torch.Tensor) -> torch.Tensor:
         """``(N,)`` float64: the bits per image of ``latents`` as :meth:`decode` reads them (bpp = bits / pixels).
@@ -268,6 +288,8 @@ class VAEAdapter(ABC):
             "posterior": self.posterior,
             "dtype": self.dtype_name,
             "dtype_requested": self.dtype_requested,
+            "precision": self.precision,
+            "compile": self.compiled,
             "upcast": self.upcast,
             **({"upcast_reason": self.upcast_reason} if self.upcast_reason else {}),
             "device": str(self.device),
