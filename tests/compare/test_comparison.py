@@ -236,3 +236,24 @@ def test_unusable_inputs(tmp_path):
         load_snapshot(run)
     with pytest.raises(UnusableInput, match="hold quality results"):
         merge([load_snapshot(write_run(tmp_path / f"r{i}", {"vae": base_values()})) for i in range(2)])
+
+
+@pytest.mark.parametrize(
+    "now, verdict", [({"precision": "bf16", "dtype": "bf16"}, Verdict.MISMATCH), ({"precision": "fp32"}, Verdict.PASS)]
+)
+def test_precision_is_protocol(tmp_path, now, verdict):
+    """A VAE run in bf16 (or TF32) is not compared with its fp32 baseline; a baseline written before the precision
+    was recorded reads its dtype (fp32) as the precision, so an fp32 run compares."""
+    old = [{"vae": v, "status": "ok", "dtype": "fp32", "device": "cpu"} for v in ("a", "b")]
+    base = write_run(tmp_path / "base", {"a": base_values(), "b": base_values()}, vaes=old)
+    cur = write_run(tmp_path / "cur", {"a": base_values(), "b": base_values()}, vaes=[{**old[0], **now}, old[1]])
+    result = compare(load_snapshot(base), load_snapshot(cur))
+    rows = verdicts(result)
+    assert {rows[("a", m)] for m in ("psnr", "ssim", "lpips")} == {verdict}
+    assert {rows[("b", m)] for m in ("psnr", "ssim", "lpips")} == {Verdict.PASS}
+    if verdict is Verdict.MISMATCH:
+        assert result.exit_code == 2
+        assert result.mismatches == ["a: precision fp32 in the baseline, bf16 now: its numbers are not compared"]
+        assert {r.detail for r in result.rows if r.vae == "a"} == {"another precision (vaes.json)"}
+    else:
+        assert result.exit_code == 0 and not result.mismatches
