@@ -56,22 +56,52 @@ def progress_bar(setting, total: int | None, desc: str):
     return tqdm(total=total, desc=desc, unit="img", disable=disable, dynamic_ncols=True, leave=False)
 
 
-@dataclass
 class StageTimes:
-    """Wall-clock seconds per stage; the device is synchronised at each stage boundary."""
+    """Seconds per stage.
 
-    device: torch.device
-    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    On CUDA a stage is timed by events on the device's stream, read only when :attr:`seconds` is: the device
+    is never made to wait at a stage boundary (which would leave it idle while the host prepares the next
+    batch), and a stage counts the device's time on its work. The ``data`` stage is the host's wait for the
+    loader, by the host's clock. Elsewhere the device is synchronised at each boundary (MPS) or needs no
+    synchronising (CPU), and the host's clock counts.
+    """
+
+    HOST_STAGES = ("data", "set_metrics")  # the host's work: the loader's wait; statistics in NumPy and SciPy
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+        self._seconds: dict[str, float] = defaultdict(float)
+        self._events: list[tuple[str, object, object]] = []
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        if self._events:
+            for name, start, end in self._events:
+                end.synchronize()
+                self._seconds[name] += start.elapsed_time(end) / 1000
+            self._events.clear()
+        return self._seconds
 
     @contextmanager
     def stage(self, name: str):
-        synchronize(self.device)
+        if self.device.type == "cuda" and name not in self.HOST_STAGES:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                yield
+            finally:
+                end.record()
+                self._events.append((name, start, end))
+            return
+        if name not in self.HOST_STAGES:
+            synchronize(self.device)
         start = time.perf_counter()
         try:
             yield
         finally:
-            synchronize(self.device)
-            self.seconds[name] += time.perf_counter() - start
+            if name not in self.HOST_STAGES:
+                synchronize(self.device)
+            self._seconds[name] += time.perf_counter() - start
 
 
 def timing_row(

@@ -134,6 +134,10 @@ class SetMetric(ABC):
         """Add per-item ``features`` (from :meth:`features`) to ``state``; ``index``, the items' dataset
         positions, goes with them where the state keeps per-item features (what pairs two sets' items)."""
 
+    def features_on_device(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """:meth:`features` as a tensor, left on the device where they were computed (the host by default)."""
+        return torch.as_tensor(self.features(images_u8))
+
     def update(self, state, images_u8: torch.Tensor, index=None):
         """Add a batch of images (at dataset positions ``index``, if known) to ``state``; return their features."""
         f = self.features(images_u8)
@@ -205,6 +209,10 @@ class SetStates:
         if index is not None:
             out[INDEX] = np.asarray(index, np.int64)
         return out
+
+    def extract(self, images_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every metric's features of a batch, by metric key, left on the device (for :meth:`add` once on the host)."""
+        return {m.key: m.features_on_device(images_u8) for m in self.metrics}
 
     def add(self, features: dict) -> None:
         """Add stored features (by metric key, with the positions under :data:`INDEX`, as :meth:`update` returns them)."""

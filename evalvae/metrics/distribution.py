@@ -62,6 +62,10 @@ class FeatureSetMetric(SetMetric):
     def features(self, images_u8: torch.Tensor) -> np.ndarray:
         return self.extractor(images_u8)
 
+    def features_on_device(self, images_u8: torch.Tensor) -> torch.Tensor:
+        extract = getattr(self.extractor, "extract", None)  # an extractor from a dotted path may lack it
+        return extract(images_u8) if extract is not None else torch.as_tensor(self.extractor(images_u8))
+
     def add(self, state: FeatureStats, features: np.ndarray, index=None) -> None:
         state.update(features, index)
 

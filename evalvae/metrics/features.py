@@ -70,6 +70,11 @@ class FeatureExtractor(ABC):
     def identity(self) -> dict:
         """Everything that changes the features: name, weights hash, preprocessing."""
 
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
+        """The features of :meth:`__call__` as a float64 tensor, left where they were computed: an extractor
+        that runs on the device overrides it, so that a run brings them to the host without waiting for them."""
+        return torch.from_numpy(self(images))
+
     def to(self, device: torch.device) -> FeatureExtractor:
         self.device = torch.device(device)
         if self.module is not None:
@@ -163,8 +168,11 @@ class InceptionV3(FeatureExtractor):
         self.net = self.module = torch_fidelity_inception(state)
         self.name = f"inception-v3-fid-{self.resize}"
 
-    @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
+        return self.extract(images).cpu().numpy()
+
+    @torch.inference_mode()
+    def extract(self, images: torch.Tensor) -> torch.Tensor:
         out = []
         for chunk in images.split(self.batch_size):
             if self.resize == "legacy":
@@ -174,8 +182,8 @@ class InceptionV3(FeatureExtractor):
                 for block in self.BLOCKS:
                     x = getattr(self.net, block)(x)
                 f = torch.flatten(x, 1)
-            out.append(f.double().cpu().numpy())
-        return np.concatenate(out)
+            out.append(f.double())
+        return torch.cat(out)
 
     @property
     def note(self) -> str:

@@ -19,14 +19,29 @@ from evalvae.vae import VAEAdapter
 
 
 @dataclass
+class _Scored:
+    """One group's work as the loop issued it: what its rows are made of once its values are on the host."""
+
+    group: Group  # the images scored (less those prepare_group left out)
+    left_out: bool  # whether prepare_group left some of the batch's group out
+    whole_ids: list[str]  # the ids of the whole group, in order (the scope's)
+    hashes: list[str]
+    values: dict[str, torch.Tensor | list]  # per metric column, one value per image (device tensors until settled)
+    rated: dict[str, list]  # the rate's columns; those in ``rate_results`` are left out for a non-finite output
+    finite: torch.Tensor  # (N,) bool, on the device until settled
+    size: tuple[int, int]
+    rate_results: frozenset[str] = frozenset()
+
+
+@dataclass
 class BatchResult:
-    rows: list[dict]
     skipped: list[tuple[str, str]]
+    vae: str = ""
     # Per group, on the VAE's device, uint8 (N, 3, H, W): the originals cropped to the downsampling
     # factor, exactly what the VAE and the per-image metrics saw (the input of the reference
-    # statistics), and their reconstructions rounded to 8 bits; ``finite`` (N,) bool says which
-    # reconstructions came from a finite output (the others are clamped NaN/inf, for no metric);
-    # ``indices`` are the images' dataset positions, which pair a reconstruction with its original.
+    # statistics), and their reconstructions rounded to 8 bits (a non-finite output is all zeros here);
+    # ``finite`` (N,) bool says which reconstructions came from a finite output (the others are for no
+    # metric); ``indices`` are the images' dataset positions, which pair a reconstruction with its original.
     originals: list[torch.Tensor] = field(default_factory=list)
     reconstructions: list[torch.Tensor] = field(default_factory=list)
     finite: list[torch.Tensor] = field(default_factory=list)
@@ -35,12 +50,69 @@ class BatchResult:
     # device: all its originals, cropped, uint8 (N, 3, H, W), in the group's order; their dataset positions;
     # and which have a finite reconstruction among the fakes (False: left out by ``prepare_group``, such as
     # a missing file, or non-finite). The reference statistics are of all of them; a VAE whose fakes lack
-    # some is scored against the originals of the others (evalvae.recon.task).
-    scope: list[tuple[torch.Tensor, list[int], list[bool]]] = field(default_factory=list)
+    # some is scored against the originals of the others (evalvae.recon.task). The flags are known once the
+    # batch is on the host (:attr:`rows`).
+    scope: list[tuple[torch.Tensor, list[int], list[bool] | None]] = field(default_factory=list)
+    _scored: list[_Scored] = field(default_factory=list)
+    _rows: list[dict] | None = None
+    _event: object = None
+    _extra: list = field(default_factory=list)
+
+    def to_host(self, *extra: list[dict[str, torch.Tensor]]) -> list[list[dict[str, torch.Tensor]]]:
+        """Start copying the batch's per-image values, finite flags and ``extra`` (per group, tensors by key: the
+        set metrics' features) to the host, without waiting: non-blocking copies into pinned memory, then an event
+        that :attr:`rows` waits for. The work of later batches can be queued meanwhile, so the device never waits
+        for the host. Returns ``extra`` with host tensors (valid once :attr:`rows` has been read)."""
+        cuda = any(sc.finite.device.type == "cuda" for sc in self._scored)
+        moved = [[{k: _host(v) for k, v in d.items()} for d in groups] for groups in extra]
+        for sc in self._scored:
+            sc.values = {k: _host(v) for k, v in sc.values.items()}
+            sc.finite = _host(sc.finite)
+        if self.finite:  # with keep_pixels, one per scored group, in order
+            self.finite = [sc.finite for sc in self._scored]
+        if cuda:
+            self._event = torch.cuda.Event()
+            self._event.record()
+        return moved
+
+    @property
+    def rows(self) -> list[dict]:
+        """Per image, its row (the VAE, the image, each metric's value, its facts); computed once, on first use,
+        after the values reached the host."""
+        if self._rows is None:
+            self._settle()
+        return self._rows
+
+    def _settle(self) -> None:
+        if self._event is not None:
+            self._event.synchronize()
+        self._rows, scope = [], iter(i for i, entry in enumerate(self.scope) if entry[2] is None)
+        for sc in self._scored:
+            flags = [bool(f) for f in sc.finite.tolist()]
+            values = {}
+            for name, v in sc.values.items():
+                column = v if isinstance(v, list) else v.tolist()
+                values[name] = [x if ok else ([] if name == REGIONS else math.nan) for x, ok in zip(column, flags)]
+            for name, column in sc.rated.items():  # a non-finite output is left out of the rate's results too
+                masked = name in sc.rate_results  # (its facts stay: a codec's quality, the bpp asked for)
+                values[name] = [v if ok or not masked else math.nan for v, ok in zip(column, flags)]
+            h, w = sc.size
+            for j, image_id in enumerate(sc.group.ids):
+                row = {"vae": self.vae, "image": image_id}
+                row.update({name: v[j] for name, v in values.items()})
+                row.update(
+                    height=h, width=w, upscaled=sc.group.upscaled[j], nonfinite=not flags[j], image_sha256=sc.hashes[j]
+                )
+                self._rows.append(row)
+            if self.scope:
+                ok = dict(zip(sc.group.ids, flags))
+                i = next(scope)
+                images, index, _ = self.scope[i]
+                self.scope[i] = (images, index, [ok.get(x, False) for x in sc.whole_ids])
 
     def finite_reconstructions(self) -> list[torch.Tensor]:
         """Per group, the reconstructions of finite outputs only: the fakes of the set-level metrics."""
-        return [rec if bool(ok.all()) else rec[ok] for rec, ok in zip(self.reconstructions, self.finite)]
+        return [rec if bool(ok.all()) else rec[ok.to(rec.device)] for rec, ok in zip(self.reconstructions, self.finite)]
 
     def finite_indices(self) -> list[list[int]]:
         """Per group, the dataset positions of :meth:`finite_reconstructions`' images, in the same order."""
@@ -55,16 +127,16 @@ class BatchResult:
         return sum(bool(r["nonfinite"]) for r in self.rows)
 
 
+def _host(t):
+    """``t`` on the host: a non-blocking copy into pinned memory from a CUDA tensor; anything else as it is."""
+    if isinstance(t, torch.Tensor) and t.device.type == "cuda":
+        return t.to("cpu", non_blocking=True)
+    return t
+
+
 def finite_images(y: torch.Tensor) -> torch.Tensor:
     """``(N,)`` bool: which images of a float output hold no NaN or inf."""
     return torch.isfinite(y).flatten(1).all(1)
-
-
-def _call(m: PairMetric, original: torch.Tensor, recon: torch.Tensor, truth: list | None) -> dict[str, list]:
-    """One metric's values by column (a region metric's per-region records under
-    :data:`~evalvae.metrics.regions.REGIONS`, a list per image)."""
-    out = m(original, recon, truth=truth) if m.takes_truth else m(original, recon)
-    return {k: v if k == REGIONS else v.cpu().tolist() for k, v in out.items()}
 
 
 def score(
@@ -79,24 +151,42 @@ def score(
     ``truth`` (per image, the dataset's ground-truth regions or None) goes to the metrics that take it.
     Region metrics' records of all metrics go, per image, into one list under ``REGIONS``.
     """
-    n = len(original)
-    keep = list(range(n)) if bool(finite.all()) else finite.nonzero().flatten().tolist()
-    values: dict[str, list] = {}
+    values = score_on_device(metrics, original, recon, finite, truth)
+    flags = finite.cpu().tolist()
+    empty = {REGIONS: []}
+    return {
+        k: [x if ok else empty.get(k, math.nan) for x, ok in zip(v if isinstance(v, list) else v.tolist(), flags)]
+        for k, v in values.items()
+    }
+
+
+def score_on_device(
+    metrics: list[PairMetric],
+    original: torch.Tensor,
+    recon: torch.Tensor,
+    finite: torch.Tensor,
+    truth: list | None = None,
+) -> dict[str, torch.Tensor | list]:
+    """:func:`score`'s values before the host sees them: per column a tensor on the device the metric ran on
+    (a list for a metric computed on the host, and for ``REGIONS``), with a value for every image, the
+    non-finite ones included (their values mean nothing: :attr:`BatchResult.rows` makes them NaN).
+
+    Nothing here waits for the device: each metric sees every image, a non-finite reconstruction replaced by
+    zeros (so no metric is ever fed NaN or inf), and whether any output was non-finite is never asked.
+    """
+    recon = torch.where(finite.view(-1, 1, 1, 1), recon, torch.zeros((), dtype=recon.dtype, device=recon.device))
+    values: dict[str, torch.Tensor | list] = {}
     for m in metrics:
-        if not keep:
-            got = {}
-        elif len(keep) == n:
-            got = _call(m, original, recon, truth)
-        else:
-            got = _call(m, original[keep], recon[keep], None if truth is None else [truth[j] for j in keep])
+        got = m(original, recon, truth=truth) if m.takes_truth else m(original, recon)
         declared = [*(i.name for i in m.infos), *([REGIONS] if isinstance(m, RegionMetric) else [])]
         for name in dict.fromkeys([*declared, *got]):
-            column = values.setdefault(name, [[] for _ in range(n)] if name == REGIONS else [math.nan] * n)
-            for j, v in zip(keep, got.get(name, [])):
-                if name == REGIONS:
-                    column[j].extend(v)
-                else:
-                    column[j] = v
+            v = got.get(name)
+            if name == REGIONS:
+                column = values.setdefault(REGIONS, [[] for _ in range(len(original))])
+                for j, records in enumerate(v or []):
+                    column[j].extend(records)
+            else:
+                values[name] = v.detach() if v is not None else torch.full((len(original),), math.nan)
     return values
 
 
@@ -144,6 +234,7 @@ def reconstruct(
     rate = rate or Rate(quantize=quantize)
     heap = HeapTrimmer()  # freed batches back to the system, so memory stays flat over many images
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    masked = frozenset(result_columns(rate))
     batches = iter(batches)
     while True:
         with times.stage("data"):
@@ -151,7 +242,7 @@ def reconstruct(
             batch = next(batches, None)
         if batch is None:
             return
-        result = BatchResult([], list(batch.skipped))
+        result = BatchResult(list(batch.skipped), vae.name)
         for group in batch.groups_for(vae.downsample, f"vae '{vae.name}'", result.skipped):
             left_out = vae.prepare_group(group.ids, group.images)  # {id: reason}: e.g. evalvae.vae.files' missing
             whole = group
@@ -183,31 +274,22 @@ def reconstruct(
                 )
             with times.stage("metrics"):
                 finite = finite_images(y)
-                original = images.double()
                 recon = to_pixels(y, quantize)
-                values = score(metrics, original, recon, finite, truth)
-                flags = finite.cpu().tolist()
-                # a non-finite reconstruction is left out of every metric, the rate's too (its facts stay)
-                for name in result_columns(rate):
-                    rated[name] = [v if ok else math.nan for v, ok in zip(rated[name], flags)]
-                values.update(rated)
+                values = score_on_device(metrics, images.double(), recon, finite, truth)
+                result._scored.append(
+                    _Scored(
+                        group, bool(left_out), list(whole.ids), hashes, values, rated, finite, images.shape[-2:], masked
+                    )
+                )
                 if keep_pixels:
                     result.originals.append(images)
                     result.reconstructions.append((recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8))
                     result.finite.append(finite)
                     result.indices.append(list(group.indices))
-                    if left_out:
-                        cropped = crop_to_multiple(whole.images.to(vae.device, non_blocking=True), vae.downsample)
-                        ok = dict(zip(group.ids, flags))
-                        result.scope.append((cropped, list(whole.indices), [ok.get(i, False) for i in whole.ids]))
-                    else:
-                        result.scope.append((images, list(group.indices), flags))
-            h, w = images.shape[-2:]
-            for j, image_id in enumerate(group.ids):
-                row = {"vae": vae.name, "image": image_id}
-                row.update({name: v[j] for name, v in values.items()})
-                row.update(
-                    height=h, width=w, upscaled=group.upscaled[j], nonfinite=not flags[j], image_sha256=hashes[j]
-                )
-                result.rows.append(row)
+                    cropped = (
+                        crop_to_multiple(whole.images.to(vae.device, non_blocking=True), vae.downsample)
+                        if left_out
+                        else images
+                    )
+                    result.scope.append((cropped, list(whole.indices), None))  # its flags: once on the host
         yield result

@@ -83,6 +83,7 @@ class VAEPass:
     multiple: int
     identity: dict | None = None  # what its results are keyed by (None: known to this process only)
     batches: list[tuple[int, list[dict], list]] = field(default_factory=list)  # (position, rows, skipped)
+    latent_writes: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # encoded, not yet stored
     order: list[tuple[int, int]] = field(default_factory=list)  # (batch, group) of each update of ``fakes``
     orig_order: list[tuple[int, int]] = field(default_factory=list)  # ... and of ``pending``
     drop_order: list[tuple[int, int]] = field(default_factory=list)  # ... and of ``dropped``
@@ -317,52 +318,108 @@ class ReconTask(Task):
         )
         total = sum(len(self.plan.positions[b]) for b in mine) if mine is not None else known_len(self.dataset)
         with progress_bar(cfg.progress if self.shard.main else False, total, name) as bar:
-            for b in mine if mine is not None else itertools.count():
-                if b in hits:
-                    rows, skipped, fakes, originals, dropped = hits[b]
-                    rows = [{**r, "vae": name} for r in rows]
-                    p.counts["batches_cached"] += 1
-                    for f in fakes:
-                        p.fakes.add(f)
-                    for f in originals:
-                        p.pending.add(f)
-                    for f in dropped:
-                        p.dropped.add(f)
-                else:
-                    result = next(computed, None)
-                    if result is None:
-                        break  # a stream came to its end
-                    b = b if mine is not None else len(p.batches)
-                    rows, skipped = result.rows, result.skipped
-                    with p.times.stage("features"):
-                        fakes = [
-                            p.fakes.update(rec, index)
-                            for rec, index in zip(result.finite_reconstructions(), result.finite_indices())
-                            if len(rec)
-                        ]
-                        originals, dropped = self.scope_features(p, result.scope)
-                    if identity is not None:
-                        self.write_chunk(
-                            keys[b], rows, skipped, fakes, originals, dropped, p.pending, crop, self.plan.keys[b]
-                        )
+
+            def done(b, rows, skipped, fakes, originals, dropped) -> None:
                 p.order += [(b, g) for g in range(len(fakes))]
                 p.orig_order += [(b, g) for g in range(len(originals))]
                 p.drop_order += [(b, g) for g in range(len(dropped))]
                 self.add_batch(p, b, rows, skipped)
                 self.batches_done += 1
                 bar.update(len(rows) + len(skipped))
+
+            def settle(b, result, fake_features, original_features, latents) -> None:
+                rows, skipped = result.rows, result.skipped  # waits for the batch's copies to the host
+                for key, z in latents:
+                    self.latents.write(key, {"latents": z})
+                fakes = self.fake_features(p, result, fake_features)
+                originals, dropped = self.scope_features(p, result.scope, original_features)
+                if identity is not None:
+                    self.write_chunk(
+                        keys[b], rows, skipped, fakes, originals, dropped, p.pending, crop, self.plan.keys[b]
+                    )
+                done(b, rows, skipped, fakes, originals, dropped)
+
+            # One batch in flight: batch b's work is queued on the device and its values start for the host, then
+            # batch b-1 is settled (rows, features, result chunk) while the device computes b.
+            in_flight = None
+            try:
+                for b in mine if mine is not None else itertools.count():
+                    if b in hits:
+                        if in_flight:
+                            item, in_flight = in_flight, None
+                            settle(*item)
+                        rows, skipped, fakes, originals, dropped = hits[b]
+                        rows = [{**r, "vae": name} for r in rows]
+                        p.counts["batches_cached"] += 1
+                        for f in fakes:
+                            p.fakes.add(f)
+                        for f in originals:
+                            p.pending.add(f)
+                        for f in dropped:
+                            p.dropped.add(f)
+                        done(b, rows, skipped, fakes, originals, dropped)
+                        continue
+                    result = next(computed, None)
+                    if result is None:
+                        break  # a stream came to its end
+                    b = b if mine is not None else len(p.batches) + (in_flight is not None)
+                    with p.times.stage("features"):
+                        fake_features = [p.fakes.extract(rec) for rec in result.reconstructions] if self.sets else []
+                        original_features = (
+                            [p.pending.extract(images) for images, _, _ in result.scope] if p.pending else []
+                        )
+                    latents, p.latent_writes = p.latent_writes, []
+                    fake_features, original_features, stored = result.to_host(
+                        fake_features, original_features, [{"latents": z} for _, z in latents]
+                    )
+                    if in_flight:
+                        item, in_flight = in_flight, None
+                        settle(*item)
+                    in_flight = (
+                        b,
+                        result,
+                        fake_features,
+                        original_features,
+                        [(k, d["latents"]) for (k, _), d in zip(latents, stored)],
+                    )
+            except BaseException:
+                # a batch computed before the failure (or Ctrl-C) is kept: its rows and chunk, as without the lag
+                if in_flight:
+                    with contextlib.suppress(Exception):
+                        settle(*in_flight)
+                raise
+            if in_flight:
+                item, in_flight = in_flight, None
+                settle(*item)
         return p
 
-    def scope_features(self, p: VAEPass, scope) -> tuple[list[dict], list[dict]]:
-        """Per group of a batch's ``scope`` (:class:`~evalvae.recon.loop.BatchResult`): the features of all its
-        originals, added to ``p.pending`` where the references are computed, and of those without a finite
-        reconstruction, added to ``p.dropped``; each as :meth:`SetStates.update` returns them."""
+    def fake_features(self, p: VAEPass, result, features: list[dict]) -> list[dict]:
+        """Per group of a settled batch with a finite reconstruction, the features of its finite reconstructions
+        (by metric key, their positions under ``INDEX``), added to ``p.fakes``."""
+        out = []
+        for feats, finite, index in zip(features, result.finite, result.indices):
+            ok = finite.numpy().astype(bool)
+            if not ok.any():
+                continue
+            f = {k: v.numpy()[ok] for k, v in feats.items()}
+            f[INDEX] = np.asarray(index, np.int64)[ok]
+            p.fakes.add(f)
+            out.append(f)
+        return out
+
+    def scope_features(self, p: VAEPass, scope, features: list[dict]) -> tuple[list[dict], list[dict]]:
+        """Per group of a settled batch's ``scope`` (:class:`~evalvae.recon.loop.BatchResult`): the features of all
+        its originals (``features``, extracted where the references are computed), added to ``p.pending``, and of
+        those without a finite reconstruction, added to ``p.dropped``."""
         originals, dropped = [], []
         if not self.sets:
             return originals, dropped
-        for images, index, scored in scope:
-            f = p.pending.update(images, index) if p.pending else {}
+        for g, (images, index, scored) in enumerate(scope):
+            f = {}
             if p.pending:
+                f = {k: v.numpy() for k, v in features[g].items()}
+                f[INDEX] = np.asarray(index, np.int64)
+                p.pending.add(f)
                 originals.append(f)
             if all(scored):
                 continue
@@ -469,7 +526,7 @@ class ReconTask(Task):
                 return got[0]["latents"].to(vae.device)
             z = vae.encode(x, seeds=[seed + i for i in group.indices])
             p.counts["images_encoded"] += len(group.ids)
-            self.latents.write(key, {"latents": z})
+            p.latent_writes.append((key, z))  # written once the batch is on the host (evaluate's settle)
             return z
 
         return encode
