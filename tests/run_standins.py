@@ -26,7 +26,8 @@ class Identity(VAEAdapter):
 
     ``nan_images``/``inf_images`` decode to NaN/+inf at one pixel; decoding a batch holding an
     image at index ``fail_at`` or later raises ``failure`` (``oom`` or ``error``), and with
-    ``$EVALVAE_TEST_INTERRUPT_AT=NAME:INDEX``, VAE NAME raises ``KeyboardInterrupt`` (Ctrl-C) there. Each decode first
+    ``$EVALVAE_TEST_INTERRUPT_AT=NAME:INDEX``, VAE NAME raises ``KeyboardInterrupt`` (Ctrl-C) there; decoding
+    more than ``most`` images at once runs out of memory (``torch.OutOfMemoryError``). Each decode first
     sleeps ``delay`` seconds. ``stored=true``: known by its weights, as a VAE read from files is, so
     its finished batches are stored as result chunks (a rerun reads them).
     """
@@ -46,11 +47,12 @@ class Identity(VAEAdapter):
         failure: str = "error",
         delay: float = 0.0,
         stored: bool = False,
+        most: int | None = None,
     ):
         module = nn.Module()
         module.gain = nn.Parameter(torch.tensor(float(gain)))
         self.nan_images, self.inf_images = set(nan_images), set(inf_images)
-        self.fail_at, self.failure, self.delay = fail_at, failure, delay
+        self.fail_at, self.failure, self.delay, self.most = fail_at, failure, delay, most
         self._indices: list[int] = []
         super().__init__(
             name,
@@ -75,6 +77,8 @@ class Identity(VAEAdapter):
             raise KeyboardInterrupt
         if self.fail_at is not None and max(self._indices) >= self.fail_at:
             raise FAILURES[self.failure]()
+        if self.most is not None and len(z) > self.most:
+            raise FAILURES["oom"]()
         y = F.pixel_shuffle(z, 8) * self.module.gain
         for j, i in enumerate(self._indices):
             if i in self.nan_images:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -10,12 +11,15 @@ import torch
 
 from evalvae.data.loader import Batch, Group
 from evalvae.data.transforms import crop_offsets, crop_to_multiple, rgb8_sha256
+from evalvae.device import release_memory
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import PairMetric, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
 from evalvae.recon.heap import HeapTrimmer
 from evalvae.recon.rate import Rate
 from evalvae.vae import VAEAdapter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -235,6 +239,70 @@ def reconstruct(
     heap = HeapTrimmer()  # freed batches back to the system, so memory stays flat over many images
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     masked = frozenset(result_columns(rate))
+
+    def issue(result: BatchResult, group: Group, whole: Group, left_out: dict) -> None:
+        """Queue ``group``'s work on the device and add it to ``result`` (nothing here waits for the device)."""
+        with times.stage("data"):  # what identifies the scored originals (per_image.image_sha256)
+            hashes = rgb8_sha256(crop_to_multiple(group.images, vae.downsample))
+        with times.stage("encode"):
+            images = crop_to_multiple(group.images.to(vae.device, non_blocking=True), vae.downsample)
+            truth = group.truth
+            if truth is not None and images.shape != group.images.shape:  # the crop moved the origin
+                top, left = crop_offsets(*group.images.shape[-2:], vae.downsample)
+                truth = [shift_all(t, -left, -top) for t in truth]
+            x = from_uint8(images).contiguous(memory_format=memory_format)
+            z = encode(group, x) if encode else vae.encode(x, seeds=[seed + i for i in group.indices])
+        with times.stage("decode"):
+            y, rated = rate.decode(
+                vae,
+                z.contiguous(memory_format=memory_format),
+                images,
+                group.ids,
+                seeds=[seed + i for i in group.indices],
+            )
+        with times.stage("metrics"):
+            finite = finite_images(y)
+            recon = to_pixels(y, quantize)
+            values = score_on_device(metrics, images.double(), recon, finite, truth)
+            if keep_pixels:  # (all allocated before anything is added: a batch that ran out of memory adds nothing)
+                rec8 = (recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8)
+                cropped = (
+                    crop_to_multiple(whole.images.to(vae.device, non_blocking=True), vae.downsample)
+                    if left_out
+                    else images
+                )
+                scope = (cropped, list(whole.indices), None)  # its flags: once on the host
+                result.originals.append(images)
+                result.reconstructions.append(rec8)
+                result.finite.append(finite)
+                result.indices.append(list(group.indices))
+                result.scope.append(scope)
+            result._scored.append(
+                _Scored(
+                    group, bool(left_out), list(whole.ids), hashes, values, rated, finite, images.shape[-2:], masked
+                )
+            )
+
+    def split_on_oom(result: BatchResult, group: Group, whole: Group, left_out: dict) -> None:
+        """:func:`issue`, in halves while the device runs out of memory (a batch larger than a VAE fits, as
+        ``batch_size=auto`` sized by an earlier VAE may be): the numbers do not depend on the batch."""
+        try:
+            issue(result, group, whole, left_out)
+        except torch.OutOfMemoryError:
+            if len(group.ids) < 2 or left_out:
+                raise
+            release_memory(vae.device)
+            half = len(group.ids) // 2
+            log.warning(
+                "VAE '%s': out of memory on a batch of %d images; it is run in halves (a smaller batch_size avoids "
+                "the retries)",
+                vae.name,
+                len(group.ids),
+            )
+            first, second = set(group.ids[:half]), set(group.ids[half:])
+            split_on_oom(result, _without(group, second), _without(whole, second), left_out)
+            split_on_oom(result, _without(group, first), _without(whole, first), left_out)
+
     batches = iter(batches)
     while True:
         with times.stage("data"):
@@ -254,42 +322,5 @@ def reconstruct(
                         cropped = crop_to_multiple(whole.images.to(vae.device, non_blocking=True), vae.downsample)
                         result.scope.append((cropped, list(whole.indices), [False] * len(whole.ids)))
                     continue
-            with times.stage("data"):  # what identifies the scored originals (per_image.image_sha256)
-                hashes = rgb8_sha256(crop_to_multiple(group.images, vae.downsample))
-            with times.stage("encode"):
-                images = crop_to_multiple(group.images.to(vae.device, non_blocking=True), vae.downsample)
-                truth = group.truth
-                if truth is not None and images.shape != group.images.shape:  # the crop moved the origin
-                    top, left = crop_offsets(*group.images.shape[-2:], vae.downsample)
-                    truth = [shift_all(t, -left, -top) for t in truth]
-                x = from_uint8(images).contiguous(memory_format=memory_format)
-                z = encode(group, x) if encode else vae.encode(x, seeds=[seed + i for i in group.indices])
-            with times.stage("decode"):
-                y, rated = rate.decode(
-                    vae,
-                    z.contiguous(memory_format=memory_format),
-                    images,
-                    group.ids,
-                    seeds=[seed + i for i in group.indices],
-                )
-            with times.stage("metrics"):
-                finite = finite_images(y)
-                recon = to_pixels(y, quantize)
-                values = score_on_device(metrics, images.double(), recon, finite, truth)
-                result._scored.append(
-                    _Scored(
-                        group, bool(left_out), list(whole.ids), hashes, values, rated, finite, images.shape[-2:], masked
-                    )
-                )
-                if keep_pixels:
-                    result.originals.append(images)
-                    result.reconstructions.append((recon if quantize else recon.round()).nan_to_num_(0).to(torch.uint8))
-                    result.finite.append(finite)
-                    result.indices.append(list(group.indices))
-                    cropped = (
-                        crop_to_multiple(whole.images.to(vae.device, non_blocking=True), vae.downsample)
-                        if left_out
-                        else images
-                    )
-                    result.scope.append((cropped, list(whole.indices), None))  # its flags: once on the host
+            split_on_oom(result, group, whole, left_out)
         yield result

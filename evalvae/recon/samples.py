@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 
 from evalvae.data.loader import collate
-from evalvae.device import release_memory, to_channels_last
+from evalvae.device import release_memory, tf32_available, to_channels_last
 from evalvae.io import atomic_path, atomic_write_text, json_ready
 from evalvae.jobs.failures import VAE_FAILURES
 from evalvae.jobs.store import encoder_identity, latent_key
@@ -201,10 +201,11 @@ class Samples:
         try:
             if vae is None:
                 vae = load(name, task.specs[name], device=task.device, cache_dir=cfg.cache_dir).vae
+                vae.tf32 = cfg.get("precision") == "tf32" and tf32_available(task.device)  # as it was scored
                 if cfg.channels_last:
                     to_channels_last(vae.module)
             samples, missing = read_images(task.dataset, images)
-            size = int(cfg.batch_size)
+            size = int(task.batch_size)
             batches = [collate(samples[i : i + size]) for i in range(0, len(samples), size)]
             encode = self._latents(task, vae, rows, how)
             kwargs = {"channels_last": bool(cfg.channels_last), "seed": int(cfg.seed), "rate": task.rate}

@@ -12,12 +12,14 @@ rank 0 writes the results. See :mod:`evalvae.jobs.store` for what the keys hold.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
 import math
 import shutil
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,10 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
-from evalvae.device import resolve_device, tf32_available, to_channels_last
+from evalvae.data.loader import Batch, Group
+from evalvae.device import release_memory, resolve_device, tf32_available, to_channels_last
 from evalvae.errors import ConfigError, Interrupted
 from evalvae.io import cache_dir
+from evalvae.jobs import autobatch
 from evalvae.jobs import shard as dist
+from evalvae.jobs.autobatch import Fit
 from evalvae.jobs.failures import VAE_FAILURES, log_failures, unavailable_metrics
 from evalvae.jobs.runtime import RunOutcome, StageTimes, loader_workers, progress_bar
 from evalvae.jobs.store import (
@@ -43,7 +48,7 @@ from evalvae.jobs.store import (
     vae_identity,
 )
 from evalvae.jobs.task import Done, Task
-from evalvae.jobs.vaes import selected_vaes
+from evalvae.jobs.vaes import load, selected_vaes
 from evalvae.metrics import build_metrics, fact_columns, result_columns, split_metrics
 from evalvae.metrics.base import INDEX, SetStates, features_identity, pair_identity, recorded
 from evalvae.metrics.info import metric_entry
@@ -125,7 +130,9 @@ class ReconTask(Task):
         self.results = Store(root / "results" if cache.get("results", True) else self.out / "chunks")
         self.keep_latents = bool(cache.get("latents", True))
         self.latents = Store(root / "latents" if self.keep_latents else self.out / ".latents")
-        self.plan = BatchPlan(self.dataset, cfg.batch_size) if hasattr(self.dataset, "file_digests") else None
+        self.fit: Fit | None = None  # batch_size=auto's measurement
+        self.batch_size = self.resolve_batch_size()
+        self.plan = BatchPlan(self.dataset, self.batch_size) if hasattr(self.dataset, "file_digests") else None
         # per_image.file_sha256: the files' sha256 the batch keys hold (none for a stream)
         self.file_hashes = (
             {rec.id: h for rec, h in zip(self.dataset.records, self.dataset.file_digests())} if self.plan else {}
@@ -183,8 +190,69 @@ class ReconTask(Task):
             "quantize": self.quantize,
             "metrics": metrics,
             "software": software(),
-            "environment": environment(self.device),
+            "environment": {
+                **environment(self.device),
+                "batch_size": self.batch_size,
+                **({"batch_size_auto": dataclasses.asdict(self.fit)} if self.fit else {}),
+            },
         }
+
+    def resolve_batch_size(self) -> int:
+        """``batch_size``, or for ``auto`` the largest batch that fits the device (:mod:`evalvae.jobs.autobatch`),
+        measured on the first VAE: its work on two batches of synthetic images at the dataset's resolution (512
+        for native sizes). A later VAE that needs more memory runs a batch in halves where it must."""
+        cfg = self.cfg
+        if cfg.batch_size != "auto":
+            return int(cfg.batch_size)
+        if not autobatch.measurable(self.device) or not self.specs:
+            log.info("batch_size=auto: %d on %s (memory is measured on CUDA only)", autobatch.DEFAULT, self.device)
+            return autobatch.DEFAULT
+        name, spec = next(iter(self.specs.items()))
+        vae = None
+        try:
+            vae = load(name, spec, device=self.device, cache_dir=cfg.cache_dir).vae
+            if cfg.channels_last:
+                to_channels_last(vae.module)
+            side = getattr(self.dataset.geometry, "resolution", None) or 512
+            side -= side % vae.downsample
+            work = partial(self.probe, vae, side)
+            fit = autobatch.auto_batch_size(work, self.device, most=known_len(self.dataset) or autobatch.MOST)
+        except Exception as e:  # a VAE that cannot load or run fails in its own turn, with its reason
+            log.warning(
+                "batch_size=auto: measuring VAE '%s' failed (%s: %s); batch_size=%d",
+                name,
+                type(e).__name__,
+                e,
+                autobatch.DEFAULT,
+            )
+            return autobatch.DEFAULT
+        finally:
+            del vae
+            release_memory(self.device)
+        self.fit = fit
+        log.info("%s, measured on VAE '%s' at %d×%d", fit.describe(), name, side, side)
+        return fit.batch_size
+
+    def probe(self, vae: VAEAdapter, side: int, n: int) -> None:
+        """One batch's work for ``n`` synthetic images of ``side``×``side``: what a batch of the run holds at once."""
+        images = torch.randint(
+            0, 256, (n, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(n)
+        )
+        batch = Batch([Group(list(range(n)), [f"probe-{i}" for i in range(n)], images, [False] * n)])
+        for result in reconstruct(
+            vae,
+            [batch],
+            self.pair,
+            quantize=self.quantize,
+            channels_last=bool(self.cfg.channels_last),
+            keep_pixels=bool(self.sets),
+            rate=self.rate,
+        ):
+            if self.sets:
+                features = SetStates(self.sets)
+                for images_ in [*result.reconstructions, *(s[0] for s in result.scope)]:
+                    features.extract(images_)
+            result.rows  # noqa: B018  (waits for the batch)
 
     def scoring(self) -> dict:
         """What a VAE's per-image rows and features depend on besides the VAE and the images (result keys)."""
@@ -288,13 +356,13 @@ class ReconTask(Task):
             to_channels_last(vae.module)
         encode = self.latent_encoder(p, vae) if self.plan is not None and vae is not None else None
         if mine is None:
-            loader, todo = make_loader(self.dataset, cfg.batch_size, self.workers, self.device), None
+            loader, todo = make_loader(self.dataset, self.batch_size, self.workers, self.device), None
         else:
             todo = [b for b in mine if b not in hits]
             loader = (
                 make_loader(
                     self.dataset,
-                    cfg.batch_size,
+                    self.batch_size,
                     self.workers,
                     self.device,
                     batches=[self.plan.positions[b] for b in todo],
@@ -516,7 +584,7 @@ class ReconTask(Task):
                 first,
                 vae.encoder_hash[:12],
             )
-        bs, seed = self.cfg.batch_size, self.cfg.seed
+        bs, seed = self.batch_size, self.cfg.seed
 
         def encode(group, x):
             key = latent_key(identity, self.plan.keys[group.indices[0] // bs], list(group.indices))

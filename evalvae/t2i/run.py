@@ -31,6 +31,7 @@ from evalvae.config import instantiate
 from evalvae.device import peak_memory_mb, release_memory, reset_peak_memory, resolve_device, synchronize
 from evalvae.errors import ConfigError, EvalvaeError
 from evalvae.io import cache_dir
+from evalvae.jobs import autobatch
 from evalvae.jobs.failures import (
     log_failures,
     record_failure,
@@ -328,7 +329,8 @@ class T2IJob(Task):
 
     def decode(self) -> None:
         if self.metrics.sets:
-            self.metrics.reference_statistics(self.cfg.batch_size, loader_workers(self.cfg.workers), self.device)
+            batch = self.cfg.batch_size if self.cfg.batch_size != "auto" else autobatch.DEFAULT  # a loader's batches
+            self.metrics.reference_statistics(batch, loader_workers(self.cfg.workers), self.device)
         image_dir = self.out / "images" if self.cfg.t2i.save_images else None
         with progress_bar(self.cfg.progress, len(self.items), "decode") as bar:
 
