@@ -115,7 +115,7 @@ class ReconTask(Task):
         if self.shard.active:
             self.out = Path(dist.broadcast(self.shard, str(self.out)))  # rank 0's run directory
         self.files = self.out if self.shard.main else self.out / ".ranks" / str(self.shard.rank)
-        self.workers = loader_workers(cfg.workers)
+        self.workers = loader_workers(cfg.workers, self.device)
         self.dataset = instantiate(cfg.dataset)
         self.quantize = bool(cfg.metrics.quantize)
         self.rate = Rate.from_config(cfg.metrics)  # bpp columns, metrics.latent_bits
@@ -591,7 +591,10 @@ class ReconTask(Task):
             got = self.latents.read(key)
             if got is not None and tuple(got[0]["latents"].shape[0:1]) == (len(group.ids),):
                 p.counts["latents_cached"] += len(group.ids)
-                return got[0]["latents"].to(vae.device)
+                z = got[0]["latents"]
+                if vae.device.type == "cuda":  # a copy from pinned memory does not wait for the device's queue
+                    z = z.pin_memory()
+                return z.to(vae.device, non_blocking=True)
             z = vae.encode(x, seeds=[seed + i for i in group.indices])
             p.counts["images_encoded"] += len(group.ids)
             p.latent_writes.append((key, z))  # written once the batch is on the host (evaluate's settle)
