@@ -24,9 +24,8 @@ parts run first (a, d), then per precision the evalvae job and the peer's, bf16 
 the likeliest to give a ratio), so that a run cut short by ``--budget`` (default 420 s on a GPU, from
 the script's start) still has one; a case expected to take longer than what is left (the last case of
 its part took that long) is skipped, and a job still running when the budget ends is stopped, each
-with its reason recorded. fp32 is compared with the TF32 peak while torch lets cuDNN use TF32 (its
-default). ``precision=``, ``compile=true`` and ``batch_size=auto`` are passed only where the evalvae
-under test takes them (checked first; the JSON's ``evalvae_options`` says what was done instead).
+with its reason recorded. Each precision's FLOPs are compared with its own peak: fp32 is IEEE float32
+in evalvae and in the peer script (TF32 off, which torch leaves on for cuDNN's convolutions by default).
 
 Without a CUDA device (or with ``--tiny``) a 3-block, 8-16 channel VAE, 64 and 128 px, 12 images and
 fp32 jobs check the script in about two minutes on 2 cores; its timings mean nothing.
@@ -256,36 +255,16 @@ def refusal(overrides: list[str]) -> str | None:
 
 
 class Options:
-    """The run overrides this suite passes that a given evalvae may not have: ``precision``, ``compile``
-    and ``batch_size=auto``; each is checked once against the config of the evalvae under test."""
+    """The run overrides this suite passes: ``precision``, ``compile`` and ``batch_size`` (``auto`` on a GPU)."""
 
     def __init__(self, base: list[str], scale: Scale, compile_: bool):
-        self.notes: dict[str, str] = {}
-        self.precision_key = refusal([*base, "precision=bf16"]) is None
-        if not self.precision_key:
-            self.notes["precision"] = (
-                "this evalvae has no precision key: bf16 is asked for with dtype=bf16, tf32 not at all"
-            )
-        self.batch = scale.batch
-        if scale.batch == "auto" and (why := refusal([*base, "batch_size=auto"])):
-            self.batch = str(scale.fallback_batch)
-            self.notes["batch_size"] = f"batch_size=auto refused ({why}); batch_size={self.batch}"
-        self.compile = compile_
-        if compile_ and (why := refusal([*base, "compile=true"])):
-            self.compile = False
-            self.notes["compile"] = f"compile=true refused ({why}); runs without it"
+        self.batch, self.compile = scale.batch, compile_
 
     def precision(self, precision: str, cuda: bool) -> tuple[list[str] | None, str]:
-        """The overrides that ask a run for ``precision`` (None: it cannot be asked for), and why not."""
+        """The overrides that ask a run for ``precision`` (None: it cannot be asked for here), and why not."""
         if precision == "tf32" and not cuda:
             return None, "tf32 is a CUDA mode (TF32 tensor cores)"
-        if precision == "fp32":
-            return [], ""
-        if self.precision_key:
-            return [f"precision={precision}"], ""
-        if precision in ("bf16", "fp16"):
-            return [f"dtype={precision}"], ""
-        return None, self.notes["precision"]
+        return ([] if precision == "fp32" else [f"precision={precision}"]), ""
 
     def run(self) -> list[str]:
         return [f"batch_size={self.batch}", *(["compile=true"] if self.compile else [])]
@@ -371,7 +350,7 @@ class Suite:
         self.one_vae = ["+vae=kl-f8", f"vae.kl-f8.source={self.vaes['kl-f8']}", "vae.kl-f8.subfolder=null"]
         self.base = [*self.one_vae, *self.dataset(self.images, s.resolution), *self.common]
         self.options = Options(self.base, s, self.args.compile)
-        self.report.data.update(setup=setup, flops=self.flops, evalvae_options=self.options.notes)
+        self.report.data.update(setup=setup, flops=self.flops)
         self.report.write()
 
     @staticmethod
@@ -635,11 +614,9 @@ class Suite:
         print(f"gpu_suite: (b) {case}: {status}, {wall:.1f} s, {result['images_per_s']} img/s", flush=True)
 
     def peak_basis(self, precision: str) -> str:
-        """The peak a precision's FLOPs are compared with: fp32 convolutions run on TF32 tensor cores while
-        torch.backends.cudnn.allow_tf32 is true (torch's default)."""
-        import torch
-
-        return "tf32" if self.cuda and precision == "fp32" and torch.backends.cudnn.allow_tf32 else precision
+        """The peak a precision's FLOPs are compared with: evalvae's fp32 is IEEE float32 (TF32 off, also for
+        cuDNN's convolutions), so its basis is the fp32 peak."""
+        return precision
 
     # (c) --------------------------------------------------------------------------------------------
     def part_c(self, precision: str) -> None:

@@ -100,8 +100,8 @@ def main() -> None:
 
     start = time.perf_counter()
     device = torch.device(args.device)
-    if args.precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    # fp32 and bf16 run IEEE float32 where float32 remains (as evalvae's precision=fp32 does); tf32 allows TF32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.precision == "tf32"
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     seconds = defaultdict(float)
 

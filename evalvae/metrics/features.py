@@ -191,8 +191,7 @@ class InceptionV3(FeatureExtractor):
 
     def identity(self) -> dict:
         resize = (
-            "PIL's bicubic filter to 299x299 in float (torch antialiased bicubic in float64), no re-quantization "
-            "(clean-fid)"
+            "PIL bicubic to 299x299 in float, no re-quantization (clean-fid)"  # since version 2 by torch, to 2.3e-5
             if self.resize == "clean"
             else "TF1-compatible bilinear of uint8 to 299x299 (torch-fidelity legacy)"
         )
