@@ -449,7 +449,7 @@ class Suite:
         from omegaconf import OmegaConf
 
         from evalvae.config import instantiate
-        from evalvae.device import synchronize, to_channels_last
+        from evalvae.device import synchronize, tf32_available, to_channels_last
         from evalvae.jobs.vaes import load
         from evalvae.metrics import from_uint8
 
@@ -457,8 +457,9 @@ class Suite:
         spec["dtype"] = precision if precision in ("bf16", "fp16") else "fp32"
         vae = load("kl-f8", spec, device=self.device, cache_dir=cfg.cache_dir).vae
         to_channels_last(vae.module)
+        vae.tf32 = precision == "tf32" and tf32_available(self.device)  # as the run sets it
         if self.options.compile:
-            vae.module.decoder.compile()
+            vae.compile()
         dataset = instantiate(cfg.dataset)
         batch = min(batch, len(dataset))
         images = torch.stack([dataset[i].image for i in range(batch)]).to(self.device)
@@ -485,7 +486,7 @@ class Suite:
         cfg = compose(self.base)
         batch = self.batch()
         dataset = instantiate(cfg.dataset)
-        workers = loader_workers(cfg.workers)
+        workers = loader_workers(cfg.workers, self.device)  # as the run chooses them
         ips = {}
         for w in dict.fromkeys([workers, 0]):
             case = f"loader-workers-{w}"
@@ -634,7 +635,7 @@ class Suite:
             return
         job = self.jobs.get(precision)
         batch = (job or {}).get("batch") or self.batch()
-        workers = loader_workers("auto")
+        workers = loader_workers("auto", self.device)
         out = self.work / "c" / precision
         cmd = [
             sys.executable,
