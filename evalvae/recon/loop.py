@@ -27,7 +27,6 @@ class _Scored:
     """One group's work as the loop issued it: what its rows are made of once its values are on the host."""
 
     group: Group  # the images scored (less those prepare_group left out)
-    left_out: bool  # whether prepare_group left some of the batch's group out
     whole_ids: list[str]  # the ids of the whole group, in order (the scope's)
     hashes: list[str]
     values: dict[str, torch.Tensor | list]  # per metric column, one value per image (device tensors until settled)
@@ -59,8 +58,7 @@ class BatchResult:
     scope: list[tuple[torch.Tensor, list[int], list[bool] | None]] = field(default_factory=list)
     _scored: list[_Scored] = field(default_factory=list)
     _rows: list[dict] | None = None
-    _event: object = None
-    _extra: list = field(default_factory=list)
+    _event: object = None  # a CUDA event after the copies of :meth:`to_host`
 
     def to_host(self, *extra: list[dict[str, torch.Tensor]]) -> list[list[dict[str, torch.Tensor]]]:
         """Start copying the batch's per-image values, finite flags and ``extra`` (per group, tensors by key: the
@@ -278,9 +276,7 @@ def reconstruct(
                 result.indices.append(list(group.indices))
                 result.scope.append(scope)
             result._scored.append(
-                _Scored(
-                    group, bool(left_out), list(whole.ids), hashes, values, rated, finite, images.shape[-2:], masked
-                )
+                _Scored(group, list(whole.ids), hashes, values, rated, finite, images.shape[-2:], masked)
             )
 
     def split_on_oom(result: BatchResult, group: Group, whole: Group, left_out: dict) -> None:
