@@ -186,12 +186,13 @@ def test_ctrl_c_says_how_far_it_got_in_one_line_exits_130_and_the_same_command_c
 
 @pytest.mark.slow
 def test_a_real_sigint_mid_run_prints_one_line_and_exits_130(tmp_path, image_dir):
-    """``python -m evalvae run`` sent SIGINT while its stand-in decodes (one image a second): one line,
-    status 130, and the same command then reads the finished batches instead of redoing them."""
+    """``python -m evalvae run`` sent SIGINT while its stand-in decodes (one image in two seconds, so that the
+    signal lands mid-run even when a loaded machine wakes this test late): one line, status 130, and the same
+    command then reads the finished batches instead of redoing them."""
     out = tmp_path / "run"
     cache = tmp_path / "cache"
     args = [
-        *run_args(image_dir, out, "batch_size=1", *standin("slow", delay=1.0, stored=True))[1:-1],
+        *run_args(image_dir, out, "batch_size=1", *standin("slow", delay=2.0, stored=True))[1:-1],
         f"cache_dir={cache}",
     ]
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
@@ -204,6 +205,7 @@ def test_a_real_sigint_mid_run_prints_one_line_and_exits_130(tmp_path, image_dir
     while len(list((cache / "results").rglob("*.safetensors"))) < 3 and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
         time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
