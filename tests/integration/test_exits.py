@@ -198,7 +198,15 @@ def test_a_real_sigint_mid_run_prints_one_line_and_exits_130(tmp_path, image_dir
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
     cmd = [sys.executable, "-m", "evalvae", "run", *args]
     proc = subprocess.Popen(
-        [*cmd, f"hydra.run.dir={out}"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*cmd, f"hydra.run.dir={out}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # as in a terminal: a test suite started in the background (`.ci/run &`) inherits SIGINT ignored, and
+        # a Python started so never raises KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     # the VAE's record (what vaes.json says of it, stored once it is loaded) and two finished batches
