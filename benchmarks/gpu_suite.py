@@ -257,7 +257,7 @@ def refusal(overrides: list[str]) -> str | None:
 class Options:
     """The run overrides this suite passes: ``precision``, ``compile`` and ``batch_size`` (``auto`` on a GPU)."""
 
-    def __init__(self, base: list[str], scale: Scale, compile_: bool):
+    def __init__(self, scale: Scale, compile_: bool):
         self.batch, self.compile = scale.batch, compile_
 
     def precision(self, precision: str, cuda: bool) -> tuple[list[str] | None, str]:
@@ -349,7 +349,7 @@ class Suite:
         ]
         self.one_vae = ["+vae=kl-f8", f"vae.kl-f8.source={self.vaes['kl-f8']}", "vae.kl-f8.subfolder=null"]
         self.base = [*self.one_vae, *self.dataset(self.images, s.resolution), *self.common]
-        self.options = Options(self.base, s, self.args.compile)
+        self.options = Options(s, self.args.compile)
         self.report.data.update(setup=setup, flops=self.flops)
         self.report.write()
 
@@ -452,9 +452,10 @@ class Suite:
         from evalvae.device import synchronize, tf32_available, to_channels_last
         from evalvae.jobs.vaes import load
         from evalvae.metrics import from_uint8
+        from evalvae.vocab import PRECISION_DTYPE
 
         spec = OmegaConf.to_container(cfg.vae["kl-f8"], resolve=True)
-        spec["dtype"] = precision if precision in ("bf16", "fp16") else "fp32"
+        spec["dtype"] = PRECISION_DTYPE[precision]
         vae = load("kl-f8", spec, device=self.device, cache_dir=cfg.cache_dir).vae
         to_channels_last(vae.module)
         vae.tf32 = precision == "tf32" and tf32_available(self.device)  # as the run sets it

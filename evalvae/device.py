@@ -103,6 +103,14 @@ def fp32_math(device: torch.device, tf32: bool) -> Iterator[None]:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
+def host_copy(t):
+    """``t`` on the host, without waiting for the device: a non-blocking copy into pinned memory from a CUDA
+    tensor (valid once the device has reached it: an event recorded after it); anything else as it is."""
+    if isinstance(t, torch.Tensor) and t.device.type == "cuda":
+        return t.to("cpu", non_blocking=True)
+    return t
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued work on ``device`` so wall-clock timings are honest."""
     if device.type == "cuda":

@@ -453,7 +453,8 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
         out.mismatches.append(f"the baseline {baseline.source} holds no results")
 
     protocol_ok = True
-    changed: dict[str, str] = {}
+    changed: dict[str, str] = {}  # VAEs whose numbers are not compared: other images, or another precision
+    other_images: dict[str, str] = {}
     if baseline.results and current.results:
         mismatches, notes = protocol_differences(baseline.protocol, current.protocol)
         out.mismatches += mismatches
@@ -462,9 +463,8 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
         if recorded:
             out.notes.append("computed with other software or on another machine: " + "; ".join(recorded))
         protocol_ok = not mismatches
-        changed, decoded = content_differences(baseline, current) if protocol_ok else ({}, [])
-        precision = precision_differences(baseline, current) if protocol_ok else {}
-        changed = {**precision, **changed}
+        other_images, decoded = content_differences(baseline, current) if protocol_ok else ({}, [])
+        changed = {**(precision_differences(baseline, current) if protocol_ok else {}), **other_images}
         out.mismatches += changed.values()
         out.notes += decoded
         unhashed = sorted(v for v in baseline.results.keys() & current.results.keys() if v not in baseline.images)
@@ -487,7 +487,7 @@ def compare(baseline: Snapshot, current: Snapshot, tolerances: Tolerances | None
                 if vae in changed and protocol_ok and row.verdict is Verdict.MISMATCH:
                     row.detail = (
                         "other images under the same names (per-image hashes)"
-                        if vae not in precision or precision[vae] != changed[vae]
+                        if vae in other_images
                         else "another precision (vaes.json)"
                     )
                 out.rows.append(row)

@@ -11,7 +11,7 @@ import torch
 
 from evalvae.data.loader import Batch, Group
 from evalvae.data.transforms import crop_offsets, crop_to_multiple, rgb8_sha256
-from evalvae.device import release_memory
+from evalvae.device import host_copy, release_memory
 from evalvae.jobs.runtime import StageTimes
 from evalvae.metrics import PairMetric, from_uint8, result_columns, to_pixels
 from evalvae.metrics.regions import REGIONS, RegionMetric, shift_all
@@ -66,10 +66,10 @@ class BatchResult:
         that :attr:`rows` waits for. The work of later batches can be queued meanwhile, so the device never waits
         for the host. Returns ``extra`` with host tensors (valid once :attr:`rows` has been read)."""
         cuda = any(sc.finite.device.type == "cuda" for sc in self._scored)
-        moved = [[{k: _host(v) for k, v in d.items()} for d in groups] for groups in extra]
+        moved = [[{k: host_copy(v) for k, v in d.items()} for d in groups] for groups in extra]
         for sc in self._scored:
-            sc.values = {k: _host(v) for k, v in sc.values.items()}
-            sc.finite = _host(sc.finite)
+            sc.values = {k: host_copy(v) for k, v in sc.values.items()}
+            sc.finite = host_copy(sc.finite)
         if self.finite:  # with keep_pixels, one per scored group, in order
             self.finite = [sc.finite for sc in self._scored]
         if cuda:
@@ -88,16 +88,13 @@ class BatchResult:
     def _settle(self) -> None:
         if self._event is not None:
             self._event.synchronize()
-        self._rows, scope = [], iter(i for i, entry in enumerate(self.scope) if entry[2] is None)
+        self._rows = []
+        pending = iter([i for i, entry in enumerate(self.scope) if entry[2] is None])  # one per scored group
         for sc in self._scored:
             flags = [bool(f) for f in sc.finite.tolist()]
-            values = {}
-            for name, v in sc.values.items():
-                column = v if isinstance(v, list) else v.tolist()
-                values[name] = [x if ok else ([] if name == REGIONS else math.nan) for x, ok in zip(column, flags)]
+            values = {name: masked(name, v, flags) for name, v in sc.values.items()}
             for name, column in sc.rated.items():  # a non-finite output is left out of the rate's results too
-                masked = name in sc.rate_results  # (its facts stay: a codec's quality, the bpp asked for)
-                values[name] = [v if ok or not masked else math.nan for v, ok in zip(column, flags)]
+                values[name] = masked(name, column, flags) if name in sc.rate_results else column  # (not its facts)
             h, w = sc.size
             for j, image_id in enumerate(sc.group.ids):
                 row = {"vae": self.vae, "image": image_id}
@@ -108,32 +105,9 @@ class BatchResult:
                 self._rows.append(row)
             if self.scope:
                 ok = dict(zip(sc.group.ids, flags))
-                i = next(scope)
+                i = next(pending)
                 images, index, _ = self.scope[i]
                 self.scope[i] = (images, index, [ok.get(x, False) for x in sc.whole_ids])
-
-    def finite_reconstructions(self) -> list[torch.Tensor]:
-        """Per group, the reconstructions of finite outputs only: the fakes of the set-level metrics."""
-        return [rec if bool(ok.all()) else rec[ok.to(rec.device)] for rec, ok in zip(self.reconstructions, self.finite)]
-
-    def finite_indices(self) -> list[list[int]]:
-        """Per group, the dataset positions of :meth:`finite_reconstructions`' images, in the same order."""
-        out = []
-        for index, finite in zip(self.indices, self.finite):
-            flags = finite.cpu().tolist()
-            out.append([i for i, ok in zip(index, flags) if ok])
-        return out
-
-    @property
-    def n_nonfinite(self) -> int:
-        return sum(bool(r["nonfinite"]) for r in self.rows)
-
-
-def _host(t):
-    """``t`` on the host: a non-blocking copy into pinned memory from a CUDA tensor; anything else as it is."""
-    if isinstance(t, torch.Tensor) and t.device.type == "cuda":
-        return t.to("cpu", non_blocking=True)
-    return t
 
 
 def finite_images(y: torch.Tensor) -> torch.Tensor:
@@ -153,13 +127,15 @@ def score(
     ``truth`` (per image, the dataset's ground-truth regions or None) goes to the metrics that take it.
     Region metrics' records of all metrics go, per image, into one list under ``REGIONS``.
     """
-    values = score_on_device(metrics, original, recon, finite, truth)
     flags = finite.cpu().tolist()
-    empty = {REGIONS: []}
-    return {
-        k: [x if ok else empty.get(k, math.nan) for x, ok in zip(v if isinstance(v, list) else v.tolist(), flags)]
-        for k, v in values.items()
-    }
+    return {k: masked(k, v, flags) for k, v in score_on_device(metrics, original, recon, finite, truth).items()}
+
+
+def masked(name: str, column: torch.Tensor | list, flags: list[bool]) -> list:
+    """A column's per-image values on the host, those of non-finite outputs left out: NaN (no records under
+    ``REGIONS``)."""
+    column = column if isinstance(column, list) else column.tolist()
+    return [x if ok else ([] if name == REGIONS else math.nan) for x, ok in zip(column, flags)]
 
 
 def score_on_device(

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from evalvae.config import instantiate
 from evalvae.data import known_len, make_loader
 from evalvae.data.loader import Batch, Group
-from evalvae.device import release_memory, resolve_device, tf32_available, to_channels_last
+from evalvae.device import host_copy, release_memory, resolve_device, tf32_available, to_channels_last
 from evalvae.errors import ConfigError, Interrupted
 from evalvae.io import cache_dir
 from evalvae.jobs import autobatch
@@ -248,10 +248,9 @@ class ReconTask(Task):
             keep_pixels=bool(self.sets),
             rate=self.rate,
         ):
-            if self.sets:
-                features = SetStates(self.sets)
-                for images_ in [*result.reconstructions, *(s[0] for s in result.scope)]:
-                    features.extract(images_)
+            for images_ in [*result.reconstructions, *(s[0] for s in result.scope)]:
+                for m in self.sets:
+                    m.features_on_device(images_)
             result.rows  # noqa: B018  (waits for the batch)
 
     def scoring(self) -> dict:
@@ -436,20 +435,13 @@ class ReconTask(Task):
                         original_features = (
                             [p.pending.extract(images) for images, _, _ in result.scope] if p.pending else []
                         )
-                    latents, p.latent_writes = p.latent_writes, []
-                    fake_features, original_features, stored = result.to_host(
-                        fake_features, original_features, [{"latents": z} for _, z in latents]
-                    )
+                    latents = [(key, host_copy(z)) for key, z in p.latent_writes]  # before to_host's event
+                    p.latent_writes = []
+                    fake_features, original_features = result.to_host(fake_features, original_features)
                     if in_flight:
                         item, in_flight = in_flight, None
                         settle(*item)
-                    in_flight = (
-                        b,
-                        result,
-                        fake_features,
-                        original_features,
-                        [(k, d["latents"]) for (k, _), d in zip(latents, stored)],
-                    )
+                    in_flight = (b, result, fake_features, original_features, latents)
             except BaseException:
                 # a batch computed before the failure (or Ctrl-C) is kept: its rows and chunk, as without the lag
                 if in_flight:

@@ -51,7 +51,7 @@ def test_synthetic_images_are_distinct_and_seeded(gpu_suite, tmp_path):
 def test_what_the_suite_asks_of_a_run_is_what_this_evalvae_takes(gpu_suite, tmp_path):
     base = ["+vae=kl-f8", "dataset=folder", f"dataset.path={tmp_path}", "device=cpu"]
     scale = gpu_suite.Scale(True, 12, 64, 128, (12, 8), "auto", 4, ("fp32",), 60.0)
-    options = gpu_suite.Options(base, scale, compile_=True)
+    options = gpu_suite.Options(scale, compile_=True)
     assert options.precision("fp32", cuda=False) == ([], "")  # fp32 is never asked for: every evalvae runs it
     assert options.precision("tf32", cuda=False)[0] is None
     for precision in ("fp32", "bf16"):
@@ -83,7 +83,7 @@ def _finite_positive(x) -> bool:
 
 
 @pytest.mark.slow
-def test_tiny_run_of_the_script(tmp_path):
+def test_tiny_run_of_the_script(gpu_suite, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     proc = subprocess.run(
@@ -127,17 +127,7 @@ def test_tiny_run_of_the_script(tmp_path):
     with open(out / "gpu-cpu.csv", newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames[:9] == [
-        "part",
-        "case",
-        "resolution",
-        "precision",
-        "batch",
-        "workers",
-        "images",
-        "seconds",
-        "images_per_s",
-    ]
+    assert reader.fieldnames == gpu_suite.COLUMNS
     assert {r["part"] for r in rows} == {"a", "b", "c", "d"} and all(r["status"] == "ok" for r in rows)
     assert all(_finite_positive(r["seconds"]) and _finite_positive(r["images_per_s"]) for r in rows)
     ratios = [r for r in rows if r["ratio"]]

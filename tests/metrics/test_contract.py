@@ -378,7 +378,7 @@ def test_an_image_scores_the_same_in_any_batch_and_in_any_order(case):
 def test_the_run_never_shows_a_metric_a_non_finite_reconstruction(case):
     c, metric, x = case
     if c.kind != "pair":
-        pytest.skip("set metrics see only the finite reconstructions (BatchResult.finite_reconstructions)")
+        pytest.skip("set metrics see only the finite reconstructions (ReconTask.fake_features)")
     a, b, kwargs = x
     finite = torch.tensor([True, False] + [True] * (len(a) - 2))
     got = score([metric], a, b, finite, kwargs.get("truth"))
